@@ -1,0 +1,34 @@
+# Shared by scripts/dev and scripts/test: install what is missing on Debian 12.
+# Packages: softhsm2 (the PKCS#11 module), build-essential and pkg-config (C parts of
+# dependencies: the bundled SQLite), ca-certificates.
+
+PACKAGES=(softhsm2 build-essential pkg-config ca-certificates)
+
+ensure_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_rust_components() {
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+  fi
+}
+
+softhsm_module() {
+  local m
+  for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so; do
+    [ -f "$m" ] && { echo "$m"; return; }
+  done
+  echo "libsofthsm2.so not found" >&2
+  return 1
+}

@@ -1,0 +1,190 @@
+//! The one error shape of the API, `{"error": {"code", "message", "request_id"}}`, and the
+//! mapping from service errors to it: status chosen by variant, never by message text. 5xx
+//! bodies are opaque; the full error is logged inside the request span.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::backend::BackendError;
+use crate::format::BlobError;
+use crate::service::{AuthFailure, ServiceError};
+use crate::store::StoreError;
+
+tokio::task_local! {
+    /// The id of the request being served, for error bodies.
+    pub static REQUEST_ID: String;
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// Logged for 5xx, never sent.
+    cause: Option<ServiceError>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+impl ApiError {
+    /// A 4xx error with a stable code and a message for the caller.
+    pub fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), cause: None }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    fn server(status: StatusCode, code: &'static str, cause: ServiceError) -> Self {
+        let message = match status {
+            StatusCode::SERVICE_UNAVAILABLE => "a dependency is unavailable; retry later",
+            _ => "internal error; quote the request id to the operator",
+        };
+        Self { status, code, message: message.to_owned(), cause: Some(cause) }
+    }
+}
+
+/// The code of a blob parse failure.
+fn blob_code(e: &BlobError) -> &'static str {
+    match e {
+        BlobError::UnsupportedVersion(_) => "unsupported_ciphertext_version",
+        BlobError::UnknownAlgorithm(_) => "unsupported_ciphertext_algorithm",
+        BlobError::Truncated
+        | BlobError::TooLong
+        | BlobError::BadMagic
+        | BlobError::InvalidKeyVersion
+        | BlobError::InvalidIvLength(_) => "malformed_ciphertext",
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        use StatusCode as S;
+        let client = |status, code, e: &ServiceError| Self::client(status, code, e.to_string());
+        match &e {
+            ServiceError::Unauthenticated(f) => {
+                let code = match f {
+                    AuthFailure::Missing => "missing_token",
+                    AuthFailure::Invalid => "invalid_token",
+                    AuthFailure::Expired => "token_expired",
+                };
+                client(S::UNAUTHORIZED, code, &e)
+            }
+            ServiceError::Forbidden { .. } => client(S::FORBIDDEN, "forbidden", &e),
+            ServiceError::KeyNotFound(_) => client(S::NOT_FOUND, "key_not_found", &e),
+            ServiceError::KeyNameTaken(_) => client(S::CONFLICT, "key_name_taken", &e),
+            ServiceError::KeyDisabled(_) => client(S::CONFLICT, "key_disabled", &e),
+            ServiceError::PlaintextTooLarge { .. } => client(S::BAD_REQUEST, "plaintext_too_large", &e),
+            ServiceError::PlaintextEmpty => client(S::BAD_REQUEST, "plaintext_empty", &e),
+            ServiceError::InvalidCiphertext(b) => client(S::BAD_REQUEST, blob_code(b), &e),
+            ServiceError::CiphertextKeyNotFound => client(S::BAD_REQUEST, "ciphertext_key_not_found", &e),
+            ServiceError::DecryptionFailed => client(S::BAD_REQUEST, "decryption_failed", &e),
+            ServiceError::Backend(b) => match b {
+                BackendError::Unavailable => Self::server(S::SERVICE_UNAVAILABLE, "device_unavailable", e),
+                BackendError::Busy => Self::server(S::SERVICE_UNAVAILABLE, "device_busy", e),
+                BackendError::AuthenticationFailed => client(S::BAD_REQUEST, "decryption_failed", &e),
+                BackendError::RootKeyMissing(_)
+                | BackendError::Device(_)
+                | BackendError::MissingMechanism(_)
+                | BackendError::Open(_)
+                | BackendError::Invariant(_) => Self::server(S::INTERNAL_SERVER_ERROR, "internal_error", e),
+            },
+            ServiceError::Store(s) => match s {
+                StoreError::Conflict { .. } => client(S::CONFLICT, "conflict", &e),
+                StoreError::Database(_) | StoreError::Io(_) | StoreError::Blocking(_) => {
+                    Self::server(S::SERVICE_UNAVAILABLE, "store_unavailable", e)
+                }
+                StoreError::Corrupt { .. } | StoreError::Migration { .. } => {
+                    Self::server(S::INTERNAL_SERVER_ERROR, "internal_error", e)
+                }
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(cause) = &self.cause {
+            // Inside the request span (TraceLayer), so the log line carries the request id.
+            let chain = error_chain(cause);
+            if self.status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::warn!(code = self.code, error = %chain, "request failed: dependency unavailable");
+            } else {
+                tracing::error!(code = self.code, error = %chain, "request failed");
+            }
+        }
+        let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+        let body = Body {
+            error: Detail { code: self.code, message: &self.message, request_id: &request_id },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// `error: cause: cause` for logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_chosen_by_variant() {
+        let cases: Vec<(ServiceError, StatusCode, &str)> = vec![
+            (ServiceError::Unauthenticated(AuthFailure::Missing), StatusCode::UNAUTHORIZED, "missing_token"),
+            (ServiceError::Unauthenticated(AuthFailure::Expired), StatusCode::UNAUTHORIZED, "token_expired"),
+            (ServiceError::KeyNotFound("k".into()), StatusCode::NOT_FOUND, "key_not_found"),
+            (ServiceError::DecryptionFailed, StatusCode::BAD_REQUEST, "decryption_failed"),
+            (BlobError::UnsupportedVersion(9).into(), StatusCode::BAD_REQUEST, "unsupported_ciphertext_version"),
+            (BlobError::Truncated.into(), StatusCode::BAD_REQUEST, "malformed_ciphertext"),
+            (BackendError::Unavailable.into(), StatusCode::SERVICE_UNAVAILABLE, "device_unavailable"),
+            (BackendError::AuthenticationFailed.into(), StatusCode::BAD_REQUEST, "decryption_failed"),
+            (BackendError::Invariant("x").into(), StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        ];
+        for (e, status, code) in cases {
+            let api = ApiError::from(e);
+            assert_eq!((api.status(), api.code()), (status, code));
+        }
+    }
+
+    #[test]
+    fn server_errors_reveal_nothing_internal() {
+        let api = ApiError::from(ServiceError::Backend(BackendError::Invariant("secret detail")));
+        assert!(!api.message.contains("secret detail"));
+        assert!(!api.message.contains("invariant"));
+    }
+}

@@ -1,0 +1,142 @@
+//! The HTTP API (axum): router assembly, request ids, authentication, deadlines and tracing.
+//! Device and database types never appear here; handlers call [`KeyService`].
+
+pub mod error;
+pub mod extract;
+pub mod v1;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::trace::TraceLayer;
+
+use crate::service::{AuthFailure, KeyService, ServiceError};
+use error::{ApiError, REQUEST_ID};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The service.
+    pub service: Arc<KeyService>,
+}
+
+/// Limits the router enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Per-request deadline.
+    pub request_timeout: Duration,
+}
+
+/// The header carrying the request id, on every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The OpenAPI document, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// Builds the router: public health and OpenAPI routes, everything else behind a bearer token.
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let protected = Router::new()
+        .route("/v1/keys", post(v1::keys::create).get(v1::keys::list))
+        .route("/v1/keys/{key}", get(v1::keys::show))
+        .route("/v1/keys/{key}/datakey", post(v1::crypto::datakey))
+        .route("/v1/keys/{key}/encrypt", post(v1::crypto::encrypt))
+        .route("/v1/decrypt", post(v1::crypto::decrypt))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let public = Router::new()
+        .route("/v1/health/live", get(v1::health::live))
+        .route("/v1/health/ready", get(v1::health::ready))
+        .route("/v1/openapi.json", get(openapi));
+    let timeout = limits.request_timeout;
+    Router::new()
+        .merge(public)
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn(move |req: Request, next: Next| deadline(timeout, req, next)))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let request_id = req
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let matched_path = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str())
+                .unwrap_or_default();
+            tracing::info_span!("request", request_id, method = %req.method(), matched_path, principal = tracing::field::Empty)
+        })
+        // Failures are logged once, with their cause, by `ApiError`.
+        .on_failure(()))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Gives every request a fresh id (client-sent ids are replaced: they would reach logs and
+/// error bodies unchecked), sets it on the response, and scopes it for error bodies.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(REQUEST_ID_HEADER, v.clone());
+        let mut res = REQUEST_ID.scope(id, next.run(req)).await;
+        res.headers_mut().insert(REQUEST_ID_HEADER, v);
+        return res;
+    }
+    REQUEST_ID.scope(id, next.run(req)).await
+}
+
+/// Answers 503 `request_timeout` when a request outlives the deadline.
+async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            "the request did not complete in time; retry later",
+        )
+        .into_response(),
+    }
+}
+
+/// Resolves `Authorization: Bearer …` to a principal, or answers 401.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").map(str::trim));
+    let principal = match presented {
+        None => Err(ServiceError::Unauthenticated(AuthFailure::Missing)),
+        Some(None) => Err(ServiceError::Unauthenticated(AuthFailure::Invalid)),
+        Some(Some(token)) => state.service.authenticate(token).await,
+    };
+    match principal {
+        Ok(p) => {
+            tracing::Span::current().record("principal", p.name.as_str());
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::client(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::client(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}

@@ -1,0 +1,154 @@
+//! Data keys and small-payload encryption: `POST /v1/keys/{key}/datakey`,
+//! `POST /v1/keys/{key}/encrypt`, `POST /v1/decrypt`.
+
+use std::fmt;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::keys::key_ref;
+use super::{decode_public, decode_secret, encode, encode_secret};
+use crate::api::error::ApiError;
+use crate::api::extract::{ApiJson, Caller, RequestBody};
+use crate::api::AppState;
+use crate::domain::{KeyId, KeyVersion};
+use crate::format::blob::{MAX_BLOB_LEN, MAX_PLAINTEXT_LEN};
+use crate::format::EncryptionContext;
+use crate::secret::{SecretBytes, SecretText};
+use crate::service::{DataKeyLen, PlaintextCopy, Sealing};
+
+/// `POST /v1/keys/{key}/datakey` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataKeyRequest {
+    #[serde(default)]
+    context: EncryptionContext,
+    bytes: Option<u64>,
+    plaintext: Option<bool>,
+}
+
+impl RequestBody for DataKeyRequest {
+    const FIELDS: &'static [&'static str] = &["context", "bytes", "plaintext"];
+    fn field_code(field: &str) -> &'static str {
+        match field {
+            "context" => "invalid_context",
+            "bytes" => "invalid_bytes",
+            _ => "invalid_field",
+        }
+    }
+}
+
+/// A response that carries a blob and maybe a plaintext; `Debug` never shows the plaintext.
+#[derive(Serialize)]
+pub struct CryptoResponse {
+    key_id: KeyId,
+    key_version: KeyVersion,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<Zeroizing<String>>,
+}
+
+impl fmt::Debug for CryptoResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CryptoResponse")
+            .field("key_id", &self.key_id)
+            .field("key_version", &self.key_version)
+            .field("ciphertext", &self.ciphertext)
+            .field("plaintext", &self.plaintext.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
+}
+
+impl CryptoResponse {
+    fn sealed(s: Sealing, plaintext: Option<SecretBytes>) -> Self {
+        Self {
+            key_id: s.key_id,
+            key_version: s.key_version,
+            ciphertext: Some(encode(&s.ciphertext)),
+            plaintext: plaintext.map(|p| encode_secret(p.expose_secret())),
+        }
+    }
+}
+
+/// `POST /v1/keys/{key}/datakey`
+pub async fn datakey(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<DataKeyRequest>,
+) -> Result<Json<CryptoResponse>, ApiError> {
+    let r = key_ref(&key)?;
+    let len = DataKeyLen::from_bytes(body.bytes.unwrap_or(32))
+        .ok_or_else(|| ApiError::bad_request("invalid_bytes", "bytes must be 16, 24 or 32"))?;
+    let copy = if body.plaintext.unwrap_or(true) { PlaintextCopy::Include } else { PlaintextCopy::Omit };
+    let dk = state.service.generate_data_key(&p, &r, len, &body.context, copy).await?;
+    Ok(Json(CryptoResponse::sealed(dk.sealed, dk.plaintext)))
+}
+
+/// `POST /v1/keys/{key}/encrypt` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptRequest {
+    plaintext: SecretText,
+    #[serde(default)]
+    context: EncryptionContext,
+}
+
+impl RequestBody for EncryptRequest {
+    const FIELDS: &'static [&'static str] = &["plaintext", "context"];
+}
+
+/// `POST /v1/keys/{key}/encrypt`
+pub async fn encrypt(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<EncryptRequest>,
+) -> Result<Json<CryptoResponse>, ApiError> {
+    let r = key_ref(&key)?;
+    // Refuse oversized input before decoding it: base64 of 4096 bytes is 5464 characters.
+    if body.plaintext.expose_secret().len() > MAX_PLAINTEXT_LEN.div_ceil(3) * 4 {
+        return Err(ApiError::bad_request(
+            "plaintext_too_large",
+            format!("plaintext is over the limit of {MAX_PLAINTEXT_LEN} bytes"),
+        ));
+    }
+    let plaintext = SecretBytes::new(decode_secret("plaintext", &body.plaintext)?);
+    let sealed = state.service.encrypt(&p, &r, plaintext, &body.context).await?;
+    Ok(Json(CryptoResponse::sealed(sealed, None)))
+}
+
+/// `POST /v1/decrypt` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptRequest {
+    ciphertext: String,
+    #[serde(default)]
+    context: EncryptionContext,
+}
+
+impl RequestBody for DecryptRequest {
+    const FIELDS: &'static [&'static str] = &["ciphertext", "context"];
+}
+
+/// `POST /v1/decrypt`
+pub async fn decrypt(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(body): ApiJson<DecryptRequest>,
+) -> Result<Json<CryptoResponse>, ApiError> {
+    if body.ciphertext.len() > MAX_BLOB_LEN.div_ceil(3) * 4 {
+        return Err(ApiError::bad_request("malformed_ciphertext", "ciphertext is longer than any blob"));
+    }
+    let blob = decode_public("ciphertext", &body.ciphertext)?;
+    let opened = state.service.decrypt(&p, &blob, &body.context).await?;
+    Ok(Json(CryptoResponse {
+        key_id: opened.key_id,
+        key_version: opened.key_version,
+        ciphertext: None,
+        plaintext: Some(encode_secret(opened.plaintext.expose_secret())),
+    }))
+}

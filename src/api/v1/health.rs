@@ -1,0 +1,24 @@
+//! `/v1/health/live` and `/v1/health/ready`. Unauthenticated; they reveal no secrets.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::api::AppState;
+
+/// `GET /v1/health/live`: the process is serving HTTP.
+pub async fn live() -> Json<Value> {
+    Json(json!({ "status": "live" }))
+}
+
+/// `GET /v1/health/ready`: a device session is usable and the database accepts a write.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let r = state.service.readiness().await;
+    let (status, word) = if r.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    };
+    (status, Json(json!({ "status": word, "device": r.device, "store_writable": r.store_writable })))
+}

@@ -1,0 +1,101 @@
+//! `/v1/keys`: create, list, show.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::api::error::ApiError;
+use crate::api::extract::{ApiJson, Caller, RequestBody};
+use crate::api::AppState;
+use crate::domain::{Key, KeyName, KeyRef};
+
+/// `POST /v1/keys` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+impl RequestBody for CreateKey {
+    const FIELDS: &'static [&'static str] = &["name", "description"];
+}
+
+/// Longest description accepted.
+const MAX_DESCRIPTION: usize = 1024;
+
+/// `POST /v1/keys`
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> Result<(StatusCode, Json<Key>), ApiError> {
+    let name = KeyName::try_from(body.name).map_err(|e| ApiError::bad_request("invalid_key_name", e.to_string()))?;
+    if body.description.len() > MAX_DESCRIPTION {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("field `description` is longer than {MAX_DESCRIPTION} bytes"),
+        ));
+    }
+    let key = state.service.create_key(&p, name, body.description).await?;
+    Ok((StatusCode::CREATED, Json(key)))
+}
+
+/// `GET /v1/keys` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+/// `GET /v1/keys` response.
+#[derive(Debug, Serialize)]
+pub struct KeyList {
+    keys: Vec<Key>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// Default and largest page sizes.
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+/// `GET /v1/keys?limit=&after=`
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<KeyList>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request("invalid_limit", format!("limit must be 1 to {MAX_LIMIT}")));
+    }
+    let after = q
+        .after
+        .map(KeyName::try_from)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("after: {e}")))?;
+    let page = state.service.list_keys(&p, after, limit).await?;
+    Ok(Json(KeyList { keys: page.keys, next: page.next.map(|n| n.to_string()) }))
+}
+
+/// Parses `{key}` path segments: a key id or a key name.
+pub(crate) fn key_ref(raw: &str) -> Result<KeyRef, ApiError> {
+    raw.parse::<KeyRef>()
+        .map_err(|e| ApiError::client(StatusCode::NOT_FOUND, "key_not_found", format!("key {raw:?} not found: {e}")))
+}
+
+/// `GET /v1/keys/{key}`
+pub async fn show(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(key): Path<String>,
+) -> Result<Json<Key>, ApiError> {
+    let r = key_ref(&key)?;
+    Ok(Json(state.service.key(&p, &r).await?))
+}

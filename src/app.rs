@@ -1,0 +1,115 @@
+//! Application assembly: open the device (refusing to start when it or the configured mechanism
+//! is missing), open and migrate the store, mint the bootstrap token on a fresh install, serve
+//! until SIGINT/SIGTERM, then drain in-flight requests.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, Limits};
+use crate::backend::pkcs11::Pkcs11Backend;
+use crate::backend::{BackendError, KeyBackend};
+use crate::config::{BackendConfig, Config, StoreConfig};
+use crate::service::{KeyService, ServiceError};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The device could not be opened.
+    #[error("key device: {0}")]
+    Backend(#[from] BackendError),
+    /// The database could not be opened or migrated.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Bootstrapping failed.
+    #[error("bootstrap: {0}")]
+    Bootstrap(#[from] ServiceError),
+    /// Binding or serving failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A built application, bound to its address, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    addr: SocketAddr,
+}
+
+impl App {
+    /// Opens the backend and the store, bootstraps, binds the listener.
+    ///
+    /// # Errors
+    /// [`StartError`] naming the dependency that failed.
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let backend: Arc<dyn KeyBackend> = match &config.backend {
+            BackendConfig::Pkcs11(p) => Arc::new(Pkcs11Backend::start(p.clone()).await?),
+        };
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+        };
+        let service = Arc::new(KeyService::new(backend, store));
+        if let Some(token) = service.bootstrap().await? {
+            // Shown once, on stdout (never through tracing): the operator stores it.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "bootstrap admin token (shown once; store it now): {}", token.expose_secret())?;
+            out.flush()?;
+        }
+        let listener = TcpListener::bind(config.server.listen).await?;
+        let addr = listener.local_addr()?;
+        let limits = Limits {
+            max_body_bytes: config.server.max_body_bytes.get(),
+            request_timeout: config.server.request_timeout,
+        };
+        let router = api::router(AppState { service }, limits);
+        Ok(Self { listener, router, addr })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
+    ///
+    /// # Errors
+    /// I/O errors from the listener.
+    pub async fn run(self) -> Result<(), StartError> {
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "custodian listening on {}", self.addr)?;
+            out.flush()?;
+        }
+        tracing::info!(addr = %self.addr, "serving");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,298 @@
+//! One live instance of the PKCS#11 module: the context, the token's slot, the session pool and
+//! the cache of object handles. The backend replaces the whole instance when it re-initialises.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::MechanismType;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::Slot;
+
+use crate::backend::BackendError;
+use crate::config::{Pkcs11Config, TokenSelector, WrapMechanism};
+use crate::domain::RootKeyRef;
+use crate::secret::Pin;
+
+/// Non-secret facts about the token, read at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFacts {
+    /// `CKA_LABEL` of the token.
+    pub label: String,
+    /// Manufacturer id.
+    pub manufacturer: String,
+    /// Model.
+    pub model: String,
+    /// Serial number.
+    pub serial: String,
+}
+
+/// A live module instance.
+pub struct Device {
+    pub(super) ctx: Pkcs11,
+    pub(super) slot: Slot,
+    pub(super) token: TokenFacts,
+    /// Idle sessions. The backend's semaphore guarantees one is here for every permit holder.
+    sessions: Mutex<Vec<Session>>,
+    /// `CKA_ID` → handle of every root key this instance has seen. Handles are valid for every
+    /// session of this instance and are dropped with it.
+    handles: RwLock<HashMap<Vec<u8>, ObjectHandle>>,
+    /// Which instance this is (0 for the first); errors name it so a stale report about an
+    /// instance that was already replaced is ignored.
+    pub(super) generation: u64,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("slot", &self.slot.id())
+            .field("token", &self.token)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Mechanisms the configured wrapping needs, with the names used in errors.
+fn required_mechanisms(m: WrapMechanism) -> &'static [(MechanismType, &'static str)] {
+    match m {
+        WrapMechanism::AesGcm => &[
+            (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
+            (MechanismType::AES_GCM, "CKM_AES_GCM"),
+        ],
+    }
+}
+
+fn open_error(what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Open(format!("{what}: {e}"))
+}
+
+impl Device {
+    /// Loads and initialises the module, finds the token, probes its mechanisms, logs in and
+    /// fills the session pool. Blocking.
+    ///
+    /// # Errors
+    /// `Open` naming the step that failed; `MissingMechanism` naming the mechanism.
+    pub fn open(config: &Pkcs11Config, pin: &Pin, generation: u64) -> Result<Self, BackendError> {
+        let ctx = Pkcs11::new(&config.module)
+            .map_err(|e| open_error(&format!("loading {}", config.module.display()), e))?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(open_error("C_Initialize", e)),
+        }
+        let result = Self::open_initialised(ctx.clone(), config, pin, generation);
+        if result.is_err() {
+            // Leave the library as we found it so the next attempt starts clean.
+            let _ = ctx.finalize();
+        }
+        result
+    }
+
+    fn open_initialised(
+        ctx: Pkcs11,
+        config: &Pkcs11Config,
+        pin: &Pin,
+        generation: u64,
+    ) -> Result<Self, BackendError> {
+        let (slot, token) = find_token(&ctx, &config.token)?;
+        // Ask for each required mechanism by name (C_GetMechanismInfo) rather than listing them
+        // all: `CKR_MECHANISM_INVALID` is the token saying it does not offer it.
+        for (mechanism, name) in required_mechanisms(config.mechanism) {
+            let info = match ctx.get_mechanism_info(slot, *mechanism) {
+                Ok(info) => info,
+                Err(CkError::Pkcs11(RvError::MechanismInvalid, _)) => {
+                    return Err(BackendError::MissingMechanism(name))
+                }
+                Err(e) => return Err(open_error("C_GetMechanismInfo", e)),
+            };
+            let usable = if *mechanism == MechanismType::AES_GCM {
+                info.encrypt() && info.decrypt()
+            } else {
+                info.generate()
+            };
+            if !usable {
+                return Err(BackendError::MissingMechanism(name));
+            }
+        }
+
+        let mut sessions = Vec::with_capacity(config.sessions.get());
+        for _ in 0..config.sessions.get() {
+            sessions.push(
+                ctx.open_rw_session(slot)
+                    .map_err(|e| open_error("C_OpenSession", e))?,
+            );
+        }
+        let first = sessions
+            .first()
+            .ok_or(BackendError::Invariant("session pool is empty"))?;
+        // Login is per application and token: one login covers every session of the pool.
+        login(first, pin).map_err(|e| open_error("C_Login", e))?;
+        let handles = index_root_keys(first).map_err(|e| open_error("indexing root keys", e))?;
+        tracing::info!(
+            token = %token.label,
+            serial = %token.serial,
+            sessions = sessions.len(),
+            root_keys = handles.len(),
+            generation,
+            "PKCS#11 token opened"
+        );
+        Ok(Self {
+            ctx,
+            slot,
+            token,
+            sessions: Mutex::new(sessions),
+            handles: RwLock::new(handles),
+            generation,
+        })
+    }
+
+    /// Takes an idle session. The caller holds a pool permit, so one is always there.
+    pub(super) fn take_session(&self) -> Result<Session, BackendError> {
+        let mut idle = self
+            .sessions
+            .lock()
+            .map_err(|_| BackendError::Invariant("session pool lock poisoned"))?;
+        idle.pop()
+            .ok_or(BackendError::Invariant("permit held but no idle session"))
+    }
+
+    /// Returns a session to the pool.
+    pub(super) fn return_session(&self, session: Session) {
+        if let Ok(mut idle) = self.sessions.lock() {
+            idle.push(session);
+        }
+    }
+
+    /// The cached handle of `root`, finding it on the device when this instance has not seen it
+    /// (a key created by another node; steady state never searches).
+    pub(super) fn handle(
+        &self,
+        session: &Session,
+        root: &RootKeyRef,
+    ) -> Result<Option<ObjectHandle>, CkError> {
+        let id = root.device_id();
+        if let Ok(cache) = self.handles.read() {
+            if let Some(h) = cache.get(&id) {
+                return Ok(Some(*h));
+            }
+        }
+        let found = session.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
+            Attribute::Id(id.clone()),
+        ])?;
+        let handle = found.first().copied();
+        if let Some(h) = handle {
+            self.remember(root, h);
+        }
+        Ok(handle)
+    }
+
+    /// Caches the handle of a root key this instance just created or found.
+    pub(super) fn remember(&self, root: &RootKeyRef, handle: ObjectHandle) {
+        if let Ok(mut cache) = self.handles.write() {
+            cache.insert(root.device_id(), handle);
+        }
+    }
+
+    /// Drops the cached handle of a destroyed root key.
+    pub(super) fn forget(&self, root: &RootKeyRef) {
+        if let Ok(mut cache) = self.handles.write() {
+            cache.remove(&root.device_id());
+        }
+    }
+
+    /// A cheap health probe on a fresh session: the token answers and we are still logged in.
+    pub(super) fn confirm_health(&self) -> Result<(), CkError> {
+        self.ctx.get_token_info(self.slot)?;
+        let session = self.ctx.open_ro_session(self.slot)?;
+        let info = session.get_session_info()?;
+        match info.session_state() {
+            SessionState::RoUser | SessionState::RwUser => Ok(()),
+            _ => Err(CkError::Pkcs11(
+                RvError::UserNotLoggedIn,
+                cryptoki::context::Function::GetSessionInfo,
+            )),
+        }
+    }
+
+    /// Closes every idle session and finalises the module. The caller guarantees no session is
+    /// checked out (it holds every pool permit).
+    pub(super) fn shut_down(self) {
+        let Self { ctx, sessions, .. } = self;
+        if let Ok(mut idle) = sessions.lock() {
+            idle.clear();
+        }
+        if let Err(e) = ctx.finalize() {
+            tracing::warn!(error = %e, "C_Finalize failed while replacing the module instance");
+        }
+    }
+}
+
+/// Finds the one slot whose token matches the selector.
+fn find_token(ctx: &Pkcs11, selector: &TokenSelector) -> Result<(Slot, TokenFacts), BackendError> {
+    let slots = ctx
+        .get_slots_with_initialized_token()
+        .map_err(|e| open_error("C_GetSlotList", e))?;
+    let mut matches = Vec::new();
+    for slot in slots {
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| open_error("C_GetTokenInfo", e))?;
+        let facts = TokenFacts {
+            label: info.label().trim_end().to_owned(),
+            manufacturer: info.manufacturer_id().trim_end().to_owned(),
+            model: info.model().trim_end().to_owned(),
+            serial: info.serial_number().trim_end().to_owned(),
+        };
+        let hit = match selector {
+            TokenSelector::Label(l) => facts.label == *l,
+            TokenSelector::Serial(s) => facts.serial == *s,
+        };
+        if hit {
+            matches.push((slot, facts));
+        }
+    }
+    match matches.len() {
+        1 => matches
+            .pop()
+            .ok_or(BackendError::Invariant("one match vanished")),
+        0 => Err(BackendError::Open(format!("no initialised token matches {selector:?}"))),
+        n => Err(BackendError::Open(format!(
+            "{n} tokens match {selector:?}; select by serial"
+        ))),
+    }
+}
+
+/// Reads the `CKA_ID` of every secret-key token object and keeps the ones that are ours.
+fn index_root_keys(session: &Session) -> Result<HashMap<Vec<u8>, ObjectHandle>, CkError> {
+    let objects = session.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(true),
+    ])?;
+    let mut index = HashMap::new();
+    for handle in objects {
+        let attrs = session.get_attributes(handle, &[AttributeType::Id])?;
+        for attr in attrs {
+            if let Attribute::Id(id) = attr {
+                if RootKeyRef::from_device_id(&id).is_some() {
+                    index.insert(id, handle);
+                }
+            }
+        }
+    }
+    Ok(index)
+}
+
+/// Logs in on `session` as the user.
+///
+/// # Errors
+/// The cryptoki error, except that an existing login is success.
+pub fn login(session: &Session, pin: &Pin) -> Result<(), CkError> {
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

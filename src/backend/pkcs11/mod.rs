@@ -1,0 +1,400 @@
+//! The PKCS#11 backend (cryptoki): SoftHSM2 in development, a vendor HSM in production.
+//!
+//! - One module instance ([`device::Device`]) per process at a time, replaced as a whole when it
+//!   must be re-initialised.
+//! - A bounded session pool: a semaphore with one permit per session bounds the device calls in
+//!   flight; each call runs on the blocking pool with a session taken from the instance.
+//! - Root key handles are indexed once when the instance opens and cached; the request path
+//!   never calls `C_FindObjects` for a key this instance has seen.
+//! - Errors are classified by [`error::classify`]; fatal ones mark the backend down (503) and
+//!   wake a supervisor that re-opens the module with exponential back-off.
+
+pub mod device;
+pub mod encrypt;
+pub mod error;
+pub mod lifecycle;
+pub mod provision;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::ObjectHandle;
+use cryptoki::session::Session;
+use tokio::sync::{Notify, Semaphore};
+use zeroize::Zeroizing;
+
+use crate::backend::{BackendError, DeviceHealth, KeyBackend, Sealed};
+use crate::config::{Pkcs11Config, RandomSource};
+use crate::domain::{BackendKind, RootKeyRef};
+use crate::format::blob::GCM_IV_LEN;
+use crate::secret::{Pin, SecretBytes};
+use crate::telemetry::run_blocking;
+
+pub use device::{Device, TokenFacts};
+use encrypt::GcmError;
+use error::Class;
+
+/// How long a request waits for a free session before it is answered `503 busy`.
+const SESSION_WAIT: Duration = Duration::from_secs(10);
+/// How long the supervisor waits for in-flight calls to finish before finalising a dead module.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether the module instance is usable.
+enum State {
+    Up(Arc<Device>),
+    Down { reason: &'static str },
+}
+
+struct Inner {
+    config: Pkcs11Config,
+    pin: Pin,
+    permits: Arc<Semaphore>,
+    state: RwLock<State>,
+    /// Generation of the next instance to open.
+    next_generation: AtomicU64,
+    reinitialisations: AtomicU64,
+    wake: Notify,
+}
+
+/// A failure inside an operation, before classification.
+enum OpFailure {
+    /// The module said no; classified by [`error::classify`].
+    Module(CkError),
+    /// Already a backend error (e.g. a missing root key).
+    Backend(BackendError),
+}
+
+impl From<CkError> for OpFailure {
+    fn from(e: CkError) -> Self {
+        Self::Module(e)
+    }
+}
+
+impl From<GcmError> for OpFailure {
+    fn from(e: GcmError) -> Self {
+        match e {
+            GcmError::Device(e) => Self::Module(e),
+            other @ GcmError::OutputLength { .. } => Self::Backend(BackendError::Device(Box::new(other))),
+        }
+    }
+}
+
+impl From<BackendError> for OpFailure {
+    fn from(e: BackendError) -> Self {
+        Self::Backend(e)
+    }
+}
+
+/// How a per-request module error reads to the caller of one operation.
+#[derive(Clone, Copy)]
+enum RequestErrors {
+    /// Any per-request failure is a device failure.
+    DeviceFault,
+    /// A per-request failure of a decrypt is an authentication failure of the ciphertext.
+    Authentication,
+}
+
+/// The PKCS#11 backend.
+#[derive(Clone)]
+pub struct Pkcs11Backend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pkcs11Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Backend")
+            .field("module", &self.inner.config.module)
+            .field("token", &self.inner.config.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11Backend {
+    /// Opens the token (refusing to start when it or the configured mechanism is missing) and
+    /// starts the re-initialisation supervisor.
+    ///
+    /// # Errors
+    /// `Open` naming the failing step, `MissingMechanism` naming the mechanism.
+    pub async fn start(config: Pkcs11Config) -> Result<Self, BackendError> {
+        let pin = config
+            .pin
+            .read()
+            .map_err(|e| BackendError::Open(e.to_string()))?;
+        let (cfg, p) = (config.clone(), pin.clone());
+        let device = run_blocking(move || Device::open(&cfg, &p, 0))
+            .await
+            .map_err(|e| BackendError::Device(Box::new(e)))??;
+        let inner = Arc::new(Inner {
+            permits: Arc::new(Semaphore::new(config.sessions.get())),
+            config,
+            pin,
+            state: RwLock::new(State::Up(Arc::new(device))),
+            next_generation: AtomicU64::new(1),
+            reinitialisations: AtomicU64::new(0),
+            wake: Notify::new(),
+        });
+        tokio::spawn(supervise(Arc::clone(&inner)));
+        Ok(Self { inner })
+    }
+
+    /// Non-secret facts about the token in use, if it is up.
+    pub fn token_facts(&self) -> Option<TokenFacts> {
+        match &*self.inner.state.read().ok()? {
+            State::Up(d) => Some(d.token.clone()),
+            State::Down { .. } => None,
+        }
+    }
+
+    fn current(&self) -> Result<Arc<Device>, BackendError> {
+        let state = self
+            .inner
+            .state
+            .read()
+            .map_err(|_| BackendError::Invariant("backend state lock poisoned"))?;
+        match &*state {
+            State::Up(d) => Ok(Arc::clone(d)),
+            State::Down { .. } => Err(BackendError::Unavailable),
+        }
+    }
+
+    /// Runs `op` with a pooled session on the blocking pool, then classifies any failure.
+    async fn with_session<T, F>(&self, errors: RequestErrors, op: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Device, &Session) -> Result<T, OpFailure> + Send + 'static,
+    {
+        // Fail fast while down, without queueing for a permit.
+        self.current()?;
+        let permit = tokio::time::timeout(SESSION_WAIT, Arc::clone(&self.inner.permits).acquire_owned())
+            .await
+            .map_err(|_| BackendError::Busy)?
+            .map_err(|_| BackendError::Unavailable)?;
+        let device = self.current()?;
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let session = device.take_session()?;
+            let result = op(&device, &session);
+            device.return_session(session);
+            let result = result.map_err(|failure| classify_failure(&inner, &device, failure, errors));
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| BackendError::Device(Box::new(e)))?
+    }
+}
+
+/// Decides what a failed operation means for the caller and for the device.
+fn classify_failure(
+    inner: &Inner,
+    device: &Device,
+    failure: OpFailure,
+    errors: RequestErrors,
+) -> BackendError {
+    let e = match failure {
+        OpFailure::Backend(e) => return e,
+        OpFailure::Module(e) => e,
+    };
+    let function = error::function_of(&e);
+    let class = match error::classify(&e) {
+        Class::Ambiguous => match device.confirm_health() {
+            Ok(()) => Class::Request,
+            Err(probe) => {
+                tracing::warn!(error = %e, probe = %probe, "device health probe failed after an ambiguous error");
+                Class::Fatal
+            }
+        },
+        other => other,
+    };
+    match class {
+        Class::Fatal => {
+            tracing::error!(error = %e, ?function, generation = device.generation, "PKCS#11 module failed; re-initialising");
+            mark_down(inner, device.generation, "device_error");
+            BackendError::Unavailable
+        }
+        Class::Request | Class::Ambiguous => match errors {
+            RequestErrors::Authentication => BackendError::AuthenticationFailed,
+            RequestErrors::DeviceFault => BackendError::Device(Box::new(e)),
+        },
+    }
+}
+
+/// Marks instance `generation` down and wakes the supervisor; a report about an instance that
+/// was already replaced is ignored.
+fn mark_down(inner: &Inner, generation: u64, reason: &'static str) {
+    let Ok(mut state) = inner.state.write() else {
+        return;
+    };
+    if let State::Up(d) = &*state {
+        if d.generation == generation {
+            *state = State::Down { reason };
+            inner.wake.notify_one();
+        }
+    }
+}
+
+/// Re-opens the module after a fatal error, with exponential back-off, until it is back.
+async fn supervise(inner: Arc<Inner>) {
+    loop {
+        inner.wake.notified().await;
+        // Wait until every in-flight call has returned its session before finalising.
+        let all = u32::try_from(inner.config.sessions.get()).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(DRAIN_WAIT, Arc::clone(&inner.permits).acquire_many_owned(all)).await;
+        let old = match inner.state.write() {
+            Ok(mut state) => match std::mem::replace(&mut *state, State::Down { reason: "reinitialising" }) {
+                State::Up(d) => Some(d),
+                State::Down { .. } => None,
+            },
+            Err(_) => None,
+        };
+        match old.map(Arc::try_unwrap) {
+            Some(Ok(device)) => run_blocking(move || device.shut_down()).await.unwrap_or(()),
+            Some(Err(_)) => tracing::warn!("a call still holds the failed module instance; re-initialising anyway"),
+            None => {}
+        }
+        let mut backoff = inner.config.reinit_backoff_initial;
+        loop {
+            let generation = inner.next_generation.fetch_add(1, Ordering::Relaxed);
+            let (cfg, pin) = (inner.config.clone(), inner.pin.clone());
+            let opened = run_blocking(move || Device::open(&cfg, &pin, generation)).await;
+            match opened {
+                Ok(Ok(device)) => {
+                    if let Ok(mut state) = inner.state.write() {
+                        *state = State::Up(Arc::new(device));
+                    }
+                    inner.reinitialisations.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(generation, "PKCS#11 module re-initialised");
+                    break;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "PKCS#11 re-initialisation failed"),
+                Err(e) => tracing::warn!(error = %e, "PKCS#11 re-initialisation task failed"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(inner.config.reinit_backoff_max);
+        }
+        drop(drained);
+    }
+}
+
+/// The cached handle of `root`, or `RootKeyMissing`.
+fn root_handle(device: &Device, session: &Session, root: &RootKeyRef) -> Result<ObjectHandle, OpFailure> {
+    device
+        .handle(session, root)?
+        .ok_or_else(|| OpFailure::Backend(BackendError::RootKeyMissing(root.label())))
+}
+
+/// A fresh IV from the configured source.
+fn fresh_iv(source: RandomSource, session: &Session) -> Result<[u8; GCM_IV_LEN], OpFailure> {
+    let mut iv = [0u8; GCM_IV_LEN];
+    fill_random(source, session, &mut iv)?;
+    Ok(iv)
+}
+
+fn fill_random(source: RandomSource, session: &Session, buf: &mut [u8]) -> Result<(), OpFailure> {
+    match source {
+        RandomSource::DeviceRng => session.generate_random_slice(buf)?,
+        RandomSource::Host => getrandom::getrandom(buf)
+            .map_err(|e| OpFailure::Backend(BackendError::Device(Box::new(e))))?,
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl KeyBackend for Pkcs11Backend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Pkcs11
+    }
+
+    async fn create_root_key(&self, root: &RootKeyRef) -> Result<(), BackendError> {
+        let root = root.clone();
+        self.with_session(RequestErrors::DeviceFault, move |device, session| {
+            let handle = lifecycle::generate_root_key(session, &root)?;
+            let attrs = lifecycle::read_custody_attributes(session, handle)?;
+            if !attrs.satisfies_custody() {
+                let _ = session.destroy_object(handle);
+                return Err(BackendError::Invariant("the token created a root key without the custody attributes").into());
+            }
+            device.remember(&root, handle);
+            tracing::info!(label = %root.label(), "root key generated in the token");
+            Ok(())
+        })
+        .await
+    }
+
+    async fn destroy_root_key(&self, root: &RootKeyRef) -> Result<(), BackendError> {
+        let root = root.clone();
+        self.with_session(RequestErrors::DeviceFault, move |device, session| {
+            let handle = root_handle(device, session, &root)?;
+            session.destroy_object(handle)?;
+            device.forget(&root);
+            tracing::info!(label = %root.label(), "root key destroyed in the token");
+            Ok(())
+        })
+        .await
+    }
+
+    async fn seal(&self, root: &RootKeyRef, aad: Vec<u8>, plaintext: SecretBytes) -> Result<Sealed, BackendError> {
+        let root = root.clone();
+        let iv_source = self.inner.config.iv_source;
+        self.with_session(RequestErrors::DeviceFault, move |device, session| {
+            let handle = root_handle(device, session, &root)?;
+            let iv = fresh_iv(iv_source, session)?;
+            let ciphertext = encrypt::gcm_seal_with_iv(session, handle, iv, &aad, plaintext.expose_secret())?;
+            Ok(Sealed { iv, ciphertext })
+        })
+        .await
+    }
+
+    async fn generate_and_seal(&self, root: &RootKeyRef, aad: Vec<u8>, len: usize) -> Result<(SecretBytes, Sealed), BackendError> {
+        let root = root.clone();
+        let (iv_source, key_source) = (self.inner.config.iv_source, self.inner.config.data_key_source);
+        self.with_session(RequestErrors::DeviceFault, move |device, session| {
+            let handle = root_handle(device, session, &root)?;
+            let mut data_key = Zeroizing::new(vec![0u8; len]);
+            fill_random(key_source, session, &mut data_key)?;
+            let iv = fresh_iv(iv_source, session)?;
+            let ciphertext = encrypt::gcm_seal_with_iv(session, handle, iv, &aad, &data_key)?;
+            Ok((SecretBytes::new(data_key), Sealed { iv, ciphertext }))
+        })
+        .await
+    }
+
+    async fn open(&self, root: &RootKeyRef, iv: [u8; 12], aad: Vec<u8>, ciphertext: Vec<u8>) -> Result<SecretBytes, BackendError> {
+        let root = root.clone();
+        self.with_session(RequestErrors::Authentication, move |device, session| {
+            let handle = root_handle(device, session, &root)?;
+            let plaintext = encrypt::gcm_open(session, handle, iv, &aad, &ciphertext)?;
+            Ok(SecretBytes::new(plaintext))
+        })
+        .await
+    }
+
+    async fn health(&self) -> DeviceHealth {
+        let reinitialisations = self.inner.reinitialisations.load(Ordering::Relaxed);
+        let down = |reason| DeviceHealth { usable: false, reinitialisations, reason: Some(reason) };
+        match self.inner.state.read().as_deref() {
+            Ok(State::Down { reason }) => return down(reason),
+            Ok(State::Up(_)) => {}
+            Err(_) => return down("state_lock_poisoned"),
+        }
+        let probe = self
+            .with_session(RequestErrors::DeviceFault, |device, session| {
+                let info = session.get_session_info()?;
+                if !matches!(info.session_state(), cryptoki::session::SessionState::RwUser) {
+                    return Err(CkError::Pkcs11(RvError::UserNotLoggedIn, cryptoki::context::Function::GetSessionInfo).into());
+                }
+                device.ctx.get_token_info(device.slot)?;
+                Ok(())
+            })
+            .await;
+        match probe {
+            Ok(()) => DeviceHealth { usable: true, reinitialisations, reason: None },
+            // Every session busy means the device is serving requests.
+            Err(BackendError::Busy) => DeviceHealth { usable: true, reinitialisations, reason: None },
+            Err(_) => down("device_error"),
+        }
+    }
+}

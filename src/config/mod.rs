@@ -1,0 +1,395 @@
+//! Validated configuration. Loaded in two stages: [`raw::RawConfig`] from TOML plus
+//! `CUSTODIAN__SECTION__KEY` environment overrides, then [`Config::from_raw`] into typed values
+//! that cannot hold an invalid state. Relative paths are resolved against the directory of the
+//! configuration file (or the working directory when there is no file).
+
+mod error;
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+
+pub use error::ConfigError;
+use raw::RawConfig;
+
+use crate::secret::Pin;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP server settings.
+    pub server: ServerConfig,
+    /// Where metadata is stored.
+    pub store: StoreConfig,
+    /// Which device holds the master keys.
+    pub backend: BackendConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: NonZeroUsize,
+    /// Per-request deadline.
+    pub request_timeout: Duration,
+}
+
+/// Storage choice.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// Embedded SQLite database.
+    Sqlite {
+        /// Database file.
+        path: PathBuf,
+    },
+}
+
+/// Device choice.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    /// A PKCS#11 token.
+    Pkcs11(Pkcs11Config),
+}
+
+/// How to find the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// By `CKA_LABEL` of the token (trailing blanks ignored).
+    Label(String),
+    /// By serial number.
+    Serial(String),
+}
+
+/// Where the user PIN comes from. Never the command line, never the TOML in clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSource {
+    /// An environment variable.
+    Env(String),
+    /// A file (trailing newline ignored).
+    File(PathBuf),
+}
+
+impl PinSource {
+    /// Reads the PIN.
+    ///
+    /// # Errors
+    /// [`ConfigError::Secret`] when the variable is unset or the file unreadable or empty.
+    pub fn read(&self) -> Result<Pin, ConfigError> {
+        let (desc, text) = match self {
+            Self::Env(var) => (
+                format!("environment variable {var}"),
+                std::env::var(var).map_err(|e| e.to_string()),
+            ),
+            Self::File(path) => (
+                format!("file {}", path.display()),
+                std::fs::read_to_string(path).map_err(|e| e.to_string()),
+            ),
+        };
+        let secret_error = |reason: String| ConfigError::Secret {
+            field: "backend.user_pin",
+            source_desc: desc.clone(),
+            reason,
+        };
+        let mut text = text.map_err(secret_error)?;
+        let trimmed_len = text.trim_end_matches(['\n', '\r']).len();
+        text.truncate(trimmed_len);
+        if text.is_empty() {
+            return Err(secret_error("it is empty".to_owned()));
+        }
+        Ok(SecretString::from(text))
+    }
+}
+
+/// The mechanism the device uses to wrap data keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrapMechanism {
+    /// `CKM_AES_GCM` through `C_Encrypt`/`C_Decrypt`, header ‖ context as AAD.
+    AesGcm,
+}
+
+/// Where random bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RandomSource {
+    /// The operating system's CSPRNG (`getrandom`).
+    Host,
+    /// The device RNG (`C_GenerateRandom`).
+    DeviceRng,
+}
+
+/// PKCS#11 backend settings.
+#[derive(Debug, Clone)]
+pub struct Pkcs11Config {
+    /// Module path.
+    pub module: PathBuf,
+    /// Token selector.
+    pub token: TokenSelector,
+    /// Where the user PIN comes from.
+    pub pin: PinSource,
+    /// Session pool size.
+    pub sessions: NonZeroUsize,
+    /// Wrapping mechanism.
+    pub mechanism: WrapMechanism,
+    /// IV source for GCM.
+    pub iv_source: RandomSource,
+    /// Data key source.
+    pub data_key_source: RandomSource,
+    /// First re-initialisation back-off.
+    pub reinit_backoff_initial: Duration,
+    /// Longest re-initialisation back-off.
+    pub reinit_backoff_max: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Default filter directive.
+    pub filter: String,
+}
+
+/// Environment variable prefix for overrides: `CUSTODIAN__BACKEND__SESSIONS=8`.
+pub const ENV_PREFIX: &str = "CUSTODIAN__";
+
+impl Config {
+    /// Loads `file` (if given), applies environment overrides, validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the field path at fault.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        let base = match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::MissingFile(path.to_owned()));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+                path.parent().map(Path::to_owned).unwrap_or_default()
+            }
+            None => PathBuf::new(),
+        };
+        let raw: RawConfig = figment
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        Self::from_raw(raw, &base)
+    }
+
+    /// Validates a raw configuration; relative paths are joined to `base`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field path at fault.
+    pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
+        let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        let invalid = |field: &'static str, reason: &str| ConfigError::Invalid {
+            field,
+            reason: reason.to_owned(),
+        };
+
+        let listen = raw
+            .server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("server.listen", &e.to_string()))?;
+        let max_body_bytes = NonZeroUsize::new(raw.server.max_body_bytes)
+            .filter(|n| n.get() <= 16 * 1024 * 1024)
+            .ok_or_else(|| invalid("server.max_body_bytes", "must be 1 to 16777216"))?;
+        if raw.server.request_timeout_ms == 0 {
+            return Err(invalid("server.request_timeout_ms", "must be at least 1"));
+        }
+        let server = ServerConfig {
+            listen,
+            max_body_bytes,
+            request_timeout: Duration::from_millis(raw.server.request_timeout_ms),
+        };
+
+        let store = match raw.store.kind.as_str() {
+            "sqlite" => StoreConfig::Sqlite {
+                path: resolve(&raw.store.path),
+            },
+            _ => return Err(invalid("store.kind", "must be \"sqlite\"")),
+        };
+
+        let b = raw.backend;
+        if b.kind != "pkcs11" {
+            return Err(invalid("backend.kind", "must be \"pkcs11\""));
+        }
+        let token = match (b.token_label, b.token_serial) {
+            (Some(label), None) if !label.is_empty() => TokenSelector::Label(label),
+            (None, Some(serial)) if !serial.is_empty() => TokenSelector::Serial(serial),
+            _ => {
+                return Err(invalid(
+                    "backend.token_label",
+                    "set exactly one of token_label and token_serial",
+                ))
+            }
+        };
+        let pin = match (b.user_pin_env, b.user_pin_file) {
+            (Some(var), None) if !var.is_empty() => PinSource::Env(var),
+            (None, Some(path)) => PinSource::File(resolve(&path)),
+            _ => {
+                return Err(invalid(
+                    "backend.user_pin_env",
+                    "set exactly one of user_pin_env and user_pin_file",
+                ))
+            }
+        };
+        let sessions = NonZeroUsize::new(b.sessions)
+            .filter(|n| n.get() <= 256)
+            .ok_or_else(|| invalid("backend.sessions", "must be 1 to 256"))?;
+        let mechanism = match b.wrap_mechanism.as_str() {
+            "aes-gcm" => WrapMechanism::AesGcm,
+            _ => return Err(invalid("backend.wrap_mechanism", "must be \"aes-gcm\"")),
+        };
+        let random = |field: &'static str, v: &str| match v {
+            "host" => Ok(RandomSource::Host),
+            "device-rng" => Ok(RandomSource::DeviceRng),
+            _ => Err(invalid(field, "must be \"host\" or \"device-rng\"")),
+        };
+        let iv_source = random("backend.iv_source", &b.iv_source)?;
+        let data_key_source = random("backend.data_key_source", &b.data_key_source)?;
+        if b.reinit_backoff_initial_ms == 0 || b.reinit_backoff_initial_ms > b.reinit_backoff_max_ms
+        {
+            return Err(invalid(
+                "backend.reinit_backoff_initial_ms",
+                "must be at least 1 and at most backend.reinit_backoff_max_ms",
+            ));
+        }
+        let backend = BackendConfig::Pkcs11(Pkcs11Config {
+            module: resolve(&b.module),
+            token,
+            pin,
+            sessions,
+            mechanism,
+            iv_source,
+            data_key_source,
+            reinit_backoff_initial: Duration::from_millis(b.reinit_backoff_initial_ms),
+            reinit_backoff_max: Duration::from_millis(b.reinit_backoff_max_ms),
+        });
+
+        let format = match raw.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(invalid("log.format", "must be \"text\" or \"json\"")),
+        };
+        let log = LogConfig {
+            format,
+            filter: raw.log.filter,
+        };
+
+        Ok(Self {
+            server,
+            store,
+            backend,
+            log,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = Figment::new()
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)?;
+        Config::from_raw(raw, Path::new("/etc/custodian"))
+    }
+
+    const MINIMAL: &str = r#"
+        [backend]
+        token_label = "t"
+        user_pin_file = "pin"
+    "#;
+
+    fn field_of(err: ConfigError) -> &'static str {
+        match err {
+            ConfigError::Invalid { field, .. } => field,
+            other => panic!("expected an invalid field, got {other}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_paths() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8200");
+        let BackendConfig::Pkcs11(p) = c.backend;
+        assert_eq!(p.pin, PinSource::File(PathBuf::from("/etc/custodian/pin")));
+        assert_eq!(p.token, TokenSelector::Label("t".to_owned()));
+        let StoreConfig::Sqlite { path } = c.store;
+        assert_eq!(path, PathBuf::from("/etc/custodian/custodian.db"));
+    }
+
+    #[test]
+    fn fixtures_fail_with_the_expected_field() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let expected = text
+                .lines()
+                .find_map(|l| l.strip_prefix("# expect: "))
+                .unwrap_or_else(|| panic!("{} lacks an '# expect:' line", path.display()));
+            let got = match parse(&text) {
+                Ok(_) => "ok".to_owned(),
+                Err(ConfigError::Invalid { field, .. }) => field.to_owned(),
+                Err(ConfigError::Load(e)) => format!("load: {}", e.path.join(".")),
+                Err(other) => format!("other: {other}"),
+            };
+            assert_eq!(got, expected, "fixture {}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 5, "only {seen} fixtures found");
+    }
+
+    #[test]
+    fn a_pin_in_the_toml_is_an_unknown_field() {
+        let err = parse("[backend]\ntoken_label = \"t\"\nuser_pin = \"1234\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Load(_)));
+    }
+
+    #[test]
+    fn both_token_selectors_is_invalid() {
+        let err =
+            parse("[backend]\ntoken_label = \"t\"\ntoken_serial = \"s\"\nuser_pin_env = \"P\"\n")
+                .unwrap_err();
+        assert_eq!(field_of(err), "backend.token_label");
+    }
+
+    #[test]
+    fn pin_file_is_read_without_trailing_newline_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pin");
+        std::fs::write(&path, "987654\n").unwrap();
+        let pin = PinSource::File(path).read().unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(pin.expose_secret(), "987654");
+        assert!(!format!("{pin:?}").contains("987654"));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(PinSource::File(empty).read().is_err());
+        assert!(PinSource::File(dir.path().join("missing")).read().is_err());
+    }
+}

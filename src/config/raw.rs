@@ -1,0 +1,129 @@
+//! The configuration as read from TOML and `CUSTODIAN__SECTION__KEY` environment overrides,
+//! before validation. Every field has a default; unknown fields are errors.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[server]`
+    pub server: RawServer,
+    /// `[store]`
+    pub store: RawStore,
+    /// `[backend]`
+    pub backend: RawBackend,
+    /// `[log]`
+    pub log: RawLog,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests that take longer are answered 503.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8200".to_owned(),
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// `sqlite` (the only kind in this build).
+    pub kind: String,
+    /// SQLite database file; created with mode 0600.
+    pub path: PathBuf,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            kind: "sqlite".to_owned(),
+            path: PathBuf::from("custodian.db"),
+        }
+    }
+}
+
+/// `[backend]`
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBackend {
+    /// `pkcs11` (the only kind in this build).
+    pub kind: String,
+    /// Path of the PKCS#11 module.
+    pub module: PathBuf,
+    /// Token label to use. Exactly one of `token_label` and `token_serial` is set.
+    pub token_label: Option<String>,
+    /// Token serial number to use.
+    pub token_serial: Option<String>,
+    /// Environment variable holding the user PIN.
+    pub user_pin_env: Option<String>,
+    /// File holding the user PIN (trailing newline ignored).
+    pub user_pin_file: Option<PathBuf>,
+    /// Sessions in the pool: the most device operations in flight at once.
+    pub sessions: usize,
+    /// Mechanism the device wraps data keys with: `aes-gcm`.
+    pub wrap_mechanism: String,
+    /// Where GCM IVs come from: `host` (the OS CSPRNG) or `device-rng` (`C_GenerateRandom`).
+    pub iv_source: String,
+    /// Where data keys come from: `device-rng` (`C_GenerateRandom`) or `host`.
+    pub data_key_source: String,
+    /// First wait before re-initialising a module that failed, in milliseconds.
+    pub reinit_backoff_initial_ms: u64,
+    /// Longest wait between re-initialisation attempts, in milliseconds.
+    pub reinit_backoff_max_ms: u64,
+}
+
+impl Default for RawBackend {
+    fn default() -> Self {
+        Self {
+            kind: "pkcs11".to_owned(),
+            module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+            token_label: None,
+            token_serial: None,
+            user_pin_env: None,
+            user_pin_file: None,
+            sessions: 4,
+            wrap_mechanism: "aes-gcm".to_owned(),
+            iv_source: "host".to_owned(),
+            data_key_source: "device-rng".to_owned(),
+            reinit_backoff_initial_ms: 200,
+            reinit_backoff_max_ms: 30_000,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `text` or `json`.
+    pub format: String,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".to_owned(),
+            filter: "info".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! Identifiers, states and records shared by every layer. Pure data: no I/O, no crate imports.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The immutable identifier of a key (a random UUID). Blobs carry it as 16 raw bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyId(Uuid);
+
+impl KeyId {
+    /// A fresh random key id.
+    pub fn generate() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// The id from the 16 bytes a blob carries.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(Uuid::from_bytes(bytes))
+    }
+
+    /// The 16 bytes a blob carries.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Why a key name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidKeyName {
+    /// Empty, or longer than [`KeyName::MAX_LEN`].
+    #[error("a key name has 1 to {} characters", KeyName::MAX_LEN)]
+    Length,
+    /// A character outside `A-Z a-z 0-9 - _ .`, or a first character that is not alphanumeric.
+    #[error("a key name starts with a letter or digit and contains only letters, digits, '-', '_' and '.'")]
+    Charset,
+    /// Names shaped like a key id would make `/v1/keys/{id-or-name}` ambiguous.
+    #[error("a key name may not have the form of a key id (UUID)")]
+    LooksLikeId,
+}
+
+/// A human-chosen, unique key name: `billing-master`, `app.v2`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct KeyName(String);
+
+impl KeyName {
+    /// The longest name accepted.
+    pub const MAX_LEN: usize = 128;
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for KeyName {
+    type Error = InvalidKeyName;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.is_empty() || s.len() > Self::MAX_LEN {
+            return Err(InvalidKeyName::Length);
+        }
+        let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let rest_ok = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !first_ok || !rest_ok {
+            return Err(InvalidKeyName::Charset);
+        }
+        if Uuid::parse_str(&s).is_ok() {
+            return Err(InvalidKeyName::LooksLikeId);
+        }
+        Ok(Self(s))
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How a request names a key: by id or by name (`/v1/keys/{id-or-name}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyRef {
+    /// By immutable id.
+    Id(KeyId),
+    /// By unique name.
+    Name(KeyName),
+}
+
+impl FromStr for KeyRef {
+    type Err = InvalidKeyName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<KeyId>() {
+            Ok(id) => Ok(Self::Id(id)),
+            Err(_) => KeyName::try_from(s.to_owned()).map(Self::Name),
+        }
+    }
+}
+
+impl fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => id.fmt(f),
+            Self::Name(name) => name.fmt(f),
+        }
+    }
+}
+
+/// A key version number, starting at 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyVersion(NonZeroU32);
+
+impl KeyVersion {
+    /// Version 1, the one a new key starts with.
+    pub const FIRST: Self = Self(NonZeroU32::MIN);
+
+    /// The version with this number, if it is not zero.
+    pub fn new(n: u32) -> Option<Self> {
+        NonZeroU32::new(n).map(Self)
+    }
+
+    /// The version number.
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for KeyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The algorithm that sealed a blob. The blob records the algorithm, never a vendor mechanism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// AES-256-GCM computed by the device with the version's root key; 96-bit IV, 128-bit tag,
+    /// AAD = blob header ‖ canonical context.
+    Aes256GcmDevice,
+}
+
+impl Algorithm {
+    /// The byte that names the algorithm in a blob header.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Aes256GcmDevice => 0x01,
+        }
+    }
+
+    /// The algorithm a header byte names, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0x01 => Some(Self::Aes256GcmDevice),
+            _ => None,
+        }
+    }
+}
+
+/// Which kind of device holds a key's root keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// A PKCS#11 token (SoftHSM2 in development, a vendor HSM in production).
+    Pkcs11,
+}
+
+impl BackendKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pkcs11 => "pkcs11",
+        }
+    }
+
+    /// The kind a stored name names.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pkcs11" => Some(Self::Pkcs11),
+            _ => None,
+        }
+    }
+}
+
+/// How data keys are wrapped under a key (DESIGN.md, key hierarchy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WrapMode {
+    /// The device wraps and unwraps every data key itself.
+    Direct,
+}
+
+impl WrapMode {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+        }
+    }
+
+    /// The mode a stored name names.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "direct" => Some(Self::Direct),
+            _ => None,
+        }
+    }
+}
+
+/// The lifecycle state of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// Usable for every operation its policy allows.
+    Enabled,
+    /// Neither wraps nor unwraps until enabled again.
+    Disabled,
+}
+
+impl KeyState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    /// The state a stored name names.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enabled" => Some(Self::Enabled),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// The state of one key version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionState {
+    /// Wraps new data.
+    Primary,
+    /// Decrypts (and re-wraps) what it wrapped before; wraps nothing new.
+    Active,
+}
+
+impl VersionState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Active => "active",
+        }
+    }
+
+    /// The state a stored name names.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "primary" => Some(Self::Primary),
+            "active" => Some(Self::Active),
+            _ => None,
+        }
+    }
+}
+
+/// Where a key version's root key lives in the device. The device object carries `device_id`
+/// as `CKA_ID` and `label` as `CKA_LABEL`, so it maps back to this record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootKeyRef {
+    /// The key this root key belongs to.
+    pub key_id: KeyId,
+    /// The version it implements.
+    pub version: KeyVersion,
+}
+
+impl RootKeyRef {
+    /// The `CKA_ID` of the device object: the key id's 16 bytes, then the version (u32 BE).
+    pub fn device_id(&self) -> Vec<u8> {
+        let mut id = Vec::with_capacity(20);
+        id.extend_from_slice(self.key_id.as_bytes());
+        id.extend_from_slice(&self.version.get().to_be_bytes());
+        id
+    }
+
+    /// The `CKA_LABEL` of the device object.
+    pub fn label(&self) -> String {
+        format!("custodian:{}:v{}", self.key_id, self.version)
+    }
+
+    /// The reference a `CKA_ID` value encodes, if it is one of ours.
+    pub fn from_device_id(id: &[u8]) -> Option<Self> {
+        let key: [u8; 16] = id.get(..16)?.try_into().ok()?;
+        let version: [u8; 4] = id.get(16..20)?.try_into().ok()?;
+        if id.len() != 20 {
+            return None;
+        }
+        Some(Self {
+            key_id: KeyId::from_bytes(key),
+            version: KeyVersion::new(u32::from_be_bytes(version))?,
+        })
+    }
+}
+
+/// One version of a key, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyVersionRecord {
+    /// The version number.
+    pub version: KeyVersion,
+    /// Primary or active.
+    pub state: VersionState,
+    /// The algorithm new blobs under this version use.
+    pub algorithm: Algorithm,
+    /// When the root key was generated.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A key and its versions, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Key {
+    /// Immutable id.
+    pub id: KeyId,
+    /// Unique name.
+    pub name: KeyName,
+    /// Free text for operators.
+    pub description: String,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// Which device kind holds the root keys.
+    pub backend: BackendKind,
+    /// How data keys are wrapped.
+    pub mode: WrapMode,
+    /// When the key was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The version that wraps new data.
+    pub primary_version: KeyVersion,
+    /// Every version, oldest first.
+    pub versions: Vec<KeyVersionRecord>,
+}
+
+impl Key {
+    /// The stored record of `version`, if the key has it.
+    pub fn version(&self, version: KeyVersion) -> Option<&KeyVersionRecord> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+
+    /// The root key that wraps new data under this key.
+    pub fn primary_root(&self) -> RootKeyRef {
+        RootKeyRef {
+            key_id: self.id,
+            version: self.primary_version,
+        }
+    }
+}
+
+/// A bearer token as stored: its public id, the principal it authenticates, and a hash of its
+/// secret part. The secret itself is never stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public id, the lookup key (`cst_<id>_…`).
+    pub id: String,
+    /// The principal the token authenticates.
+    pub principal: String,
+    /// SHA-256 over the domain-separated token secret.
+    pub secret_hash: [u8; 32],
+    /// Free text.
+    pub description: String,
+    /// When it was minted.
+    pub created_at: OffsetDateTime,
+    /// When it stops working, if ever.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("principal", &self.principal)
+            .field("secret_hash", &"[REDACTED]")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names_are_validated() {
+        assert!(KeyName::try_from("billing-master.v2_x".to_owned()).is_ok());
+        assert_eq!(KeyName::try_from(String::new()), Err(InvalidKeyName::Length));
+        assert_eq!(KeyName::try_from("a".repeat(129)), Err(InvalidKeyName::Length));
+        assert_eq!(KeyName::try_from("-x".to_owned()), Err(InvalidKeyName::Charset));
+        assert_eq!(KeyName::try_from("a b".to_owned()), Err(InvalidKeyName::Charset));
+        assert_eq!(KeyName::try_from("a/b".to_owned()), Err(InvalidKeyName::Charset));
+        let uuid = KeyId::generate().to_string();
+        assert_eq!(KeyName::try_from(uuid), Err(InvalidKeyName::LooksLikeId));
+    }
+
+    #[test]
+    fn key_ref_prefers_ids() {
+        let id = KeyId::generate();
+        assert_eq!(id.to_string().parse::<KeyRef>(), Ok(KeyRef::Id(id)));
+        assert!(matches!("billing".parse::<KeyRef>(), Ok(KeyRef::Name(_))));
+        assert!("bad name".parse::<KeyRef>().is_err());
+    }
+
+    #[test]
+    fn device_ids_round_trip_and_reject_foreign_ids() {
+        let r = RootKeyRef {
+            key_id: KeyId::generate(),
+            version: KeyVersion::new(7).unwrap_or(KeyVersion::FIRST),
+        };
+        assert_eq!(RootKeyRef::from_device_id(&r.device_id()), Some(r.clone()));
+        assert_eq!(RootKeyRef::from_device_id(&r.device_id()[..19]), None);
+        let mut long = r.device_id();
+        long.push(0);
+        assert_eq!(RootKeyRef::from_device_id(&long), None);
+        let mut zero = r.device_id();
+        zero[16..20].copy_from_slice(&[0; 4]);
+        assert_eq!(RootKeyRef::from_device_id(&zero), None);
+    }
+
+    #[test]
+    fn algorithm_codes_round_trip() {
+        let a = Algorithm::Aes256GcmDevice;
+        assert_eq!(Algorithm::from_code(a.code()), Some(a));
+        assert_eq!(Algorithm::from_code(0), None);
+        assert_eq!(Algorithm::from_code(0xff), None);
+    }
+}

@@ -1,0 +1,216 @@
+//! The encryption context: a small string → string map that a caller binds to a ciphertext.
+//!
+//! Its canonical encoding goes into the AAD of every blob, so that a context that differs in any
+//! pair fails decryption. Pairs are sorted by key (bytewise UTF-8) and every string is length
+//! prefixed, so no two distinct contexts encode alike:
+//!
+//! ```text
+//! u32 BE  pair count
+//! per pair, sorted by key:  u32 BE key length ‖ key bytes ‖ u32 BE value length ‖ value bytes
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Why a context was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContextError {
+    /// More than [`EncryptionContext::MAX_PAIRS`] pairs.
+    #[error("an encryption context has at most {} pairs", EncryptionContext::MAX_PAIRS)]
+    TooManyPairs,
+    /// A key that is empty or longer than [`EncryptionContext::MAX_KEY_LEN`] bytes.
+    #[error("an encryption context key has 1 to {} bytes", EncryptionContext::MAX_KEY_LEN)]
+    KeyLength,
+    /// A value longer than [`EncryptionContext::MAX_VALUE_LEN`] bytes.
+    #[error("an encryption context value has at most {} bytes", EncryptionContext::MAX_VALUE_LEN)]
+    ValueLength,
+    /// The same key twice.
+    #[error("encryption context key {0:?} appears twice")]
+    DuplicateKey(String),
+}
+
+/// A validated encryption context. Keys are unique and sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct EncryptionContext(BTreeMap<String, String>);
+
+impl EncryptionContext {
+    /// The most pairs a context may have.
+    pub const MAX_PAIRS: usize = 64;
+    /// The longest key, in bytes.
+    pub const MAX_KEY_LEN: usize = 256;
+    /// The longest value, in bytes.
+    pub const MAX_VALUE_LEN: usize = 1024;
+
+    /// An empty context.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Builds a context from pairs, refusing duplicates and out-of-bounds sizes.
+    ///
+    /// # Errors
+    /// [`ContextError`] naming the first bound that is broken.
+    pub fn from_pairs<I>(pairs: I) -> Result<Self, ContextError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut map = BTreeMap::new();
+        for (k, v) in pairs {
+            if k.is_empty() || k.len() > Self::MAX_KEY_LEN {
+                return Err(ContextError::KeyLength);
+            }
+            if v.len() > Self::MAX_VALUE_LEN {
+                return Err(ContextError::ValueLength);
+            }
+            if map.contains_key(&k) {
+                return Err(ContextError::DuplicateKey(k));
+            }
+            map.insert(k, v);
+            if map.len() > Self::MAX_PAIRS {
+                return Err(ContextError::TooManyPairs);
+            }
+        }
+        Ok(Self(map))
+    }
+
+    /// The pairs, sorted by key.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The canonical encoding described in the module docs.
+    pub fn canonical(&self) -> Vec<u8> {
+        let size = 4 + self.0.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        push_len(&mut out, self.0.len());
+        for (k, v) in &self.0 {
+            push_len(&mut out, k.len());
+            out.extend_from_slice(k.as_bytes());
+            push_len(&mut out, v.len());
+            out.extend_from_slice(v.as_bytes());
+        }
+        out
+    }
+}
+
+/// Appends a length as u32 BE. Every length here is bounded far below `u32::MAX` by the
+/// constructor's checks, so the conversion cannot saturate in practice.
+fn push_len(out: &mut Vec<u8>, len: usize) {
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+}
+
+impl<'de> Deserialize<'de> for EncryptionContext {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContextVisitor;
+
+        impl<'de> Visitor<'de> for ContextVisitor {
+            type Value = EncryptionContext;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of string keys to string values")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some((k, v)) = access.next_entry::<String, String>()? {
+                    if pairs.len() >= EncryptionContext::MAX_PAIRS {
+                        return Err(de::Error::custom(ContextError::TooManyPairs));
+                    }
+                    pairs.push((k, v));
+                }
+                EncryptionContext::from_pairs(pairs).map_err(de::Error::custom)
+            }
+        }
+
+        deserializer.deserialize_map(ContextVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
+        EncryptionContext::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .unwrap()
+    }
+
+    #[test]
+    fn canonical_encoding_is_sorted_and_length_prefixed() {
+        let c = ctx(&[("b", "2"), ("a", "1")]);
+        let expected: Vec<u8> = [
+            &[0, 0, 0, 2][..],
+            &[0, 0, 0, 1],
+            b"a",
+            &[0, 0, 0, 1],
+            b"1",
+            &[0, 0, 0, 1],
+            b"b",
+            &[0, 0, 0, 1],
+            b"2",
+        ]
+        .concat();
+        assert_eq!(c.canonical(), expected);
+        assert_eq!(EncryptionContext::empty().canonical(), vec![0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn distinct_contexts_never_encode_alike() {
+        // Pairs that a naive "k=v;" join would confuse.
+        let a = ctx(&[("a", "b=c")]);
+        let b = ctx(&[("a=b", "c")]);
+        let c = ctx(&[("a", "b"), ("c", "")]);
+        let d = ctx(&[("a", "bc")]);
+        let all = [a, b, c, d, EncryptionContext::empty()];
+        for (i, x) in all.iter().enumerate() {
+            for y in &all[i + 1..] {
+                assert_ne!(x.canonical(), y.canonical(), "{x:?} vs {y:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn json_must_be_a_string_map_without_duplicates() {
+        let ok: EncryptionContext = serde_json::from_str(r#"{"tenant":"a","app":"b"}"#).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(serde_json::from_str::<EncryptionContext>(r#"{"a":1}"#).is_err());
+        assert!(serde_json::from_str::<EncryptionContext>(r#"["a"]"#).is_err());
+        assert!(serde_json::from_str::<EncryptionContext>(r#"{"a":"1","a":"2"}"#).is_err());
+        assert!(serde_json::from_str::<EncryptionContext>(r#"{"":"1"}"#).is_err());
+        assert!(serde_json::from_str::<EncryptionContext>(r#"{"a":null}"#).is_err());
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        let many = (0..=EncryptionContext::MAX_PAIRS).map(|i| (format!("k{i}"), String::new()));
+        assert_eq!(
+            EncryptionContext::from_pairs(many),
+            Err(ContextError::TooManyPairs)
+        );
+        let long_key = [("k".repeat(EncryptionContext::MAX_KEY_LEN + 1), String::new())];
+        assert_eq!(
+            EncryptionContext::from_pairs(long_key),
+            Err(ContextError::KeyLength)
+        );
+        let long_value = [("k".to_owned(), "v".repeat(EncryptionContext::MAX_VALUE_LEN + 1))];
+        assert_eq!(
+            EncryptionContext::from_pairs(long_value),
+            Err(ContextError::ValueLength)
+        );
+    }
+}

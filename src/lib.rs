@@ -1,0 +1,38 @@
+//! Custodian: a key management service whose master keys live in hardware.
+//!
+//! The crate is laid out the way a request travels (see `docs/architecture.md`):
+//!
+//! ```text
+//! api  →  service  →  { policy, backend, store }  →  domain / format
+//! ```
+//!
+//! - [`api`]: the axum router, authentication, request extraction and the error → HTTP mapping.
+//! - [`service`]: [`service::KeyService`], where the backend, the store and policy meet.
+//! - [`policy`]: the single place where authorisation is decided.
+//! - [`backend`]: the [`backend::KeyBackend`] trait and its PKCS#11 implementation.
+//! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
+//! - [`format`]: the versioned ciphertext blob and the canonical encryption-context encoding.
+//! - [`domain`]: identifiers and states shared by every layer; no I/O.
+//!
+//! # Safety and secrets
+//!
+//! - Master keys are generated inside the device and are never readable: no code path, flag or
+//!   API exports them. The backend hands out encrypt/decrypt operations, never key bytes.
+//! - Plaintext data keys, payloads, PINs and bearer tokens live in the types of [`secret`]:
+//!   zeroised on drop, redacted in `Debug`, never serialised except into a response body for a
+//!   caller who asked for them.
+//! - Nothing here logs a secret: every `tracing` span lists its fields explicitly.
+//! - `unsafe` is forbidden; the FFI lives inside `cryptoki`.
+
+pub mod api;
+pub mod app;
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod format;
+pub mod policy;
+pub mod secret;
+pub mod service;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,405 @@
+//! [`KeyService`]: where the backend, the store and policy meet. Every operation takes the
+//! authenticated [`Principal`] and asks [`policy::authorize`] before it touches anything.
+
+pub mod auth;
+mod error;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use time::OffsetDateTime;
+
+pub use error::{AuthFailure, ServiceError};
+
+use crate::backend::{BackendError, DeviceHealth, KeyBackend, Sealed};
+use crate::domain::{
+    Algorithm, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, RootKeyRef,
+    VersionState, WrapMode,
+};
+use crate::format::blob::{Header, MAX_PLAINTEXT_LEN};
+use crate::format::{Blob, EncryptionContext};
+use crate::policy::{self, Action, Decision, Principal, Resource};
+use crate::secret::{BearerToken, SecretBytes};
+use crate::store::{Store, StoreError};
+
+/// Allowed data key lengths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKeyLen {
+    /// AES-128
+    Bytes16,
+    /// AES-192
+    Bytes24,
+    /// AES-256 (the default)
+    Bytes32,
+}
+
+impl DataKeyLen {
+    /// The length for `n` bytes, if allowed.
+    pub fn from_bytes(n: u64) -> Option<Self> {
+        match n {
+            16 => Some(Self::Bytes16),
+            24 => Some(Self::Bytes24),
+            32 => Some(Self::Bytes32),
+            _ => None,
+        }
+    }
+
+    /// Number of bytes.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::Bytes16 => 16,
+            Self::Bytes24 => 24,
+            Self::Bytes32 => 32,
+        }
+    }
+}
+
+/// Whether a data key request returns the plaintext copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaintextCopy {
+    /// Return it (needs `datakey:generate-plaintext`).
+    Include,
+    /// Wrapped copy only (needs `datakey:generate`).
+    Omit,
+}
+
+/// A sealed result: who sealed it and the blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealing {
+    /// The key.
+    pub key_id: KeyId,
+    /// The key version.
+    pub key_version: KeyVersion,
+    /// The serialised blob.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A fresh data key.
+#[derive(Debug)]
+pub struct DataKey {
+    /// The wrapped copy.
+    pub sealed: Sealing,
+    /// The plaintext copy, when asked for.
+    pub plaintext: Option<SecretBytes>,
+}
+
+/// An opened blob.
+#[derive(Debug)]
+pub struct Opened {
+    /// The key that had sealed it.
+    pub key_id: KeyId,
+    /// Its version.
+    pub key_version: KeyVersion,
+    /// The plaintext.
+    pub plaintext: SecretBytes,
+}
+
+/// One page of keys.
+#[derive(Debug)]
+pub struct KeyPage {
+    /// Keys on this page, by name.
+    pub keys: Vec<Key>,
+    /// Cursor for the next page, if there is one.
+    pub next: Option<KeyName>,
+}
+
+/// Readiness of the service's dependencies.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    /// Device state.
+    pub device: DeviceHealth,
+    /// True when the database accepted a write just now.
+    pub store_writable: bool,
+}
+
+impl Readiness {
+    /// True when every dependency is usable.
+    pub fn is_ready(&self) -> bool {
+        self.device.usable && self.store_writable
+    }
+}
+
+/// Key metadata cached per node (keys are immutable in this version of the service apart from
+/// creation, so entries never go stale).
+#[derive(Default)]
+struct KeyCache {
+    by_id: HashMap<KeyId, Arc<Key>>,
+    by_name: HashMap<String, KeyId>,
+}
+
+/// The service.
+pub struct KeyService {
+    backend: Arc<dyn KeyBackend>,
+    store: Arc<dyn Store>,
+    auth: auth::Authenticator,
+    keys: RwLock<KeyCache>,
+}
+
+impl KeyService {
+    /// A service over `backend` and `store`.
+    pub fn new(backend: Arc<dyn KeyBackend>, store: Arc<dyn Store>) -> Self {
+        Self {
+            auth: auth::Authenticator::new(Arc::clone(&store)),
+            backend,
+            store,
+            keys: RwLock::new(KeyCache::default()),
+        }
+    }
+
+    /// On a fresh install (no tokens at all), mints the bootstrap admin token and returns it so
+    /// it can be shown once. Otherwise `None`.
+    ///
+    /// # Errors
+    /// Store errors; the OS random source failing.
+    pub async fn bootstrap(&self) -> Result<Option<BearerToken>, ServiceError> {
+        if self.store.token_count().await? > 0 {
+            return Ok(None);
+        }
+        let (token, record) = auth::mint(policy::BOOTSTRAP_ADMIN, "bootstrap admin token")
+            .map_err(|e| ServiceError::Backend(BackendError::Device(Box::new(e))))?;
+        self.store.insert_token(&record).await?;
+        tracing::info!(token_id = %record.id, "bootstrap admin token minted");
+        Ok(Some(token))
+    }
+
+    /// The principal a presented bearer token authenticates.
+    ///
+    /// # Errors
+    /// `Unauthenticated`; `Store`.
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, ServiceError> {
+        self.auth.verify(presented).await
+    }
+
+    fn authorize(p: &Principal, action: Action, resource: Resource) -> Result<(), ServiceError> {
+        match policy::authorize(p, action, &resource) {
+            Decision::Allow(_) => Ok(()),
+            Decision::Deny(reason) => {
+                tracing::debug!(principal = %p.name, action = action.as_str(), resource = %resource.0, reason, "denied");
+                Err(ServiceError::Forbidden { action: action.as_str(), resource: resource.0 })
+            }
+        }
+    }
+
+    /// Creates a key with version 1: root key in the device first, then the record; if the
+    /// record fails, the device object is destroyed (see `backend` module docs).
+    ///
+    /// # Errors
+    /// `Forbidden`, `KeyNameTaken`, `Backend`, `Store`.
+    pub async fn create_key(&self, p: &Principal, name: KeyName, description: String) -> Result<Key, ServiceError> {
+        Self::authorize(p, Action::KeyCreate, Resource::all_keys())?;
+        if self.store.key(&KeyRef::Name(name.clone())).await?.is_some() {
+            return Err(ServiceError::KeyNameTaken(name.to_string()));
+        }
+        let now = OffsetDateTime::now_utc();
+        let key = Key {
+            id: KeyId::generate(),
+            name,
+            description,
+            state: KeyState::Enabled,
+            backend: self.backend.kind(),
+            mode: WrapMode::Direct,
+            created_at: now,
+            primary_version: KeyVersion::FIRST,
+            versions: vec![KeyVersionRecord {
+                version: KeyVersion::FIRST,
+                state: VersionState::Primary,
+                algorithm: Algorithm::Aes256GcmDevice,
+                created_at: now,
+            }],
+        };
+        let root = key.primary_root();
+        self.backend.create_root_key(&root).await?;
+        if let Err(e) = self.store.insert_key(&key).await {
+            match self.backend.destroy_root_key(&root).await {
+                Ok(()) => tracing::warn!(key_id = %key.id, "key record failed; root key destroyed again"),
+                Err(d) => tracing::error!(key_id = %key.id, label = %root.label(), error = %d, "key record failed and the root key could not be destroyed: orphaned device object"),
+            }
+            return Err(match e {
+                StoreError::Conflict { .. } => ServiceError::KeyNameTaken(key.name.to_string()),
+                other => other.into(),
+            });
+        }
+        tracing::info!(key_id = %key.id, key_name = %key.name, "key created");
+        let key = Arc::new(key);
+        self.cache(&key);
+        Ok(Key::clone(&key))
+    }
+
+    /// One page of keys, ordered by name.
+    ///
+    /// # Errors
+    /// `Forbidden`, `Store`.
+    pub async fn list_keys(&self, p: &Principal, after: Option<KeyName>, limit: u32) -> Result<KeyPage, ServiceError> {
+        Self::authorize(p, Action::KeyRead, Resource::all_keys())?;
+        let mut keys = self.store.list_keys(after.as_ref(), limit.saturating_add(1)).await?;
+        let next = if keys.len() > limit as usize {
+            keys.truncate(limit as usize);
+            keys.last().map(|k| k.name.clone())
+        } else {
+            None
+        };
+        Ok(KeyPage { keys, next })
+    }
+
+    /// The key `r` names.
+    ///
+    /// # Errors
+    /// `Forbidden`, `KeyNotFound`, `Store`.
+    pub async fn key(&self, p: &Principal, r: &KeyRef) -> Result<Key, ServiceError> {
+        let key = self.resolve(p, Action::KeyRead, r).await?;
+        Ok(Key::clone(&key))
+    }
+
+    /// A fresh data key under the primary version of `r`, bound to `context`.
+    ///
+    /// # Errors
+    /// `Forbidden`, `KeyNotFound`, `KeyDisabled`, `Backend`, `Store`.
+    pub async fn generate_data_key(
+        &self,
+        p: &Principal,
+        r: &KeyRef,
+        len: DataKeyLen,
+        context: &EncryptionContext,
+        copy: PlaintextCopy,
+    ) -> Result<DataKey, ServiceError> {
+        let action = match copy {
+            PlaintextCopy::Include => Action::DatakeyGeneratePlaintext,
+            PlaintextCopy::Omit => Action::DatakeyGenerate,
+        };
+        let key = self.resolve(p, action, r).await?;
+        let header = usable_header(&key)?;
+        let (plaintext, sealed) = self
+            .backend
+            .generate_and_seal(&key.primary_root(), header.aad(context), len.bytes())
+            .await?;
+        Ok(DataKey {
+            sealed: seal_result(header, sealed),
+            plaintext: match copy {
+                PlaintextCopy::Include => Some(plaintext),
+                PlaintextCopy::Omit => None,
+            },
+        })
+    }
+
+    /// Encrypts a small payload (1 to 4096 bytes) under the primary version of `r`.
+    ///
+    /// # Errors
+    /// `Forbidden`, `KeyNotFound`, `KeyDisabled`, `PlaintextTooLarge`, `PlaintextEmpty`,
+    /// `Backend`, `Store`.
+    pub async fn encrypt(
+        &self,
+        p: &Principal,
+        r: &KeyRef,
+        plaintext: SecretBytes,
+        context: &EncryptionContext,
+    ) -> Result<Sealing, ServiceError> {
+        let key = self.resolve(p, Action::Encrypt, r).await?;
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(ServiceError::PlaintextTooLarge { got: plaintext.len(), limit: MAX_PLAINTEXT_LEN });
+        }
+        if plaintext.is_empty() {
+            return Err(ServiceError::PlaintextEmpty);
+        }
+        let header = usable_header(&key)?;
+        let sealed = self.backend.seal(&key.primary_root(), header.aad(context), plaintext).await?;
+        Ok(seal_result(header, sealed))
+    }
+
+    /// Opens a blob; the blob names its key, the context must match exactly.
+    ///
+    /// # Errors
+    /// `InvalidCiphertext`, `CiphertextKeyNotFound`, `Forbidden`, `KeyDisabled`,
+    /// `DecryptionFailed`, `Backend`, `Store`.
+    pub async fn decrypt(&self, p: &Principal, ciphertext: &[u8], context: &EncryptionContext) -> Result<Opened, ServiceError> {
+        let blob = Blob::parse(ciphertext)?;
+        let key = match self.resolve(p, Action::Decrypt, &KeyRef::Id(blob.key_id)).await {
+            Err(ServiceError::KeyNotFound(_)) => return Err(ServiceError::CiphertextKeyNotFound),
+            other => other?,
+        };
+        if key.state != KeyState::Enabled {
+            return Err(ServiceError::KeyDisabled(key.id.to_string()));
+        }
+        if key.version(blob.key_version).is_none() {
+            return Err(ServiceError::CiphertextKeyNotFound);
+        }
+        let root = RootKeyRef { key_id: key.id, version: blob.key_version };
+        let aad = blob.header().aad(context);
+        let plaintext = self.backend.open(&root, blob.iv, aad, blob.ciphertext).await?;
+        Ok(Opened { key_id: key.id, key_version: blob.key_version, plaintext })
+    }
+
+    /// Device and database readiness.
+    pub async fn readiness(&self) -> Readiness {
+        let device = self.backend.health().await;
+        let store_writable = match self.store.check_writable().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "database is not writable");
+                false
+            }
+        };
+        Readiness { device, store_writable }
+    }
+
+    /// Finds the key `r` names and authorises `action` on it. An unknown key is reported as
+    /// not found only to a principal that would have been allowed the action on it.
+    async fn resolve(&self, p: &Principal, action: Action, r: &KeyRef) -> Result<Arc<Key>, ServiceError> {
+        let key = match self.cached(r) {
+            Some(k) => Some(k),
+            None => self.store.key(r).await?.map(|k| {
+                let k = Arc::new(k);
+                self.cache(&k);
+                k
+            }),
+        };
+        match key {
+            Some(key) => {
+                Self::authorize(p, action, Resource::key(&key.id))?;
+                Ok(key)
+            }
+            None => {
+                Self::authorize(p, action, Resource(format!("key/{r}")))?;
+                Err(ServiceError::KeyNotFound(r.to_string()))
+            }
+        }
+    }
+
+    fn cached(&self, r: &KeyRef) -> Option<Arc<Key>> {
+        let cache = self.keys.read().ok()?;
+        let id = match r {
+            KeyRef::Id(id) => *id,
+            KeyRef::Name(n) => *cache.by_name.get(n.as_str())?,
+        };
+        cache.by_id.get(&id).cloned()
+    }
+
+    fn cache(&self, key: &Arc<Key>) {
+        if let Ok(mut cache) = self.keys.write() {
+            cache.by_name.insert(key.name.as_str().to_owned(), key.id);
+            cache.by_id.insert(key.id, Arc::clone(key));
+        }
+    }
+}
+
+/// The header for new blobs under `key`'s primary version, if the key may wrap.
+fn usable_header(key: &Key) -> Result<Header, ServiceError> {
+    if key.state != KeyState::Enabled {
+        return Err(ServiceError::KeyDisabled(key.id.to_string()));
+    }
+    let algorithm = key
+        .version(key.primary_version)
+        .map(|v| v.algorithm)
+        .ok_or(ServiceError::Backend(BackendError::Invariant("primary version has no record")))?;
+    Ok(Header { algorithm, key_id: key.id, key_version: key.primary_version })
+}
+
+fn seal_result(header: Header, sealed: Sealed) -> Sealing {
+    let blob = Blob {
+        algorithm: header.algorithm,
+        key_id: header.key_id,
+        key_version: header.key_version,
+        iv: sealed.iv,
+        ciphertext: sealed.ciphertext,
+    };
+    Sealing { key_id: header.key_id, key_version: header.key_version, ciphertext: blob.to_bytes() }
+}

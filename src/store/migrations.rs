@@ -1,0 +1,32 @@
+//! Versioned schema migrations, embedded in the binary and applied in order at start-up, each in
+//! its own transaction, recorded in `schema_migrations`.
+
+/// One migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Strictly increasing version.
+    pub version: u32,
+    /// Short name.
+    pub name: &'static str,
+    /// SQL to run.
+    pub sql: &'static str,
+}
+
+/// SQLite migrations, oldest first.
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("migrations/sqlite/0001_init.sql"),
+}];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_strictly_increase_from_one() {
+        for (i, m) in SQLITE.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{}", m.name);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The SQLite store (rusqlite): WAL journal, a file created with mode 0600, one connection
+//! behind a mutex, every query on the blocking pool.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::migrations::{Migration, SQLITE};
+use super::{Store, StoreError};
+use crate::domain::{
+    Algorithm, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord,
+    TokenRecord, VersionState, WrapMode,
+};
+use crate::telemetry::run_blocking;
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating with mode 0600 if needed) the database at `path` and migrates it.
+    ///
+    /// # Errors
+    /// `Io` when the file cannot be created or has loose permissions that cannot be fixed;
+    /// `Migration` naming the failing version.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let owned = path.to_owned();
+        let conn = run_blocking(move || open_blocking(&owned)).await??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+        })
+    }
+
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        run_blocking(move || {
+            // A poisoned lock means a panic mid-query; the connection itself is still valid
+            // because every write runs in a transaction that rolled back.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await?
+    }
+}
+
+fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    // Create the file ourselves so it never exists with the umask's mode; SQLite gives the
+    // -wal and -shm files the mode of the database file.
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    let mut perms = std::fs::metadata(path)?.permissions();
+    if perms.mode() & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), "database file was readable by others; setting mode 0600");
+        perms.set_mode(0o600);
+        std::fs::set_permissions(path, perms)?;
+    }
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn, SQLITE)?;
+    Ok(conn)
+}
+
+/// Applies every migration newer than the recorded version, each in its own transaction.
+fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT;",
+    )?;
+    let current: u32 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    for m in migrations.iter().filter(|m| m.version > current) {
+        let wrap = |source| StoreError::Migration { version: m.version, source };
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(wrap)?;
+        tx.execute_batch(m.sql).map_err(wrap)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, now_text()],
+        )
+        .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        tracing::info!(version = m.version, name = m.name, "database migration applied");
+    }
+    Ok(())
+}
+
+fn now_text() -> String {
+    time_text(OffsetDateTime::now_utc())
+}
+
+fn time_text(t: OffsetDateTime) -> String {
+    // RFC 3339 formatting of a valid UTC time cannot fail; fall back to the unix time.
+    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+fn parse_time(s: &str, column: &'static str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| StoreError::Corrupt { column })
+}
+
+fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::Aes256GcmDevice => "aes256_gcm_device",
+    }
+}
+
+fn parse_algorithm(s: &str) -> Result<Algorithm, StoreError> {
+    match s {
+        "aes256_gcm_device" => Ok(Algorithm::Aes256GcmDevice),
+        _ => Err(StoreError::Corrupt { column: "key_versions.algorithm" }),
+    }
+}
+
+/// A `keys` row before its versions are attached.
+struct KeyRow {
+    id: String,
+    name: String,
+    description: String,
+    state: String,
+    backend: String,
+    mode: String,
+    primary_version: u32,
+    created_at: String,
+}
+
+const KEY_COLUMNS: &str =
+    "id, name, description, state, backend, mode, primary_version, created_at";
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok(KeyRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        description: r.get(2)?,
+        state: r.get(3)?,
+        backend: r.get(4)?,
+        mode: r.get(5)?,
+        primary_version: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+fn load_key(conn: &Connection, row: KeyRow) -> Result<Key, StoreError> {
+    let corrupt = |column| StoreError::Corrupt { column };
+    let mut stmt = conn.prepare_cached(
+        "SELECT version, state, algorithm, created_at FROM key_versions
+         WHERE key_id = ?1 ORDER BY version",
+    )?;
+    let versions = stmt
+        .query_map([&row.id], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?
+        .map(|v| {
+            let (version, state, algorithm, created_at) = v?;
+            Ok(KeyVersionRecord {
+                version: KeyVersion::new(version).ok_or(corrupt("key_versions.version"))?,
+                state: VersionState::parse(&state).ok_or(corrupt("key_versions.state"))?,
+                algorithm: parse_algorithm(&algorithm)?,
+                created_at: parse_time(&created_at, "key_versions.created_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Key {
+        id: row.id.parse::<KeyId>().map_err(|_| corrupt("keys.id"))?,
+        name: KeyName::try_from(row.name).map_err(|_| corrupt("keys.name"))?,
+        description: row.description,
+        state: KeyState::parse(&row.state).ok_or(corrupt("keys.state"))?,
+        backend: BackendKind::parse(&row.backend).ok_or(corrupt("keys.backend"))?,
+        mode: WrapMode::parse(&row.mode).ok_or(corrupt("keys.mode"))?,
+        created_at: parse_time(&row.created_at, "keys.created_at")?,
+        primary_version: KeyVersion::new(row.primary_version).ok_or(corrupt("keys.primary_version"))?,
+        versions,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_key(&self, key: &Key) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let taken: Option<i64> = tx
+                .query_row("SELECT 1 FROM keys WHERE name = ?1", [key.name.as_str()], |r| r.get(0))
+                .optional()?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict { constraint: "keys.name" });
+            }
+            tx.execute(
+                &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![
+                    key.id.to_string(),
+                    key.name.as_str(),
+                    key.description,
+                    key.state.as_str(),
+                    key.backend.as_str(),
+                    key.mode.as_str(),
+                    key.primary_version.get(),
+                    time_text(key.created_at),
+                ],
+            )?;
+            for v in &key.versions {
+                tx.execute(
+                    "INSERT INTO key_versions (key_id, version, state, algorithm, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        key.id.to_string(),
+                        v.version.get(),
+                        v.state.as_str(),
+                        algorithm_name(v.algorithm),
+                        time_text(v.created_at),
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn key(&self, r: &KeyRef) -> Result<Option<Key>, StoreError> {
+        let (column, value) = match r {
+            KeyRef::Id(id) => ("id", id.to_string()),
+            KeyRef::Name(name) => ("name", name.as_str().to_owned()),
+        };
+        self.with_conn(move |conn| {
+            let row = conn
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE {column} = ?1"))?
+                .query_row([&value], key_row)
+                .optional()?;
+            row.map(|row| load_key(conn, row)).transpose()
+        })
+        .await
+    }
+
+    async fn list_keys(&self, after: Option<&KeyName>, limit: u32) -> Result<Vec<Key>, StoreError> {
+        let after = after.map(|n| n.as_str().to_owned()).unwrap_or_default();
+        self.with_conn(move |conn| {
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM keys WHERE name > ?1 ORDER BY name LIMIT ?2"
+                ))?
+                .query_map(params![after, limit], key_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(|row| load_key(conn, row)).collect()
+        })
+        .await
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let t = token.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let taken: Option<i64> = tx
+                .query_row("SELECT 1 FROM tokens WHERE id = ?1", [&t.id], |r| r.get(0))
+                .optional()?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict { constraint: "tokens.id" });
+            }
+            tx.execute(
+                "INSERT INTO tokens (id, principal, secret_hash, description, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    t.id,
+                    t.principal,
+                    &t.secret_hash[..],
+                    t.description,
+                    time_text(t.created_at),
+                    t.expires_at.map(time_text),
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT id, principal, secret_hash, description, created_at, expires_at
+                     FROM tokens WHERE id = ?1",
+                )?
+                .query_row([&id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                    ))
+                })
+                .optional()?;
+            let Some((id, principal, hash, description, created_at, expires_at)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(TokenRecord {
+                id,
+                principal,
+                secret_hash: hash
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt { column: "tokens.secret_hash" })?,
+                description,
+                created_at: parse_time(&created_at, "tokens.created_at")?,
+                expires_at: expires_at
+                    .map(|t| parse_time(&t, "tokens.expires_at"))
+                    .transpose()?,
+            }))
+        })
+        .await
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        self.with_conn(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?))
+            .await
+    }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO heartbeat (id, checked_at) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                [now_text()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
