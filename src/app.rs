@@ -56,7 +56,11 @@ impl App {
         if let Some(token) = service.bootstrap().await? {
             // Shown once, on stdout (never through tracing): the operator stores it.
             let mut out = std::io::stdout().lock();
-            writeln!(out, "bootstrap admin token (shown once; store it now): {}", token.expose_secret())?;
+            writeln!(
+                out,
+                "bootstrap admin token (shown once; store it now): {}",
+                token.expose_secret()
+            )?;
             out.flush()?;
         }
         let listener = TcpListener::bind(config.server.listen).await?;
@@ -66,7 +70,11 @@ impl App {
             request_timeout: config.server.request_timeout,
         };
         let router = api::router(AppState { service }, limits);
-        Ok(Self { listener, router, addr })
+        Ok(Self {
+            listener,
+            router,
+            addr,
+        })
     }
 
     /// The bound address (useful with port 0).

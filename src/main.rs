@@ -12,7 +12,11 @@ use custodian::cli::client::{context_json, load_token, Client};
 use custodian::config::{BackendConfig, Config};
 
 #[derive(Parser)]
-#[command(name = "custodian", version, about = "A key management service whose master keys live in an HSM or a TPM")]
+#[command(
+    name = "custodian",
+    version,
+    about = "A key management service whose master keys live in an HSM or a TPM"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -142,7 +146,10 @@ struct ContextArgs {
 
 impl Conn {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.addr, load_token(self.token_file.as_deref())?))
+        Ok(Client::new(
+            &self.addr,
+            load_token(self.token_file.as_deref())?,
+        ))
     }
 }
 
@@ -155,24 +162,60 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
     let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     match command {
-        Command::Keys(KeysCommand::Create { name, description, conn }) => {
-            print_json(&conn.client()?.create_key(&name, &description).await?)
-        }
+        Command::Keys(KeysCommand::Create {
+            name,
+            description,
+            conn,
+        }) => print_json(&conn.client()?.create_key(&name, &description).await?),
         Command::Keys(KeysCommand::List { limit, after, conn }) => {
             print_json(&conn.client()?.list_keys(limit, after.as_deref()).await?)
         }
-        Command::Keys(KeysCommand::Show { key, conn }) => print_json(&conn.client()?.show_key(&key).await?),
-        Command::Datakey { key, bytes, no_plaintext, context, conn } => Ok(conn
+        Command::Keys(KeysCommand::Show { key, conn }) => {
+            print_json(&conn.client()?.show_key(&key).await?)
+        }
+        Command::Datakey {
+            key,
+            bytes,
+            no_plaintext,
+            context,
+            conn,
+        } => Ok(conn
             .client()?
-            .datakey(&key, bytes, !no_plaintext, context_json(&context.pairs)?, &mut stdout)
+            .datakey(
+                &key,
+                bytes,
+                !no_plaintext,
+                context_json(&context.pairs)?,
+                &mut stdout,
+            )
             .await?),
-        Command::Encrypt { key, base64, context, conn } => Ok(conn
+        Command::Encrypt {
+            key,
+            base64,
+            context,
+            conn,
+        } => Ok(conn
             .client()?
-            .encrypt(&key, context_json(&context.pairs)?, &mut stdin, base64, &mut stdout)
+            .encrypt(
+                &key,
+                context_json(&context.pairs)?,
+                &mut stdin,
+                base64,
+                &mut stdout,
+            )
             .await?),
-        Command::Decrypt { base64, context, conn } => Ok(conn
+        Command::Decrypt {
+            base64,
+            context,
+            conn,
+        } => Ok(conn
             .client()?
-            .decrypt(context_json(&context.pairs)?, &mut stdin, base64, &mut stdout)
+            .decrypt(
+                context_json(&context.pairs)?,
+                &mut stdin,
+                base64,
+                &mut stdout,
+            )
             .await?),
         Command::Serve { .. } | Command::Token(_) => Ok(()),
     }
@@ -212,8 +255,14 @@ fn is_root() -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, check_config } => serve(config, check_config),
-        Command::Token(TokenCommand::Init { config, so_pin_file }) => {
+        Command::Serve {
+            config,
+            check_config,
+        } => serve(config, check_config),
+        Command::Token(TokenCommand::Init {
+            config,
+            so_pin_file,
+        }) => {
             let config = Config::load(config.as_deref())?;
             let BackendConfig::Pkcs11(p) = &config.backend;
             let outcome = custodian::cli::provision::run(p, &so_pin_file)?;

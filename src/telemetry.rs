@@ -6,12 +6,17 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Directives appended to every filter.
+const MUTED: &str = "cryptoki::mechanism=off";
+
 /// Installs the global subscriber: text or JSON lines on stderr, filtered by `RUST_LOG` or the
 /// configured directive.
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // cryptoki logs an error for every vendor mechanism it has no name for while converting
+    // C_GetMechanismList output; that is noise, not a fault, so its mechanism module is muted.
+    let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| config.filter.clone());
+    let filter = EnvFilter::try_new(format!("{directive},{MUTED}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{MUTED}")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = fmt()
         .with_env_filter(filter)

@@ -42,7 +42,12 @@ struct Detail<'a> {
 impl ApiError {
     /// A 4xx error with a stable code and a message for the caller.
     pub fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), cause: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            cause: None,
+        }
     }
 
     /// 400 with `code`.
@@ -65,7 +70,12 @@ impl ApiError {
             StatusCode::SERVICE_UNAVAILABLE => "a dependency is unavailable; retry later",
             _ => "internal error; quote the request id to the operator",
         };
-        Self { status, code, message: message.to_owned(), cause: Some(cause) }
+        Self {
+            status,
+            code,
+            message: message.to_owned(),
+            cause: Some(cause),
+        }
     }
 }
 
@@ -99,20 +109,30 @@ impl From<ServiceError> for ApiError {
             ServiceError::KeyNotFound(_) => client(S::NOT_FOUND, "key_not_found", &e),
             ServiceError::KeyNameTaken(_) => client(S::CONFLICT, "key_name_taken", &e),
             ServiceError::KeyDisabled(_) => client(S::CONFLICT, "key_disabled", &e),
-            ServiceError::PlaintextTooLarge { .. } => client(S::BAD_REQUEST, "plaintext_too_large", &e),
+            ServiceError::PlaintextTooLarge { .. } => {
+                client(S::BAD_REQUEST, "plaintext_too_large", &e)
+            }
             ServiceError::PlaintextEmpty => client(S::BAD_REQUEST, "plaintext_empty", &e),
             ServiceError::InvalidCiphertext(b) => client(S::BAD_REQUEST, blob_code(b), &e),
-            ServiceError::CiphertextKeyNotFound => client(S::BAD_REQUEST, "ciphertext_key_not_found", &e),
+            ServiceError::CiphertextKeyNotFound => {
+                client(S::BAD_REQUEST, "ciphertext_key_not_found", &e)
+            }
             ServiceError::DecryptionFailed => client(S::BAD_REQUEST, "decryption_failed", &e),
             ServiceError::Backend(b) => match b {
-                BackendError::Unavailable => Self::server(S::SERVICE_UNAVAILABLE, "device_unavailable", e),
+                BackendError::Unavailable => {
+                    Self::server(S::SERVICE_UNAVAILABLE, "device_unavailable", e)
+                }
                 BackendError::Busy => Self::server(S::SERVICE_UNAVAILABLE, "device_busy", e),
-                BackendError::AuthenticationFailed => client(S::BAD_REQUEST, "decryption_failed", &e),
+                BackendError::AuthenticationFailed => {
+                    client(S::BAD_REQUEST, "decryption_failed", &e)
+                }
                 BackendError::RootKeyMissing(_)
                 | BackendError::Device(_)
                 | BackendError::MissingMechanism(_)
                 | BackendError::Open(_)
-                | BackendError::Invariant(_) => Self::server(S::INTERNAL_SERVER_ERROR, "internal_error", e),
+                | BackendError::Invariant(_) => {
+                    Self::server(S::INTERNAL_SERVER_ERROR, "internal_error", e)
+                }
             },
             ServiceError::Store(s) => match s {
                 StoreError::Conflict { .. } => client(S::CONFLICT, "conflict", &e),
@@ -140,7 +160,11 @@ impl IntoResponse for ApiError {
         }
         let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
         let body = Body {
-            error: Detail { code: self.code, message: &self.message, request_id: &request_id },
+            error: Detail {
+                code: self.code,
+                message: &self.message,
+                request_id: &request_id,
+            },
         };
         (self.status, Json(body)).into_response()
     }
@@ -165,15 +189,51 @@ mod tests {
     #[test]
     fn statuses_are_chosen_by_variant() {
         let cases: Vec<(ServiceError, StatusCode, &str)> = vec![
-            (ServiceError::Unauthenticated(AuthFailure::Missing), StatusCode::UNAUTHORIZED, "missing_token"),
-            (ServiceError::Unauthenticated(AuthFailure::Expired), StatusCode::UNAUTHORIZED, "token_expired"),
-            (ServiceError::KeyNotFound("k".into()), StatusCode::NOT_FOUND, "key_not_found"),
-            (ServiceError::DecryptionFailed, StatusCode::BAD_REQUEST, "decryption_failed"),
-            (BlobError::UnsupportedVersion(9).into(), StatusCode::BAD_REQUEST, "unsupported_ciphertext_version"),
-            (BlobError::Truncated.into(), StatusCode::BAD_REQUEST, "malformed_ciphertext"),
-            (BackendError::Unavailable.into(), StatusCode::SERVICE_UNAVAILABLE, "device_unavailable"),
-            (BackendError::AuthenticationFailed.into(), StatusCode::BAD_REQUEST, "decryption_failed"),
-            (BackendError::Invariant("x").into(), StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            (
+                ServiceError::Unauthenticated(AuthFailure::Missing),
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+            ),
+            (
+                ServiceError::Unauthenticated(AuthFailure::Expired),
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+            ),
+            (
+                ServiceError::KeyNotFound("k".into()),
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+            ),
+            (
+                ServiceError::DecryptionFailed,
+                StatusCode::BAD_REQUEST,
+                "decryption_failed",
+            ),
+            (
+                BlobError::UnsupportedVersion(9).into(),
+                StatusCode::BAD_REQUEST,
+                "unsupported_ciphertext_version",
+            ),
+            (
+                BlobError::Truncated.into(),
+                StatusCode::BAD_REQUEST,
+                "malformed_ciphertext",
+            ),
+            (
+                BackendError::Unavailable.into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "device_unavailable",
+            ),
+            (
+                BackendError::AuthenticationFailed.into(),
+                StatusCode::BAD_REQUEST,
+                "decryption_failed",
+            ),
+            (
+                BackendError::Invariant("x").into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+            ),
         ];
         for (e, status, code) in cases {
             let api = ApiError::from(e);
@@ -183,7 +243,9 @@ mod tests {
 
     #[test]
     fn server_errors_reveal_nothing_internal() {
-        let api = ApiError::from(ServiceError::Backend(BackendError::Invariant("secret detail")));
+        let api = ApiError::from(ServiceError::Backend(BackendError::Invariant(
+            "secret detail",
+        )));
         assert!(!api.message.contains("secret detail"));
         assert!(!api.message.contains("invariant"));
     }

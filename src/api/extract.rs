@@ -54,7 +54,10 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
             BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-                ApiError::bad_request("body_too_large", "the request body is larger than the server accepts")
+                ApiError::bad_request(
+                    "body_too_large",
+                    "the request body is larger than the server accepts",
+                )
             }
             _ => ApiError::bad_request("invalid_request", "the request body could not be read"),
         })?;
@@ -74,7 +77,12 @@ pub fn parse<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
 fn classify<T: RequestBody>(bytes: &[u8]) -> ApiError {
     let value: serde_json::Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
-        Err(e) => return ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")),
+        Err(e) => {
+            return ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {e}"),
+            )
+        }
     };
     let Some(object) = value.as_object() else {
         return ApiError::bad_request("invalid_request", "the body must be a JSON object");
@@ -82,12 +90,22 @@ fn classify<T: RequestBody>(bytes: &[u8]) -> ApiError {
     if let Some(unknown) = object.keys().find(|k| !T::FIELDS.contains(&k.as_str())) {
         return ApiError::bad_request("unknown_field", format!("unknown field `{unknown}`"));
     }
-    match serde_path_to_error::deserialize::<_, T>(&value) {
-        Ok(_) => ApiError::bad_request("invalid_request", "the body does not match the expected shape"),
+    // Re-run on the original bytes (not the `Value`, which would silently collapse a duplicate
+    // key) to learn the path of the first field that fails.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(_) => ApiError::bad_request(
+            "invalid_request",
+            "the body does not match the expected shape",
+        ),
         Err(e) => {
             let path = e.path().to_string();
             let field = path.split(['.', '[']).next().unwrap_or_default();
-            let field = if field.is_empty() || field == "?" { "body" } else { field };
+            let field = if field.is_empty() || field == "?" {
+                "body"
+            } else {
+                field
+            };
             let message = if field == "body" {
                 e.inner().to_string()
             } else {
@@ -111,7 +129,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Principal>()
             .cloned()
             .map(Caller)
-            .ok_or_else(|| ApiError::client(StatusCode::UNAUTHORIZED, "missing_token", "missing bearer token"))
+            .ok_or_else(|| {
+                ApiError::client(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_token",
+                    "missing bearer token",
+                )
+            })
     }
 }
 
@@ -148,5 +172,9 @@ mod tests {
         assert_eq!(code(r#"{"name":"a","context":{"k":1}}"#), "invalid_context");
         assert_eq!(code(r#"{"name":"a","context":["k"]}"#), "invalid_context");
         assert_eq!(code(r#"{}"#), "invalid_field");
+        assert_eq!(
+            code(r#"{"name":"a","context":{"k":"1","k":"2"}}"#),
+            "invalid_context"
+        );
     }
 }

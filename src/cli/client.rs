@@ -63,9 +63,11 @@ pub enum ClientError {
 /// `NoToken`, `TokenFile`.
 pub fn load_token(file: Option<&Path>) -> Result<BearerToken, ClientError> {
     if let Some(path) = file {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| ClientError::TokenFile {
-            path: path.display().to_string(),
-            source,
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            ClientError::TokenFile {
+                path: path.display().to_string(),
+                source,
+            }
         })?);
         return Ok(BearerToken::new(text.trim().to_owned()));
     }
@@ -82,7 +84,9 @@ pub fn load_token(file: Option<&Path>) -> Result<BearerToken, ClientError> {
 pub fn context_json(pairs: &[String]) -> Result<Value, ClientError> {
     let mut map = serde_json::Map::new();
     for p in pairs {
-        let (k, v) = p.split_once('=').ok_or_else(|| ClientError::BadContext(p.clone()))?;
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| ClientError::BadContext(p.clone()))?;
         map.insert(k.to_owned(), Value::String(v.to_owned()));
     }
     Ok(Value::Object(map))
@@ -117,10 +121,19 @@ struct CryptoOut {
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:8200`).
     pub fn new(base: &str, token: BearerToken) -> Self {
-        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), token }
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        }
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Value>) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, ClientError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -155,14 +168,23 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn create_key(&self, name: &str, description: &str) -> Result<Value, ClientError> {
-        self.call(Method::POST, "/v1/keys", Some(json!({ "name": name, "description": description }))).await
+        self.call(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({ "name": name, "description": description })),
+        )
+        .await
     }
 
     /// `GET /v1/keys`
     ///
     /// # Errors
     /// [`ClientError`].
-    pub async fn list_keys(&self, limit: Option<u32>, after: Option<&str>) -> Result<Value, ClientError> {
+    pub async fn list_keys(
+        &self,
+        limit: Option<u32>,
+        after: Option<&str>,
+    ) -> Result<Value, ClientError> {
         let mut q = Vec::new();
         if let Some(l) = limit {
             q.push(format!("limit={l}"));
@@ -170,7 +192,11 @@ impl Client {
         if let Some(a) = after {
             q.push(format!("after={}", urlencode(a)));
         }
-        let path = if q.is_empty() { "/v1/keys".to_owned() } else { format!("/v1/keys?{}", q.join("&")) };
+        let path = if q.is_empty() {
+            "/v1/keys".to_owned()
+        } else {
+            format!("/v1/keys?{}", q.join("&"))
+        };
         self.call(Method::GET, &path, None).await
     }
 
@@ -179,16 +205,30 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn show_key(&self, key: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, &format!("/v1/keys/{}", urlencode(key)), None).await
+        self.call(Method::GET, &format!("/v1/keys/{}", urlencode(key)), None)
+            .await
     }
 
     /// `POST /v1/keys/{key}/datakey`; the JSON answer is written to `out` as it came.
     ///
     /// # Errors
     /// [`ClientError`].
-    pub async fn datakey(&self, key: &str, bytes: u32, plaintext: bool, context: Value, out: &mut impl Write) -> Result<(), ClientError> {
+    pub async fn datakey(
+        &self,
+        key: &str,
+        bytes: u32,
+        plaintext: bool,
+        context: Value,
+        out: &mut impl Write,
+    ) -> Result<(), ClientError> {
         let body = json!({ "bytes": bytes, "plaintext": plaintext, "context": context });
-        let v: Value = self.call(Method::POST, &format!("/v1/keys/{}/datakey", urlencode(key)), Some(body)).await?;
+        let v: Value = self
+            .call(
+                Method::POST,
+                &format!("/v1/keys/{}/datakey", urlencode(key)),
+                Some(body),
+            )
+            .await?;
         let text = Zeroizing::new(serde_json::to_string_pretty(&v).unwrap_or_default());
         writeln!(out, "{}", text.as_str())?;
         Ok(())
@@ -198,16 +238,33 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub async fn encrypt(&self, key: &str, context: Value, input: &mut impl Read, base64_out: bool, out: &mut impl Write) -> Result<(), ClientError> {
+    pub async fn encrypt(
+        &self,
+        key: &str,
+        context: Value,
+        input: &mut impl Read,
+        base64_out: bool,
+        out: &mut impl Write,
+    ) -> Result<(), ClientError> {
         let mut data = Zeroizing::new(Vec::new());
         input.take(1 << 20).read_to_end(&mut data)?;
         let body = json!({ "plaintext": Zeroizing::new(STANDARD.encode(&data[..])).as_str(), "context": context });
-        let r: CryptoOut = self.call(Method::POST, &format!("/v1/keys/{}/encrypt", urlencode(key)), Some(body)).await?;
+        let r: CryptoOut = self
+            .call(
+                Method::POST,
+                &format!("/v1/keys/{}/encrypt", urlencode(key)),
+                Some(body),
+            )
+            .await?;
         let ct = r.ciphertext.ok_or(ClientError::BadBase64("ciphertext"))?;
         if base64_out {
             writeln!(out, "{ct}")?;
         } else {
-            out.write_all(&STANDARD.decode(ct).map_err(|_| ClientError::BadBase64("ciphertext"))?)?;
+            out.write_all(
+                &STANDARD
+                    .decode(ct)
+                    .map_err(|_| ClientError::BadBase64("ciphertext"))?,
+            )?;
         }
         Ok(())
     }
@@ -216,13 +273,33 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub async fn decrypt(&self, context: Value, input: &mut impl Read, base64_in: bool, out: &mut impl Write) -> Result<(), ClientError> {
+    pub async fn decrypt(
+        &self,
+        context: Value,
+        input: &mut impl Read,
+        base64_in: bool,
+        out: &mut impl Write,
+    ) -> Result<(), ClientError> {
         let mut data = Vec::new();
         input.take(1 << 20).read_to_end(&mut data)?;
-        let ct = if base64_in { String::from_utf8_lossy(&data).trim().to_owned() } else { STANDARD.encode(&data) };
-        let r: CryptoOut = self.call(Method::POST, "/v1/decrypt", Some(json!({ "ciphertext": ct, "context": context }))).await?;
+        let ct = if base64_in {
+            String::from_utf8_lossy(&data).trim().to_owned()
+        } else {
+            STANDARD.encode(&data)
+        };
+        let r: CryptoOut = self
+            .call(
+                Method::POST,
+                "/v1/decrypt",
+                Some(json!({ "ciphertext": ct, "context": context })),
+            )
+            .await?;
         let pt = r.plaintext.ok_or(ClientError::BadBase64("plaintext"))?;
-        let bytes = Zeroizing::new(STANDARD.decode(pt.as_bytes()).map_err(|_| ClientError::BadBase64("plaintext"))?);
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(pt.as_bytes())
+                .map_err(|_| ClientError::BadBase64("plaintext"))?,
+        );
         out.write_all(&bytes)?;
         out.flush()?;
         Ok(())
@@ -251,7 +328,10 @@ mod tests {
     fn contexts_parse_from_arguments() {
         let v = context_json(&["a=b".into(), "c=d=e".into(), "f=".into()]).unwrap();
         assert_eq!(v, json!({"a": "b", "c": "d=e", "f": ""}));
-        assert!(matches!(context_json(&["nope".into()]), Err(ClientError::BadContext(_))));
+        assert!(matches!(
+            context_json(&["nope".into()]),
+            Err(ClientError::BadContext(_))
+        ));
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub enum ProvisionError {
 
 /// Reads the PIN in `path`, or generates one and writes it there with mode 0600.
 fn pin_file(path: &Path) -> Result<Pin, ProvisionError> {
-    let err = |source| ProvisionError::PinFile { path: path.display().to_string(), source };
+    let err = |source| ProvisionError::PinFile {
+        path: path.display().to_string(),
+        source,
+    };
     if !path.exists() {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
@@ -51,7 +54,12 @@ fn pin_file(path: &Path) -> Result<Pin, ProvisionError> {
         let mut raw = Zeroizing::new([0u8; 24]);
         getrandom::getrandom(&mut raw[..])?;
         let pin = Zeroizing::new(URL_SAFE_NO_PAD.encode(&raw[..]));
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err)?;
         f.write_all(pin.as_bytes()).map_err(err)?;
         f.write_all(b"\n").map_err(err)?;
     }

@@ -199,7 +199,13 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the field path at fault.
     pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
-        let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
         let invalid = |field: &'static str, reason: &str| ConfigError::Invalid {
             field,
             reason: reason.to_owned(),

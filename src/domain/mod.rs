@@ -417,11 +417,26 @@ mod tests {
     #[test]
     fn key_names_are_validated() {
         assert!(KeyName::try_from("billing-master.v2_x".to_owned()).is_ok());
-        assert_eq!(KeyName::try_from(String::new()), Err(InvalidKeyName::Length));
-        assert_eq!(KeyName::try_from("a".repeat(129)), Err(InvalidKeyName::Length));
-        assert_eq!(KeyName::try_from("-x".to_owned()), Err(InvalidKeyName::Charset));
-        assert_eq!(KeyName::try_from("a b".to_owned()), Err(InvalidKeyName::Charset));
-        assert_eq!(KeyName::try_from("a/b".to_owned()), Err(InvalidKeyName::Charset));
+        assert_eq!(
+            KeyName::try_from(String::new()),
+            Err(InvalidKeyName::Length)
+        );
+        assert_eq!(
+            KeyName::try_from("a".repeat(129)),
+            Err(InvalidKeyName::Length)
+        );
+        assert_eq!(
+            KeyName::try_from("-x".to_owned()),
+            Err(InvalidKeyName::Charset)
+        );
+        assert_eq!(
+            KeyName::try_from("a b".to_owned()),
+            Err(InvalidKeyName::Charset)
+        );
+        assert_eq!(
+            KeyName::try_from("a/b".to_owned()),
+            Err(InvalidKeyName::Charset)
+        );
         let uuid = KeyId::generate().to_string();
         assert_eq!(KeyName::try_from(uuid), Err(InvalidKeyName::LooksLikeId));
     }

@@ -144,7 +144,8 @@ impl Blob {
             return Err(BlobError::UnsupportedVersion(version));
         }
         let alg_code = *bytes.get(5).ok_or(BlobError::Truncated)?;
-        let algorithm = Algorithm::from_code(alg_code).ok_or(BlobError::UnknownAlgorithm(alg_code))?;
+        let algorithm =
+            Algorithm::from_code(alg_code).ok_or(BlobError::UnknownAlgorithm(alg_code))?;
         let key_id: [u8; 16] = fixed(bytes, 6)?;
         let key_version = u32::from_be_bytes(fixed(bytes, 22)?);
         let key_version = KeyVersion::new(key_version).ok_or(BlobError::InvalidKeyVersion)?;
@@ -202,7 +203,10 @@ mod tests {
         let bytes = sample().to_bytes();
         let shortest = HEADER_LEN + 1 + GCM_IV_LEN + GCM_TAG_LEN;
         for n in 0..shortest {
-            assert!(Blob::parse(&bytes[..n]).is_err(), "prefix of {n} bytes parsed");
+            assert!(
+                Blob::parse(&bytes[..n]).is_err(),
+                "prefix of {n} bytes parsed"
+            );
         }
         assert!(Blob::parse(&bytes[..shortest]).is_ok());
     }
@@ -221,7 +225,10 @@ mod tests {
         assert_eq!(with(HEADER_LEN, 16), Err(BlobError::InvalidIvLength(16)));
         let mut zero_version = good.clone();
         zero_version[22..26].copy_from_slice(&[0; 4]);
-        assert_eq!(Blob::parse(&zero_version), Err(BlobError::InvalidKeyVersion));
+        assert_eq!(
+            Blob::parse(&zero_version),
+            Err(BlobError::InvalidKeyVersion)
+        );
         let mut long = good;
         long.resize(MAX_BLOB_LEN + 1, 0);
         assert_eq!(Blob::parse(&long), Err(BlobError::TooLong));

@@ -19,13 +19,22 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContextError {
     /// More than [`EncryptionContext::MAX_PAIRS`] pairs.
-    #[error("an encryption context has at most {} pairs", EncryptionContext::MAX_PAIRS)]
+    #[error(
+        "an encryption context has at most {} pairs",
+        EncryptionContext::MAX_PAIRS
+    )]
     TooManyPairs,
     /// A key that is empty or longer than [`EncryptionContext::MAX_KEY_LEN`] bytes.
-    #[error("an encryption context key has 1 to {} bytes", EncryptionContext::MAX_KEY_LEN)]
+    #[error(
+        "an encryption context key has 1 to {} bytes",
+        EncryptionContext::MAX_KEY_LEN
+    )]
     KeyLength,
     /// A value longer than [`EncryptionContext::MAX_VALUE_LEN`] bytes.
-    #[error("an encryption context value has at most {} bytes", EncryptionContext::MAX_VALUE_LEN)]
+    #[error(
+        "an encryption context value has at most {} bytes",
+        EncryptionContext::MAX_VALUE_LEN
+    )]
     ValueLength,
     /// The same key twice.
     #[error("encryption context key {0:?} appears twice")]
@@ -94,7 +103,11 @@ impl EncryptionContext {
 
     /// The canonical encoding described in the module docs.
     pub fn canonical(&self) -> Vec<u8> {
-        let size = 4 + self.0.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>();
+        let size = 4 + self
+            .0
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum::<usize>();
         let mut out = Vec::with_capacity(size);
         push_len(&mut out, self.0.len());
         for (k, v) in &self.0 {
@@ -202,12 +215,18 @@ mod tests {
             EncryptionContext::from_pairs(many),
             Err(ContextError::TooManyPairs)
         );
-        let long_key = [("k".repeat(EncryptionContext::MAX_KEY_LEN + 1), String::new())];
+        let long_key = [(
+            "k".repeat(EncryptionContext::MAX_KEY_LEN + 1),
+            String::new(),
+        )];
         assert_eq!(
             EncryptionContext::from_pairs(long_key),
             Err(ContextError::KeyLength)
         );
-        let long_value = [("k".to_owned(), "v".repeat(EncryptionContext::MAX_VALUE_LEN + 1))];
+        let long_value = [(
+            "k".to_owned(),
+            "v".repeat(EncryptionContext::MAX_VALUE_LEN + 1),
+        )];
         assert_eq!(
             EncryptionContext::from_pairs(long_value),
             Err(ContextError::ValueLength)

@@ -96,20 +96,35 @@ mod tests {
     use super::*;
 
     fn who(name: &str) -> Principal {
-        Principal { name: name.to_owned(), credential_id: "id".to_owned() }
+        Principal {
+            name: name.to_owned(),
+            credential_id: "id".to_owned(),
+        }
     }
 
     #[test]
     fn admin_is_allowed_and_everyone_else_denied() {
         let r = Resource::all_keys();
-        assert!(matches!(authorize(&who(BOOTSTRAP_ADMIN), Action::KeyCreate, &r), Decision::Allow(_)));
-        assert!(matches!(authorize(&who("app"), Action::KeyRead, &r), Decision::Deny(_)));
-        assert!(matches!(authorize(&who(""), Action::Decrypt, &r), Decision::Deny(_)));
+        assert!(matches!(
+            authorize(&who(BOOTSTRAP_ADMIN), Action::KeyCreate, &r),
+            Decision::Allow(_)
+        ));
+        assert!(matches!(
+            authorize(&who("app"), Action::KeyRead, &r),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            authorize(&who(""), Action::Decrypt, &r),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]
     fn action_names_are_the_documented_vocabulary() {
-        assert_eq!(Action::DatakeyGeneratePlaintext.as_str(), "datakey:generate-plaintext");
+        assert_eq!(
+            Action::DatakeyGeneratePlaintext.as_str(),
+            "datakey:generate-plaintext"
+        );
         assert_eq!(Action::KeyCreate.to_string(), "key:create");
     }
 }

@@ -47,7 +47,11 @@ fn parse(text: &str) -> Option<Parsed<'_>> {
     }
     let rest = text.strip_prefix(PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
-    if id.len() != ID_HEX_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if id.len() != ID_HEX_LEN
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         return None;
     }
     let secret = Zeroizing::new(URL_SAFE_NO_PAD.decode(secret).ok()?);
@@ -70,7 +74,10 @@ fn hash(id: &str, secret: &[u8]) -> [u8; 32] {
 ///
 /// # Errors
 /// The OS random source failing.
-pub fn mint(principal: &str, description: &str) -> Result<(BearerToken, TokenRecord), getrandom::Error> {
+pub fn mint(
+    principal: &str,
+    description: &str,
+) -> Result<(BearerToken, TokenRecord), getrandom::Error> {
     let mut id = [0u8; ID_HEX_LEN / 2];
     getrandom::getrandom(&mut id)?;
     let id = hex::encode(id);
@@ -97,7 +104,10 @@ pub struct Authenticator {
 impl Authenticator {
     /// A verifier reading `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, cache: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The principal `presented` authenticates.
@@ -123,10 +133,16 @@ impl Authenticator {
         if !bool::from(presented_hash.ct_eq(&record.secret_hash)) {
             return Err(ServiceError::Unauthenticated(AuthFailure::Invalid));
         }
-        if record.expires_at.is_some_and(|t| t <= OffsetDateTime::now_utc()) {
+        if record
+            .expires_at
+            .is_some_and(|t| t <= OffsetDateTime::now_utc())
+        {
             return Err(ServiceError::Unauthenticated(AuthFailure::Expired));
         }
-        Ok(Principal { name: record.principal, credential_id: record.id })
+        Ok(Principal {
+            name: record.principal,
+            credential_id: record.id,
+        })
     }
 
     fn cached(&self, id: &str) -> Option<TokenRecord> {

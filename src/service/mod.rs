@@ -175,7 +175,10 @@ impl KeyService {
             Decision::Allow(_) => Ok(()),
             Decision::Deny(reason) => {
                 tracing::debug!(principal = %p.name, action = action.as_str(), resource = %resource.0, reason, "denied");
-                Err(ServiceError::Forbidden { action: action.as_str(), resource: resource.0 })
+                Err(ServiceError::Forbidden {
+                    action: action.as_str(),
+                    resource: resource.0,
+                })
             }
         }
     }
@@ -185,7 +188,12 @@ impl KeyService {
     ///
     /// # Errors
     /// `Forbidden`, `KeyNameTaken`, `Backend`, `Store`.
-    pub async fn create_key(&self, p: &Principal, name: KeyName, description: String) -> Result<Key, ServiceError> {
+    pub async fn create_key(
+        &self,
+        p: &Principal,
+        name: KeyName,
+        description: String,
+    ) -> Result<Key, ServiceError> {
         Self::authorize(p, Action::KeyCreate, Resource::all_keys())?;
         if self.store.key(&KeyRef::Name(name.clone())).await?.is_some() {
             return Err(ServiceError::KeyNameTaken(name.to_string()));
@@ -211,8 +219,12 @@ impl KeyService {
         self.backend.create_root_key(&root).await?;
         if let Err(e) = self.store.insert_key(&key).await {
             match self.backend.destroy_root_key(&root).await {
-                Ok(()) => tracing::warn!(key_id = %key.id, "key record failed; root key destroyed again"),
-                Err(d) => tracing::error!(key_id = %key.id, label = %root.label(), error = %d, "key record failed and the root key could not be destroyed: orphaned device object"),
+                Ok(()) => {
+                    tracing::warn!(key_id = %key.id, "key record failed; root key destroyed again")
+                }
+                Err(d) => {
+                    tracing::error!(key_id = %key.id, label = %root.label(), error = %d, "key record failed and the root key could not be destroyed: orphaned device object")
+                }
             }
             return Err(match e {
                 StoreError::Conflict { .. } => ServiceError::KeyNameTaken(key.name.to_string()),
@@ -229,9 +241,17 @@ impl KeyService {
     ///
     /// # Errors
     /// `Forbidden`, `Store`.
-    pub async fn list_keys(&self, p: &Principal, after: Option<KeyName>, limit: u32) -> Result<KeyPage, ServiceError> {
+    pub async fn list_keys(
+        &self,
+        p: &Principal,
+        after: Option<KeyName>,
+        limit: u32,
+    ) -> Result<KeyPage, ServiceError> {
         Self::authorize(p, Action::KeyRead, Resource::all_keys())?;
-        let mut keys = self.store.list_keys(after.as_ref(), limit.saturating_add(1)).await?;
+        let mut keys = self
+            .store
+            .list_keys(after.as_ref(), limit.saturating_add(1))
+            .await?;
         let next = if keys.len() > limit as usize {
             keys.truncate(limit as usize);
             keys.last().map(|k| k.name.clone())
@@ -295,13 +315,19 @@ impl KeyService {
     ) -> Result<Sealing, ServiceError> {
         let key = self.resolve(p, Action::Encrypt, r).await?;
         if plaintext.len() > MAX_PLAINTEXT_LEN {
-            return Err(ServiceError::PlaintextTooLarge { got: plaintext.len(), limit: MAX_PLAINTEXT_LEN });
+            return Err(ServiceError::PlaintextTooLarge {
+                got: plaintext.len(),
+                limit: MAX_PLAINTEXT_LEN,
+            });
         }
         if plaintext.is_empty() {
             return Err(ServiceError::PlaintextEmpty);
         }
         let header = usable_header(&key)?;
-        let sealed = self.backend.seal(&key.primary_root(), header.aad(context), plaintext).await?;
+        let sealed = self
+            .backend
+            .seal(&key.primary_root(), header.aad(context), plaintext)
+            .await?;
         Ok(seal_result(header, sealed))
     }
 
@@ -310,9 +336,17 @@ impl KeyService {
     /// # Errors
     /// `InvalidCiphertext`, `CiphertextKeyNotFound`, `Forbidden`, `KeyDisabled`,
     /// `DecryptionFailed`, `Backend`, `Store`.
-    pub async fn decrypt(&self, p: &Principal, ciphertext: &[u8], context: &EncryptionContext) -> Result<Opened, ServiceError> {
+    pub async fn decrypt(
+        &self,
+        p: &Principal,
+        ciphertext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Opened, ServiceError> {
         let blob = Blob::parse(ciphertext)?;
-        let key = match self.resolve(p, Action::Decrypt, &KeyRef::Id(blob.key_id)).await {
+        let key = match self
+            .resolve(p, Action::Decrypt, &KeyRef::Id(blob.key_id))
+            .await
+        {
             Err(ServiceError::KeyNotFound(_)) => return Err(ServiceError::CiphertextKeyNotFound),
             other => other?,
         };
@@ -322,10 +356,20 @@ impl KeyService {
         if key.version(blob.key_version).is_none() {
             return Err(ServiceError::CiphertextKeyNotFound);
         }
-        let root = RootKeyRef { key_id: key.id, version: blob.key_version };
+        let root = RootKeyRef {
+            key_id: key.id,
+            version: blob.key_version,
+        };
         let aad = blob.header().aad(context);
-        let plaintext = self.backend.open(&root, blob.iv, aad, blob.ciphertext).await?;
-        Ok(Opened { key_id: key.id, key_version: blob.key_version, plaintext })
+        let plaintext = self
+            .backend
+            .open(&root, blob.iv, aad, blob.ciphertext)
+            .await?;
+        Ok(Opened {
+            key_id: key.id,
+            key_version: blob.key_version,
+            plaintext,
+        })
     }
 
     /// Device and database readiness.
@@ -338,12 +382,20 @@ impl KeyService {
                 false
             }
         };
-        Readiness { device, store_writable }
+        Readiness {
+            device,
+            store_writable,
+        }
     }
 
     /// Finds the key `r` names and authorises `action` on it. An unknown key is reported as
     /// not found only to a principal that would have been allowed the action on it.
-    async fn resolve(&self, p: &Principal, action: Action, r: &KeyRef) -> Result<Arc<Key>, ServiceError> {
+    async fn resolve(
+        &self,
+        p: &Principal,
+        action: Action,
+        r: &KeyRef,
+    ) -> Result<Arc<Key>, ServiceError> {
         let key = match self.cached(r) {
             Some(k) => Some(k),
             None => self.store.key(r).await?.map(|k| {
@@ -389,8 +441,14 @@ fn usable_header(key: &Key) -> Result<Header, ServiceError> {
     let algorithm = key
         .version(key.primary_version)
         .map(|v| v.algorithm)
-        .ok_or(ServiceError::Backend(BackendError::Invariant("primary version has no record")))?;
-    Ok(Header { algorithm, key_id: key.id, key_version: key.primary_version })
+        .ok_or(ServiceError::Backend(BackendError::Invariant(
+            "primary version has no record",
+        )))?;
+    Ok(Header {
+        algorithm,
+        key_id: key.id,
+        key_version: key.primary_version,
+    })
 }
 
 fn seal_result(header: Header, sealed: Sealed) -> Sealing {
@@ -401,5 +459,9 @@ fn seal_result(header: Header, sealed: Sealed) -> Sealing {
         iv: sealed.iv,
         ciphertext: sealed.ciphertext,
     };
-    Sealing { key_id: header.key_id, key_version: header.key_version, ciphertext: blob.to_bytes() }
+    Sealing {
+        key_id: header.key_id,
+        key_version: header.key_version,
+        ciphertext: blob.to_bytes(),
+    }
 }

@@ -1,1 +1,17 @@
-fn main(){}
+//! Integration tests: one binary. Black-box tests start the real `custodian` binary on a fresh
+//! SoftHSM2 token directory each and drive it over HTTP; in-process tests (attribute read-back,
+//! format vectors) use the token directory that `SOFTHSM2_CONF` names for this test process.
+
+// Test code may unwrap and panic: a failure is a failed test, with the value in the message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod api_errors;
+mod api_roundtrip;
+mod cli;
+mod device;
+mod hygiene;
+mod restart;
+mod startup;
+mod vectors;

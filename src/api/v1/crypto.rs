@@ -83,8 +83,15 @@ pub async fn datakey(
     let r = key_ref(&key)?;
     let len = DataKeyLen::from_bytes(body.bytes.unwrap_or(32))
         .ok_or_else(|| ApiError::bad_request("invalid_bytes", "bytes must be 16, 24 or 32"))?;
-    let copy = if body.plaintext.unwrap_or(true) { PlaintextCopy::Include } else { PlaintextCopy::Omit };
-    let dk = state.service.generate_data_key(&p, &r, len, &body.context, copy).await?;
+    let copy = if body.plaintext.unwrap_or(true) {
+        PlaintextCopy::Include
+    } else {
+        PlaintextCopy::Omit
+    };
+    let dk = state
+        .service
+        .generate_data_key(&p, &r, len, &body.context, copy)
+        .await?;
     Ok(Json(CryptoResponse::sealed(dk.sealed, dk.plaintext)))
 }
 
@@ -117,7 +124,10 @@ pub async fn encrypt(
         ));
     }
     let plaintext = SecretBytes::new(decode_secret("plaintext", &body.plaintext)?);
-    let sealed = state.service.encrypt(&p, &r, plaintext, &body.context).await?;
+    let sealed = state
+        .service
+        .encrypt(&p, &r, plaintext, &body.context)
+        .await?;
     Ok(Json(CryptoResponse::sealed(sealed, None)))
 }
 
@@ -141,7 +151,10 @@ pub async fn decrypt(
     ApiJson(body): ApiJson<DecryptRequest>,
 ) -> Result<Json<CryptoResponse>, ApiError> {
     if body.ciphertext.len() > MAX_BLOB_LEN.div_ceil(3) * 4 {
-        return Err(ApiError::bad_request("malformed_ciphertext", "ciphertext is longer than any blob"));
+        return Err(ApiError::bad_request(
+            "malformed_ciphertext",
+            "ciphertext is longer than any blob",
+        ));
     }
     let blob = decode_public("ciphertext", &body.ciphertext)?;
     let opened = state.service.decrypt(&p, &blob, &body.context).await?;

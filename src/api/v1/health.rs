@@ -20,5 +20,8 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
     };
-    (status, Json(json!({ "status": word, "device": r.device, "store_writable": r.store_writable })))
+    (
+        status,
+        Json(json!({ "status": word, "device": r.device, "store_writable": r.store_writable })),
+    )
 }

@@ -32,7 +32,8 @@ pub async fn create(
     Caller(p): Caller,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<Key>), ApiError> {
-    let name = KeyName::try_from(body.name).map_err(|e| ApiError::bad_request("invalid_key_name", e.to_string()))?;
+    let name = KeyName::try_from(body.name)
+        .map_err(|e| ApiError::bad_request("invalid_key_name", e.to_string()))?;
     if body.description.len() > MAX_DESCRIPTION {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -73,7 +74,10 @@ pub async fn list(
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request("invalid_limit", format!("limit must be 1 to {MAX_LIMIT}")));
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
     }
     let after = q
         .after
@@ -81,13 +85,21 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_query", format!("after: {e}")))?;
     let page = state.service.list_keys(&p, after, limit).await?;
-    Ok(Json(KeyList { keys: page.keys, next: page.next.map(|n| n.to_string()) }))
+    Ok(Json(KeyList {
+        keys: page.keys,
+        next: page.next.map(|n| n.to_string()),
+    }))
 }
 
 /// Parses `{key}` path segments: a key id or a key name.
 pub(crate) fn key_ref(raw: &str) -> Result<KeyRef, ApiError> {
-    raw.parse::<KeyRef>()
-        .map_err(|e| ApiError::client(StatusCode::NOT_FOUND, "key_not_found", format!("key {raw:?} not found: {e}")))
+    raw.parse::<KeyRef>().map_err(|e| {
+        ApiError::client(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("key {raw:?} not found: {e}"),
+        )
+    })
 }
 
 /// `GET /v1/keys/{key}`

@@ -12,18 +12,29 @@ use super::error::ApiError;
 use crate::secret::SecretText;
 
 /// Decodes a standard base64 field into zeroising memory.
-pub(crate) fn decode_secret(field: &'static str, text: &SecretText) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+pub(crate) fn decode_secret(
+    field: &'static str,
+    text: &SecretText,
+) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     STANDARD
         .decode(text.expose_secret())
         .map(Zeroizing::new)
-        .map_err(|_| ApiError::bad_request("invalid_base64", format!("field `{field}` is not valid base64")))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_base64",
+                format!("field `{field}` is not valid base64"),
+            )
+        })
 }
 
 /// Decodes a standard base64 field that is not secret.
 pub(crate) fn decode_public(field: &'static str, text: &str) -> Result<Vec<u8>, ApiError> {
-    STANDARD
-        .decode(text)
-        .map_err(|_| ApiError::bad_request("invalid_base64", format!("field `{field}` is not valid base64")))
+    STANDARD.decode(text).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_base64",
+            format!("field `{field}` is not valid base64"),
+        )
+    })
 }
 
 /// Encodes bytes as standard base64.

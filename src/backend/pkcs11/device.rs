@@ -96,16 +96,18 @@ impl Device {
         generation: u64,
     ) -> Result<Self, BackendError> {
         let (slot, token) = find_token(&ctx, &config.token)?;
-        // Ask for each required mechanism by name (C_GetMechanismInfo) rather than listing them
-        // all: `CKR_MECHANISM_INVALID` is the token saying it does not offer it.
+        // The mechanism list is what the token offers (a token may still answer
+        // C_GetMechanismInfo for a mechanism it has disabled); the info gives the usable flags.
+        let offered = ctx
+            .get_mechanism_list(slot)
+            .map_err(|e| open_error("C_GetMechanismList", e))?;
         for (mechanism, name) in required_mechanisms(config.mechanism) {
-            let info = match ctx.get_mechanism_info(slot, *mechanism) {
-                Ok(info) => info,
-                Err(CkError::Pkcs11(RvError::MechanismInvalid, _)) => {
-                    return Err(BackendError::MissingMechanism(name))
-                }
-                Err(e) => return Err(open_error("C_GetMechanismInfo", e)),
-            };
+            if !offered.contains(mechanism) {
+                return Err(BackendError::MissingMechanism(name));
+            }
+            let info = ctx
+                .get_mechanism_info(slot, *mechanism)
+                .map_err(|e| open_error("C_GetMechanismInfo", e))?;
             let usable = if *mechanism == MechanismType::AES_GCM {
                 info.encrypt() && info.decrypt()
             } else {
@@ -258,7 +260,9 @@ fn find_token(ctx: &Pkcs11, selector: &TokenSelector) -> Result<(Slot, TokenFact
         1 => matches
             .pop()
             .ok_or(BackendError::Invariant("one match vanished")),
-        0 => Err(BackendError::Open(format!("no initialised token matches {selector:?}"))),
+        0 => Err(BackendError::Open(format!(
+            "no initialised token matches {selector:?}"
+        ))),
         n => Err(BackendError::Open(format!(
             "{n} tokens match {selector:?}; select by serial"
         ))),

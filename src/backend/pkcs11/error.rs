@@ -46,9 +46,19 @@ pub fn classify(err: &CkError) -> Class {
 pub fn classify_rv(rv: RvError) -> Class {
     use RvError::*;
     match rv {
-        DeviceRemoved | TokenNotPresent | TokenNotRecognized | SessionHandleInvalid
-        | SessionClosed | CryptokiNotInitialized | UserNotLoggedIn | SlotIdInvalid
-        | DeviceMemory | HostMemory | PinExpired | PinLocked | ObjectHandleInvalid
+        DeviceRemoved
+        | TokenNotPresent
+        | TokenNotRecognized
+        | SessionHandleInvalid
+        | SessionClosed
+        | CryptokiNotInitialized
+        | UserNotLoggedIn
+        | SlotIdInvalid
+        | DeviceMemory
+        | HostMemory
+        | PinExpired
+        | PinLocked
+        | ObjectHandleInvalid
         | KeyHandleInvalid => Class::Fatal,
         GeneralError | FunctionFailed | DeviceError => Class::Ambiguous,
         _ => Class::Request,
@@ -89,7 +99,11 @@ mod tests {
 
     #[test]
     fn bad_input_is_per_request() {
-        for rv in [RvError::DataLenRange, RvError::MechanismParamInvalid, RvError::ArgumentsBad] {
+        for rv in [
+            RvError::DataLenRange,
+            RvError::MechanismParamInvalid,
+            RvError::ArgumentsBad,
+        ] {
             assert_eq!(classify_rv(rv), Class::Request, "{rv:?}");
         }
     }

@@ -154,7 +154,15 @@ mod tests {
             value_len: 32,
         };
         assert!(good.satisfies_custody());
-        assert!(!CustodyAttributes { extractable: true, ..good }.satisfies_custody());
-        assert!(!CustodyAttributes { local: false, ..good }.satisfies_custody());
+        assert!(!CustodyAttributes {
+            extractable: true,
+            ..good
+        }
+        .satisfies_custody());
+        assert!(!CustodyAttributes {
+            local: false,
+            ..good
+        }
+        .satisfies_custody());
     }
 }

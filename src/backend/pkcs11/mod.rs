@@ -77,7 +77,9 @@ impl From<GcmError> for OpFailure {
     fn from(e: GcmError) -> Self {
         match e {
             GcmError::Device(e) => Self::Module(e),
-            other @ GcmError::OutputLength { .. } => Self::Backend(BackendError::Device(Box::new(other))),
+            other @ GcmError::OutputLength { .. } => {
+                Self::Backend(BackendError::Device(Box::new(other)))
+            }
         }
     }
 }
@@ -168,17 +170,21 @@ impl Pkcs11Backend {
     {
         // Fail fast while down, without queueing for a permit.
         self.current()?;
-        let permit = tokio::time::timeout(SESSION_WAIT, Arc::clone(&self.inner.permits).acquire_owned())
-            .await
-            .map_err(|_| BackendError::Busy)?
-            .map_err(|_| BackendError::Unavailable)?;
+        let permit = tokio::time::timeout(
+            SESSION_WAIT,
+            Arc::clone(&self.inner.permits).acquire_owned(),
+        )
+        .await
+        .map_err(|_| BackendError::Busy)?
+        .map_err(|_| BackendError::Unavailable)?;
         let device = self.current()?;
         let inner = Arc::clone(&self.inner);
         run_blocking(move || {
             let session = device.take_session()?;
             let result = op(&device, &session);
             device.return_session(session);
-            let result = result.map_err(|failure| classify_failure(&inner, &device, failure, errors));
+            let result =
+                result.map_err(|failure| classify_failure(&inner, &device, failure, errors));
             drop(permit);
             result
         })
@@ -242,9 +248,18 @@ async fn supervise(inner: Arc<Inner>) {
         inner.wake.notified().await;
         // Wait until every in-flight call has returned its session before finalising.
         let all = u32::try_from(inner.config.sessions.get()).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(DRAIN_WAIT, Arc::clone(&inner.permits).acquire_many_owned(all)).await;
+        let drained = tokio::time::timeout(
+            DRAIN_WAIT,
+            Arc::clone(&inner.permits).acquire_many_owned(all),
+        )
+        .await;
         let old = match inner.state.write() {
-            Ok(mut state) => match std::mem::replace(&mut *state, State::Down { reason: "reinitialising" }) {
+            Ok(mut state) => match std::mem::replace(
+                &mut *state,
+                State::Down {
+                    reason: "reinitialising",
+                },
+            ) {
                 State::Up(d) => Some(d),
                 State::Down { .. } => None,
             },
@@ -252,7 +267,9 @@ async fn supervise(inner: Arc<Inner>) {
         };
         match old.map(Arc::try_unwrap) {
             Some(Ok(device)) => run_blocking(move || device.shut_down()).await.unwrap_or(()),
-            Some(Err(_)) => tracing::warn!("a call still holds the failed module instance; re-initialising anyway"),
+            Some(Err(_)) => tracing::warn!(
+                "a call still holds the failed module instance; re-initialising anyway"
+            ),
             None => {}
         }
         let mut backoff = inner.config.reinit_backoff_initial;
@@ -269,7 +286,9 @@ async fn supervise(inner: Arc<Inner>) {
                     tracing::info!(generation, "PKCS#11 module re-initialised");
                     break;
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "PKCS#11 re-initialisation failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "PKCS#11 re-initialisation failed")
+                }
                 Err(e) => tracing::warn!(error = %e, "PKCS#11 re-initialisation task failed"),
             }
             tokio::time::sleep(backoff).await;
@@ -280,7 +299,11 @@ async fn supervise(inner: Arc<Inner>) {
 }
 
 /// The cached handle of `root`, or `RootKeyMissing`.
-fn root_handle(device: &Device, session: &Session, root: &RootKeyRef) -> Result<ObjectHandle, OpFailure> {
+fn root_handle(
+    device: &Device,
+    session: &Session,
+    root: &RootKeyRef,
+) -> Result<ObjectHandle, OpFailure> {
     device
         .handle(session, root)?
         .ok_or_else(|| OpFailure::Backend(BackendError::RootKeyMissing(root.label())))
@@ -315,7 +338,10 @@ impl KeyBackend for Pkcs11Backend {
             let attrs = lifecycle::read_custody_attributes(session, handle)?;
             if !attrs.satisfies_custody() {
                 let _ = session.destroy_object(handle);
-                return Err(BackendError::Invariant("the token created a root key without the custody attributes").into());
+                return Err(BackendError::Invariant(
+                    "the token created a root key without the custody attributes",
+                )
+                .into());
             }
             device.remember(&root, handle);
             tracing::info!(label = %root.label(), "root key generated in the token");
@@ -336,21 +362,35 @@ impl KeyBackend for Pkcs11Backend {
         .await
     }
 
-    async fn seal(&self, root: &RootKeyRef, aad: Vec<u8>, plaintext: SecretBytes) -> Result<Sealed, BackendError> {
+    async fn seal(
+        &self,
+        root: &RootKeyRef,
+        aad: Vec<u8>,
+        plaintext: SecretBytes,
+    ) -> Result<Sealed, BackendError> {
         let root = root.clone();
         let iv_source = self.inner.config.iv_source;
         self.with_session(RequestErrors::DeviceFault, move |device, session| {
             let handle = root_handle(device, session, &root)?;
             let iv = fresh_iv(iv_source, session)?;
-            let ciphertext = encrypt::gcm_seal_with_iv(session, handle, iv, &aad, plaintext.expose_secret())?;
+            let ciphertext =
+                encrypt::gcm_seal_with_iv(session, handle, iv, &aad, plaintext.expose_secret())?;
             Ok(Sealed { iv, ciphertext })
         })
         .await
     }
 
-    async fn generate_and_seal(&self, root: &RootKeyRef, aad: Vec<u8>, len: usize) -> Result<(SecretBytes, Sealed), BackendError> {
+    async fn generate_and_seal(
+        &self,
+        root: &RootKeyRef,
+        aad: Vec<u8>,
+        len: usize,
+    ) -> Result<(SecretBytes, Sealed), BackendError> {
         let root = root.clone();
-        let (iv_source, key_source) = (self.inner.config.iv_source, self.inner.config.data_key_source);
+        let (iv_source, key_source) = (
+            self.inner.config.iv_source,
+            self.inner.config.data_key_source,
+        );
         self.with_session(RequestErrors::DeviceFault, move |device, session| {
             let handle = root_handle(device, session, &root)?;
             let mut data_key = Zeroizing::new(vec![0u8; len]);
@@ -362,7 +402,13 @@ impl KeyBackend for Pkcs11Backend {
         .await
     }
 
-    async fn open(&self, root: &RootKeyRef, iv: [u8; 12], aad: Vec<u8>, ciphertext: Vec<u8>) -> Result<SecretBytes, BackendError> {
+    async fn open(
+        &self,
+        root: &RootKeyRef,
+        iv: [u8; 12],
+        aad: Vec<u8>,
+        ciphertext: Vec<u8>,
+    ) -> Result<SecretBytes, BackendError> {
         let root = root.clone();
         self.with_session(RequestErrors::Authentication, move |device, session| {
             let handle = root_handle(device, session, &root)?;
@@ -374,7 +420,11 @@ impl KeyBackend for Pkcs11Backend {
 
     async fn health(&self) -> DeviceHealth {
         let reinitialisations = self.inner.reinitialisations.load(Ordering::Relaxed);
-        let down = |reason| DeviceHealth { usable: false, reinitialisations, reason: Some(reason) };
+        let down = |reason| DeviceHealth {
+            usable: false,
+            reinitialisations,
+            reason: Some(reason),
+        };
         match self.inner.state.read().as_deref() {
             Ok(State::Down { reason }) => return down(reason),
             Ok(State::Up(_)) => {}
@@ -383,17 +433,32 @@ impl KeyBackend for Pkcs11Backend {
         let probe = self
             .with_session(RequestErrors::DeviceFault, |device, session| {
                 let info = session.get_session_info()?;
-                if !matches!(info.session_state(), cryptoki::session::SessionState::RwUser) {
-                    return Err(CkError::Pkcs11(RvError::UserNotLoggedIn, cryptoki::context::Function::GetSessionInfo).into());
+                if !matches!(
+                    info.session_state(),
+                    cryptoki::session::SessionState::RwUser
+                ) {
+                    return Err(CkError::Pkcs11(
+                        RvError::UserNotLoggedIn,
+                        cryptoki::context::Function::GetSessionInfo,
+                    )
+                    .into());
                 }
                 device.ctx.get_token_info(device.slot)?;
                 Ok(())
             })
             .await;
         match probe {
-            Ok(()) => DeviceHealth { usable: true, reinitialisations, reason: None },
+            Ok(()) => DeviceHealth {
+                usable: true,
+                reinitialisations,
+                reason: None,
+            },
             // Every session busy means the device is serving requests.
-            Err(BackendError::Busy) => DeviceHealth { usable: true, reinitialisations, reason: None },
+            Err(BackendError::Busy) => DeviceHealth {
+                usable: true,
+                reinitialisations,
+                reason: None,
+            },
             Err(_) => down("device_error"),
         }
     }

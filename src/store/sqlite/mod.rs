@@ -29,7 +29,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,11 @@ fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
     }
     // Create the file ourselves so it never exists with the umask's mode; SQLite gives the
     // -wal and -shm files the mode of the database file.
-    OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
     let mut perms = std::fs::metadata(path)?.permissions();
     if perms.mode() & 0o077 != 0 {
         tracing::warn!(path = %path.display(), "database file was readable by others; setting mode 0600");
@@ -98,8 +104,13 @@ fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreE
         |r| r.get(0),
     )?;
     for m in migrations.iter().filter(|m| m.version > current) {
-        let wrap = |source| StoreError::Migration { version: m.version, source };
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(wrap)?;
+        let wrap = |source| StoreError::Migration {
+            version: m.version,
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(wrap)?;
         tx.execute_batch(m.sql).map_err(wrap)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
@@ -107,7 +118,11 @@ fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreE
         )
         .map_err(wrap)?;
         tx.commit().map_err(wrap)?;
-        tracing::info!(version = m.version, name = m.name, "database migration applied");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "database migration applied"
+        );
     }
     Ok(())
 }
@@ -118,7 +133,8 @@ fn now_text() -> String {
 
 fn time_text(t: OffsetDateTime) -> String {
     // RFC 3339 formatting of a valid UTC time cannot fail; fall back to the unix time.
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 fn parse_time(s: &str, column: &'static str) -> Result<OffsetDateTime, StoreError> {
@@ -134,7 +150,9 @@ fn algorithm_name(a: Algorithm) -> &'static str {
 fn parse_algorithm(s: &str) -> Result<Algorithm, StoreError> {
     match s {
         "aes256_gcm_device" => Ok(Algorithm::Aes256GcmDevice),
-        _ => Err(StoreError::Corrupt { column: "key_versions.algorithm" }),
+        _ => Err(StoreError::Corrupt {
+            column: "key_versions.algorithm",
+        }),
     }
 }
 
@@ -174,7 +192,12 @@ fn load_key(conn: &Connection, row: KeyRow) -> Result<Key, StoreError> {
     )?;
     let versions = stmt
         .query_map([&row.id], |r| {
-            Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?
         .map(|v| {
             let (version, state, algorithm, created_at) = v?;
@@ -194,7 +217,8 @@ fn load_key(conn: &Connection, row: KeyRow) -> Result<Key, StoreError> {
         backend: BackendKind::parse(&row.backend).ok_or(corrupt("keys.backend"))?,
         mode: WrapMode::parse(&row.mode).ok_or(corrupt("keys.mode"))?,
         created_at: parse_time(&row.created_at, "keys.created_at")?,
-        primary_version: KeyVersion::new(row.primary_version).ok_or(corrupt("keys.primary_version"))?,
+        primary_version: KeyVersion::new(row.primary_version)
+            .ok_or(corrupt("keys.primary_version"))?,
         versions,
     })
 }
@@ -206,13 +230,21 @@ impl Store for SqliteStore {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let taken: Option<i64> = tx
-                .query_row("SELECT 1 FROM keys WHERE name = ?1", [key.name.as_str()], |r| r.get(0))
+                .query_row(
+                    "SELECT 1 FROM keys WHERE name = ?1",
+                    [key.name.as_str()],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if taken.is_some() {
-                return Err(StoreError::Conflict { constraint: "keys.name" });
+                return Err(StoreError::Conflict {
+                    constraint: "keys.name",
+                });
             }
             tx.execute(
-                &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                &format!(
+                    "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
                 params![
                     key.id.to_string(),
                     key.name.as_str(),
@@ -250,7 +282,9 @@ impl Store for SqliteStore {
         };
         self.with_conn(move |conn| {
             let row = conn
-                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE {column} = ?1"))?
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM keys WHERE {column} = ?1"
+                ))?
                 .query_row([&value], key_row)
                 .optional()?;
             row.map(|row| load_key(conn, row)).transpose()
@@ -325,9 +359,9 @@ impl Store for SqliteStore {
             Ok(Some(TokenRecord {
                 id,
                 principal,
-                secret_hash: hash
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt { column: "tokens.secret_hash" })?,
+                secret_hash: hash.try_into().map_err(|_| StoreError::Corrupt {
+                    column: "tokens.secret_hash",
+                })?,
                 description,
                 created_at: parse_time(&created_at, "tokens.created_at")?,
                 expires_at: expires_at
