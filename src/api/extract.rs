@@ -116,6 +116,28 @@ fn classify<T: RequestBody>(bytes: &[u8]) -> ApiError {
     }
 }
 
+/// The `{key}` path segment: a key id or name. A segment that is not even valid UTF-8 gets the
+/// API's JSON error shape like every other rejection.
+#[derive(Debug, Clone)]
+pub struct KeyPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(k)| Self(k))
+            .map_err(|_| {
+                ApiError::client(
+                    StatusCode::NOT_FOUND,
+                    "key_not_found",
+                    "the key in the path is not a valid key id or name",
+                )
+            })
+    }
+}
+
 /// The principal the authentication middleware put into the request.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);

@@ -109,11 +109,12 @@ async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
 
 /// Resolves `Authorization: Bearer …` to a principal, or answers 401.
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").map(str::trim));
+    let presented = req.headers().get(header::AUTHORIZATION).map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+    });
     let principal = match presented {
         None => Err(ServiceError::Unauthenticated(AuthFailure::Missing)),
         Some(None) => Err(ServiceError::Unauthenticated(AuthFailure::Invalid)),

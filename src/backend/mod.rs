@@ -47,11 +47,11 @@ pub enum BackendError {
     /// The ciphertext, its header or its context did not authenticate. Never returns plaintext.
     #[error("ciphertext failed authentication")]
     AuthenticationFailed,
-    /// The root key of this version is not in the device.
+
+    // --- a dependency (or a custody anomaly an operator must look at) ---
+    /// The root key of this version is not in the device although the store records it.
     #[error("root key {0} is not in the device")]
     RootKeyMissing(String),
-
-    // --- a dependency ---
     /// The device is down or being re-initialised; retry later.
     #[error("the key device is unavailable")]
     Unavailable,

@@ -52,6 +52,9 @@ pub enum ClientError {
     /// A `--context` argument is not `key=value`.
     #[error("--context expects key=value, got {0:?}")]
     BadContext(String),
+    /// The same `--context` key twice.
+    #[error("--context key {0:?} given twice")]
+    DuplicateContextKey(String),
     /// The server sent base64 that does not decode.
     #[error("the server sent invalid base64 in {0}")]
     BadBase64(&'static str),
@@ -87,7 +90,12 @@ pub fn context_json(pairs: &[String]) -> Result<Value, ClientError> {
         let (k, v) = p
             .split_once('=')
             .ok_or_else(|| ClientError::BadContext(p.clone()))?;
-        map.insert(k.to_owned(), Value::String(v.to_owned()));
+        if map
+            .insert(k.to_owned(), Value::String(v.to_owned()))
+            .is_some()
+        {
+            return Err(ClientError::DuplicateContextKey(k.to_owned()));
+        }
     }
     Ok(Value::Object(map))
 }
@@ -331,6 +339,10 @@ mod tests {
         assert!(matches!(
             context_json(&["nope".into()]),
             Err(ClientError::BadContext(_))
+        ));
+        assert!(matches!(
+            context_json(&["a=1".into(), "a=2".into()]),
+            Err(ClientError::DuplicateContextKey(_))
         ));
     }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The TOML file or an environment override could not be read or has the wrong shape.
-    #[error("configuration: {0}")]
+    #[error("configuration could not be loaded")]
     Load(#[from] Box<figment::Error>),
     /// A field holds a value that is well-formed but not allowed.
     #[error("configuration: {field}: {reason}")]

@@ -85,18 +85,23 @@ impl PinSource {
     /// # Errors
     /// [`ConfigError::Secret`] when the variable is unset or the file unreadable or empty.
     pub fn read(&self) -> Result<Pin, ConfigError> {
-        let (desc, text) = match self {
+        let (field, desc, text) = match self {
             Self::Env(var) => (
+                "backend.user_pin_env",
                 format!("environment variable {var}"),
                 std::env::var(var).map_err(|e| e.to_string()),
             ),
-            Self::File(path) => (
-                format!("file {}", path.display()),
-                std::fs::read_to_string(path).map_err(|e| e.to_string()),
-            ),
+            Self::File(path) => {
+                warn_if_readable_by_others(path);
+                (
+                    "backend.user_pin_file",
+                    format!("file {}", path.display()),
+                    std::fs::read_to_string(path).map_err(|e| e.to_string()),
+                )
+            }
         };
         let secret_error = |reason: String| ConfigError::Secret {
-            field: "backend.user_pin",
+            field,
             source_desc: desc.clone(),
             reason,
         };
@@ -107,6 +112,18 @@ impl PinSource {
             return Err(secret_error("it is empty".to_owned()));
         }
         Ok(SecretString::from(text))
+    }
+}
+
+/// A PIN file should be mode 0600: says so loudly when group or others may read it. (Not a
+/// refusal: some secret stores mount files 0644 inside a private volume.)
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "PIN file is readable by group or others; chmod 600 it");
+        }
     }
 }
 

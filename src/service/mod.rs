@@ -6,6 +6,7 @@ mod error;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
@@ -133,7 +134,11 @@ pub struct KeyService {
     store: Arc<dyn Store>,
     auth: auth::Authenticator,
     keys: RwLock<KeyCache>,
+    last_readiness: tokio::sync::Mutex<Option<(Instant, Readiness)>>,
 }
+
+/// How long one readiness probe answers for.
+pub const READINESS_TTL: Duration = Duration::from_millis(500);
 
 impl KeyService {
     /// A service over `backend` and `store`.
@@ -143,6 +148,7 @@ impl KeyService {
             backend,
             store,
             keys: RwLock::new(KeyCache::default()),
+            last_readiness: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -188,6 +194,7 @@ impl KeyService {
     ///
     /// # Errors
     /// `Forbidden`, `KeyNameTaken`, `Backend`, `Store`.
+    #[tracing::instrument(skip_all, fields(op = "key_create", key_name = %name))]
     pub async fn create_key(
         &self,
         p: &Principal,
@@ -241,6 +248,7 @@ impl KeyService {
     ///
     /// # Errors
     /// `Forbidden`, `Store`.
+    #[tracing::instrument(skip_all, fields(op = "key_list"))]
     pub async fn list_keys(
         &self,
         p: &Principal,
@@ -265,6 +273,7 @@ impl KeyService {
     ///
     /// # Errors
     /// `Forbidden`, `KeyNotFound`, `Store`.
+    #[tracing::instrument(skip_all, fields(op = "key_read", key = %r))]
     pub async fn key(&self, p: &Principal, r: &KeyRef) -> Result<Key, ServiceError> {
         let key = self.resolve(p, Action::KeyRead, r).await?;
         Ok(Key::clone(&key))
@@ -274,6 +283,7 @@ impl KeyService {
     ///
     /// # Errors
     /// `Forbidden`, `KeyNotFound`, `KeyDisabled`, `Backend`, `Store`.
+    #[tracing::instrument(skip_all, fields(op = "datakey", key = %r, bytes = len.bytes()))]
     pub async fn generate_data_key(
         &self,
         p: &Principal,
@@ -306,6 +316,7 @@ impl KeyService {
     /// # Errors
     /// `Forbidden`, `KeyNotFound`, `KeyDisabled`, `PlaintextTooLarge`, `PlaintextEmpty`,
     /// `Backend`, `Store`.
+    #[tracing::instrument(skip_all, fields(op = "encrypt", key = %r))]
     pub async fn encrypt(
         &self,
         p: &Principal,
@@ -336,6 +347,7 @@ impl KeyService {
     /// # Errors
     /// `InvalidCiphertext`, `CiphertextKeyNotFound`, `Forbidden`, `KeyDisabled`,
     /// `DecryptionFailed`, `Backend`, `Store`.
+    #[tracing::instrument(skip_all, fields(op = "decrypt", key_id = tracing::field::Empty, key_version = tracing::field::Empty))]
     pub async fn decrypt(
         &self,
         p: &Principal,
@@ -343,6 +355,9 @@ impl KeyService {
         context: &EncryptionContext,
     ) -> Result<Opened, ServiceError> {
         let blob = Blob::parse(ciphertext)?;
+        let span = tracing::Span::current();
+        span.record("key_id", tracing::field::display(blob.key_id));
+        span.record("key_version", blob.key_version.get());
         let key = match self
             .resolve(p, Action::Decrypt, &KeyRef::Id(blob.key_id))
             .await
@@ -372,8 +387,22 @@ impl KeyService {
         })
     }
 
-    /// Device and database readiness.
+    /// Device and database readiness. The readiness route is unauthenticated, so probes are
+    /// coalesced: callers within [`READINESS_TTL`] of the last probe share its result, and
+    /// concurrent callers wait for one probe instead of each touching the device and the disk.
     pub async fn readiness(&self) -> Readiness {
+        let mut last = self.last_readiness.lock().await;
+        if let Some((at, r)) = &*last {
+            if at.elapsed() < READINESS_TTL {
+                return r.clone();
+            }
+        }
+        let r = self.probe_readiness().await;
+        *last = Some((Instant::now(), r.clone()));
+        r
+    }
+
+    async fn probe_readiness(&self) -> Readiness {
         let device = self.backend.health().await;
         let store_writable = match self.store.check_writable().await {
             Ok(()) => true,

@@ -50,6 +50,17 @@ async fn missing_wrong_and_malformed_tokens_are_401() -> anyhow::Result<()> {
             .await;
         r.assert_error(401, code);
     }
+    // A header that is not even visible ASCII is an invalid token, not a missing one.
+    let r = s
+        .raw(
+            Method::GET,
+            "/v1/keys",
+            Auth::Bytes(b"Bearer cst_\xe9\xe9"),
+            None,
+            Vec::new(),
+        )
+        .await;
+    r.assert_error(401, "invalid_token");
     // The right token id with a different secret.
     let mut forged = s.token.clone();
     let last = forged.pop().unwrap();
@@ -98,6 +109,13 @@ async fn unknown_keys_are_404() -> anyhow::Result<()> {
     s.get("/v1/keys/bad%20name")
         .await
         .assert_error(404, "key_not_found");
+    // A path segment that is not UTF-8 still gets the JSON error shape.
+    s.get("/v1/keys/%FF")
+        .await
+        .assert_error(404, "key_not_found");
+    s.post("/v1/keys/%FF%FE/datakey", json!({}))
+        .await
+        .assert_error(404, "key_not_found");
     Ok(())
 }
 
@@ -105,26 +123,10 @@ async fn unknown_keys_are_404() -> anyhow::Result<()> {
 async fn malformed_json_is_400() -> anyhow::Result<()> {
     let (_d, s) = server_with_key("k").await?;
     for body in [&b"{"[..], b"not json", b"{\"context\": }", b"\xff\xfe"] {
-        let r = s
-            .raw(
-                Method::POST,
-                "/v1/keys/k/datakey",
-                Auth::Admin,
-                Some("application/json"),
-                body.to_vec(),
-            )
-            .await;
+        let r = s.post_bytes("/v1/keys/k/datakey", body).await;
         r.assert_error(400, "malformed_json");
     }
-    let r = s
-        .raw(
-            Method::POST,
-            "/v1/keys/k/datakey",
-            Auth::Admin,
-            Some("application/json"),
-            b"[1,2]".to_vec(),
-        )
-        .await;
+    let r = s.post_bytes("/v1/keys/k/datakey", b"[1,2]").await;
     r.assert_error(400, "invalid_request");
     let r = s
         .raw(
@@ -184,15 +186,7 @@ async fn oversized_bodies_are_400() -> anyhow::Result<()> {
     let big = json!({ "plaintext": "A".repeat(70 * 1024) })
         .to_string()
         .into_bytes();
-    let r = s
-        .raw(
-            Method::POST,
-            "/v1/keys/k/encrypt",
-            Auth::Admin,
-            Some("application/json"),
-            big,
-        )
-        .await;
+    let r = s.post_bytes("/v1/keys/k/encrypt", &big).await;
     r.assert_error(400, "body_too_large");
     Ok(())
 }
@@ -286,15 +280,7 @@ async fn contexts_that_are_not_string_maps_are_400() -> anyhow::Result<()> {
         .assert_error(400, "invalid_context");
     // A duplicate key in the raw JSON is refused, not silently collapsed.
     let dup = br#"{"context": {"a": "1", "a": "2"}}"#.to_vec();
-    let r = s
-        .raw(
-            Method::POST,
-            "/v1/keys/k/datakey",
-            Auth::Admin,
-            Some("application/json"),
-            dup,
-        )
-        .await;
+    let r = s.post_bytes("/v1/keys/k/datakey", &dup).await;
     r.assert_error(400, "invalid_context");
     Ok(())
 }

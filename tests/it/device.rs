@@ -155,3 +155,63 @@ async fn a_lost_device_gives_503_and_not_ready_then_recovers() -> anyhow::Result
     assert_eq!(unb64(fresh.ok()["plaintext"].as_str().unwrap()).len(), 32);
     Ok(())
 }
+
+// The in-process token lock is held for the whole test on purpose (see above).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn a_failed_key_record_destroys_the_new_device_object() -> anyhow::Result<()> {
+    let hsm = inproc::lock();
+    let mut d = Deployment::on_existing_token(&hsm.softhsm_conf, &hsm.label, &hsm.user_pin_file)?;
+    let s = d.start().await?;
+    let kept = s.create_key(&crate::common::unique("kept")).await;
+
+    // Make the next key record fail inside the database, after the device object exists.
+    let db = rusqlite::Connection::open(d.database())?;
+    db.execute_batch(
+        "CREATE TRIGGER refuse_keys BEFORE INSERT ON keys BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+    )?;
+    drop(db);
+    let r = s
+        .post(
+            "/v1/keys",
+            json!({ "name": crate::common::unique("doomed") }),
+        )
+        .await;
+    r.assert_error(503, "store_unavailable");
+    let (_, stderr) = s.output();
+    s.kill();
+
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("root key destroyed again"))
+        .unwrap_or_else(|| panic!("no rollback logged:\n{stderr}"));
+    let doomed_id = line
+        .split("key_id=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the rollback names the key id");
+    let doomed = uuid::Uuid::parse_str(doomed_id)?;
+    let kept = uuid::Uuid::parse_str(kept["id"].as_str().unwrap())?;
+
+    let session = hsm.session();
+    let object = |id: uuid::Uuid| {
+        let mut cka_id = id.as_bytes().to_vec();
+        cka_id.extend_from_slice(&1u32.to_be_bytes());
+        session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Id(cka_id),
+            ])
+            .unwrap()
+    };
+    assert_eq!(
+        object(kept).len(),
+        1,
+        "the recorded key's root key is in the token"
+    );
+    assert!(
+        object(doomed).is_empty(),
+        "the unrecorded root key was left in the token"
+    );
+    Ok(())
+}

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::keys::key_ref;
 use super::{decode_public, decode_secret, encode, encode_secret};
 use crate::api::error::ApiError;
-use crate::api::extract::{ApiJson, Caller, RequestBody};
+use crate::api::extract::{ApiJson, Caller, KeyPath, RequestBody};
 use crate::api::AppState;
 use crate::domain::{KeyId, KeyVersion};
 use crate::format::blob::{MAX_BLOB_LEN, MAX_PLAINTEXT_LEN};
@@ -77,7 +77,7 @@ impl CryptoResponse {
 pub async fn datakey(
     State(state): State<AppState>,
     Caller(p): Caller,
-    Path(key): Path<String>,
+    KeyPath(key): KeyPath,
     ApiJson(body): ApiJson<DataKeyRequest>,
 ) -> Result<Json<CryptoResponse>, ApiError> {
     let r = key_ref(&key)?;
@@ -112,7 +112,7 @@ impl RequestBody for EncryptRequest {
 pub async fn encrypt(
     State(state): State<AppState>,
     Caller(p): Caller,
-    Path(key): Path<String>,
+    KeyPath(key): KeyPath,
     ApiJson(body): ApiJson<EncryptRequest>,
 ) -> Result<Json<CryptoResponse>, ApiError> {
     let r = key_ref(&key)?;

@@ -1,12 +1,12 @@
 //! `/v1/keys`: create, list, show.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
-use crate::api::extract::{ApiJson, Caller, RequestBody};
+use crate::api::extract::{ApiJson, Caller, KeyPath, RequestBody};
 use crate::api::AppState;
 use crate::domain::{Key, KeyName, KeyRef};
 
@@ -106,7 +106,7 @@ pub(crate) fn key_ref(raw: &str) -> Result<KeyRef, ApiError> {
 pub async fn show(
     State(state): State<AppState>,
     Caller(p): Caller,
-    Path(key): Path<String>,
+    KeyPath(key): KeyPath,
 ) -> Result<Json<Key>, ApiError> {
     let r = key_ref(&key)?;
     Ok(Json(state.service.key(&p, &r).await?))

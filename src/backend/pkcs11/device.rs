@@ -77,12 +77,17 @@ impl Device {
     pub fn open(config: &Pkcs11Config, pin: &Pin, generation: u64) -> Result<Self, BackendError> {
         let ctx = Pkcs11::new(&config.module)
             .map_err(|e| open_error(&format!("loading {}", config.module.display()), e))?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(open_error("C_Initialize", e)),
-        }
+        // A stale call may still hold a previous instance (the supervisor re-initialises anyway
+        // after a bounded wait); then the library is already initialised and must not be
+        // finalised under it.
+        let initialised_here =
+            match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+                Ok(()) => true,
+                Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => false,
+                Err(e) => return Err(open_error("C_Initialize", e)),
+            };
         let result = Self::open_initialised(ctx.clone(), config, pin, generation);
-        if result.is_err() {
+        if result.is_err() && initialised_here {
             // Leave the library as we found it so the next attempt starts clean.
             let _ = ctx.finalize();
         }

@@ -335,13 +335,19 @@ impl KeyBackend for Pkcs11Backend {
         let root = root.clone();
         self.with_session(RequestErrors::DeviceFault, move |device, session| {
             let handle = lifecycle::generate_root_key(session, &root)?;
-            let attrs = lifecycle::read_custody_attributes(session, handle)?;
-            if !attrs.satisfies_custody() {
-                let _ = session.destroy_object(handle);
-                return Err(BackendError::Invariant(
+            // From here on, any failure destroys the new object again: nothing half-made stays.
+            let verdict = match lifecycle::read_custody_attributes(session, handle) {
+                Ok(attrs) if attrs.satisfies_custody() => Ok(()),
+                Ok(_) => Err(OpFailure::Backend(BackendError::Invariant(
                     "the token created a root key without the custody attributes",
-                )
-                .into());
+                ))),
+                Err(e) => Err(OpFailure::Module(e)),
+            };
+            if let Err(failure) = verdict {
+                if let Err(e) = session.destroy_object(handle) {
+                    tracing::error!(label = %root.label(), error = %e, "could not destroy a root key that failed its read-back: orphaned device object");
+                }
+                return Err(failure);
             }
             device.remember(&root, handle);
             tracing::info!(label = %root.label(), "root key generated in the token");
@@ -429,6 +435,14 @@ impl KeyBackend for Pkcs11Backend {
             Ok(State::Down { reason }) => return down(reason),
             Ok(State::Up(_)) => {}
             Err(_) => return down("state_lock_poisoned"),
+        }
+        // Every session busy means the device is serving requests: do not queue behind them.
+        if self.inner.permits.available_permits() == 0 {
+            return DeviceHealth {
+                usable: true,
+                reinitialisations,
+                reason: None,
+            };
         }
         let probe = self
             .with_session(RequestErrors::DeviceFault, |device, session| {

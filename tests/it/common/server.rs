@@ -297,6 +297,8 @@ pub enum Auth<'a> {
     None,
     /// This exact header value.
     Header(&'a str),
+    /// This header value as raw bytes (may be outside visible ASCII).
+    Bytes(&'a [u8]),
 }
 
 impl Server {
@@ -314,6 +316,10 @@ impl Server {
             Auth::Admin => req.bearer_auth(&self.token),
             Auth::None => req,
             Auth::Header(h) => req.header("authorization", h),
+            Auth::Bytes(b) => req.header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(b).expect("a header value"),
+            ),
         };
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
@@ -346,6 +352,18 @@ impl Server {
             Auth::Admin,
             Some("application/json"),
             body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// POSTs raw bytes labelled as JSON, as the admin.
+    pub async fn post_bytes(&self, path: &str, body: &[u8]) -> Reply {
+        self.raw(
+            Method::POST,
+            path,
+            Auth::Admin,
+            Some("application/json"),
+            body.to_vec(),
         )
         .await
     }
