@@ -38,6 +38,8 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     addr: SocketAddr,
+    /// The generated-secret rotation worker, stopped when serving ends.
+    rotation: tokio::task::JoinHandle<()>,
 }
 
 impl App {
@@ -52,7 +54,7 @@ impl App {
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
         };
-        let service = Arc::new(KeyService::new(backend, store));
+        let service = Arc::new(KeyService::new(backend, store, config.secrets.clone()));
         if let Some(token) = service.bootstrap().await? {
             // Shown once, on stdout (never through tracing): the operator stores it.
             let mut out = std::io::stdout().lock();
@@ -68,12 +70,25 @@ impl App {
         let limits = Limits {
             max_body_bytes: config.server.max_body_bytes.get(),
             request_timeout: config.server.request_timeout,
+            secret_body_bytes: config.secrets.max_value_bytes.div_ceil(3) * 4
+                + config.server.max_body_bytes.get(),
         };
-        let router = api::router(AppState { service }, limits);
+        let router = api::router(
+            AppState {
+                service: Arc::clone(&service),
+                max_secret_bytes: config.secrets.max_value_bytes,
+            },
+            limits,
+        );
+        let rotation = tokio::spawn(crate::rotation::run(
+            Arc::clone(&service),
+            config.secrets.rotation_check_interval,
+        ));
         Ok(Self {
             listener,
             router,
             addr,
+            rotation,
         })
     }
 
@@ -93,9 +108,11 @@ impl App {
             out.flush()?;
         }
         tracing::info!(addr = %self.addr, "serving");
-        axum::serve(self.listener, self.router)
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown_signal())
-            .await?;
+            .await;
+        self.rotation.abort();
+        served?;
         tracing::info!("stopped");
         Ok(())
     }

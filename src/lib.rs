@@ -32,6 +32,7 @@ pub mod config;
 pub mod domain;
 pub mod format;
 pub mod policy;
+pub mod rotation;
 pub mod secret;
 pub mod service;
 pub mod store;

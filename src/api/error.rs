@@ -23,8 +23,10 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// The current version, on a check-and-set mismatch (sent as `error.current_version`).
+    current_version: Option<u64>,
     /// Logged for 5xx, never sent.
-    cause: Option<ServiceError>,
+    cause: Option<Box<ServiceError>>,
 }
 
 #[derive(Serialize)]
@@ -37,6 +39,8 @@ struct Detail<'a> {
     code: &'a str,
     message: &'a str,
     request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_version: Option<u64>,
 }
 
 impl ApiError {
@@ -46,6 +50,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            current_version: None,
             cause: None,
         }
     }
@@ -66,15 +71,19 @@ impl ApiError {
     }
 
     fn server(status: StatusCode, code: &'static str, cause: ServiceError) -> Self {
-        let message = match status {
-            StatusCode::SERVICE_UNAVAILABLE => "a dependency is unavailable; retry later",
+        let message = match (status, code) {
+            (StatusCode::SERVICE_UNAVAILABLE, _) => "a dependency is unavailable; retry later",
+            (_, "secret_integrity_failed") => {
+                "the stored secret failed its integrity check; quote the request id to the operator"
+            }
             _ => "internal error; quote the request id to the operator",
         };
         Self {
             status,
             code,
             message: message.to_owned(),
-            cause: Some(cause),
+            current_version: None,
+            cause: Some(Box::new(cause)),
         }
     }
 }
@@ -118,6 +127,33 @@ impl From<ServiceError> for ApiError {
                 client(S::BAD_REQUEST, "ciphertext_key_not_found", &e)
             }
             ServiceError::DecryptionFailed => client(S::BAD_REQUEST, "decryption_failed", &e),
+            ServiceError::InvalidSecretPath(_) => client(S::BAD_REQUEST, "invalid_secret_path", &e),
+            ServiceError::SecretNotFound(_) => client(S::NOT_FOUND, "secret_not_found", &e),
+            ServiceError::SecretVersionNotFound(_) => {
+                client(S::NOT_FOUND, "secret_version_not_found", &e)
+            }
+            ServiceError::SecretVersionDeleted(_) => {
+                client(S::NOT_FOUND, "secret_version_deleted", &e)
+            }
+            ServiceError::SecretVersionDestroyed(_) => {
+                client(S::GONE, "secret_version_destroyed", &e)
+            }
+            ServiceError::SecretVersionExpired(_) => client(S::GONE, "secret_version_expired", &e),
+            ServiceError::ValueTooLarge { .. } => {
+                client(S::PAYLOAD_TOO_LARGE, "value_too_large", &e)
+            }
+            ServiceError::CasMismatch { current } => {
+                let mut err = client(S::CONFLICT, "cas_mismatch", &e);
+                err.current_version = Some(u64::from(*current));
+                err
+            }
+            ServiceError::WriteConflict => client(S::CONFLICT, "write_conflict", &e),
+            ServiceError::KeyRequired => client(S::BAD_REQUEST, "key_required", &e),
+            ServiceError::NotGenerated(_) => client(S::BAD_REQUEST, "secret_not_generated", &e),
+            ServiceError::InvalidMetadata(_) => client(S::BAD_REQUEST, "invalid_metadata", &e),
+            ServiceError::SecretIntegrity { .. } => {
+                Self::server(S::INTERNAL_SERVER_ERROR, "secret_integrity_failed", e)
+            }
             ServiceError::Backend(b) => match b {
                 BackendError::Unavailable => {
                     Self::server(S::SERVICE_UNAVAILABLE, "device_unavailable", e)
@@ -136,6 +172,13 @@ impl From<ServiceError> for ApiError {
             },
             ServiceError::Store(s) => match s {
                 StoreError::Conflict { .. } => client(S::CONFLICT, "conflict", &e),
+                StoreError::CheckAndSet { current } => {
+                    let mut err = client(S::CONFLICT, "cas_mismatch", &e);
+                    err.current_version = Some(u64::from(*current));
+                    err
+                }
+                StoreError::Stale { .. } => client(S::CONFLICT, "write_conflict", &e),
+                StoreError::NotFound => client(S::NOT_FOUND, "secret_version_not_found", &e),
                 StoreError::Database(_) | StoreError::Io(_) | StoreError::Blocking(_) => {
                     Self::server(S::SERVICE_UNAVAILABLE, "store_unavailable", e)
                 }
@@ -164,6 +207,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: &self.message,
                 request_id: &request_id,
+                current_version: self.current_version,
             },
         };
         (self.status, Json(body)).into_response()

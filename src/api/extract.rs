@@ -39,6 +39,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBody(bytes) = JsonBody::from_request(req, state).await?;
+        parse(&bytes).map(Self)
+    }
+}
+
+/// A body sent as JSON, not yet parsed (for routes whose body type depends on the path).
+/// Zero bytes are allowed here; [`parse`] decides whether that is valid.
+#[derive(Debug)]
+pub struct JsonBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -61,7 +75,7 @@ where
             }
             _ => ApiError::bad_request("invalid_request", "the request body could not be read"),
         })?;
-        parse(&bytes).map(Self)
+        Ok(Self(bytes))
     }
 }
 

@@ -24,6 +24,8 @@ use error::{ApiError, REQUEST_ID};
 pub struct AppState {
     /// The service.
     pub service: Arc<KeyService>,
+    /// Largest secret value, in bytes (checked before decoding).
+    pub max_secret_bytes: usize,
 }
 
 /// Limits the router enforces.
@@ -33,6 +35,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Per-request deadline.
     pub request_timeout: Duration,
+    /// Largest body on the secrets routes: room for the largest value in base64.
+    pub secret_body_bytes: usize,
 }
 
 /// The header carrying the request id, on every response.
@@ -49,6 +53,19 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/keys/{key}/datakey", post(v1::crypto::datakey))
         .route("/v1/keys/{key}/encrypt", post(v1::crypto::encrypt))
         .route("/v1/decrypt", post(v1::crypto::decrypt))
+        .merge(
+            Router::new()
+                .route("/v1/secrets", get(v1::secrets::list))
+                .route(
+                    "/v1/secrets/{*path}",
+                    get(v1::secrets::get)
+                        .put(v1::secrets::put)
+                        .post(v1::secrets::post)
+                        .delete(v1::secrets::delete),
+                )
+                // Inner to the router-wide limit, so it wins on these routes.
+                .layer(DefaultBodyLimit::max(limits.secret_body_bytes)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let public = Router::new()
         .route("/v1/health/live", get(v1::health::live))

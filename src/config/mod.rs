@@ -18,6 +18,7 @@ use secrecy::SecretString;
 pub use error::ConfigError;
 use raw::RawConfig;
 
+use crate::domain::KeyRef;
 use crate::secret::Pin;
 
 /// The validated configuration.
@@ -31,6 +32,32 @@ pub struct Config {
     pub backend: BackendConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Secrets store.
+    pub secrets: SecretsConfig,
+}
+
+/// Secrets store settings.
+#[derive(Debug, Clone)]
+pub struct SecretsConfig {
+    /// Key (id or name) wrapping data keys of writes that name none.
+    pub default_key: Option<KeyRef>,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// `max_versions` of a new secret (0 = unlimited).
+    pub default_max_versions: u32,
+    /// Rotation worker period.
+    pub rotation_check_interval: Duration,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self {
+            default_key: None,
+            max_value_bytes: 64 * 1024,
+            default_max_versions: 10,
+            rotation_check_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// HTTP server settings.
@@ -319,11 +346,34 @@ impl Config {
             filter: raw.log.filter,
         };
 
+        let s = raw.secrets;
+        let default_key = s
+            .default_key
+            .map(|k| k.parse::<KeyRef>())
+            .transpose()
+            .map_err(|e| invalid("secrets.default_key", &e.to_string()))?;
+        if s.max_value_bytes == 0 || s.max_value_bytes > 1024 * 1024 {
+            return Err(invalid("secrets.max_value_bytes", "must be 1 to 1048576"));
+        }
+        if s.rotation_check_interval_ms < 100 {
+            return Err(invalid(
+                "secrets.rotation_check_interval_ms",
+                "must be at least 100",
+            ));
+        }
+        let secrets = SecretsConfig {
+            default_key,
+            max_value_bytes: s.max_value_bytes,
+            default_max_versions: s.default_max_versions,
+            rotation_check_interval: Duration::from_millis(s.rotation_check_interval_ms),
+        };
+
         Ok(Self {
             server,
             store,
             backend,
             log,
+            secrets,
         })
     }
 }

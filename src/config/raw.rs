@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub backend: RawBackend,
     /// `[log]`
     pub log: RawLog,
+    /// `[secrets]`
+    pub secrets: RawSecrets,
 }
 
 /// `[server]`
@@ -124,6 +126,31 @@ impl Default for RawLog {
         Self {
             format: "text".to_owned(),
             filter: "info".to_owned(),
+        }
+    }
+}
+
+/// `[secrets]`
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSecrets {
+    /// Name (or id) of the key that wraps secrets' data keys when a write names none.
+    pub default_key: Option<String>,
+    /// Largest secret value, in bytes.
+    pub max_value_bytes: usize,
+    /// `max_versions` of a new secret (0 = unlimited).
+    pub default_max_versions: u32,
+    /// How often the rotation worker looks for due generated secrets, in milliseconds.
+    pub rotation_check_interval_ms: u64,
+}
+
+impl Default for RawSecrets {
+    fn default() -> Self {
+        Self {
+            default_key: None,
+            max_value_bytes: 64 * 1024,
+            default_max_versions: 10,
+            rotation_check_interval_ms: 1_000,
         }
     }
 }

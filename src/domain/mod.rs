@@ -1,5 +1,7 @@
 //! Identifiers, states and records shared by every layer. Pure data: no I/O, no crate imports.
 
+pub mod secret;
+
 use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;

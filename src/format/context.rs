@@ -39,6 +39,12 @@ pub enum ContextError {
     /// The same key twice.
     #[error("encryption context key {0:?} appears twice")]
     DuplicateKey(String),
+    /// A key in the `custodian:` namespace, which the service reserves for its own use.
+    #[error(
+        "encryption context keys starting with \"{}\" are reserved",
+        EncryptionContext::RESERVED_PREFIX
+    )]
+    Reserved,
 }
 
 /// A validated encryption context. Keys are unique and sorted.
@@ -53,6 +59,8 @@ impl EncryptionContext {
     pub const MAX_KEY_LEN: usize = 256;
     /// The longest value, in bytes.
     pub const MAX_VALUE_LEN: usize = 1024;
+    /// Keys with this prefix are the service's own (secret data keys); callers cannot send them.
+    pub const RESERVED_PREFIX: &'static str = "custodian:";
 
     /// An empty context.
     pub fn empty() -> Self {
@@ -146,6 +154,12 @@ impl<'de> Deserialize<'de> for EncryptionContext {
                     }
                     pairs.push((k, v));
                 }
+                if pairs
+                    .iter()
+                    .any(|(k, _)| k.starts_with(EncryptionContext::RESERVED_PREFIX))
+                {
+                    return Err(de::Error::custom(ContextError::Reserved));
+                }
                 EncryptionContext::from_pairs(pairs).map_err(de::Error::custom)
             }
         }
@@ -206,6 +220,8 @@ mod tests {
         assert!(serde_json::from_str::<EncryptionContext>(r#"{"a":"1","a":"2"}"#).is_err());
         assert!(serde_json::from_str::<EncryptionContext>(r#"{"":"1"}"#).is_err());
         assert!(serde_json::from_str::<EncryptionContext>(r#"{"a":null}"#).is_err());
+        let reserved = r#"{"custodian:secret_path":"x"}"#;
+        assert!(serde_json::from_str::<EncryptionContext>(reserved).is_err());
     }
 
     #[test]

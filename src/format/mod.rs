@@ -3,6 +3,7 @@
 
 pub mod blob;
 pub mod context;
+pub mod secret;
 
 pub use blob::{Blob, BlobError};
 pub use context::{ContextError, EncryptionContext};

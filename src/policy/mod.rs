@@ -33,6 +33,16 @@ pub enum Action {
     Encrypt,
     /// `decrypt`
     Decrypt,
+    /// `secret:read` (values and metadata)
+    SecretRead,
+    /// `secret:list`
+    SecretList,
+    /// `secret:write` (put, metadata, rotate)
+    SecretWrite,
+    /// `secret:delete` (soft delete and undelete)
+    SecretDelete,
+    /// `secret:destroy`
+    SecretDestroy,
 }
 
 impl Action {
@@ -45,6 +55,11 @@ impl Action {
             Self::DatakeyGeneratePlaintext => "datakey:generate-plaintext",
             Self::Encrypt => "encrypt",
             Self::Decrypt => "decrypt",
+            Self::SecretRead => "secret:read",
+            Self::SecretList => "secret:list",
+            Self::SecretWrite => "secret:write",
+            Self::SecretDelete => "secret:delete",
+            Self::SecretDestroy => "secret:destroy",
         }
     }
 }
@@ -63,6 +78,11 @@ impl Resource {
     /// A key, by id.
     pub fn key(id: &crate::domain::KeyId) -> Self {
         Self(format!("key/{id}"))
+    }
+
+    /// A secret, by path.
+    pub fn secret(path: &crate::domain::secret::SecretPath) -> Self {
+        Self(format!("secret/{path}"))
     }
 
     /// Every key (create, list).

@@ -2,6 +2,7 @@
 //! `api/error.rs`.
 
 use crate::backend::BackendError;
+use crate::domain::secret::InvalidSecretPath;
 use crate::format::BlobError;
 use crate::store::StoreError;
 
@@ -63,6 +64,50 @@ pub enum ServiceError {
     /// The blob did not authenticate: changed bytes, wrong context or wrong key.
     #[error("decryption failed: the ciphertext or its encryption context does not match")]
     DecryptionFailed,
+    /// A secret path that breaks the path rules.
+    #[error(transparent)]
+    InvalidSecretPath(#[from] InvalidSecretPath),
+    /// No secret at that path (or no live version of it).
+    #[error("secret {0} not found")]
+    SecretNotFound(String),
+    /// The secret has no such version.
+    #[error("secret version {0} not found")]
+    SecretVersionNotFound(u32),
+    /// The version is soft-deleted.
+    #[error("secret version {0} is deleted (it can be undeleted)")]
+    SecretVersionDeleted(u32),
+    /// The version was destroyed for good.
+    #[error("secret version {0} was destroyed")]
+    SecretVersionDestroyed(u32),
+    /// The version is older than the secret's `expires_after`.
+    #[error("secret version {0} has expired")]
+    SecretVersionExpired(u32),
+    /// The value is over the configured limit.
+    #[error("the secret value is {got} bytes; the limit is {limit}")]
+    ValueTooLarge {
+        /// Bytes sent.
+        got: usize,
+        /// Limit.
+        limit: usize,
+    },
+    /// Check-and-set failed.
+    #[error("check-and-set failed: the current version is {current}")]
+    CasMismatch {
+        /// The current version.
+        current: u32,
+    },
+    /// Concurrent writers kept taking the next version number.
+    #[error("too many concurrent writes to this secret; retry")]
+    WriteConflict,
+    /// No key named and no default key configured.
+    #[error("no key given and no default secrets key is configured (secrets.default_key)")]
+    KeyRequired,
+    /// Rotation asked of a secret that is not generated.
+    #[error("secret {0} is not a generated secret")]
+    NotGenerated(String),
+    /// Metadata out of bounds.
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(&'static str),
 
     // --- a dependency ---
     /// The device failed or is unavailable.
@@ -71,6 +116,16 @@ pub enum ServiceError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+
+    // --- integrity (tampering with stored data, or a bug) ---
+    /// A stored secret version failed authentication or does not parse.
+    #[error("stored secret version {version} of {path} failed its integrity check")]
+    SecretIntegrity {
+        /// The path.
+        path: String,
+        /// The version.
+        version: u32,
+    },
 }
 
 impl From<BackendError> for ServiceError {

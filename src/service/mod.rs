@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod error;
+pub mod secrets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,6 +14,7 @@ use time::OffsetDateTime;
 pub use error::{AuthFailure, ServiceError};
 
 use crate::backend::{BackendError, DeviceHealth, KeyBackend, Sealed};
+use crate::config::SecretsConfig;
 use crate::domain::{
     Algorithm, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, RootKeyRef,
     VersionState, WrapMode,
@@ -134,6 +136,9 @@ pub struct KeyService {
     store: Arc<dyn Store>,
     auth: auth::Authenticator,
     keys: RwLock<KeyCache>,
+    secrets: SecretsConfig,
+    /// Striped per-path write locks: writes to one secret path are serialised on this node.
+    path_locks: Vec<tokio::sync::Mutex<()>>,
     last_readiness: tokio::sync::Mutex<Option<(Instant, Readiness)>>,
 }
 
@@ -142,12 +147,18 @@ pub const READINESS_TTL: Duration = Duration::from_millis(500);
 
 impl KeyService {
     /// A service over `backend` and `store`.
-    pub fn new(backend: Arc<dyn KeyBackend>, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        backend: Arc<dyn KeyBackend>,
+        store: Arc<dyn Store>,
+        secrets: SecretsConfig,
+    ) -> Self {
         Self {
             auth: auth::Authenticator::new(Arc::clone(&store)),
             backend,
             store,
             keys: RwLock::new(KeyCache::default()),
+            secrets,
+            path_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             last_readiness: tokio::sync::Mutex::new(None),
         }
     }
@@ -425,15 +436,7 @@ impl KeyService {
         action: Action,
         r: &KeyRef,
     ) -> Result<Arc<Key>, ServiceError> {
-        let key = match self.cached(r) {
-            Some(k) => Some(k),
-            None => self.store.key(r).await?.map(|k| {
-                let k = Arc::new(k);
-                self.cache(&k);
-                k
-            }),
-        };
-        match key {
+        match self.lookup_key(r).await? {
             Some(key) => {
                 Self::authorize(p, action, Resource::key(&key.id))?;
                 Ok(key)
@@ -443,6 +446,18 @@ impl KeyService {
                 Err(ServiceError::KeyNotFound(r.to_string()))
             }
         }
+    }
+
+    /// The key `r` names, from the cache or the store. No authorisation: callers decide.
+    async fn lookup_key(&self, r: &KeyRef) -> Result<Option<Arc<Key>>, ServiceError> {
+        if let Some(k) = self.cached(r) {
+            return Ok(Some(k));
+        }
+        Ok(self.store.key(r).await?.map(|k| {
+            let k = Arc::new(k);
+            self.cache(&k);
+            k
+        }))
     }
 
     fn cached(&self, r: &KeyRef) -> Option<Arc<Key>> {

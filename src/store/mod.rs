@@ -8,7 +8,12 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
-use crate::domain::{Key, KeyName, KeyRef, TokenRecord};
+use time::OffsetDateTime;
+
+use crate::domain::secret::{
+    CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
+};
+use crate::domain::{Key, KeyId, KeyName, KeyRef, KeyVersion, TokenRecord};
 
 /// Why a store operation failed, grouped by who is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +25,22 @@ pub enum StoreError {
         /// The rule that was broken.
         constraint: &'static str,
     },
+
+    /// Check-and-set failed: the current version is not the one the caller named.
+    #[error("check-and-set failed: the current version is {current}")]
+    CheckAndSet {
+        /// The current version.
+        current: u32,
+    },
+    /// Another writer got there first (the version number or the rotation was taken).
+    #[error("a concurrent write changed {what}")]
+    Stale {
+        /// What changed.
+        what: &'static str,
+    },
+    /// The named secret or version does not exist.
+    #[error("no such secret or version")]
+    NotFound,
 
     // --- a dependency ---
     /// The database refused or is unreachable.
@@ -48,6 +69,75 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+}
+
+/// The stored, encrypted form of one secret version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// The wrapped data key (a ciphertext blob).
+    pub wrapped_dek: Vec<u8>,
+    /// IV ‖ ciphertext ‖ tag of the value.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A version to record, with the conditions under which it may be recorded.
+#[derive(Debug, Clone)]
+pub struct NewSecretVersion {
+    /// The secret.
+    pub path: SecretPath,
+    /// Its number: the current version the writer saw, plus one. Recording fails `Stale` when
+    /// the current version has moved on.
+    pub version: u32,
+    /// Check-and-set: record only if the current version equals this (0 = absent).
+    pub cas: Option<u32>,
+    /// The key that wrapped the data key (also the secret's key when the path is new).
+    pub key_id: KeyId,
+    /// The key version that wrapped the data key.
+    pub key_version: KeyVersion,
+    /// The wrapped data key (a ciphertext blob).
+    pub wrapped_dek: Vec<u8>,
+    /// The value's ciphertext: IV ‖ ciphertext ‖ tag.
+    pub ciphertext: Vec<u8>,
+    /// When it was written.
+    pub created_at: OffsetDateTime,
+    /// `max_versions` for a path created by this write.
+    pub default_max_versions: u32,
+    /// For generated secrets: the rotation this write performs.
+    pub rotation: Option<RotationClaim>,
+}
+
+/// A rotation recorded together with the version it wrote, exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationClaim {
+    /// The `next_rotation_at` the writer saw; recording fails `Stale` when it changed (another
+    /// node or an earlier run already rotated). `None` skips the check (rotate now).
+    pub expected: Option<Option<OffsetDateTime>>,
+    /// The new `next_rotation_at`.
+    pub next: OffsetDateTime,
+}
+
+/// A change to a secret's metadata; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataUpdate {
+    /// New `max_versions` (0 = unlimited).
+    pub max_versions: Option<u32>,
+    /// New `expires_after` (`Some(None)` clears it).
+    pub expires_after: Option<Option<HumanDuration>>,
+    /// New custom metadata (replaces the old).
+    pub custom: Option<CustomMetadata>,
+    /// New generation spec (`Some(None)` clears it) and the `next_rotation_at` that goes with it.
+    pub generate: Option<(Option<GenerateSpec>, Option<OffsetDateTime>)>,
+}
+
+/// What to do to secret versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionOp {
+    /// Live → deleted.
+    Delete,
+    /// Deleted → live.
+    Undelete,
+    /// Live or deleted → destroyed: ciphertext and wrapped data key erased.
+    Destroy,
 }
 
 /// Metadata storage.
@@ -88,6 +178,79 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Database errors.
     async fn token_count(&self) -> Result<u64, StoreError>;
+
+    /// The secret at `path` with its version history (no ciphertexts).
+    ///
+    /// # Errors
+    /// Database errors; a missing secret is `Ok(None)`.
+    async fn secret(&self, path: &SecretPath) -> Result<Option<SecretRecord>, StoreError>;
+
+    /// Up to `limit` secrets whose path starts with `prefix`, ordered by path, after `after`.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn list_secrets(
+        &self,
+        prefix: &str,
+        after: Option<&SecretPath>,
+        limit: u32,
+    ) -> Result<Vec<SecretRecord>, StoreError>;
+
+    /// The wrapped data key and ciphertext of one version; `None` once destroyed or absent.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn secret_version_data(
+        &self,
+        path: &SecretPath,
+        version: u32,
+    ) -> Result<Option<SealedSecret>, StoreError>;
+
+    /// Records a version in one transaction: creates the path if needed, checks `cas`, the
+    /// version number and the rotation claim, inserts, then destroys the oldest versions beyond
+    /// `max_versions`. Returns the versions that pruning destroyed.
+    ///
+    /// # Errors
+    /// `CheckAndSet { current }`, `Stale`, database errors. Nothing is written on error.
+    async fn insert_secret_version(&self, v: &NewSecretVersion) -> Result<Vec<u32>, StoreError>;
+
+    /// Creates the secret (with `key_id`, `default_max_versions`) if absent, applies `update`,
+    /// prunes to the new `max_versions`; returns the record.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn put_secret_metadata(
+        &self,
+        path: &SecretPath,
+        key_id: KeyId,
+        default_max_versions: u32,
+        update: &MetadataUpdate,
+        now: OffsetDateTime,
+    ) -> Result<SecretRecord, StoreError>;
+
+    /// Applies `op` to `versions` of `path`; returns the versions whose state changed.
+    /// Destroying erases ciphertext and wrapped data key and checkpoints the journal so the
+    /// erased bytes leave the WAL file too.
+    ///
+    /// # Errors
+    /// `NotFound` when a version does not exist; database errors.
+    async fn update_secret_versions(
+        &self,
+        path: &SecretPath,
+        versions: &[u32],
+        op: VersionOp,
+        now: OffsetDateTime,
+    ) -> Result<Vec<u32>, StoreError>;
+
+    /// Generated secrets whose rotation is due at `now`, with the `next_rotation_at` seen.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn due_rotations(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(SecretPath, OffsetDateTime)>, StoreError>;
 
     /// Proves the database accepts a durable write now (readiness).
     ///

@@ -3,6 +3,7 @@
 pub mod crypto;
 pub mod health;
 pub mod keys;
+pub mod secrets;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;

@@ -12,8 +12,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+mod secrets;
+
 use super::migrations::{Migration, SQLITE};
-use super::{Store, StoreError};
+use super::{MetadataUpdate, NewSecretVersion, SealedSecret, Store, StoreError, VersionOp};
+use crate::domain::secret::{SecretPath, SecretRecord};
 use crate::domain::{
     Algorithm, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord,
     TokenRecord, VersionState, WrapMode,
@@ -88,6 +91,8 @@ fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted content (destroyed secret versions) is overwritten with zeros, not left in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     migrate(&mut conn, SQLITE)?;
     Ok(conn)
 }
@@ -127,17 +132,17 @@ fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreE
     Ok(())
 }
 
-fn now_text() -> String {
+pub(super) fn now_text() -> String {
     time_text(OffsetDateTime::now_utc())
 }
 
-fn time_text(t: OffsetDateTime) -> String {
+pub(super) fn time_text(t: OffsetDateTime) -> String {
     // RFC 3339 formatting of a valid UTC time cannot fail; fall back to the unix time.
     t.format(&Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
-fn parse_time(s: &str, column: &'static str) -> Result<OffsetDateTime, StoreError> {
+pub(super) fn parse_time(s: &str, column: &'static str) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::parse(s, &Rfc3339).map_err(|_| StoreError::Corrupt { column })
 }
 
@@ -374,6 +379,73 @@ impl Store for SqliteStore {
 
     async fn token_count(&self) -> Result<u64, StoreError> {
         self.with_conn(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?))
+            .await
+    }
+
+    async fn secret(&self, path: &SecretPath) -> Result<Option<SecretRecord>, StoreError> {
+        let path = path.clone();
+        self.with_conn(move |conn| secrets::get(conn, &path)).await
+    }
+
+    async fn list_secrets(
+        &self,
+        prefix: &str,
+        after: Option<&SecretPath>,
+        limit: u32,
+    ) -> Result<Vec<SecretRecord>, StoreError> {
+        let (prefix, after) = (prefix.to_owned(), after.cloned());
+        self.with_conn(move |conn| secrets::list(conn, &prefix, after.as_ref(), limit))
+            .await
+    }
+
+    async fn secret_version_data(
+        &self,
+        path: &SecretPath,
+        version: u32,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        let path = path.clone();
+        self.with_conn(move |conn| secrets::data(conn, &path, version))
+            .await
+    }
+
+    async fn insert_secret_version(&self, v: &NewSecretVersion) -> Result<Vec<u32>, StoreError> {
+        let v = v.clone();
+        self.with_conn(move |conn| secrets::insert(conn, &v)).await
+    }
+
+    async fn put_secret_metadata(
+        &self,
+        path: &SecretPath,
+        key_id: KeyId,
+        default_max_versions: u32,
+        update: &MetadataUpdate,
+        now: OffsetDateTime,
+    ) -> Result<SecretRecord, StoreError> {
+        let (path, update) = (path.clone(), update.clone());
+        self.with_conn(move |conn| {
+            secrets::put_metadata(conn, &path, key_id, default_max_versions, &update, now)
+        })
+        .await
+    }
+
+    async fn update_secret_versions(
+        &self,
+        path: &SecretPath,
+        versions: &[u32],
+        op: VersionOp,
+        now: OffsetDateTime,
+    ) -> Result<Vec<u32>, StoreError> {
+        let (path, versions) = (path.clone(), versions.to_vec());
+        self.with_conn(move |conn| secrets::update_versions(conn, &path, &versions, op, now))
+            .await
+    }
+
+    async fn due_rotations(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(SecretPath, OffsetDateTime)>, StoreError> {
+        self.with_conn(move |conn| secrets::due(conn, now, limit))
             .await
     }
 

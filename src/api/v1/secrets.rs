@@ -1,0 +1,450 @@
+//! `/v1/secrets`: path-named, versioned secrets.
+//!
+//! `/v1/secrets/{path}` takes GET (read), PUT (write) and DELETE (soft delete);
+//! `/v1/secrets/{path}/metadata` GET and PUT; `/v1/secrets/{path}/undelete`, `/destroy` and
+//! `/rotate` POST. The last segment words are reserved, so a secret path never ends in one.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::{decode_secret, encode_secret};
+use crate::api::error::ApiError;
+use crate::api::extract::{parse, Caller, JsonBody, RequestBody};
+use crate::api::AppState;
+use crate::domain::secret::{
+    CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
+};
+use crate::domain::KeyRef;
+use crate::secret::{SecretBytes, SecretText};
+use crate::service::secrets::{MetadataRequest, Versions, Written};
+
+/// What a `/v1/secrets/{…}` URL addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Value(SecretPath),
+    Metadata(SecretPath),
+    Undelete(SecretPath),
+    Destroy(SecretPath),
+    Rotate(SecretPath),
+}
+
+/// The `{*path}` of a secrets URL, split into the secret path and the sub-resource.
+#[derive(Debug)]
+pub struct SecretUrl(Target);
+
+impl<S: Send + Sync> FromRequestParts<S> for SecretUrl {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_secret_path",
+                        "the secret path is not valid UTF-8",
+                    )
+                })?;
+        let (head, tail) = match raw.rsplit_once('/') {
+            Some((head, last)) if SecretPath::RESERVED.contains(&last) => {
+                (head.to_owned(), Some(last))
+            }
+            _ => (raw.clone(), None),
+        };
+        let path = SecretPath::try_from(head)
+            .map_err(|e| ApiError::bad_request("invalid_secret_path", e.to_string()))?;
+        Ok(Self(match tail {
+            None => Target::Value(path),
+            Some("metadata") => Target::Metadata(path),
+            Some("undelete") => Target::Undelete(path),
+            Some("destroy") => Target::Destroy(path),
+            _ => Target::Rotate(path),
+        }))
+    }
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::client(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// `GET /v1/secrets/{path}` query.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    version: Option<u32>,
+    text: Option<bool>,
+}
+
+/// A secret value in a response; `Debug` never shows it.
+#[derive(Serialize)]
+pub struct ValueResponse {
+    path: SecretPath,
+    version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    value: Zeroizing<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_text: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for ValueResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueResponse")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("value", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A write's result.
+#[derive(Debug, Serialize)]
+pub struct WrittenResponse {
+    path: SecretPath,
+    version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+impl From<Written> for WrittenResponse {
+    fn from(w: Written) -> Self {
+        Self {
+            path: w.path,
+            version: w.version,
+            created_at: w.created_at,
+        }
+    }
+}
+
+/// `GET /v1/secrets/{path}` and `GET /v1/secrets/{path}/metadata`
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    SecretUrl(target): SecretUrl,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    match target {
+        Target::Value(path) => {
+            let v = state.service.get_secret(&p, &path, q.version).await?;
+            let value_text = match q.text {
+                Some(true) => std::str::from_utf8(v.value.expose_secret())
+                    .ok()
+                    .map(|t| Zeroizing::new(t.to_owned())),
+                _ => None,
+            };
+            Ok(Json(ValueResponse {
+                path: v.path,
+                version: v.version,
+                created_at: v.created_at,
+                value: encode_secret(v.value.expose_secret()),
+                value_text,
+            })
+            .into_response())
+        }
+        Target::Metadata(path) => {
+            if q.version.is_some() || q.text.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "metadata takes no query parameters",
+                ));
+            }
+            Ok(Json(state.service.secret_metadata(&p, &path).await?).into_response())
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+/// `PUT /v1/secrets/{path}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecret {
+    value: Option<SecretText>,
+    value_text: Option<SecretText>,
+    key: Option<String>,
+    cas: Option<u32>,
+}
+
+impl RequestBody for PutSecret {
+    const FIELDS: &'static [&'static str] = &["value", "value_text", "key", "cas"];
+}
+
+/// Deserialises a field that may be absent (outer `None`) or `null` (`Some(None)`).
+fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `PUT /v1/secrets/{path}/metadata` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutMetadata {
+    key: Option<String>,
+    max_versions: Option<u32>,
+    #[serde(default, deserialize_with = "double_option")]
+    expires_after: Option<Option<HumanDuration>>,
+    custom: Option<CustomMetadata>,
+    #[serde(default, deserialize_with = "double_option")]
+    generate: Option<Option<GenerateSpec>>,
+}
+
+impl RequestBody for PutMetadata {
+    const FIELDS: &'static [&'static str] =
+        &["key", "max_versions", "expires_after", "custom", "generate"];
+}
+
+fn key_field(key: Option<String>) -> Result<Option<KeyRef>, ApiError> {
+    key.map(|k| {
+        k.parse::<KeyRef>().map_err(|e| {
+            ApiError::client(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                format!("key {k:?} not found: {e}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// `PUT /v1/secrets/{path}` and `PUT /v1/secrets/{path}/metadata`
+pub async fn put(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    SecretUrl(target): SecretUrl,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    match target {
+        Target::Value(path) => {
+            let b: PutSecret = parse(&body)?;
+            let limit = state.max_secret_bytes;
+            let value = match (&b.value, &b.value_text) {
+                (Some(v), None) => {
+                    if v.expose_secret().len() > limit.div_ceil(3) * 4 {
+                        return Err(too_large(limit));
+                    }
+                    SecretBytes::new(decode_secret("value", v)?)
+                }
+                (None, Some(t)) => SecretBytes::copy_from(t.expose_secret().as_bytes()),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_field",
+                        "send exactly one of `value` (base64) and `value_text`",
+                    ))
+                }
+            };
+            let key = key_field(b.key)?;
+            let w = state
+                .service
+                .put_secret(&p, &path, value, key.as_ref(), b.cas)
+                .await?;
+            Ok(Json(WrittenResponse::from(w)).into_response())
+        }
+        Target::Metadata(path) => {
+            let b: PutMetadata = parse(&body)?;
+            let req = MetadataRequest {
+                key: key_field(b.key)?,
+                max_versions: b.max_versions,
+                expires_after: b.expires_after,
+                custom: b.custom,
+                generate: b.generate,
+            };
+            let record: SecretRecord = state.service.put_secret_metadata(&p, &path, req).await?;
+            Ok(Json(record).into_response())
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::client(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "value_too_large",
+        format!("the secret value is over the limit of {limit} bytes"),
+    )
+}
+
+/// `{versions}` body of undelete and destroy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsBody {
+    versions: Option<Vec<u32>>,
+}
+
+impl RequestBody for VersionsBody {
+    const FIELDS: &'static [&'static str] = &["versions"];
+}
+
+/// Most versions one request may name.
+const MAX_VERSIONS_PER_REQUEST: usize = 1000;
+
+fn versions_list(v: Vec<u32>) -> Result<Vec<u32>, ApiError> {
+    if v.is_empty() || v.len() > MAX_VERSIONS_PER_REQUEST {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("`versions` lists 1 to {MAX_VERSIONS_PER_REQUEST} version numbers"),
+        ));
+    }
+    Ok(v)
+}
+
+/// The result of a delete, undelete or destroy.
+#[derive(Debug, Serialize)]
+pub struct ChangedResponse {
+    path: SecretPath,
+    /// Versions whose state changed (already-changed ones are left out).
+    changed: Vec<u32>,
+}
+
+/// `POST /v1/secrets/{path}/undelete|destroy|rotate`
+pub async fn post(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    SecretUrl(target): SecretUrl,
+    req: Request,
+) -> Result<Response, ApiError> {
+    match target {
+        Target::Rotate(path) => {
+            let w = state.service.rotate_secret(&p, &path).await?;
+            Ok(Json(WrittenResponse::from(w)).into_response())
+        }
+        Target::Undelete(path) => {
+            let JsonBody(body) = JsonBody::from_request(req, &()).await?;
+            let b: VersionsBody = parse(&body)?;
+            let which = match b.versions {
+                Some(v) => Versions::These(versions_list(v)?),
+                None => Versions::Latest,
+            };
+            let changed = state
+                .service
+                .undelete_secret_versions(&p, &path, which)
+                .await?;
+            Ok(Json(ChangedResponse { path, changed }).into_response())
+        }
+        Target::Destroy(path) => {
+            let JsonBody(body) = JsonBody::from_request(req, &()).await?;
+            let b: VersionsBody = parse(&body)?;
+            let versions = versions_list(b.versions.ok_or_else(|| {
+                ApiError::bad_request("invalid_field", "`versions` is required")
+            })?)?;
+            let changed = state
+                .service
+                .destroy_secret_versions(&p, &path, versions)
+                .await?;
+            Ok(Json(ChangedResponse { path, changed }).into_response())
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+/// `DELETE /v1/secrets/{path}` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Comma-separated version numbers.
+    versions: Option<String>,
+}
+
+/// `DELETE /v1/secrets/{path}[?versions=1,3]`
+pub async fn delete(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    SecretUrl(target): SecretUrl,
+    q: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<Json<ChangedResponse>, ApiError> {
+    let Target::Value(path) = target else {
+        return Err(method_not_allowed());
+    };
+    let which = match query(q)?.versions {
+        None => Versions::Latest,
+        Some(list) => {
+            let parsed = list
+                .split(',')
+                .map(|v| v.trim().parse::<u32>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "versions is a comma-separated list of version numbers",
+                    )
+                })?;
+            Versions::These(versions_list(parsed)?)
+        }
+    };
+    let changed = state
+        .service
+        .delete_secret_versions(&p, &path, which)
+        .await?;
+    Ok(Json(ChangedResponse { path, changed }))
+}
+
+/// `GET /v1/secrets` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    prefix: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+/// `GET /v1/secrets` response.
+#[derive(Debug, Serialize)]
+pub struct ListResponse {
+    secrets: Vec<SecretRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<SecretPath>,
+}
+
+/// `GET /v1/secrets?prefix=&limit=&after=`: paths and metadata, never values.
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let prefix = q.prefix.unwrap_or_default();
+    if prefix.len() > SecretPath::MAX_LEN {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "prefix is longer than any secret path",
+        ));
+    }
+    let after = q
+        .after
+        .map(SecretPath::try_from)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("after: {e}")))?;
+    let page = state
+        .service
+        .list_secrets(&p, &prefix, after, limit)
+        .await?;
+    Ok(Json(ListResponse {
+        secrets: page.secrets,
+        next: page.next,
+    }))
+}

@@ -1,0 +1,459 @@
+//! The secrets tables: records, versions, pruning, destruction and due rotations.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use time::OffsetDateTime;
+
+use super::{parse_time, time_text};
+use crate::domain::secret::{
+    CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord, SecretVersionInfo,
+    SecretVersionState,
+};
+use crate::domain::{KeyId, KeyVersion};
+use crate::store::{MetadataUpdate, NewSecretVersion, SealedSecret, StoreError, VersionOp};
+
+const SECRET_COLUMNS: &str = "path, key_id, current_version, max_versions, expires_after_s, \
+                              custom, generate, next_rotation_at, created_at, updated_at";
+
+fn corrupt(column: &'static str) -> StoreError {
+    StoreError::Corrupt { column }
+}
+
+fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_millis(ms: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| corrupt("secrets.next_rotation_at"))
+}
+
+/// A `secrets` row, raw.
+struct Row {
+    path: String,
+    key_id: String,
+    current_version: u32,
+    max_versions: u32,
+    expires_after_s: Option<i64>,
+    custom: String,
+    generate: Option<String>,
+    next_rotation_at: Option<i64>,
+    created_at: String,
+    updated_at: String,
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        path: r.get(0)?,
+        key_id: r.get(1)?,
+        current_version: r.get(2)?,
+        max_versions: r.get(3)?,
+        expires_after_s: r.get(4)?,
+        custom: r.get(5)?,
+        generate: r.get(6)?,
+        next_rotation_at: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+fn versions(conn: &Connection, path: &str) -> Result<Vec<SecretVersionInfo>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT version, state, created_at, deleted_at, destroyed_at, key_id, key_version
+         FROM secret_versions WHERE path = ?1 ORDER BY version",
+    )?;
+    let rows = stmt.query_map([path], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, Option<u32>>(6)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (version, state, created, deleted, destroyed, key_id, key_version) = r?;
+        let opt_time = |t: Option<String>, c| t.map(|t| parse_time(&t, c)).transpose();
+        Ok(SecretVersionInfo {
+            version,
+            state: SecretVersionState::parse(&state).ok_or(corrupt("secret_versions.state"))?,
+            created_at: parse_time(&created, "secret_versions.created_at")?,
+            deleted_at: opt_time(deleted, "secret_versions.deleted_at")?,
+            destroyed_at: opt_time(destroyed, "secret_versions.destroyed_at")?,
+            key_id: key_id
+                .map(|k| {
+                    k.parse::<KeyId>()
+                        .map_err(|_| corrupt("secret_versions.key_id"))
+                })
+                .transpose()?,
+            key_version: key_version
+                .map(|v| KeyVersion::new(v).ok_or(corrupt("secret_versions.key_version")))
+                .transpose()?,
+        })
+    })
+    .collect()
+}
+
+fn record(conn: &Connection, r: Row) -> Result<SecretRecord, StoreError> {
+    let versions = versions(conn, &r.path)?;
+    Ok(SecretRecord {
+        path: SecretPath::try_from(r.path).map_err(|_| corrupt("secrets.path"))?,
+        key_id: r.key_id.parse().map_err(|_| corrupt("secrets.key_id"))?,
+        current_version: r.current_version,
+        max_versions: r.max_versions,
+        expires_after: r
+            .expires_after_s
+            .map(|s| {
+                u64::try_from(s)
+                    .map(|s| HumanDuration(std::time::Duration::from_secs(s)))
+                    .map_err(|_| corrupt("secrets.expires_after_s"))
+            })
+            .transpose()?,
+        custom: serde_json::from_str::<CustomMetadata>(&r.custom)
+            .map_err(|_| corrupt("secrets.custom"))?,
+        generate: r
+            .generate
+            .map(|g| {
+                serde_json::from_str::<GenerateSpec>(&g).map_err(|_| corrupt("secrets.generate"))
+            })
+            .transpose()?,
+        next_rotation_at: r.next_rotation_at.map(from_millis).transpose()?,
+        created_at: parse_time(&r.created_at, "secrets.created_at")?,
+        updated_at: parse_time(&r.updated_at, "secrets.updated_at")?,
+        versions,
+    })
+}
+
+/// The record at `path`.
+pub(super) fn get(
+    conn: &Connection,
+    path: &SecretPath,
+) -> Result<Option<SecretRecord>, StoreError> {
+    let r = conn
+        .prepare_cached(&format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE path = ?1"
+        ))?
+        .query_row([path.as_str()], row)
+        .optional()?;
+    r.map(|r| record(conn, r)).transpose()
+}
+
+/// A page of records.
+pub(super) fn list(
+    conn: &Connection,
+    prefix: &str,
+    after: Option<&SecretPath>,
+    limit: u32,
+) -> Result<Vec<SecretRecord>, StoreError> {
+    // `substr` rather than LIKE: a prefix may contain `_`, which LIKE treats as a wildcard.
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets
+             WHERE substr(path, 1, length(?1)) = ?1 AND path > ?2 ORDER BY path LIMIT ?3"
+        ))?
+        .query_map(
+            params![prefix, after.map(SecretPath::as_str).unwrap_or(""), limit],
+            row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(|r| record(conn, r)).collect()
+}
+
+/// The wrapped data key and ciphertext of one version.
+pub(super) fn data(
+    conn: &Connection,
+    path: &SecretPath,
+    version: u32,
+) -> Result<Option<SealedSecret>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT wrapped_dek, ciphertext FROM secret_versions
+             WHERE path = ?1 AND version = ?2 AND wrapped_dek IS NOT NULL AND ciphertext IS NOT NULL",
+        )?
+        .query_row(params![path.as_str(), version], |r| {
+            Ok(SealedSecret { wrapped_dek: r.get(0)?, ciphertext: r.get(1)? })
+        })
+        .optional()?)
+}
+
+/// Erases versions: state destroyed, ciphertext and wrapped data key gone.
+fn destroy(
+    tx: &Transaction<'_>,
+    path: &str,
+    versions: &[u32],
+    now: &str,
+) -> Result<Vec<u32>, StoreError> {
+    let mut changed = Vec::new();
+    for v in versions {
+        let n = tx.execute(
+            "UPDATE secret_versions SET state = 'destroyed', destroyed_at = ?3,
+                 wrapped_dek = NULL, ciphertext = NULL, key_id = NULL, key_version = NULL
+             WHERE path = ?1 AND version = ?2 AND state != 'destroyed'",
+            params![path, v, now],
+        )?;
+        if n > 0 {
+            changed.push(*v);
+        }
+    }
+    Ok(changed)
+}
+
+/// Destroys the oldest versions beyond `max_versions` (0 = unlimited).
+fn prune(
+    tx: &Transaction<'_>,
+    path: &str,
+    max_versions: u32,
+    now: &str,
+) -> Result<Vec<u32>, StoreError> {
+    if max_versions == 0 {
+        return Ok(Vec::new());
+    }
+    let kept: Vec<u32> = tx
+        .prepare_cached(
+            "SELECT version FROM secret_versions WHERE path = ?1 AND state != 'destroyed'
+             ORDER BY version",
+        )?
+        .query_map([path], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let excess = kept.len().saturating_sub(max_versions as usize);
+    destroy(tx, path, &kept[..excess], now)
+}
+
+/// Records a version (see the trait docs).
+pub(super) fn insert(conn: &mut Connection, v: &NewSecretVersion) -> Result<Vec<u32>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let path = v.path.as_str();
+    let now = time_text(v.created_at);
+    let existing: Option<(u32, u32, Option<i64>)> = tx
+        .query_row(
+            "SELECT current_version, max_versions, next_rotation_at FROM secrets WHERE path = ?1",
+            [path],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let current = existing.map_or(0, |e| e.0);
+    if let Some(cas) = v.cas {
+        if cas != current {
+            return Err(StoreError::CheckAndSet { current });
+        }
+    }
+    if v.version != current + 1 {
+        return Err(StoreError::Stale {
+            what: "the current version",
+        });
+    }
+    if let Some(claim) = v.rotation {
+        if let Some(expected) = claim.expected {
+            let seen = existing.and_then(|e| e.2);
+            if seen != expected.map(millis) {
+                return Err(StoreError::Stale {
+                    what: "the rotation schedule",
+                });
+            }
+        }
+    }
+    let max_versions = match existing {
+        Some((_, max, _)) => max,
+        None => {
+            tx.execute(
+                &format!(
+                    "INSERT INTO secrets ({SECRET_COLUMNS})
+                     VALUES (?1, ?2, 0, ?3, NULL, '{{}}', NULL, NULL, ?4, ?4)"
+                ),
+                params![path, v.key_id.to_string(), v.default_max_versions, now],
+            )?;
+            v.default_max_versions
+        }
+    };
+    tx.execute(
+        "INSERT INTO secret_versions
+             (path, version, state, created_at, key_id, key_version, wrapped_dek, ciphertext)
+         VALUES (?1, ?2, 'live', ?3, ?4, ?5, ?6, ?7)",
+        params![
+            path,
+            v.version,
+            now,
+            v.key_id.to_string(),
+            v.key_version.get(),
+            v.wrapped_dek,
+            v.ciphertext
+        ],
+    )?;
+    tx.execute(
+        "UPDATE secrets SET current_version = ?2, updated_at = ?3 WHERE path = ?1",
+        params![path, v.version, now],
+    )?;
+    if let Some(claim) = v.rotation {
+        tx.execute(
+            "UPDATE secrets SET next_rotation_at = ?2 WHERE path = ?1",
+            params![path, millis(claim.next)],
+        )?;
+    }
+    let pruned = prune(&tx, path, max_versions, &now)?;
+    tx.commit()?;
+    if !pruned.is_empty() {
+        checkpoint(conn);
+    }
+    Ok(pruned)
+}
+
+/// Creates (if absent) and updates metadata (see the trait docs).
+pub(super) fn put_metadata(
+    conn: &mut Connection,
+    path: &SecretPath,
+    key_id: KeyId,
+    default_max_versions: u32,
+    u: &MetadataUpdate,
+    now: OffsetDateTime,
+) -> Result<SecretRecord, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let p = path.as_str();
+    let now_text = time_text(now);
+    tx.execute(
+        &format!(
+            "INSERT INTO secrets ({SECRET_COLUMNS})
+             VALUES (?1, ?2, 0, ?3, NULL, '{{}}', NULL, NULL, ?4, ?4)
+             ON CONFLICT (path) DO NOTHING"
+        ),
+        params![p, key_id.to_string(), default_max_versions, now_text],
+    )?;
+    if let Some(max) = u.max_versions {
+        tx.execute(
+            "UPDATE secrets SET max_versions = ?2 WHERE path = ?1",
+            params![p, max],
+        )?;
+    }
+    if let Some(exp) = u.expires_after {
+        let secs = exp.map(|d| i64::try_from(d.0.as_secs()).unwrap_or(i64::MAX));
+        tx.execute(
+            "UPDATE secrets SET expires_after_s = ?2 WHERE path = ?1",
+            params![p, secs],
+        )?;
+    }
+    if let Some(custom) = &u.custom {
+        let json = serde_json::to_string(custom).map_err(|_| corrupt("secrets.custom"))?;
+        tx.execute(
+            "UPDATE secrets SET custom = ?2 WHERE path = ?1",
+            params![p, json],
+        )?;
+    }
+    if let Some((spec, next)) = &u.generate {
+        let json = spec
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|_| corrupt("secrets.generate"))?;
+        tx.execute(
+            "UPDATE secrets SET generate = ?2, next_rotation_at = ?3 WHERE path = ?1",
+            params![p, json, next.map(millis)],
+        )?;
+    }
+    tx.execute(
+        "UPDATE secrets SET updated_at = ?2 WHERE path = ?1",
+        params![p, now_text],
+    )?;
+    let max: u32 = tx.query_row(
+        "SELECT max_versions FROM secrets WHERE path = ?1",
+        [p],
+        |r| r.get(0),
+    )?;
+    let pruned = prune(&tx, p, max, &now_text)?;
+    tx.commit()?;
+    if !pruned.is_empty() {
+        checkpoint(conn);
+    }
+    get(conn, path)?.ok_or(StoreError::NotFound)
+}
+
+/// Applies `op` to versions (see the trait docs).
+pub(super) fn update_versions(
+    conn: &mut Connection,
+    path: &SecretPath,
+    versions: &[u32],
+    op: VersionOp,
+    now: OffsetDateTime,
+) -> Result<Vec<u32>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let p = path.as_str();
+    let now_text = time_text(now);
+    for v in versions {
+        let exists: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM secret_versions WHERE path = ?1 AND version = ?2",
+                params![p, v],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+    }
+    let changed = match op {
+        VersionOp::Destroy => destroy(&tx, p, versions, &now_text)?,
+        VersionOp::Delete | VersionOp::Undelete => {
+            let (from, to, deleted_at) = match op {
+                VersionOp::Delete => ("live", "deleted", Some(now_text.as_str())),
+                _ => ("deleted", "live", None),
+            };
+            let mut changed = Vec::new();
+            for v in versions {
+                let n = tx.execute(
+                    "UPDATE secret_versions SET state = ?4, deleted_at = ?5
+                     WHERE path = ?1 AND version = ?2 AND state = ?3",
+                    params![p, v, from, to, deleted_at],
+                )?;
+                if n > 0 {
+                    changed.push(*v);
+                }
+            }
+            changed
+        }
+    };
+    if !changed.is_empty() {
+        tx.execute(
+            "UPDATE secrets SET updated_at = ?2 WHERE path = ?1",
+            params![p, now_text],
+        )?;
+    }
+    tx.commit()?;
+    if op == VersionOp::Destroy && !changed.is_empty() {
+        checkpoint(conn);
+    }
+    Ok(changed)
+}
+
+/// Due rotations.
+pub(super) fn due(
+    conn: &Connection,
+    now: OffsetDateTime,
+    limit: u32,
+) -> Result<Vec<(SecretPath, OffsetDateTime)>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT path, next_rotation_at FROM secrets
+             WHERE next_rotation_at IS NOT NULL AND next_rotation_at <= ?1
+             ORDER BY next_rotation_at LIMIT ?2",
+        )?
+        .query_map(params![millis(now), limit], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(p, t)| {
+            Ok((
+                SecretPath::try_from(p).map_err(|_| corrupt("secrets.path"))?,
+                from_millis(t)?,
+            ))
+        })
+        .collect()
+}
+
+/// Moves every WAL frame into the database file and truncates the WAL, so erased values do not
+/// linger in the journal (`secure_delete` zeroes them in the database file itself). Failure is
+/// logged, not fatal: the next automatic checkpoint does the same.
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "WAL checkpoint after destroying secret versions failed");
+    }
+}

@@ -1,0 +1,1 @@
+//! The `custodian secrets` CLI, end to end (written with the CLI).
