@@ -109,3 +109,116 @@ async fn plaintext_never_reaches_the_database_or_the_logs() -> anyhow::Result<()
     }
     Ok(())
 }
+
+// The in-process token lock is held for the whole test on purpose (see device.rs).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn secret_values_and_their_data_keys_never_rest_in_plaintext() -> anyhow::Result<()> {
+    use cryptoki::object::{Attribute, ObjectClass};
+    use custodian::backend::pkcs11::encrypt::gcm_open;
+    use custodian::domain::secret::SecretPath;
+    use custodian::format::secret::data_key_context;
+    use custodian::format::Blob;
+
+    let hsm = crate::common::inproc::lock();
+    let mut d = Deployment::on_existing_token(&hsm.softhsm_conf, &hsm.label, &hsm.user_pin_file)?;
+    let key = crate::common::unique("hygiene-secrets");
+    d.append_config(&format!("[secrets]\ndefault_key = \"{key}\"\n"))?;
+    d.env.push(("RUST_LOG".into(), "trace".into()));
+    let s = d.start().await?;
+    s.create_key(&key).await;
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    for i in 0..3 {
+        let v = format!("secret-marker-{i}-{}", uuid::Uuid::new_v4()).into_bytes();
+        let body = json!({ "value": b64(&v) }).to_string().into_bytes();
+        let r = s
+            .raw(
+                reqwest::Method::PUT,
+                &format!("/v1/secrets/hyg/s{i}"),
+                crate::common::server::Auth::Admin,
+                Some("application/json"),
+                body,
+            )
+            .await;
+        r.ok();
+        let back = s.get(&format!("/v1/secrets/hyg/s{i}")).await;
+        assert_eq!(unb64(back.ok()["value"].as_str().unwrap()), v);
+        values.push(v);
+    }
+    let spec =
+        json!({ "generate": { "length": 40, "charset": "alphanumeric", "rotate_every": "1h" } });
+    s.raw(
+        reqwest::Method::PUT,
+        "/v1/secrets/hyg/gen/metadata",
+        crate::common::server::Auth::Admin,
+        Some("application/json"),
+        spec.to_string().into_bytes(),
+    )
+    .await
+    .ok();
+    let generated = s.get("/v1/secrets/hyg/gen").await;
+    values.push(unb64(generated.ok()["value"].as_str().unwrap()));
+    let (stdout, stderr) = s.output();
+    s.kill();
+
+    // Recover every data key through the token itself, to know what to look for.
+    let db = rusqlite::Connection::open(d.database())?;
+    let rows: Vec<(String, u32, Vec<u8>, Vec<u8>)> = db
+        .prepare(
+            "SELECT path, version, wrapped_dek, ciphertext FROM secret_versions WHERE wrapped_dek IS NOT NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    drop(db);
+    assert_eq!(rows.len(), 4);
+    let session = hsm.session();
+    let mut data_keys = Vec::new();
+    for (path, version, wrapped, ciphertext) in rows {
+        let blob = Blob::parse(&wrapped)?;
+        let mut cka_id = blob.key_id.as_bytes().to_vec();
+        cka_id.extend_from_slice(&blob.key_version.get().to_be_bytes());
+        let handle = session.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Id(cka_id),
+        ])?[0];
+        let path = SecretPath::try_from(path)?;
+        let context = data_key_context(&path, version)?;
+        let dek = gcm_open(
+            &session,
+            handle,
+            blob.iv,
+            &blob.header().aad(&context),
+            &blob.ciphertext,
+        )?;
+        assert_eq!(dek.len(), 32);
+        // It is the right key: it opens the stored value.
+        let value = custodian::format::secret::open_value(&dek, &path, version, &ciphertext)?;
+        assert!(
+            values.iter().any(|v| v[..] == value[..]),
+            "recovered data key opens a known value"
+        );
+        data_keys.push(dek.to_vec());
+    }
+
+    let mut files = vec![
+        ("stderr".to_owned(), stderr.into_bytes()),
+        ("stdout".to_owned(), stdout.into_bytes()),
+    ];
+    for suffix in ["", "-wal", "-shm"] {
+        let path = d.database().with_file_name(format!("custodian.db{suffix}"));
+        if path.exists() {
+            files.push((path.display().to_string(), std::fs::read(&path)?));
+        }
+    }
+    for (name, bytes) in &files {
+        for secret in values.iter().chain(data_keys.iter()) {
+            for form in forms(secret) {
+                assert!(
+                    !contains(bytes, &form),
+                    "a plaintext value or data key appears in {name}"
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -169,6 +169,16 @@ reinit_backoff_max_ms = 400
         &self.config
     }
 
+    /// Appends TOML (e.g. a `[secrets]` section) to the configuration file.
+    pub fn append_config(&self, toml: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)?;
+        writeln!(f, "\n{toml}")?;
+        Ok(())
+    }
+
     /// A command for the binary with this deployment's environment.
     pub fn command(&self) -> Command {
         let mut c = Command::new(BIN);
