@@ -151,6 +151,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::KeyRequired => client(S::BAD_REQUEST, "key_required", &e),
             ServiceError::NotGenerated(_) => client(S::BAD_REQUEST, "secret_not_generated", &e),
             ServiceError::InvalidMetadata(_) => client(S::BAD_REQUEST, "invalid_metadata", &e),
+            ServiceError::DefaultKeyMissing(_) => {
+                Self::server(S::SERVICE_UNAVAILABLE, "default_key_missing", e)
+            }
             ServiceError::SecretIntegrity { .. } => {
                 Self::server(S::INTERNAL_SERVER_ERROR, "secret_integrity_failed", e)
             }
@@ -162,8 +165,10 @@ impl From<ServiceError> for ApiError {
                 BackendError::AuthenticationFailed => {
                     client(S::BAD_REQUEST, "decryption_failed", &e)
                 }
-                BackendError::RootKeyMissing(_)
-                | BackendError::Device(_)
+                BackendError::RootKeyMissing(_) => {
+                    Self::server(S::SERVICE_UNAVAILABLE, "key_material_missing", e)
+                }
+                BackendError::Device(_)
                 | BackendError::MissingMechanism(_)
                 | BackendError::Open(_)
                 | BackendError::Invariant(_) => {

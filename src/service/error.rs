@@ -117,6 +117,10 @@ pub enum ServiceError {
     #[error(transparent)]
     Store(#[from] StoreError),
 
+    /// `secrets.default_key` names a key that does not exist.
+    #[error("the configured default secrets key {0} does not exist")]
+    DefaultKeyMissing(String),
+
     // --- integrity (tampering with stored data, or a bug) ---
     /// A stored secret version failed authentication or does not parse.
     #[error("stored secret version {version} of {path} failed its integrity check")]

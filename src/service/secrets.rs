@@ -104,10 +104,10 @@ pub fn generate_value(spec: &GenerateSpec) -> Result<SecretBytes, getrandom::Err
     Ok(SecretBytes::new(out))
 }
 
-fn store_to_service(e: StoreError) -> ServiceError {
+fn store_to_service(path: &SecretPath, e: StoreError) -> ServiceError {
     match e {
         StoreError::CheckAndSet { current } => ServiceError::CasMismatch { current },
-        StoreError::NotFound => ServiceError::SecretNotFound(String::new()),
+        StoreError::NotFound => ServiceError::SecretNotFound(path.to_string()),
         other => ServiceError::Store(other),
     }
 }
@@ -126,18 +126,20 @@ impl KeyService {
         named: Option<&KeyRef>,
         record: Option<&SecretRecord>,
     ) -> Result<std::sync::Arc<Key>, ServiceError> {
-        let r = match (named, record) {
-            (Some(r), _) => r.clone(),
-            (None, Some(rec)) => KeyRef::Id(rec.key_id),
-            (None, None) => self
-                .secrets
-                .default_key
-                .clone()
-                .ok_or(ServiceError::KeyRequired)?,
+        let (r, is_default) = match (named, record) {
+            (Some(r), _) => (r.clone(), false),
+            (None, Some(rec)) => (KeyRef::Id(rec.key_id), false),
+            (None, None) => {
+                let default = self.secrets.default_key.clone();
+                (default.ok_or(ServiceError::KeyRequired)?, true)
+            }
         };
-        self.lookup_key(&r)
-            .await?
-            .ok_or_else(|| ServiceError::KeyNotFound(r.to_string()))
+        match self.lookup_key(&r).await? {
+            Some(key) => Ok(key),
+            // A configured default that does not exist is the operator's problem, not the caller's.
+            None if is_default => Err(ServiceError::DefaultKeyMissing(r.to_string())),
+            None => Err(ServiceError::KeyNotFound(r.to_string())),
+        }
     }
 
     /// Writes a new version of `path` with `value` (check-and-set when `cas` is given).
@@ -215,7 +217,7 @@ impl KeyService {
                     what: "the rotation schedule",
                 }) => return Ok(None),
                 Err(StoreError::Stale { .. }) => continue,
-                Err(e) => return Err(store_to_service(e)),
+                Err(e) => return Err(store_to_service(path, e)),
             }
         }
         Err(ServiceError::WriteConflict)
@@ -608,7 +610,7 @@ impl KeyService {
             .store
             .update_secret_versions(path, &versions, op, OffsetDateTime::now_utc())
             .await
-            .map_err(store_to_service)?;
+            .map_err(|e| store_to_service(path, e))?;
         tracing::info!(path = %path, ?op, ?changed, "secret versions changed");
         Ok(changed)
     }

@@ -215,3 +215,58 @@ async fn a_failed_key_record_destroys_the_new_device_object() -> anyhow::Result<
     );
     Ok(())
 }
+
+// The in-process token lock is held for the whole test on purpose (see above).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn a_root_key_missing_from_the_token_is_a_loud_503() -> anyhow::Result<()> {
+    let hsm = inproc::lock();
+    let mut d = Deployment::on_existing_token(&hsm.softhsm_conf, &hsm.label, &hsm.user_pin_file)?;
+    let s = d.start().await?;
+    let key = s.create_key(&crate::common::unique("vanishing")).await;
+    let name = key["name"].as_str().unwrap().to_owned();
+    let blob = s
+        .post(
+            &format!("/v1/keys/{name}/encrypt"),
+            json!({ "plaintext": b64(b"x") }),
+        )
+        .await;
+    let blob = blob.ok()["ciphertext"].clone();
+    s.kill();
+
+    // Someone deletes the root key object behind the service's back.
+    let id = uuid::Uuid::parse_str(key["id"].as_str().unwrap())?;
+    let mut cka_id = id.as_bytes().to_vec();
+    cka_id.extend_from_slice(&1u32.to_be_bytes());
+    let session = hsm.session();
+    let found = session.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Id(cka_id),
+    ])?;
+    session.destroy_object(found[0])?;
+    drop(session);
+
+    let s = d.start().await?;
+    s.post(&format!("/v1/keys/{name}/datakey"), json!({}))
+        .await
+        .assert_error(503, "key_material_missing");
+    s.post("/v1/decrypt", json!({ "ciphertext": blob }))
+        .await
+        .assert_error(503, "key_material_missing");
+    let (_, stderr) = s.output();
+    assert!(
+        stderr.contains("custody anomaly"),
+        "the anomaly is logged loudly"
+    );
+    // The device itself is fine: readiness holds and other keys work.
+    assert_eq!(s.get_public("/v1/health/ready").await.status.as_u16(), 200);
+    let other = s.create_key(&crate::common::unique("healthy")).await;
+    let r = s
+        .post(
+            &format!("/v1/keys/{}/datakey", other["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    r.ok();
+    Ok(())
+}

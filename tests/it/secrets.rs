@@ -561,6 +561,13 @@ async fn writes_without_a_key_need_a_default() -> anyhow::Result<()> {
     put(&s, "a", json!({ "value_text": "x" }))
         .await
         .assert_error(400, "key_required");
+    s.kill();
+    // A configured default that does not exist is the operator's fault: 503, not 4xx.
+    d.append_config("[secrets]\ndefault_key = \"missing\"\n")?;
+    let s = d.start().await?;
+    put(&s, "a", json!({ "value_text": "x" }))
+        .await
+        .assert_error(503, "default_key_missing");
     s.create_key("explicit").await;
     assert_eq!(
         put(&s, "a", json!({ "value_text": "x", "key": "explicit" }))

@@ -304,9 +304,11 @@ fn root_handle(
     session: &Session,
     root: &RootKeyRef,
 ) -> Result<ObjectHandle, OpFailure> {
-    device
-        .handle(session, root)?
-        .ok_or_else(|| OpFailure::Backend(BackendError::RootKeyMissing(root.label())))
+    device.handle(session, root)?.ok_or_else(|| {
+        // The store says this version exists; the token does not have it. An operator must look.
+        tracing::error!(label = %root.label(), "custody anomaly: root key missing from the token");
+        OpFailure::Backend(BackendError::RootKeyMissing(root.label()))
+    })
 }
 
 /// A fresh IV from the configured source.
