@@ -150,6 +150,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::WriteConflict => client(S::CONFLICT, "write_conflict", &e),
             ServiceError::KeyRequired => client(S::BAD_REQUEST, "key_required", &e),
             ServiceError::NotGenerated(_) => client(S::BAD_REQUEST, "secret_not_generated", &e),
+            ServiceError::NoVersionToChange(_) => {
+                client(S::NOT_FOUND, "secret_version_not_found", &e)
+            }
             ServiceError::InvalidMetadata(_) => client(S::BAD_REQUEST, "invalid_metadata", &e),
             ServiceError::DefaultKeyMissing(_) => {
                 Self::server(S::SERVICE_UNAVAILABLE, "default_key_missing", e)

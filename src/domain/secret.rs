@@ -175,15 +175,13 @@ pub struct GenerateSpec {
     pub length: u32,
     /// Alphabet.
     pub charset: Charset,
-    /// Interval between automatic rotations.
+    /// Interval between automatic rotations (at least 1s: durations are whole, non-zero seconds).
     pub rotate_every: HumanDuration,
 }
 
 impl GenerateSpec {
     /// Longest generated value.
     pub const MAX_LENGTH: u32 = 4096;
-    /// Shortest rotation interval.
-    pub const MIN_ROTATE_EVERY: Duration = Duration::from_secs(1);
 }
 
 /// A duration written for people: `90d`, `12h`, `1h30m`, `45s` (units d, h, m, s).

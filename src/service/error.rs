@@ -105,6 +105,9 @@ pub enum ServiceError {
     /// Rotation asked of a secret that is not generated.
     #[error("secret {0} is not a generated secret")]
     NotGenerated(String),
+    /// A delete or undelete without versions found none in the state it acts on.
+    #[error("{0}")]
+    NoVersionToChange(&'static str),
     /// Metadata out of bounds.
     #[error("invalid metadata: {0}")]
     InvalidMetadata(&'static str),

@@ -178,6 +178,19 @@ impl KeyService {
         rotation: Option<RotationClaim>,
     ) -> Result<Option<Written>, ServiceError> {
         let _serialised = self.path_lock(path).lock().await;
+        self.write_version_serialised(path, value, key, cas, rotation)
+            .await
+    }
+
+    /// [`KeyService::write_version`] for a caller that holds the path's lock.
+    async fn write_version_serialised(
+        &self,
+        path: &SecretPath,
+        value: &SecretBytes,
+        key: Option<&KeyRef>,
+        cas: Option<u32>,
+        rotation: Option<RotationClaim>,
+    ) -> Result<Option<Written>, ServiceError> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let record = self.store.secret(path).await?;
             let current = record.as_ref().map_or(0, |r| r.current_version);
@@ -415,11 +428,6 @@ impl KeyService {
                     "generate.length must be 1 to 4096",
                 ));
             }
-            if g.rotate_every.0 < GenerateSpec::MIN_ROTATE_EVERY {
-                return Err(ServiceError::InvalidMetadata(
-                    "generate.rotate_every must be at least 1s",
-                ));
-            }
             if g.length as usize > self.secrets.max_value_bytes {
                 return Err(ServiceError::InvalidMetadata(
                     "generate.length exceeds secrets.max_value_bytes",
@@ -429,12 +437,15 @@ impl KeyService {
         let _serialised = self.path_lock(path).lock().await;
         let existing = self.store.secret(path).await?;
         let key = self.secret_key(req.key.as_ref(), existing.as_ref()).await?;
+        // A named key becomes the secret's key for later writes, on a new or an existing path.
+        let key_change = req.key.as_ref().map(|_| key.id);
         let now = OffsetDateTime::now_utc();
         let generate = req.generate.clone().map(|g| {
             let next = g.as_ref().map(|g| now + g.rotate_every.0);
             (g, next)
         });
         let update = MetadataUpdate {
+            key_id: key_change,
             max_versions: req.max_versions,
             expires_after: req.expires_after,
             custom: req.custom,
@@ -450,10 +461,10 @@ impl KeyService {
                 now,
             )
             .await?;
-        drop(_serialised);
         if record.current_version == 0 {
             if let Some(Some(_)) = &req.generate {
-                self.rotate_generated(path, None).await?;
+                // Still under the path's lock: two metadata writes cannot both make version 1.
+                self.rotate_serialised(path, None).await?;
                 return self
                     .store
                     .secret(path)
@@ -489,6 +500,16 @@ impl KeyService {
         path: &SecretPath,
         expected: Option<Option<OffsetDateTime>>,
     ) -> Result<Option<Written>, ServiceError> {
+        let _serialised = self.path_lock(path).lock().await;
+        self.rotate_serialised(path, expected).await
+    }
+
+    /// [`KeyService::rotate_generated`] for a caller that holds the path's lock.
+    async fn rotate_serialised(
+        &self,
+        path: &SecretPath,
+        expected: Option<Option<OffsetDateTime>>,
+    ) -> Result<Option<Written>, ServiceError> {
         let record = self
             .store
             .secret(path)
@@ -505,7 +526,7 @@ impl KeyService {
             next: OffsetDateTime::now_utc() + spec.rotate_every.0,
         };
         let written = self
-            .write_version(path, &value, None, None, Some(claim))
+            .write_version_serialised(path, &value, None, None, Some(claim))
             .await?;
         if let Some(w) = &written {
             tracing::info!(path = %path, version = w.version, "generated secret rotated");
@@ -602,7 +623,10 @@ impl KeyService {
                     .iter()
                     .rev()
                     .find(|v| v.state == wanted)
-                    .ok_or_else(|| ServiceError::SecretNotFound(path.to_string()))?;
+                    .ok_or(ServiceError::NoVersionToChange(match op {
+                        VersionOp::Undelete => "no deleted version to undelete",
+                        _ => "no live version to delete",
+                    }))?;
                 vec![v.version]
             }
         };

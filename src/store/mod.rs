@@ -119,6 +119,8 @@ pub struct RotationClaim {
 /// A change to a secret's metadata; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct MetadataUpdate {
+    /// New key for later writes.
+    pub key_id: Option<KeyId>,
     /// New `max_versions` (0 = unlimited).
     pub max_versions: Option<u32>,
     /// New `expires_after` (`Some(None)` clears it).

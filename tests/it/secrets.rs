@@ -581,6 +581,49 @@ async fn writes_without_a_key_need_a_default() -> anyhow::Result<()> {
         2
     );
     assert_eq!(read_text(&s, "a").await, "y");
+    // Naming a key in metadata moves later writes to it.
+    let second = s.create_key("second").await;
+    let meta = s
+        .raw(
+            Method::PUT,
+            "/v1/secrets/a/metadata",
+            Auth::Admin,
+            Some("application/json"),
+            json!({ "key": "second" }).to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(meta.ok()["key_id"], second["id"]);
+    put_text(&s, "a", "z").await;
+    let meta = s.get("/v1/secrets/a/metadata").await;
+    assert_eq!(meta.ok()["versions"][2]["key_id"], second["id"]);
+    assert_ne!(meta.body["versions"][1]["key_id"], second["id"]);
+    assert_eq!(read_text(&s, "a?version=2").await, "y");
+    // Nothing left to delete: a clear 404, not "secret not found".
+    for _ in 0..3 {
+        s.raw(
+            Method::DELETE,
+            "/v1/secrets/a",
+            Auth::Admin,
+            None,
+            Vec::new(),
+        )
+        .await
+        .ok();
+    }
+    let r = s
+        .raw(
+            Method::DELETE,
+            "/v1/secrets/a",
+            Auth::Admin,
+            None,
+            Vec::new(),
+        )
+        .await;
+    r.assert_error(404, "secret_version_not_found");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no live version"));
     Ok(())
 }
 

@@ -318,6 +318,12 @@ pub(super) fn put_metadata(
         ),
         params![p, key_id.to_string(), default_max_versions, now_text],
     )?;
+    if let Some(k) = u.key_id {
+        tx.execute(
+            "UPDATE secrets SET key_id = ?2 WHERE path = ?1",
+            params![p, k.to_string()],
+        )?;
+    }
     if let Some(max) = u.max_versions {
         tx.execute(
             "UPDATE secrets SET max_versions = ?2 WHERE path = ?1",
