@@ -38,8 +38,8 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     addr: SocketAddr,
-    /// The generated-secret rotation worker, stopped when serving ends.
-    rotation: tokio::task::JoinHandle<()>,
+    /// The lifecycle and re-wrap workers, stopped when serving ends.
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -54,7 +54,12 @@ impl App {
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
         };
-        let service = Arc::new(KeyService::new(backend, store, config.secrets.clone()));
+        let service = Arc::new(KeyService::new(
+            backend,
+            store,
+            config.secrets.clone(),
+            config.keys.clone(),
+        ));
         if let Some(token) = service.bootstrap().await? {
             // Shown once, on stdout (never through tracing): the operator stores it.
             let mut out = std::io::stdout().lock();
@@ -80,15 +85,23 @@ impl App {
             },
             limits,
         );
-        let rotation = tokio::spawn(crate::rotation::run(
-            Arc::clone(&service),
-            config.secrets.rotation_check_interval,
-        ));
+        let workers = vec![
+            tokio::spawn(crate::rotation::run(
+                Arc::clone(&service),
+                config.secrets.rotation_check_interval,
+                config.keys.lifecycle_check_interval,
+            )),
+            tokio::spawn(crate::rotation::run_rewrap(
+                Arc::clone(&service),
+                config.keys.rewrap_pause,
+                config.keys.lifecycle_check_interval,
+            )),
+        ];
         Ok(Self {
             listener,
             router,
             addr,
-            rotation,
+            workers,
         })
     }
 
@@ -111,7 +124,9 @@ impl App {
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown_signal())
             .await;
-        self.rotation.abort();
+        for w in &self.workers {
+            w.abort();
+        }
         served?;
         tracing::info!("stopped");
         Ok(())

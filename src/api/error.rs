@@ -118,6 +118,27 @@ impl From<ServiceError> for ApiError {
             ServiceError::KeyNotFound(_) => client(S::NOT_FOUND, "key_not_found", &e),
             ServiceError::KeyNameTaken(_) => client(S::CONFLICT, "key_name_taken", &e),
             ServiceError::KeyDisabled(_) => client(S::CONFLICT, "key_disabled", &e),
+            ServiceError::KeyPendingDeletion(_) => client(S::CONFLICT, "key_pending_deletion", &e),
+            ServiceError::KeyDestroyed(_) => client(S::GONE, "key_destroyed", &e),
+            ServiceError::InvalidKeyState { .. } => client(S::CONFLICT, "invalid_key_state", &e),
+            ServiceError::KeyVersionDisabled(_) => client(S::CONFLICT, "key_version_disabled", &e),
+            ServiceError::KeyVersionDestroyed(_) => client(S::GONE, "key_version_destroyed", &e),
+            ServiceError::KeyVersionBelowMinimum { .. } => {
+                client(S::CONFLICT, "key_version_below_minimum", &e)
+            }
+            ServiceError::KeyVersionNotFound(_) => {
+                client(S::NOT_FOUND, "key_version_not_found", &e)
+            }
+            ServiceError::PrimaryVersion(_) => client(S::CONFLICT, "primary_version", &e),
+            ServiceError::KeyVersionInUse { .. } => client(S::CONFLICT, "key_version_in_use", &e),
+            ServiceError::InvalidLifecycleValue(_) => client(S::BAD_REQUEST, "invalid_field", &e),
+            ServiceError::RotationConflict => client(S::CONFLICT, "rotation_conflict", &e),
+            ServiceError::WrapLimitReached(_) => {
+                Self::server(S::SERVICE_UNAVAILABLE, "wrap_limit_reached", e)
+            }
+            ServiceError::AliasNotFound(_) => client(S::NOT_FOUND, "alias_not_found", &e),
+            ServiceError::AliasExists(_) => client(S::CONFLICT, "alias_exists", &e),
+            ServiceError::JobNotFound(_) => client(S::NOT_FOUND, "job_not_found", &e),
             ServiceError::PlaintextTooLarge { .. } => {
                 client(S::BAD_REQUEST, "plaintext_too_large", &e)
             }
@@ -187,6 +208,7 @@ impl From<ServiceError> for ApiError {
                 }
                 StoreError::Stale { .. } => client(S::CONFLICT, "write_conflict", &e),
                 StoreError::NotFound => client(S::NOT_FOUND, "secret_version_not_found", &e),
+                StoreError::InUse { .. } => client(S::CONFLICT, "key_version_in_use", &e),
                 StoreError::Database(_) | StoreError::Io(_) | StoreError::Blocking(_) => {
                     Self::server(S::SERVICE_UNAVAILABLE, "store_unavailable", e)
                 }

@@ -49,7 +49,40 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 pub fn router(state: AppState, limits: Limits) -> Router {
     let protected = Router::new()
         .route("/v1/keys", post(v1::keys::create).get(v1::keys::list))
-        .route("/v1/keys/{key}", get(v1::keys::show))
+        .route(
+            "/v1/keys/{key}",
+            get(v1::keys::show).patch(v1::lifecycle::patch),
+        )
+        .route("/v1/keys/{key}/rotate", post(v1::lifecycle::rotate))
+        .route("/v1/keys/{key}/disable", post(v1::lifecycle::disable))
+        .route("/v1/keys/{key}/enable", post(v1::lifecycle::enable))
+        .route(
+            "/v1/keys/{key}/schedule-deletion",
+            post(v1::lifecycle::schedule_deletion),
+        )
+        .route(
+            "/v1/keys/{key}/cancel-deletion",
+            post(v1::lifecycle::cancel_deletion),
+        )
+        .route("/v1/keys/{key}/versions", get(v1::lifecycle::versions))
+        .route(
+            "/v1/keys/{key}/versions/{version}/{action}",
+            post(v1::lifecycle::version_action),
+        )
+        .route("/v1/keys/{key}/rewrap", post(v1::lifecycle::rewrap))
+        .route("/v1/jobs", get(v1::lifecycle::jobs))
+        .route("/v1/jobs/{id}", get(v1::lifecycle::job))
+        .route(
+            "/v1/aliases",
+            post(v1::lifecycle::create_alias).get(v1::lifecycle::list_aliases),
+        )
+        .route(
+            "/v1/aliases/{name}",
+            get(v1::lifecycle::show_alias)
+                .put(v1::lifecycle::repoint_alias)
+                .delete(v1::lifecycle::delete_alias),
+        )
+        .route("/v1/reencrypt", post(v1::lifecycle::reencrypt))
         .route("/v1/keys/{key}/datakey", post(v1::crypto::datakey))
         .route("/v1/keys/{key}/encrypt", post(v1::crypto::encrypt))
         .route("/v1/decrypt", post(v1::crypto::decrypt))

@@ -34,6 +34,44 @@ pub struct Config {
     pub log: LogConfig,
     /// Secrets store.
     pub secrets: SecretsConfig,
+    /// Key lifecycle.
+    pub keys: KeysConfig,
+}
+
+/// The GCM nonce budget of one key version with random 96-bit IVs (NIST SP 800-38D): 2^32.
+pub const MAX_WRAPS_PER_VERSION: u64 = 1 << 32;
+
+/// Key lifecycle settings.
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    /// Shortest rotation period.
+    pub min_rotation_period: Duration,
+    /// Automatic rotation threshold.
+    pub rotate_after_wraps: u64,
+    /// Durable wrap reservation size.
+    pub wrap_reservation_block: u64,
+    /// Start a re-wrap job after each rotation.
+    pub rewrap_after_rotation: bool,
+    /// Items per re-wrap batch.
+    pub rewrap_batch_size: u32,
+    /// Pause between batches.
+    pub rewrap_pause: Duration,
+    /// Lifecycle worker period.
+    pub lifecycle_check_interval: Duration,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            min_rotation_period: Duration::from_secs(3600),
+            rotate_after_wraps: 1 << 31,
+            wrap_reservation_block: 1000,
+            rewrap_after_rotation: true,
+            rewrap_batch_size: 100,
+            rewrap_pause: Duration::from_millis(20),
+            lifecycle_check_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Secrets store settings.
@@ -368,12 +406,51 @@ impl Config {
             rotation_check_interval: Duration::from_millis(s.rotation_check_interval_ms),
         };
 
+        let k = raw.keys;
+        let min_rotation_period =
+            crate::domain::secret::HumanDuration::parse(&k.min_rotation_period)
+                .map_err(|e| invalid("keys.min_rotation_period", &e.to_string()))?
+                .0;
+        if k.wrap_reservation_block == 0 || k.wrap_reservation_block > 1_000_000 {
+            return Err(invalid(
+                "keys.wrap_reservation_block",
+                "must be 1 to 1000000",
+            ));
+        }
+        if k.rotate_after_wraps == 0
+            || k.rotate_after_wraps + 2 * k.wrap_reservation_block > MAX_WRAPS_PER_VERSION
+        {
+            return Err(invalid(
+                "keys.rotate_after_wraps",
+                "must be at least 1 and leave two reservation blocks below 2^32",
+            ));
+        }
+        if k.rewrap_batch_size == 0 || k.rewrap_batch_size > 10_000 {
+            return Err(invalid("keys.rewrap_batch_size", "must be 1 to 10000"));
+        }
+        if k.lifecycle_check_interval_ms < 50 {
+            return Err(invalid(
+                "keys.lifecycle_check_interval_ms",
+                "must be at least 50",
+            ));
+        }
+        let keys = KeysConfig {
+            min_rotation_period,
+            rotate_after_wraps: k.rotate_after_wraps,
+            wrap_reservation_block: k.wrap_reservation_block,
+            rewrap_after_rotation: k.rewrap_after_rotation,
+            rewrap_batch_size: k.rewrap_batch_size,
+            rewrap_pause: Duration::from_millis(k.rewrap_pause_ms),
+            lifecycle_check_interval: Duration::from_millis(k.lifecycle_check_interval_ms),
+        };
+
         Ok(Self {
             server,
             store,
             backend,
             log,
             secrets,
+            keys,
         })
     }
 }

@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// `[secrets]`
     pub secrets: RawSecrets,
+    /// `[keys]`
+    pub keys: RawKeys,
 }
 
 /// `[server]`
@@ -151,6 +153,40 @@ impl Default for RawSecrets {
             max_value_bytes: 64 * 1024,
             default_max_versions: 10,
             rotation_check_interval_ms: 1_000,
+        }
+    }
+}
+
+/// `[keys]`
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKeys {
+    /// Shortest `rotation_period` a key may be given (a duration such as `1h`).
+    pub min_rotation_period: String,
+    /// Wraps under one version after which the key is rotated automatically.
+    pub rotate_after_wraps: u64,
+    /// Wraps reserved durably at a time (the most that a crash can waste).
+    pub wrap_reservation_block: u64,
+    /// Start a bulk re-wrap job after every rotation.
+    pub rewrap_after_rotation: bool,
+    /// Stored data keys re-wrapped per batch (one transaction each).
+    pub rewrap_batch_size: u32,
+    /// Pause between re-wrap batches, in milliseconds (throttles the job for foreground work).
+    pub rewrap_pause_ms: u64,
+    /// How often scheduled rotations, due deletions and pending device destructions are handled.
+    pub lifecycle_check_interval_ms: u64,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        Self {
+            min_rotation_period: "1h".to_owned(),
+            rotate_after_wraps: 1 << 31,
+            wrap_reservation_block: 1000,
+            rewrap_after_rotation: true,
+            rewrap_batch_size: 100,
+            rewrap_pause_ms: 20,
+            lifecycle_check_interval_ms: 1_000,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Identifiers, states and records shared by every layer. Pure data: no I/O, no crate imports.
 
+pub mod job;
 pub mod secret;
 
 use std::fmt;
@@ -102,19 +103,27 @@ impl fmt::Display for KeyName {
     }
 }
 
-/// How a request names a key: by id or by name (`/v1/keys/{id-or-name}`).
+/// How a request names a key: by id, by name, or by alias (`alias/<name>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyRef {
     /// By immutable id.
     Id(KeyId),
     /// By unique name.
     Name(KeyName),
+    /// By alias: a re-pointable name (`alias/billing-current`).
+    Alias(KeyName),
 }
+
+/// The prefix that marks an alias where a key is expected.
+pub const ALIAS_PREFIX: &str = "alias/";
 
 impl FromStr for KeyRef {
     type Err = InvalidKeyName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(alias) = s.strip_prefix(ALIAS_PREFIX) {
+            return KeyName::try_from(alias.to_owned()).map(Self::Alias);
+        }
         match s.parse::<KeyId>() {
             Ok(id) => Ok(Self::Id(id)),
             Err(_) => KeyName::try_from(s.to_owned()).map(Self::Name),
@@ -127,8 +136,24 @@ impl fmt::Display for KeyRef {
         match self {
             Self::Id(id) => id.fmt(f),
             Self::Name(name) => name.fmt(f),
+            Self::Alias(alias) => write!(f, "{ALIAS_PREFIX}{alias}"),
         }
     }
+}
+
+/// An alias: a name that points at a key and can be re-pointed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Alias {
+    /// The alias name (used as `alias/<name>`).
+    pub name: KeyName,
+    /// The key it points at.
+    pub key_id: KeyId,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was last re-pointed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
 }
 
 /// A key version number, starting at 1.
@@ -241,6 +266,10 @@ pub enum KeyState {
     Enabled,
     /// Neither wraps nor unwraps until enabled again.
     Disabled,
+    /// Neither wraps nor unwraps; destroyed on its deletion date unless cancelled.
+    PendingDeletion,
+    /// Every version destroyed in the device. Final.
+    Destroyed,
 }
 
 impl KeyState {
@@ -249,6 +278,8 @@ impl KeyState {
         match self {
             Self::Enabled => "enabled",
             Self::Disabled => "disabled",
+            Self::PendingDeletion => "pending_deletion",
+            Self::Destroyed => "destroyed",
         }
     }
 
@@ -257,6 +288,8 @@ impl KeyState {
         match s {
             "enabled" => Some(Self::Enabled),
             "disabled" => Some(Self::Disabled),
+            "pending_deletion" => Some(Self::PendingDeletion),
+            "destroyed" => Some(Self::Destroyed),
             _ => None,
         }
     }
@@ -270,6 +303,10 @@ pub enum VersionState {
     Primary,
     /// Decrypts (and re-wraps) what it wrapped before; wraps nothing new.
     Active,
+    /// Neither wraps nor unwraps until enabled again.
+    Disabled,
+    /// Its root key is destroyed in the device. Final.
+    Destroyed,
 }
 
 impl VersionState {
@@ -278,6 +315,8 @@ impl VersionState {
         match self {
             Self::Primary => "primary",
             Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Destroyed => "destroyed",
         }
     }
 
@@ -286,6 +325,8 @@ impl VersionState {
         match s {
             "primary" => Some(Self::Primary),
             "active" => Some(Self::Active),
+            "disabled" => Some(Self::Disabled),
+            "destroyed" => Some(Self::Destroyed),
             _ => None,
         }
     }
@@ -341,6 +382,14 @@ pub struct KeyVersionRecord {
     /// When the root key was generated.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When its root key was destroyed, if it was.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destroyed_at: Option<OffsetDateTime>,
+    /// Wraps reserved under this version so far (an upper bound of the wraps done).
+    pub wraps_reserved: u64,
 }
 
 /// A key and its versions, as stored.
@@ -363,6 +412,29 @@ pub struct Key {
     pub created_at: OffsetDateTime,
     /// The version that wraps new data.
     pub primary_version: KeyVersion,
+    /// Versions below this no longer decrypt (they stay in the device until destroyed).
+    pub min_decryption_version: KeyVersion,
+    /// Automatic rotation interval, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_period: Option<secret::HumanDuration>,
+    /// When the next scheduled rotation is due.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub next_rotation_at: Option<OffsetDateTime>,
+    /// When a pending deletion takes effect.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deletion_date: Option<OffsetDateTime>,
+    /// Why a due deletion was refused (e.g. stored data still references a version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_blocked: Option<String>,
+    /// When the key last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
     /// Every version, oldest first.
     pub versions: Vec<KeyVersionRecord>,
 }
@@ -449,6 +521,12 @@ mod tests {
         assert_eq!(id.to_string().parse::<KeyRef>(), Ok(KeyRef::Id(id)));
         assert!(matches!("billing".parse::<KeyRef>(), Ok(KeyRef::Name(_))));
         assert!("bad name".parse::<KeyRef>().is_err());
+        assert!(matches!(
+            "alias/current".parse::<KeyRef>(),
+            Ok(KeyRef::Alias(_))
+        ));
+        assert!("alias/".parse::<KeyRef>().is_err());
+        assert!("alias/a/b".parse::<KeyRef>().is_err());
     }
 
     #[test]

@@ -23,8 +23,20 @@ pub const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
 pub enum Action {
     /// `key:create`
     KeyCreate,
-    /// `key:read` (show and list)
+    /// `key:read` (show and list, versions, aliases, jobs)
     KeyRead,
+    /// `key:update` (description, rotation period, min_decryption_version)
+    KeyUpdate,
+    /// `key:rotate` (rotate, start a re-wrap)
+    KeyRotate,
+    /// `key:disable` (disable and enable keys and versions)
+    KeyDisable,
+    /// `key:delete` (schedule and cancel deletion, destroy versions)
+    KeyDelete,
+    /// `alias:write` (create, re-point, delete aliases)
+    AliasWrite,
+    /// `reencrypt`
+    Reencrypt,
     /// `datakey:generate` (wrapped copy only)
     DatakeyGenerate,
     /// `datakey:generate-plaintext` (also the plaintext copy)
@@ -51,6 +63,12 @@ impl Action {
         match self {
             Self::KeyCreate => "key:create",
             Self::KeyRead => "key:read",
+            Self::KeyUpdate => "key:update",
+            Self::KeyRotate => "key:rotate",
+            Self::KeyDisable => "key:disable",
+            Self::KeyDelete => "key:delete",
+            Self::AliasWrite => "alias:write",
+            Self::Reencrypt => "reencrypt",
             Self::DatakeyGenerate => "datakey:generate",
             Self::DatakeyGeneratePlaintext => "datakey:generate-plaintext",
             Self::Encrypt => "encrypt",

@@ -1,42 +1,89 @@
-//! Background rotation. Today: generated secrets whose `next_rotation_at` has passed. The
-//! schedule lives in the database, so it survives restarts; each rotation is recorded together
-//! with its new version in one transaction that checks the schedule it saw, so a rotation never
-//! runs twice (across restarts, or across nodes sharing one database).
+//! Background lifecycle work, supervised beside the API:
+//!
+//! - [`run`]: every tick, rotates generated secrets and keys whose schedule is due (and keys
+//!   whose wrap budget asked for it), destroys keys whose deletion date has passed, and retries
+//!   device destructions that did not complete. Schedules live in the database, so they survive
+//!   restarts; each rotation is recorded together with its new version in one transaction that
+//!   checks the schedule it saw, so a rotation never runs twice (across restarts, or across
+//!   nodes sharing one database).
+//! - [`run_rewrap`]: works through running re-wrap jobs batch by batch, pausing between batches
+//!   so foreground requests keep their latency.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::service::rewrap::Progress;
 use crate::service::KeyService;
 
 /// Most due secrets handled per tick.
 const BATCH: u32 = 100;
 
-/// Rotates due generated secrets every `interval`, until the task is aborted.
-pub async fn run(service: Arc<KeyService>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
+/// Runs the lifecycle duties every `interval`, until the task is aborted.
+pub async fn run(service: Arc<KeyService>, secrets_interval: Duration, keys_interval: Duration) {
+    let mut ticker = tokio::time::interval(secrets_interval.min(keys_interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let due = match service
-            .due_secret_rotations(OffsetDateTime::now_utc(), BATCH)
-            .await
-        {
-            Ok(due) => due,
+        rotate_due_secrets(&service).await;
+        let now = OffsetDateTime::now_utc();
+        if let Err(e) = service.run_due_key_rotations(now).await {
+            tracing::error!(error = %e, "listing due key rotations failed");
+        }
+        if let Err(e) = service.run_due_deletions(now).await {
+            tracing::error!(error = %e, "listing due key deletions failed");
+        }
+        if let Err(e) = service.retry_device_destroys().await {
+            tracing::error!(error = %e, "listing pending device destructions failed");
+        }
+    }
+}
+
+async fn rotate_due_secrets(service: &KeyService) {
+    let due = match service
+        .due_secret_rotations(OffsetDateTime::now_utc(), BATCH)
+        .await
+    {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!(error = %e, "listing due secret rotations failed");
+            return;
+        }
+    };
+    for (path, seen) in due {
+        match service.rotate_generated(&path, Some(Some(seen))).await {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::debug!(path = %path, "rotation already done elsewhere"),
+            Err(e) => tracing::error!(path = %path, error = %e, "scheduled secret rotation failed"),
+        }
+    }
+}
+
+/// Works through running re-wrap jobs, one batch at a time with `pause` between batches;
+/// checks for new jobs every `idle` when there is nothing to do.
+pub async fn run_rewrap(service: Arc<KeyService>, pause: Duration, idle: Duration) {
+    loop {
+        let jobs = match service.running_jobs().await {
+            Ok(jobs) => jobs,
             Err(e) => {
-                tracing::error!(error = %e, "listing due secret rotations failed");
-                continue;
+                tracing::error!(error = %e, "listing re-wrap jobs failed");
+                Vec::new()
             }
         };
-        for (path, seen) in due {
-            match service.rotate_generated(&path, Some(Some(seen))).await {
-                Ok(Some(_)) => {}
-                Ok(None) => tracing::debug!(path = %path, "rotation already done elsewhere"),
+        if jobs.is_empty() {
+            tokio::time::sleep(idle).await;
+            continue;
+        }
+        for job in jobs {
+            match service.rewrap_batch(&job).await {
+                Ok(Progress::More) | Ok(Progress::Finished) => {}
                 Err(e) => {
-                    tracing::error!(path = %path, error = %e, "scheduled secret rotation failed")
+                    tracing::warn!(job_id = %job.id, error = %e, "re-wrap batch failed; retrying later");
+                    tokio::time::sleep(idle).await;
                 }
             }
+            tokio::time::sleep(pause).await;
         }
     }
 }

@@ -44,6 +44,66 @@ pub enum ServiceError {
     /// The key is disabled.
     #[error("key {0} is disabled")]
     KeyDisabled(String),
+    /// The key is scheduled for deletion.
+    #[error("key {0} is pending deletion (cancel the deletion to use it again)")]
+    KeyPendingDeletion(String),
+    /// The key was destroyed.
+    #[error("key {0} was destroyed")]
+    KeyDestroyed(String),
+    /// A lifecycle transition that the key's state does not allow.
+    #[error("cannot {action} key {key}: it is {state}")]
+    InvalidKeyState {
+        /// The key.
+        key: String,
+        /// Its state.
+        state: &'static str,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// The key version is disabled.
+    #[error("key version {0} is disabled")]
+    KeyVersionDisabled(u32),
+    /// The key version was destroyed.
+    #[error("key version {0} was destroyed; data it wrapped cannot be decrypted")]
+    KeyVersionDestroyed(u32),
+    /// The key version is below the key's `min_decryption_version`.
+    #[error("key version {version} is below the key's min_decryption_version {minimum}")]
+    KeyVersionBelowMinimum {
+        /// The version.
+        version: u32,
+        /// The minimum.
+        minimum: u32,
+    },
+    /// The key has no such version.
+    #[error("key version {0} not found")]
+    KeyVersionNotFound(u32),
+    /// The action would affect the primary version.
+    #[error("version {0} is the primary version: rotate first")]
+    PrimaryVersion(u32),
+    /// Stored data still references the version(s).
+    #[error("{count} stored data keys still reference it; re-wrap them first")]
+    KeyVersionInUse {
+        /// How many.
+        count: u64,
+    },
+    /// A value out of range for a lifecycle call.
+    #[error("{0}")]
+    InvalidLifecycleValue(&'static str),
+    /// Another rotation of the key finished first.
+    #[error("another rotation of this key finished first; retry")]
+    RotationConflict,
+    /// The version has used its whole wrap budget and the key could not be rotated.
+    #[error("key version {0} has reached its wrap limit; rotate the key")]
+    WrapLimitReached(u32),
+    /// No alias by that name.
+    #[error("alias {0} not found")]
+    AliasNotFound(String),
+    /// The alias exists already.
+    #[error("alias {0} already exists (PUT it to re-point it)")]
+    AliasExists(String),
+    /// No job by that id.
+    #[error("job {0} not found")]
+    JobNotFound(String),
     /// Plaintext over the limit.
     #[error("plaintext is {got} bytes; the limit is {limit}")]
     PlaintextTooLarge {

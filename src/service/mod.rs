@@ -3,6 +3,8 @@
 
 pub mod auth;
 mod error;
+pub mod lifecycle;
+pub mod rewrap;
 pub mod secrets;
 
 use std::collections::HashMap;
@@ -14,7 +16,7 @@ use time::OffsetDateTime;
 pub use error::{AuthFailure, ServiceError};
 
 use crate::backend::{BackendError, DeviceHealth, KeyBackend, Sealed};
-use crate::config::SecretsConfig;
+use crate::config::{KeysConfig, SecretsConfig};
 use crate::domain::{
     Algorithm, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, RootKeyRef,
     VersionState, WrapMode,
@@ -122,13 +124,16 @@ impl Readiness {
     }
 }
 
-/// Key metadata cached per node (keys are immutable in this version of the service apart from
-/// creation, so entries never go stale).
+/// Key metadata cached per node. This node replaces an entry whenever it changes the key; a
+/// change made by another node sharing the database is seen within [`KEY_CACHE_TTL`].
 #[derive(Default)]
 struct KeyCache {
-    by_id: HashMap<KeyId, Arc<Key>>,
+    by_id: HashMap<KeyId, (Arc<Key>, Instant)>,
     by_name: HashMap<String, KeyId>,
 }
+
+/// How long a cached key is trusted (see [`KeyCache`]).
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// The service.
 pub struct KeyService {
@@ -137,6 +142,13 @@ pub struct KeyService {
     auth: auth::Authenticator,
     keys: RwLock<KeyCache>,
     secrets: SecretsConfig,
+    keys_config: KeysConfig,
+    /// Wraps this node may still do under each version without another durable reservation.
+    wrap_budgets: std::sync::Mutex<HashMap<(KeyId, KeyVersion), u64>>,
+    /// Keys whose primary version reached `rotate_after_wraps`: the lifecycle worker rotates them.
+    wanted_rotations: std::sync::Mutex<std::collections::HashSet<KeyId>>,
+    /// Striped per-key locks: lifecycle changes of one key are serialised on this node.
+    key_locks: Vec<tokio::sync::Mutex<()>>,
     /// Striped per-path write locks: writes to one secret path are serialised on this node.
     path_locks: Vec<tokio::sync::Mutex<()>>,
     last_readiness: tokio::sync::Mutex<Option<(Instant, Readiness)>>,
@@ -151,6 +163,7 @@ impl KeyService {
         backend: Arc<dyn KeyBackend>,
         store: Arc<dyn Store>,
         secrets: SecretsConfig,
+        keys_config: KeysConfig,
     ) -> Self {
         Self {
             auth: auth::Authenticator::new(Arc::clone(&store)),
@@ -158,6 +171,10 @@ impl KeyService {
             store,
             keys: RwLock::new(KeyCache::default()),
             secrets,
+            keys_config,
+            wrap_budgets: std::sync::Mutex::new(HashMap::new()),
+            wanted_rotations: std::sync::Mutex::new(std::collections::HashSet::new()),
+            key_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             path_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             last_readiness: tokio::sync::Mutex::new(None),
         }
@@ -187,7 +204,11 @@ impl KeyService {
         self.auth.verify(presented).await
     }
 
-    fn authorize(p: &Principal, action: Action, resource: Resource) -> Result<(), ServiceError> {
+    pub(crate) fn authorize(
+        p: &Principal,
+        action: Action,
+        resource: Resource,
+    ) -> Result<(), ServiceError> {
         match policy::authorize(p, action, &resource) {
             Decision::Allow(_) => Ok(()),
             Decision::Deny(reason) => {
@@ -225,12 +246,20 @@ impl KeyService {
             backend: self.backend.kind(),
             mode: WrapMode::Direct,
             created_at: now,
+            updated_at: now,
             primary_version: KeyVersion::FIRST,
+            min_decryption_version: KeyVersion::FIRST,
+            rotation_period: None,
+            next_rotation_at: None,
+            deletion_date: None,
+            deletion_blocked: None,
             versions: vec![KeyVersionRecord {
                 version: KeyVersion::FIRST,
                 state: VersionState::Primary,
                 algorithm: Algorithm::Aes256GcmDevice,
                 created_at: now,
+                destroyed_at: None,
+                wraps_reserved: 0,
             }],
         };
         let root = key.primary_root();
@@ -309,6 +338,7 @@ impl KeyService {
         };
         let key = self.resolve(p, action, r).await?;
         let header = usable_header(&key)?;
+        self.charge_wrap(&key).await?;
         let (plaintext, sealed) = self
             .backend
             .generate_and_seal(&key.primary_root(), header.aad(context), len.bytes())
@@ -346,6 +376,7 @@ impl KeyService {
             return Err(ServiceError::PlaintextEmpty);
         }
         let header = usable_header(&key)?;
+        self.charge_wrap(&key).await?;
         let sealed = self
             .backend
             .seal(&key.primary_root(), header.aad(context), plaintext)
@@ -376,12 +407,7 @@ impl KeyService {
             Err(ServiceError::KeyNotFound(_)) => return Err(ServiceError::CiphertextKeyNotFound),
             other => other?,
         };
-        if key.state != KeyState::Enabled {
-            return Err(ServiceError::KeyDisabled(key.id.to_string()));
-        }
-        if key.version(blob.key_version).is_none() {
-            return Err(ServiceError::CiphertextKeyNotFound);
-        }
+        check_unwrap(&key, blob.key_version)?;
         let root = RootKeyRef {
             key_id: key.id,
             version: blob.key_version,
@@ -430,7 +456,7 @@ impl KeyService {
 
     /// Finds the key `r` names and authorises `action` on it. An unknown key is reported as
     /// not found only to a principal that would have been allowed the action on it.
-    async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         p: &Principal,
         action: Action,
@@ -449,7 +475,7 @@ impl KeyService {
     }
 
     /// The key `r` names, from the cache or the store. No authorisation: callers decide.
-    async fn lookup_key(&self, r: &KeyRef) -> Result<Option<Arc<Key>>, ServiceError> {
+    pub(crate) async fn lookup_key(&self, r: &KeyRef) -> Result<Option<Arc<Key>>, ServiceError> {
         if let Some(k) = self.cached(r) {
             return Ok(Some(k));
         }
@@ -465,23 +491,26 @@ impl KeyService {
         let id = match r {
             KeyRef::Id(id) => *id,
             KeyRef::Name(n) => *cache.by_name.get(n.as_str())?,
+            // Aliases can be re-pointed at any time: always resolved in the store.
+            KeyRef::Alias(_) => return None,
         };
-        cache.by_id.get(&id).cloned()
+        let (key, at) = cache.by_id.get(&id)?;
+        (at.elapsed() < KEY_CACHE_TTL).then(|| Arc::clone(key))
     }
 
-    fn cache(&self, key: &Arc<Key>) {
+    pub(crate) fn cache(&self, key: &Arc<Key>) {
         if let Ok(mut cache) = self.keys.write() {
             cache.by_name.insert(key.name.as_str().to_owned(), key.id);
-            cache.by_id.insert(key.id, Arc::clone(key));
+            cache
+                .by_id
+                .insert(key.id, (Arc::clone(key), Instant::now()));
         }
     }
 }
 
 /// The header for new blobs under `key`'s primary version, if the key may wrap.
-fn usable_header(key: &Key) -> Result<Header, ServiceError> {
-    if key.state != KeyState::Enabled {
-        return Err(ServiceError::KeyDisabled(key.id.to_string()));
-    }
+pub(crate) fn usable_header(key: &Key) -> Result<Header, ServiceError> {
+    check_state(key)?;
     let algorithm = key
         .version(key.primary_version)
         .map(|v| v.algorithm)
@@ -495,7 +524,39 @@ fn usable_header(key: &Key) -> Result<Header, ServiceError> {
     })
 }
 
-fn seal_result(header: Header, sealed: Sealed) -> Sealing {
+/// The key may wrap and unwrap: it is enabled.
+fn check_state(key: &Key) -> Result<(), ServiceError> {
+    let id = key.id.to_string();
+    match key.state {
+        KeyState::Enabled => Ok(()),
+        KeyState::Disabled => Err(ServiceError::KeyDisabled(id)),
+        KeyState::PendingDeletion => Err(ServiceError::KeyPendingDeletion(id)),
+        KeyState::Destroyed => Err(ServiceError::KeyDestroyed(id)),
+    }
+}
+
+/// `version` of `key` may unwrap: the key is enabled, the version exists, is neither disabled
+/// nor destroyed, and is not below `min_decryption_version`.
+pub(crate) fn check_unwrap(key: &Key, version: KeyVersion) -> Result<(), ServiceError> {
+    check_state(key)?;
+    let v = key
+        .version(version)
+        .ok_or(ServiceError::CiphertextKeyNotFound)?;
+    match v.state {
+        VersionState::Primary | VersionState::Active => {}
+        VersionState::Disabled => return Err(ServiceError::KeyVersionDisabled(version.get())),
+        VersionState::Destroyed => return Err(ServiceError::KeyVersionDestroyed(version.get())),
+    }
+    if version < key.min_decryption_version {
+        return Err(ServiceError::KeyVersionBelowMinimum {
+            version: version.get(),
+            minimum: key.min_decryption_version.get(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn seal_result(header: Header, sealed: Sealed) -> Sealing {
     let blob = Blob {
         algorithm: header.algorithm,
         key_id: header.key_id,

@@ -14,7 +14,7 @@ use crate::domain::secret::{
     check_custom_metadata, CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
     SecretVersionState,
 };
-use crate::domain::{Key, KeyRef, KeyState, RootKeyRef};
+use crate::domain::{Key, KeyRef, RootKeyRef};
 use crate::format::blob::Header;
 use crate::format::secret::{data_key_context, open_value, seal_value};
 use crate::format::Blob;
@@ -246,10 +246,8 @@ impl KeyService {
         version: u32,
         value: &SecretBytes,
     ) -> Result<(Vec<u8>, Vec<u8>), ServiceError> {
-        if key.state != KeyState::Enabled {
-            return Err(ServiceError::KeyDisabled(key.id.to_string()));
-        }
         let header = super::usable_header(key)?;
+        self.charge_wrap(key).await?;
         let context = data_key_context(path, version)
             .map_err(|_| ServiceError::InvalidMetadata("secret path too long for a context"))?;
         let (dek, sealed) = self
@@ -334,11 +332,9 @@ impl KeyService {
             .lookup_key(&KeyRef::Id(blob.key_id))
             .await?
             .ok_or_else(integrity)?;
-        if key.state != KeyState::Enabled {
-            return Err(ServiceError::KeyDisabled(key.id.to_string()));
-        }
-        if key.version(blob.key_version).is_none() {
-            return Err(integrity());
+        match super::check_unwrap(&key, blob.key_version) {
+            Err(ServiceError::CiphertextKeyNotFound) => return Err(integrity()),
+            other => other?,
         }
         let context = data_key_context(path, version).map_err(|_| integrity())?;
         let header = Header {

@@ -24,6 +24,11 @@ pub const SQLITE: &[Migration] = &[
         name: "secrets",
         sql: include_str!("migrations/sqlite/0002_secrets.sql"),
     },
+    Migration {
+        version: 3,
+        name: "jobs",
+        sql: include_str!("migrations/sqlite/0003_jobs.sql"),
+    },
 ];
 
 #[cfg(test)]

@@ -10,10 +10,14 @@ use async_trait::async_trait;
 
 use time::OffsetDateTime;
 
+use crate::domain::job::{Job, JobState};
 use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
 };
-use crate::domain::{Key, KeyId, KeyName, KeyRef, KeyVersion, TokenRecord};
+use crate::domain::{
+    Alias, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, RootKeyRef,
+    TokenRecord, VersionState,
+};
 
 /// Why a store operation failed, grouped by who is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +42,15 @@ pub enum StoreError {
         /// What changed.
         what: &'static str,
     },
-    /// The named secret or version does not exist.
-    #[error("no such secret or version")]
+    /// The named item does not exist.
+    #[error("no such item")]
     NotFound,
+    /// Stored data still references the key version(s) to be destroyed.
+    #[error("{count} stored data keys still reference it")]
+    InUse {
+        /// How many stored wrapped data keys reference it.
+        count: u64,
+    },
 
     // --- a dependency ---
     /// The database refused or is unreachable.
@@ -129,6 +139,39 @@ pub struct MetadataUpdate {
     pub custom: Option<CustomMetadata>,
     /// New generation spec (`Some(None)` clears it) and the `next_rotation_at` that goes with it.
     pub generate: Option<(Option<GenerateSpec>, Option<OffsetDateTime>)>,
+}
+
+/// A change to a key; `None` leaves a field as it is. Applied only while the key is in
+/// `expected_state` (when given), so concurrent transitions cannot both succeed.
+#[derive(Debug, Clone, Default)]
+pub struct KeyUpdate {
+    /// The state the change was decided on; `Stale` if the key has moved on.
+    pub expected_state: Option<KeyState>,
+    /// New state.
+    pub state: Option<KeyState>,
+    /// New description.
+    pub description: Option<String>,
+    /// New rotation period and the `next_rotation_at` that goes with it.
+    pub rotation: Option<(Option<HumanDuration>, Option<OffsetDateTime>)>,
+    /// New `min_decryption_version`.
+    pub min_decryption_version: Option<KeyVersion>,
+    /// New deletion date (`Some(None)` clears it).
+    pub deletion_date: Option<Option<OffsetDateTime>>,
+    /// New reason a deletion is blocked (`Some(None)` clears it).
+    pub deletion_blocked: Option<Option<String>>,
+}
+
+/// A stored wrapped data key that a re-wrap job must move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrapItem {
+    /// The secret.
+    pub path: SecretPath,
+    /// The secret version.
+    pub version: u32,
+    /// The key version that wraps it now.
+    pub key_version: KeyVersion,
+    /// The wrapped data key now.
+    pub wrapped_dek: Vec<u8>,
 }
 
 /// What to do to secret versions.
@@ -253,6 +296,190 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(SecretPath, OffsetDateTime)>, StoreError>;
+
+    /// Applies `update` to key `id` (see [`KeyUpdate`]) and returns the key.
+    ///
+    /// # Errors
+    /// `NotFound`; `Stale` when the key is no longer in `expected_state`.
+    async fn update_key(
+        &self,
+        id: KeyId,
+        update: &KeyUpdate,
+        now: OffsetDateTime,
+    ) -> Result<Key, StoreError>;
+
+    /// Records a new primary version: the old primary becomes active. Checks that the primary
+    /// is still `expected_primary` and, for scheduled rotations, the schedule claim.
+    ///
+    /// # Errors
+    /// `Stale` when another rotation got there first.
+    async fn add_key_version(
+        &self,
+        id: KeyId,
+        record: &KeyVersionRecord,
+        expected_primary: KeyVersion,
+        schedule: Option<RotationClaim>,
+    ) -> Result<Key, StoreError>;
+
+    /// Moves a version from one of `from` to `to`.
+    ///
+    /// # Errors
+    /// `NotFound`; `Stale` when the version is not in one of `from`.
+    async fn set_version_state(
+        &self,
+        id: KeyId,
+        version: KeyVersion,
+        from: &[VersionState],
+        to: VersionState,
+        now: OffsetDateTime,
+    ) -> Result<Key, StoreError>;
+
+    /// Marks versions destroyed (their device objects pending destruction) in one transaction,
+    /// refusing while stored data references any of them. With `whole_key`, the key becomes
+    /// `destroyed` too.
+    ///
+    /// # Errors
+    /// `InUse { count }`; `Stale` when a version is primary (and not `whole_key`) or gone.
+    async fn destroy_versions(
+        &self,
+        id: KeyId,
+        versions: &[KeyVersion],
+        whole_key: bool,
+        now: OffsetDateTime,
+    ) -> Result<Key, StoreError>;
+
+    /// Records that a version's device object is gone.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn mark_device_destroyed(&self, root: &RootKeyRef) -> Result<(), StoreError>;
+
+    /// Device objects marked for destruction whose destruction has not been confirmed.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn pending_device_destroys(&self) -> Result<Vec<RootKeyRef>, StoreError>;
+
+    /// How many stored wrapped data keys each version of `id` wraps (versions with none are
+    /// listed with 0).
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn references(&self, id: KeyId) -> Result<Vec<(KeyVersion, u64)>, StoreError>;
+
+    /// Reserves `n` more wraps under a version; returns the new total reserved.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn reserve_wraps(&self, root: &RootKeyRef, n: u64) -> Result<u64, StoreError>;
+
+    /// Enabled keys whose scheduled rotation is due, with the schedule seen.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn due_key_rotations(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(KeyId, OffsetDateTime)>, StoreError>;
+
+    /// Keys pending deletion whose date has passed.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn due_key_deletions(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<KeyId>, StoreError>;
+
+    /// Creates (`create_only`) or re-points an alias.
+    ///
+    /// # Errors
+    /// `Conflict { constraint: "aliases.name" }` when creating an existing alias; `NotFound` when
+    /// re-pointing a missing one.
+    async fn put_alias(
+        &self,
+        name: &KeyName,
+        key_id: KeyId,
+        create_only: bool,
+        now: OffsetDateTime,
+    ) -> Result<Alias, StoreError>;
+
+    /// The alias `name`.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn alias(&self, name: &KeyName) -> Result<Option<Alias>, StoreError>;
+
+    /// Every alias, by name.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn list_aliases(&self) -> Result<Vec<Alias>, StoreError>;
+
+    /// Deletes an alias; false when there was none.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn delete_alias(&self, name: &KeyName) -> Result<bool, StoreError>;
+
+    /// Records a new job.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn create_job(&self, job: &Job) -> Result<(), StoreError>;
+
+    /// The job `id`.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+
+    /// Jobs, newest first; only `state` ones when given.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>, StoreError>;
+
+    /// Up to `limit` stored data keys of `key_id` wrapped under a version other than `target`.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn rewrap_candidates(
+        &self,
+        key_id: KeyId,
+        target: KeyVersion,
+        limit: u32,
+    ) -> Result<Vec<RewrapItem>, StoreError>;
+
+    /// Commits one batch atomically: each item's new wrapped data key replaces the old one only
+    /// if the row still holds the old one; the job's `done` and `failed_items` advance in the
+    /// same transaction. Returns how many rows changed.
+    ///
+    /// # Errors
+    /// Database errors (then nothing of the batch is written).
+    async fn apply_rewrap(
+        &self,
+        job_id: &str,
+        target: KeyVersion,
+        items: &[(RewrapItem, Vec<u8>)],
+        failed: u64,
+        last_error: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+
+    /// Ends a job.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn finish_job(
+        &self,
+        id: &str,
+        state: JobState,
+        error: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 
     /// Proves the database accepts a durable write now (readiness).
     ///

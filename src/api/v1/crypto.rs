@@ -63,6 +63,11 @@ impl fmt::Debug for CryptoResponse {
 }
 
 impl CryptoResponse {
+    /// A response with only the blob.
+    pub(crate) fn sealed_only(s: Sealing) -> Self {
+        Self::sealed(s, None)
+    }
+
     fn sealed(s: Sealing, plaintext: Option<SecretBytes>) -> Self {
         Self {
             key_id: s.key_id,

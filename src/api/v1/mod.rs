@@ -3,6 +3,7 @@
 pub mod crypto;
 pub mod health;
 pub mod keys;
+pub mod lifecycle;
 pub mod secrets;
 
 use base64::engine::general_purpose::STANDARD;

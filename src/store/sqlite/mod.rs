@@ -8,18 +8,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+mod jobs;
+mod keys;
 mod secrets;
 
 use super::migrations::{Migration, SQLITE};
-use super::{MetadataUpdate, NewSecretVersion, SealedSecret, Store, StoreError, VersionOp};
+use super::{
+    KeyUpdate, MetadataUpdate, NewSecretVersion, RewrapItem, RotationClaim, SealedSecret, Store,
+    StoreError, VersionOp,
+};
+use crate::domain::job::{Job, JobState};
 use crate::domain::secret::{SecretPath, SecretRecord};
 use crate::domain::{
-    Algorithm, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord,
-    TokenRecord, VersionState, WrapMode,
+    Alias, Key, KeyId, KeyName, KeyRef, KeyVersion, KeyVersionRecord, RootKeyRef, TokenRecord,
+    VersionState,
 };
 use crate::telemetry::run_blocking;
 
@@ -146,169 +152,198 @@ pub(super) fn parse_time(s: &str, column: &'static str) -> Result<OffsetDateTime
     OffsetDateTime::parse(s, &Rfc3339).map_err(|_| StoreError::Corrupt { column })
 }
 
-fn algorithm_name(a: Algorithm) -> &'static str {
-    match a {
-        Algorithm::Aes256GcmDevice => "aes256_gcm_device",
-    }
+pub(super) fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-fn parse_algorithm(s: &str) -> Result<Algorithm, StoreError> {
-    match s {
-        "aes256_gcm_device" => Ok(Algorithm::Aes256GcmDevice),
-        _ => Err(StoreError::Corrupt {
-            column: "key_versions.algorithm",
-        }),
-    }
-}
-
-/// A `keys` row before its versions are attached.
-struct KeyRow {
-    id: String,
-    name: String,
-    description: String,
-    state: String,
-    backend: String,
-    mode: String,
-    primary_version: u32,
-    created_at: String,
-}
-
-const KEY_COLUMNS: &str =
-    "id, name, description, state, backend, mode, primary_version, created_at";
-
-fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
-    Ok(KeyRow {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        description: r.get(2)?,
-        state: r.get(3)?,
-        backend: r.get(4)?,
-        mode: r.get(5)?,
-        primary_version: r.get(6)?,
-        created_at: r.get(7)?,
-    })
-}
-
-fn load_key(conn: &Connection, row: KeyRow) -> Result<Key, StoreError> {
-    let corrupt = |column| StoreError::Corrupt { column };
-    let mut stmt = conn.prepare_cached(
-        "SELECT version, state, algorithm, created_at FROM key_versions
-         WHERE key_id = ?1 ORDER BY version",
-    )?;
-    let versions = stmt
-        .query_map([&row.id], |r| {
-            Ok((
-                r.get::<_, u32>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?
-        .map(|v| {
-            let (version, state, algorithm, created_at) = v?;
-            Ok(KeyVersionRecord {
-                version: KeyVersion::new(version).ok_or(corrupt("key_versions.version"))?,
-                state: VersionState::parse(&state).ok_or(corrupt("key_versions.state"))?,
-                algorithm: parse_algorithm(&algorithm)?,
-                created_at: parse_time(&created_at, "key_versions.created_at")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(Key {
-        id: row.id.parse::<KeyId>().map_err(|_| corrupt("keys.id"))?,
-        name: KeyName::try_from(row.name).map_err(|_| corrupt("keys.name"))?,
-        description: row.description,
-        state: KeyState::parse(&row.state).ok_or(corrupt("keys.state"))?,
-        backend: BackendKind::parse(&row.backend).ok_or(corrupt("keys.backend"))?,
-        mode: WrapMode::parse(&row.mode).ok_or(corrupt("keys.mode"))?,
-        created_at: parse_time(&row.created_at, "keys.created_at")?,
-        primary_version: KeyVersion::new(row.primary_version)
-            .ok_or(corrupt("keys.primary_version"))?,
-        versions,
-    })
+pub(super) fn from_millis(ms: i64, column: &'static str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt { column })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_key(&self, key: &Key) -> Result<(), StoreError> {
         let key = key.clone();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let taken: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM keys WHERE name = ?1",
-                    [key.name.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if taken.is_some() {
-                return Err(StoreError::Conflict {
-                    constraint: "keys.name",
-                });
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                ),
-                params![
-                    key.id.to_string(),
-                    key.name.as_str(),
-                    key.description,
-                    key.state.as_str(),
-                    key.backend.as_str(),
-                    key.mode.as_str(),
-                    key.primary_version.get(),
-                    time_text(key.created_at),
-                ],
-            )?;
-            for v in &key.versions {
-                tx.execute(
-                    "INSERT INTO key_versions (key_id, version, state, algorithm, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        key.id.to_string(),
-                        v.version.get(),
-                        v.state.as_str(),
-                        algorithm_name(v.algorithm),
-                        time_text(v.created_at),
-                    ],
-                )?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.with_conn(move |conn| keys::insert(conn, &key)).await
     }
 
     async fn key(&self, r: &KeyRef) -> Result<Option<Key>, StoreError> {
-        let (column, value) = match r {
-            KeyRef::Id(id) => ("id", id.to_string()),
-            KeyRef::Name(name) => ("name", name.as_str().to_owned()),
-        };
+        let r = r.clone();
+        self.with_conn(move |conn| keys::get(conn, &r)).await
+    }
+
+    async fn list_keys(&self, after: Option<&KeyName>, limit: u32) -> Result<Vec<Key>, StoreError> {
+        let after = after.cloned();
+        self.with_conn(move |conn| keys::list(conn, after.as_ref(), limit))
+            .await
+    }
+
+    async fn update_key(
+        &self,
+        id: KeyId,
+        update: &KeyUpdate,
+        now: OffsetDateTime,
+    ) -> Result<Key, StoreError> {
+        let update = update.clone();
+        self.with_conn(move |conn| keys::update(conn, id, &update, now))
+            .await
+    }
+
+    async fn add_key_version(
+        &self,
+        id: KeyId,
+        record: &KeyVersionRecord,
+        expected_primary: KeyVersion,
+        schedule: Option<RotationClaim>,
+    ) -> Result<Key, StoreError> {
+        let record = record.clone();
+        self.with_conn(move |conn| keys::add_version(conn, id, &record, expected_primary, schedule))
+            .await
+    }
+
+    async fn set_version_state(
+        &self,
+        id: KeyId,
+        version: KeyVersion,
+        from: &[VersionState],
+        to: VersionState,
+        now: OffsetDateTime,
+    ) -> Result<Key, StoreError> {
+        let from = from.to_vec();
+        self.with_conn(move |conn| keys::set_version_state(conn, id, version, &from, to, now))
+            .await
+    }
+
+    async fn destroy_versions(
+        &self,
+        id: KeyId,
+        versions: &[KeyVersion],
+        whole_key: bool,
+        now: OffsetDateTime,
+    ) -> Result<Key, StoreError> {
+        let versions = versions.to_vec();
+        self.with_conn(move |conn| keys::destroy_versions(conn, id, &versions, whole_key, now))
+            .await
+    }
+
+    async fn mark_device_destroyed(&self, root: &RootKeyRef) -> Result<(), StoreError> {
+        let root = root.clone();
+        self.with_conn(move |conn| keys::mark_device_destroyed(conn, &root))
+            .await
+    }
+
+    async fn pending_device_destroys(&self) -> Result<Vec<RootKeyRef>, StoreError> {
+        self.with_conn(|conn| keys::pending_device_destroys(conn))
+            .await
+    }
+
+    async fn references(&self, id: KeyId) -> Result<Vec<(KeyVersion, u64)>, StoreError> {
+        self.with_conn(move |conn| keys::references(conn, id)).await
+    }
+
+    async fn reserve_wraps(&self, root: &RootKeyRef, n: u64) -> Result<u64, StoreError> {
+        let root = root.clone();
+        self.with_conn(move |conn| keys::reserve_wraps(conn, &root, n))
+            .await
+    }
+
+    async fn due_key_rotations(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(KeyId, OffsetDateTime)>, StoreError> {
+        self.with_conn(move |conn| keys::due_rotations(conn, now, limit))
+            .await
+    }
+
+    async fn due_key_deletions(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        self.with_conn(move |conn| keys::due_deletions(conn, now, limit))
+            .await
+    }
+
+    async fn put_alias(
+        &self,
+        name: &KeyName,
+        key_id: KeyId,
+        create_only: bool,
+        now: OffsetDateTime,
+    ) -> Result<Alias, StoreError> {
+        let name = name.clone();
+        self.with_conn(move |conn| keys::put_alias(conn, &name, key_id, create_only, now))
+            .await
+    }
+
+    async fn alias(&self, name: &KeyName) -> Result<Option<Alias>, StoreError> {
+        let name = name.clone();
+        self.with_conn(move |conn| keys::alias(conn, &name)).await
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<Alias>, StoreError> {
+        self.with_conn(|conn| keys::list_aliases(conn)).await
+    }
+
+    async fn delete_alias(&self, name: &KeyName) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.with_conn(move |conn| keys::delete_alias(conn, &name))
+            .await
+    }
+
+    async fn create_job(&self, job: &Job) -> Result<(), StoreError> {
+        let job = job.clone();
+        self.with_conn(move |conn| jobs::create(conn, &job)).await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| jobs::get(conn, &id)).await
+    }
+
+    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.with_conn(move |conn| jobs::list(conn, state, limit))
+            .await
+    }
+
+    async fn rewrap_candidates(
+        &self,
+        key_id: KeyId,
+        target: KeyVersion,
+        limit: u32,
+    ) -> Result<Vec<RewrapItem>, StoreError> {
+        self.with_conn(move |conn| jobs::candidates(conn, key_id, target, limit))
+            .await
+    }
+
+    async fn apply_rewrap(
+        &self,
+        job_id: &str,
+        target: KeyVersion,
+        items: &[(RewrapItem, Vec<u8>)],
+        failed: u64,
+        last_error: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let (job_id, items) = (job_id.to_owned(), items.to_vec());
         self.with_conn(move |conn| {
-            let row = conn
-                .prepare_cached(&format!(
-                    "SELECT {KEY_COLUMNS} FROM keys WHERE {column} = ?1"
-                ))?
-                .query_row([&value], key_row)
-                .optional()?;
-            row.map(|row| load_key(conn, row)).transpose()
+            jobs::apply(conn, &job_id, target, &items, failed, last_error, now)
         })
         .await
     }
 
-    async fn list_keys(&self, after: Option<&KeyName>, limit: u32) -> Result<Vec<Key>, StoreError> {
-        let after = after.map(|n| n.as_str().to_owned()).unwrap_or_default();
-        self.with_conn(move |conn| {
-            let rows = conn
-                .prepare_cached(&format!(
-                    "SELECT {KEY_COLUMNS} FROM keys WHERE name > ?1 ORDER BY name LIMIT ?2"
-                ))?
-                .query_map(params![after, limit], key_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter().map(|row| load_key(conn, row)).collect()
-        })
-        .await
+    async fn finish_job(
+        &self,
+        id: &str,
+        state: JobState,
+        error: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| jobs::finish(conn, &id, state, error, now))
+            .await
     }
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use time::OffsetDateTime;
 
-use super::{parse_time, time_text};
+use super::{from_millis, millis, parse_time, time_text};
 use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord, SecretVersionInfo,
     SecretVersionState,
@@ -16,15 +16,6 @@ const SECRET_COLUMNS: &str = "path, key_id, current_version, max_versions, expir
 
 fn corrupt(column: &'static str) -> StoreError {
     StoreError::Corrupt { column }
-}
-
-fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-fn from_millis(ms: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|_| corrupt("secrets.next_rotation_at"))
 }
 
 /// A `secrets` row, raw.
@@ -118,7 +109,10 @@ fn record(conn: &Connection, r: Row) -> Result<SecretRecord, StoreError> {
                 serde_json::from_str::<GenerateSpec>(&g).map_err(|_| corrupt("secrets.generate"))
             })
             .transpose()?,
-        next_rotation_at: r.next_rotation_at.map(from_millis).transpose()?,
+        next_rotation_at: r
+            .next_rotation_at
+            .map(|t| from_millis(t, "secrets.next_rotation_at"))
+            .transpose()?,
         created_at: parse_time(&r.created_at, "secrets.created_at")?,
         updated_at: parse_time(&r.updated_at, "secrets.updated_at")?,
         versions,
@@ -449,7 +443,7 @@ pub(super) fn due(
         .map(|(p, t)| {
             Ok((
                 SecretPath::try_from(p).map_err(|_| corrupt("secrets.path"))?,
-                from_millis(t)?,
+                from_millis(t, "secrets.next_rotation_at")?,
             ))
         })
         .collect()

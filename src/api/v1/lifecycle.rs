@@ -1,0 +1,466 @@
+//! Key lifecycle routes: rotate, PATCH, state changes, versions, re-wrap jobs, aliases and
+//! re-encrypt.
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::crypto::CryptoResponse;
+use super::decode_public;
+use super::keys::key_ref;
+use crate::api::error::ApiError;
+use crate::api::extract::{parse, ApiJson, Caller, KeyPath, RequestBody};
+use crate::api::AppState;
+use crate::domain::job::JobState;
+use crate::domain::secret::HumanDuration;
+use crate::domain::{Alias, Key, KeyId, KeyName, KeyVersion};
+use crate::format::EncryptionContext;
+use crate::service::lifecycle::{KeyPatch, VersionAction, VersionUsage};
+use crate::service::rewrap::JobStatus;
+
+/// Parses an optional JSON body: empty means "no body"; anything else must be JSON.
+fn optional_body<T: RequestBody>(headers: &HeaderMap, body: &Bytes) -> Result<Option<T>, ApiError> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::client(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be sent as Content-Type: application/json",
+        ));
+    }
+    parse(body).map(Some)
+}
+
+/// `POST /v1/keys/{key}/rotate`
+pub async fn rotate(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    KeyPath(key): KeyPath,
+) -> Result<Json<Key>, ApiError> {
+    Ok(Json(state.service.rotate_key(&p, &key_ref(&key)?).await?))
+}
+
+fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `PATCH /v1/keys/{key}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchKey {
+    description: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    rotation_period: Option<Option<HumanDuration>>,
+    min_decryption_version: Option<u32>,
+}
+
+impl RequestBody for PatchKey {
+    const FIELDS: &'static [&'static str] =
+        &["description", "rotation_period", "min_decryption_version"];
+}
+
+/// `PATCH /v1/keys/{key}`
+pub async fn patch(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    KeyPath(key): KeyPath,
+    ApiJson(b): ApiJson<PatchKey>,
+) -> Result<Json<Key>, ApiError> {
+    if b.description.as_ref().is_some_and(|d| d.len() > 1024) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "field `description` is longer than 1024 bytes",
+        ));
+    }
+    let patch = KeyPatch {
+        description: b.description,
+        rotation_period: b.rotation_period,
+        min_decryption_version: b.min_decryption_version,
+    };
+    Ok(Json(
+        state.service.update_key(&p, &key_ref(&key)?, patch).await?,
+    ))
+}
+
+/// `POST /v1/keys/{key}/disable`
+pub async fn disable(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    KeyPath(key): KeyPath,
+) -> Result<Json<Key>, ApiError> {
+    Ok(Json(state.service.disable_key(&p, &key_ref(&key)?).await?))
+}
+
+/// `POST /v1/keys/{key}/enable`
+pub async fn enable(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    KeyPath(key): KeyPath,
+) -> Result<Json<Key>, ApiError> {
+    Ok(Json(state.service.enable_key(&p, &key_ref(&key)?).await?))
+}
+
+/// `POST /v1/keys/{key}/cancel-deletion`
+pub async fn cancel_deletion(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    KeyPath(key): KeyPath,
+) -> Result<Json<Key>, ApiError> {
+    Ok(Json(
+        state
+            .service
+            .cancel_key_deletion(&p, &key_ref(&key)?)
+            .await?,
+    ))
+}
+
+/// `POST /v1/keys/{key}/schedule-deletion` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDeletion {
+    pending_days: Option<u32>,
+}
+
+impl RequestBody for ScheduleDeletion {
+    const FIELDS: &'static [&'static str] = &["pending_days"];
+    fn field_code(field: &str) -> &'static str {
+        match field {
+            "pending_days" => "invalid_pending_days",
+            _ => "invalid_field",
+        }
+    }
+}
+
+/// `POST /v1/keys/{key}/schedule-deletion` `{pending_days: 7..30 (default 30)}`
+pub async fn schedule_deletion(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    KeyPath(key): KeyPath,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Key>, ApiError> {
+    let b: Option<ScheduleDeletion> = optional_body(&headers, &body)?;
+    let days = b.and_then(|b| b.pending_days);
+    if days.is_some_and(|d| !crate::service::lifecycle::PENDING_DAYS.contains(&d)) {
+        return Err(ApiError::bad_request(
+            "invalid_pending_days",
+            "pending_days must be 7 to 30",
+        ));
+    }
+    Ok(Json(
+        state
+            .service
+            .schedule_key_deletion(&p, &key_ref(&key)?, days)
+            .await?,
+    ))
+}
+
+/// `GET /v1/keys/{key}/versions` response.
+#[derive(Debug, Serialize)]
+pub struct VersionsResponse {
+    key_id: KeyId,
+    primary_version: KeyVersion,
+    min_decryption_version: KeyVersion,
+    versions: Vec<VersionUsage>,
+}
+
+/// `GET /v1/keys/{key}/versions`
+pub async fn versions(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    KeyPath(key): KeyPath,
+) -> Result<Json<VersionsResponse>, ApiError> {
+    let (key, versions) = state.service.key_versions(&p, &key_ref(&key)?).await?;
+    Ok(Json(VersionsResponse {
+        key_id: key.id,
+        primary_version: key.primary_version,
+        min_decryption_version: key.min_decryption_version,
+        versions,
+    }))
+}
+
+/// `POST /v1/keys/{key}/versions/{version}/{action}` (disable, enable, destroy)
+pub async fn version_action(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<(String, String, String)>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<Key>, ApiError> {
+    let Path((key, version, action)) = path
+        .map_err(|_| ApiError::client(StatusCode::NOT_FOUND, "route_not_found", "no such route"))?;
+    let action = match action.as_str() {
+        "disable" => VersionAction::Disable,
+        "enable" => VersionAction::Enable,
+        "destroy" => VersionAction::Destroy,
+        _ => {
+            return Err(ApiError::client(
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                "version actions are disable, enable and destroy",
+            ))
+        }
+    };
+    let version: u32 = version.parse().map_err(|_| {
+        ApiError::client(
+            StatusCode::NOT_FOUND,
+            "key_version_not_found",
+            format!("no key version {version:?}"),
+        )
+    })?;
+    Ok(Json(
+        state
+            .service
+            .change_version(&p, &key_ref(&key)?, version, action)
+            .await?,
+    ))
+}
+
+/// `POST /v1/keys/{key}/rewrap` → 202 and the job.
+pub async fn rewrap(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    KeyPath(key): KeyPath,
+) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
+    let job = state.service.start_rewrap(&p, &key_ref(&key)?).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(state.service.job(&p, &job.id).await?),
+    ))
+}
+
+/// `GET /v1/jobs` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/jobs` response.
+#[derive(Debug, Serialize)]
+pub struct JobsResponse {
+    jobs: Vec<JobStatus>,
+}
+
+/// `GET /v1/jobs?state=running|completed|failed&limit=`
+pub async fn jobs(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    q: Result<Query<JobsQuery>, QueryRejection>,
+) -> Result<Json<JobsResponse>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let job_state = q
+        .state
+        .map(|s| {
+            JobState::parse(&s).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", "state is running, completed or failed")
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be 1 to 1000",
+        ));
+    }
+    Ok(Json(JobsResponse {
+        jobs: state.service.jobs(&p, job_state, limit).await?,
+    }))
+}
+
+/// `GET /v1/jobs/{id}`
+pub async fn job(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<JobStatus>, ApiError> {
+    let Path(id) =
+        path.map_err(|_| ApiError::client(StatusCode::NOT_FOUND, "job_not_found", "no such job"))?;
+    if id.len() > 64 {
+        return Err(ApiError::client(
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+            "no such job",
+        ));
+    }
+    Ok(Json(state.service.job(&p, &id).await?))
+}
+
+/// `POST /v1/aliases` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAlias {
+    name: String,
+    key: String,
+}
+
+impl RequestBody for CreateAlias {
+    const FIELDS: &'static [&'static str] = &["name", "key"];
+}
+
+/// `PUT /v1/aliases/{name}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepointAlias {
+    key: String,
+}
+
+impl RequestBody for RepointAlias {
+    const FIELDS: &'static [&'static str] = &["key"];
+}
+
+fn alias_name(raw: &str) -> Result<KeyName, ApiError> {
+    KeyName::try_from(raw.to_owned())
+        .map_err(|e| ApiError::bad_request("invalid_alias_name", e.to_string()))
+}
+
+fn alias_path(
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<KeyName, ApiError> {
+    let Path(raw) = path
+        .map_err(|_| ApiError::client(StatusCode::NOT_FOUND, "alias_not_found", "no such alias"))?;
+    KeyName::try_from(raw)
+        .map_err(|_| ApiError::client(StatusCode::NOT_FOUND, "alias_not_found", "no such alias"))
+}
+
+/// `POST /v1/aliases` → 201
+pub async fn create_alias(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<CreateAlias>,
+) -> Result<(StatusCode, Json<Alias>), ApiError> {
+    let name = alias_name(&b.name)?;
+    let alias = state
+        .service
+        .create_alias(&p, name, &key_ref(&b.key)?)
+        .await?;
+    Ok((StatusCode::CREATED, Json(alias)))
+}
+
+/// `PUT /v1/aliases/{name}` (re-point)
+pub async fn repoint_alias(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    ApiJson(b): ApiJson<RepointAlias>,
+) -> Result<Json<Alias>, ApiError> {
+    let name = alias_path(path)?;
+    Ok(Json(
+        state
+            .service
+            .repoint_alias(&p, name, &key_ref(&b.key)?)
+            .await?,
+    ))
+}
+
+/// `GET /v1/aliases/{name}`
+pub async fn show_alias(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<Alias>, ApiError> {
+    let name = alias_path(path)?;
+    Ok(Json(state.service.alias(&p, &name).await?))
+}
+
+/// `DELETE /v1/aliases/{name}` → 204
+pub async fn delete_alias(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let name = alias_path(path)?;
+    state.service.delete_alias(&p, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/aliases` response.
+#[derive(Debug, Serialize)]
+pub struct AliasesResponse {
+    aliases: Vec<Alias>,
+}
+
+/// `GET /v1/aliases`
+pub async fn list_aliases(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Json<AliasesResponse>, ApiError> {
+    Ok(Json(AliasesResponse {
+        aliases: state.service.aliases(&p).await?,
+    }))
+}
+
+/// `POST /v1/reencrypt` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReencryptRequest {
+    ciphertext: String,
+    #[serde(default)]
+    context: EncryptionContext,
+    destination_key: Option<String>,
+    destination_context: Option<EncryptionContext>,
+}
+
+impl RequestBody for ReencryptRequest {
+    const FIELDS: &'static [&'static str] = &[
+        "ciphertext",
+        "context",
+        "destination_key",
+        "destination_context",
+    ];
+}
+
+/// `POST /v1/reencrypt` response.
+#[derive(Debug, Serialize)]
+pub struct ReencryptResponse {
+    #[serde(flatten)]
+    sealed: CryptoResponse,
+    source_key_id: KeyId,
+    source_key_version: KeyVersion,
+}
+
+/// `POST /v1/reencrypt`: a new blob under the destination key's primary version; the plaintext
+/// is never returned.
+pub async fn reencrypt(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<ReencryptRequest>,
+) -> Result<Json<ReencryptResponse>, ApiError> {
+    if b.ciphertext.len() > crate::format::blob::MAX_BLOB_LEN.div_ceil(3) * 4 {
+        return Err(ApiError::bad_request(
+            "malformed_ciphertext",
+            "ciphertext is longer than any blob",
+        ));
+    }
+    let blob = decode_public("ciphertext", &b.ciphertext)?;
+    let dest = b.destination_key.as_deref().map(key_ref).transpose()?;
+    let r = state
+        .service
+        .reencrypt(
+            &p,
+            &blob,
+            &b.context,
+            dest.as_ref(),
+            b.destination_context.as_ref(),
+        )
+        .await?;
+    Ok(Json(ReencryptResponse {
+        sealed: CryptoResponse::sealed_only(r.sealed),
+        source_key_id: r.source_key_id,
+        source_key_version: r.source_key_version,
+    }))
+}

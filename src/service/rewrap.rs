@@ -1,0 +1,274 @@
+//! Bulk re-wrap: moves every stored wrapped data key (secrets' data keys) of a key to its
+//! primary version, in bounded batches. Each batch is committed atomically together with the
+//! job's progress, and each row is replaced only if it still holds exactly the bytes that were
+//! re-wrapped, so the job is idempotent and resumable: after a crash the next run picks up the
+//! rows still under older versions, and nothing is lost or written twice. The value ciphertexts
+//! never change: only their data keys are re-wrapped, with the same path/version binding.
+
+use time::OffsetDateTime;
+
+use super::{check_unwrap, seal_result, usable_header, KeyService, ServiceError};
+use crate::backend::BackendError;
+use crate::domain::job::{Job, JobKind, JobState};
+use crate::domain::{Key, KeyRef, KeyVersion, RootKeyRef};
+use crate::format::secret::data_key_context;
+use crate::format::Blob;
+use crate::policy::{Action, Principal, Resource};
+use crate::store::RewrapItem;
+
+/// A job with its live progress.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobStatus {
+    /// The job.
+    #[serde(flatten)]
+    pub job: Job,
+    /// Stored data keys per version of the job's key right now (`remaining` = all but the
+    /// target's).
+    pub versions: Vec<VersionCount>,
+    /// Stored data keys not yet under the target version.
+    pub remaining: u64,
+    /// Re-wrapped items per second since the job started.
+    pub rate_per_second: f64,
+}
+
+/// Stored data keys under one version.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VersionCount {
+    /// The version.
+    pub version: KeyVersion,
+    /// How many stored data keys it wraps.
+    pub stored_data_keys: u64,
+}
+
+/// Whether a job has more to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Call again.
+    More,
+    /// Finished (completed or failed).
+    Finished,
+}
+
+impl KeyService {
+    /// Starts (or returns the running) re-wrap job of the key `r`.
+    ///
+    /// # Errors
+    /// `Forbidden`, `KeyNotFound`, key state errors, `Store`.
+    pub async fn start_rewrap(&self, p: &Principal, r: &KeyRef) -> Result<Job, ServiceError> {
+        let key = self.resolve(p, Action::KeyRotate, r).await?;
+        self.start_rewrap_job(&key).await
+    }
+
+    /// Starts a re-wrap job to `key`'s primary version, unless one is already running to it.
+    pub(crate) async fn start_rewrap_job(&self, key: &Key) -> Result<Job, ServiceError> {
+        usable_header(key)?;
+        for job in self.store.list_jobs(Some(JobState::Running), 1000).await? {
+            if job.key_id == key.id && job.target_version == key.primary_version {
+                return Ok(job);
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        let job = Job {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: JobKind::Rewrap,
+            key_id: key.id,
+            target_version: key.primary_version,
+            state: JobState::Running,
+            done: 0,
+            failed_items: 0,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        self.store.create_job(&job).await?;
+        tracing::info!(job_id = %job.id, key_id = %key.id, target_version = key.primary_version.get(), "re-wrap job started");
+        Ok(job)
+    }
+
+    /// The job `id` with its progress.
+    ///
+    /// # Errors
+    /// `JobNotFound`, `Forbidden`, `Store`.
+    pub async fn job(&self, p: &Principal, id: &str) -> Result<JobStatus, ServiceError> {
+        let job = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| ServiceError::JobNotFound(id.to_owned()))?;
+        Self::authorize(p, Action::KeyRead, Resource::key(&job.key_id))?;
+        self.status(job).await
+    }
+
+    /// Jobs, newest first.
+    ///
+    /// # Errors
+    /// `Forbidden`, `Store`.
+    pub async fn jobs(
+        &self,
+        p: &Principal,
+        state: Option<JobState>,
+        limit: u32,
+    ) -> Result<Vec<JobStatus>, ServiceError> {
+        Self::authorize(p, Action::KeyRead, Resource::all_keys())?;
+        let mut out = Vec::new();
+        for job in self.store.list_jobs(state, limit).await? {
+            out.push(self.status(job).await?);
+        }
+        Ok(out)
+    }
+
+    async fn status(&self, job: Job) -> Result<JobStatus, ServiceError> {
+        let counts = self.store.references(job.key_id).await?;
+        let remaining = counts
+            .iter()
+            .filter(|(v, _)| *v != job.target_version)
+            .map(|(_, c)| c)
+            .sum();
+        let end = job.finished_at.unwrap_or_else(OffsetDateTime::now_utc);
+        let secs = (end - job.created_at).as_seconds_f64().max(0.001);
+        Ok(JobStatus {
+            rate_per_second: job.done as f64 / secs,
+            remaining,
+            versions: counts
+                .into_iter()
+                .map(|(version, stored_data_keys)| VersionCount {
+                    version,
+                    stored_data_keys,
+                })
+                .collect(),
+            job,
+        })
+    }
+
+    /// Running jobs, for the worker.
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn running_jobs(&self) -> Result<Vec<Job>, ServiceError> {
+        Ok(self.store.list_jobs(Some(JobState::Running), 100).await?)
+    }
+
+    /// Re-wraps one batch of `job`.
+    ///
+    /// # Errors
+    /// `Backend` (device down: the batch is retried later) and `Store`.
+    pub async fn rewrap_batch(&self, job: &Job) -> Result<Progress, ServiceError> {
+        let key = self
+            .lookup_key(&KeyRef::Id(job.key_id))
+            .await?
+            .ok_or_else(|| ServiceError::KeyNotFound(job.key_id.to_string()))?;
+        let now = OffsetDateTime::now_utc();
+        if key.primary_version != job.target_version {
+            let note = format!("superseded: key rotated to version {}", key.primary_version);
+            self.store
+                .finish_job(&job.id, JobState::Completed, Some(note), now)
+                .await?;
+            return Ok(Progress::Finished);
+        }
+        let header = match usable_header(&key) {
+            Ok(h) => h,
+            Err(e) => {
+                self.store
+                    .finish_job(&job.id, JobState::Failed, Some(e.to_string()), now)
+                    .await?;
+                return Ok(Progress::Finished);
+            }
+        };
+        let items = self
+            .store
+            .rewrap_candidates(
+                key.id,
+                job.target_version,
+                self.keys_config.rewrap_batch_size,
+            )
+            .await?;
+        if items.is_empty() {
+            self.store
+                .finish_job(&job.id, JobState::Completed, None, now)
+                .await?;
+            tracing::info!(job_id = %job.id, done = job.done, "re-wrap job completed");
+            return Ok(Progress::Finished);
+        }
+        let mut moved: Vec<(RewrapItem, Vec<u8>)> = Vec::with_capacity(items.len());
+        let mut failed = 0u64;
+        let mut last_error = None;
+        for item in items {
+            match self.rewrap_one(&key, header, &item).await {
+                Ok(blob) => moved.push((item, blob)),
+                // The device is down: stop here; the batch is retried when it is back.
+                Err(ServiceError::Backend(
+                    e @ (BackendError::Unavailable | BackendError::Busy),
+                )) => {
+                    if moved.is_empty() {
+                        return Err(ServiceError::Backend(e));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    failed += 1;
+                    tracing::error!(job_id = %job.id, path = %item.path, version = item.version, error = %e, "stored data key could not be re-wrapped");
+                    last_error = Some(format!("{} v{}: {e}", item.path, item.version));
+                }
+            }
+        }
+        let changed = self
+            .store
+            .apply_rewrap(
+                &job.id,
+                job.target_version,
+                &moved,
+                failed,
+                last_error.clone(),
+                now,
+            )
+            .await?;
+        if changed == 0 && failed > 0 {
+            // Every candidate left fails: the job cannot finish by itself.
+            self.store
+                .finish_job(&job.id, JobState::Failed, last_error, now)
+                .await?;
+            return Ok(Progress::Finished);
+        }
+        Ok(Progress::More)
+    }
+
+    /// Unwraps one stored data key with its version and wraps it under the primary version,
+    /// keeping its path/version binding.
+    async fn rewrap_one(
+        &self,
+        key: &Key,
+        header: crate::format::blob::Header,
+        item: &RewrapItem,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let integrity = || ServiceError::SecretIntegrity {
+            path: item.path.to_string(),
+            version: item.version,
+        };
+        let blob = Blob::parse(&item.wrapped_dek).map_err(|_| integrity())?;
+        if blob.key_id != key.id || blob.key_version != item.key_version {
+            return Err(integrity());
+        }
+        check_unwrap(key, blob.key_version)?;
+        let context = data_key_context(&item.path, item.version).map_err(|_| integrity())?;
+        let root = RootKeyRef {
+            key_id: key.id,
+            version: blob.key_version,
+        };
+        let dek = match self
+            .backend
+            .open(&root, blob.iv, blob.header().aad(&context), blob.ciphertext)
+            .await
+        {
+            Ok(dek) => dek,
+            Err(BackendError::AuthenticationFailed) => return Err(integrity()),
+            Err(e) => return Err(ServiceError::Backend(e)),
+        };
+        self.charge_wrap(key).await?;
+        let sealed = self
+            .backend
+            .seal(&key.primary_root(), header.aad(&context), dek)
+            .await?;
+        Ok(seal_result(header, sealed).ciphertext)
+    }
+}

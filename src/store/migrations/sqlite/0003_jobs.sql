@@ -1,0 +1,19 @@
+-- Background jobs (today: bulk re-wrap of stored data keys to a key's primary version).
+-- A job's progress is committed in the same transaction as each batch it re-wraps, so a crash
+-- loses at most the batch in flight, which the next run redoes.
+CREATE TABLE jobs (
+    id             TEXT PRIMARY KEY,
+    kind           TEXT NOT NULL CHECK (kind IN ('rewrap')),
+    key_id         TEXT NOT NULL REFERENCES keys (id),
+    target_version INTEGER NOT NULL CHECK (target_version >= 1),
+    state          TEXT NOT NULL CHECK (state IN ('running', 'completed', 'failed')),
+    done           INTEGER NOT NULL DEFAULT 0 CHECK (done >= 0),
+    failed_items   INTEGER NOT NULL DEFAULT 0 CHECK (failed_items >= 0),
+    last_error     TEXT,
+    created_at     TEXT NOT NULL,
+    started_at     INTEGER NOT NULL, -- unix milliseconds
+    updated_at     TEXT NOT NULL,
+    finished_at    TEXT
+) STRICT;
+
+CREATE INDEX jobs_running ON jobs (state) WHERE state = 'running';

@@ -1,0 +1,214 @@
+//! The jobs table and the re-wrap batches it tracks.
+
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use time::OffsetDateTime;
+
+use super::{millis, parse_time, time_text};
+use crate::domain::job::{Job, JobKind, JobState};
+use crate::domain::secret::SecretPath;
+use crate::domain::{KeyId, KeyVersion};
+use crate::store::{RewrapItem, StoreError};
+
+fn corrupt(column: &'static str) -> StoreError {
+    StoreError::Corrupt { column }
+}
+
+const JOB_COLUMNS: &str = "id, kind, key_id, target_version, state, done, failed_items, \
+                           last_error, created_at, updated_at, finished_at";
+
+type JobRow = (
+    String,
+    String,
+    String,
+    u32,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+);
+
+fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+fn job_of(row: JobRow) -> Result<Job, StoreError> {
+    let (id, kind, key_id, target, state, done, failed, last_error, created, updated, finished) =
+        row;
+    Ok(Job {
+        id,
+        kind: match kind.as_str() {
+            "rewrap" => JobKind::Rewrap,
+            _ => return Err(corrupt("jobs.kind")),
+        },
+        key_id: key_id.parse().map_err(|_| corrupt("jobs.key_id"))?,
+        target_version: KeyVersion::new(target).ok_or(corrupt("jobs.target_version"))?,
+        state: JobState::parse(&state).ok_or(corrupt("jobs.state"))?,
+        done: u64::try_from(done).map_err(|_| corrupt("jobs.done"))?,
+        failed_items: u64::try_from(failed).map_err(|_| corrupt("jobs.failed_items"))?,
+        last_error,
+        created_at: parse_time(&created, "jobs.created_at")?,
+        updated_at: parse_time(&updated, "jobs.updated_at")?,
+        finished_at: finished
+            .map(|t| parse_time(&t, "jobs.finished_at"))
+            .transpose()?,
+    })
+}
+
+/// Inserts a job.
+pub(super) fn create(conn: &Connection, job: &Job) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}, started_at)
+             VALUES (?1, 'rewrap', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ),
+        params![
+            job.id,
+            job.key_id.to_string(),
+            job.target_version.get(),
+            job.state.as_str(),
+            i64::try_from(job.done).unwrap_or(i64::MAX),
+            i64::try_from(job.failed_items).unwrap_or(i64::MAX),
+            job.last_error,
+            time_text(job.created_at),
+            time_text(job.updated_at),
+            job.finished_at.map(time_text),
+            millis(job.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The job `id`.
+pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], job_row)
+        .optional()?
+        .map(job_of)
+        .transpose()
+}
+
+/// Jobs, newest first.
+pub(super) fn list(
+    conn: &Connection,
+    state: Option<JobState>,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR state = ?1)
+             ORDER BY started_at DESC, id LIMIT ?2"
+        ))?
+        .query_map(params![state.map(JobState::as_str), limit], job_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(job_of).collect()
+}
+
+/// Stored data keys not yet under `target`.
+pub(super) fn candidates(
+    conn: &Connection,
+    key_id: KeyId,
+    target: KeyVersion,
+    limit: u32,
+) -> Result<Vec<RewrapItem>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT path, version, key_version, wrapped_dek FROM secret_versions
+             WHERE key_id = ?1 AND key_version != ?2 AND wrapped_dek IS NOT NULL
+             ORDER BY path, version LIMIT ?3",
+        )?
+        .query_map(params![key_id.to_string(), target.get(), limit], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(path, version, kv, wrapped)| {
+            Ok(RewrapItem {
+                path: SecretPath::try_from(path).map_err(|_| corrupt("secret_versions.path"))?,
+                version,
+                key_version: KeyVersion::new(kv).ok_or(corrupt("secret_versions.key_version"))?,
+                wrapped_dek: wrapped,
+            })
+        })
+        .collect()
+}
+
+/// Commits one re-wrap batch (see the trait docs).
+pub(super) fn apply(
+    conn: &mut Connection,
+    job_id: &str,
+    target: KeyVersion,
+    items: &[(RewrapItem, Vec<u8>)],
+    failed: u64,
+    last_error: Option<String>,
+    now: OffsetDateTime,
+) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut changed = 0u64;
+    for (item, new_blob) in items {
+        // Only if the row still holds exactly what was re-wrapped: a concurrent write, destroy
+        // or an earlier run of this batch makes the update a no-op, never a lost value.
+        let n = tx.execute(
+            "UPDATE secret_versions SET wrapped_dek = ?5, key_version = ?4
+             WHERE path = ?1 AND version = ?2 AND key_version = ?3 AND wrapped_dek = ?6",
+            params![
+                item.path.as_str(),
+                item.version,
+                item.key_version.get(),
+                target.get(),
+                new_blob,
+                item.wrapped_dek
+            ],
+        )?;
+        changed += n as u64;
+    }
+    tx.execute(
+        "UPDATE jobs SET done = done + ?2, failed_items = failed_items + ?3,
+             last_error = COALESCE(?4, last_error), updated_at = ?5 WHERE id = ?1",
+        params![
+            job_id,
+            i64::try_from(changed).unwrap_or(i64::MAX),
+            i64::try_from(failed).unwrap_or(i64::MAX),
+            last_error,
+            time_text(now)
+        ],
+    )?;
+    tx.commit()?;
+    Ok(changed)
+}
+
+/// Ends a job.
+pub(super) fn finish(
+    conn: &Connection,
+    id: &str,
+    state: JobState,
+    error: Option<String>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let now = time_text(now);
+    conn.execute(
+        "UPDATE jobs SET state = ?2, last_error = COALESCE(?3, last_error), updated_at = ?4,
+             finished_at = ?4 WHERE id = ?1",
+        params![id, state.as_str(), error, now],
+    )?;
+    Ok(())
+}
