@@ -80,7 +80,7 @@ impl KeyService {
     }
 
     /// The key as stored now (not cached), refreshing the cache.
-    async fn fresh_key(&self, id: KeyId) -> Result<Arc<Key>, ServiceError> {
+    pub(crate) async fn fresh_key(&self, id: KeyId) -> Result<Arc<Key>, ServiceError> {
         let key = self
             .store
             .key(&KeyRef::Id(id))

@@ -316,6 +316,8 @@ impl KeyService {
     #[tracing::instrument(skip_all, fields(op = "key_read", key = %r))]
     pub async fn key(&self, p: &Principal, r: &KeyRef) -> Result<Key, ServiceError> {
         let key = self.resolve(p, Action::KeyRead, r).await?;
+        // Reads of metadata are not on the hot path: show the stored state, not the cache.
+        let key = self.fresh_key(key.id).await?;
         Ok(Key::clone(&key))
     }
 
