@@ -1,1 +1,1476 @@
-fn main(){}
+//! End-to-end service benchmark: the HTTP API of a real `custodian serve` against a SoftHSM2
+//! token, next to a raw in-process baseline of the same GCM calls on the same token object.
+//!
+//! One run (`scripts/bench`, or `cargo bench --bench service`):
+//!
+//! 1. provisions a throw-away install in `CUSTODIAN_BENCH_DIR` (SoftHSM conf from
+//!    `softhsm/setup`, a config file, `custodian token init`), starts the server, creates the key
+//!    `bench`, and checks one data key round trip;
+//! 2. stops the server (two processes never use one token directory at once), opens the same
+//!    token in this process and times `gcm_seal_with_iv` / `gcm_open` on the same root key
+//!    object, single-threaded;
+//! 3. restarts the server on the same directory and drives `POST /v1/keys/bench/datakey`,
+//!    `POST /v1/decrypt` and, as the floor of the HTTP stack, `GET /v1/health/live` at several
+//!    concurrencies for a fixed time each, over keep-alive HTTP/1.1 to 127.0.0.1;
+//! 4. prints Markdown tables (ops/s, p50/p99, errors, server RSS and CPU) and exits non-zero on
+//!    any failure, including a single failed request.
+//!
+//! The bench needs `SOFTHSM2_CONF` to point at the bench token before its first PKCS#11 call,
+//! and `std::env::set_var` is banned, so when `CUSTODIAN_BENCH_DIR` is unset it prepares a
+//! temporary directory and re-runs itself with both variables set. Under `cargo test` (no
+//! `--bench` argument) it does nothing.
+//!
+//! Knobs (a flag wins over its environment variable):
+//!
+//! | flag | environment | default |
+//! |---|---|---|
+//! | `--sessions N` | `CUSTODIAN_BENCH_SESSIONS` | 4 (server `backend.sessions`) |
+//! | `--secs S` | `CUSTODIAN_BENCH_SECS` | 5 (each HTTP row) |
+//! | `--raw-secs S` | `CUSTODIAN_BENCH_RAW_SECS` | 3 (each raw loop) |
+//! | `--concurrency LIST` | `CUSTODIAN_BENCH_CONCURRENCY` | `1,8,32` |
+//! | `--max-requests N` | `CUSTODIAN_BENCH_MAX_REQUESTS` | 500000 (per HTTP row) |
+//! | `--log-filter F` | `CUSTODIAN_BENCH_LOG_FILTER` | `info` (server `log.filter`) |
+//!
+//! `CUSTODIAN_BENCH_PKCS11_MODULE` names the module (default: SoftHSM2's Debian path).
+
+// No `unwrap`, `expect` or `panic` here: every failure is an `anyhow` error with context, and
+// `main` turns it into a message and a non-zero exit status.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::StatusCode;
+
+use custodian::backend::pkcs11::device::login;
+use custodian::backend::pkcs11::encrypt::{gcm_open, gcm_seal_with_iv};
+use custodian::config::PinSource;
+use custodian::domain::RootKeyRef;
+use custodian::format::{Blob, EncryptionContext};
+
+/// Token label of the bench install.
+const TOKEN_LABEL: &str = "bench";
+/// Key name used for every request.
+const KEY_NAME: &str = "bench";
+/// The encryption context of every request: `{"app":"bench"}`.
+const CONTEXT_JSON: &str = r#"{"app":"bench"}"#;
+/// Data key (and raw plaintext) length in bytes.
+const DATA_KEY_LEN: usize = 32;
+/// Unrecorded warm-up before each HTTP row (connections opened, caches filled).
+const WARMUP: Duration = Duration::from_millis(300);
+/// How long the server may take to print its address and to become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the server may take to drain and exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default module path (Debian's softhsm2 package).
+const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The prefix of the line on which the server prints the bootstrap token.
+const BOOTSTRAP_PREFIX: &str = "bootstrap admin token (shown once; store it now): ";
+/// The prefix of the line on which the server prints its address.
+const LISTEN_PREFIX: &str = "custodian listening on ";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("service bench: skipped (not run by `cargo bench`; use scripts/bench)");
+        return ExitCode::SUCCESS;
+    }
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("service bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let knobs = Knobs::parse(args)?;
+    let Some(dir) = std::env::var_os("CUSTODIAN_BENCH_DIR").map(PathBuf::from) else {
+        return rerun_in_temp_dir(args);
+    };
+    let module = std::env::var_os("CUSTODIAN_BENCH_PKCS11_MODULE")
+        .map_or_else(|| PathBuf::from(DEFAULT_MODULE), PathBuf::from);
+    let install = Install::prepare(&dir, &module, &knobs)?;
+    let report = measure(&install, &knobs)?;
+    print!("{}", report.markdown(&install, &knobs));
+    ensure!(
+        report.total_errors() == 0,
+        "{} requests failed (first: {})",
+        report.total_errors(),
+        report.first_error().unwrap_or("unknown")
+    );
+    Ok(())
+}
+
+/// Prepares a temporary directory and SoftHSM conf, then runs this binary again with
+/// `CUSTODIAN_BENCH_DIR` and `SOFTHSM2_CONF` set (this process may not change its own
+/// environment, and the PKCS#11 module reads `SOFTHSM2_CONF` when it initialises).
+fn rerun_in_temp_dir(args: &[String]) -> Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix("custodian-bench-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let conf = softhsm_setup(&tmp.path().join("softhsm"))?;
+    let exe = std::env::current_exe().context("locating the bench executable")?;
+    let status = Command::new(exe)
+        .args(args)
+        .env("CUSTODIAN_BENCH_DIR", tmp.path())
+        .env("SOFTHSM2_CONF", &conf)
+        .status()
+        .context("re-running the bench with CUSTODIAN_BENCH_DIR set")?;
+    ensure!(status.success(), "the bench run failed ({status})");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Knobs
+
+/// Run parameters, from flags and environment variables.
+#[derive(Debug, Clone)]
+struct Knobs {
+    sessions: usize,
+    http_time: Duration,
+    raw_time: Duration,
+    concurrency: Vec<usize>,
+    max_requests: u64,
+    log_filter: String,
+}
+
+impl Knobs {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut sessions = env_knob("CUSTODIAN_BENCH_SESSIONS")?;
+        let mut secs = env_knob("CUSTODIAN_BENCH_SECS")?;
+        let mut raw_secs = env_knob("CUSTODIAN_BENCH_RAW_SECS")?;
+        let mut concurrency = env_knob("CUSTODIAN_BENCH_CONCURRENCY")?;
+        let mut max_requests = env_knob("CUSTODIAN_BENCH_MAX_REQUESTS")?;
+        let mut log_filter = env_knob("CUSTODIAN_BENCH_LOG_FILTER")?;
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let slot = match arg.as_str() {
+                "--bench" => continue,
+                "--sessions" => &mut sessions,
+                "--secs" => &mut secs,
+                "--raw-secs" => &mut raw_secs,
+                "--concurrency" => &mut concurrency,
+                "--max-requests" => &mut max_requests,
+                "--log-filter" => &mut log_filter,
+                other => bail!(
+                    "unknown argument {other:?}; knobs: --sessions N, --secs S, --raw-secs S, \
+                     --concurrency 1,8,32, --max-requests N, --log-filter F"
+                ),
+            };
+            *slot = Some(
+                it.next()
+                    .with_context(|| format!("{arg} needs a value"))?
+                    .clone(),
+            );
+        }
+        let sessions: usize = parse_knob("sessions", sessions, "4")?;
+        let max_requests: u64 = parse_knob("max-requests", max_requests, "500000")?;
+        ensure!(max_requests >= 1, "max-requests must be at least 1");
+        ensure!(sessions >= 1, "sessions must be at least 1");
+        let concurrency = concurrency
+            .as_deref()
+            .unwrap_or("1,8,32")
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|c| (1..=1024).contains(c))
+                    .with_context(|| format!("concurrency {c:?} is not a number from 1 to 1024"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            sessions,
+            http_time: seconds("secs", parse_knob("secs", secs, "5")?)?,
+            raw_time: seconds("raw-secs", parse_knob("raw-secs", raw_secs, "3")?)?,
+            concurrency,
+            max_requests,
+            log_filter: log_filter.unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+}
+
+fn env_knob(var: &str) -> Result<Option<String>> {
+    match std::env::var(var) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {var}")),
+    }
+}
+
+fn parse_knob<T: std::str::FromStr>(name: &str, value: Option<String>, default: &str) -> Result<T> {
+    let text = value.as_deref().unwrap_or(default);
+    text.trim()
+        .parse()
+        .map_err(|_| anyhow!("{name} = {text:?} is not a valid value"))
+}
+
+fn seconds(name: &str, secs: f64) -> Result<Duration> {
+    ensure!(
+        secs.is_finite() && secs > 0.0 && secs <= 3600.0,
+        "{name} must be between 0 and 3600 seconds"
+    );
+    Ok(Duration::from_secs_f64(secs))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The install: directory, SoftHSM conf, config file, token
+
+/// A provisioned throw-away install.
+struct Install {
+    dir: PathBuf,
+    softhsm_conf: PathBuf,
+    config: PathBuf,
+    module: PathBuf,
+    user_pin: PathBuf,
+    sessions: usize,
+    log_filter: String,
+}
+
+impl Install {
+    fn prepare(dir: &Path, module: &Path, knobs: &Knobs) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", dir.display()))?;
+        let softhsm_conf = softhsm_setup(&dir.join("softhsm"))?;
+        // The raw baseline runs in this process: the module must read the bench token's conf.
+        let ours = std::env::var_os("SOFTHSM2_CONF").map(PathBuf::from);
+        let same = ours
+            .as_deref()
+            .and_then(|p| p.canonicalize().ok())
+            .is_some_and(|p| p == softhsm_conf);
+        ensure!(
+            same,
+            "SOFTHSM2_CONF ({ours:?}) must be {} before the bench starts: run scripts/bench, or \
+             leave CUSTODIAN_BENCH_DIR unset",
+            softhsm_conf.display()
+        );
+        let module_text = module
+            .to_str()
+            .with_context(|| format!("module path {} is not UTF-8", module.display()))?;
+        let config = dir.join("custodian.toml");
+        // Relative paths in the config resolve against its directory.
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n\
+             [store]\nkind = \"sqlite\"\npath = \"custodian.db\"\n\n\
+             [backend]\nkind = \"pkcs11\"\nmodule = {module}\ntoken_label = \"{TOKEN_LABEL}\"\n\
+             user_pin_file = \"user.pin\"\nsessions = {sessions}\n\n\
+             [log]\nformat = \"text\"\nfilter = {filter}\n",
+            sessions = knobs.sessions,
+            // A JSON string literal is a valid TOML basic string.
+            module = serde_json::to_string(module_text)?,
+            filter = serde_json::to_string(&knobs.log_filter)?,
+        );
+        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+        let install = Self {
+            user_pin: dir.join("user.pin"),
+            dir,
+            softhsm_conf,
+            config,
+            module: module.to_owned(),
+            sessions: knobs.sessions,
+            log_filter: knobs.log_filter.clone(),
+        };
+        let out = install
+            .command()
+            .args(["token", "init", "--config"])
+            .arg(&install.config)
+            .arg("--so-pin-file")
+            .arg(install.dir.join("so.pin"))
+            .output()
+            .context("running `custodian token init`")?;
+        ensure!(
+            out.status.success(),
+            "`custodian token init` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(install)
+    }
+
+    /// A `custodian` command with the bench token's conf and none of the caller's Custodian
+    /// settings (`CUSTODIAN__*` overrides would change what is measured).
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_custodian"));
+        for (name, _) in std::env::vars_os() {
+            let n = name.to_string_lossy();
+            if n.starts_with("CUSTODIAN") || n == "RUST_LOG" {
+                cmd.env_remove(&name);
+            }
+        }
+        cmd.env("SOFTHSM2_CONF", &self.softhsm_conf);
+        cmd
+    }
+}
+
+/// Runs `softhsm/setup DIR` and returns the conf path it prints.
+fn softhsm_setup(dir: &Path) -> Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("softhsm/setup");
+    let out = Command::new(&script)
+        .arg(dir)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    ensure!(
+        out.status.success(),
+        "{} failed ({}): {}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let conf = String::from_utf8(out.stdout).context("softhsm/setup printed non-UTF-8")?;
+    let conf = PathBuf::from(conf.trim());
+    conf.canonicalize().with_context(|| {
+        format!(
+            "softhsm/setup printed {}, which does not exist",
+            conf.display()
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+/// A running `custodian serve`; killed on drop unless stopped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts the server; returns it and the bootstrap token if this start printed one.
+    fn start(install: &Install, run: u32) -> Result<(Self, Option<String>)> {
+        let log = install.dir.join(format!("server-{run}.log"));
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut child = install
+            .command()
+            .args(["serve", "--config"])
+            .arg(&install.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .context("starting `custodian serve`")?;
+        let stdout = child.stdout.take();
+        let (tx, rx) = mpsc::channel::<String>();
+        // Reads stdout to the end so the server never blocks on a full pipe; lines after the
+        // address line go nowhere.
+        std::thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(line);
+            }
+        });
+        // From here on, a failure kills the child through `Drop`.
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut token = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!(
+                        "the server printed no address in {START_TIMEOUT:?}{}",
+                        server.log_tail()
+                    )
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = server.child.wait().context("waiting for the server")?;
+                    bail!(
+                        "the server exited at start-up ({status}){}",
+                        server.log_tail()
+                    )
+                }
+            };
+            if let Some(t) = line.strip_prefix(BOOTSTRAP_PREFIX) {
+                token = Some(t.trim().to_owned());
+            } else if let Some(a) = line.strip_prefix(LISTEN_PREFIX) {
+                server.addr = a
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("parsing the listen address {a:?}"))?;
+                break;
+            }
+        }
+        ensure!(
+            server.addr.ip().is_loopback(),
+            "the server listens on {}, not on loopback",
+            server.addr
+        );
+        Ok((server, token))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Polls `GET /v1/health/ready` until it answers 200.
+    async fn wait_ready(&mut self, client: &reqwest::Client) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let url = self.url("/v1/health/ready");
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().context("checking the server")? {
+                bail!("the server exited ({status}){}", self.log_tail());
+            }
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == StatusCode::OK => return Ok(()),
+                Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "the server was not ready in {START_TIMEOUT:?} (last: {last}){}",
+            self.log_tail()
+        )
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(mut self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        ensure!(
+            status.success(),
+            "kill -TERM {} failed ({status})",
+            self.pid()
+        );
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for the server")? {
+                ensure!(
+                    status.success(),
+                    "the server exited with {status}{}",
+                    self.log_tail()
+                );
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the server did not exit within {STOP_TIMEOUT:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last lines of the server log, for error messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+        format!("\n--- {} (tail) ---\n{tail}", self.log.display())
+    }
+
+    /// `VmRSS` and `VmHWM` of the server, in KiB.
+    fn memory(&self) -> Result<Memory> {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let field = |name: &str| -> Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no {name} in {path}"))
+        };
+        Ok(Memory {
+            rss_kib: field("VmRSS:")?,
+            hwm_kib: field("VmHWM:")?,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+/// CPU time a process has used, from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTime {
+    user: Duration,
+    system: Duration,
+}
+
+impl CpuTime {
+    fn since(self, before: Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(before.user),
+            system: self.system.saturating_sub(before.system),
+        }
+    }
+
+    fn total(self) -> Duration {
+        self.user + self.system
+    }
+}
+
+fn cpu_time(pid: &str, ticks_per_sec: f64) -> Result<CpuTime> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command name (which may contain spaces) start with the state, field 3;
+    // utime and stime are fields 14 and 15.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("unexpected {path}"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .map(|t| t as f64)
+            .with_context(|| format!("unexpected {path}"))
+    };
+    Ok(CpuTime {
+        user: Duration::from_secs_f64(ticks(11)? / ticks_per_sec),
+        system: Duration::from_secs_f64(ticks(12)? / ticks_per_sec),
+    })
+}
+
+/// CPU time of the whole machine, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+struct MachineCpu {
+    /// Every CPU's time not idle and not waiting for I/O.
+    busy: Duration,
+    /// Time the hypervisor gave this VM's CPUs to someone else.
+    steal: Duration,
+}
+
+impl MachineCpu {
+    fn since(self, before: Self) -> Self {
+        Self {
+            busy: self.busy.saturating_sub(before.busy),
+            steal: self.steal.saturating_sub(before.steal),
+        }
+    }
+}
+
+fn machine_cpu(ticks_per_sec: f64) -> Result<MachineCpu> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("unexpected /proc/stat")?
+        .split_whitespace()
+        .map(|f| f.parse::<f64>().context("unexpected /proc/stat"))
+        .collect::<Result<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    let secs = |t: f64| Duration::from_secs_f64(t / ticks_per_sec);
+    Ok(MachineCpu {
+        busy: secs(busy),
+        steal: secs(field(7)),
+    })
+}
+
+/// `getconf CLK_TCK`, or 100 (the Linux value everywhere we run) if that fails.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+/// Throughput and latency of one loop.
+#[derive(Debug, Clone)]
+struct Stats {
+    ops: u64,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+    first_error: Option<String>,
+    /// Busy CPU time of everything other than the bench and the server during the loop.
+    other_cpu: Duration,
+}
+
+impl Stats {
+    fn from_latencies(
+        mut latencies: Vec<Duration>,
+        elapsed: Duration,
+        errors: u64,
+        first_error: Option<String>,
+    ) -> Self {
+        latencies.sort_unstable();
+        Self {
+            ops: latencies.len() as u64,
+            elapsed,
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+            errors,
+            first_error,
+            other_cpu: Duration::ZERO,
+        }
+    }
+
+    fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// `other_cpu` as a percentage of one core over the loop.
+    fn other_cpu_pct(&self) -> f64 {
+        100.0 * self.other_cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// One raw loop's result.
+struct RawRow {
+    name: &'static str,
+    stats: Stats,
+    /// CPU time of the bench process (which makes the device calls) during the loop.
+    cpu: CpuTime,
+    /// Machine-wide CPU time during the loop.
+    machine: MachineCpu,
+}
+
+/// One HTTP row's result.
+struct HttpRow {
+    op: Op,
+    concurrency: usize,
+    stats: Stats,
+    memory: Memory,
+    server_cpu: CpuTime,
+    client_cpu: CpuTime,
+    machine: MachineCpu,
+}
+
+/// What a bench request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Datakey,
+    Decrypt,
+    /// `GET /v1/health/live`: no auth, no JSON body, no device: the floor of the HTTP stack.
+    Live,
+}
+
+impl Op {
+    fn label(self) -> String {
+        match self {
+            Self::Datakey => format!("POST /v1/keys/{KEY_NAME}/datakey"),
+            Self::Decrypt => "POST /v1/decrypt".to_owned(),
+            Self::Live => "GET /v1/health/live (reference)".to_owned(),
+        }
+    }
+
+    /// The raw loop this operation is compared with.
+    fn baseline(self) -> Option<&'static str> {
+        match self {
+            Self::Datakey => Some(RAW_SEAL),
+            Self::Decrypt => Some(RAW_OPEN),
+            Self::Live => None,
+        }
+    }
+}
+
+const RAW_SEAL: &str = "raw gcm_seal_with_iv, 32 B";
+const RAW_RNG_SEAL: &str = "raw C_GenerateRandom(32) + gcm_seal_with_iv";
+const RAW_OPEN: &str = "raw gcm_open, 32 B";
+
+/// Everything one run measured.
+struct Report {
+    started: String,
+    revision: String,
+    load_before: String,
+    library: String,
+    raw: Vec<RawRow>,
+    http: Vec<HttpRow>,
+}
+
+/// What the first server start handed us.
+struct Setup {
+    token: String,
+    blob: Blob,
+    blob_b64: String,
+    plaintext: Vec<u8>,
+}
+
+fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
+    let started = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .context("formatting the date")?;
+    let (revision, load_before) = (revision(), load_average());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+
+    // 1–2. First start: bootstrap token, key, one checked round trip.
+    eprintln!("bench: starting the server ({} sessions)", install.sessions);
+    let (mut server, token) = Server::start(install, 1)?;
+    let token = token.context("the first start printed no bootstrap token")?;
+    let client = http_client(1)?;
+    let setup = rt.block_on(async {
+        server.wait_ready(&client).await?;
+        first_round_trip(&client, &server, token).await
+    })?;
+    server
+        .stop()
+        .context("stopping the server before the raw baseline")?;
+
+    // 3. Raw baseline, in this process, on the same token object.
+    eprintln!("bench: raw baseline ({:?} per loop)", knobs.raw_time);
+    let (library, raw) = raw_baseline(install, &setup, knobs.raw_time)?;
+
+    // 4. Restart and load.
+    eprintln!("bench: restarting the server");
+    let (mut server, again) = Server::start(install, 2)?;
+    ensure!(
+        again.is_none(),
+        "the second start printed a bootstrap token again"
+    );
+    let max_concurrency = knobs.concurrency.iter().copied().max().unwrap_or(1);
+    let client = http_client(max_concurrency)?;
+    rt.block_on(server.wait_ready(&client))?;
+    let auth = HeaderValue::from_str(&format!("Bearer {}", setup.token))
+        .context("the bootstrap token is not a valid header value")?;
+    let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
+    let datakey = Target {
+        url: server.url(&format!("/v1/keys/{KEY_NAME}/datakey")),
+        body: Some(serde_json::json!({ "context": context }).to_string()),
+        auth: Some(auth.clone()),
+    };
+    let decrypt = Target {
+        url: server.url("/v1/decrypt"),
+        body: Some(
+            serde_json::json!({ "ciphertext": setup.blob_b64, "context": context }).to_string(),
+        ),
+        auth: Some(auth.clone()),
+    };
+    let live = Target {
+        url: server.url("/v1/health/live"),
+        body: None,
+        auth: None,
+    };
+    let ticks = clock_ticks();
+    let server_pid = server.pid().to_string();
+    let mut http = Vec::new();
+    let targets = [
+        (Op::Datakey, &datakey),
+        (Op::Decrypt, &decrypt),
+        (Op::Live, &live),
+    ];
+    for (op, target) in targets {
+        for &concurrency in &knobs.concurrency {
+            eprintln!(
+                "bench: {} at concurrency {concurrency} for {:?}",
+                op.label(),
+                knobs.http_time
+            );
+            rt.block_on(load(
+                &client,
+                target,
+                concurrency,
+                WARMUP,
+                knobs.max_requests,
+            ))?;
+            let (server_before, client_before, machine_before) = (
+                cpu_time(&server_pid, ticks)?,
+                cpu_time("self", ticks)?,
+                machine_cpu(ticks)?,
+            );
+            let mut stats = rt.block_on(load(
+                &client,
+                target,
+                concurrency,
+                knobs.http_time,
+                knobs.max_requests,
+            ))?;
+            let server_cpu = cpu_time(&server_pid, ticks)?.since(server_before);
+            let client_cpu = cpu_time("self", ticks)?.since(client_before);
+            let machine = machine_cpu(ticks)?.since(machine_before);
+            ensure!(
+                stats.ops > 0,
+                "no {} request completed at concurrency {concurrency} ({} errors; first: {})",
+                op.label(),
+                stats.errors,
+                stats.first_error.as_deref().unwrap_or("none")
+            );
+            stats.other_cpu = machine
+                .busy
+                .saturating_sub(server_cpu.total() + client_cpu.total() + machine.steal);
+            http.push(HttpRow {
+                op,
+                concurrency,
+                stats,
+                memory: server.memory()?,
+                server_cpu,
+                client_cpu,
+                machine,
+            });
+        }
+    }
+
+    // The service still answers correctly after the load.
+    rt.block_on(async {
+        let again = datakey_call(&client, &server, &setup.token).await?;
+        decrypt_check(&client, &server, &setup.token, &again.0, &again.1).await
+    })
+    .context("round trip after the load")?;
+    server.stop().context("stopping the server")?;
+    Ok(Report {
+        started,
+        revision,
+        load_before,
+        library,
+        raw,
+        http,
+    })
+}
+
+fn http_client(concurrency: usize) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        // Loopback only: never through a proxy from the environment.
+        .no_proxy()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Creates the key and checks one data key round trip; returns the blob for the decrypt rows.
+async fn first_round_trip(
+    client: &reqwest::Client,
+    server: &Server,
+    token: String,
+) -> Result<Setup> {
+    let res = client
+        .post(server.url("/v1/keys"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "name": KEY_NAME }))
+        .send()
+        .await
+        .context("POST /v1/keys")?;
+    let status = res.status();
+    ensure!(
+        status == StatusCode::CREATED,
+        "POST /v1/keys answered {status}: {}",
+        res.text().await.unwrap_or_default()
+    );
+    let (blob_b64, plaintext) = datakey_call(client, server, &token).await?;
+    decrypt_check(client, server, &token, &blob_b64, &plaintext).await?;
+    let blob_bytes = STANDARD
+        .decode(&blob_b64)
+        .context("ciphertext is not base64")?;
+    let blob =
+        Blob::parse(&blob_bytes).map_err(|e| anyhow!("the service returned a bad blob: {e}"))?;
+    Ok(Setup {
+        token,
+        blob,
+        blob_b64,
+        plaintext,
+    })
+}
+
+async fn post_json(
+    client: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let res = client
+        .post(&url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = res.status();
+    let text = res.text().await.with_context(|| format!("reading {url}"))?;
+    ensure!(
+        status == StatusCode::OK,
+        "POST {url} answered {status}: {text}"
+    );
+    serde_json::from_str(&text).with_context(|| format!("POST {url} answered non-JSON"))
+}
+
+fn string_field<'a>(v: &'a serde_json::Value, name: &str) -> Result<&'a str> {
+    v.get(name)
+        .and_then(serde_json::Value::as_str)
+        .with_context(|| format!("response has no string field {name:?}"))
+}
+
+/// One data key request; returns the blob (base64) and the plaintext data key.
+async fn datakey_call(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+) -> Result<(String, Vec<u8>)> {
+    let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
+    let url = server.url(&format!("/v1/keys/{KEY_NAME}/datakey"));
+    let v = post_json(
+        client,
+        url,
+        token,
+        serde_json::json!({ "context": context }),
+    )
+    .await?;
+    let plaintext = STANDARD
+        .decode(string_field(&v, "plaintext")?)
+        .context("plaintext is not base64")?;
+    ensure!(
+        plaintext.len() == DATA_KEY_LEN,
+        "data key is {} bytes, not {DATA_KEY_LEN}",
+        plaintext.len()
+    );
+    ensure!(v.get("key_id").is_some(), "datakey response has no key_id");
+    ensure!(
+        v.get("key_version").is_some(),
+        "datakey response has no key_version"
+    );
+    Ok((string_field(&v, "ciphertext")?.to_owned(), plaintext))
+}
+
+/// Decrypts `blob_b64` and checks it yields `want`.
+async fn decrypt_check(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    blob_b64: &str,
+    want: &[u8],
+) -> Result<()> {
+    let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
+    let body = serde_json::json!({ "ciphertext": blob_b64, "context": context });
+    let v = post_json(client, server.url("/v1/decrypt"), token, body).await?;
+    let got = STANDARD
+        .decode(string_field(&v, "plaintext")?)
+        .context("plaintext is not base64")?;
+    ensure!(got == want, "decrypt returned a different data key");
+    Ok(())
+}
+
+/// A request to repeat: a POST of a JSON body with an `Authorization` value, or a plain GET.
+struct Target {
+    url: String,
+    body: Option<String>,
+    auth: Option<HeaderValue>,
+}
+
+/// Runs `concurrency` workers against `target` for `duration` or `max_requests` requests,
+/// whichever ends first. A request counts as done when it answered 200 and its body was read.
+async fn load(
+    client: &reqwest::Client,
+    target: &Target,
+    concurrency: usize,
+    duration: Duration,
+    max_requests: u64,
+) -> Result<Stats> {
+    let issued = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, issued) = (client.clone(), Arc::clone(&issued));
+        let (url, body, auth) = (target.url.clone(), target.body.clone(), target.auth.clone());
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut first_error = None;
+            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_requests
+            {
+                let t = Instant::now();
+                let outcome = async {
+                    let req = match &body {
+                        Some(body) => client
+                            .post(&url)
+                            .header(CONTENT_TYPE, "application/json")
+                            .body(body.clone()),
+                        None => client.get(&url),
+                    };
+                    let req = match &auth {
+                        Some(auth) => req.header(AUTHORIZATION, auth.clone()),
+                        None => req,
+                    };
+                    let res = req.send().await.map_err(|e| e.to_string())?;
+                    let status = res.status();
+                    let bytes = res.bytes().await.map_err(|e| e.to_string())?;
+                    if status == StatusCode::OK {
+                        Ok(())
+                    } else {
+                        Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)))
+                    }
+                }
+                .await;
+                match outcome {
+                    Ok(()) => latencies.push(t.elapsed()),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (latencies, errors, first_error)
+        });
+    }
+    let mut latencies = Vec::new();
+    let (mut errors, mut first_error) = (0u64, None);
+    while let Some(joined) = workers.join_next().await {
+        let (l, e, f) = joined.context("a load worker failed")?;
+        latencies.extend(l);
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    Ok(Stats::from_latencies(
+        latencies,
+        start.elapsed(),
+        errors,
+        first_error,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw baseline
+
+/// Opens the bench token in this process and times the device calls the service makes, on
+/// the root key object the service used. Returns the library description and the rows.
+fn raw_baseline(install: &Install, setup: &Setup, time: Duration) -> Result<(String, Vec<RawRow>)> {
+    let ctx = Pkcs11::new(&install.module)
+        .with_context(|| format!("loading {}", install.module.display()))?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .context("C_Initialize")?;
+    let result = raw_loops(&ctx, install, setup, time);
+    ctx.finalize().context("C_Finalize")?;
+    result
+}
+
+fn raw_loops(
+    ctx: &Pkcs11,
+    install: &Install,
+    setup: &Setup,
+    time: Duration,
+) -> Result<(String, Vec<RawRow>)> {
+    let info = ctx.get_library_info().context("C_GetInfo")?;
+    let library = format!(
+        "{} {} ({})",
+        info.manufacturer_id().trim_end(),
+        info.library_version(),
+        info.library_description().trim_end()
+    );
+    let mut slot = None;
+    for s in ctx
+        .get_slots_with_initialized_token()
+        .context("C_GetSlotList")?
+    {
+        if ctx
+            .get_token_info(s)
+            .context("C_GetTokenInfo")?
+            .label()
+            .trim_end()
+            == TOKEN_LABEL
+        {
+            ensure!(slot.is_none(), "two tokens are labelled {TOKEN_LABEL:?}");
+            slot = Some(s);
+        }
+    }
+    let slot = slot.with_context(|| format!("no token labelled {TOKEN_LABEL:?}"))?;
+    let session = ctx.open_rw_session(slot).context("C_OpenSession")?;
+    let pin = PinSource::File(install.user_pin.clone())
+        .read()
+        .context("reading the user PIN")?;
+    login(&session, &pin).context("C_Login")?;
+    let result = timed_rows(&session, setup, time);
+    let _ = session.logout();
+    drop(session);
+    Ok((library, result?))
+}
+
+/// The three raw loops, on a logged-in session.
+fn timed_rows(session: &Session, setup: &Setup, time: Duration) -> Result<Vec<RawRow>> {
+    let ticks = clock_ticks();
+    let root = RootKeyRef {
+        key_id: setup.blob.key_id,
+        version: setup.blob.key_version,
+    };
+    let key = root_key(session, &root)?;
+    let aad = setup.blob.header().aad(&bench_context()?);
+    let mut plaintext = [0u8; DATA_KEY_LEN];
+    getrandom::getrandom(&mut plaintext).context("host RNG")?;
+    let rows = vec![
+        raw_row(RAW_SEAL, time, ticks, || {
+            let iv = host_iv()?;
+            let out = gcm_seal_with_iv(session, key, iv, &aad, &plaintext)?;
+            ensure!(out.len() == DATA_KEY_LEN + 16, "short ciphertext");
+            Ok(())
+        })?,
+        raw_row(RAW_RNG_SEAL, time, ticks, || {
+            // What the service's data key path asks of the device.
+            let mut data_key = [0u8; DATA_KEY_LEN];
+            session.generate_random_slice(&mut data_key)?;
+            let iv = host_iv()?;
+            gcm_seal_with_iv(session, key, iv, &aad, &data_key)?;
+            Ok(())
+        })?,
+        raw_row(RAW_OPEN, time, ticks, || {
+            let out = gcm_open(session, key, setup.blob.iv, &aad, &setup.blob.ciphertext)?;
+            ensure!(
+                out.as_slice() == setup.plaintext.as_slice(),
+                "gcm_open returned a different data key"
+            );
+            Ok(())
+        })?,
+    ];
+    Ok(rows)
+}
+
+fn bench_context() -> Result<EncryptionContext> {
+    EncryptionContext::from_pairs([("app".to_owned(), "bench".to_owned())])
+        .map_err(|e| anyhow!("bench context: {e}"))
+}
+
+/// A fresh 96-bit IV from the OS, as the service makes them (`iv_source = "host"`).
+fn host_iv() -> Result<[u8; 12]> {
+    let mut iv = [0u8; 12];
+    getrandom::getrandom(&mut iv).context("host RNG")?;
+    Ok(iv)
+}
+
+/// The handle of `root`'s device object: exactly one AES secret key with its `CKA_ID`, and a
+/// Custodian label.
+fn root_key(session: &Session, root: &RootKeyRef) -> Result<ObjectHandle> {
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
+            Attribute::Id(root.device_id()),
+        ])
+        .context("C_FindObjects")?;
+    let [handle] = found[..] else {
+        bail!("{} objects carry the root key's CKA_ID, not 1", found.len());
+    };
+    let label = session
+        .get_attributes(handle, &[AttributeType::Label])
+        .context("C_GetAttributeValue")?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Label(l) => Some(String::from_utf8_lossy(&l).into_owned()),
+            _ => None,
+        })
+        .context("the root key has no label")?;
+    ensure!(
+        label == root.label(),
+        "the root key is labelled {label:?}, not {:?}",
+        root.label()
+    );
+    Ok(handle)
+}
+
+/// Runs `op` single-threaded for `time`, timing each call.
+fn raw_row(
+    name: &'static str,
+    time: Duration,
+    ticks: f64,
+    mut op: impl FnMut() -> Result<()>,
+) -> Result<RawRow> {
+    let (own_before, machine_before) = (cpu_time("self", ticks)?, machine_cpu(ticks)?);
+    let mut latencies = Vec::with_capacity(1 << 18);
+    let start = Instant::now();
+    let deadline = start + time;
+    loop {
+        let t = Instant::now();
+        if t >= deadline {
+            break;
+        }
+        op()?;
+        latencies.push(t.elapsed());
+    }
+    let mut stats = Stats::from_latencies(latencies, start.elapsed(), 0, None);
+    let cpu = cpu_time("self", ticks)?.since(own_before);
+    let machine = machine_cpu(ticks)?.since(machine_before);
+    stats.other_cpu = machine.busy.saturating_sub(cpu.total() + machine.steal);
+    Ok(RawRow {
+        name,
+        stats,
+        cpu,
+        machine,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+impl Report {
+    fn total_errors(&self) -> u64 {
+        self.http.iter().map(|r| r.stats.errors).sum()
+    }
+
+    fn first_error(&self) -> Option<&str> {
+        self.http
+            .iter()
+            .find_map(|r| r.stats.first_error.as_deref())
+    }
+
+    fn raw_ops(&self, name: &str) -> Option<f64> {
+        self.raw
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.stats.ops_per_sec())
+    }
+
+    fn markdown(&self, install: &Install, knobs: &Knobs) -> String {
+        let mut out = String::new();
+        let _ = self.write_markdown(&mut out, install, knobs);
+        out
+    }
+
+    fn write_markdown(
+        &self,
+        out: &mut String,
+        install: &Install,
+        knobs: &Knobs,
+    ) -> std::fmt::Result {
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        writeln!(out, "\n## Custodian service benchmark\n")?;
+        writeln!(out, "- date: {}", self.started)?;
+        writeln!(out, "- revision: {}", self.revision)?;
+        writeln!(
+            out,
+            "- machine: {cpus} CPUs (nproc), {}; kernel {}",
+            cpu_model(),
+            kernel()
+        )?;
+        writeln!(
+            out,
+            "- load average (1/5/15 min) before / after: {} / {}",
+            self.load_before,
+            load_average()
+        )?;
+        writeln!(
+            out,
+            "- PKCS#11 module: {} ({})",
+            install.module.display(),
+            self.library
+        )?;
+        writeln!(
+            out,
+            "- custodian session pool (`backend.sessions`): {}; server log filter: `{}`",
+            install.sessions, install.log_filter
+        )?;
+        writeln!(
+            out,
+            "- HTTP rows: {:.1} s each after a {:.1} s warm-up, at most {} requests; raw loops: \
+             {:.1} s each",
+            knobs.http_time.as_secs_f64(),
+            WARMUP.as_secs_f64(),
+            knobs.max_requests,
+            knobs.raw_time.as_secs_f64()
+        )?;
+        writeln!(
+            out,
+            "- load generator: the bench process, one thread, HTTP/1.1 keep-alive to 127.0.0.1 \
+             (same machine as the server)"
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "| operation | concurrency | ops/s | p50 ms | p99 ms | errors | server RSS MiB \
+             (VmRSS / VmHWM) | service/raw ops/s | other CPU % |"
+        )?;
+        writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+        for r in &self.raw {
+            writeln!(
+                out,
+                "| {} | 1 (in-process) | {:.0} | {} | {} | 0 | — | — | {:.0} |",
+                r.name,
+                r.stats.ops_per_sec(),
+                ms(r.stats.p50),
+                ms(r.stats.p99),
+                r.stats.other_cpu_pct()
+            )?;
+        }
+        for r in &self.http {
+            let ratio =
+                r.op.baseline()
+                    .and_then(|name| self.raw_ops(name))
+                    .map_or_else(
+                        || "—".to_owned(),
+                        |raw| format!("{:.3}", r.stats.ops_per_sec() / raw),
+                    );
+            writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {} | {} | {:.1} / {:.1} | {ratio} | {:.0} |",
+                r.op.label(),
+                r.concurrency,
+                r.stats.ops_per_sec(),
+                ms(r.stats.p50),
+                ms(r.stats.p99),
+                r.stats.errors,
+                r.memory.rss_kib as f64 / 1024.0,
+                r.memory.hwm_kib as f64 / 1024.0,
+                r.stats.other_cpu_pct()
+            )?;
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "service/raw: datakey rows against `{RAW_SEAL}`, decrypt rows against `{RAW_OPEN}`. \
+             other CPU %: busy CPU not used by the server or the bench during the row (100 % = \
+             one core); rows with a large value were measured on a busy machine."
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "CPU during each row (100 % = one core; µs/op = CPU time per completed operation). \
+             The process is the bench itself for raw rows and the server for HTTP rows; other = \
+             busy CPU used by neither; steal = time the hypervisor gave to other guests.\n"
+        )?;
+        writeln!(
+            out,
+            "| operation | concurrency | process CPU % | process user µs/op | process system \
+             µs/op | bench client CPU % | other CPU % | steal % |"
+        )?;
+        writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+        for r in &self.raw {
+            let secs = r.stats.elapsed.as_secs_f64().max(f64::EPSILON);
+            let per_op = |d: Duration| d.as_secs_f64() * 1e6 / (r.stats.ops.max(1) as f64);
+            writeln!(
+                out,
+                "| {} | 1 (in-process) | {:.0} | {:.1} | {:.1} | — | {:.0} | {:.0} |",
+                r.name,
+                100.0 * r.cpu.total().as_secs_f64() / secs,
+                per_op(r.cpu.user),
+                per_op(r.cpu.system),
+                r.stats.other_cpu_pct(),
+                100.0 * r.machine.steal.as_secs_f64() / secs
+            )?;
+        }
+        for r in &self.http {
+            let secs = r.stats.elapsed.as_secs_f64().max(f64::EPSILON);
+            let per_op = |d: Duration| d.as_secs_f64() * 1e6 / (r.stats.ops.max(1) as f64);
+            let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
+            writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} |",
+                r.op.label(),
+                r.concurrency,
+                pct(r.server_cpu.total()),
+                per_op(r.server_cpu.user),
+                per_op(r.server_cpu.system),
+                pct(r.client_cpu.total()),
+                r.stats.other_cpu_pct(),
+                pct(r.machine.steal)
+            )?;
+        }
+        writeln!(out)?;
+        writeln!(out, "errors, all rows: {}", self.total_errors())?;
+        Ok(())
+    }
+}
+
+/// Milliseconds with three decimals.
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU model".to_owned())
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// `/proc/loadavg`'s first three fields: other work on the machine skews every number here.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The commit under test, marked when the working tree has changes.
+fn revision() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+    };
+    let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown (no git)".to_owned();
+    };
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|s| !s.trim().is_empty());
+    format!(
+        "{}{}",
+        commit.trim(),
+        if dirty {
+            " with uncommitted changes"
+        } else {
+            ""
+        }
+    )
+}
