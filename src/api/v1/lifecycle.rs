@@ -4,15 +4,17 @@
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::crypto::CryptoResponse;
 use super::decode_public;
 use super::keys::key_ref;
 use crate::api::error::ApiError;
-use crate::api::extract::{parse, ApiJson, Caller, KeyPath, RequestBody};
+use crate::api::extract::{
+    double_option, parse, require_json, ApiJson, Caller, KeyPath, RequestBody,
+};
 use crate::api::AppState;
 use crate::domain::job::JobState;
 use crate::domain::secret::HumanDuration;
@@ -26,18 +28,7 @@ fn optional_body<T: RequestBody>(headers: &HeaderMap, body: &Bytes) -> Result<Op
     if body.is_empty() {
         return Ok(None);
     }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::client(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be sent as Content-Type: application/json",
-        ));
-    }
+    require_json(headers)?;
     parse(body).map(Some)
 }
 
@@ -48,14 +39,6 @@ pub async fn rotate(
     KeyPath(key): KeyPath,
 ) -> Result<Json<Key>, ApiError> {
     Ok(Json(state.service.rotate_key(&p, &key_ref(&key)?).await?))
-}
-
-fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `PATCH /v1/keys/{key}` body.

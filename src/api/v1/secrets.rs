@@ -10,13 +10,13 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{decode_secret, encode_secret};
 use crate::api::error::ApiError;
-use crate::api::extract::{parse, Caller, JsonBody, RequestBody};
+use crate::api::extract::{double_option, parse, Caller, JsonBody, RequestBody};
 use crate::api::AppState;
 use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
@@ -183,15 +183,6 @@ pub struct PutSecret {
 
 impl RequestBody for PutSecret {
     const FIELDS: &'static [&'static str] = &["value", "value_text", "key", "cas"];
-}
-
-/// Deserialises a field that may be absent (outer `None`) or `null` (`Some(None)`).
-fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `PUT /v1/secrets/{path}/metadata` body.
