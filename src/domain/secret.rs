@@ -438,4 +438,27 @@ mod tests {
         let many: CustomMetadata = (0..33).map(|i| (format!("k{i}"), String::new())).collect();
         assert!(check_custom_metadata(&many).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Validation is total, and an accepted path never escapes its place.
+            #[test]
+            fn path_validation_is_total(s in "\\PC{0,40}") {
+                if let Ok(p) = SecretPath::try_from(s) {
+                    prop_assert!(p.as_str().split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
+                }
+            }
+
+            /// Duration parsing is total; what parses prints and re-parses to the same duration.
+            #[test]
+            fn durations_round_trip(s in "[0-9dhms]{0,12}") {
+                if let Ok(d) = HumanDuration::parse(&s) {
+                    prop_assert_eq!(HumanDuration::parse(&d.to_text()), Ok(d));
+                }
+            }
+        }
+    }
 }

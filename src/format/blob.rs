@@ -242,4 +242,44 @@ mod tests {
         assert_eq!(&aad[..HEADER_LEN], &b.to_bytes()[..HEADER_LEN]);
         assert_eq!(&aad[HEADER_LEN..], &ctx.canonical()[..]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Arbitrary bytes never panic the parser, and whatever parses serialises back to
+            /// exactly the same bytes (no two encodings of one blob).
+            #[test]
+            fn parse_is_total_and_canonical(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+                if let Ok(b) = Blob::parse(&bytes) {
+                    prop_assert_eq!(b.to_bytes(), bytes);
+                }
+            }
+
+            /// Valid blobs with any single byte changed either fail to parse or parse to a
+            /// different blob (the device check then rejects it).
+            #[test]
+            fn single_byte_changes_are_visible(
+                key in any::<[u8; 16]>(),
+                version in 1u32..,
+                iv in any::<[u8; GCM_IV_LEN]>(),
+                ct in proptest::collection::vec(any::<u8>(), GCM_TAG_LEN..80),
+                at in any::<prop::sample::Index>(),
+                flip in 1u8..,
+            ) {
+                let blob = Blob {
+                    algorithm: Algorithm::Aes256GcmDevice,
+                    key_id: KeyId::from_bytes(key),
+                    key_version: KeyVersion::new(version).unwrap(),
+                    iv,
+                    ciphertext: ct,
+                };
+                let mut bytes = blob.to_bytes();
+                let i = at.index(bytes.len());
+                bytes[i] ^= flip;
+                prop_assert_ne!(Blob::parse(&bytes).ok(), Some(blob));
+            }
+        }
+    }
 }

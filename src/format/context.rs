@@ -248,4 +248,29 @@ mod tests {
             Err(ContextError::ValueLength)
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn context() -> impl Strategy<Value = EncryptionContext> {
+            proptest::collection::btree_map("[a-z=;:]{1,6}", "[a-z=;:]{0,6}", 0..5)
+                .prop_map(|m| EncryptionContext::from_pairs(m).unwrap())
+        }
+
+        proptest! {
+            /// The canonical encoding is injective: distinct contexts never share an encoding.
+            #[test]
+            fn canonical_encoding_is_injective(a in context(), b in context()) {
+                prop_assert_eq!(a == b, a.canonical() == b.canonical());
+            }
+
+            /// Arbitrary JSON objects of strings either parse or are refused; never a panic.
+            #[test]
+            fn deserialisation_is_total(pairs in proptest::collection::vec(("\\PC{0,8}", "\\PC{0,8}"), 0..70)) {
+                let json = serde_json::Value::Object(pairs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect());
+                let _ = serde_json::from_value::<EncryptionContext>(json);
+            }
+        }
+    }
 }
