@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use custodian::app::App;
 use custodian::cli::client::{
-    context_json, load_token, read_value, read_value_file, Client, GenerateChange, MetadataChange,
+    context_json, load_token, read_value, read_value_file, Client, GenerateChange, KeyAction,
+    KeyChange, MetadataChange, Reencrypt, VersionAction,
 };
 use custodian::config::{BackendConfig, Config};
 
@@ -40,13 +41,14 @@ enum Command {
     /// Provision the PKCS#11 token named in the configuration.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Manage keys (create, list, show).
+    /// Manage keys: create, list, show, rotate, update, disable/enable, schedule or cancel
+    /// deletion, versions.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Generate a data key under KEY; prints JSON with the wrapped copy and (unless
     /// --no-plaintext) the plaintext copy, both base64.
     Datakey {
-        /// Key id or name.
+        #[arg(help = KEY_HELP)]
         key: String,
         /// Data key length: 16, 24 or 32.
         #[arg(long, default_value_t = 32)]
@@ -61,7 +63,7 @@ enum Command {
     },
     /// Encrypt stdin (at most 4096 bytes) under KEY; writes the ciphertext blob to stdout.
     Encrypt {
-        /// Key id or name.
+        #[arg(help = KEY_HELP)]
         key: String,
         /// Write the blob as base64 text instead of raw bytes.
         #[arg(long)]
@@ -86,6 +88,34 @@ enum Command {
     /// stdin or a file, never from an argument.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Re-encrypt a ciphertext blob read from stdin under a key's primary version (default: the
+    /// blob's own key); writes the new blob to stdout, raw or base64 like the input. The
+    /// plaintext never leaves the server.
+    Reencrypt {
+        /// Read and write blobs as base64 text instead of raw bytes.
+        #[arg(long)]
+        base64: bool,
+        #[command(flatten)]
+        context: ContextArgs,
+        /// Key (id, name or alias/NAME) to seal the new blob under; default: the blob's key.
+        #[arg(long, value_name = "KEY")]
+        destination_key: Option<String>,
+        /// Context pair for the new blob, repeatable; default: the same context as the input.
+        #[arg(long = "destination-context", value_name = "KEY=VALUE")]
+        destination_context: Vec<String>,
+        /// Seal the new blob with the empty context.
+        #[arg(long, conflicts_with = "destination_context")]
+        empty_destination_context: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Manage aliases: re-pointable names for keys, usable as alias/NAME wherever a key is
+    /// named.
+    #[command(subcommand)]
+    Aliases(AliasesCommand),
+    /// Follow background jobs (re-wrap of stored data keys after a rotation).
+    #[command(subcommand)]
+    Jobs(JobsCommand),
 }
 
 #[derive(Subcommand)]
@@ -101,6 +131,9 @@ enum TokenCommand {
         so_pin_file: PathBuf,
     },
 }
+
+/// A key named on the command line.
+const KEY_HELP: &str = "Key id, name, or alias/NAME";
 
 #[derive(Subcommand)]
 enum KeysCommand {
@@ -125,10 +158,209 @@ enum KeysCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Show one key by id or name.
+    /// Show one key as JSON.
     Show {
-        /// Key id or name.
+        #[arg(help = KEY_HELP)]
         key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Rotate now: a new root key in the device becomes the primary version; older versions
+    /// still decrypt. Starts a re-wrap job unless the server's keys.rewrap_after_rotation is
+    /// off. Prints the key as JSON.
+    Rotate {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Change a key's description, rotation period or minimum decryption version; options left
+    /// out stay as they are. Prints the key as JSON.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true)))]
+    Update {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        /// New description (at most 1024 bytes).
+        #[arg(long, group = "change")]
+        description: Option<String>,
+        /// Rotate automatically this often, e.g. 90d, 12h (at least the server's
+        /// keys.min_rotation_period, 1h by default).
+        #[arg(
+            long,
+            value_name = "DURATION",
+            group = "change",
+            conflicts_with = "no_rotation"
+        )]
+        rotation_period: Option<String>,
+        /// Turn scheduled rotation off.
+        #[arg(long, group = "change")]
+        no_rotation: bool,
+        /// Versions below N no longer decrypt (1 to the primary version).
+        #[arg(long, value_name = "N", group = "change")]
+        min_decryption_version: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Disable a key: it neither wraps nor unwraps until enabled. Disabling a disabled key
+    /// changes nothing. Prints the key as JSON.
+    Disable {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Enable a disabled key. Enabling an enabled key changes nothing. Prints the key as JSON.
+    Enable {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Schedule an enabled or disabled key for destruction after a waiting period; it is
+    /// unusable meanwhile. Prints the key (with deletion_date) as JSON.
+    ScheduleDeletion {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        /// Days until destruction: 7 to 30 (default 30).
+        #[arg(long, value_name = "N")]
+        pending_days: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cancel a scheduled deletion; the key becomes disabled (enable it to use it again).
+    /// Prints the key as JSON.
+    CancelDeletion {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print a key's versions with their states and the stored data keys each still wraps, as
+    /// JSON.
+    Versions {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Disable, enable or destroy one version of a key.
+    #[command(subcommand)]
+    Version(VersionCommand),
+    /// Start a job that re-wraps every stored data key of the key under its primary version
+    /// (or return the one already running); prints the job as JSON.
+    Rewrap {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum VersionCommand {
+    /// Disable an active version: data it wrapped no longer decrypts until it is enabled.
+    /// Prints the key as JSON.
+    Disable {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        /// Version number (not the primary version).
+        version: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Enable a disabled version again. Prints the key as JSON.
+    Enable {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        /// Version number.
+        version: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Destroy a version's root key in the device, for good: data it wrapped can never be
+    /// decrypted again. Refused while stored data keys still use it (re-wrap them first) and
+    /// for the primary version. Prints the key as JSON.
+    Destroy {
+        #[arg(help = KEY_HELP)]
+        key: String,
+        /// Version number (not the primary version).
+        version: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum AliasesCommand {
+    /// Create alias NAME pointing at KEY; prints the alias as JSON.
+    Create {
+        /// Alias name: letters, digits, '-', '_', '.' (used as alias/NAME).
+        name: String,
+        /// Key id or name it points at (not another alias).
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Point an existing alias at another key; prints the alias as JSON.
+    Repoint {
+        /// Alias name.
+        name: String,
+        /// Key id or name it points at from now on.
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print one alias as JSON.
+    Show {
+        /// Alias name.
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print every alias as JSON.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete an alias (the key is untouched); prints nothing.
+    Delete {
+        /// Alias name.
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs, newest first, as JSON.
+    List {
+        /// Only jobs in this state.
+        #[arg(long, value_parser = ["running", "completed", "failed"])]
+        state: Option<String>,
+        /// At most N jobs (1 to 1000; default 100).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print one job with its progress as JSON. With --watch, show a live progress line on
+    /// stderr until the job is no longer running, then print the final job; a job that failed
+    /// makes the command fail.
+    Show {
+        /// Job id.
+        id: String,
+        /// Follow the job until it completes or fails.
+        #[arg(long)]
+        watch: bool,
+        /// Milliseconds between polls with --watch (100 to 60000).
+        #[arg(
+            long,
+            value_name = "MS",
+            default_value_t = 1000,
+            value_parser = clap::value_parser!(u64).range(100..=60_000)
+        )]
+        interval_ms: u64,
         #[command(flatten)]
         conn: Conn,
     },
@@ -337,17 +569,6 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
     let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     match command {
-        Command::Keys(KeysCommand::Create {
-            name,
-            description,
-            conn,
-        }) => print_json(&conn.client()?.create_key(&name, &description).await?),
-        Command::Keys(KeysCommand::List { limit, after, conn }) => {
-            print_json(&conn.client()?.list_keys(limit, after.as_deref()).await?)
-        }
-        Command::Keys(KeysCommand::Show { key, conn }) => {
-            print_json(&conn.client()?.show_key(&key).await?)
-        }
         Command::Datakey {
             key,
             bytes,
@@ -393,7 +614,164 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             )
             .await?),
         Command::Secrets(command) => secrets_command(command, &mut stdin, &mut stdout).await,
+        Command::Keys(command) => keys_command(command).await,
+        Command::Reencrypt {
+            base64,
+            context,
+            destination_key,
+            destination_context,
+            empty_destination_context,
+            conn,
+        } => {
+            let destination_context = if empty_destination_context {
+                Some(serde_json::json!({}))
+            } else if destination_context.is_empty() {
+                None
+            } else {
+                Some(context_json(&destination_context)?)
+            };
+            let request = Reencrypt {
+                context: context_json(&context.pairs)?,
+                destination_key,
+                destination_context,
+            };
+            Ok(conn
+                .client()?
+                .reencrypt(&request, &mut stdin, base64, &mut stdout)
+                .await?)
+        }
+        Command::Aliases(command) => aliases_command(command).await,
+        Command::Jobs(command) => jobs_command(command).await,
         Command::Serve { .. } | Command::Token(_) => Ok(()),
+    }
+}
+
+/// `custodian keys …`: every subcommand prints the API's answer as JSON.
+async fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
+    let answer = match command {
+        KeysCommand::Create {
+            name,
+            description,
+            conn,
+        } => conn.client()?.create_key(&name, &description).await?,
+        KeysCommand::List { limit, after, conn } => {
+            conn.client()?.list_keys(limit, after.as_deref()).await?
+        }
+        KeysCommand::Show { key, conn } => conn.client()?.show_key(&key).await?,
+        KeysCommand::Rotate { key, conn } => {
+            conn.client()?.key_action(&key, KeyAction::Rotate).await?
+        }
+        KeysCommand::Update {
+            key,
+            description,
+            rotation_period,
+            no_rotation,
+            min_decryption_version,
+            conn,
+        } => {
+            let change = KeyChange {
+                description,
+                // clap keeps --rotation-period and --no-rotation apart.
+                rotation_period: match (rotation_period, no_rotation) {
+                    (Some(p), _) => Some(Some(p)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
+                min_decryption_version,
+            };
+            conn.client()?.update_key(&key, &change).await?
+        }
+        KeysCommand::Disable { key, conn } => {
+            conn.client()?.key_action(&key, KeyAction::Disable).await?
+        }
+        KeysCommand::Enable { key, conn } => {
+            conn.client()?.key_action(&key, KeyAction::Enable).await?
+        }
+        KeysCommand::ScheduleDeletion {
+            key,
+            pending_days,
+            conn,
+        } => {
+            conn.client()?
+                .schedule_key_deletion(&key, pending_days)
+                .await?
+        }
+        KeysCommand::CancelDeletion { key, conn } => {
+            conn.client()?
+                .key_action(&key, KeyAction::CancelDeletion)
+                .await?
+        }
+        KeysCommand::Versions { key, conn } => conn.client()?.key_versions(&key).await?,
+        KeysCommand::Version(command) => {
+            let (key, version, action, conn) = match command {
+                VersionCommand::Disable { key, version, conn } => {
+                    (key, version, VersionAction::Disable, conn)
+                }
+                VersionCommand::Enable { key, version, conn } => {
+                    (key, version, VersionAction::Enable, conn)
+                }
+                VersionCommand::Destroy { key, version, conn } => {
+                    (key, version, VersionAction::Destroy, conn)
+                }
+            };
+            conn.client()?.version_action(&key, version, action).await?
+        }
+        KeysCommand::Rewrap { key, conn } => {
+            conn.client()?.key_action(&key, KeyAction::Rewrap).await?
+        }
+    };
+    print_json(&answer)
+}
+
+async fn aliases_command(command: AliasesCommand) -> anyhow::Result<()> {
+    match command {
+        AliasesCommand::Create { name, key, conn } => {
+            print_json(&conn.client()?.create_alias(&name, &key).await?)
+        }
+        AliasesCommand::Repoint { name, key, conn } => {
+            print_json(&conn.client()?.repoint_alias(&name, &key).await?)
+        }
+        AliasesCommand::Show { name, conn } => print_json(&conn.client()?.show_alias(&name).await?),
+        AliasesCommand::List { conn } => print_json(&conn.client()?.list_aliases().await?),
+        AliasesCommand::Delete { name, conn } => Ok(conn.client()?.delete_alias(&name).await?),
+    }
+}
+
+async fn jobs_command(command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::List { state, limit, conn } => {
+            print_json(&conn.client()?.list_jobs(state.as_deref(), limit).await?)
+        }
+        JobsCommand::Show {
+            id,
+            watch: false,
+            conn,
+            ..
+        } => print_json(&conn.client()?.job(&id).await?),
+        JobsCommand::Show {
+            id,
+            watch: true,
+            interval_ms,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let stderr = std::io::stderr();
+            let redraw = stderr.is_terminal();
+            let job = client
+                .watch_job(
+                    &id,
+                    std::time::Duration::from_millis(interval_ms),
+                    &mut stderr.lock(),
+                    redraw,
+                )
+                .await?;
+            print_json(&job)?;
+            if job["state"] == "failed" {
+                let why = job["last_error"].as_str().unwrap_or("no error recorded");
+                anyhow::bail!("job {id} failed: {why}");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -133,8 +133,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::KeyVersionInUse { .. } => client(S::CONFLICT, "key_version_in_use", &e),
             ServiceError::InvalidLifecycleValue(_) => client(S::BAD_REQUEST, "invalid_field", &e),
             ServiceError::RotationConflict => client(S::CONFLICT, "rotation_conflict", &e),
+            ServiceError::ConcurrentChange => client(S::CONFLICT, "concurrent_change", &e),
             ServiceError::WrapLimitReached(_) => {
-                Self::server(S::SERVICE_UNAVAILABLE, "wrap_limit_reached", e)
+                client(S::SERVICE_UNAVAILABLE, "wrap_limit_reached", &e)
             }
             ServiceError::AliasNotFound(_) => client(S::NOT_FOUND, "alias_not_found", &e),
             ServiceError::AliasExists(_) => client(S::CONFLICT, "alias_exists", &e),

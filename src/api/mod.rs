@@ -72,6 +72,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/keys/{key}/rewrap", post(v1::lifecycle::rewrap))
         .route("/v1/jobs", get(v1::lifecycle::jobs))
         .route("/v1/jobs/{id}", get(v1::lifecycle::job))
+        .route("/v1/jobs/{id}/events", get(v1::lifecycle::job_events))
         .route(
             "/v1/aliases",
             post(v1::lifecycle::create_alias).get(v1::lifecycle::list_aliases),

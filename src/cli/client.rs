@@ -94,6 +94,14 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// A key, alias or job id that no URL can address faithfully (empty, `.` or `..`).
+    #[error("no {what} is named {value:?}")]
+    InvalidName {
+        /// What was named: `key`, `alias` or `job id`.
+        what: &'static str,
+        /// The value as given.
+        value: String,
+    },
     /// A `--custom` argument is not `key=value`.
     #[error("--custom expects key=value, got {0:?}")]
     BadCustom(String),
@@ -249,6 +257,144 @@ impl MetadataChange {
     }
 }
 
+/// What `keys update` changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChange {
+    /// New description.
+    pub description: Option<String>,
+    /// New rotation period, e.g. `90d`; `Some(None)` turns scheduled rotation off.
+    pub rotation_period: Option<Option<String>>,
+    /// Versions below this one no longer decrypt.
+    pub min_decryption_version: Option<u32>,
+}
+
+impl KeyChange {
+    /// The `PATCH /v1/keys/{key}` body.
+    pub fn body(&self) -> Value {
+        let mut body = serde_json::Map::new();
+        if let Some(d) = &self.description {
+            body.insert("description".to_owned(), json!(d));
+        }
+        if let Some(p) = &self.rotation_period {
+            body.insert("rotation_period".to_owned(), json!(p));
+        }
+        if let Some(m) = self.min_decryption_version {
+            body.insert("min_decryption_version".to_owned(), json!(m));
+        }
+        Value::Object(body)
+    }
+}
+
+/// A `POST /v1/keys/{key}/…` call without a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAction {
+    /// A new primary version now.
+    Rotate,
+    /// `enabled → disabled`.
+    Disable,
+    /// `disabled → enabled`.
+    Enable,
+    /// `pending_deletion → disabled`.
+    CancelDeletion,
+    /// Start (or return the running) re-wrap job.
+    Rewrap,
+}
+
+impl KeyAction {
+    fn segment(self) -> &'static str {
+        match self {
+            Self::Rotate => "rotate",
+            Self::Disable => "disable",
+            Self::Enable => "enable",
+            Self::CancelDeletion => "cancel-deletion",
+            Self::Rewrap => "rewrap",
+        }
+    }
+}
+
+/// A `POST /v1/keys/{key}/versions/{version}/…` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionAction {
+    /// `active → disabled`.
+    Disable,
+    /// `disabled → active`.
+    Enable,
+    /// Destroy the version's root key in the device; final.
+    Destroy,
+}
+
+impl VersionAction {
+    fn segment(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Enable => "enable",
+            Self::Destroy => "destroy",
+        }
+    }
+}
+
+/// The blob and contexts of a `reencrypt`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reencrypt {
+    /// The context the blob was sealed with.
+    pub context: Value,
+    /// The key (id, name or `alias/<name>`) to seal under; default: the blob's own key.
+    pub destination_key: Option<String>,
+    /// The context to seal with; default: `context`.
+    pub destination_context: Option<Value>,
+}
+
+/// How long `jobs show --watch` keeps polling through an outage (unreachable server, 503), e.g.
+/// a server restart.
+const WATCH_OUTAGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The progress line of a job: state, done of done + remaining, percent, rate, failures and an
+/// estimate of the time left while it runs.
+pub fn progress_line(job: &Value) -> String {
+    let id = job["id"].as_str().unwrap_or("?");
+    let state = job["state"].as_str().unwrap_or("unknown");
+    let done = job["done"].as_u64().unwrap_or(0);
+    let remaining = job["remaining"].as_u64().unwrap_or(0);
+    let failed = job["failed_items"].as_u64().unwrap_or(0);
+    let rate = job["rate_per_second"].as_f64().unwrap_or(0.0);
+    let total = done.saturating_add(remaining);
+    // Counts far beyond 2^53 would lose precision here; that only blurs a percentage.
+    let percent = if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
+    };
+    let mut line =
+        format!("job {id} {state}: {done}/{total} re-wrapped ({percent:.1}%), {rate:.1}/s");
+    if failed > 0 {
+        line.push_str(&format!(", {failed} failed"));
+    }
+    if state == "running" && rate > 0.0 && remaining > 0 {
+        line.push_str(&format!(", ~{:.0}s left", (remaining as f64 / rate).ceil()));
+    }
+    line
+}
+
+/// What changes between two progress lines worth a new line when the output cannot be redrawn
+/// (the rate alone changes on every poll).
+fn progress_key(job: &Value) -> (Value, Value, Value, Value) {
+    (
+        job["state"].clone(),
+        job["done"].clone(),
+        job["remaining"].clone(),
+        job["failed_items"].clone(),
+    )
+}
+
+/// A poll failure that may pass: the server unreachable or a 503.
+fn transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::Http(_) => true,
+        ClientError::Api { status, .. } => *status == StatusCode::SERVICE_UNAVAILABLE,
+        _ => false,
+    }
+}
+
 /// An API client.
 pub struct Client {
     http: reqwest::Client,
@@ -287,6 +433,12 @@ struct SecretValueOut {
     value: Zeroizing<String>,
 }
 
+/// The part of a `POST /v1/reencrypt` answer the CLI uses: the new blob, nothing else.
+#[derive(Deserialize)]
+struct SealedOut {
+    ciphertext: String,
+}
+
 #[derive(Deserialize)]
 struct CryptoOut {
     ciphertext: Option<String>,
@@ -320,6 +472,17 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
+        Ok(self.execute(method, path, body).await?.json().await?)
+    }
+
+    /// Sends `body` (JSON text); a success status hands back the response unread, anything else
+    /// becomes the API error.
+    async fn execute(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -332,7 +495,7 @@ impl Client {
         let res = req.send().await?;
         let status = res.status();
         if status.is_success() {
-            return Ok(res.json().await?);
+            return Ok(res);
         }
         let text = res.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {
@@ -395,8 +558,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn show_key(&self, key: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, &format!("/v1/keys/{}", urlencode(key)), None)
-            .await
+        self.call(Method::GET, &key_url(key)?, None).await
     }
 
     /// `POST /v1/keys/{key}/datakey`; the JSON answer is written to `out` as it came.
@@ -415,7 +577,7 @@ impl Client {
         let v: Value = self
             .call(
                 Method::POST,
-                &format!("/v1/keys/{}/datakey", urlencode(key)),
+                &format!("{}/datakey", key_url(key)?),
                 Some(body),
             )
             .await?;
@@ -442,7 +604,7 @@ impl Client {
         let r: CryptoOut = self
             .call(
                 Method::POST,
-                &format!("/v1/keys/{}/encrypt", urlencode(key)),
+                &format!("{}/encrypt", key_url(key)?),
                 Some(body),
             )
             .await?;
@@ -656,6 +818,288 @@ impl Client {
         self.call(Method::POST, &secret_url(path, Some("rotate"))?, None)
             .await
     }
+
+    /// `POST /v1/keys/{key}/rotate|disable|enable|cancel-deletion|rewrap`: the key, or (rewrap)
+    /// the job.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn key_action(&self, key: &str, action: KeyAction) -> Result<Value, ClientError> {
+        let url = format!("{}/{}", key_url(key)?, action.segment());
+        self.call(Method::POST, &url, None).await
+    }
+
+    /// `PATCH /v1/keys/{key}`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn update_key(&self, key: &str, change: &KeyChange) -> Result<Value, ClientError> {
+        self.call(Method::PATCH, &key_url(key)?, Some(change.body()))
+            .await
+    }
+
+    /// `POST /v1/keys/{key}/schedule-deletion`, with no body when `pending_days` is `None` (the
+    /// server's default window).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn schedule_key_deletion(
+        &self,
+        key: &str,
+        pending_days: Option<u32>,
+    ) -> Result<Value, ClientError> {
+        let body = pending_days.map(|d| json!({ "pending_days": d }));
+        let url = format!("{}/schedule-deletion", key_url(key)?);
+        self.call(Method::POST, &url, body).await
+    }
+
+    /// `GET /v1/keys/{key}/versions`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn key_versions(&self, key: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, &format!("{}/versions", key_url(key)?), None)
+            .await
+    }
+
+    /// `POST /v1/keys/{key}/versions/{version}/disable|enable|destroy`: the key.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn version_action(
+        &self,
+        key: &str,
+        version: u32,
+        action: VersionAction,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}/versions/{version}/{}", key_url(key)?, action.segment());
+        self.call(Method::POST, &url, None).await
+    }
+
+    /// `POST /v1/reencrypt`: reads a blob raw (or as base64) from `input` and writes the new
+    /// blob to `out` the same way. The server never sends the plaintext; only the new blob is
+    /// read from its answer.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn reencrypt(
+        &self,
+        request: &Reencrypt,
+        input: &mut impl Read,
+        base64: bool,
+        out: &mut impl Write,
+    ) -> Result<(), ClientError> {
+        let mut data = Vec::new();
+        input.take(1 << 20).read_to_end(&mut data)?;
+        let ct = if base64 {
+            String::from_utf8_lossy(&data).trim().to_owned()
+        } else {
+            STANDARD.encode(&data)
+        };
+        let mut body = serde_json::Map::new();
+        body.insert("ciphertext".to_owned(), json!(ct));
+        body.insert("context".to_owned(), request.context.clone());
+        if let Some(k) = &request.destination_key {
+            body.insert("destination_key".to_owned(), json!(k));
+        }
+        if let Some(c) = &request.destination_context {
+            body.insert("destination_context".to_owned(), c.clone());
+        }
+        let r: SealedOut = self
+            .call(Method::POST, "/v1/reencrypt", Some(Value::Object(body)))
+            .await?;
+        if base64 {
+            writeln!(out, "{}", r.ciphertext)?;
+        } else {
+            out.write_all(
+                &STANDARD
+                    .decode(r.ciphertext)
+                    .map_err(|_| ClientError::BadBase64("ciphertext"))?,
+            )?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    /// `POST /v1/aliases`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn create_alias(&self, name: &str, key: &str) -> Result<Value, ClientError> {
+        self.call(
+            Method::POST,
+            "/v1/aliases",
+            Some(json!({ "name": name, "key": key })),
+        )
+        .await
+    }
+
+    /// `PUT /v1/aliases/{name}`: points the alias at `key`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn repoint_alias(&self, name: &str, key: &str) -> Result<Value, ClientError> {
+        self.call(Method::PUT, &alias_url(name)?, Some(json!({ "key": key })))
+            .await
+    }
+
+    /// `GET /v1/aliases/{name}`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn show_alias(&self, name: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, &alias_url(name)?, None).await
+    }
+
+    /// `GET /v1/aliases`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn list_aliases(&self) -> Result<Value, ClientError> {
+        self.call(Method::GET, "/v1/aliases", None).await
+    }
+
+    /// `DELETE /v1/aliases/{name}` (answered 204, no body).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn delete_alias(&self, name: &str) -> Result<(), ClientError> {
+        self.execute(Method::DELETE, &alias_url(name)?, None)
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /v1/jobs?state=&limit=`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn list_jobs(
+        &self,
+        state: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Value, ClientError> {
+        let mut q = Vec::new();
+        if let Some(s) = state {
+            q.push(format!("state={}", urlencode(s)));
+        }
+        if let Some(l) = limit {
+            q.push(format!("limit={l}"));
+        }
+        let path = if q.is_empty() {
+            "/v1/jobs".to_owned()
+        } else {
+            format!("/v1/jobs?{}", q.join("&"))
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// `GET /v1/jobs/{id}`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn job(&self, id: &str) -> Result<Value, ClientError> {
+        let url = format!("/v1/jobs/{}", segment("job id", id)?);
+        self.call(Method::GET, &url, None).await
+    }
+
+    /// Polls `GET /v1/jobs/{id}` every `interval` until the job is no longer `running`, writing
+    /// its [`progress_line`] to `progress` (redrawn in place when `redraw`, else a new line
+    /// whenever the counts or state change). Returns the final job. Once one poll succeeded,
+    /// polls that fail with an unreachable server or a 503 are retried for up to 30 s
+    /// (`WATCH_OUTAGE`; noted once on `progress`), so a server restart does not end the watch.
+    ///
+    /// # Errors
+    /// [`ClientError`]: the last poll error once the outage lasts too long, or any other API
+    /// error.
+    pub async fn watch_job(
+        &self,
+        id: &str,
+        interval: std::time::Duration,
+        progress: &mut impl Write,
+        redraw: bool,
+    ) -> Result<Value, ClientError> {
+        let mut seen = false;
+        let mut failing_since: Option<std::time::Instant> = None;
+        let mut shown = None;
+        let mut open_line = false;
+        loop {
+            match self.job(id).await {
+                Ok(job) => {
+                    seen = true;
+                    failing_since = None;
+                    let line = progress_line(&job);
+                    if redraw {
+                        // Return to the start of the line and clear it, then draw.
+                        write!(progress, "\r\x1b[2K{line}")?;
+                        open_line = true;
+                    } else if shown.as_ref() != Some(&progress_key(&job)) {
+                        writeln!(progress, "{line}")?;
+                        shown = Some(progress_key(&job));
+                    }
+                    progress.flush()?;
+                    if job["state"] != "running" {
+                        if open_line {
+                            writeln!(progress)?;
+                        }
+                        return Ok(job);
+                    }
+                }
+                // A server never reached (e.g. a wrong --addr) fails at once.
+                Err(e)
+                    if seen
+                        && transient(&e)
+                        && failing_since.is_none_or(|t| t.elapsed() < WATCH_OUTAGE) =>
+                {
+                    if failing_since.is_none() {
+                        failing_since = Some(std::time::Instant::now());
+                        if open_line {
+                            writeln!(progress)?;
+                            open_line = false;
+                        }
+                        writeln!(
+                            progress,
+                            "{e}; retrying for up to {} s",
+                            WATCH_OUTAGE.as_secs()
+                        )?;
+                        // The progress line is printed again once the server answers.
+                        shown = None;
+                    }
+                }
+                Err(e) => {
+                    if open_line {
+                        writeln!(progress)?;
+                    }
+                    return Err(e);
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+/// `/v1/keys/{key}`, the key (an id, a name or `alias/<name>`) percent-encoded as one segment:
+/// `alias/x` becomes `alias%2Fx`.
+fn key_url(key: &str) -> Result<String, ClientError> {
+    Ok(format!("/v1/keys/{}", segment("key", key)?))
+}
+
+/// `/v1/aliases/{name}`, the name percent-encoded.
+fn alias_url(name: &str) -> Result<String, ClientError> {
+    Ok(format!("/v1/aliases/{}", segment("alias", name)?))
+}
+
+/// `value` percent-encoded as one path segment. An empty, `.` or `..` value is refused before
+/// any request: URL parsing resolves dot segments (percent-encoded ones too), so `keys versions
+/// .` would address `/v1/keys/versions`, the key named `versions`. No key, alias or job has such
+/// a name.
+fn segment(what: &'static str, value: &str) -> Result<String, ClientError> {
+    if matches!(value, "" | "." | "..") {
+        return Err(ClientError::InvalidName {
+            what,
+            value: value.to_owned(),
+        });
+    }
+    Ok(urlencode(value))
 }
 
 /// `/v1/secrets/{path}[/{sub}]` with each path segment percent-encoded and `/` kept between
@@ -734,6 +1178,102 @@ mod tests {
     fn path_components_are_encoded() {
         assert_eq!(urlencode("billing-1.x_y"), "billing-1.x_y");
         assert_eq!(urlencode("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn keys_and_aliases_are_one_encoded_segment() {
+        assert_eq!(key_url("billing").unwrap(), "/v1/keys/billing");
+        assert_eq!(
+            key_url("alias/current").unwrap(),
+            "/v1/keys/alias%2Fcurrent"
+        );
+        assert_eq!(
+            key_url("7c9e6679-7425-40de-944b-e07fc1f90ae7").unwrap(),
+            "/v1/keys/7c9e6679-7425-40de-944b-e07fc1f90ae7"
+        );
+        // Nothing a caller types can add a segment or a query.
+        assert_eq!(
+            key_url("a/../b?x#y").unwrap(),
+            "/v1/keys/a%2F..%2Fb%3Fx%23y"
+        );
+        assert_eq!(alias_url("a/b").unwrap(), "/v1/aliases/a%2Fb");
+        // Dot segments would be resolved away by the URL parser: refused before sending.
+        for bad in ["", ".", ".."] {
+            assert!(matches!(
+                key_url(bad),
+                Err(ClientError::InvalidName { what: "key", .. })
+            ));
+            assert!(alias_url(bad).is_err());
+            assert!(segment("job id", bad).is_err());
+        }
+    }
+
+    #[test]
+    fn key_changes_send_only_what_is_set() {
+        assert_eq!(KeyChange::default().body(), json!({}));
+        let all = KeyChange {
+            description: Some("d".into()),
+            rotation_period: Some(Some("90d".into())),
+            min_decryption_version: Some(2),
+        };
+        assert_eq!(
+            all.body(),
+            json!({"description": "d", "rotation_period": "90d", "min_decryption_version": 2})
+        );
+        let off = KeyChange {
+            rotation_period: Some(None),
+            ..KeyChange::default()
+        };
+        assert_eq!(off.body(), json!({"rotation_period": null}));
+    }
+
+    #[test]
+    fn progress_lines_show_counts_percent_and_rate() {
+        let running = json!({
+            "id": "j1", "state": "running", "done": 250, "remaining": 750,
+            "failed_items": 0, "rate_per_second": 125.0
+        });
+        assert_eq!(
+            progress_line(&running),
+            "job j1 running: 250/1000 re-wrapped (25.0%), 125.0/s, ~6s left"
+        );
+        let finished = json!({
+            "id": "j1", "state": "completed", "done": 998, "remaining": 2,
+            "failed_items": 2, "rate_per_second": 99.8
+        });
+        assert_eq!(
+            progress_line(&finished),
+            "job j1 completed: 998/1000 re-wrapped (99.8%), 99.8/s, 2 failed"
+        );
+        // Nothing to move: complete, not a division by zero.
+        let empty = json!({
+            "id": "j2", "state": "completed", "done": 0, "remaining": 0,
+            "failed_items": 0, "rate_per_second": 0.0
+        });
+        assert_eq!(
+            progress_line(&empty),
+            "job j2 completed: 0/0 re-wrapped (100.0%), 0.0/s"
+        );
+        // The rate alone does not make a new line when the output cannot be redrawn.
+        let mut later = running.clone();
+        later["rate_per_second"] = json!(3.0);
+        assert_eq!(progress_key(&running), progress_key(&later));
+        later["done"] = json!(251);
+        assert_ne!(progress_key(&running), progress_key(&later));
+    }
+
+    #[test]
+    fn only_unreachable_servers_and_503s_are_retried_while_watching() {
+        let api = |status| ClientError::Api {
+            status,
+            code: "x".into(),
+            message: "m".into(),
+            request_id: String::new(),
+            current_version: None,
+        };
+        assert!(transient(&api(StatusCode::SERVICE_UNAVAILABLE)));
+        assert!(!transient(&api(StatusCode::NOT_FOUND)));
+        assert!(!transient(&ClientError::NoToken));
     }
 
     #[test]

@@ -79,3 +79,22 @@ pub struct Job {
     )]
     pub finished_at: Option<OffsetDateTime>,
 }
+
+/// One entry of a job's trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JobEvent {
+    /// Order within the job, from 1.
+    pub seq: u64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `started`, `batch`, `completed` or `failed`.
+    pub kind: String,
+    /// Items re-wrapped by this batch.
+    pub moved: u64,
+    /// Items this batch could not re-wrap.
+    pub failed: u64,
+    /// Versions moved from (batches), or why the job ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}

@@ -92,6 +92,9 @@ pub enum ServiceError {
     /// Another rotation of the key finished first.
     #[error("another rotation of this key finished first; retry")]
     RotationConflict,
+    /// Another change to the same key or version finished first.
+    #[error("another change to this key finished first; read it again and retry")]
+    ConcurrentChange,
     /// The version has used its whole wrap budget and the key could not be rotated.
     #[error("key version {0} has reached its wrap limit; rotate the key")]
     WrapLimitReached(u32),

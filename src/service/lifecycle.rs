@@ -65,7 +65,7 @@ pub struct Reencrypted {
 
 fn stale_to_conflict(e: StoreError) -> ServiceError {
     match e {
-        StoreError::Stale { .. } => ServiceError::RotationConflict,
+        StoreError::Stale { .. } => ServiceError::ConcurrentChange,
         StoreError::InUse { count } => ServiceError::KeyVersionInUse { count },
         other => ServiceError::Store(other),
     }
@@ -118,7 +118,7 @@ impl KeyService {
         let total = self.store.reserve_wraps(&key.primary_root(), block).await?;
         if total >= self.keys_config.rotate_after_wraps {
             if let Ok(mut wanted) = self.wanted_rotations.lock() {
-                if wanted.insert(key.id) {
+                if wanted.insert((key.id, key.primary_version)) {
                     tracing::warn!(key_id = %key.id, key_version = key.primary_version.get(), wraps_reserved = total, "wrap budget threshold reached; rotating");
                 }
             }
@@ -132,8 +132,8 @@ impl KeyService {
         Ok(())
     }
 
-    /// Keys whose wrap budget asked for a rotation; the set is emptied.
-    pub fn take_wanted_rotations(&self) -> Vec<KeyId> {
+    /// Key versions whose wrap budget asked for a rotation; the set is emptied.
+    pub fn take_wanted_rotations(&self) -> Vec<(KeyId, KeyVersion)> {
         self.wanted_rotations
             .lock()
             .map(|mut w| w.drain().collect())
@@ -148,25 +148,36 @@ impl KeyService {
     #[tracing::instrument(skip_all, fields(op = "key_rotate", key = %r))]
     pub async fn rotate_key(&self, p: &Principal, r: &KeyRef) -> Result<Key, ServiceError> {
         let key = self.resolve(p, Action::KeyRotate, r).await?;
-        self.rotate(key.id, None, "on demand")
+        self.rotate(key.id, Trigger::OnDemand)
             .await?
             .ok_or(ServiceError::RotationConflict)
     }
 
-    /// Rotates `id`. With `scheduled` (the `next_rotation_at` the worker saw), the rotation is
-    /// recorded only if nobody rotated since: `Ok(None)` then.
+    /// Rotates `id`. A scheduled or wrap-budget rotation happens only if what triggered it still
+    /// holds (the schedule the worker saw is still the key's, the version that ran low is still
+    /// primary): `Ok(None)` otherwise, so no trigger ever rotates twice.
     ///
     /// # Errors
     /// As [`KeyService::rotate_key`].
-    pub async fn rotate(
-        &self,
-        id: KeyId,
-        scheduled: Option<OffsetDateTime>,
-        reason: &'static str,
-    ) -> Result<Option<Key>, ServiceError> {
+    pub async fn rotate(&self, id: KeyId, trigger: Trigger) -> Result<Option<Key>, ServiceError> {
         let _serialised = self.key_lock(id).lock().await;
         let key = self.fresh_key(id).await?;
         check_state(&key)?;
+        let (scheduled, reason) = match trigger {
+            Trigger::OnDemand => (None, "on demand"),
+            Trigger::Schedule(seen) => {
+                if key.next_rotation_at != Some(seen) {
+                    return Ok(None);
+                }
+                (Some(seen), "scheduled")
+            }
+            Trigger::WrapBudget(version) => {
+                if key.primary_version != version {
+                    return Ok(None);
+                }
+                (None, "wrap budget")
+            }
+        };
         let last = key.versions.last().map_or(0, |v| v.version.get());
         let version = KeyVersion::new(last + 1).ok_or(ServiceError::Backend(
             BackendError::Invariant("version overflow"),
@@ -575,15 +586,15 @@ impl KeyService {
     /// `Store`.
     pub async fn run_due_key_rotations(&self, now: OffsetDateTime) -> Result<(), ServiceError> {
         for (id, seen) in self.store.due_key_rotations(now, 100).await? {
-            match self.rotate(id, Some(seen), "scheduled").await {
+            match self.rotate(id, Trigger::Schedule(seen)).await {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(key_id = %id, error = %e, "scheduled key rotation failed")
                 }
             }
         }
-        for id in self.take_wanted_rotations() {
-            if let Err(e) = self.rotate(id, None, "wrap budget").await {
+        for (id, version) in self.take_wanted_rotations() {
+            if let Err(e) = self.rotate(id, Trigger::WrapBudget(version)).await {
                 tracing::error!(key_id = %id, error = %e, "wrap-budget rotation failed");
             }
         }
@@ -731,6 +742,17 @@ impl KeyService {
             source_key_version: blob.key_version,
         })
     }
+}
+
+/// What asked for a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// An operator, now.
+    OnDemand,
+    /// The schedule, as the worker saw it (`next_rotation_at`).
+    Schedule(OffsetDateTime),
+    /// This version reached `keys.rotate_after_wraps`.
+    WrapBudget(KeyVersion),
 }
 
 /// What to do to one version.

@@ -146,7 +146,9 @@ pub struct KeyService {
     /// Wraps this node may still do under each version without another durable reservation.
     wrap_budgets: std::sync::Mutex<HashMap<(KeyId, KeyVersion), u64>>,
     /// Keys whose primary version reached `rotate_after_wraps`: the lifecycle worker rotates them.
-    wanted_rotations: std::sync::Mutex<std::collections::HashSet<KeyId>>,
+    wanted_rotations: std::sync::Mutex<std::collections::HashSet<(KeyId, KeyVersion)>>,
+    /// Per running re-wrap job: its pass over the candidates on this node.
+    rewrap_passes: std::sync::Mutex<HashMap<String, rewrap::RewrapPass>>,
     /// Striped per-key locks: lifecycle changes of one key are serialised on this node.
     key_locks: Vec<tokio::sync::Mutex<()>>,
     /// Striped per-path write locks: writes to one secret path are serialised on this node.
@@ -174,6 +176,7 @@ impl KeyService {
             keys_config,
             wrap_budgets: std::sync::Mutex::new(HashMap::new()),
             wanted_rotations: std::sync::Mutex::new(std::collections::HashSet::new()),
+            rewrap_passes: std::sync::Mutex::new(HashMap::new()),
             key_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             path_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             last_readiness: tokio::sync::Mutex::new(None),

@@ -5,16 +5,27 @@
 //! rows still under older versions, and nothing is lost or written twice. The value ciphertexts
 //! never change: only their data keys are re-wrapped, with the same path/version binding.
 
+use std::collections::HashSet;
+
 use time::OffsetDateTime;
 
 use super::{check_unwrap, seal_result, usable_header, KeyService, ServiceError};
 use crate::backend::BackendError;
-use crate::domain::job::{Job, JobKind, JobState};
+use crate::domain::job::{Job, JobEvent, JobKind, JobState};
+use crate::domain::secret::SecretPath;
 use crate::domain::{Key, KeyRef, KeyVersion, RootKeyRef};
 use crate::format::secret::data_key_context;
 use crate::format::Blob;
 use crate::policy::{Action, Principal, Resource};
 use crate::store::RewrapItem;
+
+/// Where a job's walk over its candidates stands on this node.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RewrapPass {
+    cursor: Option<(SecretPath, u32)>,
+    failed: HashSet<(SecretPath, u32)>,
+    progressed: bool,
+}
 
 /// A job with its live progress.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -100,6 +111,20 @@ impl KeyService {
         self.status(job).await
     }
 
+    /// The trail of job `id`: its start, every committed batch and its end.
+    ///
+    /// # Errors
+    /// `JobNotFound`, `Forbidden`, `Store`.
+    pub async fn job_events(&self, p: &Principal, id: &str) -> Result<Vec<JobEvent>, ServiceError> {
+        let job = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| ServiceError::JobNotFound(id.to_owned()))?;
+        Self::authorize(p, Action::KeyRead, Resource::key(&job.key_id))?;
+        Ok(self.store.job_events(id).await?)
+    }
+
     /// Jobs, newest first.
     ///
     /// # Errors
@@ -149,88 +174,184 @@ impl KeyService {
         Ok(self.store.list_jobs(Some(JobState::Running), 100).await?)
     }
 
-    /// Re-wraps one batch of `job`.
+    /// Re-wraps one batch of `job`, continuing after the last batch of the current pass.
+    ///
+    /// A pass walks the candidates in (path, version) order. Items that fail (a tampered or
+    /// unreadable row) are remembered and skipped for the rest of the job on this node, so they
+    /// cannot block the rows behind them. When a pass finds nothing but such items, the job
+    /// ends `failed` with their count; when nothing is left under older versions, `completed`.
+    /// After a restart the walk starts over, which is safe: rows already moved are no longer
+    /// candidates.
     ///
     /// # Errors
     /// `Backend` (device down: the batch is retried later) and `Store`.
     pub async fn rewrap_batch(&self, job: &Job) -> Result<Progress, ServiceError> {
-        let key = self
-            .lookup_key(&KeyRef::Id(job.key_id))
-            .await?
-            .ok_or_else(|| ServiceError::KeyNotFound(job.key_id.to_string()))?;
+        let key = self.fresh_key(job.key_id).await?;
         let now = OffsetDateTime::now_utc();
         if key.primary_version != job.target_version {
             let note = format!("superseded: key rotated to version {}", key.primary_version);
-            self.store
-                .finish_job(&job.id, JobState::Completed, Some(note), now)
-                .await?;
-            return Ok(Progress::Finished);
+            return self.end_job(job, JobState::Completed, Some(note)).await;
         }
         let header = match usable_header(&key) {
             Ok(h) => h,
             Err(e) => {
-                self.store
-                    .finish_job(&job.id, JobState::Failed, Some(e.to_string()), now)
-                    .await?;
-                return Ok(Progress::Finished);
+                return self
+                    .end_job(job, JobState::Failed, Some(e.to_string()))
+                    .await
             }
         };
+        let RewrapPass {
+            cursor,
+            failed: skip,
+            ..
+        } = self.pass_state(&job.id);
         let items = self
             .store
             .rewrap_candidates(
                 key.id,
                 job.target_version,
+                cursor.as_ref(),
                 self.keys_config.rewrap_batch_size,
             )
             .await?;
         if items.is_empty() {
-            self.store
-                .finish_job(&job.id, JobState::Completed, None, now)
-                .await?;
-            tracing::info!(job_id = %job.id, done = job.done, "re-wrap job completed");
-            return Ok(Progress::Finished);
+            return match (cursor, skip.is_empty()) {
+                // Nothing left at all.
+                (None, _) => self.end_job(job, JobState::Completed, None).await,
+                (Some(_), true) => {
+                    self.restart_pass(&job.id, false);
+                    Ok(Progress::More)
+                }
+                // End of a pass: go round again unless the pass only met known failures.
+                (Some(_), false) => {
+                    if self.restart_pass(&job.id, true) {
+                        Ok(Progress::More)
+                    } else {
+                        let note = format!("{} stored data keys could not be re-wrapped; see the job's trail and the server log", skip.len());
+                        self.end_job(job, JobState::Failed, Some(note)).await
+                    }
+                }
+            };
         }
+        let last = items.last().map(|i| (i.path.clone(), i.version));
         let mut moved: Vec<(RewrapItem, Vec<u8>)> = Vec::with_capacity(items.len());
-        let mut failed = 0u64;
+        let mut newly_failed = Vec::new();
         let mut last_error = None;
+        let mut device_down = None;
         for item in items {
+            if skip.contains(&(item.path.clone(), item.version)) {
+                continue;
+            }
             match self.rewrap_one(&key, header, &item).await {
                 Ok(blob) => moved.push((item, blob)),
-                // The device is down: stop here; the batch is retried when it is back.
                 Err(ServiceError::Backend(
                     e @ (BackendError::Unavailable | BackendError::Busy),
                 )) => {
-                    if moved.is_empty() {
-                        return Err(ServiceError::Backend(e));
-                    }
+                    device_down = Some(e);
                     break;
                 }
                 Err(e) => {
-                    failed += 1;
                     tracing::error!(job_id = %job.id, path = %item.path, version = item.version, error = %e, "stored data key could not be re-wrapped");
                     last_error = Some(format!("{} v{}: {e}", item.path, item.version));
+                    newly_failed.push((item.path.clone(), item.version));
                 }
             }
         }
-        let changed = self
-            .store
-            .apply_rewrap(
-                &job.id,
-                job.target_version,
-                &moved,
-                failed,
-                last_error.clone(),
-                now,
-            )
-            .await?;
-        if changed == 0 && failed > 0 {
-            // Every candidate left fails: the job cannot finish by itself.
-            self.store
-                .finish_job(&job.id, JobState::Failed, last_error, now)
-                .await?;
-            return Ok(Progress::Finished);
+        let advanced = device_down.is_none();
+        if let Some(e) = device_down {
+            if moved.is_empty() {
+                return Err(ServiceError::Backend(e));
+            }
         }
+        let failed = newly_failed.len() as u64;
+        if moved.is_empty() && failed == 0 {
+            // Only known failures in this stretch: move the cursor past them, write nothing.
+            self.record_pass(&job.id, last, Vec::new(), false);
+            return Ok(Progress::More);
+        }
+        let batch = crate::store::RewrapBatch {
+            job_id: job.id.clone(),
+            key_id: key.id,
+            target: job.target_version,
+            items: moved,
+            failed,
+            last_error,
+            now,
+        };
+        let progressed = !batch.items.is_empty();
+        match self.store.apply_rewrap(&batch).await {
+            Ok(_) => {}
+            // The key rotated, was disabled or its primary changed meanwhile: nothing was
+            // written; the next call sees the new state.
+            Err(crate::store::StoreError::Stale { .. }) => return Ok(Progress::More),
+            Err(e) => return Err(e.into()),
+        }
+        self.record_pass(
+            &job.id,
+            if advanced { last } else { None },
+            newly_failed,
+            progressed,
+        );
         Ok(Progress::More)
+    }
+
+    async fn end_job(
+        &self,
+        job: &Job,
+        state: JobState,
+        note: Option<String>,
+    ) -> Result<Progress, ServiceError> {
+        self.store
+            .finish_job(&job.id, state, note, OffsetDateTime::now_utc())
+            .await?;
+        if let Ok(mut passes) = self.rewrap_passes.lock() {
+            passes.remove(&job.id);
+        }
+        tracing::info!(job_id = %job.id, state = state.as_str(), "re-wrap job ended");
+        Ok(Progress::Finished)
+    }
+
+    /// The current pass of a job on this node (cursor and the items known to fail).
+    fn pass_state(&self, job_id: &str) -> RewrapPass {
+        self.rewrap_passes
+            .lock()
+            .ok()
+            .and_then(|p| p.get(job_id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Records a committed batch: the cursor moves past it (when the whole batch was looked at),
+    /// failures are remembered, progress is noted.
+    fn record_pass(
+        &self,
+        job_id: &str,
+        cursor: Option<(SecretPath, u32)>,
+        failed: Vec<(SecretPath, u32)>,
+        progressed: bool,
+    ) {
+        if let Ok(mut passes) = self.rewrap_passes.lock() {
+            let pass = passes.entry(job_id.to_owned()).or_default();
+            if cursor.is_some() {
+                pass.cursor = cursor;
+            }
+            pass.failed.extend(failed);
+            pass.progressed |= progressed;
+        }
+    }
+
+    /// Starts a new pass from the beginning. With `need_progress`, returns false (and starts
+    /// nothing) when the pass that just ended moved nothing.
+    fn restart_pass(&self, job_id: &str, need_progress: bool) -> bool {
+        let Ok(mut passes) = self.rewrap_passes.lock() else {
+            return true;
+        };
+        let pass = passes.entry(job_id.to_owned()).or_default();
+        if need_progress && !pass.progressed {
+            return false;
+        }
+        pass.cursor = None;
+        pass.progressed = false;
+        true
     }
 
     /// Unwraps one stored data key with its version and wraps it under the primary version,

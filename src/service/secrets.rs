@@ -229,6 +229,14 @@ impl KeyService {
                 Err(StoreError::Stale {
                     what: "the rotation schedule",
                 }) => return Ok(None),
+                // The key changed under us (rotated, disabled, version retired): read it again
+                // from the store, so the next attempt uses what is true now.
+                Err(StoreError::Stale {
+                    what: "the key version",
+                }) => {
+                    self.fresh_key(key.id).await?;
+                    continue;
+                }
                 Err(StoreError::Stale { .. }) => continue,
                 Err(e) => return Err(store_to_service(path, e)),
             }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use time::OffsetDateTime;
 
-use crate::domain::job::{Job, JobState};
+use crate::domain::job::{Job, JobEvent, JobState};
 use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
 };
@@ -172,6 +172,25 @@ pub struct RewrapItem {
     pub key_version: KeyVersion,
     /// The wrapped data key now.
     pub wrapped_dek: Vec<u8>,
+}
+
+/// One committed step of a re-wrap job.
+#[derive(Debug, Clone)]
+pub struct RewrapBatch {
+    /// The job.
+    pub job_id: String,
+    /// The key whose stored data keys move.
+    pub key_id: KeyId,
+    /// The version they move to (must still be the enabled primary).
+    pub target: KeyVersion,
+    /// Each item with its new wrapped data key.
+    pub items: Vec<(RewrapItem, Vec<u8>)>,
+    /// Items that failed in this batch (left where they were).
+    pub failed: u64,
+    /// The last failure, for the job record.
+    pub last_error: Option<String>,
+    /// When.
+    pub now: OffsetDateTime,
 }
 
 /// What to do to secret versions.
@@ -442,7 +461,8 @@ pub trait Store: Send + Sync + 'static {
     /// Database errors.
     async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>, StoreError>;
 
-    /// Up to `limit` stored data keys of `key_id` wrapped under a version other than `target`.
+    /// Up to `limit` stored data keys of `key_id` wrapped under a version other than `target`,
+    /// in (path, version) order, after `after` when given.
     ///
     /// # Errors
     /// Database errors.
@@ -450,24 +470,25 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key_id: KeyId,
         target: KeyVersion,
+        after: Option<&(SecretPath, u32)>,
         limit: u32,
     ) -> Result<Vec<RewrapItem>, StoreError>;
 
     /// Commits one batch atomically: each item's new wrapped data key replaces the old one only
-    /// if the row still holds the old one; the job's `done` and `failed_items` advance in the
-    /// same transaction. Returns how many rows changed.
+    /// if the row still holds the old one; the job's `done` and `failed_items` advance, and a
+    /// `batch` event is added to its trail, in the same transaction. Returns how many rows
+    /// changed.
     ///
     /// # Errors
-    /// Database errors (then nothing of the batch is written).
-    async fn apply_rewrap(
-        &self,
-        job_id: &str,
-        target: KeyVersion,
-        items: &[(RewrapItem, Vec<u8>)],
-        failed: u64,
-        last_error: Option<String>,
-        now: OffsetDateTime,
-    ) -> Result<u64, StoreError>;
+    /// `Stale` when `target` is no longer the key's enabled primary version; database errors.
+    /// Nothing of the batch is written on error.
+    async fn apply_rewrap(&self, batch: &RewrapBatch) -> Result<u64, StoreError>;
+
+    /// A job's trail: its start, every committed batch, its end.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn job_events(&self, id: &str) -> Result<Vec<JobEvent>, StoreError>;
 
     /// Ends a job.
     ///

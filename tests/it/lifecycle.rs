@@ -808,3 +808,49 @@ async fn a_device_failure_during_rotation_leaves_no_half_version() -> anyhow::Re
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn tampered_rows_do_not_block_the_rows_behind_them() -> anyhow::Result<()> {
+    let (d, s) = secrets_server(
+        "mixed",
+        "rewrap_batch_size = 3\nrewrap_after_rotation = false\n",
+    )
+    .await?;
+    for i in 0..12 {
+        put_secret(&s, &format!("m/{i:02}"), &format!("v{i}")).await;
+    }
+    // The first four rows in the job's order are tampered: more than one batch of them.
+    let db = rusqlite::Connection::open(d.database())?;
+    for i in 0..4 {
+        let path = format!("m/{i:02}");
+        let mut blob: Vec<u8> = db.query_row(
+            "SELECT wrapped_dek FROM secret_versions WHERE path = ?1",
+            [&path],
+            |r| r.get(0),
+        )?;
+        let last = blob.len() - 1;
+        blob[last] ^= 0x55; // the GCM tag: the device refuses it
+        db.execute(
+            "UPDATE secret_versions SET wrapped_dek = ?2 WHERE path = ?1",
+            rusqlite::params![path, blob],
+        )?;
+    }
+    drop(db);
+    post_empty(&s, "/v1/keys/mixed/rotate").await.ok();
+    post_empty(&s, "/v1/keys/mixed/rewrap").await;
+    let job = wait_job_done(&s, "mixed").await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["done"], 8, "every good row moved: {job}");
+    assert_eq!(job["failed_items"], 4, "each bad row counted once: {job}");
+    let versions = s.get("/v1/keys/mixed/versions").await;
+    assert_eq!(versions.ok()["versions"][0]["stored_data_keys"], 4);
+    assert_eq!(versions.body["versions"][1]["stored_data_keys"], 8);
+    for i in 4..12 {
+        let r = s.get(&format!("/v1/secrets/m/{i:02}?text=true")).await;
+        assert_eq!(r.ok()["value_text"], format!("v{i}"));
+    }
+    s.get("/v1/secrets/m/00")
+        .await
+        .assert_error(500, "secret_integrity_failed");
+    Ok(())
+}

@@ -160,6 +160,26 @@ async fn the_rewrap_job_survives_kill_9_at_five_points() -> anyhow::Result<()> {
         (rows as usize, distinct as usize, off_primary),
         (SECRETS, SECRETS, 0)
     );
+    // The job's trail: started, one event per committed batch adding up to every item, completed.
+    let trail = s.get(&format!("/v1/jobs/{id}/events")).await;
+    let events = trail.ok()["events"].as_array().unwrap().clone();
+    assert_eq!(events.first().unwrap()["kind"], "started");
+    assert_eq!(events.last().unwrap()["kind"], "completed");
+    let moved: u64 = events
+        .iter()
+        .filter(|e| e["kind"] == "batch")
+        .map(|e| e["moved"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        moved as usize, SECRETS,
+        "the trail accounts for every re-wrapped item"
+    );
+    assert!(events
+        .windows(2)
+        .all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()));
+    s.get("/v1/jobs/nope/events")
+        .await
+        .assert_error(404, "job_not_found");
     let versions = s.get("/v1/keys/bulk/versions").await;
     assert_eq!(versions.ok()["versions"][0]["stored_data_keys"], 0);
     assert_eq!(

@@ -16,7 +16,7 @@ use crate::api::extract::{
     double_option, parse, require_json, ApiJson, Caller, KeyPath, RequestBody,
 };
 use crate::api::AppState;
-use crate::domain::job::JobState;
+use crate::domain::job::{JobEvent, JobState};
 use crate::domain::secret::HumanDuration;
 use crate::domain::{Alias, Key, KeyId, KeyName, KeyVersion};
 use crate::format::EncryptionContext;
@@ -281,6 +281,25 @@ pub async fn job(
         ));
     }
     Ok(Json(state.service.job(&p, &id).await?))
+}
+
+/// `GET /v1/jobs/{id}/events` response.
+#[derive(Debug, Serialize)]
+pub struct JobEventsResponse {
+    job_id: String,
+    events: Vec<JobEvent>,
+}
+
+/// `GET /v1/jobs/{id}/events`: the job's trail.
+pub async fn job_events(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<JobEventsResponse>, ApiError> {
+    let Path(id) =
+        path.map_err(|_| ApiError::client(StatusCode::NOT_FOUND, "job_not_found", "no such job"))?;
+    let events = state.service.job_events(&p, &id).await?;
+    Ok(Json(JobEventsResponse { job_id: id, events }))
 }
 
 /// `POST /v1/aliases` body.

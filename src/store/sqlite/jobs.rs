@@ -4,10 +4,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::{millis, parse_time, time_text};
-use crate::domain::job::{Job, JobKind, JobState};
+use crate::domain::job::{Job, JobEvent, JobKind, JobState};
 use crate::domain::secret::SecretPath;
-use crate::domain::{KeyId, KeyVersion};
-use crate::store::{RewrapItem, StoreError};
+use crate::domain::{KeyId, KeyVersion, VersionState};
+use crate::store::{RewrapBatch, RewrapItem, StoreError};
 
 fn corrupt(column: &'static str) -> StoreError {
     StoreError::Corrupt { column }
@@ -69,8 +69,66 @@ fn job_of(row: JobRow) -> Result<Job, StoreError> {
     })
 }
 
-/// Inserts a job.
-pub(super) fn create(conn: &Connection, job: &Job) -> Result<(), StoreError> {
+/// Appends to a job's trail (inside the caller's transaction).
+fn event(
+    conn: &Connection,
+    job_id: &str,
+    kind: &str,
+    moved: u64,
+    failed: u64,
+    detail: Option<&str>,
+    now: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO job_events (job_id, seq, at, kind, moved, failed, detail)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = ?1),
+                 ?2, ?3, ?4, ?5, ?6)",
+        params![
+            job_id,
+            now,
+            kind,
+            i64::try_from(moved).unwrap_or(i64::MAX),
+            i64::try_from(failed).unwrap_or(i64::MAX),
+            detail
+        ],
+    )?;
+    Ok(())
+}
+
+/// A job's trail, oldest first.
+pub(super) fn events(conn: &Connection, job_id: &str) -> Result<Vec<JobEvent>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT seq, at, kind, moved, failed, detail FROM job_events WHERE job_id = ?1 ORDER BY seq",
+        )?
+        .query_map([job_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, Option<String>>(5)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(seq, at, kind, moved, failed, detail)| {
+            Ok(JobEvent {
+                seq: u64::try_from(seq).map_err(|_| corrupt("job_events.seq"))?,
+                at: parse_time(&at, "job_events.at")?,
+                kind,
+                moved: u64::try_from(moved).map_err(|_| corrupt("job_events.moved"))?,
+                failed: u64::try_from(failed).map_err(|_| corrupt("job_events.failed"))?,
+                detail,
+            })
+        })
+        .collect()
+}
+
+/// Inserts a job and its `started` event.
+pub(super) fn create(conn: &mut Connection, job: &Job) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let detail = format!("re-wrap to version {}", job.target_version);
+    insert_with_event(&tx, job, &detail)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_with_event(conn: &Connection, job: &Job, detail: &str) -> Result<(), StoreError> {
     conn.execute(
         &format!(
             "INSERT INTO jobs ({JOB_COLUMNS}, started_at)
@@ -90,7 +148,15 @@ pub(super) fn create(conn: &Connection, job: &Job) -> Result<(), StoreError> {
             millis(job.created_at),
         ],
     )?;
-    Ok(())
+    event(
+        conn,
+        &job.id,
+        "started",
+        0,
+        0,
+        Some(detail),
+        &time_text(job.created_at),
+    )
 }
 
 /// The job `id`.
@@ -123,22 +189,34 @@ pub(super) fn candidates(
     conn: &Connection,
     key_id: KeyId,
     target: KeyVersion,
+    after: Option<&(SecretPath, u32)>,
     limit: u32,
 ) -> Result<Vec<RewrapItem>, StoreError> {
+    let (after_path, after_version) = after.map_or(("", 0), |(p, v)| (p.as_str(), *v));
     let rows = conn
         .prepare_cached(
             "SELECT path, version, key_version, wrapped_dek FROM secret_versions
              WHERE key_id = ?1 AND key_version != ?2 AND wrapped_dek IS NOT NULL
-             ORDER BY path, version LIMIT ?3",
+               AND (path, version) > (?3, ?4)
+             ORDER BY path, version LIMIT ?5",
         )?
-        .query_map(params![key_id.to_string(), target.get(), limit], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, u32>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-            ))
-        })?
+        .query_map(
+            params![
+                key_id.to_string(),
+                target.get(),
+                after_path,
+                after_version,
+                limit
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            },
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter()
         .map(|(path, version, kv, wrapped)| {
@@ -153,17 +231,23 @@ pub(super) fn candidates(
 }
 
 /// Commits one re-wrap batch (see the trait docs).
-pub(super) fn apply(
-    conn: &mut Connection,
-    job_id: &str,
-    target: KeyVersion,
-    items: &[(RewrapItem, Vec<u8>)],
-    failed: u64,
-    last_error: Option<String>,
-    now: OffsetDateTime,
-) -> Result<u64, StoreError> {
+pub(super) fn apply(conn: &mut Connection, batch: &RewrapBatch) -> Result<u64, StoreError> {
+    let RewrapBatch {
+        job_id,
+        key_id,
+        target,
+        items,
+        failed,
+        last_error,
+        now,
+    } = batch;
+    let (key_id, target, failed, now) = (*key_id, *target, *failed, *now);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    super::keys::require_version(&tx, key_id, target, &[VersionState::Primary])?;
     let mut changed = 0u64;
+    let mut from: Vec<u32> = items.iter().map(|(i, _)| i.key_version.get()).collect();
+    from.sort_unstable();
+    from.dedup();
     for (item, new_blob) in items {
         // Only if the row still holds exactly what was re-wrapped: a concurrent write, destroy
         // or an earlier run of this batch makes the update a no-op, never a lost value.
@@ -192,23 +276,36 @@ pub(super) fn apply(
             time_text(now)
         ],
     )?;
+    let detail = format!("from versions {from:?} to {target}");
+    event(
+        &tx,
+        job_id,
+        "batch",
+        changed,
+        failed,
+        Some(&detail),
+        &time_text(now),
+    )?;
     tx.commit()?;
     Ok(changed)
 }
 
-/// Ends a job.
+/// Ends a job and records why in its trail.
 pub(super) fn finish(
-    conn: &Connection,
+    conn: &mut Connection,
     id: &str,
     state: JobState,
     error: Option<String>,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = time_text(now);
-    conn.execute(
+    event(&tx, id, state.as_str(), 0, 0, error.as_deref(), &now)?;
+    tx.execute(
         "UPDATE jobs SET state = ?2, last_error = COALESCE(?3, last_error), updated_at = ?4,
              finished_at = ?4 WHERE id = ?1",
         params![id, state.as_str(), error, now],
     )?;
+    tx.commit()?;
     Ok(())
 }

@@ -625,3 +625,33 @@ pub(super) fn list_aliases(conn: &Connection) -> Result<Vec<Alias>, StoreError> 
 pub(super) fn delete_alias(conn: &Connection, name: &KeyName) -> Result<bool, StoreError> {
     Ok(conn.execute("DELETE FROM aliases WHERE name = ?1", [name.as_str()])? > 0)
 }
+
+/// Inside a write transaction: `Stale` unless the key is enabled and `version` is in `states`.
+/// Writes that store data under a version re-check it here, so nothing lands under a version
+/// that was destroyed (or stopped being primary) after the writer read the key.
+pub(super) fn require_version(
+    tx: &Connection,
+    key_id: KeyId,
+    version: KeyVersion,
+    states: &[VersionState],
+) -> Result<(), StoreError> {
+    let row: Option<(String, String)> = tx
+        .query_row(
+            "SELECT k.state, v.state FROM keys k JOIN key_versions v ON v.key_id = k.id
+             WHERE k.id = ?1 AND v.version = ?2",
+            params![key_id.to_string(), version.get()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let usable = row.is_some_and(|(key_state, v_state)| {
+        key_state == KeyState::Enabled.as_str()
+            && VersionState::parse(&v_state).is_some_and(|s| states.contains(&s))
+    });
+    if usable {
+        Ok(())
+    } else {
+        Err(StoreError::Stale {
+            what: "the key version",
+        })
+    }
+}

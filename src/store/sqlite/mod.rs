@@ -18,10 +18,10 @@ mod secrets;
 
 use super::migrations::{Migration, SQLITE};
 use super::{
-    KeyUpdate, MetadataUpdate, NewSecretVersion, RewrapItem, RotationClaim, SealedSecret, Store,
-    StoreError, VersionOp,
+    KeyUpdate, MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RotationClaim,
+    SealedSecret, Store, StoreError, VersionOp,
 };
-use crate::domain::job::{Job, JobState};
+use crate::domain::job::{Job, JobEvent, JobState};
 use crate::domain::secret::{SecretPath, SecretRecord};
 use crate::domain::{
     Alias, Key, KeyId, KeyName, KeyRef, KeyVersion, KeyVersionRecord, RootKeyRef, TokenRecord,
@@ -312,26 +312,22 @@ impl Store for SqliteStore {
         &self,
         key_id: KeyId,
         target: KeyVersion,
+        after: Option<&(SecretPath, u32)>,
         limit: u32,
     ) -> Result<Vec<RewrapItem>, StoreError> {
-        self.with_conn(move |conn| jobs::candidates(conn, key_id, target, limit))
+        let after = after.cloned();
+        self.with_conn(move |conn| jobs::candidates(conn, key_id, target, after.as_ref(), limit))
             .await
     }
 
-    async fn apply_rewrap(
-        &self,
-        job_id: &str,
-        target: KeyVersion,
-        items: &[(RewrapItem, Vec<u8>)],
-        failed: u64,
-        last_error: Option<String>,
-        now: OffsetDateTime,
-    ) -> Result<u64, StoreError> {
-        let (job_id, items) = (job_id.to_owned(), items.to_vec());
-        self.with_conn(move |conn| {
-            jobs::apply(conn, &job_id, target, &items, failed, last_error, now)
-        })
-        .await
+    async fn apply_rewrap(&self, batch: &RewrapBatch) -> Result<u64, StoreError> {
+        let batch = batch.clone();
+        self.with_conn(move |conn| jobs::apply(conn, &batch)).await
+    }
+
+    async fn job_events(&self, id: &str) -> Result<Vec<JobEvent>, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| jobs::events(conn, &id)).await
     }
 
     async fn finish_job(

@@ -8,7 +8,7 @@ use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord, SecretVersionInfo,
     SecretVersionState,
 };
-use crate::domain::{KeyId, KeyVersion};
+use crate::domain::{KeyId, KeyVersion, VersionState};
 use crate::store::{MetadataUpdate, NewSecretVersion, SealedSecret, StoreError, VersionOp};
 
 const SECRET_COLUMNS: &str = "path, key_id, current_version, max_versions, expires_after_s, \
@@ -232,6 +232,12 @@ pub(super) fn insert(conn: &mut Connection, v: &NewSecretVersion) -> Result<Vec<
             return Err(StoreError::CheckAndSet { current });
         }
     }
+    super::keys::require_version(
+        &tx,
+        v.key_id,
+        v.key_version,
+        &[VersionState::Primary, VersionState::Active],
+    )?;
     if v.version != current + 1 {
         return Err(StoreError::Stale {
             what: "the current version",

@@ -17,3 +17,16 @@ CREATE TABLE jobs (
 ) STRICT;
 
 CREATE INDEX jobs_running ON jobs (state) WHERE state = 'running';
+
+-- The job's own trail: one row per state change and per committed batch, written in the same
+-- transaction as the change it records.
+CREATE TABLE job_events (
+    job_id   TEXT NOT NULL REFERENCES jobs (id),
+    seq      INTEGER NOT NULL CHECK (seq >= 1),
+    at       TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('started', 'batch', 'completed', 'failed')),
+    moved    INTEGER NOT NULL DEFAULT 0 CHECK (moved >= 0),
+    failed   INTEGER NOT NULL DEFAULT 0 CHECK (failed >= 0),
+    detail   TEXT,
+    PRIMARY KEY (job_id, seq)
+) STRICT;
