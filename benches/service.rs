@@ -12,8 +12,15 @@
 //! 3. restarts the server on the same directory and drives `POST /v1/keys/bench/datakey`,
 //!    `POST /v1/decrypt` and, as the floor of the HTTP stack, `GET /v1/health/live` at several
 //!    concurrencies for a fixed time each, over keep-alive HTTP/1.1 to 127.0.0.1;
-//! 4. prints Markdown tables (ops/s, p50/p99, errors, server RSS and CPU) and exits non-zero on
-//!    any failure, including a single failed request.
+//! 4. on the same server, measures the bulk re-wrap job: stores N secrets under the key
+//!    `bench-rewrap` (16 writers), times `datakey` on `bench` at concurrency 8 without a job, then
+//!    rotates `bench-rewrap`, starts its re-wrap job (`POST /v1/keys/bench-rewrap/rewrap`) and
+//!    times the same load while the job runs, following the job until it completes; then rotates
+//!    again and times a second job with no foreground load. It checks that no stored data key is
+//!    left under an older version;
+//! 5. prints Markdown tables (ops/s, p50/p99, errors, server RSS and CPU; re-wrap items/s and
+//!    foreground latency with and without the job) and exits non-zero on any failure, including
+//!    a single failed request.
 //!
 //! The bench needs `SOFTHSM2_CONF` to point at the bench token before its first PKCS#11 call,
 //! and `std::env::set_var` is banned, so when `CUSTODIAN_BENCH_DIR` is unset it prepares a
@@ -30,6 +37,10 @@
 //! | `--concurrency LIST` | `CUSTODIAN_BENCH_CONCURRENCY` | `1,8,32` |
 //! | `--max-requests N` | `CUSTODIAN_BENCH_MAX_REQUESTS` | 500000 (per HTTP row) |
 //! | `--log-filter F` | `CUSTODIAN_BENCH_LOG_FILTER` | `info` (server `log.filter`) |
+//! | `--rewrap-secrets N` | `CUSTODIAN_BENCH_REWRAP_SECRETS` | 5000 (0 skips the re-wrap phase) |
+//! | `--rewrap-secs S` | `CUSTODIAN_BENCH_REWRAP_SECS` | 15 (foreground window, re-wrap phase) |
+//! | `--rewrap-batch N` | `CUSTODIAN_BENCH_REWRAP_BATCH` | 100 (server `keys.rewrap_batch_size`) |
+//! | `--rewrap-pause-ms MS` | `CUSTODIAN_BENCH_REWRAP_PAUSE_MS` | 20 (server `keys.rewrap_pause_ms`) |
 //!
 //! `CUSTODIAN_BENCH_PKCS11_MODULE` names the module (default: SoftHSM2's Debian path).
 
@@ -41,7 +52,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -148,6 +159,14 @@ struct Knobs {
     concurrency: Vec<usize>,
     max_requests: u64,
     log_filter: String,
+    /// Secrets stored for the re-wrap phase; 0 skips the phase.
+    rewrap_secrets: u64,
+    /// Length of each foreground window of the re-wrap phase.
+    rewrap_time: Duration,
+    /// The server's `keys.rewrap_batch_size`.
+    rewrap_batch: u32,
+    /// The server's `keys.rewrap_pause_ms`.
+    rewrap_pause_ms: u64,
 }
 
 impl Knobs {
@@ -158,6 +177,10 @@ impl Knobs {
         let mut concurrency = env_knob("CUSTODIAN_BENCH_CONCURRENCY")?;
         let mut max_requests = env_knob("CUSTODIAN_BENCH_MAX_REQUESTS")?;
         let mut log_filter = env_knob("CUSTODIAN_BENCH_LOG_FILTER")?;
+        let mut rewrap_secrets = env_knob("CUSTODIAN_BENCH_REWRAP_SECRETS")?;
+        let mut rewrap_secs = env_knob("CUSTODIAN_BENCH_REWRAP_SECS")?;
+        let mut rewrap_batch = env_knob("CUSTODIAN_BENCH_REWRAP_BATCH")?;
+        let mut rewrap_pause_ms = env_knob("CUSTODIAN_BENCH_REWRAP_PAUSE_MS")?;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let slot = match arg.as_str() {
@@ -168,9 +191,14 @@ impl Knobs {
                 "--concurrency" => &mut concurrency,
                 "--max-requests" => &mut max_requests,
                 "--log-filter" => &mut log_filter,
+                "--rewrap-secrets" => &mut rewrap_secrets,
+                "--rewrap-secs" => &mut rewrap_secs,
+                "--rewrap-batch" => &mut rewrap_batch,
+                "--rewrap-pause-ms" => &mut rewrap_pause_ms,
                 other => bail!(
                     "unknown argument {other:?}; knobs: --sessions N, --secs S, --raw-secs S, \
-                     --concurrency 1,8,32, --max-requests N, --log-filter F"
+                     --concurrency 1,8,32, --max-requests N, --log-filter F, --rewrap-secrets N, \
+                     --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS"
                 ),
             };
             *slot = Some(
@@ -183,6 +211,23 @@ impl Knobs {
         let max_requests: u64 = parse_knob("max-requests", max_requests, "500000")?;
         ensure!(max_requests >= 1, "max-requests must be at least 1");
         ensure!(sessions >= 1, "sessions must be at least 1");
+        let rewrap_secrets: u64 = parse_knob("rewrap-secrets", rewrap_secrets, "5000")?;
+        ensure!(
+            rewrap_secrets <= 1_000_000,
+            "rewrap-secrets must be at most 1000000"
+        );
+        // The server's own limits for `keys.rewrap_batch_size`; the pause is bounded here so
+        // that a typo cannot make the phase run for hours.
+        let rewrap_batch: u32 = parse_knob("rewrap-batch", rewrap_batch, "100")?;
+        ensure!(
+            (1..=10_000).contains(&rewrap_batch),
+            "rewrap-batch must be 1 to 10000"
+        );
+        let rewrap_pause_ms: u64 = parse_knob("rewrap-pause-ms", rewrap_pause_ms, "20")?;
+        ensure!(
+            rewrap_pause_ms <= 10_000,
+            "rewrap-pause-ms must be at most 10000"
+        );
         let concurrency = concurrency
             .as_deref()
             .unwrap_or("1,8,32")
@@ -202,6 +247,10 @@ impl Knobs {
             concurrency,
             max_requests,
             log_filter: log_filter.unwrap_or_else(|| "info".to_owned()),
+            rewrap_secrets,
+            rewrap_time: seconds("rewrap-secs", parse_knob("rewrap-secs", rewrap_secs, "15")?)?,
+            rewrap_batch,
+            rewrap_pause_ms,
         })
     }
 }
@@ -272,8 +321,14 @@ impl Install {
              [store]\nkind = \"sqlite\"\npath = \"custodian.db\"\n\n\
              [backend]\nkind = \"pkcs11\"\nmodule = {module}\ntoken_label = \"{TOKEN_LABEL}\"\n\
              user_pin_file = \"user.pin\"\nsessions = {sessions}\n\n\
-             [log]\nformat = \"text\"\nfilter = {filter}\n",
+             [log]\nformat = \"text\"\nfilter = {filter}\n\n\
+             [keys]\nrewrap_after_rotation = false\nrewrap_batch_size = {batch}\n\
+             rewrap_pause_ms = {pause}\n",
             sessions = knobs.sessions,
+            // Re-wrap jobs start only when the bench asks for one, so each is timed from its
+            // start; the rotations themselves start nothing.
+            batch = knobs.rewrap_batch,
+            pause = knobs.rewrap_pause_ms,
             // A JSON string literal is a valid TOML basic string.
             module = serde_json::to_string(module_text)?,
             filter = serde_json::to_string(&knobs.log_filter)?,
@@ -732,6 +787,8 @@ struct Report {
     library: String,
     raw: Vec<RawRow>,
     http: Vec<HttpRow>,
+    /// The re-wrap phase, unless `--rewrap-secrets 0` skipped it.
+    rewrap: Option<RewrapReport>,
 }
 
 /// What the first server start handed us.
@@ -858,6 +915,14 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
         }
     }
 
+    // 5. The re-wrap phase, on the same server.
+    let rewrap = if knobs.rewrap_secrets > 0 {
+        Some(rt.block_on(rewrap_phase(&server, &setup.token, knobs, ticks))?)
+    } else {
+        eprintln!("bench: re-wrap phase skipped (--rewrap-secrets 0)");
+        None
+    };
+
     // The service still answers correctly after the load.
     rt.block_on(async {
         let again = datakey_call(&client, &server, &setup.token).await?;
@@ -872,6 +937,7 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
         library,
         raw,
         http,
+        rewrap,
     })
 }
 
@@ -1014,18 +1080,33 @@ async fn load(
     duration: Duration,
     max_requests: u64,
 ) -> Result<Stats> {
+    let never = Arc::new(AtomicBool::new(false));
+    load_until(client, target, concurrency, duration, max_requests, never).await
+}
+
+/// [`load`] that also ends, after the requests in flight, once `stop` is set.
+async fn load_until(
+    client: &reqwest::Client,
+    target: &Target,
+    concurrency: usize,
+    duration: Duration,
+    max_requests: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<Stats> {
     let issued = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, issued) = (client.clone(), Arc::clone(&issued));
+        let (client, issued, stop) = (client.clone(), Arc::clone(&issued), Arc::clone(&stop));
         let (url, body, auth) = (target.url.clone(), target.body.clone(), target.auth.clone());
         workers.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
             let mut first_error = None;
-            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_requests
+            while Instant::now() < deadline
+                && !stop.load(Ordering::Relaxed)
+                && issued.fetch_add(1, Ordering::Relaxed) < max_requests
             {
                 let t = Instant::now();
                 let outcome = async {
@@ -1077,6 +1158,764 @@ async fn load(
         errors,
         first_error,
     ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Re-wrap phase
+
+/// The key whose stored data keys the re-wrap phase moves.
+const REWRAP_KEY: &str = "bench-rewrap";
+/// Concurrent writers storing the re-wrap phase's secrets.
+const REWRAP_WRITERS: usize = 16;
+/// Concurrency of the foreground `datakey` load in the re-wrap phase.
+const FOREGROUND_CONCURRENCY: usize = 8;
+/// How often the bench asks a running job for its progress.
+const JOB_POLL: Duration = Duration::from_millis(50);
+/// The server's default `keys.lifecycle_check_interval_ms`, which the bench leaves alone: the
+/// re-wrap worker sleeps this long when it finds no running job, so a new job waits up to this
+/// long for its first batch.
+const WORKER_IDLE: Duration = Duration::from_secs(1);
+
+/// CPU counters at the start of a window of the re-wrap phase.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    at: Instant,
+    server: CpuTime,
+    client: CpuTime,
+    machine: MachineCpu,
+}
+
+/// CPU used during a window.
+#[derive(Debug, Clone, Copy)]
+struct CpuUse {
+    elapsed: Duration,
+    server: CpuTime,
+    client: CpuTime,
+    machine: MachineCpu,
+}
+
+impl CpuMark {
+    fn now(server_pid: &str, ticks: f64) -> Result<Self> {
+        Ok(Self {
+            at: Instant::now(),
+            server: cpu_time(server_pid, ticks)?,
+            client: cpu_time("self", ticks)?,
+            machine: machine_cpu(ticks)?,
+        })
+    }
+
+    fn usage(self, server_pid: &str, ticks: f64) -> Result<CpuUse> {
+        Ok(CpuUse {
+            elapsed: self.at.elapsed(),
+            server: cpu_time(server_pid, ticks)?.since(self.server),
+            client: cpu_time("self", ticks)?.since(self.client),
+            machine: machine_cpu(ticks)?.since(self.machine),
+        })
+    }
+}
+
+impl CpuUse {
+    /// `d` as a percentage of one core over the window.
+    fn pct(&self, d: Duration) -> f64 {
+        100.0 * d.as_secs_f64() / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn server_pct(&self) -> f64 {
+        self.pct(self.server.total())
+    }
+
+    /// Busy CPU used by neither the server nor the bench.
+    fn other_pct(&self) -> f64 {
+        self.pct(
+            self.machine
+                .busy
+                .saturating_sub(self.server.total() + self.client.total() + self.machine.steal),
+        )
+    }
+}
+
+/// A foreground window of the re-wrap phase.
+struct Window {
+    stats: Stats,
+    cpu: CpuUse,
+}
+
+/// A re-wrap job followed from its start to its end.
+struct JobRun {
+    /// From just before `POST .../rewrap` to the first poll that saw the job completed.
+    wall: Duration,
+    /// Items the job re-wrapped (`done`).
+    done: u64,
+    /// The job's own `rate_per_second`: `done` over `created_at` → `finished_at`.
+    rate_per_second: f64,
+    /// `(time since the start, done)` of every poll.
+    samples: Vec<(Duration, u64)>,
+    /// What the job's own trail says.
+    trail: Trail,
+}
+
+impl JobRun {
+    /// `done` over the wall time, start → completed.
+    fn items_per_sec(&self) -> f64 {
+        self.done as f64 / self.wall.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// `done` as of the last poll at or before `t`.
+    fn done_by(&self, t: Duration) -> u64 {
+        self.samples
+            .iter()
+            .take_while(|(at, _)| *at <= t)
+            .last()
+            .map_or(0, |(_, d)| *d)
+    }
+}
+
+/// A job's timing from its trail (`GET /v1/jobs/{id}/events`), on the server's clock. A
+/// `batch` event carries the time its batch started, before the device calls.
+struct Trail {
+    /// `started` → first `batch`: the wait for the worker to pick the job up.
+    pickup: Duration,
+    /// First `batch` → `completed`.
+    active: Duration,
+    /// Batch events.
+    batches: u64,
+    /// Items moved, summed over the batch events.
+    moved: u64,
+    /// Start-to-start intervals of consecutive batches, sorted: the device calls, the commit,
+    /// the pause and the worker's look at the job list.
+    cycles: Vec<Duration>,
+}
+
+impl Trail {
+    /// Items per second from the first batch to completion.
+    fn active_items_per_sec(&self) -> f64 {
+        self.moved as f64 / self.active.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn cycle(&self, p: f64) -> Duration {
+        percentile(&self.cycles, p)
+    }
+
+    fn max_cycle(&self) -> Duration {
+        self.cycles.last().copied().unwrap_or_default()
+    }
+}
+
+/// Everything the re-wrap phase measured.
+struct RewrapReport {
+    secrets: u64,
+    /// Time to store the secrets with [`REWRAP_WRITERS`] writers.
+    write_time: Duration,
+    /// Foreground `datakey` with no job running.
+    baseline: Window,
+    /// Foreground `datakey` while the first job ran (ended when it completed).
+    loaded: Window,
+    /// When the loaded window ended, counted from the first job's start.
+    loaded_end: Duration,
+    /// The first job, under the foreground load.
+    loaded_job: JobRun,
+    /// The second job, alone.
+    alone_job: JobRun,
+    /// CPU during the second job.
+    alone_cpu: CpuUse,
+    /// The whole phase, from creating the key to the final check.
+    phase_time: Duration,
+}
+
+/// Stores secrets under [`REWRAP_KEY`], rotates it and times two re-wrap jobs: one under a
+/// foreground `datakey` load, one alone; checks that nothing is left under older versions.
+async fn rewrap_phase(
+    server: &Server,
+    token: &str,
+    knobs: &Knobs,
+    ticks: f64,
+) -> Result<RewrapReport> {
+    let phase_start = Instant::now();
+    let n = knobs.rewrap_secrets;
+    let client = http_client(REWRAP_WRITERS + FOREGROUND_CONCURRENCY + 1)?;
+    let server_pid = server.pid().to_string();
+    expect_json(
+        client
+            .post(server.url("/v1/keys"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "name": REWRAP_KEY })),
+        "POST /v1/keys",
+        StatusCode::CREATED,
+    )
+    .await?;
+    eprintln!(
+        "bench: re-wrap phase: storing {n} secrets under `{REWRAP_KEY}` ({REWRAP_WRITERS} writers)"
+    );
+    let write_time = store_secrets(&client, server, token, n).await?;
+    let (primary, counts) = stored_data_keys(&client, server, token).await?;
+    ensure!(
+        primary == 1 && counts == [(1, n)],
+        "after the writes `{REWRAP_KEY}` has primary version {primary} and stored data keys \
+         {counts:?}, not {n} under version 1"
+    );
+
+    let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
+    let datakey = Target {
+        url: server.url(&format!("/v1/keys/{KEY_NAME}/datakey")),
+        body: Some(serde_json::json!({ "context": context }).to_string()),
+        auth: Some(
+            HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the bootstrap token is not a valid header value")?,
+        ),
+    };
+    let (window, max) = (knobs.rewrap_time, knobs.max_requests);
+    let job_timeout = Duration::from_secs(60) + Duration::from_millis(10 * n);
+
+    // Foreground load with no job.
+    eprintln!(
+        "bench: re-wrap phase: {} at concurrency {FOREGROUND_CONCURRENCY} for {window:?}, no job",
+        Op::Datakey.label()
+    );
+    load(&client, &datakey, FOREGROUND_CONCURRENCY, WARMUP, max).await?;
+    let mark = CpuMark::now(&server_pid, ticks)?;
+    let stats = load(&client, &datakey, FOREGROUND_CONCURRENCY, window, max).await?;
+    let baseline = Window {
+        cpu: mark.usage(&server_pid, ticks)?,
+        stats: checked(stats, "without a job")?,
+    };
+
+    // The same load while a job moves every stored data key from version 1 to 2. The window
+    // ends when the job completes or after `window`, whichever comes first.
+    rotate(&client, server, token, 2).await?;
+    eprintln!(
+        "bench: re-wrap phase: {} at concurrency {FOREGROUND_CONCURRENCY} while a job re-wraps \
+         {n} data keys (at most {window:?})",
+        Op::Datakey.label()
+    );
+    let finished = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let id = start_job(&client, server, token).await?;
+    let mark = CpuMark::now(&server_pid, ticks)?;
+    let foreground = async {
+        let stats = load_until(
+            &client,
+            &datakey,
+            FOREGROUND_CONCURRENCY,
+            window,
+            max,
+            Arc::clone(&finished),
+        )
+        .await?;
+        let cpu = mark.usage(&server_pid, ticks)?;
+        Ok::<_, anyhow::Error>((stats, cpu, started.elapsed()))
+    };
+    let follow = follow_job(&client, server, token, &id, started, job_timeout, &finished);
+    let ((stats, cpu, loaded_end), loaded_job) = tokio::try_join!(foreground, follow)?;
+    let loaded = Window {
+        stats: checked(stats, "while the job ran")?,
+        cpu,
+    };
+    ensure!(
+        loaded_job.done == n,
+        "the first re-wrap job re-wrapped {} data keys, not {n}",
+        loaded_job.done
+    );
+
+    // A second rotation and a job with nothing else running: version 2 → 3.
+    rotate(&client, server, token, 3).await?;
+    eprintln!("bench: re-wrap phase: a job re-wraps {n} data keys with no foreground load");
+    let started = Instant::now();
+    let mark = CpuMark::now(&server_pid, ticks)?;
+    let id = start_job(&client, server, token).await?;
+    let unused = AtomicBool::new(false);
+    let alone_job = follow_job(&client, server, token, &id, started, job_timeout, &unused).await?;
+    let alone_cpu = mark.usage(&server_pid, ticks)?;
+    ensure!(
+        alone_job.done == n,
+        "the second re-wrap job re-wrapped {} data keys, not {n}",
+        alone_job.done
+    );
+
+    verify_rewrapped(&client, server, token, n).await?;
+    Ok(RewrapReport {
+        secrets: n,
+        write_time,
+        baseline,
+        loaded,
+        loaded_end,
+        loaded_job,
+        alone_job,
+        alone_cpu,
+        phase_time: phase_start.elapsed(),
+    })
+}
+
+/// `stats` if at least one request completed.
+fn checked(stats: Stats, when: &str) -> Result<Stats> {
+    ensure!(
+        stats.ops > 0,
+        "no {} request completed {when} ({} errors; first: {})",
+        Op::Datakey.label(),
+        stats.errors,
+        stats.first_error.as_deref().unwrap_or("none")
+    );
+    Ok(stats)
+}
+
+/// The path and value of the `i`th re-wrap secret.
+fn rewrap_secret(i: u64) -> (String, String) {
+    (format!("{REWRAP_KEY}/s{i}"), format!("bench value {i}"))
+}
+
+/// Writes `n` secrets under [`REWRAP_KEY`] with [`REWRAP_WRITERS`] concurrent writers; returns
+/// how long that took.
+async fn store_secrets(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    n: u64,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..REWRAP_WRITERS {
+        let (client, token) = (client.clone(), token.to_owned());
+        let base = server.url("/v1/secrets/");
+        writers.spawn(async move {
+            for i in (w as u64..n).step_by(REWRAP_WRITERS) {
+                let (path, value) = rewrap_secret(i);
+                expect_json(
+                    client
+                        .put(format!("{base}{path}"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({ "value_text": value, "key": REWRAP_KEY })),
+                    &format!("PUT /v1/secrets/{path}"),
+                    StatusCode::OK,
+                )
+                .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(joined) = writers.join_next().await {
+        joined.context("a secret writer failed")??;
+    }
+    Ok(start.elapsed())
+}
+
+/// Rotates [`REWRAP_KEY`] and checks it now has `want` as its primary version and that the
+/// rotation started no job (`rewrap_after_rotation = false`).
+async fn rotate(client: &reqwest::Client, server: &Server, token: &str, want: u64) -> Result<()> {
+    let what = format!("POST /v1/keys/{REWRAP_KEY}/rotate");
+    let key = expect_json(
+        client
+            .post(server.url(&format!("/v1/keys/{REWRAP_KEY}/rotate")))
+            .bearer_auth(token),
+        &what,
+        StatusCode::OK,
+    )
+    .await?;
+    let primary = u64_field(&key, "primary_version")?;
+    ensure!(
+        primary == want,
+        "{what} made version {primary} primary, not {want}"
+    );
+    let running = expect_json(
+        client
+            .get(server.url("/v1/jobs?state=running"))
+            .bearer_auth(token),
+        "GET /v1/jobs?state=running",
+        StatusCode::OK,
+    )
+    .await?;
+    let jobs = running
+        .get("jobs")
+        .and_then(serde_json::Value::as_array)
+        .context("GET /v1/jobs answered without a `jobs` array")?;
+    ensure!(
+        jobs.is_empty(),
+        "{} job(s) running after {what}; the bench needs `rewrap_after_rotation = false` to time \
+         each job from its start",
+        jobs.len()
+    );
+    Ok(())
+}
+
+/// Starts the re-wrap job of [`REWRAP_KEY`]; returns its id.
+async fn start_job(client: &reqwest::Client, server: &Server, token: &str) -> Result<String> {
+    let what = format!("POST /v1/keys/{REWRAP_KEY}/rewrap");
+    let job = expect_json(
+        client
+            .post(server.url(&format!("/v1/keys/{REWRAP_KEY}/rewrap")))
+            .bearer_auth(token),
+        &what,
+        StatusCode::ACCEPTED,
+    )
+    .await?;
+    Ok(string_field(&job, "id")
+        .with_context(|| format!("{what} answered without a job id"))?
+        .to_owned())
+}
+
+/// Polls `GET /v1/jobs/{id}` every [`JOB_POLL`] until the job completes (then sets
+/// `finished`), fails, or `timeout` after `started` passes.
+async fn follow_job(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    id: &str,
+    started: Instant,
+    timeout: Duration,
+    finished: &AtomicBool,
+) -> Result<JobRun> {
+    let what = format!("GET /v1/jobs/{id}");
+    let url = server.url(&format!("/v1/jobs/{id}"));
+    let mut samples = Vec::new();
+    loop {
+        let job = expect_json(client.get(&url).bearer_auth(token), &what, StatusCode::OK).await?;
+        let at = started.elapsed();
+        let done = u64_field(&job, "done")?;
+        samples.push((at, done));
+        match string_field(&job, "state")? {
+            "running" => {}
+            "completed" => {
+                finished.store(true, Ordering::Relaxed);
+                let failed = u64_field(&job, "failed_items")?;
+                ensure!(
+                    failed == 0,
+                    "re-wrap job {id} completed with {failed} failed items (last error: {})",
+                    job.get("last_error").unwrap_or(&serde_json::Value::Null)
+                );
+                let trail = job_trail(client, server, token, id).await?;
+                ensure!(
+                    trail.moved == done,
+                    "re-wrap job {id}: its trail counts {} items moved, the job {done}",
+                    trail.moved
+                );
+                let rate_per_second = job
+                    .get("rate_per_second")
+                    .and_then(serde_json::Value::as_f64)
+                    .with_context(|| format!("{what} answered without `rate_per_second`"))?;
+                return Ok(JobRun {
+                    wall: at,
+                    done,
+                    rate_per_second,
+                    samples,
+                    trail,
+                });
+            }
+            other => bail!(
+                "re-wrap job {id} ended {other:?} after {done} items (last error: {})",
+                job.get("last_error").unwrap_or(&serde_json::Value::Null)
+            ),
+        }
+        ensure!(
+            at < timeout,
+            "re-wrap job {id} did not complete within {timeout:?} ({done} items done)"
+        );
+        tokio::time::sleep(JOB_POLL).await;
+    }
+}
+
+/// Reads the trail of the finished job `id`.
+async fn job_trail(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    id: &str,
+) -> Result<Trail> {
+    let what = format!("GET /v1/jobs/{id}/events");
+    let v = expect_json(
+        client
+            .get(server.url(&format!("/v1/jobs/{id}/events")))
+            .bearer_auth(token),
+        &what,
+        StatusCode::OK,
+    )
+    .await?;
+    let events = v
+        .get("events")
+        .and_then(serde_json::Value::as_array)
+        .with_context(|| format!("{what} answered without an `events` array"))?;
+    let (mut started, mut completed, mut batches, mut moved) = (None, None, Vec::new(), 0);
+    for e in events {
+        let at = string_field(e, "at")?;
+        let at = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("{what}: bad time {at:?}"))?;
+        match string_field(e, "kind")? {
+            "started" => started = Some(at),
+            "batch" => {
+                batches.push(at);
+                moved += u64_field(e, "moved")?;
+            }
+            "completed" => completed = Some(at),
+            other => bail!("{what}: unexpected event {other:?}"),
+        }
+    }
+    let span = |a: time::OffsetDateTime, b: time::OffsetDateTime| {
+        Duration::try_from(b - a).unwrap_or_default()
+    };
+    let started = started.with_context(|| format!("{what}: no `started` event"))?;
+    let completed = completed.with_context(|| format!("{what}: no `completed` event"))?;
+    let first = *batches
+        .first()
+        .with_context(|| format!("{what}: no `batch` event"))?;
+    let mut cycles: Vec<Duration> = batches.windows(2).map(|w| span(w[0], w[1])).collect();
+    cycles.sort_unstable();
+    Ok(Trail {
+        pickup: span(started, first),
+        active: span(first, completed),
+        batches: batches.len() as u64,
+        moved,
+        cycles,
+    })
+}
+
+/// The primary version of [`REWRAP_KEY`] and its stored data keys per version.
+async fn stored_data_keys(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+) -> Result<(u64, Vec<(u64, u64)>)> {
+    let what = format!("GET /v1/keys/{REWRAP_KEY}/versions");
+    let v = expect_json(
+        client
+            .get(server.url(&format!("/v1/keys/{REWRAP_KEY}/versions")))
+            .bearer_auth(token),
+        &what,
+        StatusCode::OK,
+    )
+    .await?;
+    let counts = v
+        .get("versions")
+        .and_then(serde_json::Value::as_array)
+        .with_context(|| format!("{what} answered without a `versions` array"))?
+        .iter()
+        .map(|e| Ok((u64_field(e, "version")?, u64_field(e, "stored_data_keys")?)))
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("reading the answer to {what}"))?;
+    Ok((u64_field(&v, "primary_version")?, counts))
+}
+
+/// Checks that every stored data key of [`REWRAP_KEY`] is under its primary version (3, after
+/// two rotations) and that a few secrets still read back their values.
+async fn verify_rewrapped(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    n: u64,
+) -> Result<()> {
+    let (primary, counts) = stored_data_keys(client, server, token).await?;
+    ensure!(
+        primary == 3,
+        "`{REWRAP_KEY}` has primary version {primary}, not 3"
+    );
+    let stale: u64 = counts
+        .iter()
+        .filter(|(v, _)| *v != primary)
+        .map(|(_, c)| c)
+        .sum();
+    let current: u64 = counts
+        .iter()
+        .filter(|(v, _)| *v == primary)
+        .map(|(_, c)| c)
+        .sum();
+    ensure!(
+        stale == 0 && current == n,
+        "after the re-wrap jobs `{REWRAP_KEY}` still has {stale} stored data keys under older \
+         versions and {current} (of {n}) under version {primary}: {counts:?}"
+    );
+    let mut probes = vec![0, n / 2, n - 1];
+    probes.dedup();
+    for i in probes {
+        let (path, want) = rewrap_secret(i);
+        let what = format!("GET /v1/secrets/{path}?text=true");
+        let v = expect_json(
+            client
+                .get(server.url(&format!("/v1/secrets/{path}?text=true")))
+                .bearer_auth(token),
+            &what,
+            StatusCode::OK,
+        )
+        .await?;
+        ensure!(
+            string_field(&v, "value_text")? == want,
+            "{what} returned a different value after the re-wrap"
+        );
+    }
+    Ok(())
+}
+
+/// Sends `req`, checks the status is `want`, and parses the JSON body.
+async fn expect_json(
+    req: reqwest::RequestBuilder,
+    what: &str,
+    want: StatusCode,
+) -> Result<serde_json::Value> {
+    let res = req.send().await.with_context(|| what.to_owned())?;
+    let status = res.status();
+    let text = res
+        .text()
+        .await
+        .with_context(|| format!("reading the answer to {what}"))?;
+    ensure!(status == want, "{what} answered {status}: {text}");
+    serde_json::from_str(&text).with_context(|| format!("{what} answered non-JSON"))
+}
+
+fn u64_field(v: &serde_json::Value, name: &str) -> Result<u64> {
+    v.get(name)
+        .and_then(serde_json::Value::as_u64)
+        .with_context(|| format!("response has no unsigned integer field {name:?}"))
+}
+
+impl RewrapReport {
+    fn write_markdown(&self, out: &mut String, knobs: &Knobs) -> std::fmt::Result {
+        let n = self.secrets;
+        let batch = u64::from(knobs.rewrap_batch);
+        let batches = n.div_ceil(batch);
+        // The worker pauses after every batch, so at least `batches` pauses lie between the
+        // job's first batch and its completion.
+        let pause_total = Duration::from_millis(knobs.rewrap_pause_ms.saturating_mul(batches));
+        writeln!(out, "\n### Re-wrap of {n} stored data keys\n")?;
+        writeln!(
+            out,
+            "- server: `keys.rewrap_batch_size = {}`, `keys.rewrap_pause_ms = {}`, \
+             `keys.rewrap_after_rotation = false` (the bench starts each job with `POST \
+             /v1/keys/{REWRAP_KEY}/rewrap`); the worker checks for new jobs every {:.1} s \
+             (`keys.lifecycle_check_interval_ms`, default)",
+            knobs.rewrap_batch,
+            knobs.rewrap_pause_ms,
+            WORKER_IDLE.as_secs_f64()
+        )?;
+        writeln!(
+            out,
+            "- {n} secrets (one version each) written under the key `{REWRAP_KEY}` by \
+             {REWRAP_WRITERS} concurrent writers in {:.1} s ({:.0} writes/s)",
+            self.write_time.as_secs_f64(),
+            n as f64 / self.write_time.as_secs_f64().max(f64::EPSILON)
+        )?;
+        writeln!(
+            out,
+            "- job: {batches} batches of at most {batch} data keys, two device calls each \
+             (unwrap with the old version, wrap with the new), one transaction per batch; the \
+             pauses alone add up to at least {:.2} s",
+            pause_total.as_secs_f64()
+        )?;
+        writeln!(
+            out,
+            "- foreground: {} `{CONTEXT_JSON}` at concurrency {FOREGROUND_CONCURRENCY}; without \
+             the job for {:.1} s after a {:.1} s warm-up; with the job from its start until it \
+             completed, at most {:.1} s",
+            Op::Datakey.label(),
+            knobs.rewrap_time.as_secs_f64(),
+            WARMUP.as_secs_f64(),
+            knobs.rewrap_time.as_secs_f64()
+        )?;
+        writeln!(
+            out,
+            "- re-wrap items/s = the job's `done` over the bench's wall time from `POST .../rewrap` \
+             to the first poll (every {} ms) that saw it completed; `rate_per_second` is the \
+             job's own figure (`done` over `created_at` → `finished_at`)",
+            JOB_POLL.as_millis()
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "| re-wrap {n} stored data keys | seconds | re-wrap items/s | job rate_per_second | \
+             foreground ops/s | p50 ms | p99 ms | p99 / p99 without job | errors | server CPU % \
+             | other CPU % |"
+        )?;
+        writeln!(
+            out,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
+        let job = &self.alone_job;
+        writeln!(
+            out,
+            "| job alone | {:.2} | {:.0} | {:.0} | — | — | — | — | — | {:.0} | {:.0} |",
+            job.wall.as_secs_f64(),
+            job.items_per_sec(),
+            job.rate_per_second,
+            self.alone_cpu.server_pct(),
+            self.alone_cpu.other_pct()
+        )?;
+        let base = &self.baseline;
+        writeln!(
+            out,
+            "| foreground datakey c={FOREGROUND_CONCURRENCY}, no job | {:.2} | — | — | {:.0} | {} \
+             | {} | 1.00 | {} | {:.0} | {:.0} |",
+            base.stats.elapsed.as_secs_f64(),
+            base.stats.ops_per_sec(),
+            ms(base.stats.p50),
+            ms(base.stats.p99),
+            base.stats.errors,
+            base.cpu.server_pct(),
+            base.cpu.other_pct()
+        )?;
+        let (job, fg) = (&self.loaded_job, &self.loaded);
+        writeln!(
+            out,
+            "| job + foreground datakey c={FOREGROUND_CONCURRENCY} | {:.2} (job) / {:.2} \
+             (foreground) | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {} | {:.0} | {:.0} |",
+            job.wall.as_secs_f64(),
+            fg.stats.elapsed.as_secs_f64(),
+            job.items_per_sec(),
+            job.rate_per_second,
+            fg.stats.ops_per_sec(),
+            ms(fg.stats.p50),
+            ms(fg.stats.p99),
+            fg.stats.p99.as_secs_f64() / base.stats.p99.as_secs_f64().max(f64::EPSILON),
+            fg.stats.errors,
+            fg.cpu.server_pct(),
+            fg.cpu.other_pct()
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "From the jobs' own trails (`GET /v1/jobs/{{id}}/events`, server clock; a batch \
+             cycle runs from one batch's start to the next: device calls, commit, pause, job \
+             list):\n"
+        )?;
+        writeln!(
+            out,
+            "| job | wait for the worker s | batches | first batch → completed s | items/s in \
+             that span | batch cycle ms, p50 / p90 / max | pause ms |"
+        )?;
+        writeln!(out, "|---|---:|---:|---:|---:|---:|---:|")?;
+        for (name, job) in [("alone", &self.alone_job), ("under load", &self.loaded_job)] {
+            let t = &job.trail;
+            writeln!(
+                out,
+                "| {name} | {:.2} | {} | {:.2} | {:.0} | {:.1} / {:.1} / {:.1} | {} |",
+                t.pickup.as_secs_f64(),
+                t.batches,
+                t.active.as_secs_f64(),
+                t.active_items_per_sec(),
+                t.cycle(0.5).as_secs_f64() * 1e3,
+                t.cycle(0.9).as_secs_f64() * 1e3,
+                t.max_cycle().as_secs_f64() * 1e3,
+                knobs.rewrap_pause_ms
+            )?;
+        }
+        writeln!(out)?;
+        let covered = self.loaded_job.done_by(self.loaded_end);
+        writeln!(
+            out,
+            "- the foreground window ended {:.2} s after the job started, with {covered} of {n} \
+             items done{}",
+            self.loaded_end.as_secs_f64(),
+            if covered == n {
+                ": the whole job ran under load"
+            } else {
+                "; the rest of the job ran without foreground load"
+            }
+        )?;
+        writeln!(
+            out,
+            "- afterwards `GET /v1/keys/{REWRAP_KEY}/versions` showed all {n} stored data keys \
+             under version 3 and none under versions 1 and 2"
+        )?;
+        writeln!(
+            out,
+            "- the re-wrap phase took {:.1} s in all",
+            self.phase_time.as_secs_f64()
+        )?;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1250,14 +2089,21 @@ fn raw_row(
 // Report
 
 impl Report {
+    /// Every stats block of the run that counted HTTP requests.
+    fn http_stats(&self) -> impl Iterator<Item = &Stats> {
+        let rewrap = self
+            .rewrap
+            .iter()
+            .flat_map(|r| [&r.baseline.stats, &r.loaded.stats]);
+        self.http.iter().map(|r| &r.stats).chain(rewrap)
+    }
+
     fn total_errors(&self) -> u64 {
-        self.http.iter().map(|r| r.stats.errors).sum()
+        self.http_stats().map(|s| s.errors).sum()
     }
 
     fn first_error(&self) -> Option<&str> {
-        self.http
-            .iter()
-            .find_map(|r| r.stats.first_error.as_deref())
+        self.http_stats().find_map(|s| s.first_error.as_deref())
     }
 
     fn raw_ops(&self, name: &str) -> Option<f64> {
@@ -1410,6 +2256,9 @@ impl Report {
                 r.stats.other_cpu_pct(),
                 pct(r.machine.steal)
             )?;
+        }
+        if let Some(r) = &self.rewrap {
+            r.write_markdown(out, knobs)?;
         }
         writeln!(out)?;
         writeln!(out, "errors, all rows: {}", self.total_errors())?;

@@ -82,6 +82,7 @@ impl App {
             AppState {
                 service: Arc::clone(&service),
                 max_secret_bytes: config.secrets.max_value_bytes,
+                throttle: Arc::default(),
             },
             limits,
         );
@@ -121,9 +122,13 @@ impl App {
             out.flush()?;
         }
         tracing::info!(addr = %self.addr, "serving");
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await;
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
         for w in &self.workers {
             w.abort();
         }

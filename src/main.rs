@@ -1,8 +1,9 @@
 //! The `custodian` binary: the server (`serve`), token provisioning (`token init`) and client
-//! subcommands for every API call. Secrets (PINs, tokens, plaintext, secret values) never come
-//! from argv.
+//! subcommands for every API call, and `login`. Secrets (PINs, tokens, plaintext, secret values)
+//! never come from argv.
 
 use std::io::{IsTerminal as _, Write as _};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,8 +12,10 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use custodian::app::App;
 use custodian::cli::client::{
-    context_json, load_token, read_value, read_value_file, Client, GenerateChange, KeyAction,
-    KeyChange, MetadataChange, Reencrypt, VersionAction,
+    check_policy_name, context_json, load_token, login_token_path, read_policy, read_policy_file,
+    read_token_line, read_value, read_value_file, store_token, Client, ClientError, Explain,
+    GenerateChange, KeyAction, KeyChange, MetadataChange, PrincipalChange, Reencrypt, TokenCheck,
+    VersionAction, TOKEN_ENV,
 };
 use custodian::config::{BackendConfig, Config};
 
@@ -116,6 +119,29 @@ enum Command {
     /// Follow background jobs (re-wrap of stored data keys after a rotation).
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Manage principals: named identities with attributes and attached policies.
+    #[command(subcommand)]
+    Principals(PrincipalsCommand),
+    /// Manage policy documents and ask which decision a request would get (see docs/policy.md).
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
+    /// Mint, list and revoke bearer tokens of principals (API credentials; `token init` is the
+    /// PKCS#11 token).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Store a bearer token for later commands. The token is read from stdin, never from an
+    /// argument, checked against the server (GET /v1/keys?limit=1: a 401 fails, a 403 only
+    /// means the principal may not list keys) and written with mode 0600 to
+    /// ~/.config/custodian/token, or to the file that --token-file or CUSTODIAN_TOKEN_FILE
+    /// names. Other commands use it when CUSTODIAN_TOKEN and --token-file are not given.
+    Login {
+        /// Server URL.
+        #[arg(long, env = "CUSTODIAN_ADDR", default_value = "http://127.0.0.1:8200")]
+        addr: String,
+        /// Where to store the token (default: ~/.config/custodian/token).
+        #[arg(long, env = "CUSTODIAN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -366,6 +392,167 @@ enum JobsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum PrincipalsCommand {
+    /// Create a principal; prints it as JSON.
+    Create {
+        /// Unique name: letters, digits, '-', '_', '.'.
+        name: String,
+        /// Attribute, repeatable: --attr tenant=acme --attr team=billing. Policy conditions
+        /// refer to them as ${principal.<name>}.
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
+        /// Policy to attach, repeatable; each must exist.
+        #[arg(long = "policy", value_name = "POLICY")]
+        policies: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print every principal as JSON.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print one principal as JSON.
+    Show {
+        /// Principal name.
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Replace a principal's attributes and/or attached policies. --attr pairs (or
+    /// --clear-attrs) replace every attribute; --policy names (or --clear-policies) replace the
+    /// whole list; what is not mentioned stays. Prints the principal as JSON.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true)))]
+    Update {
+        /// Principal name.
+        name: String,
+        /// Attribute, repeatable; together they become the principal's attributes.
+        #[arg(
+            long = "attr",
+            value_name = "KEY=VALUE",
+            group = "change",
+            conflicts_with = "clear_attrs"
+        )]
+        attrs: Vec<String>,
+        /// Remove every attribute.
+        #[arg(long, group = "change")]
+        clear_attrs: bool,
+        /// Policy, repeatable; together they become the attached list.
+        #[arg(
+            long = "policy",
+            value_name = "POLICY",
+            group = "change",
+            conflicts_with = "clear_policies"
+        )]
+        policies: Vec<String>,
+        /// Detach every policy (the principal is then denied everything).
+        #[arg(long, group = "change")]
+        clear_policies: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a principal and revoke its tokens; prints nothing.
+    Delete {
+        /// Principal name.
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoliciesCommand {
+    /// Write a policy document, read from --file or stdin (JSON). Every write is a new version;
+    /// an invalid document is refused with the JSON path at fault. Prints the policy as JSON.
+    Put {
+        /// Policy name: letters, digits, '-', '_', '.' (not "explain").
+        name: String,
+        /// Read the document from this file instead of stdin.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print every policy (current versions) as JSON.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print one policy as JSON.
+    Show {
+        /// Policy name.
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a policy; principals it is attached to lose what it granted (and what it denied).
+    /// Prints nothing.
+    Delete {
+        /// Policy name.
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print, as JSON, the decision PRINCIPAL would get for ACTION on RESOURCE and the
+    /// statement that made it, evaluated as enforcement would.
+    Explain {
+        /// The principal asked about.
+        #[arg(long)]
+        principal: String,
+        /// Action, e.g. datakey:generate (vocabulary in docs/policy.md).
+        #[arg(long)]
+        action: String,
+        /// Resource: key/NAME-OR-ID, key/alias/NAME, alias/NAME, secret/PATH, policy/NAME,
+        /// principal/NAME.
+        #[arg(long)]
+        resource: String,
+        #[command(flatten)]
+        context: ContextArgs,
+        /// Source address of the imagined request (source_cidr conditions are false without
+        /// one).
+        #[arg(long, value_name = "IP")]
+        source: Option<IpAddr>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Mint a bearer token for a principal. The token is printed once, alone, on stdout; its
+    /// metadata goes to stderr as JSON. It cannot be shown again.
+    Create {
+        /// The principal the token authenticates.
+        #[arg(long)]
+        principal: String,
+        /// Lifetime, e.g. 30d, 12h, 1h30m (default: no expiry).
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// Free text (at most 1024 bytes).
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print token metadata as JSON (never the token text).
+    List {
+        /// Only this principal's tokens.
+        #[arg(long)]
+        principal: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke a token by id: refused at once by this server, by other nodes within 5 s. Prints
+    /// nothing.
+    Revoke {
+        /// Token id (16 hex digits: the part after cst_).
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
 /// A secret path: segments of `A-Z a-z 0-9 - _ .` joined by `/`.
 const PATH_HELP: &str = "Secret path: up to 16 segments of letters, digits, '-', '_' and '.', \
      joined by '/' (at most 512 bytes; no '.' or '..' segment; the last segment is not \
@@ -529,13 +716,15 @@ enum MetadataCommand {
     },
 }
 
-/// Where the server is and how to authenticate. The token comes from CUSTODIAN_TOKEN or a file.
+/// Where the server is and how to authenticate. The token comes from CUSTODIAN_TOKEN, else the
+/// token file, else the file `custodian login` wrote.
 #[derive(Args)]
 struct Conn {
     /// Server URL.
     #[arg(long, env = "CUSTODIAN_ADDR", default_value = "http://127.0.0.1:8200")]
     addr: String,
-    /// File holding the bearer token (otherwise CUSTODIAN_TOKEN is used).
+    /// File holding the bearer token, used when CUSTODIAN_TOKEN is not set (default: the file
+    /// `custodian login` wrote, ~/.config/custodian/token).
     #[arg(long, env = "CUSTODIAN_TOKEN_FILE")]
     token_file: Option<PathBuf>,
 }
@@ -642,8 +831,197 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         }
         Command::Aliases(command) => aliases_command(command).await,
         Command::Jobs(command) => jobs_command(command).await,
+        Command::Principals(command) => principals_command(command).await,
+        Command::Policies(command) => policies_command(command, &mut stdin).await,
+        Command::Tokens(command) => tokens_command(command, &mut stdout).await,
+        Command::Login { addr, token_file } => login(&addr, token_file, &mut stdin).await,
         Command::Serve { .. } | Command::Token(_) => Ok(()),
     }
+}
+
+async fn principals_command(command: PrincipalsCommand) -> anyhow::Result<()> {
+    match command {
+        PrincipalsCommand::Create {
+            name,
+            attrs,
+            policies,
+            conn,
+        } => print_json(
+            &conn
+                .client()?
+                .create_principal(&name, &attrs, &policies)
+                .await?,
+        ),
+        PrincipalsCommand::List { conn } => print_json(&conn.client()?.list_principals().await?),
+        PrincipalsCommand::Show { name, conn } => {
+            print_json(&conn.client()?.show_principal(&name).await?)
+        }
+        PrincipalsCommand::Update {
+            name,
+            attrs,
+            clear_attrs,
+            policies,
+            clear_policies,
+            conn,
+        } => {
+            // clap keeps --attr apart from --clear-attrs, and --policy from --clear-policies.
+            let change = PrincipalChange {
+                attributes: (clear_attrs || !attrs.is_empty()).then_some(attrs),
+                policies: (clear_policies || !policies.is_empty()).then_some(policies),
+            };
+            print_json(&conn.client()?.update_principal(&name, &change).await?)
+        }
+        PrincipalsCommand::Delete { name, conn } => {
+            Ok(conn.client()?.delete_principal(&name).await?)
+        }
+    }
+}
+
+async fn policies_command(
+    command: PoliciesCommand,
+    stdin: &mut std::io::StdinLock<'_>,
+) -> anyhow::Result<()> {
+    match command {
+        PoliciesCommand::Put { name, file, conn } => {
+            let client = conn.client()?;
+            // Before waiting for a document on stdin.
+            check_policy_name(&name)?;
+            let document = match file {
+                Some(f) => read_policy_file(&f)?,
+                None => {
+                    if stdin.is_terminal() {
+                        eprintln!("reading the policy document from stdin; end it with Ctrl-D");
+                    }
+                    read_policy(stdin)?
+                }
+            };
+            print_json(&client.put_policy(&name, document).await?)
+        }
+        PoliciesCommand::List { conn } => print_json(&conn.client()?.list_policies().await?),
+        PoliciesCommand::Show { name, conn } => {
+            print_json(&conn.client()?.show_policy(&name).await?)
+        }
+        PoliciesCommand::Delete { name, conn } => Ok(conn.client()?.delete_policy(&name).await?),
+        PoliciesCommand::Explain {
+            principal,
+            action,
+            resource,
+            context,
+            source,
+            conn,
+        } => {
+            let question = Explain {
+                principal,
+                action,
+                resource,
+                // No --context: a request without an encryption context.
+                context: (!context.pairs.is_empty())
+                    .then(|| context_json(&context.pairs))
+                    .transpose()?,
+                source,
+            };
+            print_json(&conn.client()?.explain(&question).await?)
+        }
+    }
+}
+
+async fn tokens_command(
+    command: TokensCommand,
+    stdout: &mut std::io::StdoutLock<'_>,
+) -> anyhow::Result<()> {
+    match command {
+        TokensCommand::Create {
+            principal,
+            ttl,
+            description,
+            conn,
+        } => {
+            let minted = conn
+                .client()?
+                .create_token(&principal, ttl.as_deref(), &description)
+                .await?;
+            // The token alone on stdout, so `… | custodian login` or `> file` captures just it.
+            writeln!(stdout, "{}", minted.token.expose_secret()).context("writing to stdout")?;
+            stdout.flush().context("writing to stdout")?;
+            let mut err = std::io::stderr().lock();
+            writeln!(err, "{}", serde_json::to_string_pretty(&minted.info)?)
+                .context("writing to stderr")?;
+            Ok(())
+        }
+        TokensCommand::List { principal, conn } => {
+            print_json(&conn.client()?.list_tokens(principal.as_deref()).await?)
+        }
+        TokensCommand::Revoke { id, conn } => Ok(conn.client()?.revoke_token(&id).await?),
+    }
+}
+
+/// Turns terminal echo off (`stty -echo`) while a token is typed or pasted, and back on when
+/// dropped. Without `stty` the input stays visible; nothing else changes.
+struct EchoOff {
+    active: bool,
+}
+
+impl EchoOff {
+    fn new() -> Self {
+        let active = std::process::Command::new("stty")
+            .arg("-echo")
+            .stdin(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        Self { active }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = std::process::Command::new("stty")
+                .arg("echo")
+                .stdin(std::process::Stdio::inherit())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `custodian login`: reads a token from stdin, checks it, stores it with mode 0600.
+async fn login(
+    addr: &str,
+    token_file: Option<PathBuf>,
+    stdin: &mut std::io::StdinLock<'_>,
+) -> anyhow::Result<()> {
+    let path = match token_file {
+        Some(p) => p,
+        None => login_token_path().ok_or(ClientError::NoHome)?,
+    };
+    let token = if stdin.is_terminal() {
+        eprint!("bearer token (input hidden; end with Enter): ");
+        let _ = std::io::stderr().flush();
+        let echo = EchoOff::new();
+        let read = read_token_line(stdin);
+        drop(echo);
+        eprintln!();
+        read?
+    } else {
+        read_token_line(stdin)?
+    };
+    let client = Client::new(addr, token);
+    let check = client.check_token().await?;
+    store_token(&path, client.token())?;
+    eprintln!(
+        "token accepted by {addr}; stored in {} (mode 0600)",
+        path.display()
+    );
+    if check == TokenCheck::KeyReadDenied {
+        eprintln!(
+            "note: its principal may not list keys (403); that is its policy, not a login failure"
+        );
+    }
+    if std::env::var_os(TOKEN_ENV).is_some_and(|v| !v.is_empty()) {
+        eprintln!("note: {TOKEN_ENV} is set and takes precedence over the stored token");
+    }
+    Ok(())
 }
 
 /// `custodian keys …`: every subcommand prints the API's answer as JSON.

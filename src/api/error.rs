@@ -111,6 +111,7 @@ impl From<ServiceError> for ApiError {
                     AuthFailure::Missing => "missing_token",
                     AuthFailure::Invalid => "invalid_token",
                     AuthFailure::Expired => "token_expired",
+                    AuthFailure::Revoked => "token_revoked",
                 };
                 client(S::UNAUTHORIZED, code, &e)
             }
@@ -139,6 +140,11 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::AliasNotFound(_) => client(S::NOT_FOUND, "alias_not_found", &e),
             ServiceError::AliasExists(_) => client(S::CONFLICT, "alias_exists", &e),
+            ServiceError::InvalidPolicy(_) => client(S::BAD_REQUEST, "invalid_policy", &e),
+            ServiceError::PolicyNotFound(_) => client(S::NOT_FOUND, "policy_not_found", &e),
+            ServiceError::PrincipalNotFound(_) => client(S::NOT_FOUND, "principal_not_found", &e),
+            ServiceError::PrincipalExists(_) => client(S::CONFLICT, "principal_exists", &e),
+            ServiceError::TokenNotFound(_) => client(S::NOT_FOUND, "token_not_found", &e),
             ServiceError::JobNotFound(_) => client(S::NOT_FOUND, "job_not_found", &e),
             ServiceError::PlaintextTooLarge { .. } => {
                 client(S::BAD_REQUEST, "plaintext_too_large", &e)

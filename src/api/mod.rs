@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod throttle;
 pub mod v1;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub service: Arc<KeyService>,
     /// Largest secret value, in bytes (checked before decoding).
     pub max_secret_bytes: usize,
+    /// Failed authentications per source address.
+    pub throttle: Arc<throttle::AuthThrottle>,
 }
 
 /// Limits the router enforces.
@@ -84,6 +87,32 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                 .delete(v1::lifecycle::delete_alias),
         )
         .route("/v1/reencrypt", post(v1::lifecycle::reencrypt))
+        .route(
+            "/v1/principals",
+            post(v1::identity::create_principal).get(v1::identity::list_principals),
+        )
+        .route(
+            "/v1/principals/{name}",
+            get(v1::identity::show_principal)
+                .patch(v1::identity::patch_principal)
+                .delete(v1::identity::delete_principal),
+        )
+        .route("/v1/policies", get(v1::identity::list_policies))
+        .route("/v1/policies/explain", post(v1::identity::explain))
+        .route(
+            "/v1/policies/{name}",
+            get(v1::identity::show_policy)
+                .put(v1::identity::put_policy)
+                .delete(v1::identity::delete_policy),
+        )
+        .route(
+            "/v1/tokens",
+            post(v1::identity::create_token).get(v1::identity::list_tokens),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(v1::identity::revoke_token),
+        )
         .route("/v1/keys/{key}/datakey", post(v1::crypto::datakey))
         .route("/v1/keys/{key}/encrypt", post(v1::crypto::encrypt))
         .route("/v1/decrypt", post(v1::crypto::decrypt))
@@ -160,6 +189,22 @@ async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
 
 /// Resolves `Authorization: Bearer …` to a principal, or answers 401.
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(retry) = source.and_then(|s| state.throttle.blocked_for(s)) {
+        let mut res = ApiError::client(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_auth_failures",
+            "too many failed authentications from this address; retry later",
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
+    }
     let presented = req.headers().get(header::AUTHORIZATION).map(|v| {
         v.to_str()
             .ok()
@@ -172,12 +217,18 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         Some(Some(token)) => state.service.authenticate(token).await,
     };
     match principal {
-        Ok(p) => {
+        Ok(mut p) => {
+            p.source = source;
             tracing::Span::current().record("principal", p.name.as_str());
             req.extensions_mut().insert(p);
             next.run(req).await
         }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => {
+            if let (Some(s), ServiceError::Unauthenticated(_)) = (source, &e) {
+                state.throttle.record_failure(s);
+            }
+            ApiError::from(e).into_response()
+        }
     }
 }
 

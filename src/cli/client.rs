@@ -1,11 +1,19 @@
 //! A small API client for the CLI subcommands.
 //!
-//! Secret values (plaintexts, data keys, secret versions) are held in zeroising buffers on this
-//! side of the HTTP client. The buffers inside `reqwest` and `hyper` (the request body handed
-//! over, the response body read back) are theirs and are freed without being zeroised.
+//! Secret values (plaintexts, data keys, secret versions, freshly minted bearer tokens) are held
+//! in zeroising buffers on this side of the HTTP client. The buffers inside `reqwest` and
+//! `hyper` (the request body handed over, the response body read back) are theirs and are freed
+//! without being zeroised.
+//!
+//! The bearer token is taken, in this order, from `CUSTODIAN_TOKEN`, from `--token-file` (or
+//! `CUSTODIAN_TOKEN_FILE`), and from the file `custodian login` wrote
+//! (`~/.config/custodian/token`); never from an argument.
 
-use std::io::{Read, Write};
-use std::path::Path;
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::{BufRead, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -21,6 +29,18 @@ use crate::secret::BearerToken;
 /// Environment variable holding the bearer token.
 pub const TOKEN_ENV: &str = "CUSTODIAN_TOKEN";
 
+/// Where `custodian login` stores the token, relative to `$HOME`.
+pub const LOGIN_TOKEN_PATH: &str = ".config/custodian/token";
+
+/// The most bytes `policies put` reads: far more than any server's `server.max_body_bytes`
+/// allows, so the server's limit is the one that answers (`body_too_large`).
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+
+/// The longest line `custodian login` accepts on stdin; a token is about 64 characters.
+const MAX_TOKEN_INPUT: usize = 4096;
+/// The longest token the server parses.
+const MAX_TOKEN_LEN: usize = 128;
+
 /// The most bytes `secrets put` reads: the largest `secrets.max_value_bytes` any server can be
 /// configured with. The server enforces its own, usually smaller, limit (413 `value_too_large`).
 pub const MAX_SECRET_VALUE_BYTES: usize = 1024 * 1024;
@@ -28,8 +48,8 @@ pub const MAX_SECRET_VALUE_BYTES: usize = 1024 * 1024;
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No token in the environment or the named file.
-    #[error("no token: set {TOKEN_ENV} or pass --token-file")]
+    /// No token in the environment, the named file or the login file.
+    #[error("no token: set {TOKEN_ENV}, pass --token-file, or run `custodian login`")]
     NoToken,
     /// The token file could not be read.
     #[error("cannot read token file {path}: {source}")]
@@ -94,10 +114,11 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    /// A key, alias or job id that no URL can address faithfully (empty, `.` or `..`).
+    /// A key, alias, job id, principal, policy or token id that no URL can address faithfully
+    /// (empty, `.` or `..`).
     #[error("no {what} is named {value:?}")]
     InvalidName {
-        /// What was named: `key`, `alias` or `job id`.
+        /// What was named: `key`, `alias`, `job id`, `principal`, `policy` or `token id`.
         what: &'static str,
         /// The value as given.
         value: String,
@@ -108,6 +129,54 @@ pub enum ClientError {
     /// The same `--custom` key twice.
     #[error("--custom key {0:?} given twice")]
     DuplicateCustomKey(String),
+    /// An `--attr` argument is not `key=value`.
+    #[error("--attr expects key=value, got {0:?}")]
+    BadAttribute(String),
+    /// The same `--attr` key twice.
+    #[error("--attr key {0:?} given twice")]
+    DuplicateAttributeKey(String),
+    /// A policy document over [`MAX_POLICY_BYTES`].
+    #[error("invalid_policy: the document is over {MAX_POLICY_BYTES} bytes")]
+    PolicyTooLarge,
+    /// The `--file` holding a policy document could not be opened.
+    #[error("cannot open policy file {path}: {source}")]
+    PolicyFile {
+        /// The file.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `explain` names the explain route, not a policy.
+    #[error(
+        "invalid_policy_name: \"explain\" is a route (/v1/policies/explain), not a policy name"
+    )]
+    ReservedPolicyName,
+    /// `login` read something from stdin that is not one token on one line (never echoed).
+    #[error(
+        "stdin does not hold a bearer token: expected one line of at most {MAX_TOKEN_LEN} visible ASCII characters"
+    )]
+    NotAToken,
+    /// `login`: the server does not accept the token (401).
+    #[error("the server refused the token: {code}: {message}")]
+    TokenRefused {
+        /// Stable error code (`invalid_token`, `token_expired`, `token_revoked`).
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// No `$HOME` to find the login token file under.
+    #[error("HOME is not set: pass --token-file or set CUSTODIAN_TOKEN_FILE")]
+    NoHome,
+    /// The token could not be stored.
+    #[error("cannot store the token in {path}: {source}")]
+    TokenStore {
+        /// The file.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// ` (current_version=N)` after a `cas_mismatch` message: the structured field, for scripts
@@ -116,24 +185,177 @@ fn current_suffix(current: Option<u64>) -> String {
     current.map_or_else(String::new, |v| format!(" (current_version={v})"))
 }
 
-/// Reads the bearer token from `CUSTODIAN_TOKEN` or `file`.
+/// The file `custodian login` writes and later commands read: `$HOME/.config/custodian/token`.
+/// `None` when `HOME` is unset or empty.
+pub fn login_token_path() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(LOGIN_TOKEN_PATH))
+}
+
+/// Reads the bearer token: `CUSTODIAN_TOKEN` if set and not blank, else `file` (from
+/// `--token-file` or `CUSTODIAN_TOKEN_FILE`), else the login file ([`login_token_path`]).
 ///
 /// # Errors
-/// `NoToken`, `TokenFile`.
+/// `NoToken` when none of the three gives a token; `TokenFile` when a file cannot be read.
 pub fn load_token(file: Option<&Path>) -> Result<BearerToken, ClientError> {
+    let env = std::env::var(TOKEN_ENV).ok().map(Zeroizing::new);
+    choose_token(env.as_deref().map(String::as_str), file, login_token_path())
+}
+
+/// [`load_token`] with its three sources passed in.
+fn choose_token(
+    env: Option<&str>,
+    file: Option<&Path>,
+    login_file: Option<PathBuf>,
+) -> Result<BearerToken, ClientError> {
+    if let Some(t) = env.map(str::trim).filter(|t| !t.is_empty()) {
+        return Ok(BearerToken::new(t.to_owned()));
+    }
     if let Some(path) = file {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            ClientError::TokenFile {
+        return read_token_file(path)?.ok_or(ClientError::NoToken);
+    }
+    match login_file {
+        Some(path) => match read_token_file(&path) {
+            // No login file: nothing was configured at all.
+            Err(ClientError::TokenFile { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Err(ClientError::NoToken)
+            }
+            other => other?.ok_or(ClientError::NoToken),
+        },
+        None => Err(ClientError::NoToken),
+    }
+}
+
+/// The token in `path`, trimmed; `None` when the file holds only whitespace.
+fn read_token_file(path: &Path) -> Result<Option<BearerToken>, ClientError> {
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| ClientError::TokenFile {
                 path: path.display().to_string(),
                 source,
-            }
-        })?);
-        return Ok(BearerToken::new(text.trim().to_owned()));
+            })?,
+        );
+    let token = text.trim();
+    Ok((!token.is_empty()).then(|| BearerToken::new(token.to_owned())))
+}
+
+/// Reads one bearer token from the first line of `input` (`custodian login`). The text is
+/// checked only for shape; the server decides whether it is valid.
+///
+/// # Errors
+/// `NotAToken` for an empty line, more than [`MAX_TOKEN_LEN`] characters, or characters other
+/// than visible ASCII; `Io`.
+pub fn read_token_line(input: &mut impl BufRead) -> Result<BearerToken, ClientError> {
+    // Allocated once, larger than the most it may hold: reading never reallocates and leaves no
+    // unzeroised copy behind.
+    let mut line = Zeroizing::new(String::with_capacity(MAX_TOKEN_INPUT + 8));
+    let limit = u64::try_from(MAX_TOKEN_INPUT).unwrap_or(u64::MAX);
+    match input.take(limit).read_line(&mut line) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(ClientError::NotAToken)
+        }
+        Err(e) => return Err(e.into()),
     }
-    match std::env::var(TOKEN_ENV) {
-        Ok(t) if !t.trim().is_empty() => Ok(BearerToken::new(t.trim().to_owned())),
-        _ => Err(ClientError::NoToken),
+    let token = line.trim();
+    if token.is_empty()
+        || token.len() > MAX_TOKEN_LEN
+        || !token.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ClientError::NotAToken);
     }
+    Ok(BearerToken::new(token.to_owned()))
+}
+
+/// Writes `token` to `path` with mode 0600, creating missing directories with mode 0700. The
+/// file is written under a temporary name in the same directory and renamed into place, so a
+/// reader never sees half a token and an existing file with a looser mode is replaced, not
+/// reused.
+///
+/// # Errors
+/// `TokenStore`.
+pub fn store_token(path: &Path, token: &BearerToken) -> Result<(), ClientError> {
+    let err = |source| ClientError::TokenStore {
+        path: path.display().to_string(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| err(std::io::Error::other("the path names no file")))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    // A leftover from an interrupted run with the same pid; `create_new` below refuses to
+    // follow anything planted under this name.
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // The umask may only have removed bits; say exactly what is meant.
+        f.set_permissions(Permissions::from_mode(0o600))?;
+        f.write_all(token.expose_secret().as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
+/// Reads a policy document (JSON text, sent as it is) from `input`.
+///
+/// # Errors
+/// `PolicyTooLarge` past [`MAX_POLICY_BYTES`]; `Io`.
+pub fn read_policy(input: &mut impl Read) -> Result<Vec<u8>, ClientError> {
+    let mut doc = Vec::new();
+    let limit = u64::try_from(MAX_POLICY_BYTES).unwrap_or(u64::MAX);
+    input.take(limit.saturating_add(1)).read_to_end(&mut doc)?;
+    if doc.len() > MAX_POLICY_BYTES {
+        return Err(ClientError::PolicyTooLarge);
+    }
+    Ok(doc)
+}
+
+/// Reads a policy document from the file at `path` (see [`read_policy`]).
+///
+/// # Errors
+/// `PolicyFile` when it cannot be opened; as [`read_policy`].
+pub fn read_policy_file(path: &Path) -> Result<Vec<u8>, ClientError> {
+    let mut file = std::fs::File::open(path).map_err(|source| ClientError::PolicyFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    read_policy(&mut file)
+}
+
+/// Parses repeated `--attr k=v` arguments into a JSON object of principal attributes.
+///
+/// # Errors
+/// `BadAttribute` for an argument without `=`, `DuplicateAttributeKey` for a key given twice.
+pub fn attributes_json(pairs: &[String]) -> Result<Value, ClientError> {
+    pairs_json(
+        pairs,
+        ClientError::BadAttribute,
+        ClientError::DuplicateAttributeKey,
+    )
 }
 
 /// Parses repeated `--context k=v` arguments into a JSON object.
@@ -283,6 +505,90 @@ impl KeyChange {
         }
         Value::Object(body)
     }
+}
+
+/// What `principals update` changes; `None` leaves a field as it is, `Some` replaces it whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrincipalChange {
+    /// `k=v` pairs replacing every attribute (`Some(vec![])` removes them all).
+    pub attributes: Option<Vec<String>>,
+    /// Policy names replacing the attached list (`Some(vec![])` detaches every policy).
+    pub policies: Option<Vec<String>>,
+}
+
+impl PrincipalChange {
+    /// The `PATCH /v1/principals/{name}` body.
+    ///
+    /// # Errors
+    /// `BadAttribute`, `DuplicateAttributeKey`.
+    pub fn body(&self) -> Result<Value, ClientError> {
+        let mut body = serde_json::Map::new();
+        if let Some(pairs) = &self.attributes {
+            body.insert("attributes".to_owned(), attributes_json(pairs)?);
+        }
+        if let Some(p) = &self.policies {
+            body.insert("policies".to_owned(), json!(p));
+        }
+        Ok(Value::Object(body))
+    }
+}
+
+/// A `POST /v1/policies/explain` question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explain {
+    /// The principal asked about.
+    pub principal: String,
+    /// The action, e.g. `datakey:generate`.
+    pub action: String,
+    /// The resource, e.g. `key/billing-eu` or `secret/team/app/db`.
+    pub resource: String,
+    /// The encryption context of the imagined request; `None`: a request without one.
+    pub context: Option<Value>,
+    /// The source address of the imagined request; `None`: unknown.
+    pub source: Option<IpAddr>,
+}
+
+impl Explain {
+    /// The request body.
+    pub fn body(&self) -> Value {
+        let mut body = serde_json::Map::new();
+        body.insert("principal".to_owned(), json!(self.principal));
+        body.insert("action".to_owned(), json!(self.action));
+        body.insert("resource".to_owned(), json!(self.resource));
+        if let Some(c) = &self.context {
+            body.insert("context".to_owned(), c.clone());
+        }
+        if let Some(s) = self.source {
+            body.insert("source".to_owned(), json!(s.to_string()));
+        }
+        Value::Object(body)
+    }
+}
+
+/// A token minted by `POST /v1/tokens`: the text, shown once, and its metadata.
+#[derive(Debug)]
+pub struct MintedToken {
+    /// The token text (redacted in `Debug`, zeroised on drop).
+    pub token: BearerToken,
+    /// `{id, principal, description, created_at, expires_at?}`.
+    pub info: Value,
+}
+
+/// The answer of `POST /v1/tokens`, token text kept in a zeroising buffer.
+#[derive(Deserialize)]
+struct MintedOut {
+    token: Zeroizing<String>,
+    #[serde(flatten)]
+    info: serde_json::Map<String, Value>,
+}
+
+/// What `custodian login` learnt about a token the server accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// `GET /v1/keys?limit=1` succeeded.
+    KeyReadAllowed,
+    /// The token authenticates, but its principal's policies deny `key:read` (403).
+    KeyReadDenied,
 }
 
 /// A `POST /v1/keys/{key}/…` call without a body.
@@ -453,6 +759,11 @@ impl Client {
             base: base.trim_end_matches('/').to_owned(),
             token,
         }
+    }
+
+    /// The token this client sends (for `login`, to store it once the server accepted it).
+    pub fn token(&self) -> &BearerToken {
+        &self.token
     }
 
     async fn call<T: DeserializeOwned>(
@@ -1077,6 +1388,205 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `POST /v1/principals`: a principal with `attributes` (`k=v` pairs) and `policies`.
+    ///
+    /// # Errors
+    /// [`ClientError`]; `BadAttribute`, `DuplicateAttributeKey` before any request.
+    pub async fn create_principal(
+        &self,
+        name: &str,
+        attributes: &[String],
+        policies: &[String],
+    ) -> Result<Value, ClientError> {
+        let body = json!({
+            "name": name,
+            "attributes": attributes_json(attributes)?,
+            "policies": policies,
+        });
+        self.call(Method::POST, "/v1/principals", Some(body)).await
+    }
+
+    /// `GET /v1/principals`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn list_principals(&self) -> Result<Value, ClientError> {
+        self.call(Method::GET, "/v1/principals", None).await
+    }
+
+    /// `GET /v1/principals/{name}`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn show_principal(&self, name: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, &principal_url(name)?, None).await
+    }
+
+    /// `PATCH /v1/principals/{name}`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn update_principal(
+        &self,
+        name: &str,
+        change: &PrincipalChange,
+    ) -> Result<Value, ClientError> {
+        let url = principal_url(name)?;
+        self.call(Method::PATCH, &url, Some(change.body()?)).await
+    }
+
+    /// `DELETE /v1/principals/{name}` (answered 204; the principal's tokens are revoked).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn delete_principal(&self, name: &str) -> Result<(), ClientError> {
+        self.execute(Method::DELETE, &principal_url(name)?, None)
+            .await?;
+        Ok(())
+    }
+
+    /// `PUT /v1/policies/{name}`: `document` is sent as it is; the server validates it.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn put_policy(&self, name: &str, document: Vec<u8>) -> Result<Value, ClientError> {
+        self.send(Method::PUT, &policy_url(name)?, Some(document))
+            .await
+    }
+
+    /// `GET /v1/policies`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn list_policies(&self) -> Result<Value, ClientError> {
+        self.call(Method::GET, "/v1/policies", None).await
+    }
+
+    /// `GET /v1/policies/{name}`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn show_policy(&self, name: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, &policy_url(name)?, None).await
+    }
+
+    /// `DELETE /v1/policies/{name}` (answered 204).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn delete_policy(&self, name: &str) -> Result<(), ClientError> {
+        self.execute(Method::DELETE, &policy_url(name)?, None)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /v1/policies/explain`
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn explain(&self, question: &Explain) -> Result<Value, ClientError> {
+        self.call(Method::POST, "/v1/policies/explain", Some(question.body()))
+            .await
+    }
+
+    /// `POST /v1/tokens`: a new token for `principal`, shown once.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn create_token(
+        &self,
+        principal: &str,
+        ttl: Option<&str>,
+        description: &str,
+    ) -> Result<MintedToken, ClientError> {
+        let mut body = serde_json::Map::new();
+        body.insert("principal".to_owned(), json!(principal));
+        if let Some(t) = ttl {
+            body.insert("ttl".to_owned(), json!(t));
+        }
+        body.insert("description".to_owned(), json!(description));
+        let mut out: MintedOut = self
+            .call(Method::POST, "/v1/tokens", Some(Value::Object(body)))
+            .await?;
+        Ok(MintedToken {
+            // Moved, not copied: the String now belongs to the zeroising `BearerToken`.
+            token: BearerToken::new(std::mem::take(&mut *out.token)),
+            info: Value::Object(out.info),
+        })
+    }
+
+    /// `GET /v1/tokens[?principal=]`: metadata only, never token text.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn list_tokens(&self, principal: Option<&str>) -> Result<Value, ClientError> {
+        let path = match principal {
+            Some(p) => format!("/v1/tokens?principal={}", urlencode(p)),
+            None => "/v1/tokens".to_owned(),
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// `DELETE /v1/tokens/{id}` (answered 204).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
+        let url = format!("/v1/tokens/{}", segment("token id", id)?);
+        self.execute(Method::DELETE, &url, None).await?;
+        Ok(())
+    }
+
+    /// Checks that the server accepts this client's token with `GET /v1/keys?limit=1`.
+    /// Authentication is what is checked: a 403 (the principal may not list keys) still means
+    /// the token is valid.
+    ///
+    /// # Errors
+    /// `TokenRefused` on 401; any other [`ClientError`] as it came (nothing is known then).
+    pub async fn check_token(&self) -> Result<TokenCheck, ClientError> {
+        match self.list_keys(Some(1), None).await {
+            Ok(_) => Ok(TokenCheck::KeyReadAllowed),
+            Err(ClientError::Api { status, .. }) if status == StatusCode::FORBIDDEN => {
+                Ok(TokenCheck::KeyReadDenied)
+            }
+            Err(ClientError::Api {
+                status,
+                code,
+                message,
+                ..
+            }) if status == StatusCode::UNAUTHORIZED => {
+                Err(ClientError::TokenRefused { code, message })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `/v1/principals/{name}`, the name percent-encoded.
+fn principal_url(name: &str) -> Result<String, ClientError> {
+    Ok(format!("/v1/principals/{}", segment("principal", name)?))
+}
+
+/// `/v1/policies/{name}`, the name percent-encoded (see [`check_policy_name`]).
+fn policy_url(name: &str) -> Result<String, ClientError> {
+    check_policy_name(name)?;
+    Ok(format!("/v1/policies/{}", segment("policy", name)?))
+}
+
+/// Refuses, before any request, the policy names no URL can address: `explain`
+/// (`/v1/policies/explain` is the explain route) and empty, `.` or `..`. The server checks every
+/// other rule.
+///
+/// # Errors
+/// `ReservedPolicyName`, `InvalidName`.
+pub fn check_policy_name(name: &str) -> Result<(), ClientError> {
+    if name == "explain" {
+        return Err(ClientError::ReservedPolicyName);
+    }
+    segment("policy", name).map(drop)
+}
+
 /// `/v1/keys/{key}`, the key (an id, a name or `alias/<name>`) percent-encoded as one segment:
 /// `alias/x` becomes `alias%2Fx`.
 fn key_url(key: &str) -> Result<String, ClientError> {
@@ -1364,6 +1874,141 @@ mod tests {
             read_value(&mut &over[..]),
             Err(ClientError::ValueTooLarge)
         ));
+    }
+
+    #[test]
+    fn tokens_come_from_the_environment_then_the_file_then_the_login_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "  cst_file\n").unwrap();
+        let login = dir.path().join("login");
+        std::fs::write(&login, "cst_login\n").unwrap();
+        let pick = |env, file: Option<&Path>, login: Option<PathBuf>| {
+            choose_token(env, file, login).map(|t| t.expose_secret().to_owned())
+        };
+        let login_some = || Some(login.clone());
+        assert_eq!(
+            pick(Some(" cst_env "), Some(&file), login_some()).unwrap(),
+            "cst_env"
+        );
+        assert_eq!(
+            pick(Some("  "), Some(&file), login_some()).unwrap(),
+            "cst_file"
+        );
+        assert_eq!(pick(None, None, login_some()).unwrap(), "cst_login");
+        // A named file that is missing is an error, not a fall-back to the login file.
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            pick(None, Some(&missing), login_some()),
+            Err(ClientError::TokenFile { .. })
+        ));
+        // No login file (or no HOME): nothing configured.
+        assert!(matches!(
+            pick(None, None, Some(missing.clone())),
+            Err(ClientError::NoToken)
+        ));
+        assert!(matches!(pick(None, None, None), Err(ClientError::NoToken)));
+        std::fs::write(&login, "\n").unwrap();
+        assert!(matches!(
+            pick(None, None, login_some()),
+            Err(ClientError::NoToken)
+        ));
+    }
+
+    #[test]
+    fn login_reads_one_token_line_and_stores_it_0600() {
+        let t = read_token_line(&mut &b"cst_abc_def\nsecond line"[..]).unwrap();
+        assert_eq!(t.expose_secret(), "cst_abc_def");
+        let t = read_token_line(&mut &b"  cst_abc_def  "[..]).unwrap();
+        assert_eq!(t.expose_secret(), "cst_abc_def");
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"two words\n",
+            b"\xff\xfe\n",
+            &[b'a'; 129][..],
+        ] {
+            assert!(
+                matches!(read_token_line(&mut &bad[..]), Err(ClientError::NotAToken)),
+                "{bad:?}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/token");
+        store_token(&path, &BearerToken::new("cst_x".to_owned())).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "cst_x\n");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+        assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+        // An existing looser file is replaced, and nothing else is left in the directory.
+        std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        store_token(&path, &BearerToken::new("cst_y".to_owned())).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "cst_y\n");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("a/b")).unwrap().count(),
+            1
+        );
+        assert!(matches!(
+            store_token(dir.path(), &BearerToken::new("cst_z".to_owned())),
+            Err(ClientError::TokenStore { .. })
+        ));
+    }
+
+    #[test]
+    fn identity_bodies_send_what_is_set() {
+        assert_eq!(PrincipalChange::default().body().unwrap(), json!({}));
+        let change = PrincipalChange {
+            attributes: Some(vec!["tenant=acme".into(), "x=a=b".into()]),
+            policies: Some(vec![]),
+        };
+        assert_eq!(
+            change.body().unwrap(),
+            json!({"attributes": {"tenant": "acme", "x": "a=b"}, "policies": []})
+        );
+        let clear = PrincipalChange {
+            attributes: Some(vec![]),
+            ..PrincipalChange::default()
+        };
+        assert_eq!(clear.body().unwrap(), json!({"attributes": {}}));
+        assert!(matches!(
+            attributes_json(&["a=1".into(), "a=2".into()]),
+            Err(ClientError::DuplicateAttributeKey(_))
+        ));
+        assert!(matches!(
+            attributes_json(&["a".into()]),
+            Err(ClientError::BadAttribute(_))
+        ));
+        let mut q = Explain {
+            principal: "p".into(),
+            action: "decrypt".into(),
+            resource: "key/k".into(),
+            context: None,
+            source: None,
+        };
+        assert_eq!(
+            q.body(),
+            json!({"principal": "p", "action": "decrypt", "resource": "key/k"})
+        );
+        q.context = Some(json!({"tenant": "acme"}));
+        q.source = Some("10.1.2.3".parse().unwrap());
+        assert_eq!(q.body()["context"], json!({"tenant": "acme"}));
+        assert_eq!(q.body()["source"], "10.1.2.3");
+    }
+
+    #[test]
+    fn principal_policy_and_token_names_are_one_segment() {
+        assert_eq!(principal_url("a/b").unwrap(), "/v1/principals/a%2Fb");
+        assert_eq!(policy_url("billing").unwrap(), "/v1/policies/billing");
+        assert!(matches!(
+            policy_url("explain"),
+            Err(ClientError::ReservedPolicyName)
+        ));
+        assert!(check_policy_name("..").is_err());
+        assert!(principal_url(".").is_err());
+        assert!(read_policy(&mut &vec![b' '; MAX_POLICY_BYTES + 1][..]).is_err());
+        assert_eq!(read_policy(&mut &b"{}"[..]).unwrap(), b"{}");
     }
 
     #[test]

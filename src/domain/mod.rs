@@ -470,6 +470,81 @@ pub struct TokenRecord {
     pub created_at: OffsetDateTime,
     /// When it stops working, if ever.
     pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A token's metadata as shown by the API (never its secret or hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    /// Public id.
+    pub id: String,
+    /// The principal it authenticates.
+    pub principal: String,
+    /// Free text.
+    pub description: String,
+    /// When it was minted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops working, if ever.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked, if it was.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<&TokenRecord> for TokenInfo {
+    fn from(t: &TokenRecord) -> Self {
+        Self {
+            id: t.id.clone(),
+            principal: t.principal.clone(),
+            description: t.description.clone(),
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// A principal: a named identity with attributes and attached policies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrincipalRecord {
+    /// Unique name (key-name rules).
+    pub name: KeyName,
+    /// Attributes for `${principal.<attr>}` conditions.
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// Attached policy names, evaluated in this order.
+    pub policies: Vec<KeyName>,
+    /// When created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A stored policy document and its version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyRecord {
+    /// Unique name (key-name rules).
+    pub name: KeyName,
+    /// Version, from 1; every write adds one.
+    pub version: u32,
+    /// The document as JSON.
+    pub document: serde_json::Value,
+    /// When the first version was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When this version was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
 }
 
 impl fmt::Debug for TokenRecord {

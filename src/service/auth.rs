@@ -91,6 +91,7 @@ pub fn mint(
         description: description.to_owned(),
         created_at: OffsetDateTime::now_utc(),
         expires_at: None,
+        revoked_at: None,
     };
     Ok((BearerToken::new(text), record))
 }
@@ -133,6 +134,9 @@ impl Authenticator {
         if !bool::from(presented_hash.ct_eq(&record.secret_hash)) {
             return Err(ServiceError::Unauthenticated(AuthFailure::Invalid));
         }
+        if record.revoked_at.is_some() {
+            return Err(ServiceError::Unauthenticated(AuthFailure::Revoked));
+        }
         if record
             .expires_at
             .is_some_and(|t| t <= OffsetDateTime::now_utc())
@@ -142,7 +146,22 @@ impl Authenticator {
         Ok(Principal {
             name: record.principal,
             credential_id: record.id,
+            source: None,
         })
+    }
+
+    /// Drops the cached record of token `id` (after a revocation on this node).
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(id);
+        }
+    }
+
+    /// Drops every cached record (after a principal was deleted and its tokens revoked).
+    pub fn forget_all(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
     }
 
     fn cached(&self, id: &str) -> Option<TokenRecord> {

@@ -18,6 +18,9 @@ pub enum AuthFailure {
     /// The token's lifetime is over.
     #[error("expired bearer token")]
     Expired,
+    /// The token was revoked.
+    #[error("revoked bearer token")]
+    Revoked,
 }
 
 /// Why a service operation failed.
@@ -28,7 +31,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Unauthenticated(AuthFailure),
     /// Policy denied the action.
-    #[error("not allowed to {action} on {resource}")]
+    #[error("not allowed to {action} on this resource")]
     Forbidden {
         /// The action's name.
         action: &'static str,
@@ -104,6 +107,21 @@ pub enum ServiceError {
     /// The alias exists already.
     #[error("alias {0} already exists (PUT it to re-point it)")]
     AliasExists(String),
+    /// A policy document that breaks the rules; names the JSON path.
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(crate::policy::InvalidPolicy),
+    /// No policy by that name.
+    #[error("policy {0} not found")]
+    PolicyNotFound(String),
+    /// No principal by that name.
+    #[error("principal {0} not found")]
+    PrincipalNotFound(String),
+    /// The principal exists already.
+    #[error("principal {0} already exists")]
+    PrincipalExists(String),
+    /// No token with that id.
+    #[error("token {0} not found")]
+    TokenNotFound(String),
     /// No job by that id.
     #[error("job {0} not found")]
     JobNotFound(String),

@@ -634,7 +634,13 @@ impl KeyService {
         target: &KeyRef,
         create: bool,
     ) -> Result<Alias, ServiceError> {
-        Self::authorize(p, Action::AliasWrite, Resource(format!("alias/{name}")))?;
+        self.authorize(
+            p,
+            Action::AliasWrite,
+            &Resource::named("alias", name.as_str()),
+            None,
+        )
+        .await?;
         if matches!(target, KeyRef::Alias(_)) {
             return Err(ServiceError::InvalidLifecycleValue(
                 "an alias points at a key id or name, not at another alias",
@@ -664,7 +670,13 @@ impl KeyService {
     /// # Errors
     /// `AliasNotFound`, `Forbidden`, `Store`.
     pub async fn alias(&self, p: &Principal, name: &KeyName) -> Result<Alias, ServiceError> {
-        Self::authorize(p, Action::KeyRead, Resource(format!("alias/{name}")))?;
+        self.authorize(
+            p,
+            Action::KeyRead,
+            &Resource::named("alias", name.as_str()),
+            None,
+        )
+        .await?;
         self.store
             .alias(name)
             .await?
@@ -676,7 +688,8 @@ impl KeyService {
     /// # Errors
     /// `Forbidden`, `Store`.
     pub async fn aliases(&self, p: &Principal) -> Result<Vec<Alias>, ServiceError> {
-        Self::authorize(p, Action::KeyRead, Resource("alias/*".to_owned()))?;
+        self.authorize(p, Action::KeyRead, &Resource::all("alias"), None)
+            .await?;
         Ok(self.store.list_aliases().await?)
     }
 
@@ -685,7 +698,13 @@ impl KeyService {
     /// # Errors
     /// `AliasNotFound`, `Forbidden`, `Store`.
     pub async fn delete_alias(&self, p: &Principal, name: &KeyName) -> Result<(), ServiceError> {
-        Self::authorize(p, Action::AliasWrite, Resource(format!("alias/{name}")))?;
+        self.authorize(
+            p,
+            Action::AliasWrite,
+            &Resource::named("alias", name.as_str()),
+            None,
+        )
+        .await?;
         if self.store.delete_alias(name).await? {
             Ok(())
         } else {
@@ -710,7 +729,12 @@ impl KeyService {
     ) -> Result<Reencrypted, ServiceError> {
         let blob = Blob::parse(ciphertext)?;
         let source = match self
-            .resolve(p, Action::Reencrypt, &KeyRef::Id(blob.key_id))
+            .resolve_with(
+                p,
+                Action::Reencrypt,
+                &KeyRef::Id(blob.key_id),
+                Some(context),
+            )
             .await
         {
             Err(ServiceError::KeyNotFound(_)) => return Err(ServiceError::CiphertextKeyNotFound),
@@ -718,7 +742,15 @@ impl KeyService {
         };
         check_unwrap(&source, blob.key_version)?;
         let dest = match destination {
-            Some(r) => self.resolve(p, Action::Reencrypt, r).await?,
+            Some(r) => {
+                self.resolve_with(
+                    p,
+                    Action::Reencrypt,
+                    r,
+                    Some(destination_context.unwrap_or(context)),
+                )
+                .await?
+            }
             None => Arc::clone(&source),
         };
         let header = usable_header(&dest)?;

@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod error;
+pub mod identity;
 pub mod lifecycle;
 pub mod rewrap;
 pub mod secrets;
@@ -23,7 +24,7 @@ use crate::domain::{
 };
 use crate::format::blob::{Header, MAX_PLAINTEXT_LEN};
 use crate::format::{Blob, EncryptionContext};
-use crate::policy::{self, Action, Decision, Principal, Resource};
+use crate::policy::{self, Action, Principal, Resource};
 use crate::secret::{BearerToken, SecretBytes};
 use crate::store::{Store, StoreError};
 
@@ -147,6 +148,8 @@ pub struct KeyService {
     wrap_budgets: std::sync::Mutex<HashMap<(KeyId, KeyVersion), u64>>,
     /// Keys whose primary version reached `rotate_after_wraps`: the lifecycle worker rotates them.
     wanted_rotations: std::sync::Mutex<std::collections::HashSet<(KeyId, KeyVersion)>>,
+    /// Principals as policy sees them, with when they were loaded.
+    subjects: std::sync::RwLock<HashMap<String, (Arc<policy::Subject>, Instant)>>,
     /// Per running re-wrap job: its pass over the candidates on this node.
     rewrap_passes: std::sync::Mutex<HashMap<String, rewrap::RewrapPass>>,
     /// Striped per-key locks: lifecycle changes of one key are serialised on this node.
@@ -177,6 +180,7 @@ impl KeyService {
             wrap_budgets: std::sync::Mutex::new(HashMap::new()),
             wanted_rotations: std::sync::Mutex::new(std::collections::HashSet::new()),
             rewrap_passes: std::sync::Mutex::new(HashMap::new()),
+            subjects: std::sync::RwLock::new(HashMap::new()),
             key_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             path_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             last_readiness: tokio::sync::Mutex::new(None),
@@ -189,9 +193,11 @@ impl KeyService {
     /// # Errors
     /// Store errors; the OS random source failing.
     pub async fn bootstrap(&self) -> Result<Option<BearerToken>, ServiceError> {
+        self.install_built_in_policies().await?;
         if self.store.token_count().await? > 0 {
             return Ok(None);
         }
+        self.ensure_bootstrap_principal().await?;
         let (token, record) = auth::mint(policy::BOOTSTRAP_ADMIN, "bootstrap admin token")
             .map_err(|e| ServiceError::Backend(BackendError::Device(Box::new(e))))?;
         self.store.insert_token(&record).await?;
@@ -207,21 +213,50 @@ impl KeyService {
         self.auth.verify(presented).await
     }
 
-    pub(crate) fn authorize(
+    /// The one authorisation point: every operation asks here before it touches anything.
+    /// Loads the principal's attributes and policies (cached for [`auth::CACHE_TTL`]) and
+    /// evaluates them; anything that cannot be evaluated denies.
+    ///
+    /// # Errors
+    /// `Forbidden`; `Store` when the principal's policies cannot be read.
+    pub(crate) async fn authorize(
+        &self,
         p: &Principal,
         action: Action,
-        resource: Resource,
+        resource: &Resource,
+        context: Option<&EncryptionContext>,
     ) -> Result<(), ServiceError> {
-        match policy::authorize(p, action, &resource) {
-            Decision::Allow(_) => Ok(()),
-            Decision::Deny(reason) => {
-                tracing::debug!(principal = %p.name, action = action.as_str(), resource = %resource.0, reason, "denied");
-                Err(ServiceError::Forbidden {
-                    action: action.as_str(),
-                    resource: resource.0,
-                })
-            }
+        let decision = self.decide(p, action, resource, context).await?;
+        if decision.allowed() {
+            return Ok(());
         }
+        tracing::debug!(principal = %p.name, action = action.as_str(), resource = %resource, decided_by = ?decision.decided_by, "denied");
+        Err(ServiceError::Forbidden {
+            action: action.as_str(),
+            resource: resource.to_string(),
+        })
+    }
+
+    /// The decision for a request, with the statement that made it.
+    ///
+    /// # Errors
+    /// `Store`.
+    pub(crate) async fn decide(
+        &self,
+        p: &Principal,
+        action: Action,
+        resource: &Resource,
+        context: Option<&EncryptionContext>,
+    ) -> Result<policy::Decision, ServiceError> {
+        let subject = self.subject(&p.name).await?;
+        let request = policy::Request {
+            action,
+            resource,
+            context,
+            source: p.source,
+            now: OffsetDateTime::now_utc(),
+        };
+        Ok(policy::evaluate(&subject, &request))
     }
 
     /// Creates a key with version 1: root key in the device first, then the record; if the
@@ -236,7 +271,8 @@ impl KeyService {
         name: KeyName,
         description: String,
     ) -> Result<Key, ServiceError> {
-        Self::authorize(p, Action::KeyCreate, Resource::all_keys())?;
+        self.authorize(p, Action::KeyCreate, &Resource::all_keys(), None)
+            .await?;
         if self.store.key(&KeyRef::Name(name.clone())).await?.is_some() {
             return Err(ServiceError::KeyNameTaken(name.to_string()));
         }
@@ -298,7 +334,8 @@ impl KeyService {
         after: Option<KeyName>,
         limit: u32,
     ) -> Result<KeyPage, ServiceError> {
-        Self::authorize(p, Action::KeyRead, Resource::all_keys())?;
+        self.authorize(p, Action::KeyRead, &Resource::all_keys(), None)
+            .await?;
         let mut keys = self
             .store
             .list_keys(after.as_ref(), limit.saturating_add(1))
@@ -341,7 +378,7 @@ impl KeyService {
             PlaintextCopy::Include => Action::DatakeyGeneratePlaintext,
             PlaintextCopy::Omit => Action::DatakeyGenerate,
         };
-        let key = self.resolve(p, action, r).await?;
+        let key = self.resolve_with(p, action, r, Some(context)).await?;
         let header = usable_header(&key)?;
         self.charge_wrap(&key).await?;
         let (plaintext, sealed) = self
@@ -370,7 +407,9 @@ impl KeyService {
         plaintext: SecretBytes,
         context: &EncryptionContext,
     ) -> Result<Sealing, ServiceError> {
-        let key = self.resolve(p, Action::Encrypt, r).await?;
+        let key = self
+            .resolve_with(p, Action::Encrypt, r, Some(context))
+            .await?;
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(ServiceError::PlaintextTooLarge {
                 got: plaintext.len(),
@@ -406,7 +445,7 @@ impl KeyService {
         span.record("key_id", tracing::field::display(blob.key_id));
         span.record("key_version", blob.key_version.get());
         let key = match self
-            .resolve(p, Action::Decrypt, &KeyRef::Id(blob.key_id))
+            .resolve_with(p, Action::Decrypt, &KeyRef::Id(blob.key_id), Some(context))
             .await
         {
             Err(ServiceError::KeyNotFound(_)) => return Err(ServiceError::CiphertextKeyNotFound),
@@ -467,13 +506,32 @@ impl KeyService {
         action: Action,
         r: &KeyRef,
     ) -> Result<Arc<Key>, ServiceError> {
+        self.resolve_with(p, action, r, None).await
+    }
+
+    /// [`KeyService::resolve`] for actions that carry an encryption context.
+    pub(crate) async fn resolve_with(
+        &self,
+        p: &Principal,
+        action: Action,
+        r: &KeyRef,
+        context: Option<&EncryptionContext>,
+    ) -> Result<Arc<Key>, ServiceError> {
         match self.lookup_key(r).await? {
             Some(key) => {
-                Self::authorize(p, action, Resource::key(&key.id))?;
+                let mut resource = Resource::key(&key.id, key.name.as_str());
+                if let KeyRef::Alias(alias) = r {
+                    resource
+                        .names
+                        .push(format!("{}{alias}", crate::domain::ALIAS_PREFIX));
+                }
+                self.authorize(p, action, &resource, context).await?;
                 Ok(key)
             }
             None => {
-                Self::authorize(p, action, Resource(format!("key/{r}")))?;
+                // Only a principal allowed the action on that name learns it does not exist.
+                self.authorize(p, action, &Resource::key_ref(r), context)
+                    .await?;
                 Err(ServiceError::KeyNotFound(r.to_string()))
             }
         }

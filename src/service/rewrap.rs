@@ -107,7 +107,8 @@ impl KeyService {
             .job(id)
             .await?
             .ok_or_else(|| ServiceError::JobNotFound(id.to_owned()))?;
-        Self::authorize(p, Action::KeyRead, Resource::key(&job.key_id))?;
+        self.authorize(p, Action::KeyRead, &self.job_resource(&job).await?, None)
+            .await?;
         self.status(job).await
     }
 
@@ -121,8 +122,17 @@ impl KeyService {
             .job(id)
             .await?
             .ok_or_else(|| ServiceError::JobNotFound(id.to_owned()))?;
-        Self::authorize(p, Action::KeyRead, Resource::key(&job.key_id))?;
+        self.authorize(p, Action::KeyRead, &self.job_resource(&job).await?, None)
+            .await?;
         Ok(self.store.job_events(id).await?)
+    }
+
+    /// The key a job works on, as policy sees it (by id and, while it exists, by name).
+    async fn job_resource(&self, job: &Job) -> Result<Resource, ServiceError> {
+        Ok(match self.lookup_key(&KeyRef::Id(job.key_id)).await? {
+            Some(key) => Resource::key(&key.id, key.name.as_str()),
+            None => Resource::named("key", job.key_id.to_string()),
+        })
     }
 
     /// Jobs, newest first.
@@ -135,7 +145,8 @@ impl KeyService {
         state: Option<JobState>,
         limit: u32,
     ) -> Result<Vec<JobStatus>, ServiceError> {
-        Self::authorize(p, Action::KeyRead, Resource::all_keys())?;
+        self.authorize(p, Action::KeyRead, &Resource::all_keys(), None)
+            .await?;
         let mut out = Vec::new();
         for job in self.store.list_jobs(state, limit).await? {
             out.push(self.status(job).await?);

@@ -156,7 +156,8 @@ impl KeyService {
         key: Option<&KeyRef>,
         cas: Option<u32>,
     ) -> Result<Written, ServiceError> {
-        Self::authorize(p, Action::SecretWrite, Resource::secret(path))?;
+        self.authorize(p, Action::SecretWrite, &Resource::secret(path), None)
+            .await?;
         if value.len() > self.secrets.max_value_bytes {
             return Err(ServiceError::ValueTooLarge {
                 got: value.len(),
@@ -280,7 +281,8 @@ impl KeyService {
         path: &SecretPath,
         version: Option<u32>,
     ) -> Result<SecretValue, ServiceError> {
-        Self::authorize(p, Action::SecretRead, Resource::secret(path))?;
+        self.authorize(p, Action::SecretRead, &Resource::secret(path), None)
+            .await?;
         let record = self
             .store
             .secret(path)
@@ -380,7 +382,13 @@ impl KeyService {
         after: Option<SecretPath>,
         limit: u32,
     ) -> Result<SecretPage, ServiceError> {
-        Self::authorize(p, Action::SecretList, Resource(format!("secret/{prefix}*")))?;
+        self.authorize(
+            p,
+            Action::SecretList,
+            &Resource::named("secret", format!("{prefix}*")),
+            None,
+        )
+        .await?;
         let mut secrets = self
             .store
             .list_secrets(prefix, after.as_ref(), limit.saturating_add(1))
@@ -403,7 +411,8 @@ impl KeyService {
         p: &Principal,
         path: &SecretPath,
     ) -> Result<SecretRecord, ServiceError> {
-        Self::authorize(p, Action::SecretRead, Resource::secret(path))?;
+        self.authorize(p, Action::SecretRead, &Resource::secret(path), None)
+            .await?;
         self.store
             .secret(path)
             .await?
@@ -422,7 +431,8 @@ impl KeyService {
         path: &SecretPath,
         req: MetadataRequest,
     ) -> Result<SecretRecord, ServiceError> {
-        Self::authorize(p, Action::SecretWrite, Resource::secret(path))?;
+        self.authorize(p, Action::SecretWrite, &Resource::secret(path), None)
+            .await?;
         if let Some(custom) = &req.custom {
             check_custom_metadata(custom).map_err(ServiceError::InvalidMetadata)?;
         }
@@ -488,7 +498,8 @@ impl KeyService {
         p: &Principal,
         path: &SecretPath,
     ) -> Result<Written, ServiceError> {
-        Self::authorize(p, Action::SecretWrite, Resource::secret(path))?;
+        self.authorize(p, Action::SecretWrite, &Resource::secret(path), None)
+            .await?;
         self.rotate_generated(path, None)
             .await?
             .ok_or(ServiceError::WriteConflict)
@@ -560,7 +571,8 @@ impl KeyService {
         path: &SecretPath,
         which: Versions,
     ) -> Result<Vec<u32>, ServiceError> {
-        Self::authorize(p, Action::SecretDelete, Resource::secret(path))?;
+        self.authorize(p, Action::SecretDelete, &Resource::secret(path), None)
+            .await?;
         self.change_versions(path, which, VersionOp::Delete).await
     }
 
@@ -574,7 +586,8 @@ impl KeyService {
         path: &SecretPath,
         which: Versions,
     ) -> Result<Vec<u32>, ServiceError> {
-        Self::authorize(p, Action::SecretDelete, Resource::secret(path))?;
+        self.authorize(p, Action::SecretDelete, &Resource::secret(path), None)
+            .await?;
         self.change_versions(path, which, VersionOp::Undelete).await
     }
 
@@ -588,7 +601,8 @@ impl KeyService {
         path: &SecretPath,
         versions: Vec<u32>,
     ) -> Result<Vec<u32>, ServiceError> {
-        Self::authorize(p, Action::SecretDestroy, Resource::secret(path))?;
+        self.authorize(p, Action::SecretDestroy, &Resource::secret(path), None)
+            .await?;
         self.change_versions(path, Versions::These(versions), VersionOp::Destroy)
             .await
     }

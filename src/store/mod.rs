@@ -15,8 +15,8 @@ use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
 };
 use crate::domain::{
-    Alias, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, RootKeyRef,
-    TokenRecord, VersionState,
+    Alias, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, PolicyRecord,
+    PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
 };
 
 /// Why a store operation failed, grouped by who is at fault.
@@ -501,6 +501,76 @@ pub trait Store: Send + Sync + 'static {
         error: Option<String>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
+
+    /// Tokens of `principal` (or all), newest first. Metadata only is ever shown.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn list_tokens(&self, principal: Option<&str>) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes a token at once; false when there is none.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn revoke_token(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// The principal `name`.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn principal(&self, name: &str) -> Result<Option<PrincipalRecord>, StoreError>;
+
+    /// Every principal, by name.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn list_principals(&self) -> Result<Vec<PrincipalRecord>, StoreError>;
+
+    /// Creates (`create_only`) or replaces a principal.
+    ///
+    /// # Errors
+    /// `Conflict { constraint: "principals.name" }`, `NotFound`.
+    async fn put_principal(
+        &self,
+        p: &PrincipalRecord,
+        create_only: bool,
+    ) -> Result<PrincipalRecord, StoreError>;
+
+    /// Deletes a principal and revokes its tokens; false when there was none.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn delete_principal(&self, name: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// The policy `name`.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn policy(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError>;
+
+    /// Every policy, by name.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+
+    /// Writes a new version of a policy (or, with `only_if_absent`, leaves an existing one).
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn put_policy(
+        &self,
+        name: &KeyName,
+        document: &serde_json::Value,
+        only_if_absent: bool,
+        now: OffsetDateTime,
+    ) -> Result<PolicyRecord, StoreError>;
+
+    /// Deletes a policy; false when there was none.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn delete_policy(&self, name: &str) -> Result<bool, StoreError>;
 
     /// Proves the database accepts a durable write now (readiness).
     ///

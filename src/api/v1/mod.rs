@@ -2,6 +2,7 @@
 
 pub mod crypto;
 pub mod health;
+pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod secrets;

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+mod identity;
 mod jobs;
 mod keys;
 mod secrets;
@@ -24,8 +25,8 @@ use super::{
 use crate::domain::job::{Job, JobEvent, JobState};
 use crate::domain::secret::{SecretPath, SecretRecord};
 use crate::domain::{
-    Alias, Key, KeyId, KeyName, KeyRef, KeyVersion, KeyVersionRecord, RootKeyRef, TokenRecord,
-    VersionState,
+    Alias, Key, KeyId, KeyName, KeyRef, KeyVersion, KeyVersionRecord, PolicyRecord,
+    PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
 };
 use crate::telemetry::run_blocking;
 
@@ -344,72 +345,84 @@ impl Store for SqliteStore {
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         let t = token.clone();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let taken: Option<i64> = tx
-                .query_row("SELECT 1 FROM tokens WHERE id = ?1", [&t.id], |r| r.get(0))
-                .optional()?;
-            if taken.is_some() {
-                return Err(StoreError::Conflict { constraint: "tokens.id" });
-            }
-            tx.execute(
-                "INSERT INTO tokens (id, principal, secret_hash, description, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    t.id,
-                    t.principal,
-                    &t.secret_hash[..],
-                    t.description,
-                    time_text(t.created_at),
-                    t.expires_at.map(time_text),
-                ],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.with_conn(move |conn| identity::insert_token(conn, &t))
+            .await
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         let id = id.to_owned();
+        self.with_conn(move |conn| identity::token(conn, &id)).await
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        self.with_conn(|conn| identity::token_count(conn)).await
+    }
+
+    async fn list_tokens(&self, principal: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        let principal = principal.map(str::to_owned);
+        self.with_conn(move |conn| identity::list_tokens(conn, principal.as_deref()))
+            .await
+    }
+
+    async fn revoke_token(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| identity::revoke_token(conn, &id, now))
+            .await
+    }
+
+    async fn principal(&self, name: &str) -> Result<Option<PrincipalRecord>, StoreError> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| identity::principal(conn, &name))
+            .await
+    }
+
+    async fn list_principals(&self) -> Result<Vec<PrincipalRecord>, StoreError> {
+        self.with_conn(|conn| identity::list_principals(conn)).await
+    }
+
+    async fn put_principal(
+        &self,
+        p: &PrincipalRecord,
+        create_only: bool,
+    ) -> Result<PrincipalRecord, StoreError> {
+        let p = p.clone();
+        self.with_conn(move |conn| identity::put_principal(conn, &p, create_only))
+            .await
+    }
+
+    async fn delete_principal(&self, name: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| identity::delete_principal(conn, &name, now))
+            .await
+    }
+
+    async fn policy(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| identity::policy(conn, &name))
+            .await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        self.with_conn(|conn| identity::list_policies(conn)).await
+    }
+
+    async fn put_policy(
+        &self,
+        name: &KeyName,
+        document: &serde_json::Value,
+        only_if_absent: bool,
+        now: OffsetDateTime,
+    ) -> Result<PolicyRecord, StoreError> {
+        let (name, document) = (name.clone(), document.clone());
         self.with_conn(move |conn| {
-            let row = conn
-                .prepare_cached(
-                    "SELECT id, principal, secret_hash, description, created_at, expires_at
-                     FROM tokens WHERE id = ?1",
-                )?
-                .query_row([&id], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                    ))
-                })
-                .optional()?;
-            let Some((id, principal, hash, description, created_at, expires_at)) = row else {
-                return Ok(None);
-            };
-            Ok(Some(TokenRecord {
-                id,
-                principal,
-                secret_hash: hash.try_into().map_err(|_| StoreError::Corrupt {
-                    column: "tokens.secret_hash",
-                })?,
-                description,
-                created_at: parse_time(&created_at, "tokens.created_at")?,
-                expires_at: expires_at
-                    .map(|t| parse_time(&t, "tokens.expires_at"))
-                    .transpose()?,
-            }))
+            identity::put_policy(conn, &name, &document, only_if_absent, now)
         })
         .await
     }
 
-    async fn token_count(&self) -> Result<u64, StoreError> {
-        self.with_conn(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?))
+    async fn delete_policy(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| identity::delete_policy(conn, &name))
             .await
     }
 

@@ -49,7 +49,36 @@ CREATE TABLE tokens (
     secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),
     description TEXT NOT NULL,
     created_at  TEXT NOT NULL,
-    expires_at  TEXT
+    expires_at  TEXT,
+    revoked_at  TEXT
+) STRICT;
+
+CREATE INDEX tokens_by_principal ON tokens (principal);
+
+-- Principals: named identities with attributes and attached policies (JSON arrays/maps).
+CREATE TABLE principals (
+    name       TEXT PRIMARY KEY,
+    attributes TEXT NOT NULL,
+    policies   TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) STRICT;
+
+-- Policy documents, versioned: `policies` holds the current version, `policy_versions` every one.
+CREATE TABLE policies (
+    name       TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL CHECK (version >= 1),
+    document   TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE policy_versions (
+    name       TEXT NOT NULL,
+    version    INTEGER NOT NULL CHECK (version >= 1),
+    document   TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (name, version)
 ) STRICT;
 
 CREATE TABLE heartbeat (

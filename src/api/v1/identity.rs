@@ -1,0 +1,363 @@
+//! Principals, policies, tokens and explain.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::api::error::ApiError;
+use crate::api::extract::{ApiJson, Caller, JsonBody, RequestBody};
+use crate::api::AppState;
+use crate::domain::secret::HumanDuration;
+use crate::domain::{KeyName, PolicyRecord, PrincipalRecord, TokenInfo};
+use crate::format::EncryptionContext;
+use crate::policy::{document::RESOURCE_KINDS, Action, Decision};
+use crate::service::identity::PrincipalRequest;
+
+fn name_in(field: &'static str, code: &'static str, raw: String) -> Result<KeyName, ApiError> {
+    KeyName::try_from(raw).map_err(|e| ApiError::bad_request(code, format!("{field}: {e}")))
+}
+
+fn path_name(
+    path: Result<Path<String>, PathRejection>,
+    code: &'static str,
+    what: &str,
+) -> Result<KeyName, ApiError> {
+    let Path(raw) =
+        path.map_err(|_| ApiError::client(StatusCode::NOT_FOUND, code, format!("no such {what}")))?;
+    KeyName::try_from(raw)
+        .map_err(|_| ApiError::client(StatusCode::NOT_FOUND, code, format!("no such {what}")))
+}
+
+fn policy_names(raw: Option<Vec<String>>) -> Result<Option<Vec<KeyName>>, ApiError> {
+    raw.map(|v| {
+        v.into_iter()
+            .map(|n| name_in("policies", "invalid_policy_name", n))
+            .collect()
+    })
+    .transpose()
+}
+
+/// `POST /v1/principals` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePrincipal {
+    name: String,
+    attributes: Option<BTreeMap<String, String>>,
+    policies: Option<Vec<String>>,
+}
+
+impl RequestBody for CreatePrincipal {
+    const FIELDS: &'static [&'static str] = &["name", "attributes", "policies"];
+}
+
+/// `PATCH /v1/principals/{name}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchPrincipal {
+    attributes: Option<BTreeMap<String, String>>,
+    policies: Option<Vec<String>>,
+}
+
+impl RequestBody for PatchPrincipal {
+    const FIELDS: &'static [&'static str] = &["attributes", "policies"];
+}
+
+/// `POST /v1/principals` → 201
+pub async fn create_principal(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<CreatePrincipal>,
+) -> Result<(StatusCode, Json<PrincipalRecord>), ApiError> {
+    let name = name_in("name", "invalid_principal_name", b.name)?;
+    let req = PrincipalRequest {
+        attributes: b.attributes,
+        policies: policy_names(b.policies)?,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(state.service.create_principal(&p, name, req).await?),
+    ))
+}
+
+/// `GET /v1/principals` response.
+#[derive(Debug, Serialize)]
+pub struct PrincipalsResponse {
+    principals: Vec<PrincipalRecord>,
+}
+
+/// `GET /v1/principals`
+pub async fn list_principals(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Json<PrincipalsResponse>, ApiError> {
+    Ok(Json(PrincipalsResponse {
+        principals: state.service.principals(&p).await?,
+    }))
+}
+
+/// `GET /v1/principals/{name}`
+pub async fn show_principal(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<PrincipalRecord>, ApiError> {
+    let name = path_name(path, "principal_not_found", "principal")?;
+    Ok(Json(state.service.principal(&p, &name).await?))
+}
+
+/// `PATCH /v1/principals/{name}`
+pub async fn patch_principal(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, PathRejection>,
+    ApiJson(b): ApiJson<PatchPrincipal>,
+) -> Result<Json<PrincipalRecord>, ApiError> {
+    let name = path_name(path, "principal_not_found", "principal")?;
+    let req = PrincipalRequest {
+        attributes: b.attributes,
+        policies: policy_names(b.policies)?,
+    };
+    Ok(Json(state.service.update_principal(&p, &name, req).await?))
+}
+
+/// `DELETE /v1/principals/{name}` → 204 (its tokens are revoked)
+pub async fn delete_principal(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let name = path_name(path, "principal_not_found", "principal")?;
+    state.service.delete_principal(&p, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/policies/{name}`: the body is the policy document; a new version each time.
+pub async fn put_policy(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<PolicyRecord>, ApiError> {
+    let Path(raw) = path.map_err(|_| {
+        ApiError::bad_request("invalid_policy_name", "the policy name is not valid UTF-8")
+    })?;
+    let name = name_in("name", "invalid_policy_name", raw)?;
+    Ok(Json(state.service.put_policy(&p, &name, &body).await?))
+}
+
+/// `GET /v1/policies/{name}`
+pub async fn show_policy(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<PolicyRecord>, ApiError> {
+    let name = path_name(path, "policy_not_found", "policy")?;
+    Ok(Json(state.service.policy(&p, &name).await?))
+}
+
+/// `GET /v1/policies` response.
+#[derive(Debug, Serialize)]
+pub struct PoliciesResponse {
+    policies: Vec<PolicyRecord>,
+}
+
+/// `GET /v1/policies`
+pub async fn list_policies(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Json<PoliciesResponse>, ApiError> {
+    Ok(Json(PoliciesResponse {
+        policies: state.service.policies(&p).await?,
+    }))
+}
+
+/// `DELETE /v1/policies/{name}` → 204
+pub async fn delete_policy(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let name = path_name(path, "policy_not_found", "policy")?;
+    state.service.delete_policy(&p, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/policies/explain` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    principal: String,
+    action: String,
+    resource: String,
+    #[serde(default)]
+    context: Option<EncryptionContext>,
+    source: Option<IpAddr>,
+}
+
+impl RequestBody for ExplainRequest {
+    const FIELDS: &'static [&'static str] =
+        &["principal", "action", "resource", "context", "source"];
+}
+
+/// `POST /v1/policies/explain` response.
+#[derive(Debug, Serialize)]
+pub struct ExplainResponse {
+    #[serde(flatten)]
+    decision: Decision,
+    action: &'static str,
+    resource: String,
+}
+
+/// `POST /v1/policies/explain`: the decision and the statement that made it.
+pub async fn explain(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<ExplainRequest>,
+) -> Result<Json<ExplainResponse>, ApiError> {
+    let principal = name_in("principal", "invalid_principal_name", b.principal)?;
+    let action = Action::parse(&b.action).ok_or_else(|| {
+        ApiError::bad_request("unknown_action", format!("unknown action {:?}", b.action))
+    })?;
+    let (kind, rest) = b
+        .resource
+        .split_once('/')
+        .ok_or_else(|| ApiError::bad_request("invalid_resource", "a resource is <kind>/<name>"))?;
+    let kind = RESOURCE_KINDS
+        .iter()
+        .copied()
+        .find(|k| *k == kind)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_resource",
+                format!("resource kinds are {}", RESOURCE_KINDS.join(", ")),
+            )
+        })?;
+    let resource = state.service.resource_for(kind, rest).await?;
+    let decision = state
+        .service
+        .explain(
+            &p,
+            &principal,
+            action,
+            resource.clone(),
+            b.context.as_ref(),
+            b.source,
+        )
+        .await?;
+    Ok(Json(ExplainResponse {
+        decision,
+        action: action.as_str(),
+        resource: resource.to_string(),
+    }))
+}
+
+/// `POST /v1/tokens` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    principal: String,
+    ttl: Option<HumanDuration>,
+    #[serde(default)]
+    description: String,
+}
+
+impl RequestBody for CreateToken {
+    const FIELDS: &'static [&'static str] = &["principal", "ttl", "description"];
+}
+
+/// `POST /v1/tokens` response: the token text, shown once.
+#[derive(Serialize)]
+pub struct TokenResponse {
+    token: Zeroizing<String>,
+    #[serde(flatten)]
+    info: TokenInfo,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token", &"[REDACTED]")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// `POST /v1/tokens` → 201
+pub async fn create_token(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    if b.description.len() > 1024 {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "field `description` is longer than 1024 bytes",
+        ));
+    }
+    let principal = name_in("principal", "invalid_principal_name", b.principal)?;
+    let minted = state
+        .service
+        .create_token(&p, &principal, b.ttl, b.description)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenResponse {
+            token: Zeroizing::new(minted.token.expose_secret().to_owned()),
+            info: minted.info,
+        }),
+    ))
+}
+
+/// `GET /v1/tokens` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensQuery {
+    principal: Option<String>,
+}
+
+/// `GET /v1/tokens` response (metadata only).
+#[derive(Debug, Serialize)]
+pub struct TokensResponse {
+    tokens: Vec<TokenInfo>,
+}
+
+/// `GET /v1/tokens?principal=`
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    q: Result<Query<TokensQuery>, QueryRejection>,
+) -> Result<Json<TokensResponse>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let principal = q
+        .principal
+        .map(|n| name_in("principal", "invalid_query", n))
+        .transpose()?;
+    Ok(Json(TokensResponse {
+        tokens: state.service.tokens(&p, principal.as_ref()).await?,
+    }))
+}
+
+/// `DELETE /v1/tokens/{id}` → 204; the token stops working at once.
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path
+        .map_err(|_| ApiError::client(StatusCode::NOT_FOUND, "token_not_found", "no such token"))?;
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::client(
+            StatusCode::NOT_FOUND,
+            "token_not_found",
+            "no such token",
+        ));
+    }
+    state.service.revoke_token(&p, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

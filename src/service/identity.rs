@@ -1,0 +1,533 @@
+//! Principals, policies, tokens and explain. The built-in roles (`config/policies/*.json`) are
+//! installed at start-up when absent; the bootstrap principal gets the `admin` policy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use time::OffsetDateTime;
+
+use super::{auth, KeyService, ServiceError};
+use crate::domain::secret::HumanDuration;
+use crate::domain::{KeyName, PolicyRecord, PrincipalRecord, TokenInfo};
+use crate::format::EncryptionContext;
+use crate::policy::{self, Action, PolicyDocument, Principal, Resource, Subject};
+use crate::secret::BearerToken;
+use crate::store::StoreError;
+
+/// Built-in roles shipped as policy documents, installed when absent.
+pub const BUILT_IN_POLICIES: &[(&str, &str)] = &[
+    ("admin", include_str!("../../config/policies/admin.json")),
+    (
+        "key-operator",
+        include_str!("../../config/policies/key-operator.json"),
+    ),
+    (
+        "application",
+        include_str!("../../config/policies/application.json"),
+    ),
+    (
+        "auditor",
+        include_str!("../../config/policies/auditor.json"),
+    ),
+];
+
+/// Most attributes on a principal, and policies attached to one.
+const MAX_ATTRIBUTES: usize = 32;
+const MAX_ATTACHED: usize = 32;
+
+/// What a principal write asks for.
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalRequest {
+    /// Attributes (replaced as a whole when given).
+    pub attributes: Option<BTreeMap<String, String>>,
+    /// Attached policies (replaced as a whole when given).
+    pub policies: Option<Vec<KeyName>>,
+}
+
+/// A freshly minted token: shown once.
+#[derive(Debug)]
+pub struct MintedToken {
+    /// The token text.
+    pub token: BearerToken,
+    /// Its metadata.
+    pub info: TokenInfo,
+}
+
+fn check_attributes(a: &BTreeMap<String, String>) -> Result<(), ServiceError> {
+    let bad_key = |k: &String| {
+        k.is_empty()
+            || k.len() > 64
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if a.len() > MAX_ATTRIBUTES || a.keys().any(bad_key) || a.values().any(|v| v.len() > 1024) {
+        return Err(ServiceError::InvalidLifecycleValue(
+            "attributes: at most 32, names of 1 to 64 letters, digits, '_' or '-', values up to 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
+impl KeyService {
+    /// The principal as policy sees it, cached for [`auth::CACHE_TTL`]. A principal or policy
+    /// that cannot be read or parsed yields no policies at all: everything is denied.
+    pub(crate) async fn subject(&self, name: &str) -> Result<Arc<Subject>, ServiceError> {
+        if let Ok(cache) = self.subjects.read() {
+            if let Some((s, at)) = cache.get(name) {
+                if at.elapsed() < auth::CACHE_TTL {
+                    return Ok(Arc::clone(s));
+                }
+            }
+        }
+        let mut subject = Subject {
+            name: name.to_owned(),
+            ..Subject::default()
+        };
+        if let Some(p) = self.store.principal(name).await? {
+            subject.attributes = p.attributes;
+            let mut docs = Vec::new();
+            for policy_name in &p.policies {
+                // A deleted policy simply grants nothing any more.
+                let Some(rec) = self.store.policy(policy_name.as_str()).await? else {
+                    continue;
+                };
+                let parsed = serde_json::to_vec(&rec.document)
+                    .ok()
+                    .and_then(|b| PolicyDocument::parse(&b).ok());
+                let Some(doc) = parsed else {
+                    tracing::error!(principal = name, policy = %policy_name, "stored policy does not parse; denying everything to this principal");
+                    docs.clear();
+                    break;
+                };
+                docs.push((policy_name.to_string(), Arc::new(doc)));
+            }
+            subject.policies = docs;
+        }
+        let subject = Arc::new(subject);
+        if let Ok(mut cache) = self.subjects.write() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(name.to_owned(), (Arc::clone(&subject), Instant::now()));
+        }
+        Ok(subject)
+    }
+
+    /// Forgets cached subjects after a principal or policy change (this node sees it at once;
+    /// other nodes within [`auth::CACHE_TTL`]).
+    fn forget_subjects(&self) {
+        if let Ok(mut cache) = self.subjects.write() {
+            cache.clear();
+        }
+    }
+
+    /// Installs the built-in role policies that are absent.
+    ///
+    /// # Errors
+    /// `Store`; an invalid built-in document is a bug reported as `InvalidPolicy`.
+    pub async fn install_built_in_policies(&self) -> Result<(), ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        for (name, text) in BUILT_IN_POLICIES {
+            let doc =
+                PolicyDocument::parse(text.as_bytes()).map_err(ServiceError::InvalidPolicy)?;
+            let value = serde_json::to_value(&doc)
+                .map_err(|_| ServiceError::InvalidLifecycleValue("built-in policy"))?;
+            let name = KeyName::try_from((*name).to_owned())
+                .map_err(|_| ServiceError::InvalidLifecycleValue("built-in policy name"))?;
+            self.store.put_policy(&name, &value, true, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure the bootstrap principal exists with the `admin` policy.
+    pub(crate) async fn ensure_bootstrap_principal(&self) -> Result<(), ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        let name = KeyName::try_from(policy::BOOTSTRAP_ADMIN.to_owned())
+            .map_err(|_| ServiceError::InvalidLifecycleValue("bootstrap name"))?;
+        let admin = KeyName::try_from("admin".to_owned())
+            .map_err(|_| ServiceError::InvalidLifecycleValue("admin"))?;
+        let record = PrincipalRecord {
+            name,
+            attributes: BTreeMap::new(),
+            policies: vec![admin],
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.put_principal(&record, true).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn check_policies_exist(&self, names: &[KeyName]) -> Result<(), ServiceError> {
+        if names.len() > MAX_ATTACHED {
+            return Err(ServiceError::InvalidLifecycleValue(
+                "at most 32 policies per principal",
+            ));
+        }
+        for n in names {
+            if self.store.policy(n.as_str()).await?.is_none() {
+                return Err(ServiceError::PolicyNotFound(n.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a principal.
+    ///
+    /// # Errors
+    /// `Forbidden`, `PrincipalExists`, `PolicyNotFound`, `InvalidLifecycleValue`, `Store`.
+    pub async fn create_principal(
+        &self,
+        p: &Principal,
+        name: KeyName,
+        req: PrincipalRequest,
+    ) -> Result<PrincipalRecord, ServiceError> {
+        self.authorize(
+            p,
+            Action::PrincipalAdmin,
+            &Resource::named("principal", name.as_str()),
+            None,
+        )
+        .await?;
+        let attributes = req.attributes.unwrap_or_default();
+        check_attributes(&attributes)?;
+        let policies = req.policies.unwrap_or_default();
+        self.check_policies_exist(&policies).await?;
+        let now = OffsetDateTime::now_utc();
+        let record = PrincipalRecord {
+            name: name.clone(),
+            attributes,
+            policies,
+            created_at: now,
+            updated_at: now,
+        };
+        let out = match self.store.put_principal(&record, true).await {
+            Err(StoreError::Conflict { .. }) => {
+                return Err(ServiceError::PrincipalExists(name.to_string()))
+            }
+            other => other?,
+        };
+        self.forget_subjects();
+        tracing::info!(principal = %name, "principal created");
+        Ok(out)
+    }
+
+    /// Changes a principal's attributes and/or policies (each replaced as a whole).
+    ///
+    /// # Errors
+    /// `Forbidden`, `PrincipalNotFound`, `PolicyNotFound`, `InvalidLifecycleValue`, `Store`.
+    pub async fn update_principal(
+        &self,
+        p: &Principal,
+        name: &KeyName,
+        req: PrincipalRequest,
+    ) -> Result<PrincipalRecord, ServiceError> {
+        self.authorize(
+            p,
+            Action::PrincipalAdmin,
+            &Resource::named("principal", name.as_str()),
+            None,
+        )
+        .await?;
+        let mut record = self
+            .store
+            .principal(name.as_str())
+            .await?
+            .ok_or_else(|| ServiceError::PrincipalNotFound(name.to_string()))?;
+        if let Some(a) = req.attributes {
+            check_attributes(&a)?;
+            record.attributes = a;
+        }
+        if let Some(pol) = req.policies {
+            self.check_policies_exist(&pol).await?;
+            record.policies = pol;
+        }
+        record.updated_at = OffsetDateTime::now_utc();
+        let out = match self.store.put_principal(&record, false).await {
+            Err(StoreError::NotFound) => {
+                return Err(ServiceError::PrincipalNotFound(name.to_string()))
+            }
+            other => other?,
+        };
+        self.forget_subjects();
+        Ok(out)
+    }
+
+    /// One principal.
+    ///
+    /// # Errors
+    /// `Forbidden`, `PrincipalNotFound`, `Store`.
+    pub async fn principal(
+        &self,
+        p: &Principal,
+        name: &KeyName,
+    ) -> Result<PrincipalRecord, ServiceError> {
+        self.authorize(
+            p,
+            Action::PrincipalAdmin,
+            &Resource::named("principal", name.as_str()),
+            None,
+        )
+        .await?;
+        self.store
+            .principal(name.as_str())
+            .await?
+            .ok_or_else(|| ServiceError::PrincipalNotFound(name.to_string()))
+    }
+
+    /// Every principal.
+    ///
+    /// # Errors
+    /// `Forbidden`, `Store`.
+    pub async fn principals(&self, p: &Principal) -> Result<Vec<PrincipalRecord>, ServiceError> {
+        self.authorize(p, Action::PrincipalAdmin, &Resource::all("principal"), None)
+            .await?;
+        Ok(self.store.list_principals().await?)
+    }
+
+    /// Deletes a principal and revokes its tokens.
+    ///
+    /// # Errors
+    /// `Forbidden`, `PrincipalNotFound`, `Store`.
+    pub async fn delete_principal(
+        &self,
+        p: &Principal,
+        name: &KeyName,
+    ) -> Result<(), ServiceError> {
+        self.authorize(
+            p,
+            Action::PrincipalAdmin,
+            &Resource::named("principal", name.as_str()),
+            None,
+        )
+        .await?;
+        if !self
+            .store
+            .delete_principal(name.as_str(), OffsetDateTime::now_utc())
+            .await?
+        {
+            return Err(ServiceError::PrincipalNotFound(name.to_string()));
+        }
+        self.forget_subjects();
+        self.auth.forget_all();
+        tracing::info!(principal = %name, "principal deleted; its tokens revoked");
+        Ok(())
+    }
+
+    /// Writes a policy (a new version); the document is validated first.
+    ///
+    /// # Errors
+    /// `Forbidden`, `InvalidPolicy` naming the JSON path, `Store`.
+    pub async fn put_policy(
+        &self,
+        p: &Principal,
+        name: &KeyName,
+        body: &[u8],
+    ) -> Result<PolicyRecord, ServiceError> {
+        self.authorize(
+            p,
+            Action::PolicyAdmin,
+            &Resource::named("policy", name.as_str()),
+            None,
+        )
+        .await?;
+        let doc = PolicyDocument::parse(body).map_err(ServiceError::InvalidPolicy)?;
+        let value = serde_json::to_value(&doc)
+            .map_err(|_| ServiceError::InvalidLifecycleValue("policy"))?;
+        let out = self
+            .store
+            .put_policy(name, &value, false, OffsetDateTime::now_utc())
+            .await?;
+        self.forget_subjects();
+        tracing::info!(policy = %name, version = out.version, "policy written");
+        Ok(out)
+    }
+
+    /// One policy.
+    ///
+    /// # Errors
+    /// `Forbidden`, `PolicyNotFound`, `Store`.
+    pub async fn policy(
+        &self,
+        p: &Principal,
+        name: &KeyName,
+    ) -> Result<PolicyRecord, ServiceError> {
+        self.authorize(
+            p,
+            Action::PolicyRead,
+            &Resource::named("policy", name.as_str()),
+            None,
+        )
+        .await?;
+        self.store
+            .policy(name.as_str())
+            .await?
+            .ok_or_else(|| ServiceError::PolicyNotFound(name.to_string()))
+    }
+
+    /// Every policy.
+    ///
+    /// # Errors
+    /// `Forbidden`, `Store`.
+    pub async fn policies(&self, p: &Principal) -> Result<Vec<PolicyRecord>, ServiceError> {
+        self.authorize(p, Action::PolicyRead, &Resource::all("policy"), None)
+            .await?;
+        Ok(self.store.list_policies().await?)
+    }
+
+    /// Deletes a policy; principals that had it lose its rights at once.
+    ///
+    /// # Errors
+    /// `Forbidden`, `PolicyNotFound`, `Store`.
+    pub async fn delete_policy(&self, p: &Principal, name: &KeyName) -> Result<(), ServiceError> {
+        self.authorize(
+            p,
+            Action::PolicyAdmin,
+            &Resource::named("policy", name.as_str()),
+            None,
+        )
+        .await?;
+        if !self.store.delete_policy(name.as_str()).await? {
+            return Err(ServiceError::PolicyNotFound(name.to_string()));
+        }
+        self.forget_subjects();
+        Ok(())
+    }
+
+    /// Mints a token for `principal` (shown once).
+    ///
+    /// # Errors
+    /// `Forbidden`, `PrincipalNotFound`, `Store`.
+    pub async fn create_token(
+        &self,
+        p: &Principal,
+        principal: &KeyName,
+        ttl: Option<HumanDuration>,
+        description: String,
+    ) -> Result<MintedToken, ServiceError> {
+        self.authorize(
+            p,
+            Action::PrincipalAdmin,
+            &Resource::named("principal", principal.as_str()),
+            None,
+        )
+        .await?;
+        if self.store.principal(principal.as_str()).await?.is_none() {
+            return Err(ServiceError::PrincipalNotFound(principal.to_string()));
+        }
+        let (token, mut record) = auth::mint(principal.as_str(), &description).map_err(|e| {
+            ServiceError::Backend(crate::backend::BackendError::Device(Box::new(e)))
+        })?;
+        record.expires_at = ttl.map(|t| record.created_at + t.0);
+        self.store.insert_token(&record).await?;
+        tracing::info!(token_id = %record.id, principal = %principal, "token minted");
+        Ok(MintedToken {
+            info: TokenInfo::from(&record),
+            token,
+        })
+    }
+
+    /// Token metadata, of one principal or all.
+    ///
+    /// # Errors
+    /// `Forbidden`, `Store`.
+    pub async fn tokens(
+        &self,
+        p: &Principal,
+        principal: Option<&KeyName>,
+    ) -> Result<Vec<TokenInfo>, ServiceError> {
+        let resource = principal.map_or_else(
+            || Resource::all("principal"),
+            |n| Resource::named("principal", n.as_str()),
+        );
+        self.authorize(p, Action::PrincipalAdmin, &resource, None)
+            .await?;
+        let tokens = self
+            .store
+            .list_tokens(principal.map(KeyName::as_str))
+            .await?;
+        Ok(tokens.iter().map(TokenInfo::from).collect())
+    }
+
+    /// Revokes a token at once (this node immediately; others within the auth cache bound).
+    ///
+    /// # Errors
+    /// `Forbidden`, `TokenNotFound`, `Store`.
+    pub async fn revoke_token(&self, p: &Principal, id: &str) -> Result<(), ServiceError> {
+        let Some(token) = self.store.token(id).await? else {
+            // Only a principal allowed to manage every principal learns that an id is unknown.
+            self.authorize(p, Action::PrincipalAdmin, &Resource::all("principal"), None)
+                .await?;
+            return Err(ServiceError::TokenNotFound(id.to_owned()));
+        };
+        self.authorize(
+            p,
+            Action::PrincipalAdmin,
+            &Resource::named("principal", token.principal.as_str()),
+            None,
+        )
+        .await?;
+        self.store
+            .revoke_token(id, OffsetDateTime::now_utc())
+            .await?;
+        self.auth.forget(id);
+        tracing::info!(token_id = id, principal = %token.principal, "token revoked");
+        Ok(())
+    }
+
+    /// The resource `kind/name` as enforcement would see it: a key is known by its id and name
+    /// (and the alias used), so explain matches the same patterns enforcement does.
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn resource_for(
+        &self,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<Resource, ServiceError> {
+        if kind == "key" {
+            if let Ok(r) = name.parse::<crate::domain::KeyRef>() {
+                if let Some(key) = self.lookup_key(&r).await? {
+                    let mut res = Resource::key(&key.id, key.name.as_str());
+                    if matches!(r, crate::domain::KeyRef::Alias(_)) {
+                        res.names.push(name.to_owned());
+                    }
+                    return Ok(res);
+                }
+            }
+        }
+        Ok(Resource::named(kind, name))
+    }
+
+    /// Explains the decision `principal` would get for `action` on `resource` (with `context`
+    /// and `source`), using the same evaluation as enforcement.
+    ///
+    /// # Errors
+    /// `Forbidden`, `Store`.
+    pub async fn explain(
+        &self,
+        p: &Principal,
+        principal: &KeyName,
+        action: Action,
+        resource: Resource,
+        context: Option<&EncryptionContext>,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<policy::Decision, ServiceError> {
+        self.authorize(
+            p,
+            Action::PolicyRead,
+            &Resource::named("principal", principal.as_str()),
+            None,
+        )
+        .await?;
+        let who = Principal {
+            name: principal.to_string(),
+            credential_id: String::new(),
+            source,
+        };
+        self.decide(&who, action, &resource, context).await
+    }
+}
