@@ -28,6 +28,9 @@ pub enum StartError {
     /// Bootstrapping failed.
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] ServiceError),
+    /// The TLS configuration is unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::api::tls::TlsError),
     /// Binding or serving failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -38,6 +41,8 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     addr: SocketAddr,
+    /// HTTPS configuration, when configured.
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// The lifecycle and re-wrap workers, stopped when serving ends.
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -70,6 +75,13 @@ impl App {
             )?;
             out.flush()?;
         }
+        // Read the certificates before binding: a bad TLS setup refuses to start.
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(crate::api::tls::server_config)
+            .transpose()?;
         let listener = TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
         let limits = Limits {
@@ -103,6 +115,7 @@ impl App {
             router,
             addr,
             workers,
+            tls,
         })
     }
 
@@ -122,13 +135,21 @@ impl App {
             out.flush()?;
         }
         tracing::info!(addr = %self.addr, "serving");
-        let served = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+        let served = match self.tls {
+            Some(tls) => {
+                crate::api::tls::serve(self.listener, self.router, tls, shutdown_signal()).await;
+                Ok(())
+            }
+            None => {
+                axum::serve(
+                    self.listener,
+                    self.router
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+            }
+        };
         for w in &self.workers {
             w.abort();
         }

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod throttle;
+pub mod tls;
 pub mod v1;
 
 use std::sync::Arc;
@@ -211,10 +212,19 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
     });
-    let principal = match presented {
-        None => Err(ServiceError::Unauthenticated(AuthFailure::Missing)),
-        Some(None) => Err(ServiceError::Unauthenticated(AuthFailure::Invalid)),
-        Some(Some(token)) => state.service.authenticate(token).await,
+    let certificate = req.extensions().get::<tls::ClientIdentity>().cloned();
+    let principal = match (presented, certificate) {
+        // A verified client certificate authenticates its principal when no token is sent.
+        (None, Some(id)) => Ok(crate::policy::Principal {
+            name: id.principal,
+            credential_id: format!("cert:{}", id.fingerprint),
+            source: None,
+        }),
+        (presented, _) => match presented {
+            None => Err(ServiceError::Unauthenticated(AuthFailure::Missing)),
+            Some(None) => Err(ServiceError::Unauthenticated(AuthFailure::Invalid)),
+            Some(Some(token)) => state.service.authenticate(token).await,
+        },
     };
     match principal {
         Ok(mut p) => {

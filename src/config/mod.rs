@@ -107,6 +107,30 @@ pub struct ServerConfig {
     pub max_body_bytes: NonZeroUsize,
     /// Per-request deadline.
     pub request_timeout: Duration,
+    /// HTTPS, when configured.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Whether client certificates are required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Accepted when sent; a bearer token works too.
+    Optional,
+    /// The handshake fails without a certificate from the CA.
+    Required,
+}
+
+/// HTTPS settings.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Server certificate chain.
+    pub cert_file: PathBuf,
+    /// Server private key.
+    pub key_file: PathBuf,
+    /// Client CA, if client certificates are accepted.
+    pub client_ca_file: Option<PathBuf>,
+    /// Optional or required.
+    pub client_auth: ClientAuth,
 }
 
 /// Storage choice.
@@ -304,10 +328,38 @@ impl Config {
         if raw.server.request_timeout_ms == 0 {
             return Err(invalid("server.request_timeout_ms", "must be at least 1"));
         }
+        let tls = match raw.server.tls {
+            None => None,
+            Some(t) => {
+                let client_auth = match t.client_auth.as_str() {
+                    "optional" => ClientAuth::Optional,
+                    "required" => ClientAuth::Required,
+                    _ => {
+                        return Err(invalid(
+                            "server.tls.client_auth",
+                            "must be \"optional\" or \"required\"",
+                        ))
+                    }
+                };
+                if client_auth == ClientAuth::Required && t.client_ca_file.is_none() {
+                    return Err(invalid(
+                        "server.tls.client_ca_file",
+                        "required client authentication needs a client CA",
+                    ));
+                }
+                Some(TlsConfig {
+                    cert_file: resolve(&t.cert_file),
+                    key_file: resolve(&t.key_file),
+                    client_ca_file: t.client_ca_file.map(|p| resolve(&p)),
+                    client_auth,
+                })
+            }
+        };
         let server = ServerConfig {
             listen,
             max_body_bytes,
             request_timeout: Duration::from_millis(raw.server.request_timeout_ms),
+            tls,
         };
 
         let store = match raw.store.kind.as_str() {

@@ -33,6 +33,27 @@ pub struct RawServer {
     pub max_body_bytes: usize,
     /// Requests that take longer are answered 503.
     pub request_timeout_ms: u64,
+    /// `[server.tls]`: serve HTTPS (and accept client certificates) when present.
+    pub tls: Option<RawTls>,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Server private key (PEM).
+    pub key_file: PathBuf,
+    /// CA whose client certificates authenticate principals (PEM); none: no client certificates.
+    pub client_ca_file: Option<PathBuf>,
+    /// `optional` (default) or `required`.
+    #[serde(default = "default_client_auth")]
+    pub client_auth: String,
+}
+
+fn default_client_auth() -> String {
+    "optional".to_owned()
 }
 
 impl Default for RawServer {
@@ -41,6 +62,7 @@ impl Default for RawServer {
             listen: "127.0.0.1:8200".to_owned(),
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 30_000,
+            tls: None,
         }
     }
 }

@@ -21,4 +21,5 @@ mod restart;
 mod rewrap;
 mod secrets;
 mod startup;
+mod tls;
 mod vectors;
