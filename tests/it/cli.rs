@@ -1,37 +1,11 @@
 //! The CLI, end to end: `keys create|list|show`, `datakey`, `encrypt | decrypt` against a running
 //! server, token from the environment or a file, never from an argument.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use serde_json::Value;
-
+use crate::common::cli::{admin_cli as cli, json_of};
 use crate::common::server::BIN;
-use crate::common::{unb64, Deployment, Server};
-
-fn cli(s: &Server, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("CUSTODIAN_ADDR", &s.base)
-        .env("CUSTODIAN_TOKEN", &s.token)
-        .env_remove("CUSTODIAN_TOKEN_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the CLI");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
-}
+use crate::common::{unb64, Deployment};
 
 #[tokio::test]
 async fn the_cli_creates_a_key_gets_a_data_key_and_round_trips_data() -> anyhow::Result<()> {

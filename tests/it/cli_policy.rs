@@ -6,16 +6,16 @@
 //! Every command runs with `HOME` pointing at a directory of the test, so no login file of the
 //! machine running the tests is ever read or written.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::common::cli::{fails_with, finish, json_of};
 use crate::common::server::BIN;
 use crate::common::{unb64, Deployment, Server};
 
@@ -34,47 +34,11 @@ fn command(s: &Server, home: &Path, token: Option<&str>) -> Command {
     c
 }
 
-/// Runs `c` with `stdin` piped in; a command still running after 60 s fails the test.
-fn finish(mut c: Command, stdin: &[u8]) -> Output {
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the CLI");
-    // A command that fails before reading stdin closes it: a broken pipe here is expected.
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "still running after 60 s; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
 /// Runs the CLI as `token`.
 fn cli(s: &Server, home: &Path, token: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut c = command(s, home, Some(token));
     c.args(args);
     finish(c, stdin)
-}
-
-/// Asserts success and parses stdout as JSON.
-#[track_caller]
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
 /// Asserts success with nothing on stdout.
@@ -86,24 +50,6 @@ fn quiet(out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.stdout.is_empty(), "stdout: {:?}", out.stdout);
-}
-
-/// Asserts failure with `code` in an `error: …` line on stderr and nothing on stdout; returns
-/// stderr.
-#[track_caller]
-fn fails_with(out: &Output, code: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "expected {code}, succeeded: {stderr}"
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "stdout on failure: {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(stderr.contains(code), "expected {code}, got: {stderr}");
-    stderr
 }
 
 /// `tokens create`: the token alone on stdout, its metadata as JSON on stderr.

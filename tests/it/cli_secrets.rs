@@ -4,11 +4,12 @@
 //! Values never come from an argument, and a failed command prints nothing on stdout.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::cli::{admin_cli as cli, bytes_of, fails_with, json_of};
 use crate::common::server::BIN;
 use crate::common::{Deployment, Server};
 
@@ -21,64 +22,6 @@ async fn start(settings: &str) -> anyhow::Result<(Deployment, Server)> {
     }
     let s = d.start().await?;
     Ok((d, s))
-}
-
-/// Runs the CLI against `s` with the admin token in the environment and `stdin` piped in.
-fn cli(s: &Server, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("CUSTODIAN_ADDR", &s.base)
-        .env("CUSTODIAN_TOKEN", &s.token)
-        .env_remove("CUSTODIAN_TOKEN_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the CLI");
-    // A command that fails before reading stdin closes it: a broken pipe here is expected.
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    child.wait_with_output().unwrap()
-}
-
-/// Asserts success and parses stdout as JSON.
-#[track_caller]
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
-}
-
-/// Asserts success and returns the raw stdout (a `get`).
-#[track_caller]
-fn bytes_of(out: &Output) -> Vec<u8> {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout.clone()
-}
-
-/// Asserts failure with `code` in an `error: …` line on stderr and nothing on stdout; returns
-/// stderr.
-#[track_caller]
-fn fails_with(out: &Output, code: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "expected {code}, succeeded: {stderr}"
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "stdout on failure: {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(stderr.starts_with("error: "), "stderr: {stderr}");
-    assert!(stderr.contains(code), "expected {code}, got: {stderr}");
-    stderr
 }
 
 /// The states of a metadata record's versions, oldest first.

@@ -147,15 +147,9 @@ async fn secret_values_and_their_data_keys_never_rest_in_plaintext() -> anyhow::
     }
     let spec =
         json!({ "generate": { "length": 40, "charset": "alphanumeric", "rotate_every": "1h" } });
-    s.raw(
-        reqwest::Method::PUT,
-        "/v1/secrets/hyg/gen/metadata",
-        crate::common::server::Auth::Admin,
-        Some("application/json"),
-        spec.to_string().into_bytes(),
-    )
-    .await
-    .ok();
+    s.send_json(reqwest::Method::PUT, "/v1/secrets/hyg/gen/metadata", spec)
+        .await
+        .ok();
     let generated = s.get("/v1/secrets/hyg/gen").await;
     values.push(unb64(generated.ok()["value"].as_str().unwrap()));
     let (stdout, stderr) = s.output();

@@ -8,23 +8,15 @@ use cryptoki::object::{Attribute, ObjectClass};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::server::{Auth, Reply};
+use crate::common::server::Reply;
 use crate::common::{b64, inproc, unb64, Deployment, Server};
 
 async fn post_empty(s: &Server, path: &str) -> Reply {
-    s.raw(Method::POST, path, Auth::Admin, None, Vec::new())
-        .await
+    s.send(Method::POST, path).await
 }
 
 async fn patch(s: &Server, path: &str, body: Value) -> Reply {
-    s.raw(
-        Method::PATCH,
-        path,
-        Auth::Admin,
-        Some("application/json"),
-        body.to_string().into_bytes(),
-    )
-    .await
+    s.send_json(Method::PATCH, path, body).await
 }
 
 async fn encrypt(s: &Server, key: &str, data: &[u8], context: Value) -> String {
@@ -517,13 +509,7 @@ async fn aliases_point_and_repoint() -> anyhow::Result<()> {
     let dk = s.post("/v1/keys/alias%2Fcurrent/datakey", json!({})).await;
     assert_eq!(dk.ok()["key_id"], a["id"]);
     let r = s
-        .raw(
-            Method::PUT,
-            "/v1/aliases/current",
-            Auth::Admin,
-            Some("application/json"),
-            json!({ "key": "beta" }).to_string().into_bytes(),
-        )
+        .send_json(Method::PUT, "/v1/aliases/current", json!({ "key": "beta" }))
         .await;
     assert_eq!(r.ok()["key_id"], b["id"]);
     let dk2 = s.post("/v1/keys/alias%2Fcurrent/datakey", json!({})).await;
@@ -558,26 +544,14 @@ async fn aliases_point_and_repoint() -> anyhow::Result<()> {
     )
     .await
     .assert_error(400, "invalid_field");
-    s.raw(
-        Method::PUT,
-        "/v1/aliases/missing",
-        Auth::Admin,
-        Some("application/json"),
-        json!({ "key": "beta" }).to_string().into_bytes(),
-    )
-    .await
-    .assert_error(404, "alias_not_found");
-    assert_eq!(
-        s.raw(
-            Method::DELETE,
-            "/v1/aliases/current",
-            Auth::Admin,
-            None,
-            Vec::new()
-        )
+    s.send_json(Method::PUT, "/v1/aliases/missing", json!({ "key": "beta" }))
         .await
-        .status
-        .as_u16(),
+        .assert_error(404, "alias_not_found");
+    assert_eq!(
+        s.send(Method::DELETE, "/v1/aliases/current")
+            .await
+            .status
+            .as_u16(),
         204
     );
     s.get("/v1/aliases/current")
@@ -586,15 +560,9 @@ async fn aliases_point_and_repoint() -> anyhow::Result<()> {
     s.post("/v1/keys/alias%2Fcurrent/datakey", json!({}))
         .await
         .assert_error(404, "key_not_found");
-    s.raw(
-        Method::DELETE,
-        "/v1/aliases/current",
-        Auth::Admin,
-        None,
-        Vec::new(),
-    )
-    .await
-    .assert_error(404, "alias_not_found");
+    s.send(Method::DELETE, "/v1/aliases/current")
+        .await
+        .assert_error(404, "alias_not_found");
     Ok(())
 }
 
@@ -608,35 +576,31 @@ async fn secrets_server(name: &str, extra: &str) -> anyhow::Result<(Deployment, 
 }
 
 async fn put_secret(s: &Server, path: &str, value: &str) {
-    s.raw(
+    s.send_json(
         Method::PUT,
         &format!("/v1/secrets/{path}"),
-        Auth::Admin,
-        Some("application/json"),
-        json!({ "value_text": value }).to_string().into_bytes(),
+        json!({ "value_text": value }),
     )
     .await
     .ok();
 }
 
+/// Waits until no re-wrap job of key `key` is running; returns its newest job.
 async fn wait_job_done(s: &Server, key: &str) -> Value {
+    let key_id = s.get(&format!("/v1/keys/{key}")).await.ok()["id"].clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let jobs = s.get("/v1/jobs").await;
-        let job = jobs.ok()["jobs"]
+        let mine: Vec<Value> = jobs.ok()["jobs"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|j| j["state"] != "running")
-            .cloned();
-        let running = jobs.body["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|j| j["state"] == "running");
-        if let (Some(job), false) = (job, running) {
-            let _ = key;
-            return job;
+            .filter(|j| j["key_id"] == key_id)
+            .cloned()
+            .collect();
+        if !mine.is_empty() && mine.iter().all(|j| j["state"] != "running") {
+            // Jobs are listed newest first.
+            return mine[0].clone();
         }
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -35,14 +35,8 @@ async fn principal(s: &Server, name: &str, policies: &[&str], attributes: Value)
 }
 
 async fn put_policy(s: &Server, name: &str, doc: Value) -> Reply {
-    s.raw(
-        Method::PUT,
-        &format!("/v1/policies/{name}"),
-        Auth::Admin,
-        Some("application/json"),
-        doc.to_string().into_bytes(),
-    )
-    .await
+    s.send_json(Method::PUT, &format!("/v1/policies/{name}"), doc)
+        .await
 }
 
 async fn explain(
@@ -251,15 +245,9 @@ async fn the_built_in_roles_form_the_documented_matrix_and_explain_agrees() -> a
         )
         .await;
     let blob = blob.ok()["ciphertext"].as_str().unwrap().to_owned();
-    s.raw(
-        Method::PUT,
-        "/v1/secrets/m/x",
-        Auth::Admin,
-        Some("application/json"),
-        json!({ "value_text": "v" }).to_string().into_bytes(),
-    )
-    .await
-    .ok();
+    s.send_json(Method::PUT, "/v1/secrets/m/x", json!({ "value_text": "v" }))
+        .await
+        .ok();
 
     let mut n = 0;
     for (role, expected) in EXPECTED {
@@ -474,16 +462,10 @@ async fn deny_wins_and_policy_changes_apply_at_once() -> anyhow::Result<()> {
 
     // Deleting a policy in use: allowed, and the principal loses its rights at once.
     assert_eq!(
-        s.raw(
-            Method::DELETE,
-            "/v1/policies/application",
-            Auth::Admin,
-            None,
-            Vec::new()
-        )
-        .await
-        .status
-        .as_u16(),
+        s.send(Method::DELETE, "/v1/policies/application")
+            .await
+            .status
+            .as_u16(),
         204
     );
     call(
@@ -497,12 +479,10 @@ async fn deny_wins_and_policy_changes_apply_at_once() -> anyhow::Result<()> {
     .assert_error(403, "forbidden");
     // Detaching the deny and attaching admin restores everything, at once.
     let r = s
-        .raw(
+        .send_json(
             Method::PATCH,
             "/v1/principals/app",
-            Auth::Admin,
-            Some("application/json"),
-            json!({ "policies": ["admin"] }).to_string().into_bytes(),
+            json!({ "policies": ["admin"] }),
         )
         .await;
     assert_eq!(r.ok()["policies"], json!(["admin"]));
@@ -636,30 +616,18 @@ async fn tokens_expire_and_are_revoked_at_once() -> anyhow::Result<()> {
         "token listing shows no secret"
     );
     assert_eq!(
-        s.raw(
-            Method::DELETE,
-            &format!("/v1/tokens/{id}"),
-            Auth::Admin,
-            None,
-            Vec::new()
-        )
-        .await
-        .status
-        .as_u16(),
+        s.send(Method::DELETE, &format!("/v1/tokens/{id}"))
+            .await
+            .status
+            .as_u16(),
         204
     );
     call(&s, &token, Method::GET, "/v1/keys", None)
         .await
         .assert_error(401, "token_revoked");
-    s.raw(
-        Method::DELETE,
-        "/v1/tokens/0000000000000000",
-        Auth::Admin,
-        None,
-        Vec::new(),
-    )
-    .await
-    .assert_error(404, "token_not_found");
+    s.send(Method::DELETE, "/v1/tokens/0000000000000000")
+        .await
+        .assert_error(404, "token_not_found");
     s.post("/v1/tokens", json!({ "principal": "ghost" }))
         .await
         .assert_error(404, "principal_not_found");
@@ -668,16 +636,10 @@ async fn tokens_expire_and_are_revoked_at_once() -> anyhow::Result<()> {
     let third = s.post("/v1/tokens", json!({ "principal": "ops" })).await;
     let third = third.ok()["token"].as_str().unwrap().to_owned();
     assert_eq!(
-        s.raw(
-            Method::DELETE,
-            "/v1/principals/ops",
-            Auth::Admin,
-            None,
-            Vec::new()
-        )
-        .await
-        .status
-        .as_u16(),
+        s.send(Method::DELETE, "/v1/principals/ops")
+            .await
+            .status
+            .as_u16(),
         204
     );
     call(&s, &third, Method::GET, "/v1/keys", None)
@@ -741,9 +703,7 @@ async fn repeated_failed_authentication_is_slowed_per_source() -> anyhow::Result
         .assert_error(401, "invalid_token");
     }
     // Over the limit: refused without looking at the token, even a valid one.
-    let r = s
-        .raw(Method::GET, "/v1/keys", Auth::Admin, None, Vec::new())
-        .await;
+    let r = s.send(Method::GET, "/v1/keys").await;
     r.assert_error(429, "too_many_auth_failures");
     // Another source address is not affected.
     let other = reqwest::Client::builder()

@@ -78,24 +78,8 @@ async fn the_rewrap_job_survives_kill_9_at_five_points() -> anyhow::Result<()> {
     let (rows, _, _) = db_counts(&d)?;
     assert_eq!(rows as usize, SECRETS);
 
-    s.raw(
-        Method::POST,
-        "/v1/keys/bulk/rotate",
-        Auth::Admin,
-        None,
-        Vec::new(),
-    )
-    .await
-    .ok();
-    let job = s
-        .raw(
-            Method::POST,
-            "/v1/keys/bulk/rewrap",
-            Auth::Admin,
-            None,
-            Vec::new(),
-        )
-        .await;
+    s.send(Method::POST, "/v1/keys/bulk/rotate").await.ok();
+    let job = s.send(Method::POST, "/v1/keys/bulk/rewrap").await;
     assert_eq!(job.status.as_u16(), 202, "{}", job.body);
     let id = job.body["id"].as_str().unwrap().to_owned();
     let mut s = Arc::try_unwrap(s).map_err(|_| anyhow::anyhow!("server still shared"))?;

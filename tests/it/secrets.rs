@@ -38,14 +38,8 @@ async fn raw_get(s: &Server, target: &str) -> anyhow::Result<(u16, String)> {
 }
 
 async fn put(s: &Server, path: &str, body: Value) -> crate::common::server::Reply {
-    s.raw(
-        Method::PUT,
-        &format!("/v1/secrets/{path}"),
-        Auth::Admin,
-        Some("application/json"),
-        body.to_string().into_bytes(),
-    )
-    .await
+    s.send_json(Method::PUT, &format!("/v1/secrets/{path}"), body)
+        .await
 }
 
 async fn put_text(s: &Server, path: &str, text: &str) -> u64 {
@@ -156,15 +150,7 @@ async fn soft_delete_undelete_and_destroy() -> anyhow::Result<()> {
     put_text(&s, "app/pw", "v3-value").await;
 
     // Soft delete of the latest: reads fall back to the newest live version.
-    let del = s
-        .raw(
-            Method::DELETE,
-            "/v1/secrets/app/pw",
-            Auth::Admin,
-            None,
-            Vec::new(),
-        )
-        .await;
+    let del = s.send(Method::DELETE, "/v1/secrets/app/pw").await;
     assert_eq!(del.ok()["changed"], json!([3]));
     assert_eq!(read_text(&s, "app/pw").await, "v2-value");
     read(&s, "app/pw?version=3")
@@ -176,13 +162,7 @@ async fn soft_delete_undelete_and_destroy() -> anyhow::Result<()> {
 
     // Delete named versions.
     let del = s
-        .raw(
-            Method::DELETE,
-            "/v1/secrets/app/pw?versions=1,2",
-            Auth::Admin,
-            None,
-            Vec::new(),
-        )
+        .send(Method::DELETE, "/v1/secrets/app/pw?versions=1,2")
         .await;
     assert_eq!(del.ok()["changed"], json!([1, 2]));
     read(&s, "app/pw?version=1")
@@ -232,15 +212,9 @@ async fn soft_delete_undelete_and_destroy() -> anyhow::Result<()> {
     s.post("/v1/secrets/nope/destroy", json!({ "versions": [1] }))
         .await
         .assert_error(404, "secret_not_found");
-    s.raw(
-        Method::DELETE,
-        "/v1/secrets/app/pw?versions=x",
-        Auth::Admin,
-        None,
-        Vec::new(),
-    )
-    .await
-    .assert_error(400, "invalid_query");
+    s.send(Method::DELETE, "/v1/secrets/app/pw?versions=x")
+        .await
+        .assert_error(400, "invalid_query");
 
     // The destroyed version's bytes are gone from the database file and its journal.
     s.kill();
@@ -266,12 +240,10 @@ async fn soft_delete_undelete_and_destroy() -> anyhow::Result<()> {
 async fn max_versions_prunes_the_oldest() -> anyhow::Result<()> {
     let (_d, s) = secrets_server("").await?;
     let meta = s
-        .raw(
+        .send_json(
             Method::PUT,
             "/v1/secrets/pruned/metadata",
-            Auth::Admin,
-            Some("application/json"),
-            json!({ "max_versions": 2 }).to_string().into_bytes(),
+            json!({ "max_versions": 2 }),
         )
         .await;
     assert_eq!(meta.ok()["max_versions"], 2);
@@ -288,12 +260,10 @@ async fn max_versions_prunes_the_oldest() -> anyhow::Result<()> {
     assert_eq!(read_text(&s, "pruned").await, "value-4");
     // Lowering the limit prunes at once.
     let meta = s
-        .raw(
+        .send_json(
             Method::PUT,
             "/v1/secrets/pruned/metadata",
-            Auth::Admin,
-            Some("application/json"),
-            json!({ "max_versions": 1 }).to_string().into_bytes(),
+            json!({ "max_versions": 1 }),
         )
         .await;
     let states: Vec<&str> = meta.ok()["versions"]
@@ -311,14 +281,10 @@ async fn expired_versions_are_gone_with_410() -> anyhow::Result<()> {
     let (_d, s) = secrets_server("").await?;
     put_text(&s, "short", "lived").await;
     let meta = s
-        .raw(
+        .send_json(
             Method::PUT,
             "/v1/secrets/short/metadata",
-            Auth::Admin,
-            Some("application/json"),
-            json!({ "expires_after": "1s", "custom": {"owner": "team-a"} })
-                .to_string()
-                .into_bytes(),
+            json!({ "expires_after": "1s", "custom": {"owner": "team-a"} }),
         )
         .await;
     assert_eq!(meta.ok()["expires_after"], "1s");
@@ -333,12 +299,10 @@ async fn expired_versions_are_gone_with_410() -> anyhow::Result<()> {
     // A new version is readable again; clearing expiry makes the old one readable too.
     put_text(&s, "short", "fresh").await;
     assert_eq!(read_text(&s, "short").await, "fresh");
-    s.raw(
+    s.send_json(
         Method::PUT,
         "/v1/secrets/short/metadata",
-        Auth::Admin,
-        Some("application/json"),
-        json!({ "expires_after": null }).to_string().into_bytes(),
+        json!({ "expires_after": null }),
     )
     .await
     .ok();
@@ -350,25 +314,17 @@ async fn expired_versions_are_gone_with_410() -> anyhow::Result<()> {
         json!({ "custom": {"k": 1} }),
     ] {
         let r = s
-            .raw(
-                Method::PUT,
-                "/v1/secrets/short/metadata",
-                Auth::Admin,
-                Some("application/json"),
-                bad.to_string().into_bytes(),
-            )
+            .send_json(Method::PUT, "/v1/secrets/short/metadata", bad)
             .await;
         r.assert_error(400, "invalid_field");
     }
     let many: serde_json::Map<String, Value> =
         (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
     let r = s
-        .raw(
+        .send_json(
             Method::PUT,
             "/v1/secrets/short/metadata",
-            Auth::Admin,
-            Some("application/json"),
-            json!({ "custom": many }).to_string().into_bytes(),
+            json!({ "custom": many }),
         )
         .await;
     r.assert_error(400, "invalid_metadata");
@@ -528,15 +484,9 @@ async fn bad_paths_sizes_and_bodies_are_refused() -> anyhow::Result<()> {
     s.post("/v1/secrets/big/rotate", json!({}))
         .await
         .assert_error(400, "secret_not_generated");
-    s.raw(
-        Method::GET,
-        "/v1/secrets/big/destroy",
-        Auth::Admin,
-        None,
-        Vec::new(),
-    )
-    .await
-    .assert_error(405, "method_not_allowed");
+    s.send(Method::GET, "/v1/secrets/big/destroy")
+        .await
+        .assert_error(405, "method_not_allowed");
     put(
         &s,
         "k/x",
@@ -584,12 +534,10 @@ async fn writes_without_a_key_need_a_default() -> anyhow::Result<()> {
     // Naming a key in metadata moves later writes to it.
     let second = s.create_key("second").await;
     let meta = s
-        .raw(
+        .send_json(
             Method::PUT,
             "/v1/secrets/a/metadata",
-            Auth::Admin,
-            Some("application/json"),
-            json!({ "key": "second" }).to_string().into_bytes(),
+            json!({ "key": "second" }),
         )
         .await;
     assert_eq!(meta.ok()["key_id"], second["id"]);
@@ -600,25 +548,9 @@ async fn writes_without_a_key_need_a_default() -> anyhow::Result<()> {
     assert_eq!(read_text(&s, "a?version=2").await, "y");
     // Nothing left to delete: a clear 404, not "secret not found".
     for _ in 0..3 {
-        s.raw(
-            Method::DELETE,
-            "/v1/secrets/a",
-            Auth::Admin,
-            None,
-            Vec::new(),
-        )
-        .await
-        .ok();
+        s.send(Method::DELETE, "/v1/secrets/a").await.ok();
     }
-    let r = s
-        .raw(
-            Method::DELETE,
-            "/v1/secrets/a",
-            Auth::Admin,
-            None,
-            Vec::new(),
-        )
-        .await;
+    let r = s.send(Method::DELETE, "/v1/secrets/a").await;
     r.assert_error(404, "secret_version_not_found");
     assert!(r.body["error"]["message"]
         .as_str()
@@ -743,13 +675,7 @@ async fn generated_secrets_rotate_on_schedule_and_across_a_restart() -> anyhow::
     let (mut d, s) = secrets_server("").await?;
     let spec = json!({ "generate": { "length": 32, "charset": "hex", "rotate_every": "2s" } });
     let meta = s
-        .raw(
-            Method::PUT,
-            "/v1/secrets/gen/db/metadata",
-            Auth::Admin,
-            Some("application/json"),
-            spec.to_string().into_bytes(),
-        )
+        .send_json(Method::PUT, "/v1/secrets/gen/db/metadata", spec)
         .await;
     assert_eq!(
         meta.ok()["current_version"],
@@ -811,25 +737,15 @@ async fn generated_secrets_rotate_on_schedule_and_across_a_restart() -> anyhow::
         json!({ "generate": { "length": 5000, "charset": "hex", "rotate_every": "1h" } }),
     ] {
         let r = s
-            .raw(
-                Method::PUT,
-                "/v1/secrets/gen/bad/metadata",
-                Auth::Admin,
-                Some("application/json"),
-                bad.to_string().into_bytes(),
-            )
+            .send_json(Method::PUT, "/v1/secrets/gen/bad/metadata", bad)
             .await;
         r.assert_error(400, "invalid_metadata");
     }
     let r = s
-        .raw(
+        .send_json(
             Method::PUT,
             "/v1/secrets/gen/bad/metadata",
-            Auth::Admin,
-            Some("application/json"),
-            json!({ "generate": { "length": 8, "charset": "emoji", "rotate_every": "1h" } })
-                .to_string()
-                .into_bytes(),
+            json!({ "generate": { "length": 8, "charset": "emoji", "rotate_every": "1h" } }),
         )
         .await;
     r.assert_error(400, "invalid_field");

@@ -1,6 +1,7 @@
 //! Fixtures: a deployment (token directory, config, PIN files) and a running server; the
 //! process-wide in-process PKCS#11 context.
 
+pub mod cli;
 pub mod inproc;
 pub mod server;
 

@@ -378,6 +378,23 @@ impl Server {
         .await
     }
 
+    /// Sends `method` without a body, as the admin.
+    pub async fn send(&self, method: Method, path: &str) -> Reply {
+        self.raw(method, path, Auth::Admin, None, Vec::new()).await
+    }
+
+    /// Sends `method` with a JSON body, as the admin.
+    pub async fn send_json(&self, method: Method, path: &str, body: Value) -> Reply {
+        self.raw(
+            method,
+            path,
+            Auth::Admin,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
     /// GETs as the admin.
     pub async fn get(&self, path: &str) -> Reply {
         self.raw(Method::GET, path, Auth::Admin, None, Vec::new())
