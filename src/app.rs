@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Limits};
+use crate::audit::{AuditError, AuditLog};
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::{BackendError, KeyBackend};
 use crate::config::{BackendConfig, Config, StoreConfig};
@@ -31,9 +32,19 @@ pub enum StartError {
     /// The TLS configuration is unusable.
     #[error("tls: {0}")]
     Tls(#[from] crate::api::tls::TlsError),
+    /// The audit log could not be opened.
+    #[error("audit log: {0}")]
+    Audit(#[from] AuditError),
     /// Binding or serving failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Whether audit records are written (always, outside benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auditing {
+    On,
+    DiscardForBenchmarks,
 }
 
 /// A built application, bound to its address, not yet serving.
@@ -53,15 +64,44 @@ impl App {
     /// # Errors
     /// [`StartError`] naming the dependency that failed.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
+        Self::build_with(config, Auditing::On).await
+    }
+
+    /// [`App::build`] with every audit record discarded. **Benchmarks only**: it lets a
+    /// benchmark measure what auditing costs in the same run. No configuration or flag of the
+    /// `custodian` binary reaches it.
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    #[doc(hidden)]
+    pub async fn dangerous_build_unaudited_for_benchmarks(
+        config: &Config,
+    ) -> Result<Self, StartError> {
+        Self::build_with(config, Auditing::DiscardForBenchmarks).await
+    }
+
+    async fn build_with(config: &Config, auditing: Auditing) -> Result<Self, StartError> {
         let backend: Arc<dyn KeyBackend> = match &config.backend {
             BackendConfig::Pkcs11(p) => Arc::new(Pkcs11Backend::start(p.clone()).await?),
         };
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
         };
+        // The signing key is found or generated in the device before anything is served: no
+        // request is answered while checkpoints could not be signed.
+        let signer = backend.audit_signer().await?;
+        let audit = match auditing {
+            Auditing::On => {
+                AuditLog::start(Arc::clone(&store), signer, config.audit.clone()).await?
+            }
+            Auditing::DiscardForBenchmarks => {
+                AuditLog::dangerous_discarding_for_benchmarks(&config.audit.node)
+            }
+        };
         let service = Arc::new(KeyService::new(
             backend,
             store,
+            Arc::new(audit),
             config.secrets.clone(),
             config.keys.clone(),
         ));

@@ -9,6 +9,8 @@
 //! - [`api`]: the axum router, authentication, request extraction and the error → HTTP mapping.
 //! - [`service`]: [`service::KeyService`], where the backend, the store and policy meet.
 //! - [`policy`]: the single place where authorisation is decided.
+//! - [`audit`]: the hash-chained audit log, its signed checkpoints, export and offline checks,
+//!   and the signed custody report.
 //! - [`backend`]: the [`backend::KeyBackend`] trait and its PKCS#11 implementation.
 //! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
 //! - [`format`]: the versioned ciphertext blob and the canonical encryption-context encoding.
@@ -26,6 +28,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -188,6 +188,14 @@ impl From<ServiceError> for ApiError {
             ServiceError::SecretIntegrity { .. } => {
                 Self::server(S::INTERNAL_SERVER_ERROR, "secret_integrity_failed", e)
             }
+            ServiceError::Audit(crate::audit::AuditError::ChainBroken(_)) => {
+                Self::server(S::INTERNAL_SERVER_ERROR, "audit_chain_broken", e)
+            }
+            ServiceError::Audit(_) => Self::server(S::SERVICE_UNAVAILABLE, "audit_unavailable", e),
+            ServiceError::AuditArchived { .. } => client(S::GONE, "audit_archived", &e),
+            ServiceError::NotACheckpoint(_) => client(S::CONFLICT, "not_a_checkpoint", &e),
+            ServiceError::ExportMismatch => client(S::CONFLICT, "export_mismatch", &e),
+            ServiceError::InvalidAuditQuery(_) => client(S::BAD_REQUEST, "invalid_audit_query", &e),
             ServiceError::Backend(b) => match b {
                 BackendError::Unavailable => {
                     Self::server(S::SERVICE_UNAVAILABLE, "device_unavailable", e)
@@ -198,6 +206,9 @@ impl From<ServiceError> for ApiError {
                 }
                 BackendError::RootKeyMissing(_) => {
                     Self::server(S::SERVICE_UNAVAILABLE, "key_material_missing", e)
+                }
+                BackendError::Unsupported(_) => {
+                    Self::server(S::NOT_IMPLEMENTED, "unsupported_by_device", e)
                 }
                 BackendError::Device(_)
                 | BackendError::MissingMechanism(_)
@@ -247,9 +258,16 @@ impl IntoResponse for ApiError {
                 current_version: self.current_version,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut res = (self.status, Json(body)).into_response();
+        // For the audit record of this request.
+        res.extensions_mut().insert(ErrorCode(self.code));
+        res
     }
 }
+
+/// The stable error code of an error response, in its extensions (read by the audit layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
 
 /// `error: cause: cause` for logs.
 fn error_chain(e: &dyn std::error::Error) -> String {

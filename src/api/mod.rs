@@ -1,6 +1,7 @@
 //! The HTTP API (axum): router assembly, request ids, authentication, deadlines and tracing.
 //! Device and database types never appear here; handlers call [`KeyService`].
 
+pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod throttle;
@@ -114,6 +115,11 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             "/v1/tokens/{id}",
             axum::routing::delete(v1::identity::revoke_token),
         )
+        .route("/v1/audit/events", get(v1::audit::events))
+        .route("/v1/audit/export", get(v1::audit::export))
+        .route("/v1/audit/public-key", get(v1::audit::public_key))
+        .route("/v1/audit/archive", post(v1::audit::archive))
+        .route("/v1/custody/report", get(v1::audit::custody_report))
         .route("/v1/keys/{key}/datakey", post(v1::crypto::datakey))
         .route("/v1/keys/{key}/encrypt", post(v1::crypto::encrypt))
         .route("/v1/decrypt", post(v1::crypto::decrypt))
@@ -143,6 +149,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn(move |req: Request, next: Next| deadline(timeout, req, next)))
+        // Outside the deadline, so a timed-out request is recorded too.
+        .layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let request_id = req
                 .headers()
@@ -230,6 +238,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         Ok(mut p) => {
             p.source = source;
             tracing::Span::current().record("principal", p.name.as_str());
+            crate::audit::note::principal(&p.name, &p.credential_id);
             req.extensions_mut().insert(p);
             next.run(req).await
         }

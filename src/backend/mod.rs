@@ -16,6 +16,10 @@ pub mod pkcs11;
 
 use async_trait::async_trait;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::audit::signature::PublicKey;
 use crate::domain::{BackendKind, RootKeyRef};
 use crate::secret::SecretBytes;
 
@@ -67,6 +71,10 @@ pub enum BackendError {
     /// The token could not be found or opened at start-up.
     #[error("cannot open the token: {0}")]
     Open(String),
+
+    /// This backend does not offer the capability.
+    #[error("the key device does not support {0}")]
+    Unsupported(&'static str),
 
     // --- a bug ---
     /// Something that must hold did not.
@@ -133,4 +141,87 @@ pub trait KeyBackend: Send + Sync + 'static {
 
     /// Checks that a session is usable now (a cheap device call).
     async fn health(&self) -> DeviceHealth;
+
+    /// The device-resident key that signs audit checkpoints and custody reports, generated in
+    /// the device on first use and never extractable.
+    ///
+    /// # Errors
+    /// `Unsupported` by default; device errors.
+    async fn audit_signer(&self) -> Result<Arc<dyn AuditSigner>, BackendError> {
+        Err(BackendError::Unsupported("audit signing"))
+    }
+
+    /// What the device says about itself now, for the custody report.
+    ///
+    /// # Errors
+    /// `Unsupported` by default; device errors.
+    async fn describe(&self) -> Result<DeviceDescription, BackendError> {
+        Err(BackendError::Unsupported("device description"))
+    }
+
+    /// The root key of `root` as the device reports it now, read fresh (no cached handle);
+    /// `None` when the device holds no such object.
+    ///
+    /// # Errors
+    /// `Unsupported` by default; device errors.
+    async fn inspect_root_key(
+        &self,
+        root: &RootKeyRef,
+    ) -> Result<Option<ObjectFacts>, BackendError> {
+        let _ = root;
+        Err(BackendError::Unsupported("custody inspection"))
+    }
+}
+
+/// Signs with a device-resident key (ECDSA P-256 over SHA-256); never exposes the key.
+#[async_trait]
+pub trait AuditSigner: Send + Sync + 'static {
+    /// The public half, for auditors.
+    fn public_key(&self) -> &PublicKey;
+
+    /// A DER-encoded signature over `message` (hashed with SHA-256 first).
+    ///
+    /// # Errors
+    /// Device errors.
+    async fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, BackendError>;
+
+    /// The signing key's own custody facts, read back from the device now.
+    ///
+    /// # Errors
+    /// Device errors.
+    async fn inspect(&self) -> Result<Option<ObjectFacts>, BackendError>;
+}
+
+/// The device as it describes itself (PKCS#11 `C_GetTokenInfo`; TPM properties).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceDescription {
+    /// Which kind of device.
+    pub backend: BackendKind,
+    /// Token label.
+    pub label: String,
+    /// Manufacturer id.
+    pub manufacturer: String,
+    /// Model.
+    pub model: String,
+    /// Serial number.
+    pub serial: String,
+    /// Firmware version.
+    pub firmware: String,
+    /// Hardware version.
+    pub hardware: String,
+}
+
+/// A device object's custody attributes as read back from the device.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ObjectFacts {
+    /// Attribute name (`CKA_SENSITIVE`, …) → the value the device reported.
+    pub attributes: BTreeMap<String, serde_json::Value>,
+    /// Key type (`CKK_AES`, `CKK_EC`, …).
+    pub key_type: String,
+    /// Key size in bits.
+    pub key_bits: u64,
+    /// How many device objects carry this object's id (more than one is an anomaly).
+    pub objects: usize,
+    /// Every way the object falls short of invariant 1, in words; empty when it satisfies it.
+    pub weaknesses: Vec<String>,
 }

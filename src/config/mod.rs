@@ -36,6 +36,8 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// Key lifecycle.
     pub keys: KeysConfig,
+    /// Audit log.
+    pub audit: crate::audit::AuditSettings,
 }
 
 /// The GCM nonce budget of one key version with random 96-bit IVs (NIST SP 800-38D): 2^32.
@@ -496,6 +498,35 @@ impl Config {
             lifecycle_check_interval: Duration::from_millis(k.lifecycle_check_interval_ms),
         };
 
+        let a = raw.audit;
+        let checkpoint_interval =
+            crate::domain::secret::HumanDuration::parse(&a.checkpoint_interval)
+                .map_err(|e| invalid("audit.checkpoint_interval", &e.to_string()))?
+                .0;
+        if checkpoint_interval < Duration::from_secs(1)
+            || checkpoint_interval > Duration::from_secs(86_400)
+        {
+            return Err(invalid("audit.checkpoint_interval", "must be 1s to 24h"));
+        }
+        if a.checkpoint_records == 0 || a.checkpoint_records > 1_000_000 {
+            return Err(invalid("audit.checkpoint_records", "must be 1 to 1000000"));
+        }
+        let node = match a.node {
+            Some(n) if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) => {
+                return Err(invalid(
+                    "audit.node",
+                    "must be 1 to 128 printable characters",
+                ))
+            }
+            Some(n) => n,
+            None => host_name(),
+        };
+        let audit = crate::audit::AuditSettings {
+            node,
+            checkpoint_interval,
+            checkpoint_records: a.checkpoint_records,
+        };
+
         Ok(Self {
             server,
             store,
@@ -503,8 +534,18 @@ impl Config {
             log,
             secrets,
             keys,
+            audit,
         })
     }
+}
+
+/// The host name as the kernel reports it, or `custodian` when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .unwrap_or_else(|| "custodian".to_owned())
 }
 
 #[cfg(test)]

@@ -21,6 +21,30 @@ pub struct RawConfig {
     pub secrets: RawSecrets,
     /// `[keys]`
     pub keys: RawKeys,
+    /// `[audit]`
+    pub audit: RawAudit,
+}
+
+/// `[audit]`
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// This node's name in audit records (default: the host name).
+    pub node: Option<String>,
+    /// Longest time between signed checkpoints while records arrive (a duration such as `60s`).
+    pub checkpoint_interval: String,
+    /// A checkpoint is also signed whenever this many records are not yet covered by one.
+    pub checkpoint_records: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            node: None,
+            checkpoint_interval: "60s".to_owned(),
+            checkpoint_records: 1000,
+        }
+    }
 }
 
 /// `[server]`

@@ -82,8 +82,9 @@ actions! {
     PolicyAdmin => "policy:admin", "`policy:admin`: write and delete policies";
     PolicyRead => "policy:read", "`policy:read`: read policies, explain";
     PrincipalAdmin => "principal:admin", "`principal:admin`: principals and their tokens";
-    AuditRead => "audit:read", "`audit:read`";
-    CustodyRead => "custody:read", "`custody:read`";
+    AuditRead => "audit:read", "`audit:read`: audit events, export, signing public key";
+    AuditArchive => "audit:archive", "`audit:archive`: export and remove audit records up to a checkpoint";
+    CustodyRead => "custody:read", "`custody:read`: the signed custody report";
 }
 
 impl fmt::Display for Action {

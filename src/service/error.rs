@@ -201,6 +201,27 @@ pub enum ServiceError {
     #[error(transparent)]
     Store(#[from] StoreError),
 
+    /// The audit log could not record the request or serve the log; nothing may succeed
+    /// unrecorded.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// The audit records asked for were archived.
+    #[error("audit records up to sequence {through} were archived")]
+    AuditArchived {
+        /// The last archived sequence.
+        through: u64,
+    },
+    /// An archive must end exactly on a checkpoint.
+    #[error("sequence {0} is not a checkpoint; archive up to a checkpoint's sequence")]
+    NotACheckpoint(u64),
+    /// The export digest sent with an archive request is not the digest of the export of
+    /// those records: the caller does not hold the exact export.
+    #[error("the export digest does not match the records to be archived")]
+    ExportMismatch,
+    /// A bad audit query parameter.
+    #[error("invalid audit query: {0}")]
+    InvalidAuditQuery(&'static str),
+
     /// `secrets.default_key` names a key that does not exist.
     #[error("the configured default secrets key {0} does not exist")]
     DefaultKeyMissing(String),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use super::noted;
 use super::{
     check_state, check_unwrap, seal_result, usable_header, KeyService, Sealing, ServiceError,
 };
@@ -760,13 +761,22 @@ impl KeyService {
         };
         let plaintext = self
             .backend
-            .open(&root, blob.iv, blob.header().aad(context), blob.ciphertext)
+            .open(
+                noted(&root),
+                blob.iv,
+                blob.header().aad(context),
+                blob.ciphertext,
+            )
             .await?;
         self.charge_wrap(&dest).await?;
         let dest_context = destination_context.unwrap_or(context);
         let sealed = self
             .backend
-            .seal(&dest.primary_root(), header.aad(dest_context), plaintext)
+            .seal(
+                noted(&dest.primary_root()),
+                header.aad(dest_context),
+                plaintext,
+            )
             .await?;
         Ok(Reencrypted {
             sealed: seal_result(header, sealed),

@@ -1,7 +1,9 @@
 //! [`KeyService`]: where the backend, the store and policy meet. Every operation takes the
 //! authenticated [`Principal`] and asks [`policy::authorize`] before it touches anything.
 
+pub mod audit;
 pub mod auth;
+pub mod custody;
 mod error;
 pub mod identity;
 pub mod lifecycle;
@@ -116,13 +118,21 @@ pub struct Readiness {
     pub device: DeviceHealth,
     /// True when the database accepted a write just now.
     pub store_writable: bool,
+    /// The audit log: writable, and its stored chain intact.
+    pub audit: crate::audit::AuditStatus,
 }
 
 impl Readiness {
     /// True when every dependency is usable.
     pub fn is_ready(&self) -> bool {
-        self.device.usable && self.store_writable
+        self.device.usable && self.store_writable && self.audit.is_ready()
     }
+}
+
+/// Notes that a request uses the key version `root` (for its audit record), and passes it on.
+pub(crate) fn noted(root: &RootKeyRef) -> &RootKeyRef {
+    crate::audit::note::key_used(&root.key_id, root.version);
+    root
 }
 
 /// Key metadata cached per node. This node replaces an entry whenever it changes the key; a
@@ -139,6 +149,7 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 /// The service.
 pub struct KeyService {
     backend: Arc<dyn KeyBackend>,
+    audit: Arc<crate::audit::AuditLog>,
     store: Arc<dyn Store>,
     auth: auth::Authenticator,
     keys: RwLock<KeyCache>,
@@ -167,10 +178,12 @@ impl KeyService {
     pub fn new(
         backend: Arc<dyn KeyBackend>,
         store: Arc<dyn Store>,
+        audit: Arc<crate::audit::AuditLog>,
         secrets: SecretsConfig,
         keys_config: KeysConfig,
     ) -> Self {
         Self {
+            audit,
             auth: auth::Authenticator::new(Arc::clone(&store)),
             backend,
             store,
@@ -185,6 +198,11 @@ impl KeyService {
             path_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             last_readiness: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &crate::audit::AuditLog {
+        &self.audit
     }
 
     /// On a fresh install (no tokens at all), mints the bootstrap admin token and returns it so
@@ -226,7 +244,15 @@ impl KeyService {
         resource: &Resource,
         context: Option<&EncryptionContext>,
     ) -> Result<(), ServiceError> {
+        if let Some(ctx) = context {
+            crate::audit::note::context(ctx);
+        }
         let decision = self.decide(p, action, resource, context).await?;
+        crate::audit::note::authorization(
+            action.as_str(),
+            &resource.to_string(),
+            decision.allowed(),
+        );
         if decision.allowed() {
             return Ok(());
         }
@@ -383,7 +409,7 @@ impl KeyService {
         self.charge_wrap(&key).await?;
         let (plaintext, sealed) = self
             .backend
-            .generate_and_seal(&key.primary_root(), header.aad(context), len.bytes())
+            .generate_and_seal(noted(&key.primary_root()), header.aad(context), len.bytes())
             .await?;
         Ok(DataKey {
             sealed: seal_result(header, sealed),
@@ -423,7 +449,7 @@ impl KeyService {
         self.charge_wrap(&key).await?;
         let sealed = self
             .backend
-            .seal(&key.primary_root(), header.aad(context), plaintext)
+            .seal(noted(&key.primary_root()), header.aad(context), plaintext)
             .await?;
         Ok(seal_result(header, sealed))
     }
@@ -459,7 +485,7 @@ impl KeyService {
         let aad = blob.header().aad(context);
         let plaintext = self
             .backend
-            .open(&root, blob.iv, aad, blob.ciphertext)
+            .open(noted(&root), blob.iv, aad, blob.ciphertext)
             .await?;
         Ok(Opened {
             key_id: key.id,
@@ -495,6 +521,7 @@ impl KeyService {
         Readiness {
             device,
             store_writable,
+            audit: self.audit.status(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use time::OffsetDateTime;
 
+use super::noted;
 use super::{check_unwrap, seal_result, usable_header, KeyService, ServiceError};
 use crate::backend::BackendError;
 use crate::domain::job::{Job, JobEvent, JobKind, JobState};
@@ -389,7 +390,12 @@ impl KeyService {
         };
         let dek = match self
             .backend
-            .open(&root, blob.iv, blob.header().aad(&context), blob.ciphertext)
+            .open(
+                noted(&root),
+                blob.iv,
+                blob.header().aad(&context),
+                blob.ciphertext,
+            )
             .await
         {
             Ok(dek) => dek,
@@ -399,7 +405,7 @@ impl KeyService {
         self.charge_wrap(key).await?;
         let sealed = self
             .backend
-            .seal(&key.primary_root(), header.aad(&context), dek)
+            .seal(noted(&key.primary_root()), header.aad(&context), dek)
             .await?;
         Ok(seal_result(header, sealed).ciphertext)
     }

@@ -8,6 +8,7 @@ use std::hash::{Hash, Hasher};
 
 use time::OffsetDateTime;
 
+use super::noted;
 use super::{KeyService, ServiceError};
 use crate::backend::BackendError;
 use crate::domain::secret::{
@@ -261,7 +262,7 @@ impl KeyService {
             .map_err(|_| ServiceError::InvalidMetadata("secret path too long for a context"))?;
         let (dek, sealed) = self
             .backend
-            .generate_and_seal(&key.primary_root(), header.aad(&context), 32)
+            .generate_and_seal(noted(&key.primary_root()), header.aad(&context), 32)
             .await?;
         let ciphertext = seal_value(dek.expose_secret(), path, version, value.expose_secret())
             .map_err(|e| ServiceError::Backend(BackendError::Device(Box::new(e))))?;
@@ -358,7 +359,7 @@ impl KeyService {
         };
         let dek = match self
             .backend
-            .open(&root, blob.iv, header.aad(&context), blob.ciphertext)
+            .open(noted(&root), blob.iv, header.aad(&context), blob.ciphertext)
             .await
         {
             Ok(dek) => dek,

@@ -29,6 +29,11 @@ pub const SQLITE: &[Migration] = &[
         name: "jobs",
         sql: include_str!("migrations/sqlite/0003_jobs.sql"),
     },
+    Migration {
+        version: 4,
+        name: "audit",
+        sql: include_str!("migrations/sqlite/0004_audit.sql"),
+    },
 ];
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use time::OffsetDateTime;
 
+use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
 use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
@@ -79,6 +80,17 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+}
+
+/// Where the stored audit chain ends.
+#[derive(Debug, Clone, Default)]
+pub struct AuditTail {
+    /// Sequence and hex hash of the last record.
+    pub last: Option<(u64, String)>,
+    /// The last checkpoint.
+    pub checkpoint: Option<Checkpoint>,
+    /// The last archive.
+    pub archive: Option<AuditArchive>,
 }
 
 /// The stored, encrypted form of one secret version.
@@ -571,6 +583,58 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Database errors.
     async fn delete_policy(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// The audit chain's tail: the last record, the last checkpoint, the last archive.
+    ///
+    /// # Errors
+    /// Database errors; `Corrupt` for unreadable rows.
+    async fn audit_tail(&self) -> Result<AuditTail, StoreError>;
+
+    /// Appends chained records in one transaction (group commit).
+    ///
+    /// # Errors
+    /// Database errors (a sequence already taken is `Conflict { constraint: "audit_records.sequence" }`).
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError>;
+
+    /// Stores a signed checkpoint.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn insert_audit_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
+    /// Records with `after < sequence <= until`, in order, at most `limit`.
+    ///
+    /// # Errors
+    /// Database errors; `Corrupt` for unreadable rows.
+    async fn audit_range(
+        &self,
+        after: u64,
+        until: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Records matching `filter`, in sequence order.
+    ///
+    /// # Errors
+    /// Database errors; `Corrupt` for unreadable rows.
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Checkpoints with `after < sequence <= until`, in order.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn audit_checkpoints(
+        &self,
+        after: u64,
+        until: u64,
+    ) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// Removes records up to `archive.through` and records the archive, in one transaction.
+    /// Fails `Stale` when `archive.head` is not the stored hash of record `through`.
+    ///
+    /// # Errors
+    /// `Stale`, `NotFound` (no such record), database errors.
+    async fn archive_audit(&self, archive: &AuditArchive) -> Result<u64, StoreError>;
 
     /// Proves the database accepts a durable write now (readiness).
     ///

@@ -12,7 +12,8 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }
 
-/// `GET /v1/health/ready`: a device session is usable and the database accepts a write.
+/// `GET /v1/health/ready`: a device session is usable, the database accepts
+/// a write, and the audit log is writable with its stored chain intact.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let r = state.service.readiness().await;
     let (status, word) = if r.is_ready() {
@@ -22,6 +23,8 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     (
         status,
-        Json(json!({ "status": word, "device": r.device, "store_writable": r.store_writable })),
+        Json(
+            json!({ "status": word, "device": r.device, "store_writable": r.store_writable, "audit": r.audit }),
+        ),
     )
 }

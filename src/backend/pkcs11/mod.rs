@@ -9,6 +9,7 @@
 //! - Errors are classified by [`error::classify`]; fatal ones mark the backend down (503) and
 //!   wake a supervisor that re-opens the module with exponential back-off.
 
+pub mod custody;
 pub mod device;
 pub mod encrypt;
 pub mod error;
@@ -26,7 +27,9 @@ use cryptoki::session::Session;
 use tokio::sync::{Notify, Semaphore};
 use zeroize::Zeroizing;
 
-use crate::backend::{BackendError, DeviceHealth, KeyBackend, Sealed};
+use crate::backend::{
+    AuditSigner, BackendError, DeviceDescription, DeviceHealth, KeyBackend, ObjectFacts, Sealed,
+};
 use crate::config::{Pkcs11Config, RandomSource};
 use crate::domain::{BackendKind, RootKeyRef};
 use crate::format::blob::GCM_IV_LEN;
@@ -422,6 +425,47 @@ impl KeyBackend for Pkcs11Backend {
             let handle = root_handle(device, session, &root)?;
             let plaintext = encrypt::gcm_open(session, handle, iv, &aad, &ciphertext)?;
             Ok(SecretBytes::new(plaintext))
+        })
+        .await
+    }
+
+    async fn audit_signer(&self) -> Result<Arc<dyn AuditSigner>, BackendError> {
+        let signer: Arc<dyn AuditSigner> = custody::Pkcs11Signer::open(self.clone()).await?;
+        Ok(signer)
+    }
+
+    async fn describe(&self) -> Result<DeviceDescription, BackendError> {
+        self.with_session(RequestErrors::DeviceFault, |device, _| {
+            let info = device.ctx.get_token_info(device.slot)?;
+            Ok(DeviceDescription {
+                backend: BackendKind::Pkcs11,
+                label: info.label().trim_end().to_owned(),
+                manufacturer: info.manufacturer_id().trim_end().to_owned(),
+                model: info.model().trim_end().to_owned(),
+                serial: info.serial_number().trim_end().to_owned(),
+                firmware: info.firmware_version().to_string(),
+                hardware: info.hardware_version().to_string(),
+            })
+        })
+        .await
+    }
+
+    async fn inspect_root_key(
+        &self,
+        root: &RootKeyRef,
+    ) -> Result<Option<ObjectFacts>, BackendError> {
+        let id = root.device_id();
+        self.with_session(RequestErrors::DeviceFault, move |_, session| {
+            let found = custody::find_all(session, cryptoki::object::ObjectClass::SECRET_KEY, &id)?;
+            match found.first() {
+                None => Ok(None),
+                Some(h) => Ok(Some(custody::read_facts(
+                    session,
+                    *h,
+                    found.len(),
+                    (cryptoki::object::KeyType::AES, 256),
+                )?)),
+            }
         })
         .await
     }

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+mod audit;
 mod identity;
 mod jobs;
 mod keys;
@@ -19,9 +20,10 @@ mod secrets;
 
 use super::migrations::{Migration, SQLITE};
 use super::{
-    KeyUpdate, MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RotationClaim,
+    AuditTail, KeyUpdate, MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RotationClaim,
     SealedSecret, Store, StoreError, VersionOp,
 };
+use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
 use crate::domain::secret::{SecretPath, SecretRecord};
 use crate::domain::{
@@ -490,6 +492,51 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<(SecretPath, OffsetDateTime)>, StoreError> {
         self.with_conn(move |conn| secrets::due(conn, now, limit))
+            .await
+    }
+
+    async fn audit_tail(&self) -> Result<AuditTail, StoreError> {
+        self.with_conn(|conn| audit::tail(conn)).await
+    }
+
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        self.with_conn(move |conn| audit::append(conn, &records))
+            .await
+    }
+
+    async fn insert_audit_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let c = checkpoint.clone();
+        self.with_conn(move |conn| audit::insert_checkpoint(conn, &c))
+            .await
+    }
+
+    async fn audit_range(
+        &self,
+        after: u64,
+        until: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.with_conn(move |conn| audit::range(conn, after, until, limit))
+            .await
+    }
+
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let f = filter.clone();
+        self.with_conn(move |conn| audit::search(conn, &f)).await
+    }
+
+    async fn audit_checkpoints(
+        &self,
+        after: u64,
+        until: u64,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        self.with_conn(move |conn| audit::checkpoints(conn, after, until))
+            .await
+    }
+
+    async fn archive_audit(&self, archive: &AuditArchive) -> Result<u64, StoreError> {
+        let a = archive.clone();
+        self.with_conn(move |conn| audit::archive_through(conn, &a))
             .await
     }
 

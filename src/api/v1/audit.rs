@@ -1,0 +1,216 @@
+//! Audit and custody routes: events, export (JSON Lines), the signing public key, archive, and
+//! the signed custody report.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::api::error::ApiError;
+use crate::api::extract::{ApiJson, Caller, RequestBody};
+use crate::api::AppState;
+use crate::audit::custody::SignedReport;
+use crate::audit::export::Line;
+use crate::audit::record::format_time;
+use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Outcome};
+use crate::service::audit::export_line;
+
+/// `GET /v1/audit/events` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+    principal: Option<String>,
+    key: Option<String>,
+    action: Option<String>,
+    outcome: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /v1/audit/events` response.
+#[derive(Debug, Serialize)]
+pub struct EventsResponse {
+    records: Vec<AuditRecord>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<u64>,
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// An RFC 3339 query time in the records' own format, so string order is time order.
+fn query_time(field: &'static str, s: Option<String>) -> Result<Option<String>, ApiError> {
+    s.map(|s| {
+        time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+            .map(format_time)
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("`{field}` is not an RFC 3339 time"),
+                )
+            })
+    })
+    .transpose()
+}
+
+/// `GET /v1/audit/events`
+pub async fn events(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100);
+    let outcome = q
+        .outcome
+        .map(|o| {
+            Outcome::parse(&o).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    "outcome is success, denied, unauthenticated, rejected or failed",
+                )
+            })
+        })
+        .transpose()?;
+    let filter = AuditFilter {
+        after: q.after.unwrap_or(0),
+        limit,
+        principal: q.principal,
+        key_id: q.key,
+        action: q.action,
+        outcome,
+        since: query_time("since", q.since)?,
+        until: query_time("until", q.until)?,
+    };
+    let records = state.service.audit_events(&p, &filter).await?;
+    let next_after = (records.len() == limit as usize)
+        .then(|| records.last().map(|r| r.sequence))
+        .flatten();
+    Ok(Json(EventsResponse {
+        records,
+        next_after,
+    }))
+}
+
+/// `GET /v1/audit/export` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    after: Option<u64>,
+    until: Option<u64>,
+}
+
+/// `GET /v1/audit/export`: JSON Lines, streamed page by page. Without `until`, a checkpoint is
+/// signed first so the export ends on one.
+pub async fn export(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let plan = state
+        .service
+        .audit_export_plan(&p, q.after, q.until)
+        .await?;
+    let first = export_line(&Line::Header(plan.header.clone()))?;
+    let service = state.service.clone();
+    let until = plan.until;
+    // State: (next `after`, finished). Each step yields one page of lines as one chunk.
+    let pages = futures_util::stream::unfold((plan.header.after, false), move |(after, done)| {
+        let service = service.clone();
+        async move {
+            if done || after >= until {
+                return None;
+            }
+            match service.audit_export_page(after, until).await {
+                Ok(lines) => {
+                    let next = lines
+                        .iter()
+                        .rev()
+                        .find_map(|l| match l {
+                            Line::Record(r) => Some(r.sequence),
+                            _ => None,
+                        })
+                        .unwrap_or(until);
+                    let mut chunk = Vec::new();
+                    for l in &lines {
+                        match export_line(l) {
+                            Ok(b) => chunk.extend(b),
+                            Err(e) => return Some((Err(stream_error(e)), (next, true))),
+                        }
+                    }
+                    Some((Ok(Bytes::from(chunk)), (next, false)))
+                }
+                // The body is already streaming: end it early; the verifier reports the
+                // missing records and the cause is logged here.
+                Err(e) => Some((Err(stream_error(e)), (after, true))),
+            }
+        }
+    });
+    let head =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(first)) });
+    let body = Body::from_stream(futures_util::StreamExt::chain(head, pages));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+fn stream_error(e: crate::service::ServiceError) -> std::io::Error {
+    tracing::error!(error = %e, "audit export stopped early");
+    std::io::Error::other("audit export stopped early")
+}
+
+/// `GET /v1/audit/public-key`: PEM.
+pub async fn public_key(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Response, ApiError> {
+    let pem = state.service.audit_public_key(&p).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
+}
+
+/// `POST /v1/audit/archive` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveRequest {
+    through: u64,
+    export_sha256: String,
+}
+
+impl RequestBody for ArchiveRequest {
+    const FIELDS: &'static [&'static str] = &["through", "export_sha256"];
+}
+
+/// `POST /v1/audit/archive`
+pub async fn archive(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ArchiveRequest>,
+) -> Result<Json<AuditArchive>, ApiError> {
+    let request_id = headers
+        .get(crate::api::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Json(
+        state
+            .service
+            .audit_archive(&p, req.through, &req.export_sha256, &request_id)
+            .await?,
+    ))
+}
+
+/// `GET /v1/custody/report`
+pub async fn custody_report(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Json<SignedReport>, ApiError> {
+    Ok(Json(state.service.custody_report(&p).await?))
+}

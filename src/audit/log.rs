@@ -1,0 +1,424 @@
+//! [`AuditLog`]: the one writer of the audit chain on this node.
+//!
+//! Requests hand their entry to a writer task and wait for its acknowledgement, which comes
+//! only after the entry's record is committed: a response is never sent before its record is
+//! durable. The writer takes every entry waiting when it starts a transaction (group commit),
+//! so throughput holds under load while each commit is one fsync. It also signs checkpoints
+//! with the device-resident key, at a configured interval and record count, after re-checking
+//! the chain it is about to sign from the stored rows.
+//!
+//! When a write fails, the requests in that batch fail (the API answers 503) and readiness
+//! reports the audit log unwritable until a later write succeeds.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use tokio::sync::{mpsc, oneshot};
+
+use super::export::Checkpoint;
+use super::record::{decode_hash, format_time, AuditEntry, AuditRecord, GENESIS};
+use super::signature::{PublicKey, ALGORITHM};
+use crate::backend::{AuditSigner, BackendError};
+use crate::store::{AuditTail, Store, StoreError};
+
+/// Most entries committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Records read per page when re-checking the chain before a checkpoint.
+const CHECK_PAGE: u32 = 1000;
+
+/// Audit settings.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// This node's name in records.
+    pub node: String,
+    /// A checkpoint is signed at least this often while records arrive.
+    pub checkpoint_interval: Duration,
+    /// …and whenever this many records are not yet covered.
+    pub checkpoint_records: u64,
+}
+
+/// Why an audit operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The record could not be written; the request must fail. The cause is logged once by
+    /// the writer for the whole batch.
+    #[error("the audit log could not be written")]
+    Unwritable,
+    /// Reading or writing the log's tables failed.
+    #[error("the audit log's storage failed")]
+    Store(#[source] StoreError),
+    /// A checkpoint could not be made; the cause is logged by the writer.
+    #[error("the audit checkpoint failed")]
+    CheckpointFailed,
+    /// The writer is gone (shutting down).
+    #[error("the audit writer is not running")]
+    Stopped,
+    /// The device refused to sign.
+    #[error("the audit signing key failed")]
+    Signing(#[source] BackendError),
+    /// The stored chain does not verify from the last checkpoint; nothing is signed over it.
+    #[error("the stored audit chain is broken at sequence {0}")]
+    ChainBroken(u64),
+}
+
+/// The audit log's health, for readiness.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditStatus {
+    /// False after a failed write, until a write succeeds.
+    pub writable: bool,
+    /// Sequence of the last record.
+    pub head: u64,
+    /// Sequence of the last checkpoint.
+    pub checkpoint: u64,
+    /// Where the stored chain was found broken, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain_broken_at: Option<u64>,
+}
+
+impl AuditStatus {
+    /// True when records can be written and the chain verified.
+    pub fn is_ready(&self) -> bool {
+        self.writable && self.chain_broken_at.is_none()
+    }
+}
+
+enum Command {
+    Append(AuditEntry, oneshot::Sender<Result<u64, AuditError>>),
+    Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, AuditError>>),
+}
+
+struct Shared {
+    writable: AtomicBool,
+    head: AtomicU64,
+    checkpoint: AtomicU64,
+    broken_at: Mutex<Option<u64>>,
+}
+
+/// The audit log of this node.
+pub struct AuditLog {
+    tx: Option<mpsc::Sender<Command>>,
+    shared: Arc<Shared>,
+    signer: Option<Arc<dyn AuditSigner>>,
+    node: String,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Loads the chain's tail from `store` and starts the writer.
+    ///
+    /// # Errors
+    /// `Store` when the tail cannot be loaded; `ChainBroken` when it does not parse.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        signer: Arc<dyn AuditSigner>,
+        settings: AuditSettings,
+    ) -> Result<Self, AuditError> {
+        let tail = store.audit_tail().await.map_err(AuditError::Store)?;
+        let head_hash = match &tail.last {
+            Some((_, h)) => decode_hash(h).ok_or(AuditError::ChainBroken(tail.head()))?,
+            None => match &tail.archive {
+                Some(a) => decode_hash(&a.head).ok_or(AuditError::ChainBroken(a.through))?,
+                None => GENESIS,
+            },
+        };
+        let shared = Arc::new(Shared {
+            writable: AtomicBool::new(true),
+            head: AtomicU64::new(tail.head()),
+            checkpoint: AtomicU64::new(tail.checkpoint.as_ref().map_or(0, |c| c.sequence)),
+            broken_at: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        let writer = Writer {
+            store,
+            signer: Arc::clone(&signer),
+            settings: settings.clone(),
+            shared: Arc::clone(&shared),
+            head: (tail.head(), head_hash),
+            last_checkpoint: tail.checkpoint.map(|c| (c.sequence, c.head)),
+            floor: tail.archive.map(|a| (a.through, a.head)),
+        };
+        tokio::spawn(writer.run(rx));
+        Ok(Self {
+            tx: Some(tx),
+            shared,
+            signer: Some(signer),
+            node: settings.node,
+        })
+    }
+
+    /// A log that discards every entry. **Benchmarks only**: it exists so a benchmark can
+    /// measure what auditing costs in the same run. No configuration reaches it.
+    #[doc(hidden)]
+    pub fn dangerous_discarding_for_benchmarks(node: &str) -> Self {
+        Self {
+            tx: None,
+            shared: Arc::new(Shared {
+                writable: AtomicBool::new(true),
+                head: AtomicU64::new(0),
+                checkpoint: AtomicU64::new(0),
+                broken_at: Mutex::new(None),
+            }),
+            signer: None,
+            node: node.to_owned(),
+        }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Appends `entry` and waits until its record is durable; returns its sequence number.
+    ///
+    /// # Errors
+    /// `Unwritable` or `Stopped`: the caller must fail the request.
+    pub async fn append(&self, entry: AuditEntry) -> Result<u64, AuditError> {
+        let Some(tx) = &self.tx else { return Ok(0) };
+        let (ack, done) = oneshot::channel();
+        tx.send(Command::Append(entry, ack))
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        done.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Signs a checkpoint over everything written so far (unless the last one already covers
+    /// it) and returns the latest checkpoint, `None` for an empty log.
+    ///
+    /// # Errors
+    /// `ChainBroken` when the stored chain does not verify; `CheckpointFailed`, `Stopped`.
+    pub async fn checkpoint_now(&self) -> Result<Option<Checkpoint>, AuditError> {
+        let Some(tx) = &self.tx else { return Ok(None) };
+        let (ack, done) = oneshot::channel();
+        tx.send(Command::Checkpoint(ack))
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        done.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// The signing key, for auditors.
+    ///
+    /// # Errors
+    /// `Stopped` for a log without a signer (benchmarks).
+    pub fn public_key(&self) -> Result<&PublicKey, AuditError> {
+        self.signer
+            .as_ref()
+            .map(|s| s.public_key())
+            .ok_or(AuditError::Stopped)
+    }
+
+    /// The signer (also used for the custody report).
+    pub fn signer(&self) -> Option<&Arc<dyn AuditSigner>> {
+        self.signer.as_ref()
+    }
+
+    /// Current health.
+    pub fn status(&self) -> AuditStatus {
+        AuditStatus {
+            writable: self.shared.writable.load(Ordering::Acquire),
+            head: self.shared.head.load(Ordering::Acquire),
+            checkpoint: self.shared.checkpoint.load(Ordering::Acquire),
+            chain_broken_at: self.shared.broken_at.lock().ok().and_then(|g| *g),
+        }
+    }
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    signer: Arc<dyn AuditSigner>,
+    settings: AuditSettings,
+    shared: Arc<Shared>,
+    /// Sequence and hash of the last committed record (or of the archive floor).
+    head: (u64, [u8; 32]),
+    /// Sequence and hex head of the last checkpoint.
+    last_checkpoint: Option<(u64, String)>,
+    /// Where the stored log starts: the archive's sequence and head, if archived.
+    floor: Option<(u64, String)>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(self.settings.checkpoint_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => c,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if let Err(e) = self.checkpoint().await {
+                        tracing::error!(error = %e, "audit checkpoint failed");
+                    }
+                    continue;
+                }
+            };
+            let mut appends = Vec::new();
+            let mut checkpoints = Vec::new();
+            let mut next = Some(first);
+            while let Some(c) = next.take() {
+                match c {
+                    Command::Append(e, ack) => appends.push((e, ack)),
+                    Command::Checkpoint(ack) => checkpoints.push(ack),
+                }
+                if appends.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !appends.is_empty() {
+                self.commit(appends).await;
+            }
+            let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
+            let due = self.head.0.saturating_sub(covered) >= self.settings.checkpoint_records;
+            if due || !checkpoints.is_empty() {
+                let result = self.checkpoint().await;
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "audit checkpoint failed");
+                }
+                for ack in checkpoints {
+                    let _ = ack.send(match &result {
+                        Ok(c) => Ok(c.clone()),
+                        Err(AuditError::ChainBroken(s)) => Err(AuditError::ChainBroken(*s)),
+                        Err(_) => Err(AuditError::CheckpointFailed),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Chains and commits a batch; acknowledges every entry with its sequence or the failure.
+    async fn commit(&mut self, batch: Vec<(AuditEntry, oneshot::Sender<Result<u64, AuditError>>)>) {
+        let (mut seq, mut prev) = self.head;
+        let mut records = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        for (entry, ack) in batch {
+            seq += 1;
+            let record = AuditRecord::chain(seq, entry, &prev);
+            prev = record.hash_bytes().unwrap_or(GENESIS);
+            records.push(record);
+            acks.push((seq, ack));
+        }
+        match self.store.append_audit(records).await {
+            Ok(()) => {
+                self.head = (seq, prev);
+                self.shared.head.store(seq, Ordering::Release);
+                self.shared.writable.store(true, Ordering::Release);
+                for (s, ack) in acks {
+                    let _ = ack.send(Ok(s));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = acks.len(), "audit write failed; the requests fail");
+                self.shared.writable.store(false, Ordering::Release);
+                for (_, ack) in acks {
+                    let _ = ack.send(Err(AuditError::Unwritable));
+                }
+            }
+        }
+    }
+
+    /// Re-checks the stored chain since the last checkpoint, then signs and stores a
+    /// checkpoint over the head. Returns the latest checkpoint.
+    async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, AuditError> {
+        let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
+        if self.head.0 == covered || self.head.0 == self.floor.as_ref().map_or(0, |f| f.0) {
+            return self
+                .store
+                .audit_tail()
+                .await
+                .map(|t| t.checkpoint)
+                .map_err(AuditError::Store);
+        }
+        if let Err(e) = self.recheck().await {
+            if let AuditError::ChainBroken(s) = e {
+                if let Ok(mut g) = self.shared.broken_at.lock() {
+                    *g = Some(s);
+                }
+            }
+            return Err(e);
+        }
+        let head = hex::encode(self.head.1);
+        let time = format_time(time::OffsetDateTime::now_utc());
+        let message = Checkpoint::message(self.head.0, &head, &time, &self.settings.node);
+        let signature = self
+            .signer
+            .sign(message)
+            .await
+            .map_err(AuditError::Signing)?;
+        let checkpoint = Checkpoint {
+            sequence: self.head.0,
+            head: head.clone(),
+            time,
+            node: self.settings.node.clone(),
+            algorithm: ALGORITHM.to_owned(),
+            key_fingerprint: self.signer.public_key().fingerprint(),
+            signature: STANDARD.encode(signature),
+        };
+        self.store
+            .insert_audit_checkpoint(&checkpoint)
+            .await
+            .map_err(AuditError::Store)?;
+        self.last_checkpoint = Some((checkpoint.sequence, head));
+        self.shared
+            .checkpoint
+            .store(checkpoint.sequence, Ordering::Release);
+        Ok(Some(checkpoint))
+    }
+
+    /// Verifies the stored records after the last checkpoint link up to the in-memory head:
+    /// a row edited in the database since then is found before anything is signed over it.
+    async fn recheck(&self) -> Result<(), AuditError> {
+        let (mut after, mut prev) = match (&self.last_checkpoint, &self.floor) {
+            (Some((s, h)), _) => (*s, decode_hash(h).ok_or(AuditError::ChainBroken(*s))?),
+            (None, Some((s, h))) => (*s, decode_hash(h).ok_or(AuditError::ChainBroken(*s))?),
+            (None, None) => (0, GENESIS),
+        };
+        while after < self.head.0 {
+            let page = self
+                .store
+                .audit_range(after, self.head.0, CHECK_PAGE)
+                .await
+                .map_err(AuditError::Store)?;
+            if page.is_empty() {
+                return Err(AuditError::ChainBroken(after + 1));
+            }
+            for r in page {
+                let expected = after + 1;
+                let hash = r.hash_bytes();
+                if r.sequence != expected
+                    || decode_hash(&r.prev_hash) != Some(prev)
+                    || hash.is_none()
+                    || r.recompute() != hash
+                {
+                    return Err(AuditError::ChainBroken(expected));
+                }
+                prev = hash.unwrap_or(GENESIS);
+                after = expected;
+            }
+        }
+        if prev != self.head.1 {
+            return Err(AuditError::ChainBroken(self.head.0));
+        }
+        Ok(())
+    }
+}
+
+impl AuditTail {
+    /// Sequence of the last record, or of the archive floor when the table is empty.
+    pub fn head(&self) -> u64 {
+        match (&self.last, &self.archive) {
+            (Some((s, _)), _) => *s,
+            (None, Some(a)) => a.through,
+            (None, None) => 0,
+        }
+    }
+}

@@ -1,0 +1,53 @@
+-- The audit log: one row per API request, hash-chained (docs/audit.md). Rows are written only
+-- by the audit writer and removed only by an archive operation, which first records what it
+-- archived in audit_archives.
+CREATE TABLE audit_records (
+    sequence       INTEGER PRIMARY KEY CHECK (sequence >= 1),
+    time           TEXT NOT NULL,
+    node           TEXT NOT NULL,
+    request_id     TEXT NOT NULL,
+    method         TEXT NOT NULL,
+    route          TEXT NOT NULL,
+    principal      TEXT,
+    credential     TEXT,
+    source         TEXT,
+    action         TEXT,
+    resource       TEXT,
+    key_id         TEXT,
+    key_version    INTEGER,
+    other_keys     TEXT NOT NULL, -- JSON array of strings
+    outcome        TEXT NOT NULL,
+    status         INTEGER NOT NULL,
+    error_code     TEXT,
+    context_digest TEXT,
+    context_keys   TEXT NOT NULL, -- JSON array of strings
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX audit_records_principal ON audit_records (principal, sequence);
+CREATE INDEX audit_records_key ON audit_records (key_id, sequence);
+CREATE INDEX audit_records_action ON audit_records (action, sequence);
+CREATE INDEX audit_records_time ON audit_records (time);
+
+-- Signed checkpoints: each signs the chain head at its sequence. Never deleted.
+CREATE TABLE audit_checkpoints (
+    sequence        INTEGER PRIMARY KEY CHECK (sequence >= 1),
+    head            TEXT NOT NULL,
+    time            TEXT NOT NULL,
+    node            TEXT NOT NULL,
+    algorithm       TEXT NOT NULL,
+    key_fingerprint TEXT NOT NULL,
+    signature       TEXT NOT NULL
+) STRICT;
+
+-- Archive operations: records up to through_sequence were exported (the export's SHA-256) and
+-- removed. Never deleted.
+CREATE TABLE audit_archives (
+    through_sequence INTEGER PRIMARY KEY CHECK (through_sequence >= 1),
+    head             TEXT NOT NULL,
+    export_sha256    TEXT NOT NULL,
+    archived_at      TEXT NOT NULL,
+    principal        TEXT NOT NULL,
+    request_id       TEXT NOT NULL
+) STRICT;

@@ -1,0 +1,321 @@
+//! The audit tables: records, checkpoints, archives.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use crate::audit::{AuditArchive, AuditEntry, AuditFilter, AuditRecord, Checkpoint, Outcome};
+use crate::store::{AuditTail, StoreError};
+
+const RECORD_COLUMNS: &str = "sequence, time, node, request_id, method, route, principal, \
+    credential, source, action, resource, key_id, key_version, other_keys, outcome, status, \
+    error_code, context_digest, context_keys, prev_hash, hash";
+
+const CHECKPOINT_COLUMNS: &str =
+    "sequence, head, time, node, algorithm, key_fingerprint, signature";
+
+fn corrupt(column: &'static str) -> StoreError {
+    StoreError::Corrupt { column }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A row as read, before validation (rusqlite's closure cannot return our error type).
+type RawRecord = (
+    (i64, String, String, String, String, String),
+    (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
+    (Option<String>, Option<i64>, String, String, i64),
+    (Option<String>, Option<String>, String, String, String),
+);
+
+fn raw_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok((
+        (
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ),
+        (r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
+        (r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?),
+        (r.get(16)?, r.get(17)?, r.get(18)?, r.get(19)?, r.get(20)?),
+    ))
+}
+
+fn record(raw: RawRecord) -> Result<AuditRecord, StoreError> {
+    let (
+        (sequence, time, node, request_id, method, route),
+        (principal, credential, source, action, resource),
+        (key_id, key_version, other_keys, outcome, status),
+        (error_code, context_digest, context_keys, prev_hash, hash),
+    ) = raw;
+    let list =
+        |s: &str, column| serde_json::from_str::<Vec<String>>(s).map_err(|_| corrupt(column));
+    Ok(AuditRecord {
+        sequence: u64::try_from(sequence).map_err(|_| corrupt("audit_records.sequence"))?,
+        entry: AuditEntry {
+            time,
+            node,
+            request_id,
+            method,
+            route,
+            principal,
+            credential,
+            source,
+            action,
+            resource,
+            key_id,
+            key_version: key_version
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| corrupt("audit_records.key_version"))?,
+            other_keys: list(&other_keys, "audit_records.other_keys")?,
+            outcome: Outcome::parse(&outcome).ok_or(corrupt("audit_records.outcome"))?,
+            status: u16::try_from(status).map_err(|_| corrupt("audit_records.status"))?,
+            error_code,
+            context_digest,
+            context_keys: list(&context_keys, "audit_records.context_keys")?,
+        },
+        prev_hash,
+        hash,
+    })
+}
+
+fn checkpoint(r: &Row<'_>) -> rusqlite::Result<(i64, Checkpoint)> {
+    Ok((
+        r.get(0)?,
+        Checkpoint {
+            sequence: 0,
+            head: r.get(1)?,
+            time: r.get(2)?,
+            node: r.get(3)?,
+            algorithm: r.get(4)?,
+            key_fingerprint: r.get(5)?,
+            signature: r.get(6)?,
+        },
+    ))
+}
+
+fn checkpoint_of((seq, mut c): (i64, Checkpoint)) -> Result<Checkpoint, StoreError> {
+    c.sequence = u64::try_from(seq).map_err(|_| corrupt("audit_checkpoints.sequence"))?;
+    Ok(c)
+}
+
+fn archive(r: &Row<'_>) -> rusqlite::Result<(i64, AuditArchive)> {
+    Ok((
+        r.get(0)?,
+        AuditArchive {
+            through: 0,
+            head: r.get(1)?,
+            export_sha256: r.get(2)?,
+            archived_at: r.get(3)?,
+            principal: r.get(4)?,
+            request_id: r.get(5)?,
+        },
+    ))
+}
+
+pub fn tail(conn: &Connection) -> Result<AuditTail, StoreError> {
+    let last = conn
+        .query_row(
+            "SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()?
+        .map(|(s, h)| {
+            u64::try_from(s)
+                .map(|s| (s, h))
+                .map_err(|_| corrupt("audit_records.sequence"))
+        })
+        .transpose()?;
+    let checkpoint = conn
+        .query_row(
+            &format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY sequence DESC LIMIT 1"
+            ),
+            [],
+            checkpoint,
+        )
+        .optional()?
+        .map(checkpoint_of)
+        .transpose()?;
+    let archive = conn
+        .query_row(
+            "SELECT through_sequence, head, export_sha256, archived_at, principal, request_id
+             FROM audit_archives ORDER BY through_sequence DESC LIMIT 1",
+            [],
+            archive,
+        )
+        .optional()?
+        .map(|(s, mut a)| {
+            a.through = u64::try_from(s).map_err(|_| corrupt("audit_archives.through_sequence"))?;
+            Ok::<_, StoreError>(a)
+        })
+        .transpose()?;
+    Ok(AuditTail {
+        last,
+        checkpoint,
+        archive,
+    })
+}
+
+pub fn append(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut stmt = tx.prepare_cached(&format!(
+            "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+        ))?;
+        for r in records {
+            let e = &r.entry;
+            let other_keys = serde_json::to_string(&e.other_keys)
+                .map_err(|_| corrupt("audit_records.other_keys"))?;
+            let context_keys = serde_json::to_string(&e.context_keys)
+                .map_err(|_| corrupt("audit_records.context_keys"))?;
+            stmt.execute(params![
+                to_i64(r.sequence),
+                e.time,
+                e.node,
+                e.request_id,
+                e.method,
+                e.route,
+                e.principal,
+                e.credential,
+                e.source,
+                e.action,
+                e.resource,
+                e.key_id,
+                e.key_version,
+                other_keys,
+                e.outcome.as_str(),
+                e.status,
+                e.error_code,
+                e.context_digest,
+                context_keys,
+                r.prev_hash,
+                r.hash,
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn insert_checkpoint(conn: &Connection, c: &Checkpoint) -> Result<(), StoreError> {
+    conn.execute(
+        &format!("INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![
+            to_i64(c.sequence),
+            c.head,
+            c.time,
+            c.node,
+            c.algorithm,
+            c.key_fingerprint,
+            c.signature
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn range(
+    conn: &Connection,
+    after: u64,
+    until: u64,
+    limit: u32,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM audit_records
+         WHERE sequence > ?1 AND sequence <= ?2 ORDER BY sequence LIMIT ?3"
+    ))?;
+    let rows = stmt
+        .query_map(params![to_i64(after), to_i64(until), limit], raw_record)?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter().map(record).collect()
+}
+
+pub fn search(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE sequence > ?1");
+    let mut args: Vec<SqlValue> = vec![SqlValue::Integer(to_i64(f.after))];
+    let mut add = |column: &str, op: &str, value: Option<String>| {
+        if let Some(v) = value {
+            args.push(SqlValue::Text(v));
+            sql.push_str(&format!(" AND {column} {op} ?{}", args.len()));
+        }
+    };
+    add("principal", "=", f.principal.clone());
+    add("key_id", "=", f.key_id.clone());
+    add("action", "=", f.action.clone());
+    add("outcome", "=", f.outcome.map(|o| o.as_str().to_owned()));
+    add("time", ">=", f.since.clone());
+    add("time", "<", f.until.clone());
+    args.push(SqlValue::Integer(i64::from(f.limit)));
+    sql.push_str(&format!(" ORDER BY sequence LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), raw_record)?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter().map(record).collect()
+}
+
+pub fn checkpoints(
+    conn: &Connection,
+    after: u64,
+    until: u64,
+) -> Result<Vec<Checkpoint>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints
+         WHERE sequence > ?1 AND sequence <= ?2 ORDER BY sequence"
+    ))?;
+    let rows = stmt
+        .query_map(params![to_i64(after), to_i64(until)], checkpoint)?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter().map(checkpoint_of).collect()
+}
+
+pub fn archive_through(conn: &mut Connection, a: &AuditArchive) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let stored: Option<String> = tx
+        .query_row(
+            "SELECT hash FROM audit_records WHERE sequence = ?1",
+            params![to_i64(a.through)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match stored {
+        None => return Err(StoreError::NotFound),
+        Some(h) if h != a.head => {
+            return Err(StoreError::Stale {
+                what: "audit_records.hash",
+            })
+        }
+        Some(_) => {}
+    }
+    let removed = tx.execute(
+        "DELETE FROM audit_records WHERE sequence <= ?1",
+        params![to_i64(a.through)],
+    )?;
+    tx.execute(
+        "INSERT INTO audit_archives (through_sequence, head, export_sha256, archived_at, principal, request_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            to_i64(a.through),
+            a.head,
+            a.export_sha256,
+            a.archived_at,
+            a.principal,
+            a.request_id
+        ],
+    )?;
+    tx.commit()?;
+    Ok(u64::try_from(removed).unwrap_or(0))
+}
