@@ -8,11 +8,13 @@
 mod common;
 
 mod api_errors;
+mod audit;
 mod api_roundtrip;
 mod cli;
 mod cli_lifecycle;
 mod cli_policy;
 mod cli_secrets;
+mod custody;
 mod device;
 mod hygiene;
 mod lifecycle;

@@ -401,6 +401,20 @@ impl Server {
             .await
     }
 
+    /// GETs as the admin and returns the status and the raw body (for non-JSON responses).
+    pub async fn get_bytes(&self, path: &str) -> (StatusCode, Vec<u8>) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request reaches the server");
+        let status = res.status();
+        let bytes = res.bytes().await.expect("response body");
+        (status, bytes.to_vec())
+    }
+
     /// GETs without credentials.
     pub async fn get_public(&self, path: &str) -> Reply {
         self.raw(Method::GET, path, Auth::None, None, Vec::new())
