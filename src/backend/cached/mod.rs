@@ -49,5 +49,7 @@
 //! a [`VersionKek`] (the caller's `SecretBytes`, which zeroises but is not locked).
 
 pub mod kek;
+pub mod kwp;
 
 pub use kek::{KekError, MemoryLock, VersionKek, KEK_LEN};
+pub use kwp::KwpError;
