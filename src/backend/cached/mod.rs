@@ -48,8 +48,10 @@
 //! `hkdf` 0.12), and the buffer the device's unwrap output arrives in before it is copied into
 //! a [`VersionKek`] (the caller's `SecretBytes`, which zeroises but is not locked).
 
+pub mod cache;
 pub mod kek;
 pub mod kwp;
 
+pub use cache::{KekCache, KekCacheConfig, KekCacheMetrics};
 pub use kek::{KekError, MemoryLock, VersionKek, KEK_LEN};
 pub use kwp::KwpError;
