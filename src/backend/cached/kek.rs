@@ -8,7 +8,7 @@
 //! the key is copied in. `mlock` does not nest: one `munlock` unlocks a page however many
 //! times it was locked. Small allocations share pages, so two KEKs (or a KEK and anything else
 //! locked the same way) may sit on one page; the locks are therefore counted per page in a
-//! process-wide [`PageLocks`] registry and a page is unlocked only when its last user drops.
+//! process-wide registry (`PageLocks`) and a page is unlocked only when its last user drops.
 //!
 //! If locking fails — typically `RLIMIT_MEMLOCK` is too low and the process lacks
 //! `CAP_IPC_LOCK` — the KEK is still created, unlocked: one `warn` is logged per process and
