@@ -12,6 +12,7 @@
 //! A device object without a store record is therefore at worst an orphan that an operator can
 //! see by its label; a store record without a device object never exists by our doing.
 
+pub mod cached;
 pub mod pkcs11;
 
 use async_trait::async_trait;
