@@ -199,6 +199,9 @@ impl From<ServiceError> for ApiError {
                 BackendError::RootKeyMissing(_) => {
                     Self::server(S::SERVICE_UNAVAILABLE, "key_material_missing", e)
                 }
+                BackendError::KeyBlobRejected(_) => {
+                    Self::server(S::INTERNAL_SERVER_ERROR, "key_blob_rejected", e)
+                }
                 BackendError::Device(_)
                 | BackendError::MissingMechanism(_)
                 | BackendError::Open(_)
