@@ -41,8 +41,8 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    Attest, AttestInfo, Data, EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme,
-    Public, PublicBuilder, PublicEccParametersBuilder, Signature, SignatureScheme,
+    Attest, AttestInfo, Data, EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme, Public,
+    PublicBuilder, PublicEccParametersBuilder, Signature, SignatureScheme,
     SymmetricDefinitionObject,
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
@@ -176,7 +176,9 @@ pub fn certify(
     qualifying_data: &[u8],
 ) -> Result<Certification, BackendError> {
     if qualifying_data.len() > MAX_QUALIFYING_DATA {
-        return Err(BackendError::Invariant("qualifying data longer than 64 bytes"));
+        return Err(BackendError::Invariant(
+            "qualifying data longer than 64 bytes",
+        ));
     }
     let data = Data::try_from(qualifying_data.to_vec())
         .map_err(|_| BackendError::Invariant("qualifying data"))?;
@@ -188,7 +190,11 @@ pub fn certify(
         .map_err(|e| classify(e, Stage::Other))?;
     let signed = with_loaded(ctx, primary, blob, label, |ctx, key| {
         ctx.execute_with_sessions(
-            (Some(AuthSession::Password), Some(AuthSession::Password), None),
+            (
+                Some(AuthSession::Password),
+                Some(AuthSession::Password),
+                None,
+            ),
             |ctx| ctx.certify(key.into(), ak.key_handle, data, SignatureScheme::Null),
         )
         .map_err(|e| classify(e, Stage::Other))
@@ -211,9 +217,7 @@ pub fn certify(
     .as_bytes()
     .to_vec();
     let cert = Certification {
-        attest: attest
-            .marshall()
-            .map_err(|e| classify(e, Stage::Other))?,
+        attest: attest.marshall().map_err(|e| classify(e, Stage::Other))?,
         signature_der,
         attestation_key_pem: attestation_key_pem(&ak.out_public)?,
         key_name: parse_public(&blob.public)
@@ -260,7 +264,9 @@ pub fn verify_certification(
     if u32::from_be_bytes(*magic) != TPM_GENERATED_VALUE {
         return Err(CertifyError::NotTpmGenerated);
     }
-    let (kind, _) = rest.split_first_chunk::<2>().ok_or(CertifyError::Malformed)?;
+    let (kind, _) = rest
+        .split_first_chunk::<2>()
+        .ok_or(CertifyError::Malformed)?;
     if u16::from_be_bytes(*kind) != TPM_ST_ATTEST_CERTIFY {
         return Err(CertifyError::WrongType);
     }

@@ -229,9 +229,9 @@ impl Owner {
                 }
             }
         }
-        self.conn
-            .as_mut()
-            .ok_or(BackendError::Invariant("TPM connection missing after connect"))
+        self.conn.as_mut().ok_or(BackendError::Invariant(
+            "TPM connection missing after connect",
+        ))
     }
 
     /// Connects, starts the TPM if needed, clears stale transients, and makes the primary.

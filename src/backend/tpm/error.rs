@@ -9,8 +9,12 @@
 //! - **Device down → [`BackendError::Unavailable`] (503).** Anything from the TCTI layer
 //!   (connection refused, I/O error, broken socket), the ESAPI/SAPI "I/O error", "no connection",
 //!   "try again" and "malformed response" codes, and TPM responses that say the TPM itself must
-//!   be restarted (`TPM_RC_INITIALIZE`, `TPM_RC_FAILURE`, `TPM_RC_REBOOT`). The context owner
-//!   drops its ESAPI context on this class and reconnects (with back-off) on the next call.
+//!   be restarted (`TPM_RC_INITIALIZE`, `TPM_RC_FAILURE`, `TPM_RC_REBOOT`). Also
+//!   `TPM_RC_REFERENCE_H0..H6` ("handle not loaded"): the owner flushes everything it loads
+//!   before returning, so the only handle it relies on across calls is the storage primary, and
+//!   when that is gone the TPM was reset behind our back (the swtpm TCTI opens a connection per
+//!   command, so a restarted swtpm shows no I/O error). The context owner drops its ESAPI
+//!   context on this class and reconnects (with back-off) on the next call.
 //! - **A key blob that does not load → [`BackendError::KeyBlobRejected`] naming the key.** Only
 //!   while loading or parsing a stored blob ([`Stage::LoadBlob`]): `TPM_RC_INTEGRITY` (tampered
 //!   blob, or one sealed under another TPM's or another parent's seed), `TPM_RC_SIZE`,
@@ -81,7 +85,10 @@ pub fn is_connection_failure(err: &TssError) -> bool {
         LAYER_TCTI => true,
         LAYER_ESAPI | LAYER_SAPI => matches!(
             base,
-            BASE_RC_TRY_AGAIN | BASE_RC_IO_ERROR | BASE_RC_NO_CONNECTION | BASE_RC_MALFORMED_RESPONSE
+            BASE_RC_TRY_AGAIN
+                | BASE_RC_IO_ERROR
+                | BASE_RC_NO_CONNECTION
+                | BASE_RC_MALFORMED_RESPONSE
         ),
         LAYER_TPM => matches!(
             tpm_kind(err),
@@ -89,6 +96,13 @@ pub fn is_connection_failure(err: &TssError) -> bool {
                 Tss2ResponseCodeKind::Initialize
                     | Tss2ResponseCodeKind::Failure
                     | Tss2ResponseCodeKind::Reboot
+                    | Tss2ResponseCodeKind::ReferenceH0
+                    | Tss2ResponseCodeKind::ReferenceH1
+                    | Tss2ResponseCodeKind::ReferenceH2
+                    | Tss2ResponseCodeKind::ReferenceH3
+                    | Tss2ResponseCodeKind::ReferenceH4
+                    | Tss2ResponseCodeKind::ReferenceH5
+                    | Tss2ResponseCodeKind::ReferenceH6
             )
         ),
         _ => false,
@@ -165,6 +179,11 @@ mod tests {
                 BackendError::Unavailable
             ));
         }
+        // TPM_RC_REFERENCE_H0: the primary vanished (TPM reset).
+        assert!(matches!(
+            classify(rc(0x910), Stage::Other),
+            BackendError::Unavailable
+        ));
         // TPM_RC_INITIALIZE: the TPM was restarted without Startup.
         assert!(matches!(
             classify(rc(0x100), Stage::Other),

@@ -50,7 +50,9 @@ pub fn hmac(
             .map_err(|e| classify(e, Stage::Other))?;
         let mut out = Zeroizing::new([0u8; 32]);
         if digest.value().len() != out.len() {
-            return Err(BackendError::Invariant("TPM2_HMAC returned a non-SHA-256 length"));
+            return Err(BackendError::Invariant(
+                "TPM2_HMAC returned a non-SHA-256 length",
+            ));
         }
         out.copy_from_slice(digest.value());
         Ok(out)

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use crate::backend::{BackendError, DeviceHealth};
 use crate::secret::SecretBytes;
 
-pub use attest::{verify_certification, CertifyError, Certification};
+pub use attest::{verify_certification, Certification, CertifyError};
 pub use info::TpmInfo;
 pub use keys::TpmObjectInfo;
 
