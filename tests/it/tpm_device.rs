@@ -2,6 +2,7 @@
 //! slot hygiene, rejected blobs, loss and recovery of the device, attribute read-back,
 //! certification with its negative twins, and randomness.
 
+use std::process::Command;
 use std::time::Duration;
 
 use custodian::backend::tpm::context::RECONNECT_BACKOFF_MAX;
@@ -252,6 +253,43 @@ async fn certification_verifies_offline_and_fails_for_any_change() -> anyhow::Re
         verify_certification(&bad_attest, &key.public, &nonce),
         Err(CertifyError::BadSignature)
     ));
+    // The auditor's path in docs/tpm.md: openssl checks the same signature, tpm2_print parses.
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("attest.bin"), &cert.attest)?;
+    std::fs::write(dir.path().join("sig.der"), &cert.signature_der)?;
+    std::fs::write(dir.path().join("bad.der"), &bad_sig.signature_der)?;
+    std::fs::write(dir.path().join("ak.pem"), &cert.attestation_key_pem)?;
+    let openssl = |sig: &str| {
+        Command::new("openssl")
+            .args([
+                "dgst",
+                "-sha256",
+                "-verify",
+                "ak.pem",
+                "-signature",
+                sig,
+                "attest.bin",
+            ])
+            .current_dir(dir.path())
+            .output()
+    };
+    assert!(openssl("sig.der")?.status.success(), "openssl verifies");
+    assert!(!openssl("bad.der")?.status.success(), "openssl rejects");
+    let printed = Command::new("tpm2_print")
+        .args(["-t", "TPMS_ATTEST", "attest.bin"])
+        .current_dir(dir.path())
+        .output()?;
+    // tpm2-tools 5.4 prints the common header, then gives up on the certify body (exit 1).
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.contains("magic: ff544347"), "{printed}");
+    assert!(printed.contains("type: 8017"), "{printed}");
+    assert!(
+        printed.contains(&format!("extraData: {}", hex::encode(nonce))),
+        "{printed}"
+    );
+    // ... so the auditor finds the certified Name in the attest bytes by its hex.
+    assert!(hex::encode(&cert.attest).contains(&hex::encode(&cert.key_name)));
+
     // Another TPM's statement about the same name would carry another AK.
     let mut other_ak = cert.clone();
     other_ak.attestation_key_pem = again.attestation_key_pem.replace('A', "B");
@@ -294,4 +332,24 @@ fn secrets_stay_out_of_debug_output() {
     };
     let shown = format!("{blob:?}");
     assert!(!shown.contains("222") && !shown.contains("de"), "{shown}");
+}
+
+#[tokio::test]
+async fn an_owner_auth_value_is_used_for_the_owner_hierarchy() -> anyhow::Result<()> {
+    let tpm = Swtpm::start()?;
+    let changed = Command::new("tpm2_changeauth")
+        .args(["-T", &tpm.tcti(), "-c", "owner", "owner-pw-42"])
+        .output()?;
+    assert!(changed.status.success(), "{changed:?}");
+
+    // Without it the storage primary can't be created: open fails cleanly.
+    assert!(open(tpm.config()).await.is_err());
+
+    let mut config = tpm.config();
+    config.owner_auth = Some("owner-pw-42".to_owned().into());
+    let dev = open(config).await?;
+    let key = dev.create_version_key().await?;
+    let mac = dev.hmac(&key, "o/v1", b"owner").await?;
+    assert_eq!(*mac, *dev.hmac(&key, "o/v1", b"owner").await?);
+    Ok(())
 }

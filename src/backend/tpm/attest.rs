@@ -25,11 +25,17 @@
 //! openssl dgst -sha256 -verify ak.pem -signature sig.der attest.bin
 //! # 2. magic ff544347 (TPM_GENERATED_VALUE) and type 8017 (TPM_ST_ATTEST_CERTIFY)
 //! xxd -l 6 -p attest.bin
-//! # 3. the certified Name and extraData (= your qualifying data)
+//! # 3. extraData (= your qualifying data); tpm2-tools 5.4 prints the header, then stops at
+//! #    the certify body ("unsupported type 0x8017")
 //! tpm2_print -t TPMS_ATTEST attest.bin
 //! # 4. the Name of the key: 000b ‖ SHA-256(TPMT_PUBLIC), i.e. key.pub without its 2-byte size
-//! printf '000b'; tail -c +3 key.pub | openssl dgst -sha256 -r | cut -d' ' -f1
+//! name=000b$(tail -c +3 key.pub | openssl dgst -sha256 -r | cut -d' ' -f1)
+//! # 5. the certified Name inside the signed bytes (TPMS_CERTIFY_INFO.name)
+//! xxd -p attest.bin | tr -d '\n' | grep -q "$name" && echo certified
 //! ```
+//!
+//! Step 5 is a substring check; [`verify_certification`] parses the structure and compares
+//! the `name` field exactly.
 
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature as EcdsaSignature, VerifyingKey};

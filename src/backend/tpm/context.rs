@@ -51,6 +51,9 @@ pub const QUEUE_DEPTH: usize = 256;
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest delay between reconnect attempts.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long a caller waits for its operation before answering `Unavailable` (a hung TPM or
+/// TCTI must not hang requests). Generous: hardware TPMs take seconds for key generation.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// First handle of the transient range (TPM 2.0 Part 2, `TPM_HT_TRANSIENT`).
 const TRANSIENT_FIRST: u32 = 0x8000_0000;
@@ -138,8 +141,8 @@ impl ContextHandle {
     /// `op` may run twice (see the module docs), so it must be safe to repeat.
     ///
     /// # Errors
-    /// `Busy` when the queue is full; `Unavailable` when the device can't be reached; whatever
-    /// `op` returns.
+    /// `Busy` when the queue is full; `Unavailable` when the device can't be reached or the
+    /// operation takes longer than [`CALL_TIMEOUT`]; whatever `op` returns.
     pub async fn call<T, F>(&self, mut op: F) -> Result<T, BackendError>
     where
         T: Send + 'static,
@@ -156,7 +159,13 @@ impl ContextHandle {
             Err(TrySendError::Full(_)) => return Err(BackendError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(BackendError::Unavailable),
         }
-        reply_rx.await.unwrap_or(Err(BackendError::Unavailable))
+        match tokio::time::timeout(CALL_TIMEOUT, reply_rx).await {
+            Ok(reply) => reply.unwrap_or(Err(BackendError::Unavailable)),
+            Err(_) => {
+                tracing::error!(backend = "tpm", "TPM operation timed out");
+                Err(BackendError::Unavailable)
+            }
+        }
     }
 }
 
