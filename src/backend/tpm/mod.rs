@@ -32,21 +32,23 @@ pub use keys::TpmObjectInfo;
 
 use context::ContextHandle;
 
-/// How to reach the TPM.
-#[derive(Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How to reach the TPM: the validated, in-memory form.
+///
+/// Deliberately not `Deserialize`: like the PKCS#11 PIN, the owner auth value must never be
+/// written in a TOML file. When the TPM backend is wired into the configuration, the raw config
+/// names an environment variable or a file (`owner_auth_env` / `owner_auth_file`) and the
+/// loader builds this struct.
+#[derive(Clone)]
 pub struct TpmConfig {
     /// The TCTI: `swtpm:host=127.0.0.1,port=2321` (development), `device:/dev/tpmrm0`
     /// (a real TPM through the kernel resource manager), `mssim:…`, `tabrmd:…`.
     pub tcti: String,
     /// The owner hierarchy's auth value, if the owner set one. Read from the environment or a
     /// file, never from the command line; never logged.
-    #[serde(default)]
     pub owner_auth: Option<secrecy::SecretString>,
     /// Persist the storage primary at this handle (`0x81000000..=0x81FFFFFF`) via
     /// TPM2_EvictControl. Optional: the primary is deterministic and is otherwise recreated on
     /// every connect.
-    #[serde(default)]
     pub primary_persistent_handle: Option<u32>,
 }
 
