@@ -14,6 +14,7 @@
 
 pub mod cached;
 pub mod pkcs11;
+pub mod tpm;
 
 use async_trait::async_trait;
 
@@ -57,6 +58,11 @@ pub enum BackendError {
     /// The root key of this version is not in the device although the store records it.
     #[error("root key {0} is not in the device")]
     RootKeyMissing(String),
+    /// The device refused to load the stored key blob of the named key version (tampered,
+    /// truncated, or sealed under another device's or another parent's seed). A verdict on one
+    /// stored object, not on the device: the device stays usable.
+    #[error("the device rejected the stored key blob of {0}")]
+    KeyBlobRejected(String),
     /// The device is down or being re-initialised; retry later.
     #[error("the key device is unavailable")]
     Unavailable,

@@ -24,4 +24,5 @@ mod rewrap;
 mod secrets;
 mod startup;
 mod tls;
+mod tpm_device;
 mod vectors;

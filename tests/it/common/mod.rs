@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod inproc;
 pub mod server;
+pub mod swtpm;
 
 pub use server::{Deployment, Server};
 
