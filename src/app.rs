@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState, Limits};
 use crate::audit::{AuditError, AuditLog};
 use crate::backend::pkcs11::Pkcs11Backend;
-use crate::backend::{BackendError, KeyBackend};
+use crate::backend::tpm::backend::TpmBackend;
+use crate::backend::tpm::{TpmConfig, TpmDevice};
+use crate::backend::{BackendError, Backends, KeyBackend};
 use crate::config::{BackendConfig, Config, StoreConfig};
 use crate::service::{KeyService, ServiceError};
 use crate::store::sqlite::SqliteStore;
@@ -38,6 +40,25 @@ pub enum StartError {
     /// Binding or serving failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Opens the TPM (blocking: it connects and creates the storage primary) on the blocking pool.
+async fn open_tpm(t: &crate::config::TpmSettings) -> Result<Arc<dyn KeyBackend>, StartError> {
+    let owner_auth = t
+        .owner_auth
+        .as_ref()
+        .map(|source| source.read())
+        .transpose()
+        .map_err(|e| BackendError::Open(format!("TPM owner auth: {e}")))?;
+    let config = TpmConfig {
+        tcti: t.tcti.clone(),
+        owner_auth,
+        primary_persistent_handle: t.primary_handle,
+    };
+    let device = crate::telemetry::run_blocking(move || TpmDevice::open(&config))
+        .await
+        .map_err(|e| BackendError::Device(Box::new(e)))??;
+    Ok(Arc::new(TpmBackend::new(device)))
 }
 
 /// Whether audit records are written (always, outside benchmarks).
@@ -90,6 +111,11 @@ impl App {
         // The signing key is found or generated in the device before anything is served: no
         // request is answered while checkpoints could not be signed.
         let signer = backend.audit_signer().await?;
+        let tpm = match &config.tpm {
+            None => None,
+            Some(t) => Some(open_tpm(t).await?),
+        };
+        let backends = Backends::new(backend, tpm, &config.keys.kek_cache);
         let audit = match auditing {
             Auditing::On => {
                 AuditLog::start(Arc::clone(&store), signer, config.audit.clone()).await?
@@ -99,7 +125,7 @@ impl App {
             }
         };
         let service = Arc::new(KeyService::new(
-            backend,
+            backends,
             store,
             Arc::new(audit),
             config.secrets.clone(),

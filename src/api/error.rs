@@ -210,6 +210,9 @@ impl From<ServiceError> for ApiError {
                 BackendError::Unsupported(_) => {
                     Self::server(S::NOT_IMPLEMENTED, "unsupported_by_device", e)
                 }
+                BackendError::NotConfigured(_) => {
+                    Self::server(S::SERVICE_UNAVAILABLE, "backend_not_configured", e)
+                }
                 BackendError::KeyBlobRejected(_) => {
                     Self::server(S::INTERNAL_SERVER_ERROR, "key_blob_rejected", e)
                 }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::audit::signature::PublicKey;
-use crate::domain::{BackendKind, RootKeyRef};
+use crate::domain::{Algorithm, BackendKind, RootKeyRef, RootMaterial, WrapMode};
 use crate::secret::SecretBytes;
 
 /// Output of a device seal: the IV it used and ciphertext ‖ tag.
@@ -83,6 +83,10 @@ pub enum BackendError {
     #[error("the key device does not support {0}")]
     Unsupported(&'static str),
 
+    /// Keys of this backend or mode are asked for but it is not configured on this node.
+    #[error("the {0} backend is not configured")]
+    NotConfigured(&'static str),
+
     // --- a bug ---
     /// Something that must hold did not.
     #[error("backend invariant violated: {0}")]
@@ -98,12 +102,16 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// Which kind of device this is.
     fn kind(&self) -> BackendKind;
 
-    /// Generates the root key for `root` inside the device: AES-256, non-extractable, sensitive.
+    /// The algorithm of the blobs [`KeyBackend::seal`] makes (written in their header).
+    fn algorithm(&self) -> Algorithm;
+
+    /// Generates the root key for `root` inside the device: non-extractable, sensitive. Returns
+    /// what the store must keep beside it (a TPM key blob, a wrapped version-KEK), if anything.
     ///
     /// # Errors
     /// `Unavailable`/`Device` when the device refuses; `Invariant` when the created object does
     /// not read back with the required attributes (it is destroyed again first).
-    async fn create_root_key(&self, root: &RootKeyRef) -> Result<(), BackendError>;
+    async fn create_root_key(&self, root: &RootKeyRef) -> Result<RootMaterial, BackendError>;
 
     /// Destroys the root key for `root`. Used to roll back a failed creation.
     ///
@@ -180,6 +188,75 @@ pub trait KeyBackend: Send + Sync + 'static {
     }
 }
 
+/// The configured backends, one per (device kind, wrapping mode). Cached modes are the same
+/// device behind [`cached::CachedBackend`].
+#[derive(Clone)]
+pub struct Backends {
+    pkcs11: Arc<dyn KeyBackend>,
+    pkcs11_cached: Arc<dyn KeyBackend>,
+    tpm: Option<(Arc<dyn KeyBackend>, Arc<dyn KeyBackend>)>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("tpm", &self.tpm.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backends {
+    /// PKCS#11 in both modes, and the TPM in both modes when given.
+    pub fn new(
+        pkcs11: Arc<dyn KeyBackend>,
+        tpm: Option<Arc<dyn KeyBackend>>,
+        cache: &cached::KekCacheConfig,
+    ) -> Self {
+        let cached = |b: &Arc<dyn KeyBackend>| -> Arc<dyn KeyBackend> {
+            Arc::new(cached::CachedBackend::new(Arc::clone(b), cache.clone()))
+        };
+        Self {
+            pkcs11_cached: cached(&pkcs11),
+            tpm: tpm.map(|t| (cached(&t), t)).map(|(c, t)| (t, c)),
+            pkcs11,
+        }
+    }
+
+    /// The backend for keys of `kind` in `mode`.
+    ///
+    /// # Errors
+    /// `NotConfigured` for a TPM key on a node without a TPM.
+    pub fn get(
+        &self,
+        kind: BackendKind,
+        mode: WrapMode,
+    ) -> Result<&Arc<dyn KeyBackend>, BackendError> {
+        match (kind, mode) {
+            (BackendKind::Pkcs11, WrapMode::Direct) => Ok(&self.pkcs11),
+            (BackendKind::Pkcs11, WrapMode::Cached) => Ok(&self.pkcs11_cached),
+            (BackendKind::Tpm, mode) => match (&self.tpm, mode) {
+                (Some((direct, _)), WrapMode::Direct) => Ok(direct),
+                (Some((_, cached)), WrapMode::Cached) => Ok(cached),
+                (None, _) => Err(BackendError::NotConfigured("tpm")),
+            },
+        }
+    }
+
+    /// The device that holds the audit signing key (the PKCS#11 token).
+    pub fn signing(&self) -> &Arc<dyn KeyBackend> {
+        &self.pkcs11
+    }
+
+    /// Every configured device once (direct modes), for readiness and the custody report.
+    pub fn devices(&self) -> Vec<&Arc<dyn KeyBackend>> {
+        let mut v = vec![&self.pkcs11];
+        if let Some((t, _)) = &self.tpm {
+            v.push(t);
+        }
+        v
+    }
+}
+
 /// Signs with a device-resident key (ECDSA P-256 over SHA-256); never exposes the key.
 #[async_trait]
 pub trait AuditSigner: Send + Sync + 'static {
@@ -231,4 +308,8 @@ pub struct ObjectFacts {
     pub objects: usize,
     /// Every way the object falls short of invariant 1, in words; empty when it satisfies it.
     pub weaknesses: Vec<String>,
+    /// A device attestation of the object (TPM: a `TPM2_Certify` statement), when the device
+    /// offers one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<serde_json::Value>,
 }

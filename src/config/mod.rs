@@ -38,6 +38,19 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Audit log.
     pub audit: crate::audit::AuditSettings,
+    /// The TPM, when one is configured.
+    pub tpm: Option<TpmSettings>,
+}
+
+/// The TPM's settings (`[tpm]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmSettings {
+    /// TCTI configuration string.
+    pub tcti: String,
+    /// Where the owner auth value comes from, if the owner hierarchy has one.
+    pub owner_auth: Option<PinSource>,
+    /// Persistent handle of the storage primary, if it is to be persisted.
+    pub primary_handle: Option<u32>,
 }
 
 /// The GCM nonce budget of one key version with random 96-bit IVs (NIST SP 800-38D): 2^32.
@@ -60,6 +73,8 @@ pub struct KeysConfig {
     pub rewrap_pause: Duration,
     /// Lifecycle worker period.
     pub lifecycle_check_interval: Duration,
+    /// Cached mode's version-KEK cache.
+    pub kek_cache: crate::backend::cached::KekCacheConfig,
 }
 
 impl Default for KeysConfig {
@@ -72,6 +87,10 @@ impl Default for KeysConfig {
             rewrap_batch_size: 100,
             rewrap_pause: Duration::from_millis(20),
             lifecycle_check_interval: Duration::from_secs(1),
+            kek_cache: crate::backend::cached::KekCacheConfig {
+                ttl: Duration::from_secs(300),
+                capacity: std::num::NonZeroUsize::MIN.saturating_add(1023),
+            },
         }
     }
 }
@@ -488,6 +507,15 @@ impl Config {
                 "must be at least 50",
             ));
         }
+        let kek_cache_ttl = crate::domain::secret::HumanDuration::parse(&k.kek_cache_ttl)
+            .map_err(|e| invalid("keys.kek_cache_ttl", &e.to_string()))?
+            .0;
+        if kek_cache_ttl > Duration::from_secs(86_400) {
+            return Err(invalid("keys.kek_cache_ttl", "must be at most 24h"));
+        }
+        let kek_capacity = std::num::NonZeroUsize::new(k.kek_cache_capacity)
+            .filter(|n| n.get() <= 1_000_000)
+            .ok_or_else(|| invalid("keys.kek_cache_capacity", "must be 1 to 1000000"))?;
         let keys = KeysConfig {
             min_rotation_period,
             rotate_after_wraps: k.rotate_after_wraps,
@@ -496,6 +524,10 @@ impl Config {
             rewrap_batch_size: k.rewrap_batch_size,
             rewrap_pause: Duration::from_millis(k.rewrap_pause_ms),
             lifecycle_check_interval: Duration::from_millis(k.lifecycle_check_interval_ms),
+            kek_cache: crate::backend::cached::KekCacheConfig {
+                ttl: kek_cache_ttl,
+                capacity: kek_capacity,
+            },
         };
 
         let a = raw.audit;
@@ -527,6 +559,61 @@ impl Config {
             checkpoint_records: a.checkpoint_records,
         };
 
+        let t = raw.tpm;
+        let tpm = match t.tcti {
+            None => {
+                if t.owner_auth_env.is_some()
+                    || t.owner_auth_file.is_some()
+                    || t.primary_handle.is_some()
+                {
+                    return Err(invalid(
+                        "tpm.tcti",
+                        "set tcti to use the other [tpm] settings",
+                    ));
+                }
+                None
+            }
+            Some(tcti) => {
+                let known = ["device:", "swtpm:", "mssim:", "tabrmd"];
+                if !known.iter().any(|k| tcti.starts_with(k)) {
+                    return Err(invalid(
+                        "tpm.tcti",
+                        "must start with device:, swtpm:, mssim: or tabrmd",
+                    ));
+                }
+                let owner_auth = match (t.owner_auth_env, t.owner_auth_file) {
+                    (None, None) => None,
+                    (Some(var), None) if !var.is_empty() => Some(PinSource::Env(var)),
+                    (None, Some(path)) => Some(PinSource::File(resolve(&path))),
+                    _ => {
+                        return Err(invalid(
+                            "tpm.owner_auth_env",
+                            "set at most one of owner_auth_env and owner_auth_file",
+                        ))
+                    }
+                };
+                let primary_handle = t
+                    .primary_handle
+                    .map(|h| {
+                        u32::from_str_radix(h.trim_start_matches("0x"), 16)
+                            .ok()
+                            .filter(|h| (0x8100_0000..=0x81FF_FFFF).contains(h))
+                            .ok_or_else(|| {
+                                invalid(
+                                    "tpm.primary_handle",
+                                    "must be a persistent handle 0x81000000 to 0x81FFFFFF",
+                                )
+                            })
+                    })
+                    .transpose()?;
+                Some(TpmSettings {
+                    tcti,
+                    owner_auth,
+                    primary_handle,
+                })
+            }
+        };
+
         Ok(Self {
             server,
             store,
@@ -535,6 +622,7 @@ impl Config {
             secrets,
             keys,
             audit,
+            tpm,
         })
     }
 }

@@ -23,6 +23,23 @@ pub struct RawConfig {
     pub keys: RawKeys,
     /// `[audit]`
     pub audit: RawAudit,
+    /// `[tpm]`
+    pub tpm: RawTpm,
+}
+
+/// `[tpm]`: a TPM 2.0 for keys created with `backend = "tpm"`. Absent `tcti`: no TPM.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTpm {
+    /// TCTI: `device:/dev/tpmrm0` on a real machine, `swtpm:host=127.0.0.1,port=2321` for swtpm.
+    pub tcti: Option<String>,
+    /// Environment variable holding the owner hierarchy's auth value (if one is set).
+    pub owner_auth_env: Option<String>,
+    /// File holding the owner auth value.
+    pub owner_auth_file: Option<PathBuf>,
+    /// Persistent handle to keep the storage primary at (e.g. `0x81000001`); default: none
+    /// (the primary is recreated from the owner seed, which gives the same key).
+    pub primary_handle: Option<String>,
 }
 
 /// `[audit]`
@@ -221,6 +238,10 @@ pub struct RawKeys {
     pub rewrap_pause_ms: u64,
     /// How often scheduled rotations, due deletions and pending device destructions are handled.
     pub lifecycle_check_interval_ms: u64,
+    /// Cached mode: the longest an unwrapped version-KEK is held (a duration such as `5m`).
+    pub kek_cache_ttl: String,
+    /// Cached mode: the most version-KEKs held at once (least recently used go first).
+    pub kek_cache_capacity: usize,
 }
 
 impl Default for RawKeys {
@@ -233,6 +254,8 @@ impl Default for RawKeys {
             rewrap_batch_size: 100,
             rewrap_pause_ms: 20,
             lifecycle_check_interval_ms: 1_000,
+            kek_cache_ttl: "5m".to_owned(),
+            kek_cache_capacity: 1024,
         }
     }
 }

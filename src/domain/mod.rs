@@ -189,6 +189,12 @@ pub enum Algorithm {
     /// AES-256-GCM computed by the device with the version's root key; 96-bit IV, 128-bit tag,
     /// AAD = blob header ‖ canonical context.
     Aes256GcmDevice,
+    /// Cached mode: RFC 5649 KWP in software under HKDF-SHA256(version-KEK, header ‖ nonce,
+    /// canonical context); the version-KEK is wrapped by the device.
+    Aes256KwpCached,
+    /// TPM direct mode: RFC 5649 KWP under a single-use key that the TPM derives with
+    /// `TPM2_HMAC` of the version key over nonce ‖ SHA-256(header ‖ canonical context).
+    Aes256KwpTpmHmac,
 }
 
 impl Algorithm {
@@ -196,6 +202,8 @@ impl Algorithm {
     pub fn code(self) -> u8 {
         match self {
             Self::Aes256GcmDevice => 0x01,
+            Self::Aes256KwpCached => 0x02,
+            Self::Aes256KwpTpmHmac => 0x03,
         }
     }
 
@@ -203,7 +211,38 @@ impl Algorithm {
     pub fn from_code(code: u8) -> Option<Self> {
         match code {
             0x01 => Some(Self::Aes256GcmDevice),
+            0x02 => Some(Self::Aes256KwpCached),
+            0x03 => Some(Self::Aes256KwpTpmHmac),
             _ => None,
+        }
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aes256GcmDevice => "aes256_gcm_device",
+            Self::Aes256KwpCached => "aes256_kwp_cached",
+            Self::Aes256KwpTpmHmac => "aes256_kwp_tpm_hmac",
+        }
+    }
+
+    /// The algorithm a stored name names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Aes256GcmDevice,
+            Self::Aes256KwpCached,
+            Self::Aes256KwpTpmHmac,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+
+    /// Bytes the sealed body adds beyond the plaintext: the GCM tag, or KWP's integrity block
+    /// and padding (at least 8).
+    pub fn min_body_len(self) -> usize {
+        match self {
+            Self::Aes256GcmDevice => 16,
+            Self::Aes256KwpCached | Self::Aes256KwpTpmHmac => 16,
         }
     }
 }
@@ -214,6 +253,8 @@ impl Algorithm {
 pub enum BackendKind {
     /// A PKCS#11 token (SoftHSM2 in development, a vendor HSM in production).
     Pkcs11,
+    /// A TPM 2.0 (swtpm in development, `/dev/tpmrm0` in production).
+    Tpm,
 }
 
 impl BackendKind {
@@ -221,6 +262,7 @@ impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pkcs11 => "pkcs11",
+            Self::Tpm => "tpm",
         }
     }
 
@@ -228,6 +270,7 @@ impl BackendKind {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "pkcs11" => Some(Self::Pkcs11),
+            "tpm" => Some(Self::Tpm),
             _ => None,
         }
     }
@@ -239,6 +282,9 @@ impl BackendKind {
 pub enum WrapMode {
     /// The device wraps and unwraps every data key itself.
     Direct,
+    /// The device wraps one version-KEK; data keys are wrapped in software under it while it
+    /// is held in locked, zeroizing memory for at most the configured TTL.
+    Cached,
 }
 
 impl WrapMode {
@@ -246,6 +292,7 @@ impl WrapMode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Direct => "direct",
+            Self::Cached => "cached",
         }
     }
 
@@ -253,6 +300,7 @@ impl WrapMode {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "direct" => Some(Self::Direct),
+            "cached" => Some(Self::Cached),
             _ => None,
         }
     }
@@ -340,9 +388,30 @@ pub struct RootKeyRef {
     pub key_id: KeyId,
     /// The version it implements.
     pub version: KeyVersion,
+    /// What the store keeps for the device: a TPM key's blobs, a cached-mode wrapped KEK.
+    pub material: RootMaterial,
+}
+
+/// What the store keeps beside a root key. Both parts are useless without the device: a TPM
+/// key blob loads only in the TPM that made it; a wrapped KEK opens only under the root key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RootMaterial {
+    /// The device's own blob of the root key (TPM: marshalled public ‖ private), if it has one.
+    pub device_blob: Option<std::sync::Arc<[u8]>>,
+    /// Cached mode: the version-KEK sealed by the root key (IV ‖ ciphertext).
+    pub wrapped_kek: Option<std::sync::Arc<[u8]>>,
 }
 
 impl RootKeyRef {
+    /// A reference without stored material (PKCS#11 direct mode, or a label lookup).
+    pub fn bare(key_id: KeyId, version: KeyVersion) -> Self {
+        Self {
+            key_id,
+            version,
+            material: RootMaterial::default(),
+        }
+    }
+
     /// The `CKA_ID` of the device object: the key id's 16 bytes, then the version (u32 BE).
     pub fn device_id(&self) -> Vec<u8> {
         let mut id = Vec::with_capacity(20);
@@ -363,10 +432,10 @@ impl RootKeyRef {
         if id.len() != 20 {
             return None;
         }
-        Some(Self {
-            key_id: KeyId::from_bytes(key),
-            version: KeyVersion::new(u32::from_be_bytes(version))?,
-        })
+        Some(Self::bare(
+            KeyId::from_bytes(key),
+            KeyVersion::new(u32::from_be_bytes(version))?,
+        ))
     }
 }
 
@@ -390,6 +459,9 @@ pub struct KeyVersionRecord {
     pub destroyed_at: Option<OffsetDateTime>,
     /// Wraps reserved under this version so far (an upper bound of the wraps done).
     pub wraps_reserved: u64,
+    /// Stored device material (never serialised: it is device-bound but still not for callers).
+    #[serde(skip)]
+    pub material: RootMaterial,
 }
 
 /// A key and its versions, as stored.
@@ -447,9 +519,19 @@ impl Key {
 
     /// The root key that wraps new data under this key.
     pub fn primary_root(&self) -> RootKeyRef {
+        self.root(self.primary_version)
+    }
+
+    /// The root key of `version`, with its stored material (none when the key has no such
+    /// version: the device call then fails by name).
+    pub fn root(&self, version: KeyVersion) -> RootKeyRef {
         RootKeyRef {
             key_id: self.id,
-            version: self.primary_version,
+            version,
+            material: self
+                .version(version)
+                .map(|v| v.material.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -606,10 +688,10 @@ mod tests {
 
     #[test]
     fn device_ids_round_trip_and_reject_foreign_ids() {
-        let r = RootKeyRef {
-            key_id: KeyId::generate(),
-            version: KeyVersion::new(7).unwrap_or(KeyVersion::FIRST),
-        };
+        let r = RootKeyRef::bare(
+            KeyId::generate(),
+            KeyVersion::new(7).unwrap_or(KeyVersion::FIRST),
+        );
         assert_eq!(RootKeyRef::from_device_id(&r.device_id()), Some(r.clone()));
         assert_eq!(RootKeyRef::from_device_id(&r.device_id()[..19]), None);
         let mut long = r.device_id();

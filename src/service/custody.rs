@@ -26,8 +26,8 @@ pub struct CustodyReport {
     pub generated_at: String,
     /// The node that read them.
     pub node: String,
-    /// The device, as it describes itself now.
-    pub device: DeviceDescription,
+    /// Every configured device, as it describes itself now.
+    pub devices: Vec<DeviceDescription>,
     /// The audit signing key that signs this report, read back from the device.
     pub signing_key: SigningKeyFacts,
     /// Every key.
@@ -126,7 +126,10 @@ impl KeyService {
             .signer()
             .ok_or(crate::audit::AuditError::Stopped)?
             .clone();
-        let device = self.backend.describe().await?;
+        let mut devices = Vec::new();
+        for d in self.backends.devices() {
+            devices.push(d.describe().await?);
+        }
         let signing_object = signer.inspect().await?;
         let mut signing_anomalies = Vec::new();
         match &signing_object {
@@ -168,7 +171,7 @@ impl KeyService {
             format: FORMAT,
             generated_at: format_time(time::OffsetDateTime::now_utc()),
             node: self.audit.node().to_owned(),
-            device,
+            devices,
             signing_key: SigningKeyFacts {
                 algorithm: ALGORITHM,
                 fingerprint: public.fingerprint(),
@@ -195,12 +198,10 @@ impl KeyService {
     async fn key_custody(&self, key: &Key) -> Result<KeyCustody, ServiceError> {
         let stored = self.store.references(key.id).await?;
         let mut versions = Vec::with_capacity(key.versions.len());
+        let backend = self.backend_of(key)?;
         for v in &key.versions {
-            let root = RootKeyRef {
-                key_id: key.id,
-                version: v.version,
-            };
-            let object = self.backend.inspect_root_key(&root).await?;
+            let root = key.root(v.version);
+            let object = backend.inspect_root_key(&root).await?;
             let count = stored
                 .iter()
                 .find(|(ver, _)| *ver == v.version)

@@ -183,19 +183,22 @@ impl KeyService {
         let version = KeyVersion::new(last + 1).ok_or(ServiceError::Backend(
             BackendError::Invariant("version overflow"),
         ))?;
+        let backend = Arc::clone(self.backend_of(&key)?);
+        let bare = RootKeyRef::bare(id, version);
+        let material = backend.create_root_key(&bare).await?;
         let root = RootKeyRef {
-            key_id: id,
-            version,
+            material: material.clone(),
+            ..bare
         };
-        self.backend.create_root_key(&root).await?;
         let now = OffsetDateTime::now_utc();
         let record = KeyVersionRecord {
             version,
             state: VersionState::Primary,
-            algorithm: crate::domain::Algorithm::Aes256GcmDevice,
+            algorithm: backend.algorithm(),
             created_at: now,
             destroyed_at: None,
             wraps_reserved: 0,
+            material,
         };
         let claim = key.rotation_period.map(|period| RotationClaim {
             expected: scheduled.map(Some),
@@ -217,7 +220,7 @@ impl KeyService {
                 Ok(Some(key))
             }
             Err(e) => {
-                match self.backend.destroy_root_key(&root).await {
+                match backend.destroy_root_key(&root).await {
                     Ok(()) => {
                         tracing::warn!(key_id = %id, key_version = version.get(), "rotation record failed; new root key destroyed again")
                     }
@@ -492,11 +495,7 @@ impl KeyService {
                     .destroy_versions(key.id, &[v], false, now)
                     .await
                     .map_err(stale_to_conflict)?;
-                self.destroy_device_object(&RootKeyRef {
-                    key_id: key.id,
-                    version: v,
-                })
-                .await;
+                self.destroy_device_object(&key, v).await;
                 key
             }
         };
@@ -507,8 +506,16 @@ impl KeyService {
     /// Destroys a device object the store has marked, and records that it is gone. A failure
     /// is logged and retried by the lifecycle worker: the record already says `destroyed`, so
     /// nothing can use the version meanwhile.
-    pub(crate) async fn destroy_device_object(&self, root: &RootKeyRef) {
-        match self.backend.destroy_root_key(root).await {
+    pub(crate) async fn destroy_device_object(&self, key: &Key, version: KeyVersion) {
+        let root = &key.root(version);
+        let backend = match self.backend_of(key) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(label = %root.label(), error = %e, "cannot destroy the root key: its backend is not configured here; will retry");
+                return;
+            }
+        };
+        match backend.destroy_root_key(root).await {
             Ok(()) | Err(BackendError::RootKeyMissing(_)) => {
                 if let Err(e) = self.store.mark_device_destroyed(root).await {
                     tracing::warn!(label = %root.label(), error = %e, "device object destroyed, but recording it failed; will retry");
@@ -528,7 +535,8 @@ impl KeyService {
     /// `Store`.
     pub async fn retry_device_destroys(&self) -> Result<(), ServiceError> {
         for root in self.store.pending_device_destroys().await? {
-            self.destroy_device_object(&root).await;
+            let key = self.fresh_key(root.key_id).await?;
+            self.destroy_device_object(&key, root.version).await;
         }
         Ok(())
     }
@@ -552,15 +560,11 @@ impl KeyService {
                 .map(|v| v.version)
                 .collect();
             match self.store.destroy_versions(id, &live, true, now).await {
-                Ok(key) => {
+                Ok(destroyed) => {
                     tracing::info!(key_id = %id, "key destroyed on its deletion date");
-                    self.remember(key);
+                    self.remember(destroyed);
                     for v in live {
-                        self.destroy_device_object(&RootKeyRef {
-                            key_id: id,
-                            version: v,
-                        })
-                        .await;
+                        self.destroy_device_object(&key, v).await;
                     }
                 }
                 Err(StoreError::InUse { count }) => {
@@ -755,23 +759,13 @@ impl KeyService {
             None => Arc::clone(&source),
         };
         let header = usable_header(&dest)?;
-        let root = RootKeyRef {
-            key_id: source.id,
-            version: blob.key_version,
-        };
-        let plaintext = self
-            .backend
-            .open(
-                noted(&root),
-                blob.iv,
-                blob.header().aad(context),
-                blob.ciphertext,
-            )
-            .await?;
+        let source_version = blob.key_version;
+        let aad = blob.header().aad(context);
+        let plaintext = self.open_blob(&source, blob, aad).await?;
         self.charge_wrap(&dest).await?;
         let dest_context = destination_context.unwrap_or(context);
         let sealed = self
-            .backend
+            .backend_of(&dest)?
             .seal(
                 noted(&dest.primary_root()),
                 header.aad(dest_context),
@@ -781,7 +775,7 @@ impl KeyService {
         Ok(Reencrypted {
             sealed: seal_result(header, sealed),
             source_key_id: source.id,
-            source_key_version: blob.key_version,
+            source_key_version: source_version,
         })
     }
 }

@@ -21,8 +21,8 @@ pub use error::{AuthFailure, ServiceError};
 use crate::backend::{BackendError, DeviceHealth, KeyBackend, Sealed};
 use crate::config::{KeysConfig, SecretsConfig};
 use crate::domain::{
-    Algorithm, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, RootKeyRef,
-    VersionState, WrapMode,
+    BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, RootKeyRef,
+    RootMaterial, VersionState, WrapMode,
 };
 use crate::format::blob::{Header, MAX_PLAINTEXT_LEN};
 use crate::format::{Blob, EncryptionContext};
@@ -129,6 +129,58 @@ impl Readiness {
     }
 }
 
+/// Where a new key lives: which device, which wrapping mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPlacement {
+    /// The device.
+    pub backend: BackendKind,
+    /// The wrapping mode.
+    pub mode: WrapMode,
+}
+
+impl KeyPlacement {
+    /// The defaults: PKCS#11 keys wrap directly, TPM keys cached (DESIGN.md).
+    pub fn default_for(backend: BackendKind) -> Self {
+        let mode = match backend {
+            BackendKind::Pkcs11 => WrapMode::Direct,
+            BackendKind::Tpm => WrapMode::Cached,
+        };
+        Self { backend, mode }
+    }
+}
+
+impl KeyService {
+    /// The backend that serves `key`'s mode on its device.
+    ///
+    /// # Errors
+    /// `Backend(NotConfigured)` for a TPM key on a node without a TPM.
+    pub(crate) fn backend_of(&self, key: &Key) -> Result<&Arc<dyn KeyBackend>, ServiceError> {
+        Ok(self.backends.get(key.backend, key.mode)?)
+    }
+
+    /// Opens a blob of `key` (whose version state the caller has checked): the blob's algorithm
+    /// must be the one its version seals with, then the version's backend opens it.
+    ///
+    /// # Errors
+    /// `DecryptionFailed` for another algorithm or a failed integrity check; `Backend`.
+    pub(crate) async fn open_blob(
+        &self,
+        key: &Key,
+        blob: Blob,
+        aad: Vec<u8>,
+    ) -> Result<crate::secret::SecretBytes, ServiceError> {
+        let expected = key.version(blob.key_version).map(|v| v.algorithm);
+        if expected != Some(blob.algorithm) {
+            return Err(ServiceError::DecryptionFailed);
+        }
+        let root = key.root(blob.key_version);
+        Ok(self
+            .backend_of(key)?
+            .open(noted(&root), blob.iv, aad, blob.ciphertext)
+            .await?)
+    }
+}
+
 /// Notes that a request uses the key version `root` (for its audit record), and passes it on.
 pub(crate) fn noted(root: &RootKeyRef) -> &RootKeyRef {
     crate::audit::note::key_used(&root.key_id, root.version);
@@ -148,7 +200,7 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// The service.
 pub struct KeyService {
-    backend: Arc<dyn KeyBackend>,
+    backends: crate::backend::Backends,
     audit: Arc<crate::audit::AuditLog>,
     store: Arc<dyn Store>,
     auth: auth::Authenticator,
@@ -176,7 +228,7 @@ pub const READINESS_TTL: Duration = Duration::from_millis(500);
 impl KeyService {
     /// A service over `backend` and `store`.
     pub fn new(
-        backend: Arc<dyn KeyBackend>,
+        backends: crate::backend::Backends,
         store: Arc<dyn Store>,
         audit: Arc<crate::audit::AuditLog>,
         secrets: SecretsConfig,
@@ -185,7 +237,7 @@ impl KeyService {
         Self {
             audit,
             auth: auth::Authenticator::new(Arc::clone(&store)),
-            backend,
+            backends,
             store,
             keys: RwLock::new(KeyCache::default()),
             secrets,
@@ -296,20 +348,22 @@ impl KeyService {
         p: &Principal,
         name: KeyName,
         description: String,
+        placement: KeyPlacement,
     ) -> Result<Key, ServiceError> {
         self.authorize(p, Action::KeyCreate, &Resource::all_keys(), None)
             .await?;
         if self.store.key(&KeyRef::Name(name.clone())).await?.is_some() {
             return Err(ServiceError::KeyNameTaken(name.to_string()));
         }
+        let backend = Arc::clone(self.backends.get(placement.backend, placement.mode)?);
         let now = OffsetDateTime::now_utc();
-        let key = Key {
+        let mut key = Key {
             id: KeyId::generate(),
             name,
             description,
             state: KeyState::Enabled,
-            backend: self.backend.kind(),
-            mode: WrapMode::Direct,
+            backend: placement.backend,
+            mode: placement.mode,
             created_at: now,
             updated_at: now,
             primary_version: KeyVersion::FIRST,
@@ -321,16 +375,20 @@ impl KeyService {
             versions: vec![KeyVersionRecord {
                 version: KeyVersion::FIRST,
                 state: VersionState::Primary,
-                algorithm: Algorithm::Aes256GcmDevice,
+                algorithm: backend.algorithm(),
                 created_at: now,
                 destroyed_at: None,
                 wraps_reserved: 0,
+                material: RootMaterial::default(),
             }],
         };
+        let material = backend.create_root_key(&key.primary_root()).await?;
+        if let Some(v) = key.versions.first_mut() {
+            v.material = material;
+        }
         let root = key.primary_root();
-        self.backend.create_root_key(&root).await?;
         if let Err(e) = self.store.insert_key(&key).await {
-            match self.backend.destroy_root_key(&root).await {
+            match backend.destroy_root_key(&root).await {
                 Ok(()) => {
                     tracing::warn!(key_id = %key.id, "key record failed; root key destroyed again")
                 }
@@ -408,7 +466,7 @@ impl KeyService {
         let header = usable_header(&key)?;
         self.charge_wrap(&key).await?;
         let (plaintext, sealed) = self
-            .backend
+            .backend_of(&key)?
             .generate_and_seal(noted(&key.primary_root()), header.aad(context), len.bytes())
             .await?;
         Ok(DataKey {
@@ -448,7 +506,7 @@ impl KeyService {
         let header = usable_header(&key)?;
         self.charge_wrap(&key).await?;
         let sealed = self
-            .backend
+            .backend_of(&key)?
             .seal(noted(&key.primary_root()), header.aad(context), plaintext)
             .await?;
         Ok(seal_result(header, sealed))
@@ -478,18 +536,12 @@ impl KeyService {
             other => other?,
         };
         check_unwrap(&key, blob.key_version)?;
-        let root = RootKeyRef {
-            key_id: key.id,
-            version: blob.key_version,
-        };
+        let key_version = blob.key_version;
         let aad = blob.header().aad(context);
-        let plaintext = self
-            .backend
-            .open(noted(&root), blob.iv, aad, blob.ciphertext)
-            .await?;
+        let plaintext = self.open_blob(&key, blob, aad).await?;
         Ok(Opened {
             key_id: key.id,
-            key_version: blob.key_version,
+            key_version,
             plaintext,
         })
     }
@@ -510,7 +562,13 @@ impl KeyService {
     }
 
     async fn probe_readiness(&self) -> Readiness {
-        let device = self.backend.health().await;
+        let mut device = self.backends.signing().health().await;
+        for other in self.backends.devices().into_iter().skip(1) {
+            let h = other.health().await;
+            if !h.usable {
+                device = h;
+            }
+        }
         let store_writable = match self.store.check_writable().await {
             Ok(()) => true,
             Err(e) => {

@@ -14,7 +14,7 @@ use super::{check_unwrap, seal_result, usable_header, KeyService, ServiceError};
 use crate::backend::BackendError;
 use crate::domain::job::{Job, JobEvent, JobKind, JobState};
 use crate::domain::secret::SecretPath;
-use crate::domain::{Key, KeyRef, KeyVersion, RootKeyRef};
+use crate::domain::{Key, KeyRef, KeyVersion};
 use crate::format::secret::data_key_context;
 use crate::format::Blob;
 use crate::policy::{Action, Principal, Resource};
@@ -384,27 +384,15 @@ impl KeyService {
         }
         check_unwrap(key, blob.key_version)?;
         let context = data_key_context(&item.path, item.version).map_err(|_| integrity())?;
-        let root = RootKeyRef {
-            key_id: key.id,
-            version: blob.key_version,
-        };
-        let dek = match self
-            .backend
-            .open(
-                noted(&root),
-                blob.iv,
-                blob.header().aad(&context),
-                blob.ciphertext,
-            )
-            .await
-        {
+        let aad = blob.header().aad(&context);
+        let dek = match self.open_blob(key, blob, aad).await {
             Ok(dek) => dek,
-            Err(BackendError::AuthenticationFailed) => return Err(integrity()),
-            Err(e) => return Err(ServiceError::Backend(e)),
+            Err(ServiceError::DecryptionFailed) => return Err(integrity()),
+            Err(e) => return Err(e),
         };
         self.charge_wrap(key).await?;
         let sealed = self
-            .backend
+            .backend_of(key)?
             .seal(noted(&key.primary_root()), header.aad(&context), dek)
             .await?;
         Ok(seal_result(header, sealed).ciphertext)

@@ -15,7 +15,7 @@ use crate::domain::secret::{
     check_custom_metadata, CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
     SecretVersionState,
 };
-use crate::domain::{Key, KeyRef, RootKeyRef};
+use crate::domain::{Key, KeyRef};
 use crate::format::blob::Header;
 use crate::format::secret::{data_key_context, open_value, seal_value};
 use crate::format::Blob;
@@ -261,7 +261,7 @@ impl KeyService {
         let context = data_key_context(path, version)
             .map_err(|_| ServiceError::InvalidMetadata("secret path too long for a context"))?;
         let (dek, sealed) = self
-            .backend
+            .backend_of(key)?
             .generate_and_seal(noted(&key.primary_root()), header.aad(&context), 32)
             .await?;
         let ciphertext = seal_value(dek.expose_secret(), path, version, value.expose_secret())
@@ -353,18 +353,11 @@ impl KeyService {
             key_id: blob.key_id,
             key_version: blob.key_version,
         };
-        let root = RootKeyRef {
-            key_id: blob.key_id,
-            version: blob.key_version,
-        };
-        let dek = match self
-            .backend
-            .open(noted(&root), blob.iv, header.aad(&context), blob.ciphertext)
-            .await
-        {
+        let aad = header.aad(&context);
+        let dek = match self.open_blob(&key, blob, aad).await {
             Ok(dek) => dek,
-            Err(BackendError::AuthenticationFailed) => return Err(integrity()),
-            Err(e) => return Err(ServiceError::Backend(e)),
+            Err(ServiceError::DecryptionFailed) => return Err(integrity()),
+            Err(e) => return Err(e),
         };
         let value =
             open_value(dek.expose_secret(), path, version, ciphertext).map_err(|_| integrity())?;

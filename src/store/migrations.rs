@@ -34,6 +34,11 @@ pub const SQLITE: &[Migration] = &[
         name: "audit",
         sql: include_str!("migrations/sqlite/0004_audit.sql"),
     },
+    Migration {
+        version: 5,
+        name: "device_material",
+        sql: include_str!("migrations/sqlite/0005_device_material.sql"),
+    },
 ];
 
 #[cfg(test)]

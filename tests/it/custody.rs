@@ -68,9 +68,10 @@ async fn the_signed_report_verifies_offline_and_with_openssl() -> anyhow::Result
     .await;
     let (envelope, payload) = report(&s).await;
     assert_eq!(payload["format"], "custodian-custody-report/v1");
-    assert_eq!(payload["device"]["backend"], "pkcs11");
-    assert_eq!(payload["device"]["manufacturer"], "SoftHSM project");
-    assert!(payload["device"]["serial"].as_str().is_some_and(|s| !s.is_empty()));
+    let device = &payload["devices"][0];
+    assert_eq!(device["backend"], "pkcs11");
+    assert_eq!(device["manufacturer"], "SoftHSM project");
+    assert!(device["serial"].as_str().is_some_and(|s| !s.is_empty()));
     for v in [1, 2] {
         let ver = version(&payload, &id, v);
         let attrs = &ver["device_object"]["attributes"];

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, KeyPath, RequestBody};
 use crate::api::AppState;
-use crate::domain::{Key, KeyName, KeyRef};
+use crate::domain::{BackendKind, Key, KeyName, KeyRef, WrapMode};
+use crate::service::KeyPlacement;
 
 /// `POST /v1/keys` body.
 #[derive(Debug, Deserialize)]
@@ -17,10 +18,14 @@ pub struct CreateKey {
     name: String,
     #[serde(default)]
     description: String,
+    /// `pkcs11` (default) or `tpm`.
+    backend: Option<String>,
+    /// `direct` or `cached`; default `direct` on PKCS#11, `cached` on a TPM.
+    mode: Option<String>,
 }
 
 impl RequestBody for CreateKey {
-    const FIELDS: &'static [&'static str] = &["name", "description"];
+    const FIELDS: &'static [&'static str] = &["name", "description", "backend", "mode"];
 }
 
 /// Longest description accepted.
@@ -40,7 +45,22 @@ pub async fn create(
             format!("field `description` is longer than {MAX_DESCRIPTION} bytes"),
         ));
     }
-    let key = state.service.create_key(&p, name, body.description).await?;
+    let backend = match body.backend.as_deref() {
+        None => BackendKind::Pkcs11,
+        Some(b) => BackendKind::parse(b).ok_or_else(|| {
+            ApiError::bad_request("invalid_field", "field `backend` is `pkcs11` or `tpm`")
+        })?,
+    };
+    let mut placement = KeyPlacement::default_for(backend);
+    if let Some(m) = body.mode.as_deref() {
+        placement.mode = WrapMode::parse(m).ok_or_else(|| {
+            ApiError::bad_request("invalid_field", "field `mode` is `direct` or `cached`")
+        })?;
+    }
+    let key = state
+        .service
+        .create_key(&p, name, body.description, placement)
+        .await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 

@@ -35,10 +35,10 @@ pub const MAX_HEADER_LEN: usize = 256;
 /// [`EncryptionContext`] admits (64 pairs of a 256-byte key and a 1024-byte value).
 pub const MAX_CONTEXT_LEN: usize = 4 + EncryptionContext::MAX_PAIRS
     * (8 + EncryptionContext::MAX_KEY_LEN + EncryptionContext::MAX_VALUE_LEN);
-/// The shortest data key wrapped (AES-128).
-pub const MIN_DATA_KEY_LEN: usize = 16;
-/// The longest data key wrapped (two AES-256 keys, e.g. for AES-SIV or XTS).
-pub const MAX_DATA_KEY_LEN: usize = 64;
+/// The shortest input wrapped: one byte (`encrypt` payloads start there; data keys are 16+).
+pub const MIN_DATA_KEY_LEN: usize = 1;
+/// The longest input wrapped: the largest `encrypt` payload (data keys are at most 32 bytes).
+pub const MAX_DATA_KEY_LEN: usize = crate::format::blob::MAX_PLAINTEXT_LEN;
 /// Bytes KWP adds to a data key whose length is a multiple of 8 (its alternative IV).
 pub const KWP_OVERHEAD: usize = 8;
 
@@ -349,12 +349,20 @@ mod tests {
     fn bounds_are_enforced() {
         let (kek, h, ctx) = (kek(), header(), context(&[]));
         assert_eq!(
-            wrap(&kek, &h, &ctx, &[1; 15]).unwrap_err(),
-            KwpError::DataKeyLength(15)
+            wrap(&kek, &h, &ctx, &[]).unwrap_err(),
+            KwpError::DataKeyLength(0)
         );
+        let too_long = vec![1; MAX_DATA_KEY_LEN + 1];
         assert_eq!(
-            wrap(&kek, &h, &ctx, &[1; 65]).unwrap_err(),
-            KwpError::DataKeyLength(65)
+            wrap(&kek, &h, &ctx, &too_long).unwrap_err(),
+            KwpError::DataKeyLength(MAX_DATA_KEY_LEN + 1)
+        );
+        // The largest payload round-trips.
+        let largest = vec![7; MAX_DATA_KEY_LEN];
+        let wrapped = wrap(&kek, &h, &ctx, &largest).unwrap();
+        assert_eq!(
+            unwrap(&kek, &h, &ctx, &wrapped).unwrap().expose_secret(),
+            &largest[..]
         );
         let long_header = vec![0; MAX_HEADER_LEN + 1];
         assert_eq!(
@@ -366,7 +374,7 @@ mod tests {
             wrap(&kek, &h, &long_ctx, &[1; 32]).unwrap_err(),
             KwpError::ContextLength(MAX_CONTEXT_LEN + 1)
         );
-        for len in [0, 8, 16, 23, 25, 33, 80] {
+        for len in [0, 8, 15, 23, 25, 33, wrapped_len(MAX_DATA_KEY_LEN) + 8] {
             assert_eq!(
                 unwrap(&kek, &h, &ctx, &vec![0; len]).unwrap_err(),
                 KwpError::WrappedLength(len)
@@ -386,23 +394,10 @@ mod tests {
         assert!(unwrap(&kek, &h, &big, &wrapped).is_ok());
     }
 
-    #[test]
-    fn authentic_but_short_key_is_refused() {
-        // A 9-byte key wrapped with the derived key directly (as a foreign writer might):
-        // it authenticates, but is not a data key this module hands out.
-        let (kek, h, ctx) = (kek(), header(), context(&[]));
-        let kwp = derive(&kek, &h, &ctx).unwrap();
-        let wrapped = kwp.wrap_with_padding_vec(&[1; 9]).unwrap();
-        assert_eq!(
-            unwrap(&kek, &h, &ctx, &wrapped).unwrap_err(),
-            KwpError::DataKeyLength(9)
-        );
-    }
-
     proptest! {
         #[test]
         fn round_trips_and_every_bit_flip_fails(
-            dek in proptest::collection::vec(any::<u8>(), MIN_DATA_KEY_LEN..=MAX_DATA_KEY_LEN),
+            dek in proptest::collection::vec(any::<u8>(), MIN_DATA_KEY_LEN..=80),
             kek_bytes in any::<[u8; 32]>(),
             bit in any::<proptest::sample::Index>(),
         ) {

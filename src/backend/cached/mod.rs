@@ -1,5 +1,6 @@
 //! The software half of the "cached" wrapping mode: version-KEKs held briefly in locked memory,
-//! and data keys wrapped under them with RFC 5649 KWP. Not yet wired into the service.
+//! and data keys wrapped under them with RFC 5649 KWP; [`CachedBackend`] puts the mode over any
+//! device backend.
 //!
 //! # The scheme
 //!
@@ -48,10 +49,12 @@
 //! `hkdf` 0.12), and the buffer the device's unwrap output arrives in before it is copied into
 //! a [`VersionKek`] (the caller's `SecretBytes`, which zeroises but is not locked).
 
+pub mod backend;
 pub mod cache;
 pub mod kek;
 pub mod kwp;
 
+pub use backend::CachedBackend;
 pub use cache::{KekCache, KekCacheConfig, KekCacheMetrics};
 pub use kek::{KekError, MemoryLock, VersionKek, KEK_LEN};
 pub use kwp::KwpError;

@@ -62,6 +62,7 @@ pub fn read_facts(
         key_bits: 0,
         objects,
         weaknesses: Vec::new(),
+        attestation: None,
     };
     let mut flags: BTreeMap<&str, bool> = BTreeMap::new();
     for attr in attrs {

@@ -123,10 +123,10 @@ mod tests {
 
     #[test]
     fn template_pins_every_custody_attribute() {
-        let root = RootKeyRef {
-            key_id: crate::domain::KeyId::generate(),
-            version: crate::domain::KeyVersion::FIRST,
-        };
+        let root = RootKeyRef::bare(
+            crate::domain::KeyId::generate(),
+            crate::domain::KeyVersion::FIRST,
+        );
         let t = root_key_template(&root);
         for required in [
             Attribute::Token(true),

@@ -336,7 +336,14 @@ impl KeyBackend for Pkcs11Backend {
         BackendKind::Pkcs11
     }
 
-    async fn create_root_key(&self, root: &RootKeyRef) -> Result<(), BackendError> {
+    fn algorithm(&self) -> crate::domain::Algorithm {
+        crate::domain::Algorithm::Aes256GcmDevice
+    }
+
+    async fn create_root_key(
+        &self,
+        root: &RootKeyRef,
+    ) -> Result<crate::domain::RootMaterial, BackendError> {
         let root = root.clone();
         self.with_session(RequestErrors::DeviceFault, move |device, session| {
             let handle = lifecycle::generate_root_key(session, &root)?;
@@ -356,7 +363,7 @@ impl KeyBackend for Pkcs11Backend {
             }
             device.remember(&root, handle);
             tracing::info!(label = %root.label(), "root key generated in the token");
-            Ok(())
+            Ok(crate::domain::RootMaterial::default())
         })
         .await
     }

@@ -13,6 +13,7 @@
 //! the database and is loaded, used and flushed on every operation.
 
 pub mod attest;
+pub mod backend;
 pub mod context;
 pub mod error;
 pub mod hmac;

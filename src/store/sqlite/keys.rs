@@ -16,16 +16,11 @@ fn corrupt(column: &'static str) -> StoreError {
 }
 
 fn algorithm_name(a: Algorithm) -> &'static str {
-    match a {
-        Algorithm::Aes256GcmDevice => "aes256_gcm_device",
-    }
+    a.as_str()
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, StoreError> {
-    match s {
-        "aes256_gcm_device" => Ok(Algorithm::Aes256GcmDevice),
-        _ => Err(corrupt("key_versions.algorithm")),
-    }
+    Algorithm::parse(s).ok_or(corrupt("key_versions.algorithm"))
 }
 
 /// A `keys` row before its versions are attached.
@@ -75,22 +70,29 @@ fn version(n: u32, column: &'static str) -> Result<KeyVersion, StoreError> {
 
 fn load(conn: &Connection, row: KeyRow) -> Result<Key, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT version, state, algorithm, created_at, destroyed_at, wraps_reserved
+        "SELECT version, state, algorithm, created_at, destroyed_at, wraps_reserved,
+                device_blob, wrapped_kek
          FROM key_versions WHERE key_id = ?1 ORDER BY version",
     )?;
     let versions = stmt
         .query_map([&row.id], |r| {
             Ok((
-                r.get::<_, u32>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, i64>(5)?,
+                (
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, i64>(5)?,
+                ),
+                (
+                    r.get::<_, Option<Vec<u8>>>(6)?,
+                    r.get::<_, Option<Vec<u8>>>(7)?,
+                ),
             ))
         })?
         .map(|v| {
-            let (n, state, algorithm, created_at, destroyed_at, wraps) = v?;
+            let ((n, state, algorithm, created_at, destroyed_at, wraps), (blob, kek)) = v?;
             Ok(KeyVersionRecord {
                 version: version(n, "key_versions.version")?,
                 state: VersionState::parse(&state).ok_or(corrupt("key_versions.state"))?,
@@ -101,6 +103,10 @@ fn load(conn: &Connection, row: KeyRow) -> Result<Key, StoreError> {
                     .transpose()?,
                 wraps_reserved: u64::try_from(wraps)
                     .map_err(|_| corrupt("key_versions.wraps_reserved"))?,
+                material: crate::domain::RootMaterial {
+                    device_blob: blob.map(Into::into),
+                    wrapped_kek: kek.map(Into::into),
+                },
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -198,14 +204,17 @@ fn secs(d: HumanDuration) -> i64 {
 
 fn insert_version(tx: &Transaction<'_>, id: KeyId, v: &KeyVersionRecord) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO key_versions (key_id, version, state, algorithm, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO key_versions (key_id, version, state, algorithm, created_at, device_blob,
+                                   wrapped_kek)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             id.to_string(),
             v.version.get(),
             v.state.as_str(),
             algorithm_name(v.algorithm),
             time_text(v.created_at),
+            v.material.device_blob.as_deref(),
+            v.material.wrapped_kek.as_deref(),
         ],
     )?;
     Ok(())
@@ -458,7 +467,10 @@ pub(super) fn mark_device_destroyed(
     root: &RootKeyRef,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE key_versions SET device_object = 'destroyed' WHERE key_id = ?1 AND version = ?2",
+        // The stored material goes with the device object: a TPM key blob or a wrapped KEK is
+        // what would let the device use the key again (secure_delete overwrites the bytes).
+        "UPDATE key_versions SET device_object = 'destroyed', device_blob = NULL, wrapped_kek = NULL
+         WHERE key_id = ?1 AND version = ?2",
         params![root.key_id.to_string(), root.version.get()],
     )?;
     Ok(())
@@ -474,10 +486,10 @@ pub(super) fn pending_device_destroys(conn: &Connection) -> Result<Vec<RootKeyRe
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter()
         .map(|(id, v)| {
-            Ok(RootKeyRef {
-                key_id: id.parse().map_err(|_| corrupt("key_versions.key_id"))?,
-                version: version(v, "key_versions.version")?,
-            })
+            Ok(RootKeyRef::bare(
+                id.parse().map_err(|_| corrupt("key_versions.key_id"))?,
+                version(v, "key_versions.version")?,
+            ))
         })
         .collect()
 }
