@@ -42,6 +42,21 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// Drops expired version-KEKs at least every half TTL (at most every 30 s, at least every
+/// 100 ms), so a KEK never stays in memory much past its TTL when idle.
+async fn sweep_keks(service: Arc<KeyService>, ttl: std::time::Duration) {
+    let period = (ttl / 2).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(30),
+    );
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        service.maintain_backends().await;
+    }
+}
+
 /// Opens the TPM (blocking: it connects and creates the storage primary) on the blocking pool.
 async fn open_tpm(t: &crate::config::TpmSettings) -> Result<Arc<dyn KeyBackend>, StartError> {
     let owner_auth = t
@@ -174,6 +189,10 @@ impl App {
                 Arc::clone(&service),
                 config.keys.rewrap_pause,
                 config.keys.lifecycle_check_interval,
+            )),
+            tokio::spawn(sweep_keks(
+                Arc::clone(&service),
+                config.keys.kek_cache.ttl,
             )),
         ];
         Ok(Self {

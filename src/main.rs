@@ -1,6 +1,6 @@
 //! The `custodian` binary: the server (`serve`), token provisioning (`token init`) and client
-//! subcommands for every API call, and `login`. Secrets (PINs, tokens, plaintext, secret values)
-//! never come from argv.
+//! subcommands for every API call, `login`, and the offline `audit verify` and `custody verify`.
+//! Secrets (PINs, tokens, plaintext, secret values) never come from argv.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::IpAddr;
@@ -11,11 +11,12 @@ use anyhow::Context as _;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use custodian::app::App;
+use custodian::cli::audit::{self, PendingFile};
 use custodian::cli::client::{
     check_policy_name, context_json, load_token, login_token_path, read_policy, read_policy_file,
-    read_token_line, read_value, read_value_file, store_token, Client, ClientError, Explain,
-    GenerateChange, KeyAction, KeyChange, MetadataChange, PrincipalChange, Reencrypt, TokenCheck,
-    VersionAction, TOKEN_ENV,
+    read_token_line, read_value, read_value_file, store_token, AuditQuery, Client, ClientError,
+    Explain, GenerateChange, KeyAction, KeyChange, MetadataChange, PrincipalChange, Reencrypt,
+    TokenCheck, VersionAction, TOKEN_ENV,
 };
 use custodian::config::{BackendConfig, Config};
 
@@ -129,6 +130,14 @@ enum Command {
     /// PKCS#11 token).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Read, export, verify and archive the audit log: one hash-chained record per API
+    /// request, with checkpoints signed by a key generated in the device (docs/audit.md).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Fetch or verify the signed custody report: every key version's root key as the device
+    /// reports it, with anomalies flagged (docs/audit.md).
+    #[command(subcommand)]
+    Custody(CustodyCommand),
     /// Store a bearer token for later commands. The token is read from stdin, never from an
     /// argument, checked against the server (GET /v1/keys?limit=1: a 401 fails, a 403 only
     /// means the principal may not list keys) and written with mode 0600 to
@@ -553,6 +562,118 @@ enum TokensCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print one page of audit records as JSON, oldest first, with `next_after` unless it is
+    /// the last page. Needs audit:read.
+    Events {
+        /// Records after this sequence number (the `next_after` of the previous page).
+        #[arg(long, value_name = "N")]
+        after: Option<u64>,
+        /// Page size (1 to 1000; default 100).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Only requests of this principal.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only requests that used this key, by id (records name keys by id).
+        #[arg(long, value_name = "KEY_ID")]
+        key: Option<String>,
+        /// Only requests for this policy action, e.g. decrypt, key:rotate.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only requests with this outcome.
+        #[arg(
+            long,
+            value_parser = ["success", "denied", "unauthenticated", "rejected", "failed"]
+        )]
+        outcome: Option<String>,
+        /// Only records at or after this time (RFC 3339, e.g. 2026-11-27T00:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only records before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Download the export (JSON Lines: a header, the records, the signed checkpoints), streamed
+    /// to --out or stdout. Without --until the server signs a checkpoint over everything
+    /// written so far, so the export ends on one. Needs audit:read.
+    Export {
+        /// Start after this sequence number (default: where the stored log starts).
+        #[arg(long, value_name = "N")]
+        after: Option<u64>,
+        /// Stop at the last checkpoint at or before N.
+        #[arg(long, value_name = "N")]
+        until: Option<u64>,
+        /// Write here (mode 0600; moved into place only once complete) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print the audit signing public key (PEM). Compare its fingerprint with one obtained
+    /// out-of-band before trusting it for verification. Needs audit:read.
+    PublicKey {
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Archive the oldest records: download their export into FILE (which must not exist),
+    /// verify it, then ask the server to remove them, naming the SHA-256 of the file. Prints
+    /// the archive record as JSON. Needs audit:read and audit:archive.
+    Archive {
+        /// The checkpoint sequence to archive through (default: a checkpoint the server signs
+        /// now over everything written).
+        #[arg(long, value_name = "N")]
+        through: Option<u64>,
+        /// The archive file to write; keep it: it is the only copy of those records.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Verify an export offline (no server, no token): every record hash, every link, every
+    /// checkpoint signature, and that it ends on a checkpoint. Prints "N records, M
+    /// checkpoints, intact", or fails naming the first bad or missing sequence number.
+    Verify {
+        /// The export file.
+        file: PathBuf,
+        /// The audit signing public key (PEM), obtained out-of-band.
+        #[arg(long, value_name = "PEM")]
+        public_key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustodyCommand {
+    /// Fetch the signed custody report. json (default) writes the signed envelope exactly as
+    /// received, to keep and verify later; md renders it as Markdown tables. Needs
+    /// custody:read.
+    Report {
+        /// Output format.
+        #[arg(long, value_parser = ["json", "md"], default_value = "json")]
+        format: String,
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Verify a saved report envelope offline (no server, no token) and print its summary and
+    /// anomalies. Fails on a bad signature.
+    Verify {
+        /// The report envelope (`custody report --format json`).
+        file: PathBuf,
+        /// The audit signing public key (PEM), obtained out-of-band.
+        #[arg(long, value_name = "PEM")]
+        public_key: PathBuf,
+    },
+}
+
 /// A secret path: segments of `A-Z a-z 0-9 - _ .` joined by `/`.
 const PATH_HELP: &str = "Secret path: up to 16 segments of letters, digits, '-', '_' and '.', \
      joined by '/' (at most 512 bytes; no '.' or '..' segment; the last segment is not \
@@ -834,9 +955,148 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         Command::Principals(command) => principals_command(command).await,
         Command::Policies(command) => policies_command(command, &mut stdin).await,
         Command::Tokens(command) => tokens_command(command, &mut stdout).await,
+        Command::Audit(command) => audit_command(command, &mut stdout).await,
+        Command::Custody(command) => custody_command(command, &mut stdout).await,
         Command::Login { addr, token_file } => login(&addr, token_file, &mut stdin).await,
         Command::Serve { .. } | Command::Token(_) => Ok(()),
     }
+}
+
+/// Writes `bytes` to `out` (replacing it once complete) or to stdout.
+fn write_output(
+    out: Option<&std::path::Path>,
+    bytes: &[u8],
+    stdout: &mut std::io::StdoutLock<'_>,
+) -> anyhow::Result<()> {
+    match out {
+        Some(path) => {
+            let mut file = PendingFile::create(path)?;
+            file.write_all(bytes)
+                .with_context(|| format!("writing {}", path.display()))?;
+            file.commit(false)?;
+        }
+        None => {
+            stdout.write_all(bytes).context("writing to stdout")?;
+            stdout.flush().context("writing to stdout")?;
+        }
+    }
+    Ok(())
+}
+
+async fn audit_command(
+    command: AuditCommand,
+    stdout: &mut std::io::StdoutLock<'_>,
+) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Events {
+            after,
+            limit,
+            principal,
+            key,
+            action,
+            outcome,
+            since,
+            until,
+            conn,
+        } => {
+            let query = AuditQuery {
+                after,
+                limit,
+                principal,
+                key,
+                action,
+                outcome,
+                since,
+                until,
+            };
+            print_json(&conn.client()?.audit_events(&query).await?)
+        }
+        AuditCommand::Export {
+            after,
+            until,
+            out,
+            conn,
+        } => {
+            let client = conn.client()?;
+            match out {
+                Some(path) => {
+                    let file = PendingFile::create(&path)?;
+                    let (file, s) = audit::export(&client, after, until, file).await?;
+                    file.commit(false)?;
+                    let end = s
+                        .last_checkpoint
+                        .map_or_else(|| "no records".to_owned(), |c| format!("checkpoint {c}"));
+                    eprintln!(
+                        "wrote {}: {} records, {} checkpoints, through {end}; sha256 {}",
+                        path.display(),
+                        s.records,
+                        s.checkpoints,
+                        s.sha256
+                    );
+                }
+                None => {
+                    audit::export(&client, after, until, &mut *stdout).await?;
+                }
+            }
+            Ok(())
+        }
+        AuditCommand::PublicKey { out, conn } => {
+            let pem = conn.client()?.audit_public_key().await?;
+            write_output(out.as_deref(), pem.as_bytes(), stdout)
+        }
+        AuditCommand::Archive { through, out, conn } => {
+            let archived = audit::archive(&conn.client()?, through, &out).await?;
+            eprintln!(
+                "records through {} archived; {} holds them: keep it",
+                archived["through"],
+                out.display()
+            );
+            print_json(&archived)
+        }
+        // Offline; handled in `run` without a runtime.
+        AuditCommand::Verify { .. } => Ok(()),
+    }
+}
+
+async fn custody_command(
+    command: CustodyCommand,
+    stdout: &mut std::io::StdoutLock<'_>,
+) -> anyhow::Result<()> {
+    match command {
+        CustodyCommand::Report { format, out, conn } => {
+            let envelope = conn.client()?.custody_report().await?;
+            if format == "md" {
+                let report = audit::parse_report(&envelope, "the server's answer")?;
+                let md = audit::render_markdown(&report)?;
+                write_output(out.as_deref(), md.as_bytes(), stdout)
+            } else {
+                // As received: the payload is the signed text.
+                write_output(out.as_deref(), &envelope, stdout)
+            }
+        }
+        // Offline; handled in `run` without a runtime.
+        CustodyCommand::Verify { .. } => Ok(()),
+    }
+}
+
+/// `audit verify` and `custody verify`: no server, no token, no runtime.
+fn offline_verify(command: Command) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Audit(AuditCommand::Verify { file, public_key }) => {
+            let key = audit::read_public_key(&public_key)?;
+            let intact = audit::verify_export_file(&file, &key)?;
+            writeln!(out, "{intact}").context("writing to stdout")?;
+        }
+        Command::Custody(CustodyCommand::Verify { file, public_key }) => {
+            let key = audit::read_public_key(&public_key)?;
+            let summary = audit::verify_report_file(&file, &key)?;
+            write!(out, "{summary}").context("writing to stdout")?;
+        }
+        _ => {}
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(())
 }
 
 async fn principals_command(command: PrincipalsCommand) -> anyhow::Result<()> {
@@ -1306,6 +1566,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("token: {outcome:?}");
             Ok(())
         }
+        command @ (Command::Audit(AuditCommand::Verify { .. })
+        | Command::Custody(CustodyCommand::Verify { .. })) => offline_verify(command),
         command => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

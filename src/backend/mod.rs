@@ -157,6 +157,15 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// Checks that a session is usable now (a cheap device call).
     async fn health(&self) -> DeviceHealth;
 
+    /// Periodic upkeep (cached mode: drop expired version-KEKs, which zeroises them).
+    async fn maintain(&self) {}
+
+    /// Labels of key versions whose stored device material the device refused since it last
+    /// accepted it (a TPM blob from another TPM, a damaged wrapped KEK), for readiness.
+    fn rejected_key_blobs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The device-resident key that signs audit checkpoints and custody reports, generated in
     /// the device on first use and never extractable.
     ///
@@ -252,6 +261,21 @@ impl Backends {
         let mut v = vec![&self.pkcs11];
         if let Some((t, _)) = &self.tpm {
             v.push(t);
+        }
+        v
+    }
+
+    /// The TPM (direct mode), when configured.
+    pub fn tpm(&self) -> Option<&Arc<dyn KeyBackend>> {
+        self.tpm.as_ref().map(|(t, _)| t)
+    }
+
+    /// Every backend in every mode.
+    pub fn all(&self) -> Vec<&Arc<dyn KeyBackend>> {
+        let mut v = vec![&self.pkcs11, &self.pkcs11_cached];
+        if let Some((t, c)) = &self.tpm {
+            v.push(t);
+            v.push(c);
         }
         v
     }

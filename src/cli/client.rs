@@ -1563,6 +1563,147 @@ impl Client {
     }
 }
 
+/// Filters of `GET /v1/audit/events`; `None` leaves a filter out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Records after this sequence (the `next_after` of the previous page).
+    pub after: Option<u64>,
+    /// Page size (1 to 1000; server default 100).
+    pub limit: Option<u32>,
+    /// Only this principal.
+    pub principal: Option<String>,
+    /// Only this key id.
+    pub key: Option<String>,
+    /// Only this policy action.
+    pub action: Option<String>,
+    /// Only this outcome (`success`, `denied`, `unauthenticated`, `rejected`, `failed`).
+    pub outcome: Option<String>,
+    /// Only records at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only records before this RFC 3339 time.
+    pub until: Option<String>,
+}
+
+impl AuditQuery {
+    /// `/v1/audit/events?…` with every filter that is set, percent-encoded.
+    pub fn url(&self) -> String {
+        let mut q = Vec::new();
+        if let Some(a) = self.after {
+            q.push(format!("after={a}"));
+        }
+        if let Some(l) = self.limit {
+            q.push(format!("limit={l}"));
+        }
+        for (name, value) in [
+            ("principal", &self.principal),
+            ("key", &self.key),
+            ("action", &self.action),
+            ("outcome", &self.outcome),
+            ("since", &self.since),
+            ("until", &self.until),
+        ] {
+            if let Some(v) = value {
+                q.push(format!("{name}={}", urlencode(v)));
+            }
+        }
+        if q.is_empty() {
+            "/v1/audit/events".to_owned()
+        } else {
+            format!("/v1/audit/events?{}", q.join("&"))
+        }
+    }
+}
+
+/// `/v1/audit/export` with `after` and `until` when set.
+fn export_url(after: Option<u64>, until: Option<u64>) -> String {
+    let q: Vec<String> = [("after", after), ("until", until)]
+        .into_iter()
+        .filter_map(|(n, v)| v.map(|v| format!("{n}={v}")))
+        .collect();
+    if q.is_empty() {
+        "/v1/audit/export".to_owned()
+    } else {
+        format!("/v1/audit/export?{}", q.join("&"))
+    }
+}
+
+impl Client {
+    /// `GET /v1/audit/events`: one page of records and, unless it is the last, `next_after`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Value, ClientError> {
+        self.call(Method::GET, &query.url(), None).await
+    }
+
+    /// `GET /v1/audit/export[?after=&until=]`: streams the JSON Lines body into `out` chunk by
+    /// chunk as it arrives (never the whole export in memory). Without `until` the server signs
+    /// a checkpoint first, so the export ends on one.
+    ///
+    /// # Errors
+    /// [`ClientError`]: an API error before anything is written, `Http` when the body stops
+    /// early (whatever arrived is already in `out`), `Io` when `out` fails.
+    pub async fn audit_export(
+        &self,
+        after: Option<u64>,
+        until: Option<u64>,
+        out: &mut impl Write,
+    ) -> Result<(), ClientError> {
+        let mut res = self
+            .execute(Method::GET, &export_url(after, until), None)
+            .await?;
+        while let Some(chunk) = res.chunk().await? {
+            out.write_all(&chunk)?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    /// `GET /v1/audit/public-key`: the PEM text of the audit signing key.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn audit_public_key(&self) -> Result<String, ClientError> {
+        Ok(self
+            .execute(Method::GET, "/v1/audit/public-key", None)
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// `POST /v1/audit/archive`: removes the records up to the checkpoint `through`, given the
+    /// SHA-256 of their export; returns the archive record.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn audit_archive(
+        &self,
+        through: u64,
+        export_sha256: &str,
+    ) -> Result<Value, ClientError> {
+        self.call(
+            Method::POST,
+            "/v1/audit/archive",
+            Some(json!({ "through": through, "export_sha256": export_sha256 })),
+        )
+        .await
+    }
+
+    /// `GET /v1/custody/report`: the signed envelope, byte for byte as the server sent it (the
+    /// signed payload inside it must not pass through a JSON re-encoder).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn custody_report(&self) -> Result<Vec<u8>, ClientError> {
+        Ok(self
+            .execute(Method::GET, "/v1/custody/report", None)
+            .await?
+            .bytes()
+            .await?
+            .to_vec())
+    }
+}
+
 /// `/v1/principals/{name}`, the name percent-encoded.
 fn principal_url(name: &str) -> Result<String, ClientError> {
     Ok(format!("/v1/principals/{}", segment("principal", name)?))
@@ -1682,6 +1823,32 @@ mod tests {
             context_json(&["a=1".into(), "a=2".into()]),
             Err(ClientError::DuplicateContextKey(_))
         ));
+    }
+
+    #[test]
+    fn audit_urls_carry_only_the_filters_set() {
+        assert_eq!(AuditQuery::default().url(), "/v1/audit/events");
+        let q = AuditQuery {
+            after: Some(10),
+            limit: Some(5),
+            principal: Some("billing app".into()),
+            key: None,
+            action: Some("datakey:generate".into()),
+            outcome: Some("denied".into()),
+            since: Some("2026-11-27T12:00:00+01:00".into()),
+            until: None,
+        };
+        assert_eq!(
+            q.url(),
+            "/v1/audit/events?after=10&limit=5&principal=billing%20app\
+             &action=datakey%3Agenerate&outcome=denied&since=2026-11-27T12%3A00%3A00%2B01%3A00"
+        );
+        assert_eq!(export_url(None, None), "/v1/audit/export");
+        assert_eq!(export_url(Some(3), None), "/v1/audit/export?after=3");
+        assert_eq!(
+            export_url(Some(3), Some(9)),
+            "/v1/audit/export?after=3&until=9"
+        );
     }
 
     #[test]

@@ -114,8 +114,14 @@ pub struct KeyPage {
 /// Readiness of the service's dependencies.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Readiness {
-    /// Device state.
+    /// The PKCS#11 token's state.
     pub device: DeviceHealth,
+    /// The TPM's state, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<DeviceHealth>,
+    /// Key versions whose stored device material was refused (named; other keys still work).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected_key_blobs: Vec<String>,
     /// True when the database accepted a write just now.
     pub store_writable: bool,
     /// The audit log: writable, and its stored chain intact.
@@ -125,7 +131,10 @@ pub struct Readiness {
 impl Readiness {
     /// True when every dependency is usable.
     pub fn is_ready(&self) -> bool {
-        self.device.usable && self.store_writable && self.audit.is_ready()
+        self.device.usable
+            && self.tpm.as_ref().is_none_or(|t| t.usable)
+            && self.store_writable
+            && self.audit.is_ready()
     }
 }
 
@@ -249,6 +258,14 @@ impl KeyService {
             key_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             path_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             last_readiness: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Periodic backend upkeep: expired cached version-KEKs leave memory (and are zeroised)
+    /// even when no request touches them again.
+    pub async fn maintain_backends(&self) {
+        for b in self.backends.all() {
+            b.maintain().await;
         }
     }
 
@@ -562,13 +579,19 @@ impl KeyService {
     }
 
     async fn probe_readiness(&self) -> Readiness {
-        let mut device = self.backends.signing().health().await;
-        for other in self.backends.devices().into_iter().skip(1) {
-            let h = other.health().await;
-            if !h.usable {
-                device = h;
-            }
-        }
+        let device = self.backends.signing().health().await;
+        let tpm = match self.backends.tpm() {
+            Some(t) => Some(t.health().await),
+            None => None,
+        };
+        let mut rejected_key_blobs: Vec<String> = self
+            .backends
+            .all()
+            .into_iter()
+            .flat_map(|b| b.rejected_key_blobs())
+            .collect();
+        rejected_key_blobs.sort();
+        rejected_key_blobs.dedup();
         let store_writable = match self.store.check_writable().await {
             Ok(()) => true,
             Err(e) => {
@@ -578,6 +601,8 @@ impl KeyService {
         };
         Readiness {
             device,
+            tpm,
+            rejected_key_blobs,
             store_writable,
             audit: self.audit.status(),
         }

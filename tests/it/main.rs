@@ -14,6 +14,7 @@ mod cli;
 mod cli_lifecycle;
 mod cli_policy;
 mod cli_secrets;
+mod conformance;
 mod custody;
 mod device;
 mod hygiene;

@@ -24,7 +24,14 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     (
         status,
         Json(
-            json!({ "status": word, "device": r.device, "store_writable": r.store_writable, "audit": r.audit }),
+            json!({
+                "status": word,
+                "device": r.device,
+                "tpm": r.tpm,
+                "rejected_key_blobs": r.rejected_key_blobs,
+                "store_writable": r.store_writable,
+                "audit": r.audit
+            }),
         ),
     )
 }

@@ -36,6 +36,7 @@ fn kek_aad(root: &RootKeyRef) -> Vec<u8> {
 pub struct CachedBackend {
     inner: Arc<dyn KeyBackend>,
     cache: KekCache<(KeyId, KeyVersion)>,
+    rejected: crate::backend::tpm::backend::Rejections,
 }
 
 impl CachedBackend {
@@ -44,6 +45,7 @@ impl CachedBackend {
         Self {
             inner,
             cache: KekCache::new(config),
+            rejected: Default::default(),
         }
     }
 
@@ -52,7 +54,9 @@ impl CachedBackend {
     async fn kek(&self, root: &RootKeyRef) -> Result<Arc<VersionKek>, BackendError> {
         let inner = Arc::clone(&self.inner);
         let root_for_unwrap = root.clone();
-        self.cache
+        let label = root.label();
+        let kek = self
+            .cache
             .get_or_unwrap((root.key_id, root.version), move || async move {
                 let root = root_for_unwrap;
                 let sealed = root.material.wrapped_kek.clone().ok_or(
@@ -76,7 +80,8 @@ impl CachedBackend {
                 VersionKek::from_slice(kek.expose_secret())
                     .map_err(|_| BackendError::KeyBlobRejected(root.label()))
             })
-            .await
+            .await;
+        self.rejected.track(&label, kek)
     }
 
     /// Splits the blob AAD (header ‖ canonical context) into its parts.
@@ -208,6 +213,17 @@ impl KeyBackend for CachedBackend {
 
     async fn health(&self) -> DeviceHealth {
         self.inner.health().await
+    }
+
+    fn rejected_key_blobs(&self) -> Vec<String> {
+        self.rejected.labels()
+    }
+
+    async fn maintain(&self) {
+        let dropped = self.cache.sweep().await;
+        if dropped > 0 {
+            tracing::debug!(dropped, "expired version-KEKs dropped");
+        }
     }
 
     async fn audit_signer(&self) -> Result<Arc<dyn AuditSigner>, BackendError> {

@@ -32,6 +32,37 @@ const WRAP_LABEL: &[u8] = b"custodian/tpm-wrap/v1";
 #[derive(Clone)]
 pub struct TpmBackend {
     device: Arc<TpmDevice>,
+    rejected: Arc<Rejections>,
+}
+
+/// Labels of key versions whose blob the device refused, until it accepts them again.
+#[derive(Debug, Default)]
+pub struct Rejections(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+impl Rejections {
+    /// Records the outcome of a device call on `label`'s stored material.
+    pub fn track<T>(&self, label: &str, r: Result<T, BackendError>) -> Result<T, BackendError> {
+        if let Ok(mut set) = self.0.lock() {
+            match &r {
+                Err(BackendError::KeyBlobRejected(_)) => {
+                    set.insert(label.to_owned());
+                }
+                Ok(_) => {
+                    set.remove(label);
+                }
+                Err(_) => {}
+            }
+        }
+        r
+    }
+
+    /// The labels now refused.
+    pub fn labels(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl std::fmt::Debug for TpmBackend {
@@ -67,6 +98,7 @@ impl TpmBackend {
     pub fn new(device: TpmDevice) -> Self {
         Self {
             device: Arc::new(device),
+            rejected: Arc::default(),
         }
     }
 
@@ -85,11 +117,14 @@ impl TpmBackend {
         nonce: &[u8; GCM_IV_LEN],
         aad: &[u8],
     ) -> Result<KekAes256, BackendError> {
-        let blob = Self::blob(root)?;
+        let label = root.label();
+        let blob = self.rejected.track(&label, Self::blob(root))?;
         let mut input = WRAP_LABEL.to_vec();
         input.extend_from_slice(nonce);
         input.extend_from_slice(&Sha256::digest(aad));
-        let k = self.device.hmac(&blob, &root.label(), &input).await?;
+        let k = self
+            .rejected
+            .track(&label, self.device.hmac(&blob, &label, &input).await)?;
         KekAes256::try_from(&k[..]).map_err(|_| BackendError::Invariant("HMAC-SHA256 is 32 bytes"))
     }
 }
@@ -175,6 +210,10 @@ impl KeyBackend for TpmBackend {
 
     async fn health(&self) -> DeviceHealth {
         self.device.health().await
+    }
+
+    fn rejected_key_blobs(&self) -> Vec<String> {
+        self.rejected.labels()
     }
 
     async fn describe(&self) -> Result<DeviceDescription, BackendError> {
