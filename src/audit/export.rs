@@ -88,8 +88,8 @@ pub struct Header {
 pub enum Line {
     /// The header.
     Header(Header),
-    /// A record.
-    Record(AuditRecord),
+    /// A record (boxed: records are much larger than the other lines).
+    Record(Box<AuditRecord>),
     /// A checkpoint.
     Checkpoint(Checkpoint),
 }
@@ -370,7 +370,7 @@ mod tests {
             let r = AuditRecord::chain(i, entry(i), &head);
             head = r.hash_bytes().expect("hash");
             let h = r.hash.clone();
-            lines.push(Line::Record(r));
+            lines.push(Line::Record(Box::new(r)));
             if i == 4 || i == 10 {
                 lines.push(Line::Checkpoint(checkpoint(&sk, &pk, i, &h)));
             }

@@ -86,7 +86,7 @@ impl AuditStatus {
 }
 
 enum Command {
-    Append(AuditEntry, oneshot::Sender<Result<u64, AuditError>>),
+    Append(Box<AuditEntry>, oneshot::Sender<Result<u64, AuditError>>),
     Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, AuditError>>),
 }
 
@@ -185,7 +185,7 @@ impl AuditLog {
     pub async fn append(&self, entry: AuditEntry) -> Result<u64, AuditError> {
         let Some(tx) = &self.tx else { return Ok(0) };
         let (ack, done) = oneshot::channel();
-        tx.send(Command::Append(entry, ack))
+        tx.send(Command::Append(Box::new(entry), ack))
             .await
             .map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
@@ -267,7 +267,7 @@ impl Writer {
             let mut next = Some(first);
             while let Some(c) = next.take() {
                 match c {
-                    Command::Append(e, ack) => appends.push((e, ack)),
+                    Command::Append(e, ack) => appends.push((*e, ack)),
                     Command::Checkpoint(ack) => checkpoints.push(ack),
                 }
                 if appends.len() < MAX_BATCH {

@@ -81,7 +81,8 @@ pub struct AuditEntry {
     pub request_id: String,
     /// HTTP method.
     pub method: String,
-    /// The route template that matched (`/v1/keys/{key}/datakey`), or the raw path when none did.
+    /// The route template that matched (`/v1/keys/{key}/datakey`), or `(unmatched)` when none
+    /// did (never the raw path: it is caller input of any shape).
     pub route: String,
     /// The authenticated principal.
     pub principal: Option<String>,
@@ -185,7 +186,6 @@ pub fn record_hash(sequence: u64, entry: &AuditEntry, prev: &[u8; 32]) -> [u8; 3
     put(Some(&entry.status.to_string()));
     put(entry.error_code.as_deref());
     put(entry.context_digest.as_deref());
-    drop(put);
     for list in [&entry.context_keys, &entry.other_keys] {
         h.update(field_len(list.len()).to_be_bytes());
         for s in list {

@@ -222,7 +222,7 @@ impl Backends {
         cache: &cached::KekCacheConfig,
     ) -> Self {
         let cached = |b: &Arc<dyn KeyBackend>| -> Arc<dyn KeyBackend> {
-            Arc::new(cached::CachedBackend::new(Arc::clone(b), cache.clone()))
+            Arc::new(cached::CachedBackend::new(Arc::clone(b), *cache))
         };
         Self {
             pkcs11_cached: cached(&pkcs11),

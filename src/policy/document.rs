@@ -24,6 +24,8 @@ pub const RESOURCE_KINDS: &[&str] = &[
     "principal",
     "token",
     "job",
+    "audit",
+    "custody",
 ];
 
 /// Allow or deny.

@@ -154,7 +154,7 @@ impl KeyService {
         let mut lines = Vec::with_capacity(records.len() + 1);
         for r in records {
             let seq = r.sequence;
-            lines.push(Line::Record(r));
+            lines.push(Line::Record(Box::new(r)));
             while let Some(c) = checkpoints.next_if(|c| c.sequence <= seq) {
                 lines.push(Line::Checkpoint(c));
             }

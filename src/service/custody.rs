@@ -215,7 +215,7 @@ impl KeyService {
             backend: key.backend,
             mode: key.mode,
             created_at: format_time(key.created_at),
-            rotation_period: key.rotation_period.clone(),
+            rotation_period: key.rotation_period,
             versions,
         })
     }
