@@ -34,3 +34,20 @@ softhsm_module() {
   echo "libsofthsm2.so not found" >&2
   return 1
 }
+
+# Starts swtpm as a daemon with its state in $1, serving TPM commands on TCP port $2 and its
+# control channel on $2+1, unless the one this function started last time still runs.
+# (TPM2_Startup is done by swtpm itself: --flags startup-clear.)
+start_dev_swtpm() {
+  local dir=$1 port=$2 pidfile=$1/swtpm.pid
+  mkdir -p "$dir" && chmod 0700 "$dir"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    return 0
+  fi
+  swtpm socket --tpm2 --tpmstate dir="$dir" \
+    --server type=tcp,bindaddr=127.0.0.1,port="$port" \
+    --ctrl type=tcp,bindaddr=127.0.0.1,port=$((port + 1)) \
+    --flags not-need-init,startup-clear --daemon --pid file="$pidfile" \
+    || { echo "swtpm could not start on 127.0.0.1:$port (port in use?)" >&2; return 1; }
+  echo "swtpm started (state in $dir, port $port)" >&2
+}
