@@ -18,9 +18,18 @@
 //!    times the same load while the job runs, following the job until it completes; then rotates
 //!    again and times a second job with no foreground load. It checks that no stored data key is
 //!    left under an older version;
-//! 5. prints Markdown tables (ops/s, p50/p99, errors, server RSS and CPU; re-wrap items/s and
-//!    foreground latency with and without the job) and exits non-zero on any failure, including
-//!    a single failed request.
+//! 5. stops the server and measures what the audit log (issue 6) costs: builds the app in this
+//!    process from the same config file, token, database and key, three times in turn
+//!    (`App::build`, audited; `App::dangerous_build_unaudited_for_benchmarks`, unaudited;
+//!    audited again, so drift over the phase does not favour one side), and drives the same
+//!    `datakey` request at the same concurrencies for the same time on each. It reports the
+//!    audited/unaudited ratio per concurrency against the issue's requirement (audited at least
+//!    2/3 of unaudited), the records written (`audit.head` of `GET /v1/health/ready`), the
+//!    block device's flushes and, from them, an estimate of the group-commit batch;
+//! 6. prints Markdown tables (ops/s, p50/p99, errors, server RSS and CPU; re-wrap items/s and
+//!    foreground latency with and without the job; the audit cost) and exits non-zero on any
+//!    failure, including a single failed request. A missed audit target is reported as FAIL in
+//!    the tables but does not change the exit status.
 //!
 //! The bench needs `SOFTHSM2_CONF` to point at the bench token before its first PKCS#11 call,
 //! and `std::env::set_var` is banned, so when `CUSTODIAN_BENCH_DIR` is unset it prepares a
@@ -41,6 +50,7 @@
 //! | `--rewrap-secs S` | `CUSTODIAN_BENCH_REWRAP_SECS` | 15 (foreground window, re-wrap phase) |
 //! | `--rewrap-batch N` | `CUSTODIAN_BENCH_REWRAP_BATCH` | 100 (server `keys.rewrap_batch_size`) |
 //! | `--rewrap-pause-ms MS` | `CUSTODIAN_BENCH_REWRAP_PAUSE_MS` | 20 (server `keys.rewrap_pause_ms`) |
+//! | `--audit-secs S` | `CUSTODIAN_BENCH_AUDIT_SECS` | the `--secs` value (each audit-cost row; 0 skips the audit phase) |
 //!
 //! `CUSTODIAN_BENCH_PKCS11_MODULE` names the module (default: SoftHSM2's Debian path).
 
@@ -70,6 +80,7 @@ use custodian::backend::pkcs11::encrypt::{gcm_open, gcm_seal_with_iv};
 use custodian::config::PinSource;
 use custodian::domain::RootKeyRef;
 use custodian::format::{Blob, EncryptionContext};
+use custodian::service::READINESS_TTL;
 
 /// Token label of the bench install.
 const TOKEN_LABEL: &str = "bench";
@@ -167,6 +178,8 @@ struct Knobs {
     rewrap_batch: u32,
     /// The server's `keys.rewrap_pause_ms`.
     rewrap_pause_ms: u64,
+    /// Length of each row of the audit phase; `None` skips the phase.
+    audit_time: Option<Duration>,
 }
 
 impl Knobs {
@@ -181,6 +194,7 @@ impl Knobs {
         let mut rewrap_secs = env_knob("CUSTODIAN_BENCH_REWRAP_SECS")?;
         let mut rewrap_batch = env_knob("CUSTODIAN_BENCH_REWRAP_BATCH")?;
         let mut rewrap_pause_ms = env_knob("CUSTODIAN_BENCH_REWRAP_PAUSE_MS")?;
+        let mut audit_secs = env_knob("CUSTODIAN_BENCH_AUDIT_SECS")?;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let slot = match arg.as_str() {
@@ -195,10 +209,11 @@ impl Knobs {
                 "--rewrap-secs" => &mut rewrap_secs,
                 "--rewrap-batch" => &mut rewrap_batch,
                 "--rewrap-pause-ms" => &mut rewrap_pause_ms,
+                "--audit-secs" => &mut audit_secs,
                 other => bail!(
                     "unknown argument {other:?}; knobs: --sessions N, --secs S, --raw-secs S, \
                      --concurrency 1,8,32, --max-requests N, --log-filter F, --rewrap-secrets N, \
-                     --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS"
+                     --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS, --audit-secs S"
                 ),
             };
             *slot = Some(
@@ -240,9 +255,22 @@ impl Knobs {
                     .with_context(|| format!("concurrency {c:?} is not a number from 1 to 1024"))
             })
             .collect::<Result<Vec<_>>>()?;
+        let http_time = seconds("secs", parse_knob("secs", secs, "5")?)?;
+        // Default: as long as the HTTP rows; 0 skips the phase.
+        let audit_time = match audit_secs {
+            None => Some(http_time),
+            Some(text) => {
+                let secs: f64 = parse_knob("audit-secs", Some(text), "")?;
+                if secs == 0.0 {
+                    None
+                } else {
+                    Some(seconds("audit-secs", secs)?)
+                }
+            }
+        };
         Ok(Self {
             sessions,
-            http_time: seconds("secs", parse_knob("secs", secs, "5")?)?,
+            http_time,
             raw_time: seconds("raw-secs", parse_knob("raw-secs", raw_secs, "3")?)?,
             concurrency,
             max_requests,
@@ -251,6 +279,7 @@ impl Knobs {
             rewrap_time: seconds("rewrap-secs", parse_knob("rewrap-secs", rewrap_secs, "15")?)?,
             rewrap_batch,
             rewrap_pause_ms,
+            audit_time,
         })
     }
 }
@@ -789,6 +818,8 @@ struct Report {
     http: Vec<HttpRow>,
     /// The re-wrap phase, unless `--rewrap-secrets 0` skipped it.
     rewrap: Option<RewrapReport>,
+    /// The audit phase, unless `--audit-secs 0` skipped it.
+    audit: Option<AuditReport>,
 }
 
 /// What the first server start handed us.
@@ -930,6 +961,15 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
     })
     .context("round trip after the load")?;
     server.stop().context("stopping the server")?;
+
+    // 6. The audit phase, in this process, on the same directory (the server is stopped).
+    let audit = match knobs.audit_time {
+        Some(time) => Some(audit_phase(&rt, install, &setup.token, knobs, time, ticks)?),
+        None => {
+            eprintln!("bench: audit phase skipped (--audit-secs 0)");
+            None
+        }
+    };
     Ok(Report {
         started,
         revision,
@@ -938,6 +978,7 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
         raw,
         http,
         rewrap,
+        audit,
     })
 }
 
@@ -1015,10 +1056,27 @@ fn string_field<'a>(v: &'a serde_json::Value, name: &str) -> Result<&'a str> {
         .with_context(|| format!("response has no string field {name:?}"))
 }
 
+/// Where requests go: the out-of-process server or the in-process app.
+trait Endpoint {
+    fn url(&self, path: &str) -> String;
+}
+
+impl Endpoint for Server {
+    fn url(&self, path: &str) -> String {
+        Server::url(self, path)
+    }
+}
+
+impl Endpoint for InProcessApp {
+    fn url(&self, path: &str) -> String {
+        InProcessApp::url(self, path)
+    }
+}
+
 /// One data key request; returns the blob (base64) and the plaintext data key.
 async fn datakey_call(
     client: &reqwest::Client,
-    server: &Server,
+    server: &impl Endpoint,
     token: &str,
 ) -> Result<(String, Vec<u8>)> {
     let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
@@ -1049,7 +1107,7 @@ async fn datakey_call(
 /// Decrypts `blob_b64` and checks it yields `want`.
 async fn decrypt_check(
     client: &reqwest::Client,
-    server: &Server,
+    server: &impl Endpoint,
     token: &str,
     blob_b64: &str,
     want: &[u8],
@@ -1919,6 +1977,675 @@ impl RewrapReport {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Audit phase
+
+/// Name of the threads of the in-process app's runtime (workers and blocking pool), so their
+/// CPU time can be told from the bench client's. At most 15 bytes (`/proc/.../comm`).
+const APP_THREAD: &str = "bench-app";
+/// How long the durable-commit probe runs.
+const COMMIT_PROBE: Duration = Duration::from_secs(1);
+/// Most commits the durable-commit probe makes.
+const COMMIT_PROBE_MAX: u64 = 5000;
+/// The issue 6 requirement: audited `datakey` throughput at least this share of unaudited.
+const AUDIT_TARGET: f64 = 2.0 / 3.0;
+
+/// Which build of the app a pass of the audit phase ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auditing {
+    /// `App::build`: every request's record durable before its response.
+    On,
+    /// `App::dangerous_build_unaudited_for_benchmarks`: records discarded.
+    Off,
+}
+
+impl Auditing {
+    fn label(self) -> &'static str {
+        match self {
+            Self::On => "audited",
+            Self::Off => "unaudited",
+        }
+    }
+}
+
+/// The passes of the audit phase, in order: the audited passes bracket the unaudited one, so a
+/// drift that is linear in time affects the mean of the audited rows as much as the unaudited.
+const AUDIT_PASSES: [Auditing; 3] = [Auditing::On, Auditing::Off, Auditing::On];
+
+/// One row of the audit phase.
+struct AuditRow {
+    /// 1-based pass number.
+    pass: usize,
+    auditing: Auditing,
+    concurrency: usize,
+    stats: Stats,
+    /// Records written during the row (`audit.head` after − before; 0 unaudited).
+    records: u64,
+    /// Flushes completed by the database's block device during the row (machine-wide).
+    flushes: Option<u64>,
+    /// CPU of the in-process app's threads.
+    app_cpu: CpuTime,
+    /// CPU of the rest of this process: the load generator.
+    client_cpu: CpuTime,
+    machine: MachineCpu,
+}
+
+impl AuditRow {
+    fn pct(&self, d: Duration) -> f64 {
+        100.0 * d.as_secs_f64() / self.stats.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn per_op_us(&self, d: Duration) -> f64 {
+        d.as_secs_f64() * 1e6 / (self.stats.ops.max(1) as f64)
+    }
+
+    fn other_pct(&self) -> f64 {
+        self.pct(
+            self.machine.busy.saturating_sub(
+                self.app_cpu.total() + self.client_cpu.total() + self.machine.steal,
+            ),
+        )
+    }
+}
+
+/// A loop of one-row durable commits on a scratch database next to the bench database, with
+/// the service's settings (WAL, `synchronous = FULL`): what one group commit costs at least.
+struct CommitProbe {
+    stats: Stats,
+    flushes: Option<u64>,
+}
+
+impl CommitProbe {
+    /// Block-device flushes per commit, when the device reports them.
+    fn flushes_per_commit(&self) -> Option<f64> {
+        self.flushes
+            .filter(|f| *f > 0)
+            .map(|f| f as f64 / self.stats.ops.max(1) as f64)
+    }
+}
+
+/// Everything the audit phase measured.
+struct AuditReport {
+    rows: Vec<AuditRow>,
+    time: Duration,
+    concurrency: Vec<usize>,
+    probe: CommitProbe,
+    /// The block device whose flushes are counted, as `major:minor name`.
+    device: Option<String>,
+    /// Worker threads of the in-process app's runtime.
+    app_workers: usize,
+    /// Build → ready, per pass.
+    start_times: Vec<Duration>,
+    phase_time: Duration,
+}
+
+/// Builds the app in this process from the install's config file, three times in turn
+/// ([`AUDIT_PASSES`]), and drives `datakey` at every concurrency for `time` on each.
+fn audit_phase(
+    rt: &tokio::runtime::Runtime,
+    install: &Install,
+    token: &str,
+    knobs: &Knobs,
+    time: Duration,
+    ticks: f64,
+) -> Result<AuditReport> {
+    let phase_start = Instant::now();
+    let config = install_config(install)?;
+    let device = BlockDevice::of(&install.dir);
+    eprintln!("bench: audit phase: durable commit probe ({COMMIT_PROBE:?})");
+    let probe = commit_probe(&install.dir.join("commit-probe.db"), device.as_ref())?;
+    let app_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let max_concurrency = knobs.concurrency.iter().copied().max().unwrap_or(1);
+    let auth = HeaderValue::from_str(&format!("Bearer {token}"))
+        .context("the bootstrap token is not a valid header value")?;
+    let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
+    let body = serde_json::json!({ "context": context }).to_string();
+    let mut rows = Vec::new();
+    let mut start_times = Vec::new();
+    for (i, &auditing) in AUDIT_PASSES.iter().enumerate() {
+        let pass = i + 1;
+        eprintln!(
+            "bench: audit phase: pass {pass}/{}, {} app in process",
+            AUDIT_PASSES.len(),
+            auditing.label()
+        );
+        let started = Instant::now();
+        let app = InProcessApp::start(&config, auditing, app_workers)?;
+        // A fresh client: connections of the previous pass went to another app.
+        let client = http_client(max_concurrency)?;
+        let result = (|| {
+            rt.block_on(app.wait_ready(&client))?;
+            start_times.push(started.elapsed());
+            let target = Target {
+                url: app.url(&format!("/v1/keys/{KEY_NAME}/datakey")),
+                body: Some(body.clone()),
+                auth: Some(auth.clone()),
+            };
+            for &concurrency in &knobs.concurrency {
+                eprintln!(
+                    "bench: audit phase: {} {} at concurrency {concurrency} for {time:?}",
+                    auditing.label(),
+                    Op::Datakey.label()
+                );
+                rt.block_on(load(
+                    &client,
+                    &target,
+                    concurrency,
+                    WARMUP,
+                    knobs.max_requests,
+                ))?;
+                let head_before = rt.block_on(app.audit_head(&client))?;
+                let flushes_before = device.as_ref().and_then(BlockDevice::flushes);
+                let (app_before, own_before, machine_before) = (
+                    threads_cpu(APP_THREAD, ticks)?,
+                    cpu_time("self", ticks)?,
+                    machine_cpu(ticks)?,
+                );
+                let stats = rt.block_on(load(
+                    &client,
+                    &target,
+                    concurrency,
+                    time,
+                    knobs.max_requests,
+                ))?;
+                let app_cpu = threads_cpu(APP_THREAD, ticks)?.since(app_before);
+                let own = cpu_time("self", ticks)?.since(own_before);
+                let machine = machine_cpu(ticks)?.since(machine_before);
+                let flushes = device
+                    .as_ref()
+                    .and_then(BlockDevice::flushes)
+                    .zip(flushes_before)
+                    .map(|(after, before)| after.saturating_sub(before));
+                let head_after = rt.block_on(app.audit_head(&client))?;
+                let stats = checked(stats, &format!("in audit pass {pass}"))?;
+                ensure!(
+                    head_after >= head_before,
+                    "audit.head went back from {head_before} to {head_after}"
+                );
+                if auditing == Auditing::Off {
+                    ensure!(
+                        head_after == 0,
+                        "the unaudited app reports audit.head {head_after}, not 0"
+                    );
+                }
+                rows.push(AuditRow {
+                    pass,
+                    auditing,
+                    concurrency,
+                    stats,
+                    records: head_after - head_before,
+                    flushes,
+                    app_cpu,
+                    client_cpu: CpuTime {
+                        user: own.user.saturating_sub(app_cpu.user),
+                        system: own.system.saturating_sub(app_cpu.system),
+                    },
+                    machine,
+                });
+            }
+            // The app still answers correctly: one checked round trip.
+            rt.block_on(async {
+                let (blob, plaintext) = datakey_call(&client, &app, token).await?;
+                decrypt_check(&client, &app, token, &blob, &plaintext).await
+            })
+            .with_context(|| format!("round trip at the end of audit pass {pass}"))
+        })();
+        drop(client);
+        let stopped = app.stop();
+        result?;
+        stopped?;
+    }
+    Ok(AuditReport {
+        rows,
+        time,
+        concurrency: knobs.concurrency.clone(),
+        probe,
+        device: device.map(|d| d.label),
+        app_workers,
+        start_times,
+        phase_time: phase_start.elapsed(),
+    })
+}
+
+/// The install's configuration from its file alone: `Config::load` would also apply any
+/// `CUSTODIAN__*` variables of the caller's environment, which the out-of-process server never
+/// sees (see [`Install::command`]).
+fn install_config(install: &Install) -> Result<custodian::config::Config> {
+    use figment::providers::Format as _;
+    let raw: custodian::config::raw::RawConfig =
+        figment::Figment::from(figment::providers::Toml::file_exact(&install.config))
+            .extract()
+            .with_context(|| format!("reading {}", install.config.display()))?;
+    custodian::config::Config::from_raw(raw, &install.dir)
+        .with_context(|| format!("validating {}", install.config.display()))
+}
+
+/// The app built and served in this process, on its own runtime; stopped by dropping the
+/// runtime (which cancels every task it runs, the serving task and the workers alike).
+struct InProcessApp {
+    rt: tokio::runtime::Runtime,
+    serving: tokio::task::JoinHandle<Result<(), custodian::app::StartError>>,
+    addr: SocketAddr,
+}
+
+impl InProcessApp {
+    fn start(
+        config: &custodian::config::Config,
+        auditing: Auditing,
+        workers: usize,
+    ) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name(APP_THREAD)
+            // Blocking threads stay for the whole pass, so their CPU time stays countable.
+            .thread_keep_alive(Duration::from_secs(3600))
+            .enable_all()
+            .build()
+            .context("starting the app runtime")?;
+        let app = rt
+            .block_on(async {
+                match auditing {
+                    Auditing::On => custodian::app::App::build(config).await,
+                    Auditing::Off => {
+                        custodian::app::App::dangerous_build_unaudited_for_benchmarks(config).await
+                    }
+                }
+            })
+            .map_err(|e| anyhow!("building the {} app: {e}", auditing.label()))?;
+        let addr = app.local_addr();
+        ensure!(
+            addr.ip().is_loopback(),
+            "the app listens on {addr}, not on loopback"
+        );
+        let serving = rt.spawn(app.run());
+        Ok(Self { rt, serving, addr })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Polls `GET /v1/health/ready` until it answers 200.
+    async fn wait_ready(&self, client: &reqwest::Client) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let url = self.url("/v1/health/ready");
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            ensure!(
+                !self.serving.is_finished(),
+                "the in-process app stopped serving"
+            );
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == StatusCode::OK => return Ok(()),
+                Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the in-process app was not ready in {START_TIMEOUT:?} (last: {last})")
+    }
+
+    /// `audit.head` of `GET /v1/health/ready`: the sequence of the last record written. The
+    /// service answers readiness from a probe up to [`READINESS_TTL`] old, so this first waits
+    /// that long: called with no request in flight, it then reads the current head.
+    async fn audit_head(&self, client: &reqwest::Client) -> Result<u64> {
+        tokio::time::sleep(READINESS_TTL + Duration::from_millis(50)).await;
+        let ready = expect_json(
+            client.get(self.url("/v1/health/ready")),
+            "GET /v1/health/ready",
+            StatusCode::OK,
+        )
+        .await?;
+        ready
+            .get("audit")
+            .and_then(|a| a.get("head"))
+            .and_then(serde_json::Value::as_u64)
+            .context("GET /v1/health/ready answered without `audit.head`")
+    }
+
+    /// Stops serving and drops the runtime with everything it runs.
+    fn stop(self) -> Result<()> {
+        let Self { rt, serving, .. } = self;
+        let early = if serving.is_finished() {
+            Some(rt.block_on(serving))
+        } else {
+            serving.abort();
+            None
+        };
+        rt.shutdown_timeout(STOP_TIMEOUT);
+        match early {
+            None => Ok(()),
+            Some(Ok(Ok(()))) => bail!("the in-process app stopped serving on its own"),
+            Some(Ok(Err(e))) => bail!("the in-process app failed: {e}"),
+            Some(Err(e)) => bail!("the in-process app's task failed: {e}"),
+        }
+    }
+}
+
+/// Summed CPU time of this process's threads named `name`. A thread that exits between two
+/// readings takes its time with it; the app runtime keeps its threads for the whole pass.
+fn threads_cpu(name: &str, ticks: f64) -> Result<CpuTime> {
+    let mut total = CpuTime::default();
+    for entry in std::fs::read_dir("/proc/self/task").context("reading /proc/self/task")? {
+        let tid = entry.context("reading /proc/self/task")?.file_name();
+        let tid = tid.to_string_lossy();
+        // A thread may exit while we look: skip what is gone.
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")) else {
+            continue;
+        };
+        if comm.trim_end() != name {
+            continue;
+        }
+        if let Ok(t) = cpu_time(&format!("self/task/{tid}"), ticks) {
+            total.user += t.user;
+            total.system += t.system;
+        }
+    }
+    Ok(total)
+}
+
+/// The block device holding a directory, for its flush counter in `/proc/diskstats`.
+struct BlockDevice {
+    major: u64,
+    minor: u64,
+    label: String,
+}
+
+impl BlockDevice {
+    /// `None` when the directory is not on a block device listed in `/proc/diskstats` with a
+    /// flush counter (tmpfs, old kernels).
+    fn of(dir: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let dev = std::fs::metadata(dir).ok()?.dev();
+        // Linux's encoding of `dev_t` (glibc `gnu_dev_major` / `gnu_dev_minor`).
+        let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+        let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+        let mut device = Self {
+            major,
+            minor,
+            label: String::new(),
+        };
+        let (name, _) = device.read()?;
+        device.label = format!("{major}:{minor} {name}");
+        Some(device)
+    }
+
+    /// Name and flushes completed, from `/proc/diskstats` (the 16th field after the name).
+    fn read(&self) -> Option<(String, u64)> {
+        let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
+        stats.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (major, minor) = (
+                f.first()?.parse::<u64>().ok()?,
+                f.get(1)?.parse::<u64>().ok()?,
+            );
+            if (major, minor) != (self.major, self.minor) {
+                return None;
+            }
+            Some(((*f.get(2)?).to_owned(), f.get(18)?.parse().ok()?))
+        })
+    }
+
+    fn flushes(&self) -> Option<u64> {
+        self.read().map(|(_, f)| f)
+    }
+}
+
+/// One-row durable commits on a scratch database at `path` (WAL, `synchronous = FULL`, as the
+/// store opens its database), for [`COMMIT_PROBE`]; removes the files afterwards.
+fn commit_probe(path: &Path, device: Option<&BlockDevice>) -> Result<CommitProbe> {
+    let result = (|| {
+        let conn = rusqlite::Connection::open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .context("setting WAL")?;
+        ensure!(
+            mode == "wal",
+            "the probe database is in {mode} mode, not WAL"
+        );
+        conn.pragma_update(None, "synchronous", "FULL")
+            .context("setting synchronous = FULL")?;
+        conn.execute_batch("CREATE TABLE probe (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+            .context("creating the probe table")?;
+        // About the size of an encoded audit record.
+        let body = vec![0x5au8; 512];
+        let flushes_before = device.and_then(BlockDevice::flushes);
+        let mut latencies = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < COMMIT_PROBE && (latencies.len() as u64) < COMMIT_PROBE_MAX {
+            let t = Instant::now();
+            conn.execute_batch("BEGIN IMMEDIATE").context("BEGIN")?;
+            conn.execute("INSERT INTO probe (body) VALUES (?1)", [&body])
+                .context("INSERT")?;
+            conn.execute_batch("COMMIT").context("COMMIT")?;
+            latencies.push(t.elapsed());
+        }
+        let elapsed = start.elapsed();
+        let flushes = device
+            .and_then(BlockDevice::flushes)
+            .zip(flushes_before)
+            .map(|(after, before)| after.saturating_sub(before));
+        Ok(CommitProbe {
+            stats: Stats::from_latencies(latencies, elapsed, 0, None),
+            flushes,
+        })
+    })();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+    result
+}
+
+impl AuditReport {
+    /// The rows of one build at one concurrency.
+    fn rows_of(&self, auditing: Auditing, concurrency: usize) -> Vec<&AuditRow> {
+        self.rows
+            .iter()
+            .filter(|r| r.auditing == auditing && r.concurrency == concurrency)
+            .collect()
+    }
+
+    /// Mean ops/s of one build at one concurrency.
+    fn mean_ops(&self, auditing: Auditing, concurrency: usize) -> f64 {
+        let rows = self.rows_of(auditing, concurrency);
+        rows.iter().map(|r| r.stats.ops_per_sec()).sum::<f64>() / rows.len().max(1) as f64
+    }
+
+    fn ratio(&self, concurrency: usize) -> f64 {
+        self.mean_ops(Auditing::On, concurrency)
+            / self.mean_ops(Auditing::Off, concurrency).max(f64::EPSILON)
+    }
+
+    fn write_markdown(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(out, "\n### Audit cost: `datakey` audited and unaudited\n")?;
+        writeln!(
+            out,
+            "- the app built in the bench process from the install's config file (no \
+             `CUSTODIAN__*` overrides), same token, database and key `{KEY_NAME}`, with the \
+             out-of-process server stopped; audited = `App::build`, unaudited = \
+             `App::dangerous_build_unaudited_for_benchmarks` (records discarded)"
+        )?;
+        writeln!(
+            out,
+            "- passes in order: {}; each serves on a fresh port, on its own tokio runtime ({} \
+             worker threads, as `custodian serve`), with no tracing subscriber (the app logs \
+             nothing, unlike the out-of-process server); build → ready took {} s",
+            AUDIT_PASSES
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{} {}", i + 1, a.label()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.app_workers,
+            self.start_times
+                .iter()
+                .map(|t| format!("{:.2}", t.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        )?;
+        writeln!(
+            out,
+            "- each row: {} `{CONTEXT_JSON}`, {:.1} s after a {:.1} s warm-up, same client as \
+             the HTTP rows; records = `audit.head` of `GET /v1/health/ready` after − before the \
+             row (the probes themselves are not audited)",
+            Op::Datakey.label(),
+            self.time.as_secs_f64(),
+            WARMUP.as_secs_f64()
+        )?;
+        let p = &self.probe;
+        let per_commit = p
+            .flushes_per_commit()
+            .map_or_else(|| "not counted".to_owned(), |f| format!("{f:.2}"));
+        writeln!(
+            out,
+            "- durable commit floor on this file system: one-row transactions on a scratch \
+             SQLite database next to the bench's (WAL, `synchronous = FULL`), single-threaded, \
+             {:.1} s: {:.0} commits/s, p50 {} ms, p99 {} ms; block-device flushes per commit: \
+             {per_commit}",
+            p.stats.elapsed.as_secs_f64(),
+            p.stats.ops_per_sec(),
+            ms(p.stats.p50),
+            ms(p.stats.p99)
+        )?;
+        writeln!(
+            out,
+            "- flushes: completed flush requests of the database's block device ({}) during \
+             the row, from `/proc/diskstats`, machine-wide; records per flush ≈ the average \
+             group-commit batch if each commit costs the probe's flushes and nothing else on the \
+             machine flushes (so a lower bound on the batch)",
+            self.device.as_deref().unwrap_or("not found")
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "| pass | build | concurrency | ops/s | p50 ms | p99 ms | errors | records | \
+             records/s | flushes | records per flush | app CPU % | app µs/op | bench client CPU \
+             % | other CPU % |"
+        )?;
+        writeln!(
+            out,
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
+        for r in &self.rows {
+            let secs = r.stats.elapsed.as_secs_f64().max(f64::EPSILON);
+            let (flushes, per_flush) = match (r.flushes, r.auditing) {
+                (None, _) => ("—".to_owned(), "—".to_owned()),
+                (Some(f), Auditing::Off) => (f.to_string(), "—".to_owned()),
+                (Some(f), Auditing::On) => (
+                    f.to_string(),
+                    format!("{:.1}", r.records as f64 / f.max(1) as f64),
+                ),
+            };
+            writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0} | {flushes} | {per_flush} | \
+                 {:.0} | {:.0} | {:.0} | {:.0} |",
+                r.pass,
+                r.auditing.label(),
+                r.concurrency,
+                r.stats.ops_per_sec(),
+                ms(r.stats.p50),
+                ms(r.stats.p99),
+                r.stats.errors,
+                r.records,
+                r.records as f64 / secs,
+                r.pct(r.app_cpu.total()),
+                r.per_op_us(r.app_cpu.total()),
+                r.pct(r.client_cpu.total()),
+                r.other_pct()
+            )?;
+        }
+        writeln!(out)?;
+        let odd: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| r.auditing == Auditing::On && r.records != r.stats.ops + r.stats.errors)
+            .map(|r| {
+                format!(
+                    "pass {} c={}: {} records for {} requests",
+                    r.pass,
+                    r.concurrency,
+                    r.records,
+                    r.stats.ops + r.stats.errors
+                )
+            })
+            .collect();
+        if odd.is_empty() {
+            writeln!(
+                out,
+                "Every audited row wrote exactly one record per request it sent.\n"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "Records and requests differ: {} (other audited requests reached the app, or \
+                 the readiness answer was stale).\n",
+                odd.join("; ")
+            )?;
+        }
+        writeln!(
+            out,
+            "Requirement (issue 6): audited `datakey` throughput at least 2/3 of unaudited in \
+             the same run (audited = mean of passes {}).\n",
+            AUDIT_PASSES
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| **a == Auditing::On)
+                .map(|(i, _)| (i + 1).to_string())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )?;
+        writeln!(
+            out,
+            "| concurrency | unaudited ops/s | audited ops/s | audited / unaudited | p50 ms \
+             unaudited → audited | p99 ms unaudited → audited | target ≥ {AUDIT_TARGET:.3} |"
+        )?;
+        writeln!(out, "|---:|---:|---:|---:|---:|---:|---|")?;
+        let mut verdicts = Vec::new();
+        for &c in &self.concurrency {
+            let ratio = self.ratio(c);
+            let pass = ratio >= AUDIT_TARGET;
+            let per_pass = |a: Auditing, f: fn(&Stats) -> Duration| {
+                self.rows_of(a, c)
+                    .iter()
+                    .map(|r| ms(f(&r.stats)))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            writeln!(
+                out,
+                "| {c} | {:.0} | {:.0} | {ratio:.3} | {} → {} | {} → {} | {} |",
+                self.mean_ops(Auditing::Off, c),
+                self.mean_ops(Auditing::On, c),
+                per_pass(Auditing::Off, |s| s.p50),
+                per_pass(Auditing::On, |s| s.p50),
+                per_pass(Auditing::Off, |s| s.p99),
+                per_pass(Auditing::On, |s| s.p99),
+                if pass { "PASS" } else { "FAIL" }
+            )?;
+            verdicts.push(format!(
+                "c={c} {} ({ratio:.3})",
+                if pass { "PASS" } else { "FAIL" }
+            ));
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "audit cost (audited/unaudited ≥ {AUDIT_TARGET:.3}): {}",
+            verdicts.join(", ")
+        )?;
+        writeln!(
+            out,
+            "the audit phase took {:.1} s in all",
+            self.phase_time.as_secs_f64()
+        )?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Raw baseline
 
 /// Opens the bench token in this process and times the device calls the service makes, on
@@ -1977,10 +2704,7 @@ fn raw_loops(
 /// The three raw loops, on a logged-in session.
 fn timed_rows(session: &Session, setup: &Setup, time: Duration) -> Result<Vec<RawRow>> {
     let ticks = clock_ticks();
-    let root = RootKeyRef {
-        key_id: setup.blob.key_id,
-        version: setup.blob.key_version,
-    };
+    let root = RootKeyRef::bare(setup.blob.key_id, setup.blob.key_version);
     let key = root_key(session, &root)?;
     let aad = setup.blob.header().aad(&bench_context()?);
     let mut plaintext = [0u8; DATA_KEY_LEN];
@@ -2095,7 +2819,15 @@ impl Report {
             .rewrap
             .iter()
             .flat_map(|r| [&r.baseline.stats, &r.loaded.stats]);
-        self.http.iter().map(|r| &r.stats).chain(rewrap)
+        let audit = self
+            .audit
+            .iter()
+            .flat_map(|a| a.rows.iter().map(|r| &r.stats));
+        self.http
+            .iter()
+            .map(|r| &r.stats)
+            .chain(rewrap)
+            .chain(audit)
     }
 
     fn total_errors(&self) -> u64 {
@@ -2259,6 +2991,9 @@ impl Report {
         }
         if let Some(r) = &self.rewrap {
             r.write_markdown(out, knobs)?;
+        }
+        if let Some(a) = &self.audit {
+            a.write_markdown(out)?;
         }
         writeln!(out)?;
         writeln!(out, "errors, all rows: {}", self.total_errors())?;
