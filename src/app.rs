@@ -190,10 +190,7 @@ impl App {
                 config.keys.rewrap_pause,
                 config.keys.lifecycle_check_interval,
             )),
-            tokio::spawn(sweep_keks(
-                Arc::clone(&service),
-                config.keys.kek_cache.ttl,
-            )),
+            tokio::spawn(sweep_keks(Arc::clone(&service), config.keys.kek_cache.ttl)),
         ];
         Ok(Self {
             listener,

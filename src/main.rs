@@ -15,10 +15,11 @@ use custodian::cli::audit::{self, PendingFile};
 use custodian::cli::client::{
     check_policy_name, context_json, load_token, login_token_path, read_policy, read_policy_file,
     read_token_line, read_value, read_value_file, store_token, AuditQuery, Client, ClientError,
-    Explain, GenerateChange, KeyAction, KeyChange, MetadataChange, PrincipalChange, Reencrypt,
-    TokenCheck, VersionAction, TOKEN_ENV,
+    Explain, GenerateChange, KeyAction, KeyChange, KeyPlacementArgs, MetadataChange,
+    PrincipalChange, Reencrypt, TokenCheck, VersionAction, TOKEN_ENV,
 };
 use custodian::config::{BackendConfig, Config};
+use custodian::domain::{BackendKind, WrapMode};
 
 #[derive(Parser)]
 #[command(
@@ -170,6 +171,42 @@ enum TokenCommand {
 /// A key named on the command line.
 const KEY_HELP: &str = "Key id, name, or alias/NAME";
 
+/// `keys create --backend`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    /// A PKCS#11 token (the HSM).
+    Pkcs11,
+    /// The TPM 2.0 configured in [tpm].
+    Tpm,
+}
+
+/// `keys create --mode`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    /// The device wraps and unwraps every data key.
+    Direct,
+    /// The device wraps a version-KEK; data keys are wrapped under it in software.
+    Cached,
+}
+
+impl From<BackendArg> for BackendKind {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Pkcs11 => Self::Pkcs11,
+            BackendArg::Tpm => Self::Tpm,
+        }
+    }
+}
+
+impl From<ModeArg> for WrapMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Direct => Self::Direct,
+            ModeArg::Cached => Self::Cached,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key; its version-1 root key is generated inside the device.
@@ -179,6 +216,15 @@ enum KeysCommand {
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,
+        /// The device that holds the key's root keys (server default: pkcs11). tpm needs a
+        /// [tpm] section on the server.
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+        /// How data keys are wrapped: direct (the device wraps each one) or cached (the device
+        /// wraps a version-KEK that wraps data keys in software for at most the KEK cache TTL).
+        /// Server default: direct on pkcs11, cached on tpm.
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -663,14 +709,23 @@ enum CustodyCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Verify a saved report envelope offline (no server, no token) and print its summary and
-    /// anomalies. Fails on a bad signature.
+    /// Verify a saved report envelope offline (no server, no token): its signature, then every
+    /// TPM attestation in it (TPM2_Certify by the TPM's attestation key, the certified Name
+    /// against the version's reported Name and the custody attributes). Prints the summary,
+    /// the anomalies and each attestation's result, ending with "signature valid; N TPM
+    /// attestations verified; M anomalies". Fails on a bad signature or any failed
+    /// attestation. The attestation key is trusted as given unless --attestation-key pins it;
+    /// the TPM's endorsement key certificate chain is not checked.
     Verify {
         /// The report envelope (`custody report --format json`).
         file: PathBuf,
         /// The audit signing public key (PEM), obtained out-of-band.
         #[arg(long, value_name = "PEM")]
         public_key: PathBuf,
+        /// A trusted copy of the TPM's attestation key (PEM); every attestation must be signed
+        /// by it.
+        #[arg(long, value_name = "PEM")]
+        attestation_key: Option<PathBuf>,
     },
 }
 
@@ -1088,10 +1143,26 @@ fn offline_verify(command: Command) -> anyhow::Result<()> {
             let intact = audit::verify_export_file(&file, &key)?;
             writeln!(out, "{intact}").context("writing to stdout")?;
         }
-        Command::Custody(CustodyCommand::Verify { file, public_key }) => {
+        Command::Custody(CustodyCommand::Verify {
+            file,
+            public_key,
+            attestation_key,
+        }) => {
             let key = audit::read_public_key(&public_key)?;
-            let summary = audit::verify_report_file(&file, &key)?;
-            write!(out, "{summary}").context("writing to stdout")?;
+            let ak = attestation_key
+                .as_deref()
+                .map(audit::read_public_key)
+                .transpose()?;
+            let verdict = audit::verify_report_file(&file, &key, ak.as_ref())?;
+            write!(out, "{}", verdict.text).context("writing to stdout")?;
+            out.flush().context("writing to stdout")?;
+            if let Some(first) = verdict.attestation_failures.first() {
+                anyhow::bail!(
+                    "attestation_failed: {} of {} TPM attestations do not verify; first: {first}",
+                    verdict.attestation_failures.len(),
+                    verdict.attestations_verified + verdict.attestation_failures.len(),
+                );
+            }
         }
         _ => {}
     }
@@ -1290,8 +1361,18 @@ async fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create {
             name,
             description,
+            backend,
+            mode,
             conn,
-        } => conn.client()?.create_key(&name, &description).await?,
+        } => {
+            let placement = KeyPlacementArgs {
+                backend: backend.map(Into::into),
+                mode: mode.map(Into::into),
+            };
+            conn.client()?
+                .create_key(&name, &description, &placement)
+                .await?
+        }
         KeysCommand::List { limit, after, conn } => {
             conn.client()?.list_keys(limit, after.as_deref()).await?
         }

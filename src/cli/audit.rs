@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::attest::{attestation_keys, check_attestations, tally, AttestationCheck, AK_TRUST_NOTE};
 use super::client::{Client, ClientError};
 use crate::audit::custody::{ReportError, SignedReport};
 use crate::audit::export::{self, Broken, Intact, MAX_LINE};
@@ -148,34 +149,108 @@ pub fn read_report(file: &Path) -> Result<SignedReport, AuditCliError> {
     parse_report(&bytes, &file.display().to_string())
 }
 
-/// `custodian custody verify`: checks the report's signature under `key` and returns the
-/// lines to print (the signature, the device, the totals and every anomaly).
-///
-/// # Errors
-/// `Read`, `NotAReport`, `Report` (a bad signature, another key, not a custody report).
-pub fn verify_report_file(file: &Path, key: &PublicKey) -> Result<String, AuditCliError> {
-    let report = read_report(file)?;
-    let payload = report.verify(key).map_err(AuditCliError::Report)?;
-    Ok(report_summary(&report, &payload))
+/// What `custody verify` found in a report whose signature verified.
+#[derive(Debug)]
+pub struct ReportVerdict {
+    /// The lines to print.
+    pub text: String,
+    /// TPM attestations that verified.
+    pub attestations_verified: usize,
+    /// The key versions whose TPM attestation failed, each with the reason.
+    pub attestation_failures: Vec<String>,
 }
 
-/// The text `custody verify` prints for a verified report.
+/// `custodian custody verify`: checks the report's signature under `key`, then every TPM
+/// attestation in it offline (pinned to `attestation_key` when given; see [`super::attest`]),
+/// and returns the lines to print: the signature, the devices, the totals, every anomaly, each
+/// attestation's result and a summary line.
+///
+/// # Errors
+/// `Read`, `NotAReport`, `Report` (a bad signature, another key, not a custody report). A
+/// failed attestation is not an error here: it is in the verdict, for the caller to print first.
+pub fn verify_report_file(
+    file: &Path,
+    key: &PublicKey,
+    attestation_key: Option<&PublicKey>,
+) -> Result<ReportVerdict, AuditCliError> {
+    let report = read_report(file)?;
+    let payload = report.verify(key).map_err(AuditCliError::Report)?;
+    let checks = check_attestations(&payload, attestation_key);
+    let mut text = report_summary(&report, &payload);
+    text.push_str(&attestation_summary(
+        &payload,
+        &checks,
+        attestation_key.is_some(),
+    ));
+    Ok(ReportVerdict {
+        text,
+        attestations_verified: tally(&checks).verified,
+        attestation_failures: checks
+            .iter()
+            .filter(|c| c.outcome.is_err())
+            .map(ToString::to_string)
+            .collect(),
+    })
+}
+
+/// The attestation part of `custody verify`'s output: one line per attestation, the AK
+/// fingerprints with the trust note, and the closing summary line
+/// (`signature valid; N TPM attestations verified; M anomalies`).
+pub fn attestation_summary(payload: &Value, checks: &[AttestationCheck], pinned: bool) -> String {
+    let mut out = String::new();
+    if !checks.is_empty() {
+        out.push_str("TPM attestations (TPM2_Certify, checked offline):\n");
+        for c in checks {
+            out.push_str(&format!("  {c}\n"));
+        }
+        let keys = attestation_keys(checks);
+        if pinned {
+            out.push_str("attestation key pinned with --attestation-key; ");
+            out.push_str(
+                "the TPM's endorsement key certificate chain is not checked (out of scope)\n",
+            );
+        } else if !keys.is_empty() {
+            out.push_str(&format!(
+                "attestation key{} {}: {AK_TRUST_NOTE}\n",
+                if keys.len() == 1 { "" } else { "s" },
+                keys.join(", ")
+            ));
+        }
+    }
+    let t = tally(checks);
+    let failed = if t.failed > 0 {
+        format!(", {} FAILED", t.failed)
+    } else {
+        String::new()
+    };
+    out.push_str(&format!(
+        "signature valid; {} TPM attestation{} verified{failed}; {} anomal{}\n",
+        t.verified,
+        if t.verified == 1 { "" } else { "s" },
+        number(&payload["summary"]["anomalies"]),
+        if payload["summary"]["anomalies"].as_u64() == Some(1) {
+            "y"
+        } else {
+            "ies"
+        },
+    ));
+    out
+}
+
+/// The text `custody verify` prints for a verified report, before the attestations.
 pub fn report_summary(report: &SignedReport, payload: &Value) -> String {
     let mut out = format!(
         "signature valid ({}, key {})\n",
         report.algorithm, report.key_fingerprint
     );
-    let device = &payload["device"];
     out.push_str(&format!(
-        "report generated {} by node {} on {} token {:?} ({} {}, serial {})\n",
+        "report generated {} by node {}\n",
         text(&payload["generated_at"]),
         text(&payload["node"]),
-        text(&device["backend"]),
-        text(&device["label"]),
-        text(&device["manufacturer"]),
-        text(&device["model"]),
-        text(&device["serial"]),
     ));
+    for device in devices(payload) {
+        out.push_str(&format!("device: {}\n", device_line(device)));
+    }
     let summary = &payload["summary"];
     out.push_str(&format!(
         "{} keys, {} versions, {} anomalies\n",
@@ -189,6 +264,30 @@ pub fn report_summary(report: &SignedReport, payload: &Value) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The devices a report describes: `devices` (one per configured device), or the single
+/// `device` of reports made before TPMs were supported.
+fn devices(payload: &Value) -> Vec<&Value> {
+    match payload["devices"].as_array() {
+        Some(all) => all.iter().collect(),
+        None if !payload["device"].is_null() => vec![&payload["device"]],
+        None => Vec::new(),
+    }
+}
+
+/// `pkcs11 token "label" (manufacturer model, serial S, firmware F)`.
+fn device_line(d: &Value) -> String {
+    format!(
+        "{} token \"{}\" ({} {}, serial {}, firmware {}, hardware {})",
+        text(&d["backend"]),
+        text(&d["label"]),
+        text(&d["manufacturer"]),
+        text(&d["model"]),
+        text(&d["serial"]),
+        text(&d["firmware"]),
+        text(&d["hardware"]),
+    )
 }
 
 /// Every anomaly of a report payload, one line each: `signing key: …`,
@@ -225,25 +324,24 @@ pub fn render_markdown(report: &SignedReport) -> Result<String, AuditCliError> {
             reason: e.to_string(),
         })?;
     let mut md = String::from("# Custody report\n\n");
-    let d = &p["device"];
     let s = &p["summary"];
+    let checks = check_attestations(&p, None);
     md.push_str("| | |\n|---|---|\n");
     for (name, value) in [
         ("Format", text(&p["format"])),
         ("Generated at", text(&p["generated_at"])),
         ("Node", text(&p["node"])),
         (
-            "Device",
-            format!(
-                "{} token \"{}\": {} {}, serial {}, firmware {}, hardware {}",
-                text(&d["backend"]),
-                text(&d["label"]),
-                text(&d["manufacturer"]),
-                text(&d["model"]),
-                text(&d["serial"]),
-                text(&d["firmware"]),
-                text(&d["hardware"]),
-            ),
+            if devices(&p).len() == 1 {
+                "Device"
+            } else {
+                "Devices"
+            },
+            devices(&p)
+                .into_iter()
+                .map(device_line)
+                .collect::<Vec<_>>()
+                .join("; "),
         ),
         (
             "Summary",
@@ -290,14 +388,16 @@ pub fn render_markdown(report: &SignedReport) -> Result<String, AuditCliError> {
         }
         md.push_str("\n## Versions\n\n");
         md.push_str(
-            "| Key | Version | State | Algorithm | Created | Destroyed | Device label | \
-             Device object | Attributes | Stored data keys | Wraps reserved | Anomalies |\n",
+            "| Key | Backend/mode | Version | State | Algorithm | Created | Destroyed | \
+             Device label | Device object | Attributes | Attestation | Stored data keys | \
+             Wraps reserved | Anomalies |\n",
         );
-        md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for k in keys {
             for v in k["versions"].as_array().into_iter().flatten() {
                 md.push_str(&row(&[
                     text(&k["name"]),
+                    format!("{}/{}", text(&k["backend"]), text(&k["mode"])),
                     number(&v["version"]),
                     text(&v["state"]),
                     text(&v["algorithm"]),
@@ -306,11 +406,34 @@ pub fn render_markdown(report: &SignedReport) -> Result<String, AuditCliError> {
                     text(&v["device_label"]),
                     object_summary(&v["device_object"]),
                     attributes(&v["device_object"]),
+                    attestation_cell(&checks, k, v),
                     number(&v["stored_data_keys"]),
                     number(&v["wraps_reserved"]),
                     joined(&v["anomalies"]),
                 ]));
             }
+        }
+    }
+
+    if !checks.is_empty() {
+        let t = tally(&checks);
+        md.push_str(&format!(
+            "\nTPM attestations (TPM2_Certify, checked offline while rendering): {} verified, \
+             {} failed. Attestation key{} {}: {AK_TRUST_NOTE}.\n",
+            t.verified,
+            t.failed,
+            if attestation_keys(&checks).len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            attestation_keys(&checks).join(", "),
+        ));
+        for c in checks.iter().filter(|c| c.outcome.is_err()) {
+            md.push_str(&format!("\n- {}", cell(&c.to_string())));
+        }
+        if t.failed > 0 {
+            md.push('\n');
         }
     }
 
@@ -338,6 +461,19 @@ pub fn render_markdown(report: &SignedReport) -> Result<String, AuditCliError> {
          `custodian custody verify FILE --public-key PEM` or with OpenSSL (docs/audit.md).\n",
     );
     Ok(md)
+}
+
+/// The attestation status of version `v` of key `k`: `verified`, `FAILED: …`, or `—` when the
+/// device offers none (PKCS#11) or the version has no device object.
+fn attestation_cell(checks: &[AttestationCheck], k: &Value, v: &Value) -> String {
+    let found = checks.iter().find(|c| {
+        Some(c.key_id.as_str()) == k["key_id"].as_str() && Some(c.version) == v["version"].as_u64()
+    });
+    match found.map(|c| &c.outcome) {
+        Some(Ok(())) => "verified".to_owned(),
+        Some(Err(e)) => format!("FAILED: {e}"),
+        None => "—".to_owned(),
+    }
 }
 
 /// A JSON value as table text: strings as they are, absent or null as `—`.
@@ -795,10 +931,10 @@ mod tests {
             "format": "custodian-custody-report/v1",
             "generated_at": "2026-11-27T12:00:00.000000Z",
             "node": "n1",
-            "device": {
+            "devices": [{
                 "backend": "pkcs11", "label": "custodian", "manufacturer": "SoftHSM project",
                 "model": "SoftHSM v2", "serial": "1234", "firmware": "2.6", "hardware": "2.6"
-            },
+            }],
             "signing_key": {
                 "algorithm": "ecdsa-p256-sha256", "fingerprint": "ab12",
                 "public_key": "-----BEGIN PUBLIC KEY-----\n…", "device_object": null,
@@ -806,7 +942,7 @@ mod tests {
             },
             "keys": [{
                 "key_id": "k-1", "name": "orders|eu", "state": "enabled", "backend": "pkcs11",
-                "mode": "device", "created_at": "2026-11-01T00:00:00.000000Z",
+                "mode": "direct", "created_at": "2026-11-01T00:00:00.000000Z",
                 "rotation_period": "90d",
                 "versions": [
                     {
@@ -834,22 +970,34 @@ mod tests {
         let md = render_markdown(&envelope(&payload())).unwrap();
         assert!(md.starts_with("# Custody report\n"));
         assert!(md.contains("| Summary | 1 keys, 2 versions, 2 with anomalies |"));
-        assert!(md.contains("pkcs11 token \"custodian\": SoftHSM project SoftHSM v2, serial 1234"));
+        assert!(md.contains(
+            "| Device | pkcs11 token \"custodian\" (SoftHSM project SoftHSM v2, serial 1234, \
+             firmware 2.6, hardware 2.6) |"
+        ));
         // A pipe in a name cannot break the table.
         assert!(md.contains(
-            "| orders\\|eu | k-1 | enabled | pkcs11 | device | 2026-11-01T00:00:00.000000Z | 90d |"
+            "| orders\\|eu | k-1 | enabled | pkcs11 | direct | 2026-11-01T00:00:00.000000Z | 90d |"
         ));
         assert!(md.contains(
-            "| orders\\|eu | 2 | active | aes-256-gcm | 2026-11-10T00:00:00.000000Z | — | \
-             custodian:k-1:v2 | CKK_AES, 256 bits, 1 object | not CKA_EXTRACTABLE, \
-             CKA_SENSITIVE | 3 | 1024 | CKA_EXTRACTABLE is true second line |"
+            "| orders\\|eu | pkcs11/direct | 2 | active | aes-256-gcm | \
+             2026-11-10T00:00:00.000000Z | — | custodian:k-1:v2 | CKK_AES, 256 bits, 1 object | \
+             not CKA_EXTRACTABLE, CKA_SENSITIVE | — | 3 | 1024 | \
+             CKA_EXTRACTABLE is true second line |"
         ));
         assert!(md.contains("| 1 | destroyed |"));
-        assert!(md.contains("| absent | — | 0 | 10 | none |"));
+        assert!(md.contains("| absent | — | — | 0 | 10 | none |"));
         assert!(md.contains("- signing key: signing key missing from the device\n"));
         assert!(md.contains("- key orders\\|eu (k-1) v2: CKA_EXTRACTABLE is true second line\n"));
         assert!(md.contains("- Key fingerprint: `ab12`"));
         assert!(md.contains("      MEUCIQ==\n"));
+        assert!(
+            !md.contains("TPM attestations"),
+            "no TPM keys, no attestation note"
+        );
+        assert_tables_are_rectangular(&md);
+    }
+
+    fn assert_tables_are_rectangular(md: &str) {
         // Every table row has as many cells as its header.
         for table in md.split("\n\n").filter(|t| t.starts_with('|')) {
             let counts: Vec<usize> = table
@@ -858,6 +1006,59 @@ mod tests {
                 .collect();
             assert!(counts.windows(2).all(|w| w[0] == w[1]), "{table}");
         }
+    }
+
+    /// The test payload with a TPM key whose version 1 carries `attestation`.
+    fn tpm_payload(attestation: &Value, name: &str) -> Value {
+        let mut p = payload();
+        p["devices"].as_array_mut().unwrap().push(
+            json!({"backend": "tpm", "label": "TPM 2.0", "manufacturer": "IBM",
+                "model": "SW   TPM", "serial": "", "firmware": "1.0", "hardware": "spec 1.59"}),
+        );
+        p["keys"].as_array_mut().unwrap().push(json!({
+            "key_id": "k-2", "name": "vault", "state": "enabled", "backend": "tpm",
+            "mode": "cached", "created_at": "2026-11-02T00:00:00.000000Z",
+            "rotation_period": null,
+            "versions": [{
+                "version": 1, "state": "primary", "algorithm": "aes256_kwp_cached",
+                "created_at": "2026-11-02T00:00:00.000000Z", "destroyed_at": null,
+                "device_label": "custodian:k-2:v1",
+                "device_object": {
+                    "attributes": {"fixedTPM": true, "name": name},
+                    "key_type": "TPM_ALG_KEYEDHASH", "key_bits": 256, "objects": 1,
+                    "weaknesses": [], "attestation": attestation
+                },
+                "stored_data_keys": 0, "wraps_reserved": 5, "anomalies": []
+            }]
+        }));
+        p
+    }
+
+    #[test]
+    fn markdown_shows_placement_and_attestation_status_per_version() {
+        let (att, name) = crate::cli::attest::tests::attestation(true);
+        let md = render_markdown(&envelope(&tpm_payload(&att, &name))).unwrap();
+        assert!(md.contains("| Devices | pkcs11 token"), "{md}");
+        assert!(md.contains("; tpm token \"TPM 2.0\" (IBM SW   TPM"));
+        assert!(md.contains("| vault | k-2 | enabled | tpm | cached |"));
+        assert!(md.contains("| vault | tpm/cached | 1 | primary | aes256_kwp_cached |"));
+        assert!(md.contains("| verified | 0 | 5 | none |"), "{md}");
+        assert!(md.contains("1 verified, 0 failed. Attestation key "));
+        assert!(md.contains("endorsement key certificate chain is not checked"));
+        assert_tables_are_rectangular(&md);
+
+        // Negative twin: a flipped attest byte shows as FAILED in the version's row and below.
+        let mut bad = att.clone();
+        let mut bytes = hex::decode(att["attest"].as_str().unwrap()).unwrap();
+        bytes[10] ^= 1;
+        bad["attest"] = json!(hex::encode(bytes));
+        let md = render_markdown(&envelope(&tpm_payload(&bad, &name))).unwrap();
+        assert!(md.contains(
+            "| FAILED: the signature does not verify with the attestation key | 0 | 5 | none |"
+        ));
+        assert!(md.contains("0 verified, 1 failed."));
+        assert!(md.contains("- key vault (k-2) v1 [tpm/cached]: TPM attestation FAILED"));
+        assert_tables_are_rectangular(&md);
     }
 
     #[test]
@@ -884,11 +1085,50 @@ mod tests {
         assert_eq!(
             s,
             "signature valid (ecdsa-p256-sha256, key ab12)\n\
-             report generated 2026-11-27T12:00:00.000000Z by node n1 on pkcs11 token \
-             \"custodian\" (SoftHSM project SoftHSM v2, serial 1234)\n\
+             report generated 2026-11-27T12:00:00.000000Z by node n1\n\
+             device: pkcs11 token \"custodian\" (SoftHSM project SoftHSM v2, serial 1234, \
+             firmware 2.6, hardware 2.6)\n\
              1 keys, 2 versions, 2 anomalies\n\
              \x20 signing key: signing key missing from the device\n\
              \x20 key orders|eu (k-1) v2: CKA_EXTRACTABLE is true\nsecond line\n"
+        );
+        // A report from before TPM support names one `device`.
+        let mut old = p.clone();
+        old["device"] = old["devices"][0].clone();
+        old.as_object_mut().unwrap().remove("devices");
+        assert_eq!(report_summary(&envelope(&old), &old), s);
+        // Without TPM keys: no attestation lines, only the closing line.
+        let checks = check_attestations(&p, None);
+        assert_eq!(
+            attestation_summary(&p, &checks, false),
+            "signature valid; 0 TPM attestations verified; 2 anomalies\n"
+        );
+    }
+
+    #[test]
+    fn attestation_summary_counts_names_and_flags_failures() {
+        let (att, name) = crate::cli::attest::tests::attestation(true);
+        let p = tpm_payload(&att, &name);
+        let checks = check_attestations(&p, None);
+        let s = attestation_summary(&p, &checks, false);
+        assert!(s.starts_with("TPM attestations (TPM2_Certify, checked offline):\n  key vault (k-2) v1 [tpm/cached]: TPM attestation verified (AK "), "{s}");
+        assert!(s.contains("attestation key "));
+        assert!(s.contains("trusted as given"));
+        assert!(
+            s.ends_with("signature valid; 1 TPM attestation verified; 2 anomalies\n"),
+            "{s}"
+        );
+
+        let mut bad = att.clone();
+        bad["key_name"] = json!(format!("000b{}", "11".repeat(32)));
+        let p = tpm_payload(&bad, &name);
+        let checks = check_attestations(&p, None);
+        let s = attestation_summary(&p, &checks, true);
+        assert!(s.contains("key vault (k-2) v1 [tpm/cached]: TPM attestation FAILED: the certified object is not the given key"), "{s}");
+        assert!(s.contains("pinned with --attestation-key"));
+        assert!(
+            s.ends_with("signature valid; 0 TPM attestations verified, 1 FAILED; 2 anomalies\n"),
+            "{s}"
         );
     }
 

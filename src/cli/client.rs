@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use crate::domain::secret::SecretPath;
+use crate::domain::{BackendKind, WrapMode};
 use crate::secret::BearerToken;
 
 /// Environment variable holding the bearer token.
@@ -356,6 +357,28 @@ pub fn attributes_json(pairs: &[String]) -> Result<Value, ClientError> {
         ClientError::BadAttribute,
         ClientError::DuplicateAttributeKey,
     )
+}
+
+/// Where `keys create` asks for the new key to live. A field left `None` is not sent, so the
+/// server's default applies (PKCS#11; `direct` on PKCS#11, `cached` on a TPM).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyPlacementArgs {
+    /// `--backend`.
+    pub backend: Option<BackendKind>,
+    /// `--mode`.
+    pub mode: Option<WrapMode>,
+}
+
+/// The `POST /v1/keys` body: `backend` and `mode` only when given.
+pub fn create_key_body(name: &str, description: &str, placement: &KeyPlacementArgs) -> Value {
+    let mut body = json!({ "name": name, "description": description });
+    if let Some(b) = placement.backend {
+        body["backend"] = Value::String(b.as_str().to_owned());
+    }
+    if let Some(m) = placement.mode {
+        body["mode"] = Value::String(m.as_str().to_owned());
+    }
+    body
 }
 
 /// Parses repeated `--context k=v` arguments into a JSON object.
@@ -831,11 +854,16 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub async fn create_key(&self, name: &str, description: &str) -> Result<Value, ClientError> {
+    pub async fn create_key(
+        &self,
+        name: &str,
+        description: &str,
+        placement: &KeyPlacementArgs,
+    ) -> Result<Value, ClientError> {
         self.call(
             Method::POST,
             "/v1/keys",
-            Some(json!({ "name": name, "description": description })),
+            Some(create_key_body(name, description, placement)),
         )
         .await
     }
@@ -1810,6 +1838,31 @@ fn urlencode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_key_sends_backend_and_mode_only_when_given() {
+        let none = KeyPlacementArgs::default();
+        assert_eq!(
+            create_key_body("k", "", &none),
+            json!({"name": "k", "description": ""})
+        );
+        let tpm = KeyPlacementArgs {
+            backend: Some(BackendKind::Tpm),
+            mode: None,
+        };
+        assert_eq!(
+            create_key_body("k", "d", &tpm),
+            json!({"name": "k", "description": "d", "backend": "tpm"})
+        );
+        let both = KeyPlacementArgs {
+            backend: Some(BackendKind::Pkcs11),
+            mode: Some(WrapMode::Cached),
+        };
+        assert_eq!(
+            create_key_body("k", "", &both),
+            json!({"name": "k", "description": "", "backend": "pkcs11", "mode": "cached"})
+        );
+    }
 
     #[test]
     fn contexts_parse_from_arguments() {

@@ -58,7 +58,13 @@ async fn token_for(s: &Server, name: &str, policies: &[&str]) -> String {
     t.ok()["token"].as_str().unwrap().to_owned()
 }
 
-async fn as_token(s: &Server, token: &str, method: Method, path: &str, body: Option<Value>) -> Reply {
+async fn as_token(
+    s: &Server,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
     let header = format!("Bearer {token}");
     let (ct, bytes) = match body {
         Some(b) => (Some("application/json"), b.to_string().into_bytes()),
@@ -153,7 +159,10 @@ async fn every_request_kind_produces_exactly_one_record_with_its_fields() -> any
     let r = record_of(&all, &wrong_ctx);
     assert_eq!(r["outcome"], "rejected");
     assert_eq!(r["error_code"], "decryption_failed");
-    assert_ne!(r["context_digest"], digest, "another context, another digest");
+    assert_ne!(
+        r["context_digest"], digest,
+        "another context, another digest"
+    );
 
     for (reply, code) in [(&no_token, "missing_token"), (&bad_token, "invalid_token")] {
         let r = record_of(&all, reply);
@@ -185,7 +194,10 @@ async fn every_request_kind_produces_exactly_one_record_with_its_fields() -> any
     let mut recs: Vec<&Value> = all.values().flatten().collect();
     recs.sort_by_key(|r| r["sequence"].as_u64());
     for w in recs.windows(2) {
-        assert_eq!(w[1]["sequence"].as_u64(), w[0]["sequence"].as_u64().map(|n| n + 1));
+        assert_eq!(
+            w[1]["sequence"].as_u64(),
+            w[0]["sequence"].as_u64().map(|n| n + 1)
+        );
         assert_eq!(w[1]["prev_hash"], w[0]["hash"]);
     }
     Ok(())
@@ -198,12 +210,18 @@ async fn filters_select_records() -> anyhow::Result<()> {
     let key = s.create_key(&unique("filtered")).await;
     let id = key["id"].as_str().unwrap();
     for _ in 0..3 {
-        s.post(&format!("/v1/keys/{id}/datakey"), json!({})).await.ok();
+        s.post(&format!("/v1/keys/{id}/datakey"), json!({}))
+            .await
+            .ok();
     }
     let app = token_for(&s, &unique("app"), &["application"]).await;
     as_token(&s, &app, Method::GET, "/v1/keys", None).await;
 
-    let r = s.get(&format!("/v1/audit/events?key={id}&action=datakey:generate-plaintext")).await;
+    let r = s
+        .get(&format!(
+            "/v1/audit/events?key={id}&action=datakey:generate-plaintext"
+        ))
+        .await;
     assert_eq!(r.ok()["records"].as_array().unwrap().len(), 3);
     let r = s.get("/v1/audit/events?outcome=denied").await;
     let denied = r.ok()["records"].as_array().unwrap();
@@ -214,10 +232,18 @@ async fn filters_select_records() -> anyhow::Result<()> {
     let r = s.get("/v1/audit/events?since=2100-01-01T00:00:00Z").await;
     assert!(r.ok()["records"].as_array().unwrap().is_empty());
     // Negative twins: bad parameters are 400, never 500.
-    s.get("/v1/audit/events?limit=0").await.assert_error(400, "invalid_audit_query");
-    s.get("/v1/audit/events?outcome=maybe").await.assert_error(400, "invalid_query");
-    s.get("/v1/audit/events?since=yesterday").await.assert_error(400, "invalid_query");
-    s.get("/v1/audit/events?after=-1").await.assert_error(400, "invalid_query");
+    s.get("/v1/audit/events?limit=0")
+        .await
+        .assert_error(400, "invalid_audit_query");
+    s.get("/v1/audit/events?outcome=maybe")
+        .await
+        .assert_error(400, "invalid_query");
+    s.get("/v1/audit/events?since=yesterday")
+        .await
+        .assert_error(400, "invalid_query");
+    s.get("/v1/audit/events?after=-1")
+        .await
+        .assert_error(400, "invalid_query");
     // An application may not read the log; the auditor may, but may not archive.
     as_token(&s, &app, Method::GET, "/v1/audit/events", None)
         .await
@@ -238,7 +264,11 @@ async fn filters_select_records() -> anyhow::Result<()> {
 }
 
 /// Fetches the export and the public key into files in `dir`.
-async fn export_to(s: &Server, dir: &Path, query: &str) -> anyhow::Result<(Vec<u8>, std::path::PathBuf)> {
+async fn export_to(
+    s: &Server,
+    dir: &Path,
+    query: &str,
+) -> anyhow::Result<(Vec<u8>, std::path::PathBuf)> {
     let (status, export) = s.get_bytes(&format!("/v1/audit/export{query}")).await;
     assert_eq!(status.as_u16(), 200, "{}", String::from_utf8_lossy(&export));
     let (status, pem) = s.get_bytes("/v1/audit/public-key").await;
@@ -251,9 +281,17 @@ async fn export_to(s: &Server, dir: &Path, query: &str) -> anyhow::Result<(Vec<u
 /// Runs `custodian audit verify` on `lines`; returns (success, stdout + stderr).
 fn verify_lines(dir: &Path, lines: &[String], pem: &Path) -> (bool, String) {
     let file = dir.join(format!("{}.jsonl", unique("export")));
-    std::fs::write(&file, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &file,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
     let mut c = std::process::Command::new(BIN);
-    c.arg("audit").arg("verify").arg(&file).arg("--public-key").arg(pem);
+    c.arg("audit")
+        .arg("verify")
+        .arg(&file)
+        .arg("--public-key")
+        .arg(pem);
     let out = finish(c, b"");
     let text = format!(
         "{}{}",
@@ -295,21 +333,39 @@ async fn export_verifies_offline_and_each_tamper_names_its_sequence() -> anyhow:
     let key = unique("exported");
     s.create_key(&key).await;
     for _ in 0..12 {
-        s.post(&format!("/v1/keys/{key}/datakey"), json!({})).await.ok();
+        s.post(&format!("/v1/keys/{key}/datakey"), json!({}))
+            .await
+            .ok();
     }
     let (export, pem) = export_to(&s, d.path(), "").await?;
     let lines = lines_of(&export);
-    let checkpoints = lines.iter().filter(|l| l.contains("\"type\":\"checkpoint\"")).count();
-    assert!(checkpoints >= 3, "a checkpoint every 5 records plus one at export: {checkpoints}");
-    let records = lines.iter().filter(|l| l.contains("\"type\":\"record\"")).count();
+    let checkpoints = lines
+        .iter()
+        .filter(|l| l.contains("\"type\":\"checkpoint\""))
+        .count();
+    assert!(
+        checkpoints >= 3,
+        "a checkpoint every 5 records plus one at export: {checkpoints}"
+    );
+    let records = lines
+        .iter()
+        .filter(|l| l.contains("\"type\":\"record\""))
+        .count();
 
     let (ok, out) = verify_lines(d.path(), &lines, &pem);
     assert!(ok, "{out}");
-    assert!(out.contains(&format!("{records} records, {checkpoints} checkpoints, intact")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{records} records, {checkpoints} checkpoints, intact"
+        )),
+        "{out}"
+    );
 
     // Edited field.
     let mut t = lines.clone();
-    edit(&mut t, index_of(&lines, "record", 7), |v| v["principal"] = json!("mallory"));
+    edit(&mut t, index_of(&lines, "record", 7), |v| {
+        v["principal"] = json!("mallory")
+    });
     let (ok, out) = verify_lines(d.path(), &t, &pem);
     assert!(!ok && out.contains("sequence 7"), "{out}");
     // Deleted line.
@@ -325,7 +381,9 @@ async fn export_verifies_offline_and_each_tamper_names_its_sequence() -> anyhow:
     // Forged checkpoint: moved to another head with the old signature.
     let mut t = lines.clone();
     let cp = index_of(&lines, "checkpoint", 10);
-    edit(&mut t, cp, |v| v["time"] = json!("2030-01-01T00:00:00.000000Z"));
+    edit(&mut t, cp, |v| {
+        v["time"] = json!("2030-01-01T00:00:00.000000Z")
+    });
     let (ok, out) = verify_lines(d.path(), &t, &pem);
     assert!(!ok && out.contains("sequence 10"), "{out}");
     // Truncated: the last checkpoint removed.
@@ -362,7 +420,9 @@ async fn rows_edited_in_the_database_are_detected() -> anyhow::Result<()> {
     let key = unique("edited");
     s.create_key(&key).await;
     for _ in 0..4 {
-        s.post(&format!("/v1/keys/{key}/datakey"), json!({})).await.ok();
+        s.post(&format!("/v1/keys/{key}/datakey"), json!({}))
+            .await
+            .ok();
     }
     // Everything so far is under a checkpoint.
     let (export, pem) = export_to(&s, d.path(), "").await?;
@@ -378,8 +438,12 @@ async fn rows_edited_in_the_database_are_detected() -> anyhow::Result<()> {
     assert!(!ok && out.contains("sequence 3"), "{out}");
 
     // An edit after the last checkpoint: the next checkpoint refuses to sign over it.
-    let head = s.get_public("/v1/health/ready").await.body["audit"]["head"].as_u64().unwrap();
-    s.post(&format!("/v1/keys/{key}/datakey"), json!({})).await.ok();
+    let head = s.get_public("/v1/health/ready").await.body["audit"]["head"]
+        .as_u64()
+        .unwrap();
+    s.post(&format!("/v1/keys/{key}/datakey"), json!({}))
+        .await
+        .ok();
     let edited = head + 1;
     let n = sqlite(&d).execute(
         "UPDATE audit_records SET outcome = 'denied' WHERE sequence = ?1",
@@ -507,7 +571,9 @@ async fn archive_removes_exported_records_and_keeps_the_chain_verifiable() -> an
     let key = unique("archived");
     s.create_key(&key).await;
     for _ in 0..5 {
-        s.post(&format!("/v1/keys/{key}/datakey"), json!({})).await.ok();
+        s.post(&format!("/v1/keys/{key}/datakey"), json!({}))
+            .await
+            .ok();
     }
     let (export, pem) = export_to(&s, d.path(), "").await?;
     let lines = lines_of(&export);
@@ -515,23 +581,37 @@ async fn archive_removes_exported_records_and_keeps_the_chain_verifiable() -> an
     assert_eq!(last["type"], "checkpoint");
     let through = last["sequence"].as_u64().unwrap();
     // The export of exactly the records to archive, as the archive will check it.
-    let (_, archived_export) = s.get_bytes(&format!("/v1/audit/export?until={through}")).await;
-    assert_eq!(archived_export, export, "the same range exports the same bytes");
+    let (_, archived_export) = s
+        .get_bytes(&format!("/v1/audit/export?until={through}"))
+        .await;
+    assert_eq!(
+        archived_export, export,
+        "the same range exports the same bytes"
+    );
     let digest = hex::encode(Sha256::digest(&archived_export));
 
     // Negative twins first.
-    s.post("/v1/audit/archive", json!({ "through": through, "export_sha256": "00".repeat(32) }))
-        .await
-        .assert_error(409, "export_mismatch");
-    s.post("/v1/audit/archive", json!({ "through": through - 1, "export_sha256": digest }))
-        .await
-        .assert_error(409, "not_a_checkpoint");
+    s.post(
+        "/v1/audit/archive",
+        json!({ "through": through, "export_sha256": "00".repeat(32) }),
+    )
+    .await
+    .assert_error(409, "export_mismatch");
+    s.post(
+        "/v1/audit/archive",
+        json!({ "through": through - 1, "export_sha256": digest }),
+    )
+    .await
+    .assert_error(409, "not_a_checkpoint");
     s.post("/v1/audit/archive", json!({ "through": "x" }))
         .await
         .assert_error(400, "invalid_field");
 
     let archived = s
-        .post("/v1/audit/archive", json!({ "through": through, "export_sha256": digest }))
+        .post(
+            "/v1/audit/archive",
+            json!({ "through": through, "export_sha256": digest }),
+        )
         .await;
     let archive = archived.ok().clone();
     assert_eq!(archive["through"], through);
@@ -541,8 +621,12 @@ async fn archive_removes_exported_records_and_keeps_the_chain_verifiable() -> an
     // to the archived head.
     let r = s.get("/v1/audit/events?after=0&limit=1000").await;
     let remaining = r.ok()["records"].as_array().unwrap();
-    assert!(remaining.iter().all(|r| r["sequence"].as_u64().unwrap() > through));
-    s.get("/v1/audit/export?after=1").await.assert_error(410, "audit_archived");
+    assert!(remaining
+        .iter()
+        .all(|r| r["sequence"].as_u64().unwrap() > through));
+    s.get("/v1/audit/export?after=1")
+        .await
+        .assert_error(410, "audit_archived");
     let (export, _) = export_to(&s, d.path(), "").await?;
     let lines = lines_of(&export);
     let header: Value = serde_json::from_str(&lines[0])?;
@@ -554,7 +638,9 @@ async fn archive_removes_exported_records_and_keeps_the_chain_verifiable() -> an
     let mine = archived.request_id.clone().unwrap_or_default();
     let r = s.get("/v1/audit/events?action=audit:archive").await;
     let remaining = r.ok()["records"].as_array().unwrap();
-    assert!(remaining.iter().any(|rec| rec["request_id"] == mine.as_str() && rec["action"] == "audit:archive"));
+    assert!(remaining
+        .iter()
+        .any(|rec| rec["request_id"] == mine.as_str() && rec["action"] == "audit:archive"));
     Ok(())
 }
 
@@ -565,14 +651,37 @@ async fn the_cli_exports_and_verifies() -> anyhow::Result<()> {
     s.create_key(&unique("cli-audit")).await;
     let file = d.path().join("cli-export.jsonl");
     let pem = d.path().join("cli-public.pem");
-    let out = admin_cli(&s, &["audit", "public-key", "--out", pem.to_str().unwrap()], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = admin_cli(&s, &["audit", "export", "--out", file.to_str().unwrap()], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = admin_cli(
+        &s,
+        &["audit", "public-key", "--out", pem.to_str().unwrap()],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = admin_cli(
+        &s,
+        &["audit", "export", "--out", file.to_str().unwrap()],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut c = std::process::Command::new(BIN);
-    c.args(["audit", "verify"]).arg(&file).arg("--public-key").arg(&pem);
+    c.args(["audit", "verify"])
+        .arg(&file)
+        .arg("--public-key")
+        .arg(&pem);
     let out = finish(c, b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
     let events = json_of(&admin_cli(&s, &["audit", "events", "--limit", "5"], b""));
     assert!(!events["records"].as_array().unwrap().is_empty());

@@ -71,7 +71,14 @@ async fn wait_job_done(s: &Server, key_id: &str) {
 }
 
 /// Every case, on one (device, mode).
-async fn conformance(s: &Server, d: &Deployment, backend: &str, mode: &str, algorithm: &str, code: u8) {
+async fn conformance(
+    s: &Server,
+    d: &Deployment,
+    backend: &str,
+    mode: &str,
+    algorithm: &str,
+    code: u8,
+) {
     let name = unique(&format!("conf-{backend}-{mode}"));
     let key = create(s, &name, backend, mode).await;
     let id = key["id"].as_str().unwrap().to_owned();
@@ -82,13 +89,18 @@ async fn conformance(s: &Server, d: &Deployment, backend: &str, mode: &str, algo
 
     // Data key round trip; the blob names its algorithm.
     let dk = s
-        .post(&format!("/v1/keys/{name}/datakey"), json!({ "context": ctx }))
+        .post(
+            &format!("/v1/keys/{name}/datakey"),
+            json!({ "context": ctx }),
+        )
         .await;
     let plaintext = dk.ok()["plaintext"].as_str().unwrap().to_owned();
     let blob = dk.body["ciphertext"].as_str().unwrap().to_owned();
     assert_eq!(unb64(&plaintext).len(), 32);
     assert_eq!(unb64(&blob)[5], code, "{backend}/{mode}");
-    let r = s.post("/v1/decrypt", json!({ "ciphertext": blob, "context": ctx })).await;
+    let r = s
+        .post("/v1/decrypt", json!({ "ciphertext": blob, "context": ctx }))
+        .await;
     assert_eq!(r.ok()["plaintext"], plaintext, "{backend}/{mode}");
 
     // Negative twins: context off by one pair, an extra pair, no context, flipped bytes in the
@@ -103,17 +115,28 @@ async fn conformance(s: &Server, d: &Deployment, backend: &str, mode: &str, algo
             .assert_error(400, "decryption_failed");
     }
     for at in [27, 30, 40, usize::MAX] {
-        s.post("/v1/decrypt", json!({ "ciphertext": flip(&blob, at), "context": ctx }))
-            .await
-            .assert_error(400, "decryption_failed");
+        s.post(
+            "/v1/decrypt",
+            json!({ "ciphertext": flip(&blob, at), "context": ctx }),
+        )
+        .await
+        .assert_error(400, "decryption_failed");
     }
     let mut other_alg = unb64(&blob);
     other_alg[5] = if code == 0x01 { 0x02 } else { 0x01 };
-    s.post("/v1/decrypt", json!({ "ciphertext": b64(&other_alg), "context": ctx }))
-        .await
-        .assert_error(400, "decryption_failed");
+    s.post(
+        "/v1/decrypt",
+        json!({ "ciphertext": b64(&other_alg), "context": ctx }),
+    )
+    .await
+    .assert_error(400, "decryption_failed");
     let short = &unb64(&blob)[..30];
-    let r = s.post("/v1/decrypt", json!({ "ciphertext": b64(short), "context": ctx })).await;
+    let r = s
+        .post(
+            "/v1/decrypt",
+            json!({ "ciphertext": b64(short), "context": ctx }),
+        )
+        .await;
     assert_eq!(r.status.as_u16(), 400, "{}", r.body);
 
     // Encrypt / decrypt payloads at both size limits, and one byte over.
@@ -126,7 +149,9 @@ async fn conformance(s: &Server, d: &Deployment, backend: &str, mode: &str, algo
             )
             .await;
         let c = r.ok()["ciphertext"].as_str().unwrap().to_owned();
-        let r = s.post("/v1/decrypt", json!({ "ciphertext": c, "context": ctx })).await;
+        let r = s
+            .post("/v1/decrypt", json!({ "ciphertext": c, "context": ctx }))
+            .await;
         assert_eq!(unb64(r.ok()["plaintext"].as_str().unwrap()), payload);
     }
     s.post(
@@ -145,11 +170,19 @@ async fn conformance(s: &Server, d: &Deployment, backend: &str, mode: &str, algo
         )
         .await;
     let moved = r.ok()["ciphertext"].as_str().unwrap().to_owned();
-    let r = s.post("/v1/decrypt", json!({ "ciphertext": moved, "context": new_ctx })).await;
+    let r = s
+        .post(
+            "/v1/decrypt",
+            json!({ "ciphertext": moved, "context": new_ctx }),
+        )
+        .await;
     assert_eq!(r.ok()["plaintext"], plaintext);
-    s.post("/v1/decrypt", json!({ "ciphertext": moved, "context": ctx }))
-        .await
-        .assert_error(400, "decryption_failed");
+    s.post(
+        "/v1/decrypt",
+        json!({ "ciphertext": moved, "context": ctx }),
+    )
+    .await
+    .assert_error(400, "decryption_failed");
 
     // A secret under the key, then rotation with its re-wrap job: nothing lost.
     let path = format!("conf/{}", unique("secret"));
@@ -166,20 +199,39 @@ async fn conformance(s: &Server, d: &Deployment, backend: &str, mode: &str, algo
     assert_eq!(r.body["versions"][1]["algorithm"], algorithm);
     wait_job_done(s, &id).await;
     let r = s.get(&format!("/v1/secrets/{path}")).await;
-    assert_eq!(unb64(r.ok()["value"].as_str().unwrap()), b"conformance-value");
-    let r = s.post("/v1/decrypt", json!({ "ciphertext": blob, "context": ctx })).await;
-    assert_eq!(r.ok()["plaintext"], plaintext, "v1 blobs open after rotation");
+    assert_eq!(
+        unb64(r.ok()["value"].as_str().unwrap()),
+        b"conformance-value"
+    );
     let r = s
-        .post(&format!("/v1/keys/{name}/datakey"), json!({ "context": ctx }))
+        .post("/v1/decrypt", json!({ "ciphertext": blob, "context": ctx }))
         .await;
-    assert_eq!(unb64(r.ok()["ciphertext"].as_str().unwrap())[22..26], [0, 0, 0, 2]);
+    assert_eq!(
+        r.ok()["plaintext"],
+        plaintext,
+        "v1 blobs open after rotation"
+    );
+    let r = s
+        .post(
+            &format!("/v1/keys/{name}/datakey"),
+            json!({ "context": ctx }),
+        )
+        .await;
+    assert_eq!(
+        unb64(r.ok()["ciphertext"].as_str().unwrap())[22..26],
+        [0, 0, 0, 2]
+    );
 
     // Disabled: nothing wraps or unwraps; enabled again: it does.
-    s.post(&format!("/v1/keys/{name}/disable"), json!({})).await.ok();
+    s.post(&format!("/v1/keys/{name}/disable"), json!({}))
+        .await
+        .ok();
     s.post(&format!("/v1/keys/{name}/datakey"), json!({}))
         .await
         .assert_error(409, "key_disabled");
-    s.post(&format!("/v1/keys/{name}/enable"), json!({})).await.ok();
+    s.post(&format!("/v1/keys/{name}/enable"), json!({}))
+        .await
+        .ok();
 
     // Destroy version 1 (nothing stored references it after the re-wrap): its blobs stop
     // opening and its stored device material is erased.
@@ -187,8 +239,14 @@ async fn conformance(s: &Server, d: &Deployment, backend: &str, mode: &str, algo
         .post(&format!("/v1/keys/{name}/versions/1/destroy"), json!({}))
         .await;
     assert!(r.status.is_success(), "{}", r.body);
-    let r = s.post("/v1/decrypt", json!({ "ciphertext": blob, "context": ctx })).await;
-    assert_eq!(r.body["error"]["code"], "key_version_destroyed", "{}", r.body);
+    let r = s
+        .post("/v1/decrypt", json!({ "ciphertext": blob, "context": ctx }))
+        .await;
+    assert_eq!(
+        r.body["error"]["code"], "key_version_destroyed",
+        "{}",
+        r.body
+    );
     let conn = rusqlite::Connection::open(d.database()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -204,7 +262,10 @@ async fn conformance(s: &Server, d: &Deployment, backend: &str, mode: &str, algo
             assert_eq!((blob_len, kek_len), (None, None), "material erased");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "device object still {state}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "device object still {state}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Version 2 still carries what its mode needs.
@@ -236,24 +297,41 @@ async fn defaults_and_bad_placements() -> anyhow::Result<()> {
     let tpm = Swtpm::start()?;
     let mut d = with_tpm(&tpm, "")?;
     let s = d.start().await?;
-    let k = s.post("/v1/keys", json!({ "name": unique("default-hsm") })).await;
-    assert_eq!((k.ok()["backend"].clone(), k.body["mode"].clone()), (json!("pkcs11"), json!("direct")));
     let k = s
-        .post("/v1/keys", json!({ "name": unique("default-tpm"), "backend": "tpm" }))
+        .post("/v1/keys", json!({ "name": unique("default-hsm") }))
+        .await;
+    assert_eq!(
+        (k.ok()["backend"].clone(), k.body["mode"].clone()),
+        (json!("pkcs11"), json!("direct"))
+    );
+    let k = s
+        .post(
+            "/v1/keys",
+            json!({ "name": unique("default-tpm"), "backend": "tpm" }),
+        )
         .await;
     assert_eq!(k.ok()["mode"], "cached");
-    s.post("/v1/keys", json!({ "name": unique("x"), "backend": "floppy" }))
-        .await
-        .assert_error(400, "invalid_field");
-    s.post("/v1/keys", json!({ "name": unique("x"), "mode": "sometimes" }))
-        .await
-        .assert_error(400, "invalid_field");
+    s.post(
+        "/v1/keys",
+        json!({ "name": unique("x"), "backend": "floppy" }),
+    )
+    .await
+    .assert_error(400, "invalid_field");
+    s.post(
+        "/v1/keys",
+        json!({ "name": unique("x"), "mode": "sometimes" }),
+    )
+    .await
+    .assert_error(400, "invalid_field");
     // A node without a TPM refuses TPM keys with 503, never a software fallback.
     let mut plain = Deployment::new()?;
     let p = plain.start().await?;
-    p.post("/v1/keys", json!({ "name": unique("nope"), "backend": "tpm" }))
-        .await
-        .assert_error(503, "backend_not_configured");
+    p.post(
+        "/v1/keys",
+        json!({ "name": unique("nope"), "backend": "tpm" }),
+    )
+    .await
+    .assert_error(503, "backend_not_configured");
     Ok(())
 }
 
@@ -266,7 +344,12 @@ async fn swtpm_restart_mid_operation_is_503_then_recovers_without_a_custodian_re
     let name = unique("tpm-direct");
     create(&s, &name, "tpm", "direct").await;
     let ctx = json!({ "a": "b" });
-    let dk = s.post(&format!("/v1/keys/{name}/datakey"), json!({ "context": ctx })).await;
+    let dk = s
+        .post(
+            &format!("/v1/keys/{name}/datakey"),
+            json!({ "context": ctx }),
+        )
+        .await;
     let blob = dk.ok()["ciphertext"].as_str().unwrap().to_owned();
 
     tpm.stop();
@@ -279,12 +362,23 @@ async fn swtpm_restart_mid_operation_is_503_then_recovers_without_a_custodian_re
     tpm.restart()?;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let r = s.post("/v1/decrypt", json!({ "ciphertext": blob, "context": ctx })).await;
+        let r = s
+            .post("/v1/decrypt", json!({ "ciphertext": blob, "context": ctx }))
+            .await;
         if r.status.is_success() {
             break;
         }
-        assert_eq!(r.status.as_u16(), 503, "only 503 while recovering: {}", r.body);
-        assert!(std::time::Instant::now() < deadline, "no recovery: {}", r.body);
+        assert_eq!(
+            r.status.as_u16(),
+            503,
+            "only 503 while recovering: {}",
+            r.body
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery: {}",
+            r.body
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let ready = s.wait_ready(200, Duration::from_secs(10)).await;
@@ -301,7 +395,12 @@ async fn blobs_made_before_a_custodian_restart_open_after_it() -> anyhow::Result
     for (backend, mode, _, _) in PLACEMENTS {
         let name = unique(&format!("persist-{backend}-{mode}"));
         create(&s, &name, backend, mode).await;
-        let dk = s.post(&format!("/v1/keys/{name}/datakey"), json!({ "context": { "k": "v" } })).await;
+        let dk = s
+            .post(
+                &format!("/v1/keys/{name}/datakey"),
+                json!({ "context": { "k": "v" } }),
+            )
+            .await;
         made.push((
             dk.ok()["plaintext"].as_str().unwrap().to_owned(),
             dk.body["ciphertext"].as_str().unwrap().to_owned(),
@@ -310,7 +409,12 @@ async fn blobs_made_before_a_custodian_restart_open_after_it() -> anyhow::Result
     s.kill();
     let s = d.start().await?;
     for (plaintext, blob) in made {
-        let r = s.post("/v1/decrypt", json!({ "ciphertext": blob, "context": { "k": "v" } })).await;
+        let r = s
+            .post(
+                "/v1/decrypt",
+                json!({ "ciphertext": blob, "context": { "k": "v" } }),
+            )
+            .await;
         assert_eq!(r.ok()["plaintext"], plaintext.as_str());
     }
     Ok(())
@@ -346,13 +450,21 @@ async fn a_tpm_blob_that_does_not_load_is_named_and_shown_in_readiness() -> anyh
     let r = s.post(&format!("/v1/keys/{bad}/datakey"), json!({})).await;
     r.assert_error(500, "key_blob_rejected");
     let (_, stderr) = s.output();
-    assert!(stderr.contains(&format!("custodian:{id}:v1")), "the log names the version");
+    assert!(
+        stderr.contains(&format!("custodian:{id}:v1")),
+        "the log names the version"
+    );
     // The other key still works; readiness names the refused version but stays ready.
-    s.post(&format!("/v1/keys/{good}/datakey"), json!({})).await.ok();
+    s.post(&format!("/v1/keys/{good}/datakey"), json!({}))
+        .await
+        .ok();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let ready = s.get_public("/v1/health/ready").await;
     assert_eq!(ready.status.as_u16(), 200, "{}", ready.body);
-    assert_eq!(ready.body["rejected_key_blobs"], json!([format!("custodian:{id}:v1")]));
+    assert_eq!(
+        ready.body["rejected_key_blobs"],
+        json!([format!("custodian:{id}:v1")])
+    );
     Ok(())
 }
 
@@ -388,7 +500,10 @@ async fn kek_cache_expiry_under_load_never_fails_a_request() -> anyhow::Result<(
     for t in tasks {
         total += t.await?;
     }
-    assert!(total > 16, "the load ran across several expiries: {total} round trips");
+    assert!(
+        total > 16,
+        "the load ran across several expiries: {total} round trips"
+    );
     Ok(())
 }
 
@@ -404,10 +519,18 @@ async fn custody_report_certifies_tpm_keys_and_the_statement_verifies() -> anyho
     let r = s.get("/v1/custody/report").await;
     let payload: Value = serde_json::from_str(r.ok()["payload"].as_str().unwrap())?;
     let devices = payload["devices"].as_array().unwrap();
-    let tpm_dev = devices.iter().find(|d| d["backend"] == "tpm").expect("the TPM is described");
+    let tpm_dev = devices
+        .iter()
+        .find(|d| d["backend"] == "tpm")
+        .expect("the TPM is described");
     assert!(!tpm_dev["manufacturer"].as_str().unwrap().is_empty());
     assert!(!tpm_dev["firmware"].as_str().unwrap().is_empty());
-    let k = payload["keys"].as_array().unwrap().iter().find(|k| k["key_id"] == id).unwrap();
+    let k = payload["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == id)
+        .unwrap();
     assert_eq!(k["mode"], "cached");
     let v = &k["versions"][0];
     assert_eq!(v["anomalies"], json!([]), "{v}");

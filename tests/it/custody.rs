@@ -27,11 +27,22 @@ fn version<'a>(payload: &'a Value, key_id: &str, v: u64) -> &'a Value {
         .unwrap()
         .iter()
         .find(|k| k["key_id"] == key_id)
-        .and_then(|k| k["versions"].as_array().unwrap().iter().find(|x| x["version"] == v))
+        .and_then(|k| {
+            k["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["version"] == v)
+        })
         .unwrap_or_else(|| panic!("no {key_id} v{v} in {payload}"))
 }
 
-fn openssl_verify(dir: &std::path::Path, pem: &std::path::Path, payload: &[u8], sig_b64: &str) -> bool {
+fn openssl_verify(
+    dir: &std::path::Path,
+    pem: &std::path::Path,
+    payload: &[u8],
+    sig_b64: &str,
+) -> bool {
     let payload_file = dir.join(format!("{}.json", unique("payload")));
     let sig_file = dir.join(format!("{}.der", unique("sig")));
     std::fs::write(&payload_file, payload).unwrap();
@@ -59,7 +70,9 @@ async fn the_signed_report_verifies_offline_and_with_openssl() -> anyhow::Result
     let s = d.start().await?;
     let key = s.create_key(&unique("reported")).await;
     let id = key["id"].as_str().unwrap().to_owned();
-    s.post(&format!("/v1/keys/{id}/rotate"), serde_json::json!({})).await.ok();
+    s.post(&format!("/v1/keys/{id}/rotate"), serde_json::json!({}))
+        .await
+        .ok();
     s.send_json(
         reqwest::Method::PUT,
         "/v1/secrets/custody/one",
@@ -87,7 +100,10 @@ async fn the_signed_report_verifies_offline_and_with_openssl() -> anyhow::Result
     }
     assert_eq!(version(&payload, &id, 1)["state"], "active");
     assert_eq!(version(&payload, &id, 2)["state"], "primary");
-    assert!(payload["signing_key"]["anomalies"].as_array().unwrap().is_empty());
+    assert!(payload["signing_key"]["anomalies"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     assert_eq!(payload["summary"]["anomalies"], 0);
 
     // Offline: the CLI with the public key, and OpenSSL alone.
@@ -97,12 +113,24 @@ async fn the_signed_report_verifies_offline_and_with_openssl() -> anyhow::Result
     let report_file = d.path().join("report.json");
     std::fs::write(&report_file, envelope.to_string())?;
     let mut c = Command::new(BIN);
-    c.args(["custody", "verify"]).arg(&report_file).arg("--public-key").arg(&pem_file);
+    c.args(["custody", "verify"])
+        .arg(&report_file)
+        .arg("--public-key")
+        .arg(&pem_file);
     let out = finish(c, b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let payload_text = envelope["payload"].as_str().unwrap();
     let sig = envelope["signature"].as_str().unwrap();
-    assert!(openssl_verify(d.path(), &pem_file, payload_text.as_bytes(), sig));
+    assert!(openssl_verify(
+        d.path(),
+        &pem_file,
+        payload_text.as_bytes(),
+        sig
+    ));
 
     // Negative twins: one changed character.
     let forged = payload_text.replacen("\"primary\"", "\"disabled\"", 1);
@@ -113,7 +141,10 @@ async fn the_signed_report_verifies_offline_and_with_openssl() -> anyhow::Result
     let tampered_file = d.path().join("tampered.json");
     std::fs::write(&tampered_file, tampered.to_string())?;
     let mut c = Command::new(BIN);
-    c.args(["custody", "verify"]).arg(&tampered_file).arg("--public-key").arg(&pem_file);
+    c.args(["custody", "verify"])
+        .arg(&tampered_file)
+        .arg("--public-key")
+        .arg(&pem_file);
     let out = finish(c, b"");
     assert!(!out.status.success());
     Ok(())
@@ -124,10 +155,15 @@ async fn only_custody_readers_get_the_report() -> anyhow::Result<()> {
     let mut d = Deployment::new()?;
     let s = d.start().await?;
     let name = unique("app");
-    s.post("/v1/principals", serde_json::json!({ "name": name, "policies": ["application"] }))
-        .await
-        .ok();
-    let t = s.post("/v1/tokens", serde_json::json!({ "principal": name })).await;
+    s.post(
+        "/v1/principals",
+        serde_json::json!({ "name": name, "policies": ["application"] }),
+    )
+    .await
+    .ok();
+    let t = s
+        .post("/v1/tokens", serde_json::json!({ "principal": name }))
+        .await;
     let token = t.ok()["token"].as_str().unwrap().to_owned();
     let header = format!("Bearer {token}");
     let r = s
@@ -201,7 +237,10 @@ async fn weaker_and_missing_device_objects_are_flagged() -> anyhow::Result<()> {
         "CKA_NEVER_EXTRACTABLE is false",
         "CKA_LOCAL is false",
     ] {
-        assert!(anomalies.contains(&expected), "{expected} not in {anomalies:?}");
+        assert!(
+            anomalies.contains(&expected),
+            "{expected} not in {anomalies:?}"
+        );
     }
     assert_eq!(w["device_object"]["attributes"]["CKA_EXTRACTABLE"], true);
     let g = version(&payload, gone["id"].as_str().unwrap(), 1);

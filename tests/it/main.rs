@@ -8,12 +8,13 @@
 mod common;
 
 mod api_errors;
-mod audit;
 mod api_roundtrip;
+mod audit;
 mod cli;
 mod cli_lifecycle;
 mod cli_policy;
 mod cli_secrets;
+mod cli_tpm;
 mod conformance;
 mod custody;
 mod device;

@@ -23,15 +23,13 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     (
         status,
-        Json(
-            json!({
-                "status": word,
-                "device": r.device,
-                "tpm": r.tpm,
-                "rejected_key_blobs": r.rejected_key_blobs,
-                "store_writable": r.store_writable,
-                "audit": r.audit
-            }),
-        ),
+        Json(json!({
+            "status": word,
+            "device": r.device,
+            "tpm": r.tpm,
+            "rejected_key_blobs": r.rejected_key_blobs,
+            "store_writable": r.store_writable,
+            "audit": r.audit
+        })),
     )
 }
