@@ -8,7 +8,7 @@
 //! root key (device, per key version, non-extractable)
 //!  └─ version-KEK: 256 bits from the device RNG, wrapped by the root key in the device and
 //!     │            stored wrapped; unwrapped on demand into a VersionKek, cached for ≤ TTL
-//!     └─ K = HKDF-SHA256(version-KEK, info = "custodian/kwp/v1" ‖ len ‖ header ‖ len ‖ context)
+//!     └─ K = HKDF-SHA256(version-KEK, info = "custodian/kwp/v1" ‖ len ‖ header ‖ nonce ‖ len ‖ context)
 //!         └─ data key wrapped with AES-256-KWP (RFC 5649) under K, in software
 //! ```
 //!
@@ -18,7 +18,10 @@
 //!   fail KWP's integrity check ([`KwpError::IntegrityCheckFailed`]).
 //! - [`cache`]: [`KekCache`], the TTL + LRU cache with single-flight unwraps.
 //!
-//! The blob layout (algorithm byte `0x02`) is proposed in `docs/formats.md`; the reasoning is in
+//! The blob layout (algorithm byte `0x02`) is in `docs/formats.md`: the blob's 96-bit IV field
+//! carries a fresh nonce that joins the header in the derivation's "header" input, so two wraps
+//! of one data key under one context differ. [`CachedBackend`] is the mode over a device; the
+//! reasoning is in
 //! `docs/decisions/0010-cached-mode-kwp.md`.
 //!
 //! # Threat model trade-off

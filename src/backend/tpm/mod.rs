@@ -1,5 +1,5 @@
 //! The TPM 2.0 device layer (tss-esapi 7): swtpm in development, a hardware TPM in production.
-//! Not yet wired into [`crate::backend::KeyBackend`]; see `docs/tpm.md`.
+//! [`backend::TpmBackend`] puts it behind [`crate::backend::KeyBackend`]; see `docs/tpm.md`.
 //!
 //! - [`context`]: the one owner of the ESAPI context (a dedicated thread), reconnection.
 //! - [`keys`]: templates, version-key creation, blobs, attribute read-back.
@@ -36,9 +36,8 @@ use context::ContextHandle;
 /// How to reach the TPM: the validated, in-memory form.
 ///
 /// Deliberately not `Deserialize`: like the PKCS#11 PIN, the owner auth value must never be
-/// written in a TOML file. When the TPM backend is wired into the configuration, the raw config
-/// names an environment variable or a file (`owner_auth_env` / `owner_auth_file`) and the
-/// loader builds this struct.
+/// written in a TOML file: `[tpm]` names an environment variable or a file (`owner_auth_env` /
+/// `owner_auth_file`) and `app.rs` builds this struct.
 #[derive(Clone)]
 pub struct TpmConfig {
     /// The TCTI: `swtpm:host=127.0.0.1,port=2321` (development), `device:/dev/tpmrm0`
