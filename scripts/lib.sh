@@ -39,8 +39,11 @@ softhsm_module() {
 # control channel on $2+1, unless the one this function started last time still runs.
 # (TPM2_Startup is done by swtpm itself: --flags startup-clear.)
 start_dev_swtpm() {
-  local dir=$1 port=$2 pidfile=$1/swtpm.pid
-  mkdir -p "$dir" && chmod 0700 "$dir"
+  mkdir -p "$1" && chmod 0700 "$1"
+  # Absolute paths: swtpm --daemon changes its directory to /.
+  local dir port=$2 pidfile
+  dir=$(cd "$1" && pwd)
+  pidfile=$dir/swtpm.pid
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     return 0
   fi
