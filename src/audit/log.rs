@@ -1,11 +1,13 @@
 //! [`AuditLog`]: the one writer of the audit chain on this node.
 //!
-//! Requests hand their entry to a writer task and wait for its acknowledgement, which comes
-//! only after the entry's record is committed: a response is never sent before its record is
-//! durable. The writer takes every entry waiting when it starts a transaction (group commit),
-//! so throughput holds under load while each commit is one fsync. It also signs checkpoints
-//! with the device-resident key, at a configured interval and record count, after re-checking
-//! the chain it is about to sign from the stored rows.
+//! Requests hand their entry to the writer and wait for its acknowledgement, which comes only
+//! after the entry's record is committed: a response is never sent before its record is
+//! durable. The writer is one OS thread with its own database connection
+//! ([`crate::store::AuditAppender`]): it blocks on the commit's fsync without occupying the
+//! async runtime or the connection requests use, and it takes every entry waiting when it starts
+//! a transaction (group commit), so throughput holds under load while each commit is one fsync.
+//! It also signs checkpoints with the device-resident key, at a configured interval and record
+//! count, after re-checking the chain it is about to sign from the stored rows.
 //!
 //! When a write fails, the requests in that batch fail (the API answers 503) and readiness
 //! reports the audit log unwritable until a later write succeeds.
@@ -16,13 +18,16 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
 
 use super::export::Checkpoint;
 use super::record::{decode_hash, format_time, AuditEntry, AuditRecord, GENESIS};
 use super::signature::{PublicKey, ALGORITHM};
 use crate::backend::{AuditSigner, BackendError};
-use crate::store::{AuditTail, Store, StoreError};
+use crate::store::{AuditAppender, AuditTail, Store, StoreError};
 
 /// Most entries committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -137,9 +142,13 @@ impl AuditLog {
             checkpoint: AtomicU64::new(tail.checkpoint.as_ref().map_or(0, |c| c.sequence)),
             broken_at: Mutex::new(None),
         });
-        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        // Unbounded: every sender waits for its acknowledgement, so the queue never holds more
+        // entries than there are requests in flight.
+        let (tx, rx) = mpsc::channel();
+        let appender = store.audit_appender().await.map_err(AuditError::Store)?;
         let writer = Writer {
-            store,
+            appender,
+            runtime: tokio::runtime::Handle::current(),
             signer: Arc::clone(&signer),
             settings: settings.clone(),
             shared: Arc::clone(&shared),
@@ -147,7 +156,10 @@ impl AuditLog {
             last_checkpoint: tail.checkpoint.map(|c| (c.sequence, c.head)),
             floor: tail.archive.map(|a| (a.through, a.head)),
         };
-        tokio::spawn(writer.run(rx));
+        std::thread::Builder::new()
+            .name("custodian-audit".to_owned())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::Store(StoreError::Io(e)))?;
         Ok(Self {
             tx: Some(tx),
             shared,
@@ -186,7 +198,6 @@ impl AuditLog {
         let Some(tx) = &self.tx else { return Ok(0) };
         let (ack, done) = oneshot::channel();
         tx.send(Command::Append(Box::new(entry), ack))
-            .await
             .map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
@@ -200,7 +211,6 @@ impl AuditLog {
         let Some(tx) = &self.tx else { return Ok(None) };
         let (ack, done) = oneshot::channel();
         tx.send(Command::Checkpoint(ack))
-            .await
             .map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
@@ -233,7 +243,9 @@ impl AuditLog {
 }
 
 struct Writer {
-    store: Arc<dyn Store>,
+    appender: Box<dyn AuditAppender>,
+    /// For the one async call the writer makes: the device signature of a checkpoint.
+    runtime: tokio::runtime::Handle,
     signer: Arc<dyn AuditSigner>,
     settings: AuditSettings,
     shared: Arc<Shared>,
@@ -246,21 +258,21 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut tick = tokio::time::interval(self.settings.checkpoint_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let interval = self.settings.checkpoint_interval;
+        let mut next_tick = Instant::now() + interval;
         loop {
-            let first = tokio::select! {
-                c = rx.recv() => match c {
-                    Some(c) => c,
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    if let Err(e) = self.checkpoint().await {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let first = match rx.recv_timeout(wait) {
+                Ok(c) => c,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    next_tick = Instant::now() + interval;
+                    if let Err(e) = self.checkpoint() {
                         tracing::error!(error = %e, "audit checkpoint failed");
                     }
                     continue;
                 }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let mut appends = Vec::new();
             let mut checkpoints = Vec::new();
@@ -275,12 +287,12 @@ impl Writer {
                 }
             }
             if !appends.is_empty() {
-                self.commit(appends).await;
+                self.commit(appends);
             }
             let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
             let due = self.head.0.saturating_sub(covered) >= self.settings.checkpoint_records;
             if due || !checkpoints.is_empty() {
-                let result = self.checkpoint().await;
+                let result = self.checkpoint();
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "audit checkpoint failed");
                 }
@@ -296,7 +308,7 @@ impl Writer {
     }
 
     /// Chains and commits a batch; acknowledges every entry with its sequence or the failure.
-    async fn commit(&mut self, batch: Vec<(AuditEntry, oneshot::Sender<Result<u64, AuditError>>)>) {
+    fn commit(&mut self, batch: Vec<(AuditEntry, oneshot::Sender<Result<u64, AuditError>>)>) {
         let (mut seq, mut prev) = self.head;
         let mut records = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
@@ -307,7 +319,7 @@ impl Writer {
             records.push(record);
             acks.push((seq, ack));
         }
-        match self.store.append_audit(records).await {
+        match self.appender.append(&records) {
             Ok(()) => {
                 self.head = (seq, prev);
                 self.shared.head.store(seq, Ordering::Release);
@@ -328,17 +340,16 @@ impl Writer {
 
     /// Re-checks the stored chain since the last checkpoint, then signs and stores a
     /// checkpoint over the head. Returns the latest checkpoint.
-    async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, AuditError> {
+    fn checkpoint(&mut self) -> Result<Option<Checkpoint>, AuditError> {
         let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
         if self.head.0 == covered || self.head.0 == self.floor.as_ref().map_or(0, |f| f.0) {
             return self
-                .store
-                .audit_tail()
-                .await
+                .appender
+                .tail()
                 .map(|t| t.checkpoint)
                 .map_err(AuditError::Store);
         }
-        if let Err(e) = self.recheck().await {
+        if let Err(e) = self.recheck() {
             if let AuditError::ChainBroken(s) = e {
                 if let Ok(mut g) = self.shared.broken_at.lock() {
                     *g = Some(s);
@@ -350,9 +361,8 @@ impl Writer {
         let time = format_time(time::OffsetDateTime::now_utc());
         let message = Checkpoint::message(self.head.0, &head, &time, &self.settings.node);
         let signature = self
-            .signer
-            .sign(message)
-            .await
+            .runtime
+            .block_on(self.signer.sign(message))
             .map_err(AuditError::Signing)?;
         let checkpoint = Checkpoint {
             sequence: self.head.0,
@@ -363,9 +373,8 @@ impl Writer {
             key_fingerprint: self.signer.public_key().fingerprint(),
             signature: STANDARD.encode(signature),
         };
-        self.store
-            .insert_audit_checkpoint(&checkpoint)
-            .await
+        self.appender
+            .insert_checkpoint(&checkpoint)
             .map_err(AuditError::Store)?;
         self.last_checkpoint = Some((checkpoint.sequence, head));
         self.shared
@@ -376,7 +385,7 @@ impl Writer {
 
     /// Verifies the stored records after the last checkpoint link up to the in-memory head:
     /// a row edited in the database since then is found before anything is signed over it.
-    async fn recheck(&self) -> Result<(), AuditError> {
+    fn recheck(&mut self) -> Result<(), AuditError> {
         let (mut after, mut prev) = match (&self.last_checkpoint, &self.floor) {
             (Some((s, h)), _) => (*s, decode_hash(h).ok_or(AuditError::ChainBroken(*s))?),
             (None, Some((s, h))) => (*s, decode_hash(h).ok_or(AuditError::ChainBroken(*s))?),
@@ -384,9 +393,8 @@ impl Writer {
         };
         while after < self.head.0 {
             let page = self
-                .store
-                .audit_range(after, self.head.0, CHECK_PAGE)
-                .await
+                .appender
+                .range(after, self.head.0, CHECK_PAGE)
                 .map_err(AuditError::Store)?;
             if page.is_empty() {
                 return Err(AuditError::ChainBroken(after + 1));

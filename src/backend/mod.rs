@@ -281,6 +281,22 @@ impl Backends {
     }
 }
 
+/// For `generate_and_seal` implementations that draw the key themselves: seals a copy of `key`
+/// with `backend` and returns the key beside its sealed form.
+///
+/// # Errors
+/// Those of [`KeyBackend::seal`].
+pub(crate) async fn seal_drawn_key(
+    backend: &(impl KeyBackend + ?Sized),
+    root: &RootKeyRef,
+    aad: Vec<u8>,
+    key: SecretBytes,
+) -> Result<(SecretBytes, Sealed), BackendError> {
+    let copy = SecretBytes::new(zeroize::Zeroizing::new(key.expose_secret().to_vec()));
+    let sealed = backend.seal(root, aad, copy).await?;
+    Ok((key, sealed))
+}
+
 /// Signs with a device-resident key (ECDSA P-256 over SHA-256); never exposes the key.
 #[async_trait]
 pub trait AuditSigner: Send + Sync + 'static {

@@ -82,6 +82,34 @@ pub enum StoreError {
     },
 }
 
+/// The audit writer's own connection: every call blocks; one thread owns it.
+pub trait AuditAppender: Send {
+    /// Appends chained records in one transaction (group commit), durable on return.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError>;
+
+    /// Stores a signed checkpoint.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
+    /// Records with `after < sequence <= until`, in order, at most `limit`.
+    ///
+    /// # Errors
+    /// Database errors; `Corrupt` for unreadable rows.
+    fn range(&mut self, after: u64, until: u64, limit: u32)
+        -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The chain's tail.
+    ///
+    /// # Errors
+    /// Database errors; `Corrupt` for unreadable rows.
+    fn tail(&mut self) -> Result<AuditTail, StoreError>;
+}
+
 /// Where the stored audit chain ends.
 #[derive(Debug, Clone, Default)]
 pub struct AuditTail {
@@ -590,17 +618,12 @@ pub trait Store: Send + Sync + 'static {
     /// Database errors; `Corrupt` for unreadable rows.
     async fn audit_tail(&self) -> Result<AuditTail, StoreError>;
 
-    /// Appends chained records in one transaction (group commit).
-    ///
-    /// # Errors
-    /// Database errors (a sequence already taken is `Conflict { constraint: "audit_records.sequence" }`).
-    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError>;
-
-    /// Stores a signed checkpoint.
+    /// A dedicated connection for the audit writer, used from its own thread (blocking), so
+    /// audit commits neither wait for nor hold up the connection the requests use.
     ///
     /// # Errors
     /// Database errors.
-    async fn insert_audit_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+    async fn audit_appender(&self) -> Result<Box<dyn AuditAppender>, StoreError>;
 
     /// Records with `after < sequence <= until`, in order, at most `limit`.
     ///

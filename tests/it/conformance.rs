@@ -50,26 +50,6 @@ fn flip(blob_b64: &str, at: usize) -> String {
     b64(&b)
 }
 
-async fn wait_job_done(s: &Server, key_id: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let jobs = s.get("/v1/jobs").await;
-        let mine: Vec<Value> = jobs.ok()["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|j| j["key_id"] == key_id)
-            .cloned()
-            .collect();
-        if !mine.is_empty() && mine.iter().all(|j| j["state"] != "running") {
-            assert_eq!(mine[0]["state"], "completed", "{mine:?}");
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{}", jobs.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Every case, on one (device, mode).
 async fn conformance(
     s: &Server,
@@ -197,7 +177,8 @@ async fn conformance(
     let r = s.post(&format!("/v1/keys/{name}/rotate"), json!({})).await;
     assert_eq!(r.ok()["primary_version"], 2);
     assert_eq!(r.body["versions"][1]["algorithm"], algorithm);
-    wait_job_done(s, &id).await;
+    let job = crate::common::server::wait_job_done(s, &id).await;
+    assert_eq!(job["state"], "completed", "{job}");
     let r = s.get(&format!("/v1/secrets/{path}")).await;
     assert_eq!(
         unb64(r.ok()["value"].as_str().unwrap()),

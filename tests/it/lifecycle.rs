@@ -585,32 +585,6 @@ async fn put_secret(s: &Server, path: &str, value: &str) {
     .ok();
 }
 
-/// Waits until no re-wrap job of key `key` is running; returns its newest job.
-async fn wait_job_done(s: &Server, key: &str) -> Value {
-    let key_id = s.get(&format!("/v1/keys/{key}")).await.ok()["id"].clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let jobs = s.get("/v1/jobs").await;
-        let mine: Vec<Value> = jobs.ok()["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|j| j["key_id"] == key_id)
-            .cloned()
-            .collect();
-        if !mine.is_empty() && mine.iter().all(|j| j["state"] != "running") {
-            // Jobs are listed newest first.
-            return mine[0].clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "re-wrap did not finish: {}",
-            jobs.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 // The in-process token lock is held for the whole test on purpose (see device.rs).
 #[allow(clippy::await_holding_lock)]
 #[tokio::test]
@@ -640,7 +614,7 @@ async fn destruction_is_refused_while_referenced_and_final_once_done() -> anyhow
     // Re-wrap, then destruction is allowed.
     let job = post_empty(&s, &format!("/v1/keys/{name}/rewrap")).await;
     assert_eq!(job.status.as_u16(), 202, "{}", job.body);
-    let done = wait_job_done(&s, &name).await;
+    let done = crate::common::server::wait_job_done(&s, &name).await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["remaining"], 0);
     let versions = s.get(&format!("/v1/keys/{name}/versions")).await;
@@ -802,7 +776,7 @@ async fn tampered_rows_do_not_block_the_rows_behind_them() -> anyhow::Result<()>
     drop(db);
     post_empty(&s, "/v1/keys/mixed/rotate").await.ok();
     post_empty(&s, "/v1/keys/mixed/rewrap").await;
-    let job = wait_job_done(&s, "mixed").await;
+    let job = crate::common::server::wait_job_done(&s, "mixed").await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["done"], 8, "every good row moved: {job}");
     assert_eq!(job["failed_items"], 4, "each bad row counted once: {job}");

@@ -193,10 +193,7 @@ impl KeyBackend for CachedBackend {
         // device call per request that cached mode exists to avoid.
         let mut key = zeroize::Zeroizing::new(vec![0u8; len]);
         getrandom::getrandom(&mut key).map_err(|e| BackendError::Device(Box::new(e)))?;
-        let key = SecretBytes::new(key);
-        let copy = SecretBytes::new(zeroize::Zeroizing::new(key.expose_secret().to_vec()));
-        let sealed = self.seal(root, aad, copy).await?;
-        Ok((key, sealed))
+        crate::backend::seal_drawn_key(self, root, aad, SecretBytes::new(key)).await
     }
 
     async fn open(

@@ -183,9 +183,7 @@ impl KeyBackend for TpmBackend {
         len: usize,
     ) -> Result<(SecretBytes, Sealed), BackendError> {
         let key = self.device.random(len).await?;
-        let copy = SecretBytes::new(Zeroizing::new(key.expose_secret().to_vec()));
-        let sealed = self.seal(root, aad, copy).await?;
-        Ok((key, sealed))
+        crate::backend::seal_drawn_key(self, root, aad, key).await
     }
 
     async fn open(

@@ -4,7 +4,33 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::audit::{AuditArchive, AuditEntry, AuditFilter, AuditRecord, Checkpoint, Outcome};
-use crate::store::{AuditTail, StoreError};
+use crate::store::{AuditAppender, AuditTail, StoreError};
+
+/// The audit writer's own connection.
+pub struct Appender(pub Connection);
+
+impl AuditAppender for Appender {
+    fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        append(&mut self.0, records)
+    }
+
+    fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        insert_checkpoint(&self.0, checkpoint)
+    }
+
+    fn range(
+        &mut self,
+        after: u64,
+        until: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        range(&self.0, after, until, limit)
+    }
+
+    fn tail(&mut self) -> Result<AuditTail, StoreError> {
+        tail(&self.0)
+    }
+}
 
 const RECORD_COLUMNS: &str = "sequence, time, node, request_id, method, route, principal, \
     credential, source, action, resource, key_id, key_version, other_keys, outcome, status, \

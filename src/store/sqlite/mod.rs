@@ -20,8 +20,8 @@ mod secrets;
 
 use super::migrations::{Migration, SQLITE};
 use super::{
-    AuditTail, KeyUpdate, MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RotationClaim,
-    SealedSecret, Store, StoreError, VersionOp,
+    AuditAppender, AuditTail, KeyUpdate, MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem,
+    RotationClaim, SealedSecret, Store, StoreError, VersionOp,
 };
 use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
@@ -95,14 +95,21 @@ fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
         perms.set_mode(0o600);
         std::fs::set_permissions(path, perms)?;
     }
-    let mut conn = Connection::open(path)?;
+    let mut conn = connect(path)?;
+    migrate(&mut conn, SQLITE)?;
+    Ok(conn)
+}
+
+/// A connection to an existing database file with the settings every connection uses.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Every commit is durable (fsync of the WAL) before it returns.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Deleted content (destroyed secret versions) is overwritten with zeros, not left in free pages.
     conn.pragma_update(None, "secure_delete", "ON")?;
-    migrate(&mut conn, SQLITE)?;
     Ok(conn)
 }
 
@@ -499,15 +506,10 @@ impl Store for SqliteStore {
         self.with_conn(|conn| audit::tail(conn)).await
     }
 
-    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
-        self.with_conn(move |conn| audit::append(conn, &records))
-            .await
-    }
-
-    async fn insert_audit_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let c = checkpoint.clone();
-        self.with_conn(move |conn| audit::insert_checkpoint(conn, &c))
-            .await
+    async fn audit_appender(&self) -> Result<Box<dyn AuditAppender>, StoreError> {
+        let path = self.path.clone();
+        let conn = run_blocking(move || connect(&path)).await??;
+        Ok(Box::new(audit::Appender(conn)))
     }
 
     async fn audit_range(

@@ -466,3 +466,29 @@ impl Drop for Server {
         self.kill_inner();
     }
 }
+
+/// Waits until no re-wrap job of key `key` (a name or id) is running; returns its newest job.
+pub async fn wait_job_done(s: &Server, key: &str) -> Value {
+    let key_id = s.get(&format!("/v1/keys/{key}")).await.ok()["id"].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = s.get("/v1/jobs").await;
+        let mine: Vec<Value> = jobs.ok()["jobs"]
+            .as_array()
+            .expect("jobs array")
+            .iter()
+            .filter(|j| j["key_id"] == key_id)
+            .cloned()
+            .collect();
+        if !mine.is_empty() && mine.iter().all(|j| j["state"] != "running") {
+            // Jobs are listed newest first.
+            return mine[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "re-wrap did not finish: {}",
+            jobs.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
