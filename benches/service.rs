@@ -1,17 +1,25 @@
 //! End-to-end service benchmark: the HTTP API of a real `custodian serve` against a SoftHSM2
-//! token, next to a raw in-process baseline of the same GCM calls on the same token object.
+//! token and a swtpm TPM 2.0 simulator, next to a raw in-process baseline of the same device
+//! calls on the same devices.
 //!
 //! One run (`scripts/bench`, or `cargo bench --bench service`):
 //!
 //! 1. provisions a throw-away install in `CUSTODIAN_BENCH_DIR` (SoftHSM conf from
-//!    `softhsm/setup`, a config file, `custodian token init`), starts the server, creates the key
-//!    `bench`, and checks one data key round trip;
-//! 2. stops the server (two processes never use one token directory at once), opens the same
-//!    token in this process and times `gcm_seal_with_iv` / `gcm_open` on the same root key
-//!    object, single-threaded;
+//!    `softhsm/setup`, a config file, `custodian token init`) and, unless `--tpm false`, starts
+//!    its own swtpm (state in `CUSTODIAN_BENCH_DIR/swtpm`, two free loopback ports, killed when
+//!    the bench ends, on error too) and names it in the config's `[tpm] tcti`; starts the server,
+//!    creates the key `bench` (PKCS#11, direct) and the device-and-mode keys `bench-p11-cached`,
+//!    `bench-tpm-direct` and `bench-tpm-cached`, and checks one data key round trip on each;
+//! 2. stops the server (two processes never use one token directory at once, and swtpm serves
+//!    one connection at a time), opens the same token in this process and times
+//!    `gcm_seal_with_iv` / `gcm_open` on the same root key object, single-threaded; then opens
+//!    the swtpm with `TpmDevice::open`, creates a version key and times `TpmDevice::hmac` (what
+//!    TPM direct mode asks of the TPM per wrap or unwrap) and TPM2_GetRandom(32) + `hmac` (per
+//!    TPM direct data key), single-threaded;
 //! 3. restarts the server on the same directory and drives `POST /v1/keys/bench/datakey`,
-//!    `POST /v1/decrypt` and, as the floor of the HTTP stack, `GET /v1/health/live` at several
-//!    concurrencies for a fixed time each, over keep-alive HTTP/1.1 to 127.0.0.1;
+//!    `POST /v1/decrypt`, as the floor of the HTTP stack `GET /v1/health/live`, and `POST
+//!    /v1/keys/{key}/datakey` on each device-and-mode key at several concurrencies for a fixed
+//!    time each, over keep-alive HTTP/1.1 to 127.0.0.1;
 //! 4. on the same server, measures the bulk re-wrap job: stores N secrets under the key
 //!    `bench-rewrap` (16 writers), times `datakey` on `bench` at concurrency 8 without a job, then
 //!    rotates `bench-rewrap`, starts its re-wrap job (`POST /v1/keys/bench-rewrap/rewrap`) and
@@ -26,8 +34,9 @@
 //!    audited/unaudited ratio per concurrency against the issue's requirement (audited at least
 //!    2/3 of unaudited), the records written (`audit.head` of `GET /v1/health/ready`), the
 //!    block device's flushes and, from them, an estimate of the group-commit batch;
-//! 6. prints Markdown tables (ops/s, p50/p99, errors, server RSS and CPU; re-wrap items/s and
-//!    foreground latency with and without the job; the audit cost) and exits non-zero on any
+//! 6. prints Markdown tables (ops/s, p50/p99, errors, server RSS and CPU; `datakey` by device
+//!    and mode, against the no-device floor and PKCS#11 direct; re-wrap items/s and foreground
+//!    latency with and without the job; the audit cost) and exits non-zero on any
 //!    failure, including a single failed request. A missed audit target is reported as FAIL in
 //!    the tables but does not change the exit status.
 //!
@@ -51,8 +60,10 @@
 //! | `--rewrap-batch N` | `CUSTODIAN_BENCH_REWRAP_BATCH` | 100 (server `keys.rewrap_batch_size`) |
 //! | `--rewrap-pause-ms MS` | `CUSTODIAN_BENCH_REWRAP_PAUSE_MS` | 20 (server `keys.rewrap_pause_ms`) |
 //! | `--audit-secs S` | `CUSTODIAN_BENCH_AUDIT_SECS` | the `--secs` value (each audit-cost row; 0 skips the audit phase) |
+//! | `--tpm true\|false` | `CUSTODIAN_BENCH_TPM` | `true` (`false`: no swtpm, no `[tpm]`, no TPM keys or rows) |
 //!
-//! `CUSTODIAN_BENCH_PKCS11_MODULE` names the module (default: SoftHSM2's Debian path).
+//! `CUSTODIAN_BENCH_PKCS11_MODULE` names the module (default: SoftHSM2's Debian path). With
+//! `--tpm true` the `swtpm` binary must be on `PATH` (`scripts/lib.sh` installs it).
 
 // No `unwrap`, `expect` or `panic` here: every failure is an `anyhow` error with context, and
 // `main` turns it into a message and a non-zero exit status.
@@ -77,8 +88,9 @@ use reqwest::StatusCode;
 
 use custodian::backend::pkcs11::device::login;
 use custodian::backend::pkcs11::encrypt::{gcm_open, gcm_seal_with_iv};
+use custodian::backend::tpm::{TpmConfig, TpmDevice};
 use custodian::config::PinSource;
-use custodian::domain::RootKeyRef;
+use custodian::domain::{Algorithm, RootKeyRef};
 use custodian::format::{Blob, EncryptionContext};
 use custodian::service::READINESS_TTL;
 
@@ -126,8 +138,15 @@ fn run(args: &[String]) -> Result<()> {
     };
     let module = std::env::var_os("CUSTODIAN_BENCH_PKCS11_MODULE")
         .map_or_else(|| PathBuf::from(DEFAULT_MODULE), PathBuf::from);
-    let install = Install::prepare(&dir, &module, &knobs)?;
-    let report = measure(&install, &knobs)?;
+    // Declared before the install and the report: dropped (killed) last, on error too.
+    let swtpm = if knobs.tpm {
+        eprintln!("bench: starting swtpm");
+        Some(Swtpm::start(&dir.join("swtpm"))?)
+    } else {
+        None
+    };
+    let install = Install::prepare(&dir, &module, &knobs, swtpm.as_ref())?;
+    let report = measure(&install, &knobs, swtpm.as_ref())?;
     print!("{}", report.markdown(&install, &knobs));
     ensure!(
         report.total_errors() == 0,
@@ -180,6 +199,8 @@ struct Knobs {
     rewrap_pause_ms: u64,
     /// Length of each row of the audit phase; `None` skips the phase.
     audit_time: Option<Duration>,
+    /// Start a swtpm and measure the TPM keys and the raw TPM rows.
+    tpm: bool,
 }
 
 impl Knobs {
@@ -195,6 +216,7 @@ impl Knobs {
         let mut rewrap_batch = env_knob("CUSTODIAN_BENCH_REWRAP_BATCH")?;
         let mut rewrap_pause_ms = env_knob("CUSTODIAN_BENCH_REWRAP_PAUSE_MS")?;
         let mut audit_secs = env_knob("CUSTODIAN_BENCH_AUDIT_SECS")?;
+        let mut tpm = env_knob("CUSTODIAN_BENCH_TPM")?;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let slot = match arg.as_str() {
@@ -210,10 +232,12 @@ impl Knobs {
                 "--rewrap-batch" => &mut rewrap_batch,
                 "--rewrap-pause-ms" => &mut rewrap_pause_ms,
                 "--audit-secs" => &mut audit_secs,
+                "--tpm" => &mut tpm,
                 other => bail!(
                     "unknown argument {other:?}; knobs: --sessions N, --secs S, --raw-secs S, \
                      --concurrency 1,8,32, --max-requests N, --log-filter F, --rewrap-secrets N, \
-                     --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS, --audit-secs S"
+                     --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS, --audit-secs S, \
+                     --tpm true|false"
                 ),
             };
             *slot = Some(
@@ -280,6 +304,7 @@ impl Knobs {
             rewrap_batch,
             rewrap_pause_ms,
             audit_time,
+            tpm: parse_knob("tpm (true or false)", tpm, "true")?,
         })
     }
 }
@@ -322,7 +347,7 @@ struct Install {
 }
 
 impl Install {
-    fn prepare(dir: &Path, module: &Path, knobs: &Knobs) -> Result<Self> {
+    fn prepare(dir: &Path, module: &Path, knobs: &Knobs, swtpm: Option<&Swtpm>) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir
             .canonicalize()
@@ -344,8 +369,9 @@ impl Install {
             .to_str()
             .with_context(|| format!("module path {} is not UTF-8", module.display()))?;
         let config = dir.join("custodian.toml");
+        let tcti = swtpm.map(Swtpm::tcti);
         // Relative paths in the config resolve against its directory.
-        let text = format!(
+        let mut text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n\n\
              [store]\nkind = \"sqlite\"\npath = \"custodian.db\"\n\n\
              [backend]\nkind = \"pkcs11\"\nmodule = {module}\ntoken_label = \"{TOKEN_LABEL}\"\n\
@@ -362,6 +388,9 @@ impl Install {
             module = serde_json::to_string(module_text)?,
             filter = serde_json::to_string(&knobs.log_filter)?,
         );
+        if let Some(tcti) = &tcti {
+            write!(text, "\n[tpm]\ntcti = {}\n", serde_json::to_string(tcti)?)?;
+        }
         std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         let install = Self {
             user_pin: dir.join("user.pin"),
@@ -702,6 +731,134 @@ fn clock_ticks() -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The swtpm process
+
+/// How long swtpm may take to accept connections.
+const SWTPM_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The bench's own swtpm: a TPM 2.0 simulator on two free loopback ports (server P, control
+/// P+1) with its state in the bench directory; killed and reaped on drop.
+struct Swtpm {
+    child: Child,
+    port: u16,
+    version: String,
+}
+
+impl Swtpm {
+    /// Starts swtpm on `state` (created 0700), retrying with new ports if another process takes
+    /// them first.
+    fn start(state: &Path) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
+        std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", state.display()))?;
+        let version = Command::new("swtpm")
+            .arg("--version")
+            .output()
+            .context("running `swtpm --version` (install swtpm, or pass --tpm false)")?;
+        let version = String::from_utf8_lossy(&version.stdout)
+            .lines()
+            .next()
+            .unwrap_or("unknown version")
+            .trim()
+            .to_owned();
+        let mut last_error = None;
+        for _ in 0..10 {
+            let port = free_port_pair()?;
+            match spawn_swtpm(state, port) {
+                Ok(child) => {
+                    return Ok(Self {
+                        child,
+                        port,
+                        version,
+                    })
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow!("swtpm did not start")))
+    }
+
+    /// The TCTI for tss-esapi and for `[tpm] tcti`.
+    fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port P such that P and P+1 are both free on 127.0.0.1 right now.
+fn free_port_pair() -> Result<u16> {
+    use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+    for _ in 0..100 {
+        let first = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+            .context("binding a loopback port")?;
+        let port = first.local_addr().context("reading a bound port")?.port();
+        let Some(next) = port.checked_add(1) else {
+            continue;
+        };
+        if TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, next)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("found no two consecutive free loopback ports")
+}
+
+/// Starts swtpm and waits until its control port accepts; fails if it exits first (e.g. a port
+/// was taken).
+fn spawn_swtpm(state: &Path, port: u16) -> Result<Child> {
+    use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+    let ctrl_port = port.checked_add(1).context("no control port above 65535")?;
+    let mut child = Command::new("swtpm")
+        .arg("socket")
+        .arg("--tpm2")
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .arg("--server")
+        .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+        .arg("--ctrl")
+        .arg(format!("type=tcp,port={ctrl_port},bindaddr=127.0.0.1"))
+        .arg("--flags")
+        .arg("not-need-init,startup-clear")
+        .arg("--log")
+        .arg(format!(
+            "file={},level=1",
+            state.join("swtpm.log").display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting swtpm (install swtpm, or pass --tpm false)")?;
+    let deadline = Instant::now() + SWTPM_START_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().context("checking swtpm")? {
+            bail!("swtpm exited with {status} before accepting on port {ctrl_port}");
+        }
+        // Probe the control port only: the server port serves one client at a time.
+        let ctrl = SocketAddrV4::new(Ipv4Addr::LOCALHOST, ctrl_port);
+        if TcpStream::connect_timeout(&ctrl.into(), Duration::from_millis(200)).is_ok() {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("swtpm did not accept on port {ctrl_port} within {SWTPM_START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Measurement
 
 /// Throughput and latency of one loop.
@@ -773,13 +930,16 @@ struct HttpRow {
     memory: Memory,
     server_cpu: CpuTime,
     client_cpu: CpuTime,
+    /// CPU of the bench's swtpm during the row, when there is one.
+    swtpm_cpu: Option<CpuTime>,
     machine: MachineCpu,
 }
 
 /// What a bench request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
-    Datakey,
+    /// `POST /v1/keys/{key}/datakey` on one of the device-and-mode keys.
+    Datakey(DeviceKey),
     Decrypt,
     /// `GET /v1/health/live`: no auth, no JSON body, no device: the floor of the HTTP stack.
     Live,
@@ -788,7 +948,7 @@ enum Op {
 impl Op {
     fn label(self) -> String {
         match self {
-            Self::Datakey => format!("POST /v1/keys/{KEY_NAME}/datakey"),
+            Self::Datakey(key) => format!("POST /v1/keys/{}/datakey", key.name()),
             Self::Decrypt => "POST /v1/decrypt".to_owned(),
             Self::Live => "GET /v1/health/live (reference)".to_owned(),
         }
@@ -797,9 +957,87 @@ impl Op {
     /// The raw loop this operation is compared with.
     fn baseline(self) -> Option<&'static str> {
         match self {
-            Self::Datakey => Some(RAW_SEAL),
+            Self::Datakey(key) => key.raw_baseline(),
             Self::Decrypt => Some(RAW_OPEN),
             Self::Live => None,
+        }
+    }
+}
+
+/// The keys of the device-and-mode rows (issue 7): which device holds the root, which mode
+/// wraps the data keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceKey {
+    /// `bench`: one GCM seal in SoftHSM per data key (plus C_GenerateRandom).
+    Pkcs11Direct,
+    /// One SoftHSM unwrap of the version-KEK per TTL, then software KWP.
+    Pkcs11Cached,
+    /// One TPM2_HMAC per wrap (plus TPM2_GetRandom per data key).
+    TpmDirect,
+    /// One TPM2_HMAC unwrap of the version-KEK per TTL, then software KWP.
+    TpmCached,
+}
+
+impl DeviceKey {
+    /// The keys a run measures: all four, or the PKCS#11 two with `--tpm false`.
+    fn in_run(tpm: bool) -> Vec<Self> {
+        [
+            Self::Pkcs11Direct,
+            Self::Pkcs11Cached,
+            Self::TpmDirect,
+            Self::TpmCached,
+        ]
+        .into_iter()
+        .filter(|k| tpm || !k.is_tpm())
+        .collect()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pkcs11Direct => KEY_NAME,
+            Self::Pkcs11Cached => "bench-p11-cached",
+            Self::TpmDirect => "bench-tpm-direct",
+            Self::TpmCached => "bench-tpm-cached",
+        }
+    }
+
+    fn is_tpm(self) -> bool {
+        matches!(self, Self::TpmDirect | Self::TpmCached)
+    }
+
+    /// `backend` of `POST /v1/keys`.
+    fn backend(self) -> &'static str {
+        if self.is_tpm() {
+            "tpm"
+        } else {
+            "pkcs11"
+        }
+    }
+
+    /// `mode` of `POST /v1/keys`.
+    fn mode(self) -> &'static str {
+        match self {
+            Self::Pkcs11Direct | Self::TpmDirect => "direct",
+            Self::Pkcs11Cached | Self::TpmCached => "cached",
+        }
+    }
+
+    /// The algorithm of the blobs the key's data keys come back in.
+    fn algorithm(self) -> Algorithm {
+        match self {
+            Self::Pkcs11Direct => Algorithm::Aes256GcmDevice,
+            Self::Pkcs11Cached | Self::TpmCached => Algorithm::Aes256KwpCached,
+            Self::TpmDirect => Algorithm::Aes256KwpTpmHmac,
+        }
+    }
+
+    /// The raw loop a direct-mode `datakey` is compared with; cached mode makes no device call
+    /// per request.
+    fn raw_baseline(self) -> Option<&'static str> {
+        match self {
+            Self::Pkcs11Direct => Some(RAW_SEAL),
+            Self::TpmDirect => Some(RAW_TPM_HMAC),
+            Self::Pkcs11Cached | Self::TpmCached => None,
         }
     }
 }
@@ -807,6 +1045,8 @@ impl Op {
 const RAW_SEAL: &str = "raw gcm_seal_with_iv, 32 B";
 const RAW_RNG_SEAL: &str = "raw C_GenerateRandom(32) + gcm_seal_with_iv";
 const RAW_OPEN: &str = "raw gcm_open, 32 B";
+const RAW_TPM_HMAC: &str = "raw TPM2_HMAC (load + HMAC + flush), 65 B";
+const RAW_TPM_RNG_HMAC: &str = "raw TPM2_GetRandom(32) + TPM2_HMAC";
 
 /// Everything one run measured.
 struct Report {
@@ -814,6 +1054,10 @@ struct Report {
     revision: String,
     load_before: String,
     library: String,
+    /// The swtpm and what it says about itself, unless `--tpm false`.
+    tpm: Option<String>,
+    /// The keys of the device-and-mode rows, `bench` first.
+    device_keys: Vec<DeviceKey>,
     raw: Vec<RawRow>,
     http: Vec<HttpRow>,
     /// The re-wrap phase, unless `--rewrap-secrets 0` skipped it.
@@ -830,7 +1074,7 @@ struct Setup {
     plaintext: Vec<u8>,
 }
 
-fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
+fn measure(install: &Install, knobs: &Knobs, swtpm: Option<&Swtpm>) -> Result<Report> {
     let started = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .context("formatting the date")?;
@@ -845,17 +1089,33 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
     let (mut server, token) = Server::start(install, 1)?;
     let token = token.context("the first start printed no bootstrap token")?;
     let client = http_client(1)?;
+    let device_keys = DeviceKey::in_run(swtpm.is_some());
     let setup = rt.block_on(async {
         server.wait_ready(&client).await?;
-        first_round_trip(&client, &server, token).await
+        let setup = first_round_trip(&client, &server, token).await?;
+        for &key in &device_keys {
+            if key != DeviceKey::Pkcs11Direct {
+                create_device_key(&client, &server, &setup.token, key).await?;
+            }
+        }
+        Ok::<_, anyhow::Error>(setup)
     })?;
     server
         .stop()
         .context("stopping the server before the raw baseline")?;
 
-    // 3. Raw baseline, in this process, on the same token object.
+    // 3. Raw baseline, in this process, on the same token object and the same swtpm.
     eprintln!("bench: raw baseline ({:?} per loop)", knobs.raw_time);
-    let (library, raw) = raw_baseline(install, &setup, knobs.raw_time)?;
+    let (library, mut raw) = raw_baseline(install, &setup, knobs.raw_time)?;
+    let tpm = match swtpm {
+        Some(swtpm) => {
+            eprintln!("bench: raw TPM baseline ({:?} per loop)", knobs.raw_time);
+            let (description, rows) = raw_tpm(&rt, swtpm, knobs.raw_time)?;
+            raw.extend(rows);
+            Some(description)
+        }
+        None => None,
+    };
 
     // 4. Restart and load.
     eprintln!("bench: restarting the server");
@@ -870,32 +1130,45 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
     let auth = HeaderValue::from_str(&format!("Bearer {}", setup.token))
         .context("the bootstrap token is not a valid header value")?;
     let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
-    let datakey = Target {
-        url: server.url(&format!("/v1/keys/{KEY_NAME}/datakey")),
-        body: Some(serde_json::json!({ "context": context }).to_string()),
-        auth: Some(auth.clone()),
-    };
-    let decrypt = Target {
+    let datakey = datakey_target(&server, DeviceKey::Pkcs11Direct, &auth);
+    let decrypt = Ok(Target {
         url: server.url("/v1/decrypt"),
         body: Some(
             serde_json::json!({ "ciphertext": setup.blob_b64, "context": context }).to_string(),
         ),
         auth: Some(auth.clone()),
-    };
-    let live = Target {
+    });
+    let live = Ok(Target {
         url: server.url("/v1/health/live"),
         body: None,
         auth: None,
-    };
+    });
     let ticks = clock_ticks();
     let server_pid = server.pid().to_string();
     let mut http = Vec::new();
     let targets = [
-        (Op::Datakey, &datakey),
-        (Op::Decrypt, &decrypt),
-        (Op::Live, &live),
-    ];
-    for (op, target) in targets {
+        (Op::Datakey(DeviceKey::Pkcs11Direct), datakey),
+        (Op::Decrypt, decrypt),
+        (Op::Live, live),
+    ]
+    .into_iter()
+    .chain(
+        device_keys
+            .iter()
+            .filter(|k| **k != DeviceKey::Pkcs11Direct)
+            .map(|&k| (Op::Datakey(k), datakey_target(&server, k, &auth))),
+    )
+    .map(|(op, target)| target.map(|t| (op, t)))
+    .collect::<Result<Vec<_>>>()?;
+    let swtpm_pid = swtpm.map(Swtpm::pid);
+    let swtpm_cpu = |pid: &Option<String>| {
+        pid.as_deref()
+            .map(|p| cpu_time(p, ticks))
+            .transpose()
+            .context("reading swtpm's CPU time")
+    };
+    for (op, target) in &targets {
+        let op = *op;
         for &concurrency in &knobs.concurrency {
             eprintln!(
                 "bench: {} at concurrency {concurrency} for {:?}",
@@ -909,10 +1182,11 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
                 WARMUP,
                 knobs.max_requests,
             ))?;
-            let (server_before, client_before, machine_before) = (
+            let (server_before, client_before, machine_before, swtpm_before) = (
                 cpu_time(&server_pid, ticks)?,
                 cpu_time("self", ticks)?,
                 machine_cpu(ticks)?,
+                swtpm_cpu(&swtpm_pid)?,
             );
             let mut stats = rt.block_on(load(
                 &client,
@@ -924,6 +1198,9 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
             let server_cpu = cpu_time(&server_pid, ticks)?.since(server_before);
             let client_cpu = cpu_time("self", ticks)?.since(client_before);
             let machine = machine_cpu(ticks)?.since(machine_before);
+            let swtpm_used = swtpm_cpu(&swtpm_pid)?
+                .zip(swtpm_before)
+                .map(|(after, before)| after.since(before));
             ensure!(
                 stats.ops > 0,
                 "no {} request completed at concurrency {concurrency} ({} errors; first: {})",
@@ -931,9 +1208,12 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
                 stats.errors,
                 stats.first_error.as_deref().unwrap_or("none")
             );
-            stats.other_cpu = machine
-                .busy
-                .saturating_sub(server_cpu.total() + client_cpu.total() + machine.steal);
+            stats.other_cpu = machine.busy.saturating_sub(
+                server_cpu.total()
+                    + client_cpu.total()
+                    + swtpm_used.unwrap_or_default().total()
+                    + machine.steal,
+            );
             http.push(HttpRow {
                 op,
                 concurrency,
@@ -941,6 +1221,7 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
                 memory: server.memory()?,
                 server_cpu,
                 client_cpu,
+                swtpm_cpu: swtpm_used,
                 machine,
             });
         }
@@ -954,12 +1235,15 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
         None
     };
 
-    // The service still answers correctly after the load.
+    // The service still answers correctly after the load, on every key.
     rt.block_on(async {
-        let again = datakey_call(&client, &server, &setup.token).await?;
-        decrypt_check(&client, &server, &setup.token, &again.0, &again.1).await
-    })
-    .context("round trip after the load")?;
+        for &key in &device_keys {
+            round_trip(&client, &server, &setup.token, key)
+                .await
+                .with_context(|| format!("round trip on `{}` after the load", key.name()))?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
     server.stop().context("stopping the server")?;
 
     // 6. The audit phase, in this process, on the same directory (the server is stopped).
@@ -975,6 +1259,8 @@ fn measure(install: &Install, knobs: &Knobs) -> Result<Report> {
         revision,
         load_before,
         library,
+        tpm,
+        device_keys,
         raw,
         http,
         rewrap,
@@ -1073,14 +1359,89 @@ impl Endpoint for InProcessApp {
     }
 }
 
-/// One data key request; returns the blob (base64) and the plaintext data key.
+/// One data key request on `bench`; returns the blob (base64) and the plaintext data key.
 async fn datakey_call(
     client: &reqwest::Client,
     server: &impl Endpoint,
     token: &str,
 ) -> Result<(String, Vec<u8>)> {
+    datakey_call_on(client, server, token, KEY_NAME).await
+}
+
+/// The `datakey` request on `key`, as a load target.
+fn datakey_target(server: &Server, key: DeviceKey, auth: &HeaderValue) -> Result<Target> {
     let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
-    let url = server.url(&format!("/v1/keys/{KEY_NAME}/datakey"));
+    Ok(Target {
+        url: server.url(&format!("/v1/keys/{}/datakey", key.name())),
+        body: Some(serde_json::json!({ "context": context }).to_string()),
+        auth: Some(auth.clone()),
+    })
+}
+
+/// Creates `key` with its backend and mode, checks what the service says it created, and
+/// checks one data key round trip.
+async fn create_device_key(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    key: DeviceKey,
+) -> Result<()> {
+    let what = format!("POST /v1/keys ({})", key.name());
+    let created = expect_json(
+        client.post(server.url("/v1/keys")).bearer_auth(token).json(
+            &serde_json::json!({ "name": key.name(), "backend": key.backend(), "mode": key.mode() }),
+        ),
+        &what,
+        StatusCode::CREATED,
+    )
+    .await?;
+    for (field, want) in [("backend", key.backend()), ("mode", key.mode())] {
+        if let Some(got) = created.get(field) {
+            ensure!(
+                got.as_str() == Some(want),
+                "{what} answered {field} {got}, not {want:?}"
+            );
+        }
+    }
+    round_trip(client, server, token, key)
+        .await
+        .with_context(|| format!("first round trip on `{}`", key.name()))
+}
+
+/// One `datakey` → `decrypt` round trip on `key`; the blob must carry `key`'s algorithm.
+async fn round_trip(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    key: DeviceKey,
+) -> Result<()> {
+    let (blob_b64, plaintext) = datakey_call_on(client, server, token, key.name()).await?;
+    decrypt_check(client, server, token, &blob_b64, &plaintext).await?;
+    let bytes = STANDARD
+        .decode(&blob_b64)
+        .context("ciphertext is not base64")?;
+    let blob = Blob::parse(&bytes).map_err(|e| anyhow!("the service returned a bad blob: {e}"))?;
+    ensure!(
+        blob.algorithm == key.algorithm(),
+        "`{}` ({} {}) returned a blob of {:?}, not {:?}",
+        key.name(),
+        key.backend(),
+        key.mode(),
+        blob.algorithm,
+        key.algorithm()
+    );
+    Ok(())
+}
+
+/// One data key request on the key `name`; returns the blob (base64) and the plaintext.
+async fn datakey_call_on(
+    client: &reqwest::Client,
+    server: &impl Endpoint,
+    token: &str,
+    name: &str,
+) -> Result<(String, Vec<u8>)> {
+    let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
+    let url = server.url(&format!("/v1/keys/{name}/datakey"));
     let v = post_json(
         client,
         url,
@@ -1427,7 +1788,7 @@ async fn rewrap_phase(
     // Foreground load with no job.
     eprintln!(
         "bench: re-wrap phase: {} at concurrency {FOREGROUND_CONCURRENCY} for {window:?}, no job",
-        Op::Datakey.label()
+        Op::Datakey(DeviceKey::Pkcs11Direct).label()
     );
     load(&client, &datakey, FOREGROUND_CONCURRENCY, WARMUP, max).await?;
     let mark = CpuMark::now(&server_pid, ticks)?;
@@ -1443,7 +1804,7 @@ async fn rewrap_phase(
     eprintln!(
         "bench: re-wrap phase: {} at concurrency {FOREGROUND_CONCURRENCY} while a job re-wraps \
          {n} data keys (at most {window:?})",
-        Op::Datakey.label()
+        Op::Datakey(DeviceKey::Pkcs11Direct).label()
     );
     let finished = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -1508,7 +1869,7 @@ fn checked(stats: Stats, when: &str) -> Result<Stats> {
     ensure!(
         stats.ops > 0,
         "no {} request completed {when} ({} errors; first: {})",
-        Op::Datakey.label(),
+        Op::Datakey(DeviceKey::Pkcs11Direct).label(),
         stats.errors,
         stats.first_error.as_deref().unwrap_or("none")
     );
@@ -1858,7 +2219,7 @@ impl RewrapReport {
             "- foreground: {} `{CONTEXT_JSON}` at concurrency {FOREGROUND_CONCURRENCY}; without \
              the job for {:.1} s after a {:.1} s warm-up; with the job from its start until it \
              completed, at most {:.1} s",
-            Op::Datakey.label(),
+            Op::Datakey(DeviceKey::Pkcs11Direct).label(),
             knobs.rewrap_time.as_secs_f64(),
             WARMUP.as_secs_f64(),
             knobs.rewrap_time.as_secs_f64()
@@ -2124,7 +2485,7 @@ fn audit_phase(
                 eprintln!(
                     "bench: audit phase: {} {} at concurrency {concurrency} for {time:?}",
                     auditing.label(),
-                    Op::Datakey.label()
+                    Op::Datakey(DeviceKey::Pkcs11Direct).label()
                 );
                 rt.block_on(load(
                     &client,
@@ -2490,7 +2851,7 @@ impl AuditReport {
             "- each row: {} `{CONTEXT_JSON}`, {:.1} s after a {:.1} s warm-up, same client as \
              the HTTP rows; records = `audit.head` of `GET /v1/health/ready` after − before the \
              row (the probes themselves are not audited)",
-            Op::Datakey.label(),
+            Op::Datakey(DeviceKey::Pkcs11Direct).label(),
             self.time.as_secs_f64(),
             WARMUP.as_secs_f64()
         )?;
@@ -2710,13 +3071,13 @@ fn timed_rows(session: &Session, setup: &Setup, time: Duration) -> Result<Vec<Ra
     let mut plaintext = [0u8; DATA_KEY_LEN];
     getrandom::getrandom(&mut plaintext).context("host RNG")?;
     let rows = vec![
-        raw_row(RAW_SEAL, time, ticks, || {
+        raw_row(RAW_SEAL, time, ticks, None, || {
             let iv = host_iv()?;
             let out = gcm_seal_with_iv(session, key, iv, &aad, &plaintext)?;
             ensure!(out.len() == DATA_KEY_LEN + 16, "short ciphertext");
             Ok(())
         })?,
-        raw_row(RAW_RNG_SEAL, time, ticks, || {
+        raw_row(RAW_RNG_SEAL, time, ticks, None, || {
             // What the service's data key path asks of the device.
             let mut data_key = [0u8; DATA_KEY_LEN];
             session.generate_random_slice(&mut data_key)?;
@@ -2724,7 +3085,7 @@ fn timed_rows(session: &Session, setup: &Setup, time: Duration) -> Result<Vec<Ra
             gcm_seal_with_iv(session, key, iv, &aad, &data_key)?;
             Ok(())
         })?,
-        raw_row(RAW_OPEN, time, ticks, || {
+        raw_row(RAW_OPEN, time, ticks, None, || {
             let out = gcm_open(session, key, setup.blob.iv, &aad, &setup.blob.ciphertext)?;
             ensure!(
                 out.as_slice() == setup.plaintext.as_slice(),
@@ -2734,6 +3095,73 @@ fn timed_rows(session: &Session, setup: &Setup, time: Duration) -> Result<Vec<Ra
         })?,
     ];
     Ok(rows)
+}
+
+/// The TPM direct mode's wrap label (`src/backend/tpm/backend.rs`): the raw TPM rows hand the
+/// TPM an input of the same shape, label ‖ 96-bit nonce ‖ SHA-256 digest.
+const TPM_WRAP_LABEL: &[u8] = b"custodian/tpm-wrap/v1";
+
+/// Opens the bench's swtpm in this process (the server is stopped: swtpm serves one connection
+/// at a time), creates a version key and times what TPM direct mode asks of the TPM,
+/// single-threaded. Returns the TPM's description and the rows.
+fn raw_tpm(
+    rt: &tokio::runtime::Runtime,
+    swtpm: &Swtpm,
+    time: Duration,
+) -> Result<(String, Vec<RawRow>)> {
+    let config = TpmConfig {
+        tcti: swtpm.tcti(),
+        owner_auth: None,
+        primary_persistent_handle: None,
+    };
+    let device =
+        TpmDevice::open(&config).with_context(|| format!("opening the TPM at {}", config.tcti))?;
+    let info = rt
+        .block_on(device.info())
+        .context("reading the TPM's identity")?;
+    let description = format!(
+        "{} at `{}`: manufacturer {} ({}), firmware {}, TPM 2.0 library revision {}",
+        swtpm.version,
+        config.tcti,
+        info.manufacturer,
+        info.vendor,
+        info.firmware_version_text,
+        info.spec_revision
+    );
+    let key = rt
+        .block_on(device.create_version_key())
+        .context("creating a TPM version key")?;
+    let label = "bench-raw/v1";
+    let mut input = TPM_WRAP_LABEL.to_vec();
+    input.resize(TPM_WRAP_LABEL.len() + 12 + 32, 0);
+    getrandom::getrandom(&mut input[TPM_WRAP_LABEL.len()..]).context("host RNG")?;
+    let nonce = TPM_WRAP_LABEL.len()..TPM_WRAP_LABEL.len() + 12;
+    let ticks = clock_ticks();
+    let pid = swtpm.pid();
+    let hmac = |input: &mut Vec<u8>| -> Result<()> {
+        // A fresh nonce per call, as the service draws one per wrap.
+        getrandom::getrandom(&mut input[nonce.clone()]).context("host RNG")?;
+        let k = rt.block_on(device.hmac(&key, label, input))?;
+        ensure!(k.len() == 32, "TPM2_HMAC returned {} bytes", k.len());
+        Ok(())
+    };
+    let mut rows = vec![raw_row(RAW_TPM_HMAC, time, ticks, Some(&pid), || {
+        hmac(&mut input)
+    })?];
+    rows.push(raw_row(RAW_TPM_RNG_HMAC, time, ticks, Some(&pid), || {
+        // What the service's TPM direct data key path asks of the TPM.
+        let data_key = rt.block_on(device.random(DATA_KEY_LEN))?;
+        ensure!(
+            data_key.expose_secret().len() == DATA_KEY_LEN,
+            "TPM2_GetRandom returned a short data key"
+        );
+        hmac(&mut input)
+    })?);
+    // Closes the connection (the owner thread drops the context when its queue closes); the
+    // server, started next, then gets swtpm's one connection.
+    drop(device);
+    std::thread::sleep(Duration::from_millis(200));
+    Ok((description, rows))
 }
 
 fn bench_context() -> Result<EncryptionContext> {
@@ -2778,14 +3206,29 @@ fn root_key(session: &Session, root: &RootKeyRef) -> Result<ObjectHandle> {
     Ok(handle)
 }
 
-/// Runs `op` single-threaded for `time`, timing each call.
+/// Runs `op` single-threaded for `time`, timing each call. The CPU of `device_pid` (swtpm, a
+/// device in another process) counts with the bench's own.
 fn raw_row(
     name: &'static str,
     time: Duration,
     ticks: f64,
+    device_pid: Option<&str>,
     mut op: impl FnMut() -> Result<()>,
 ) -> Result<RawRow> {
-    let (own_before, machine_before) = (cpu_time("self", ticks)?, machine_cpu(ticks)?);
+    let cpu_now = || -> Result<CpuTime> {
+        let own = cpu_time("self", ticks)?;
+        Ok(match device_pid {
+            Some(pid) => {
+                let device = cpu_time(pid, ticks)?;
+                CpuTime {
+                    user: own.user + device.user,
+                    system: own.system + device.system,
+                }
+            }
+            None => own,
+        })
+    };
+    let (own_before, machine_before) = (cpu_now()?, machine_cpu(ticks)?);
     let mut latencies = Vec::with_capacity(1 << 18);
     let start = Instant::now();
     let deadline = start + time;
@@ -2798,7 +3241,7 @@ fn raw_row(
         latencies.push(t.elapsed());
     }
     let mut stats = Stats::from_latencies(latencies, start.elapsed(), 0, None);
-    let cpu = cpu_time("self", ticks)?.since(own_before);
+    let cpu = cpu_now()?.since(own_before);
     let machine = machine_cpu(ticks)?.since(machine_before);
     stats.other_cpu = machine.busy.saturating_sub(cpu.total() + machine.steal);
     Ok(RawRow {
@@ -2881,6 +3324,13 @@ impl Report {
         )?;
         writeln!(
             out,
+            "- TPM: {}",
+            self.tpm
+                .as_deref()
+                .unwrap_or("none (`--tpm false`: no swtpm, no TPM keys or rows)")
+        )?;
+        writeln!(
+            out,
             "- custodian session pool (`backend.sessions`): {}; server log filter: `{}`",
             install.sessions, install.log_filter
         )?;
@@ -2941,16 +3391,19 @@ impl Report {
         writeln!(out)?;
         writeln!(
             out,
-            "service/raw: datakey rows against `{RAW_SEAL}`, decrypt rows against `{RAW_OPEN}`. \
-             other CPU %: busy CPU not used by the server or the bench during the row (100 % = \
-             one core); rows with a large value were measured on a busy machine."
+            "service/raw: PKCS#11 direct datakey rows against `{RAW_SEAL}`, TPM direct datakey \
+             rows against `{RAW_TPM_HMAC}`, decrypt rows against `{RAW_OPEN}`; cached-mode rows \
+             make no device call per request. other CPU %: busy CPU not used by the server, the \
+             bench or the bench's swtpm during the row (100 % = one core); rows with a large \
+             value were measured on a busy machine."
         )?;
         writeln!(out)?;
         writeln!(
             out,
             "CPU during each row (100 % = one core; µs/op = CPU time per completed operation). \
-             The process is the bench itself for raw rows and the server for HTTP rows; other = \
-             busy CPU used by neither; steal = time the hypervisor gave to other guests.\n"
+             The process is the bench itself for raw rows (the bench and swtpm for raw TPM rows) \
+             and the server for HTTP rows; other = busy CPU used by none of them; steal = time \
+             the hypervisor gave to other guests.\n"
         )?;
         writeln!(
             out,
@@ -2989,6 +3442,7 @@ impl Report {
                 pct(r.machine.steal)
             )?;
         }
+        self.write_devices(out, knobs)?;
         if let Some(r) = &self.rewrap {
             r.write_markdown(out, knobs)?;
         }
@@ -2997,6 +3451,107 @@ impl Report {
         }
         writeln!(out)?;
         writeln!(out, "errors, all rows: {}", self.total_errors())?;
+        Ok(())
+    }
+}
+
+impl Report {
+    fn http_row(&self, op: Op, concurrency: usize) -> Option<&HttpRow> {
+        self.http
+            .iter()
+            .find(|r| r.op == op && r.concurrency == concurrency)
+    }
+
+    /// The `datakey` rows by device and mode next to the no-device floor (issue 7).
+    fn write_devices(&self, out: &mut String, knobs: &Knobs) -> std::fmt::Result {
+        writeln!(out, "\n### datakey by device and mode\n")?;
+        writeln!(
+            out,
+            "`POST /v1/keys/{{key}}/datakey` `{CONTEXT_JSON}` on one key per device and mode, \
+             next to `GET /v1/health/live` (no authentication, no body, no device call, no audit \
+             record: the floor of the HTTP stack). Same server, client, concurrencies and row \
+             length as the table above; keys: {}.\n",
+            self.device_keys
+                .iter()
+                .map(|k| format!("`{}` ({} {})", k.name(), k.backend(), k.mode()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        writeln!(
+            out,
+            "| device | mode | concurrency | ops/s | p50 ms | p99 ms | errors | ÷ no-device floor \
+             | ÷ pkcs11 direct | ÷ raw device op | server CPU µs/op | swtpm CPU % | other CPU % |"
+        )?;
+        writeln!(
+            out,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
+        let ratio = |a: f64, b: Option<f64>| {
+            b.filter(|b| *b > 0.0)
+                .map_or_else(|| "—".to_owned(), |b| format!("{:.3}", a / b))
+        };
+        for &c in &knobs.concurrency {
+            let floor = self.http_row(Op::Live, c).map(|r| r.stats.ops_per_sec());
+            let p11 = self
+                .http_row(Op::Datakey(DeviceKey::Pkcs11Direct), c)
+                .map(|r| r.stats.ops_per_sec());
+            let rows = std::iter::once(("none", "— (`GET /v1/health/live`)", Op::Live)).chain(
+                self.device_keys
+                    .iter()
+                    .map(|&k| (k.backend(), k.mode(), Op::Datakey(k))),
+            );
+            for (device, mode, op) in rows {
+                let Some(r) = self.http_row(op, c) else {
+                    continue;
+                };
+                let ops = r.stats.ops_per_sec();
+                let secs = r.stats.elapsed.as_secs_f64().max(f64::EPSILON);
+                let raw = op.baseline().and_then(|name| self.raw_ops(name));
+                writeln!(
+                    out,
+                    "| {device} | {mode} | {c} | {ops:.0} | {} | {} | {} | {} | {} | {} | {:.1} \
+                     | {} | {:.0} |",
+                    ms(r.stats.p50),
+                    ms(r.stats.p99),
+                    r.stats.errors,
+                    ratio(ops, floor),
+                    ratio(ops, p11),
+                    ratio(ops, raw),
+                    r.server_cpu.total().as_secs_f64() * 1e6 / (r.stats.ops.max(1) as f64),
+                    r.swtpm_cpu.map_or_else(
+                        || "—".to_owned(),
+                        |t| format!("{:.0}", 100.0 * t.total().as_secs_f64() / secs)
+                    ),
+                    r.stats.other_cpu_pct()
+                )?;
+            }
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Raw device rates in the same run (one thread, in this process, the server stopped):"
+        )?;
+        writeln!(out)?;
+        for r in &self.raw {
+            writeln!(
+                out,
+                "- {}: {:.0} ops/s, p50 {} ms, p99 {} ms",
+                r.name,
+                r.stats.ops_per_sec(),
+                ms(r.stats.p50),
+                ms(r.stats.p99)
+            )?;
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "÷ raw device op: PKCS#11 direct against `{RAW_SEAL}`, TPM direct against \
+             `{RAW_TPM_HMAC}` (one per wrap; a data key also costs a TPM2_GetRandom, see \
+             `{RAW_TPM_RNG_HMAC}`). Cached mode makes no device call per request once the \
+             version-KEK is cached (one unwrap per key version per `keys.kek_cache_ttl`, 5 min \
+             by default; the warm-up before each row fills it). `datakey` also authenticates, \
+             checks policy and writes an audit record durably; `health/live` does none of that."
+        )?;
         Ok(())
     }
 }
