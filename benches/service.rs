@@ -943,6 +943,9 @@ enum Op {
     Decrypt,
     /// `GET /v1/health/live`: no auth, no JSON body, no device: the floor of the HTTP stack.
     Live,
+    /// `GET /v1/keys/bench`: authenticated, policy-checked, audited, no device call: the
+    /// service with no device call at all.
+    KeyRead,
 }
 
 impl Op {
@@ -951,6 +954,7 @@ impl Op {
             Self::Datakey(key) => format!("POST /v1/keys/{}/datakey", key.name()),
             Self::Decrypt => "POST /v1/decrypt".to_owned(),
             Self::Live => "GET /v1/health/live (reference)".to_owned(),
+            Self::KeyRead => format!("GET /v1/keys/{KEY_NAME} (reference: no device call)"),
         }
     }
 
@@ -959,7 +963,7 @@ impl Op {
         match self {
             Self::Datakey(key) => key.raw_baseline(),
             Self::Decrypt => Some(RAW_OPEN),
-            Self::Live => None,
+            Self::Live | Self::KeyRead => None,
         }
     }
 }
@@ -1143,6 +1147,11 @@ fn measure(install: &Install, knobs: &Knobs, swtpm: Option<&Swtpm>) -> Result<Re
         body: None,
         auth: None,
     });
+    let key_read = Ok(Target {
+        url: server.url(&format!("/v1/keys/{KEY_NAME}")),
+        body: None,
+        auth: Some(auth.clone()),
+    });
     let ticks = clock_ticks();
     let server_pid = server.pid().to_string();
     let mut http = Vec::new();
@@ -1150,6 +1159,7 @@ fn measure(install: &Install, knobs: &Knobs, swtpm: Option<&Swtpm>) -> Result<Re
         (Op::Datakey(DeviceKey::Pkcs11Direct), datakey),
         (Op::Decrypt, decrypt),
         (Op::Live, live),
+        (Op::KeyRead, key_read),
     ]
     .into_iter()
     .chain(
@@ -3480,11 +3490,12 @@ impl Report {
         writeln!(
             out,
             "| device | mode | concurrency | ops/s | p50 ms | p99 ms | errors | ÷ no-device floor \
-             | ÷ pkcs11 direct | ÷ raw device op | server CPU µs/op | swtpm CPU % | other CPU % |"
+             | ÷ no-device service | ÷ pkcs11 direct | ÷ raw device op | server CPU µs/op \
+             | swtpm CPU % | other CPU % |"
         )?;
         writeln!(
             out,
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         )?;
         let ratio = |a: f64, b: Option<f64>| {
             b.filter(|b| *b > 0.0)
@@ -3492,10 +3503,16 @@ impl Report {
         };
         for &c in &knobs.concurrency {
             let floor = self.http_row(Op::Live, c).map(|r| r.stats.ops_per_sec());
+            let service = self.http_row(Op::KeyRead, c).map(|r| r.stats.ops_per_sec());
             let p11 = self
                 .http_row(Op::Datakey(DeviceKey::Pkcs11Direct), c)
                 .map(|r| r.stats.ops_per_sec());
-            let rows = std::iter::once(("none", "— (`GET /v1/health/live`)", Op::Live)).chain(
+            let rows = [
+                ("none", "— (`GET /v1/health/live`)", Op::Live),
+                ("none", "— (`GET /v1/keys/bench`)", Op::KeyRead),
+            ]
+            .into_iter()
+            .chain(
                 self.device_keys
                     .iter()
                     .map(|&k| (k.backend(), k.mode(), Op::Datakey(k))),
@@ -3509,12 +3526,13 @@ impl Report {
                 let raw = op.baseline().and_then(|name| self.raw_ops(name));
                 writeln!(
                     out,
-                    "| {device} | {mode} | {c} | {ops:.0} | {} | {} | {} | {} | {} | {} | {:.1} \
-                     | {} | {:.0} |",
+                    "| {device} | {mode} | {c} | {ops:.0} | {} | {} | {} | {} | {} | {} | {} \
+                     | {:.1} | {} | {:.0} |",
                     ms(r.stats.p50),
                     ms(r.stats.p99),
                     r.stats.errors,
                     ratio(ops, floor),
+                    ratio(ops, service),
                     ratio(ops, p11),
                     ratio(ops, raw),
                     r.server_cpu.total().as_secs_f64() * 1e6 / (r.stats.ops.max(1) as f64),
@@ -3550,7 +3568,9 @@ impl Report {
              `{RAW_TPM_RNG_HMAC}`). Cached mode makes no device call per request once the \
              version-KEK is cached (one unwrap per key version per `keys.kek_cache_ttl`, 5 min \
              by default; the warm-up before each row fills it). `datakey` also authenticates, \
-             checks policy and writes an audit record durably; `health/live` does none of that."
+             checks policy and writes an audit record durably; `health/live` does none of that, \
+             `GET /v1/keys/bench` all of it but the device call and the wrap (the service with no \
+             device call at all)."
         )?;
         Ok(())
     }
