@@ -105,6 +105,9 @@ struct Shared {
 /// The audit log of this node.
 pub struct AuditLog {
     tx: Option<mpsc::Sender<Command>>,
+    /// The writer thread, joined on drop: it holds a device session handle (the signer) and a
+    /// database connection, which must be released before the process exits, not during.
+    writer: Option<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
     signer: Option<Arc<dyn AuditSigner>>,
     node: String,
@@ -156,12 +159,13 @@ impl AuditLog {
             last_checkpoint: tail.checkpoint.map(|c| (c.sequence, c.head)),
             floor: tail.archive.map(|a| (a.through, a.head)),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("custodian-audit".to_owned())
             .spawn(move || writer.run(rx))
             .map_err(|e| AuditError::Store(StoreError::Io(e)))?;
         Ok(Self {
             tx: Some(tx),
+            writer: Some(writer),
             shared,
             signer: Some(signer),
             node: settings.node,
@@ -174,6 +178,7 @@ impl AuditLog {
     pub fn dangerous_discarding_for_benchmarks(node: &str) -> Self {
         Self {
             tx: None,
+            writer: None,
             shared: Arc::new(Shared {
                 writable: AtomicBool::new(true),
                 head: AtomicU64::new(0),
@@ -238,6 +243,19 @@ impl AuditLog {
             head: self.shared.head.load(Ordering::Acquire),
             checkpoint: self.shared.checkpoint.load(Ordering::Acquire),
             chain_broken_at: self.shared.broken_at.lock().ok().and_then(|g| *g),
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    /// Closes the queue (every request still waiting has its acknowledgement: the writer
+    /// drains the queue first) and waits for the writer thread to finish.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            if w.join().is_err() {
+                tracing::error!("the audit writer thread panicked");
+            }
         }
     }
 }
