@@ -213,8 +213,15 @@ impl From<ServiceError> for ApiError {
                 BackendError::NotConfigured(_) => {
                     Self::server(S::SERVICE_UNAVAILABLE, "backend_not_configured", e)
                 }
-                BackendError::KeyBlobRejected(_) => {
-                    Self::server(S::INTERNAL_SERVER_ERROR, "key_blob_rejected", e)
+                BackendError::KeyBlobRejected(label) => {
+                    // The label names a key version, nothing secret: say which one is broken.
+                    let message = format!(
+                        "the stored device material of key version {label} does not load in this \
+                         device; quote the request id to the operator"
+                    );
+                    let mut err = Self::server(S::INTERNAL_SERVER_ERROR, "key_blob_rejected", e);
+                    err.message = message;
+                    err
                 }
                 BackendError::Device(_)
                 | BackendError::MissingMechanism(_)

@@ -226,7 +226,10 @@ impl Backends {
         };
         Self {
             pkcs11_cached: cached(&pkcs11),
-            tpm: tpm.map(|t| (cached(&t), t)).map(|(c, t)| (t, c)),
+            tpm: tpm.map(|t| {
+                let c = cached(&t);
+                (t, c)
+            }),
             pkcs11,
         }
     }

@@ -430,6 +430,11 @@ async fn a_tpm_blob_that_does_not_load_is_named_and_shown_in_readiness() -> anyh
     let s = d.start().await?;
     let r = s.post(&format!("/v1/keys/{bad}/datakey"), json!({})).await;
     r.assert_error(500, "key_blob_rejected");
+    let message = r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("custodian:{id}:v1")),
+        "the error names the version: {message}"
+    );
     let (_, stderr) = s.output();
     assert!(
         stderr.contains(&format!("custodian:{id}:v1")),
