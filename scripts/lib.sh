@@ -2,9 +2,11 @@
 # Packages: softhsm2 (the PKCS#11 module), swtpm and swtpm-tools (the TPM 2.0 simulator),
 # libtss2-dev (tpm2-tss headers and libraries that tss-esapi links against), tpm2-tools (tests
 # set an owner auth value and parse attestations with it), build-essential and
-# pkg-config (C parts of dependencies: the bundled SQLite, tss-esapi-sys), ca-certificates.
+# pkg-config (C parts of dependencies: the bundled SQLite, tss-esapi-sys), ca-certificates,
+# openssl (the tests check signatures with the openssl command line, as docs/audit.md tells
+# auditors to).
 
-PACKAGES=(softhsm2 swtpm swtpm-tools libtss2-dev tpm2-tools build-essential pkg-config ca-certificates)
+PACKAGES=(softhsm2 swtpm swtpm-tools libtss2-dev tpm2-tools build-essential pkg-config ca-certificates openssl)
 
 ensure_packages() {
   local missing=()
