@@ -2434,6 +2434,19 @@ impl CommitProbe {
     }
 }
 
+/// The arithmetic limit at concurrency 1: request time against request time plus one commit.
+struct LatencyBound {
+    unaudited: Duration,
+    commit: Duration,
+}
+
+impl LatencyBound {
+    fn ratio(&self) -> f64 {
+        let u = self.unaudited.as_secs_f64();
+        u / (u + self.commit.as_secs_f64()).max(f64::EPSILON)
+    }
+}
+
 /// Everything the audit phase measured.
 struct AuditReport {
     rows: Vec<AuditRow>,
@@ -2507,7 +2520,7 @@ fn audit_phase(
                 let head_before = rt.block_on(app.audit_head(&client))?;
                 let flushes_before = device.as_ref().and_then(BlockDevice::flushes);
                 let (app_before, own_before, machine_before) = (
-                    threads_cpu(APP_THREAD, ticks)?,
+                    threads_cpu(&APP_THREADS, ticks)?,
                     cpu_time("self", ticks)?,
                     machine_cpu(ticks)?,
                 );
@@ -2518,7 +2531,7 @@ fn audit_phase(
                     time,
                     knobs.max_requests,
                 ))?;
-                let app_cpu = threads_cpu(APP_THREAD, ticks)?.since(app_before);
+                let app_cpu = threads_cpu(&APP_THREADS, ticks)?.since(app_before);
                 let own = cpu_time("self", ticks)?.since(own_before);
                 let machine = machine_cpu(ticks)?.since(machine_before);
                 let flushes = device
@@ -2692,9 +2705,12 @@ impl InProcessApp {
     }
 }
 
-/// Summed CPU time of this process's threads named `name`. A thread that exits between two
-/// readings takes its time with it; the app runtime keeps its threads for the whole pass.
-fn threads_cpu(name: &str, ticks: f64) -> Result<CpuTime> {
+/// The app's threads: its runtime's workers and blocking pool, and the audit log's writer.
+const APP_THREADS: [&str; 2] = [APP_THREAD, custodian::audit::log::WRITER_THREAD];
+
+/// Summed CPU time of this process's threads named one of `names`. A thread that exits between
+/// two readings takes its time with it; the app keeps its threads for the whole pass.
+fn threads_cpu(names: &[&str], ticks: f64) -> Result<CpuTime> {
     let mut total = CpuTime::default();
     for entry in std::fs::read_dir("/proc/self/task").context("reading /proc/self/task")? {
         let tid = entry.context("reading /proc/self/task")?.file_name();
@@ -2703,7 +2719,7 @@ fn threads_cpu(name: &str, ticks: f64) -> Result<CpuTime> {
         let Ok(comm) = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")) else {
             continue;
         };
-        if comm.trim_end() != name {
+        if !names.contains(&comm.trim_end()) {
             continue;
         }
         if let Ok(t) = cpu_time(&format!("self/task/{tid}"), ticks) {
@@ -2829,6 +2845,17 @@ impl AuditReport {
             / self.mean_ops(Auditing::Off, concurrency).max(f64::EPSILON)
     }
 
+    /// The best ratio a closed-loop client at concurrency 1 can see when each request also
+    /// waits for one durable commit of the probe's median cost; `None` without a c=1 row.
+    fn latency_bound(&self) -> Option<LatencyBound> {
+        let rows = self.rows_of(Auditing::Off, 1);
+        let unaudited = rows.iter().map(|r| r.stats.p50).min()?;
+        Some(LatencyBound {
+            unaudited,
+            commit: self.probe.stats.p50,
+        })
+    }
+
     fn write_markdown(&self, out: &mut String) -> std::fmt::Result {
         writeln!(out, "\n### Audit cost: `datakey` audited and unaudited\n")?;
         writeln!(
@@ -2888,16 +2915,24 @@ impl AuditReport {
              machine flushes (so a lower bound on the batch)",
             self.device.as_deref().unwrap_or("not found")
         )?;
+        writeln!(
+            out,
+            "- app CPU: the app's runtime threads and the audit writer thread; bench client: \
+             the rest of this process; machine busy: every CPU's time neither idle nor waiting \
+             for I/O, including the kernel's work for all of them (100 % = one core, {} cores \
+             here)",
+            std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
+        )?;
         writeln!(out)?;
         writeln!(
             out,
             "| pass | build | concurrency | ops/s | p50 ms | p99 ms | errors | records | \
              records/s | flushes | records per flush | app CPU % | app µs/op | bench client CPU \
-             % | other CPU % |"
+             % | other CPU % | machine busy % |"
         )?;
         writeln!(
             out,
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         )?;
         for r in &self.rows {
             let secs = r.stats.elapsed.as_secs_f64().max(f64::EPSILON);
@@ -2912,7 +2947,7 @@ impl AuditReport {
             writeln!(
                 out,
                 "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0} | {flushes} | {per_flush} | \
-                 {:.0} | {:.0} | {:.0} | {:.0} |",
+                 {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 r.pass,
                 r.auditing.label(),
                 r.concurrency,
@@ -2925,7 +2960,8 @@ impl AuditReport {
                 r.pct(r.app_cpu.total()),
                 r.per_op_us(r.app_cpu.total()),
                 r.pct(r.client_cpu.total()),
-                r.other_pct()
+                r.other_pct(),
+                r.pct(r.machine.busy)
             )?;
         }
         writeln!(out)?;
@@ -3002,6 +3038,19 @@ impl AuditReport {
             ));
         }
         writeln!(out)?;
+        if let Some(bound) = self.latency_bound() {
+            writeln!(
+                out,
+                "At concurrency 1 each request waits for its own durable commit, so a \
+                 closed-loop client gets at most unaudited p50 / (unaudited p50 + commit floor \
+                 p50) = {} / ({} + {}) = {:.3} of the unaudited rate, even if everything else \
+                 the audit path does were free.\n",
+                ms(bound.unaudited),
+                ms(bound.unaudited),
+                ms(bound.commit),
+                bound.ratio()
+            )?;
+        }
         writeln!(
             out,
             "audit cost (audited/unaudited ≥ {AUDIT_TARGET:.3}): {}",

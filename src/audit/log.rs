@@ -29,6 +29,8 @@ use super::signature::{PublicKey, ALGORITHM};
 use crate::backend::{AuditSigner, BackendError};
 use crate::store::{AuditAppender, AuditTail, Store, StoreError};
 
+/// Name of the writer thread (as `ps -L` and `/proc/<pid>/task/*/comm` show it).
+pub const WRITER_THREAD: &str = "custodian-audit";
 /// Most entries committed in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Records read per page when re-checking the chain before a checkpoint.
@@ -160,7 +162,7 @@ impl AuditLog {
             floor: tail.archive.map(|a| (a.through, a.head)),
         };
         let writer = std::thread::Builder::new()
-            .name("custodian-audit".to_owned())
+            .name(WRITER_THREAD.to_owned())
             .spawn(move || writer.run(rx))
             .map_err(|e| AuditError::Store(StoreError::Io(e)))?;
         Ok(Self {
