@@ -234,7 +234,12 @@ async fn filters_select_records() -> anyhow::Result<()> {
     // Negative twins: bad parameters are 400, never 500.
     s.get("/v1/audit/events?limit=0")
         .await
-        .assert_error(400, "invalid_audit_query");
+        .assert_error(400, "invalid_limit");
+    s.get("/v1/audit/events?limit=1001")
+        .await
+        .assert_error(400, "invalid_limit");
+    let r = s.get("/v1/audit/events?limit=1000").await;
+    assert!(!r.ok()["records"].as_array().unwrap().is_empty());
     s.get("/v1/audit/events?outcome=maybe")
         .await
         .assert_error(400, "invalid_query");

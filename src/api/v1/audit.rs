@@ -16,7 +16,7 @@ use crate::audit::custody::SignedReport;
 use crate::audit::export::Line;
 use crate::audit::record::format_time;
 use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Outcome};
-use crate::service::audit::export_line;
+use crate::service::audit::{export_line, MAX_EVENTS_PAGE};
 
 /// `GET /v1/audit/events` query.
 #[derive(Debug, Deserialize)]
@@ -69,6 +69,13 @@ pub async fn events(
 ) -> Result<Json<EventsResponse>, ApiError> {
     let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
+    // The same code as every other paged list; the service checks the bound again.
+    if limit == 0 || limit > MAX_EVENTS_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be 1 to {MAX_EVENTS_PAGE}"),
+        ));
+    }
     let outcome = q
         .outcome
         .map(|o| {
