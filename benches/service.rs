@@ -2845,6 +2845,14 @@ impl AuditReport {
             / self.mean_ops(Auditing::Off, concurrency).max(f64::EPSILON)
     }
 
+    /// The concurrency at which `auditing` reached its highest mean ops/s, and that rate.
+    fn capacity(&self, auditing: Auditing) -> Option<(usize, f64)> {
+        self.concurrency
+            .iter()
+            .map(|&c| (c, self.mean_ops(auditing, c)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
     /// The best ratio a closed-loop client at concurrency 1 can see when each request also
     /// waits for one durable commit of the probe's median cost; `None` without a c=1 row.
     fn latency_bound(&self) -> Option<LatencyBound> {
@@ -3049,6 +3057,22 @@ impl AuditReport {
                 ms(bound.unaudited),
                 ms(bound.commit),
                 bound.ratio()
+            )?;
+        }
+        if let Some((off, on)) = self
+            .capacity(Auditing::Off)
+            .zip(self.capacity(Auditing::On))
+        {
+            writeln!(
+                out,
+                "At capacity (each build's highest mean ops/s over the concurrencies measured): \
+                 unaudited {:.0} at c={}, audited {:.0} at c={}, ratio {:.3}. For information \
+                 only: the verdicts above are per concurrency.\n",
+                off.1,
+                off.0,
+                on.1,
+                on.0,
+                on.1 / off.1.max(f64::EPSILON)
             )?;
         }
         writeln!(
