@@ -73,6 +73,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         error_code: res.extensions().get::<ErrorCode>().map(|c| c.0.to_owned()),
         context_digest,
         context_keys,
+        details: noted.details,
     };
     match state.service.audit().append(entry).await {
         Ok(_) => res,

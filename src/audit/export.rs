@@ -339,6 +339,7 @@ mod tests {
             error_code: None,
             context_digest: None,
             context_keys: vec![],
+            details: Default::default(),
         }
     }
 

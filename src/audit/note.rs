@@ -35,6 +35,8 @@ pub struct Noted {
     pub other_keys: Vec<String>,
     /// Digest and key names of the first encryption context seen.
     pub context: Option<(String, Vec<String>)>,
+    /// Further named facts for the record's `details`.
+    pub details: std::collections::BTreeMap<String, String>,
 }
 
 /// A request's note; cheap to clone (shared).
@@ -106,6 +108,22 @@ pub fn context(ctx: &EncryptionContext) {
         if n.context.is_none() {
             n.context = Some(context_digest(ctx));
         }
+    });
+}
+
+/// Notes the context a request binds its output to when it differs from the input's
+/// (`reencrypt`): its digest and key names, never its values.
+pub fn destination_context(ctx: &EncryptionContext) {
+    let (digest, keys) = context_digest(ctx);
+    detail("destination_context_digest", digest);
+    detail("destination_context_keys", keys.join(","));
+}
+
+/// Notes a named fact for the record's `details` (never a secret).
+pub fn detail(name: &str, value: impl Into<String>) {
+    let value = value.into();
+    with(|n| {
+        n.details.insert(name.to_owned(), value);
     });
 }
 

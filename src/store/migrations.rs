@@ -39,6 +39,11 @@ pub const SQLITE: &[Migration] = &[
         name: "device_material",
         sql: include_str!("migrations/sqlite/0005_device_material.sql"),
     },
+    Migration {
+        version: 6,
+        name: "audit_details",
+        sql: include_str!("migrations/sqlite/0006_audit_details.sql"),
+    },
 ];
 
 #[cfg(test)]

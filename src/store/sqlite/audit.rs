@@ -34,7 +34,7 @@ impl AuditAppender for Appender {
 
 const RECORD_COLUMNS: &str = "sequence, time, node, request_id, method, route, principal, \
     credential, source, action, resource, key_id, key_version, other_keys, outcome, status, \
-    error_code, context_digest, context_keys, prev_hash, hash";
+    error_code, context_digest, context_keys, prev_hash, hash, details";
 
 const CHECKPOINT_COLUMNS: &str =
     "sequence, head, time, node, algorithm, key_fingerprint, signature";
@@ -59,6 +59,7 @@ type RawRecord = (
     ),
     (Option<String>, Option<i64>, String, String, i64),
     (Option<String>, Option<String>, String, String, String),
+    String,
 );
 
 fn raw_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
@@ -74,6 +75,7 @@ fn raw_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
         (r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
         (r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?),
         (r.get(16)?, r.get(17)?, r.get(18)?, r.get(19)?, r.get(20)?),
+        r.get(21)?,
     ))
 }
 
@@ -83,6 +85,7 @@ fn record(raw: RawRecord) -> Result<AuditRecord, StoreError> {
         (principal, credential, source, action, resource),
         (key_id, key_version, other_keys, outcome, status),
         (error_code, context_digest, context_keys, prev_hash, hash),
+        details,
     ) = raw;
     let list =
         |s: &str, column| serde_json::from_str::<Vec<String>>(s).map_err(|_| corrupt(column));
@@ -110,6 +113,8 @@ fn record(raw: RawRecord) -> Result<AuditRecord, StoreError> {
             error_code,
             context_digest,
             context_keys: list(&context_keys, "audit_records.context_keys")?,
+            details: serde_json::from_str(&details)
+                .map_err(|_| corrupt("audit_records.details"))?,
         },
         prev_hash,
         hash,
@@ -200,7 +205,7 @@ pub fn append(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), Stor
     {
         let mut stmt = tx.prepare_cached(&format!(
             "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
         ))?;
         for r in records {
             let e = &r.entry;
@@ -208,6 +213,8 @@ pub fn append(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), Stor
                 .map_err(|_| corrupt("audit_records.other_keys"))?;
             let context_keys = serde_json::to_string(&e.context_keys)
                 .map_err(|_| corrupt("audit_records.context_keys"))?;
+            let details =
+                serde_json::to_string(&e.details).map_err(|_| corrupt("audit_records.details"))?;
             stmt.execute(params![
                 to_i64(r.sequence),
                 e.time,
@@ -230,6 +237,7 @@ pub fn append(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), Stor
                 context_keys,
                 r.prev_hash,
                 r.hash,
+                details,
             ])?;
         }
     }
