@@ -1567,8 +1567,9 @@ impl Client {
     }
 
     /// Checks that the server accepts this client's token with `GET /v1/keys?limit=1`.
-    /// Authentication is what is checked: a 403 (the principal may not list keys) still means
-    /// the token is valid.
+    /// Authentication is what is checked: lists answer every authenticated principal (with the
+    /// items it may read), and a 403 from an older server that authorised lists as a whole
+    /// still means the token is valid.
     ///
     /// # Errors
     /// `TokenRefused` on 401; any other [`ClientError`] as it came (nothing is known then).

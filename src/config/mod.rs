@@ -106,6 +106,10 @@ pub struct SecretsConfig {
     pub default_max_versions: u32,
     /// Rotation worker period.
     pub rotation_check_interval: Duration,
+    /// Shortest `rotate_every` of a generated secret.
+    pub min_rotate_every: Duration,
+    /// Most versions a generated secret keeps.
+    pub max_generated_versions: u32,
 }
 
 impl Default for SecretsConfig {
@@ -115,6 +119,8 @@ impl Default for SecretsConfig {
             max_value_bytes: 64 * 1024,
             default_max_versions: 10,
             rotation_check_interval: Duration::from_secs(1),
+            min_rotate_every: Duration::from_secs(3600),
+            max_generated_versions: 100,
         }
     }
 }
@@ -472,11 +478,25 @@ impl Config {
                 "must be at least 100",
             ));
         }
+        let min_rotate_every = crate::domain::secret::HumanDuration::parse(&s.min_rotate_every)
+            .map_err(|e| invalid("secrets.min_rotate_every", &e.to_string()))?
+            .0;
+        if min_rotate_every < Duration::from_secs(1) {
+            return Err(invalid("secrets.min_rotate_every", "must be at least 1s"));
+        }
+        if !(1..=10_000).contains(&s.max_generated_versions) {
+            return Err(invalid(
+                "secrets.max_generated_versions",
+                "must be 1 to 10000",
+            ));
+        }
         let secrets = SecretsConfig {
             default_key,
             max_value_bytes: s.max_value_bytes,
             default_max_versions: s.default_max_versions,
             rotation_check_interval: Duration::from_millis(s.rotation_check_interval_ms),
+            min_rotate_every,
+            max_generated_versions: s.max_generated_versions,
         };
 
         let k = raw.keys;

@@ -207,6 +207,10 @@ pub struct RawSecrets {
     pub default_max_versions: u32,
     /// How often the rotation worker looks for due generated secrets, in milliseconds.
     pub rotation_check_interval_ms: u64,
+    /// Shortest `rotate_every` a generated secret may be given (a duration such as `1h`).
+    pub min_rotate_every: String,
+    /// Most versions a generated secret keeps (its `max_versions` is 1 to this).
+    pub max_generated_versions: u32,
 }
 
 impl Default for RawSecrets {
@@ -216,6 +220,8 @@ impl Default for RawSecrets {
             max_value_bytes: 64 * 1024,
             default_max_versions: 10,
             rotation_check_interval_ms: 1_000,
+            min_rotate_every: "1h".to_owned(),
+            max_generated_versions: 100,
         }
     }
 }

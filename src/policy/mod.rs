@@ -77,10 +77,12 @@ actions! {
     SecretRead => "secret:read", "`secret:read`: values and metadata";
     SecretList => "secret:list", "`secret:list`";
     SecretWrite => "secret:write", "`secret:write`: put, metadata, rotate";
+    SecretUseKey => "secret:use-key", "`secret:use-key` on a key: wrap secret versions' data keys under it, make it a secret's key";
     SecretDelete => "secret:delete", "`secret:delete`: soft delete and undelete";
     SecretDestroy => "secret:destroy", "`secret:destroy`";
     PolicyAdmin => "policy:admin", "`policy:admin`: write and delete policies";
     PolicyRead => "policy:read", "`policy:read`: read policies, explain";
+    PolicyAttach => "policy:attach", "`policy:attach` on a policy: attach it to (or detach it from) a principal";
     PrincipalAdmin => "principal:admin", "`principal:admin`: principals and their tokens";
     AuditRead => "audit:read", "`audit:read`: audit events, export, signing public key";
     AuditArchive => "audit:archive", "`audit:archive`: export and remove audit records up to a checkpoint";

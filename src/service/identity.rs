@@ -161,12 +161,34 @@ impl KeyService {
         }
     }
 
-    async fn check_policies_exist(&self, names: &[KeyName]) -> Result<(), ServiceError> {
-        if names.len() > MAX_ATTACHED {
+    /// Authorises `policy:attach` on every policy a principal write attaches or detaches
+    /// (`changed`), then checks that each policy to attach exists: an unknown name is reported
+    /// only to a principal that may attach it. `principal:admin` alone never grants a policy:
+    /// otherwise a principal admin scoped to a few principals could attach `admin` to one.
+    async fn check_attachable(
+        &self,
+        p: &Principal,
+        attach: &[KeyName],
+        changed: &[&KeyName],
+    ) -> Result<(), ServiceError> {
+        if attach.len() > MAX_ATTACHED {
             return Err(ServiceError::InvalidLifecycleValue(
                 "at most 32 policies per principal",
             ));
         }
+        for n in changed {
+            self.authorize(
+                p,
+                Action::PolicyAttach,
+                &Resource::named("policy", n.as_str()),
+                None,
+            )
+            .await?;
+        }
+        self.check_policies_exist(attach).await
+    }
+
+    async fn check_policies_exist(&self, names: &[KeyName]) -> Result<(), ServiceError> {
         for n in names {
             if self.store.policy(n.as_str()).await?.is_none() {
                 return Err(ServiceError::PolicyNotFound(n.to_string()));
@@ -195,7 +217,8 @@ impl KeyService {
         let attributes = req.attributes.unwrap_or_default();
         check_attributes(&attributes)?;
         let policies = req.policies.unwrap_or_default();
-        self.check_policies_exist(&policies).await?;
+        let changed: Vec<&KeyName> = policies.iter().collect();
+        self.check_attachable(p, &policies, &changed).await?;
         let now = OffsetDateTime::now_utc();
         let record = PrincipalRecord {
             name: name.clone(),
@@ -242,7 +265,13 @@ impl KeyService {
             record.attributes = a;
         }
         if let Some(pol) = req.policies {
-            self.check_policies_exist(&pol).await?;
+            // Attached or detached: detaching a policy that denies is a grant too.
+            let changed: Vec<&KeyName> = pol
+                .iter()
+                .filter(|n| !record.policies.contains(n))
+                .chain(record.policies.iter().filter(|n| !pol.contains(n)))
+                .collect();
+            self.check_attachable(p, &pol, &changed).await?;
             record.policies = pol;
         }
         record.updated_at = OffsetDateTime::now_utc();
@@ -283,9 +312,12 @@ impl KeyService {
     /// # Errors
     /// `Forbidden`, `Store`.
     pub async fn principals(&self, p: &Principal) -> Result<Vec<PrincipalRecord>, ServiceError> {
-        self.authorize(p, Action::PrincipalAdmin, &Resource::all("principal"), None)
+        let filter = self
+            .item_filter(p, Action::PrincipalAdmin, "principal")
             .await?;
-        Ok(self.store.list_principals().await?)
+        let mut principals = self.store.list_principals().await?;
+        principals.retain(|r| filter.allows(&Resource::named("principal", r.name.as_str())));
+        Ok(principals)
     }
 
     /// Deletes a principal and revokes its tokens.
@@ -373,9 +405,10 @@ impl KeyService {
     /// # Errors
     /// `Forbidden`, `Store`.
     pub async fn policies(&self, p: &Principal) -> Result<Vec<PolicyRecord>, ServiceError> {
-        self.authorize(p, Action::PolicyRead, &Resource::all("policy"), None)
-            .await?;
-        Ok(self.store.list_policies().await?)
+        let filter = self.item_filter(p, Action::PolicyRead, "policy").await?;
+        let mut policies = self.store.list_policies().await?;
+        policies.retain(|r| filter.allows(&Resource::named("policy", r.name.as_str())));
+        Ok(policies)
     }
 
     /// Deletes a policy; principals that had it lose its rights at once.
@@ -439,16 +472,23 @@ impl KeyService {
         p: &Principal,
         principal: Option<&KeyName>,
     ) -> Result<Vec<TokenInfo>, ServiceError> {
-        let resource = principal.map_or_else(
-            || Resource::all("principal"),
-            |n| Resource::named("principal", n.as_str()),
-        );
-        self.authorize(p, Action::PrincipalAdmin, &resource, None)
+        if let Some(n) = principal {
+            self.authorize(
+                p,
+                Action::PrincipalAdmin,
+                &Resource::named("principal", n.as_str()),
+                None,
+            )
             .await?;
-        let tokens = self
+        }
+        let filter = self
+            .item_filter(p, Action::PrincipalAdmin, "principal")
+            .await?;
+        let mut tokens = self
             .store
             .list_tokens(principal.map(KeyName::as_str))
             .await?;
+        tokens.retain(|t| filter.allows(&Resource::named("principal", t.principal.as_str())));
         Ok(tokens.iter().map(TokenInfo::from).collect())
     }
 
@@ -478,41 +518,51 @@ impl KeyService {
         Ok(())
     }
 
-    /// The resource `kind/name` as enforcement would see it: a key is known by its id and name
-    /// (and the alias used), so explain matches the same patterns enforcement does.
+    /// The resource `kind/name` as enforcement would see it for `p`: a key is known by its id
+    /// and name (and the alias used), so explain matches the same patterns enforcement does.
+    /// A key is resolved only for a principal that may read it (`key:read`); for anyone else
+    /// the resource stays as written, so explain never tells whether a key exists or which id
+    /// goes with which name.
     ///
     /// # Errors
     /// `Store`.
-    pub async fn resource_for(
+    async fn resource_for(
         &self,
+        p: &Principal,
         kind: &'static str,
         name: &str,
     ) -> Result<Resource, ServiceError> {
-        if kind == "key" {
-            if let Ok(r) = name.parse::<crate::domain::KeyRef>() {
-                if let Some(key) = self.lookup_key(&r).await? {
-                    let mut res = Resource::key(&key.id, key.name.as_str());
-                    if matches!(r, crate::domain::KeyRef::Alias(_)) {
-                        res.names.push(name.to_owned());
-                    }
-                    return Ok(res);
-                }
-            }
+        let as_written = Resource::named(kind, name);
+        if kind != "key" {
+            return Ok(as_written);
         }
-        Ok(Resource::named(kind, name))
+        let Ok(r) = name.parse::<crate::domain::KeyRef>() else {
+            return Ok(as_written);
+        };
+        let Some(key) = self.lookup_key(&r).await? else {
+            return Ok(as_written);
+        };
+        let mut res = Resource::key(&key.id, key.name.as_str());
+        if matches!(r, crate::domain::KeyRef::Alias(_)) {
+            res.names.push(name.to_owned());
+        }
+        let may_read = self.decide(p, Action::KeyRead, &res, None).await?.allowed();
+        Ok(if may_read { res } else { as_written })
     }
 
-    /// Explains the decision `principal` would get for `action` on `resource` (with `context`
+    /// Explains the decision `principal` would get for `action` on `kind/name` (with `context`
     /// and `source`), using the same evaluation as enforcement.
     ///
     /// # Errors
     /// `Forbidden`, `Store`.
+    #[allow(clippy::too_many_arguments)] // one per field of the explain request
     pub async fn explain(
         &self,
         p: &Principal,
         principal: &KeyName,
         action: Action,
-        resource: Resource,
+        kind: &'static str,
+        name: &str,
         context: Option<&EncryptionContext>,
         source: Option<std::net::IpAddr>,
     ) -> Result<policy::Decision, ServiceError> {
@@ -523,6 +573,7 @@ impl KeyService {
             None,
         )
         .await?;
+        let resource = self.resource_for(p, kind, name).await?;
         let who = Principal {
             name: principal.to_string(),
             credential_id: String::new(),

@@ -693,9 +693,10 @@ impl KeyService {
     /// # Errors
     /// `Forbidden`, `Store`.
     pub async fn aliases(&self, p: &Principal) -> Result<Vec<Alias>, ServiceError> {
-        self.authorize(p, Action::KeyRead, &Resource::all("alias"), None)
-            .await?;
-        Ok(self.store.list_aliases().await?)
+        let filter = self.item_filter(p, Action::KeyRead, "alias").await?;
+        let mut aliases = self.store.list_aliases().await?;
+        aliases.retain(|a| filter.allows(&Resource::named("alias", a.name.as_str())));
+        Ok(aliases)
     }
 
     /// Deletes an alias (the key is untouched).
@@ -746,24 +747,32 @@ impl KeyService {
             other => other?,
         };
         check_unwrap(&source, blob.key_version)?;
+        // The destination is authorised on its own, always: the key (the blob's own when none
+        // is named) with the context the output will be bound to. Authorising only the source
+        // would let a principal re-bind a blob to a context it may not encrypt under.
+        let dest_context = destination_context.unwrap_or(context);
         let dest = match destination {
             Some(r) => {
-                self.resolve_with(
+                self.resolve_with(p, Action::Reencrypt, r, Some(dest_context))
+                    .await?
+            }
+            None => {
+                self.authorize(
                     p,
                     Action::Reencrypt,
-                    r,
-                    Some(destination_context.unwrap_or(context)),
+                    &Resource::key(&source.id, source.name.as_str()),
+                    Some(dest_context),
                 )
-                .await?
+                .await?;
+                Arc::clone(&source)
             }
-            None => Arc::clone(&source),
         };
+        crate::audit::note::destination_context(dest_context);
         let header = usable_header(&dest)?;
         let source_version = blob.key_version;
         let aad = blob.header().aad(context);
         let plaintext = self.open_blob(&source, blob, aad).await?;
         self.charge_wrap(&dest).await?;
-        let dest_context = destination_context.unwrap_or(context);
         let sealed = self
             .backend_of(&dest)?
             .seal(

@@ -234,6 +234,83 @@ pub struct KeyService {
 /// How long one readiness probe answers for.
 pub const READINESS_TTL: Duration = Duration::from_millis(500);
 
+/// Most rows one list request examines. A principal allowed few items of a large collection
+/// gets a shorter page and a cursor after the last row examined, rather than a scan of the
+/// whole table in one request.
+pub const MAX_LIST_SCAN: usize = 10_000;
+
+/// Per-item authorisation for lists: the principal's policies loaded once, each item decided by
+/// the same evaluation as a request for that item alone.
+pub(crate) struct ItemFilter {
+    subject: Arc<policy::Subject>,
+    action: Action,
+    source: Option<std::net::IpAddr>,
+    now: OffsetDateTime,
+}
+
+impl ItemFilter {
+    /// Whether the principal may `action` on `resource`.
+    pub(crate) fn allows(&self, resource: &Resource) -> bool {
+        policy::evaluate(
+            &self.subject,
+            &policy::Request {
+                action: self.action,
+                resource,
+                context: None,
+                source: self.source,
+                now: self.now,
+            },
+        )
+        .allowed()
+    }
+}
+
+/// One page of a list filtered item by item: rows are fetched `after` the cursor in batches
+/// until `limit` rows pass `keep`, the collection ends, or [`MAX_LIST_SCAN`] rows were examined.
+/// The cursor returned is the last row shown when more allowed rows follow, the last row
+/// examined when the scan stopped early, and `None` at the end, so pages stay full and no row
+/// is skipped or shown twice.
+pub(crate) async fn filtered_page<T, C, F, Fut>(
+    limit: u32,
+    mut after: Option<C>,
+    mut fetch: F,
+    cursor: impl Fn(&T) -> C,
+    keep: impl Fn(&T) -> bool,
+) -> Result<(Vec<T>, Option<C>), ServiceError>
+where
+    C: Clone,
+    F: FnMut(Option<C>, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+{
+    let limit = (limit as usize).max(1);
+    let batch = u32::try_from(limit.saturating_add(1).clamp(100, 1000)).unwrap_or(1000);
+    let mut out: Vec<T> = Vec::new();
+    let mut scanned = 0usize;
+    loop {
+        let rows = fetch(after.clone(), batch).await?;
+        let exhausted = rows.len() < batch as usize;
+        for row in rows {
+            scanned += 1;
+            let at = cursor(&row);
+            if keep(&row) {
+                if out.len() == limit {
+                    // Another allowed row follows the page: continue after the last one shown.
+                    let next = out.last().map(&cursor);
+                    return Ok((out, next));
+                }
+                out.push(row);
+            }
+            after = Some(at);
+            if scanned >= MAX_LIST_SCAN && !exhausted {
+                return Ok((out, after));
+            }
+        }
+        if exhausted {
+            return Ok((out, None));
+        }
+    }
+}
+
 impl KeyService {
     /// A service over `backend` and `store`.
     pub fn new(
@@ -329,6 +406,27 @@ impl KeyService {
         Err(ServiceError::Forbidden {
             action: action.as_str(),
             resource: resource.to_string(),
+        })
+    }
+
+    /// A per-item filter for lists of `action` (see [`ItemFilter`]). The list itself is noted
+    /// for the audit record as `action` on every resource of `kind`, allowed: what it shows is
+    /// decided item by item.
+    ///
+    /// # Errors
+    /// `Store` when the principal's policies cannot be read.
+    pub(crate) async fn item_filter(
+        &self,
+        p: &Principal,
+        action: Action,
+        kind: &'static str,
+    ) -> Result<ItemFilter, ServiceError> {
+        crate::audit::note::authorization(action.as_str(), &format!("{kind}/*"), true);
+        Ok(ItemFilter {
+            subject: self.subject(&p.name).await?,
+            action,
+            source: p.source,
+            now: OffsetDateTime::now_utc(),
         })
     }
 
@@ -435,18 +533,16 @@ impl KeyService {
         after: Option<KeyName>,
         limit: u32,
     ) -> Result<KeyPage, ServiceError> {
-        self.authorize(p, Action::KeyRead, &Resource::all_keys(), None)
-            .await?;
-        let mut keys = self
-            .store
-            .list_keys(after.as_ref(), limit.saturating_add(1))
-            .await?;
-        let next = if keys.len() > limit as usize {
-            keys.truncate(limit as usize);
-            keys.last().map(|k| k.name.clone())
-        } else {
-            None
-        };
+        let filter = self.item_filter(p, Action::KeyRead, "key").await?;
+        let store = &self.store;
+        let (keys, next) = filtered_page(
+            limit,
+            after,
+            |after: Option<KeyName>, n| async move { store.list_keys(after.as_ref(), n).await },
+            |k: &Key| k.name.clone(),
+            |k: &Key| filter.allows(&Resource::key(&k.id, k.name.as_str())),
+        )
+        .await?;
         Ok(KeyPage { keys, next })
     }
 

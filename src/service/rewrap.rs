@@ -66,9 +66,12 @@ impl KeyService {
     ///
     /// # Errors
     /// `Forbidden`, `KeyNotFound`, key state errors, `Store`.
-    pub async fn start_rewrap(&self, p: &Principal, r: &KeyRef) -> Result<Job, ServiceError> {
+    pub async fn start_rewrap(&self, p: &Principal, r: &KeyRef) -> Result<JobStatus, ServiceError> {
+        // One decision, before anything is started: the job's status is part of what
+        // `key:rotate` on this key returns, not a second read to authorise afterwards.
         let key = self.resolve(p, Action::KeyRotate, r).await?;
-        self.start_rewrap_job(&key).await
+        let job = self.start_rewrap_job(&key).await?;
+        self.status(job).await
     }
 
     /// Starts a re-wrap job to `key`'s primary version, unless one is already running to it.
@@ -103,13 +106,7 @@ impl KeyService {
     /// # Errors
     /// `JobNotFound`, `Forbidden`, `Store`.
     pub async fn job(&self, p: &Principal, id: &str) -> Result<JobStatus, ServiceError> {
-        let job = self
-            .store
-            .job(id)
-            .await?
-            .ok_or_else(|| ServiceError::JobNotFound(id.to_owned()))?;
-        self.authorize(p, Action::KeyRead, &self.job_resource(&job).await?, None)
-            .await?;
+        let job = self.readable_job(p, id).await?;
         self.status(job).await
     }
 
@@ -118,14 +115,26 @@ impl KeyService {
     /// # Errors
     /// `JobNotFound`, `Forbidden`, `Store`.
     pub async fn job_events(&self, p: &Principal, id: &str) -> Result<Vec<JobEvent>, ServiceError> {
-        let job = self
-            .store
-            .job(id)
-            .await?
-            .ok_or_else(|| ServiceError::JobNotFound(id.to_owned()))?;
-        self.authorize(p, Action::KeyRead, &self.job_resource(&job).await?, None)
-            .await?;
+        self.readable_job(p, id).await?;
         Ok(self.store.job_events(id).await?)
+    }
+
+    /// The job `id`, if `p` may read its key. An unknown id is reported as not found only to a
+    /// principal that may read every key: to anyone else it is forbidden, like a job of a key
+    /// it may not read.
+    async fn readable_job(&self, p: &Principal, id: &str) -> Result<Job, ServiceError> {
+        match self.store.job(id).await? {
+            Some(job) => {
+                self.authorize(p, Action::KeyRead, &self.job_resource(&job).await?, None)
+                    .await?;
+                Ok(job)
+            }
+            None => {
+                self.authorize(p, Action::KeyRead, &Resource::all_keys(), None)
+                    .await?;
+                Err(ServiceError::JobNotFound(id.to_owned()))
+            }
+        }
     }
 
     /// The key a job works on, as policy sees it (by id and, while it exists, by name).
@@ -146,10 +155,18 @@ impl KeyService {
         state: Option<JobState>,
         limit: u32,
     ) -> Result<Vec<JobStatus>, ServiceError> {
-        self.authorize(p, Action::KeyRead, &Resource::all_keys(), None)
-            .await?;
+        let filter = self.item_filter(p, Action::KeyRead, "key").await?;
         let mut out = Vec::new();
-        for job in self.store.list_jobs(state, limit).await? {
+        // Jobs are listed newest first without a cursor: the newest `MAX_LIST_SCAN` are
+        // examined and the first `limit` the principal may read are shown.
+        let scan = u32::try_from(super::MAX_LIST_SCAN).unwrap_or(u32::MAX);
+        for job in self.store.list_jobs(state, scan).await? {
+            if out.len() >= limit as usize {
+                break;
+            }
+            if !filter.allows(&self.job_resource(&job).await?) {
+                continue;
+            }
             out.push(self.status(job).await?);
         }
         Ok(out)

@@ -74,6 +74,16 @@ pub enum Versions {
     These(Vec<u32>),
 }
 
+/// Who a write is done for.
+#[derive(Debug, Clone, Copy)]
+enum Writer<'a> {
+    /// A principal: the key it wraps under and any versions it destroys are authorised.
+    Principal(&'a Principal),
+    /// The service itself: a scheduled rotation of a generated secret, authorised when the
+    /// schedule was set.
+    System,
+}
+
 /// A page of secrets.
 #[derive(Debug)]
 pub struct SecretPage {
@@ -122,8 +132,11 @@ impl KeyService {
     }
 
     /// The key a write under `path` uses: the one named, else the secret's, else the default.
+    /// For a principal, `secret:use-key` on that key is authorised first; an unknown named key
+    /// is reported as not found only to a principal allowed to use it.
     async fn secret_key(
         &self,
+        writer: Writer<'_>,
         named: Option<&KeyRef>,
         record: Option<&SecretRecord>,
     ) -> Result<std::sync::Arc<Key>, ServiceError> {
@@ -135,12 +148,49 @@ impl KeyService {
                 (default.ok_or(ServiceError::KeyRequired)?, true)
             }
         };
-        match self.lookup_key(&r).await? {
+        let found = match writer {
+            Writer::Principal(p) => {
+                match self.resolve_with(p, Action::SecretUseKey, &r, None).await {
+                    Ok(key) => Some(key),
+                    Err(ServiceError::KeyNotFound(_)) => None,
+                    Err(e) => return Err(e),
+                }
+            }
+            Writer::System => self.lookup_key(&r).await?,
+        };
+        match found {
             Some(key) => Ok(key),
             // A configured default that does not exist is the operator's problem, not the caller's.
             None if is_default => Err(ServiceError::DefaultKeyMissing(r.to_string())),
             None => Err(ServiceError::KeyNotFound(r.to_string())),
         }
+    }
+
+    /// Authorises `secret:destroy` on `path` for a principal whose request would destroy
+    /// versions: when keeping `adding` more versions would leave more than `max_versions` (0 =
+    /// unlimited) that are not destroyed, the oldest are destroyed by the same transaction.
+    async fn authorize_pruning(
+        &self,
+        writer: Writer<'_>,
+        path: &SecretPath,
+        record: Option<&SecretRecord>,
+        max_versions: u32,
+        adding: usize,
+    ) -> Result<(), ServiceError> {
+        let Writer::Principal(p) = writer else {
+            return Ok(());
+        };
+        let kept = record.map_or(0, |r| {
+            r.versions
+                .iter()
+                .filter(|v| v.state != SecretVersionState::Destroyed)
+                .count()
+        });
+        if max_versions > 0 && kept + adding > max_versions as usize {
+            self.authorize(p, Action::SecretDestroy, &Resource::secret(path), None)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Writes a new version of `path` with `value` (check-and-set when `cas` is given).
@@ -165,28 +215,18 @@ impl KeyService {
                 limit: self.secrets.max_value_bytes,
             });
         }
-        self.write_version(path, &value, key, cas, None)
+        let _serialised = self.path_lock(path).lock().await;
+        self.write_version_serialised(Writer::Principal(p), path, &value, key, cas, None)
             .await?
             .ok_or(ServiceError::WriteConflict)
     }
 
-    /// The one write path. `Ok(None)` only when a rotation claim was already taken.
-    async fn write_version(
-        &self,
-        path: &SecretPath,
-        value: &SecretBytes,
-        key: Option<&KeyRef>,
-        cas: Option<u32>,
-        rotation: Option<RotationClaim>,
-    ) -> Result<Option<Written>, ServiceError> {
-        let _serialised = self.path_lock(path).lock().await;
-        self.write_version_serialised(path, value, key, cas, rotation)
-            .await
-    }
-
-    /// [`KeyService::write_version`] for a caller that holds the path's lock.
+    /// The one write path, for a caller that holds the path's lock. Before any device work,
+    /// a principal's use of the key and any destruction of old versions are authorised.
+    /// `Ok(None)` only when a rotation claim was already taken.
     async fn write_version_serialised(
         &self,
+        writer: Writer<'_>,
         path: &SecretPath,
         value: &SecretBytes,
         key: Option<&KeyRef>,
@@ -201,7 +241,12 @@ impl KeyService {
                     return Err(ServiceError::CasMismatch { current });
                 }
             }
-            let key = self.secret_key(key, record.as_ref()).await?;
+            let key = self.secret_key(writer, key, record.as_ref()).await?;
+            let max_versions = record
+                .as_ref()
+                .map_or(self.secrets.default_max_versions, |r| r.max_versions);
+            self.authorize_pruning(writer, path, record.as_ref(), max_versions, 1)
+                .await?;
             let version = current + 1;
             let (wrapped_dek, ciphertext) = self.seal_secret(&key, path, version, value).await?;
             let created_at = OffsetDateTime::now_utc();
@@ -376,23 +421,18 @@ impl KeyService {
         after: Option<SecretPath>,
         limit: u32,
     ) -> Result<SecretPage, ServiceError> {
-        self.authorize(
-            p,
-            Action::SecretList,
-            &Resource::named("secret", format!("{prefix}*")),
-            None,
+        let filter = self.item_filter(p, Action::SecretList, "secret").await?;
+        let store = &self.store;
+        let (secrets, next) = super::filtered_page(
+            limit,
+            after,
+            |after: Option<SecretPath>, n| async move {
+                store.list_secrets(prefix, after.as_ref(), n).await
+            },
+            |s: &SecretRecord| s.path.clone(),
+            |s: &SecretRecord| filter.allows(&Resource::secret(&s.path)),
         )
         .await?;
-        let mut secrets = self
-            .store
-            .list_secrets(prefix, after.as_ref(), limit.saturating_add(1))
-            .await?;
-        let next = if secrets.len() > limit as usize {
-            secrets.truncate(limit as usize);
-            secrets.last().map(|s| s.path.clone())
-        } else {
-            None
-        };
         Ok(SecretPage { secrets, next })
     }
 
@@ -442,9 +482,57 @@ impl KeyService {
                 ));
             }
         }
+        if let Some(Some(g)) = &req.generate {
+            if g.rotate_every.0 < self.secrets.min_rotate_every {
+                return Err(ServiceError::InvalidMetadata(
+                    "generate.rotate_every is shorter than secrets.min_rotate_every (1h unless configured)",
+                ));
+            }
+        }
         let _serialised = self.path_lock(path).lock().await;
         let existing = self.store.secret(path).await?;
-        let key = self.secret_key(req.key.as_ref(), existing.as_ref()).await?;
+        let current_version = existing.as_ref().map_or(0, |r| r.current_version);
+        let stored_max = existing
+            .as_ref()
+            .map_or(self.secrets.default_max_versions, |r| r.max_versions);
+        let generated = match &req.generate {
+            Some(g) => g.is_some(),
+            None => existing.as_ref().is_some_and(|r| r.generate.is_some()),
+        };
+        let mut max_versions = req.max_versions;
+        if generated {
+            // Generated secrets grow in the background: their history is always bounded.
+            let cap = self.secrets.max_generated_versions;
+            match req.max_versions {
+                Some(m) if m == 0 || m > cap => {
+                    return Err(ServiceError::InvalidMetadata(
+                        "a generated secret's max_versions must be 1 to secrets.max_generated_versions (100 unless configured)",
+                    ))
+                }
+                Some(_) => {}
+                None if stored_max == 0 || stored_max > cap => max_versions = Some(cap),
+                None => {}
+            }
+        }
+        self.authorize_pruning(
+            Writer::Principal(p),
+            path,
+            existing.as_ref(),
+            max_versions.unwrap_or(stored_max),
+            0,
+        )
+        .await?;
+        // The key is used when it is named (it becomes the secret's key) or when this request
+        // writes the first generated version under it; otherwise it is only looked up.
+        let writes_first = current_version == 0 && matches!(req.generate, Some(Some(_)));
+        let writer = if req.key.is_some() || writes_first {
+            Writer::Principal(p)
+        } else {
+            Writer::System
+        };
+        let key = self
+            .secret_key(writer, req.key.as_ref(), existing.as_ref())
+            .await?;
         // A named key becomes the secret's key for later writes, on a new or an existing path.
         let key_change = req.key.as_ref().map(|_| key.id);
         let now = OffsetDateTime::now_utc();
@@ -454,7 +542,7 @@ impl KeyService {
         });
         let update = MetadataUpdate {
             key_id: key_change,
-            max_versions: req.max_versions,
+            max_versions,
             expires_after: req.expires_after,
             custom: req.custom,
             generate,
@@ -472,7 +560,8 @@ impl KeyService {
         if record.current_version == 0 {
             if let Some(Some(_)) = &req.generate {
                 // Still under the path's lock: two metadata writes cannot both make version 1.
-                self.rotate_serialised(path, None).await?;
+                self.rotate_serialised(Writer::Principal(p), path, None)
+                    .await?;
                 return self
                     .store
                     .secret(path)
@@ -494,7 +583,8 @@ impl KeyService {
     ) -> Result<Written, ServiceError> {
         self.authorize(p, Action::SecretWrite, &Resource::secret(path), None)
             .await?;
-        self.rotate_generated(path, None)
+        let _serialised = self.path_lock(path).lock().await;
+        self.rotate_serialised(Writer::Principal(p), path, None)
             .await?
             .ok_or(ServiceError::WriteConflict)
     }
@@ -510,12 +600,13 @@ impl KeyService {
         expected: Option<Option<OffsetDateTime>>,
     ) -> Result<Option<Written>, ServiceError> {
         let _serialised = self.path_lock(path).lock().await;
-        self.rotate_serialised(path, expected).await
+        self.rotate_serialised(Writer::System, path, expected).await
     }
 
     /// [`KeyService::rotate_generated`] for a caller that holds the path's lock.
     async fn rotate_serialised(
         &self,
+        writer: Writer<'_>,
         path: &SecretPath,
         expected: Option<Option<OffsetDateTime>>,
     ) -> Result<Option<Written>, ServiceError> {
@@ -535,7 +626,7 @@ impl KeyService {
             next: OffsetDateTime::now_utc() + spec.rotate_every.0,
         };
         let written = self
-            .write_version_serialised(path, &value, None, None, Some(claim))
+            .write_version_serialised(writer, path, &value, None, None, Some(claim))
             .await?;
         if let Some(w) = &written {
             tracing::info!(path = %path, version = w.version, "generated secret rotated");

@@ -215,7 +215,15 @@ async fn filters_select_records() -> anyhow::Result<()> {
             .ok();
     }
     let app = token_for(&s, &unique("app"), &["application"]).await;
-    as_token(&s, &app, Method::GET, "/v1/keys", None).await;
+    // The application role may not create keys: one denied request.
+    as_token(
+        &s,
+        &app,
+        Method::POST,
+        "/v1/keys",
+        Some(json!({ "name": unique("denied") })),
+    )
+    .await;
 
     let r = s
         .get(&format!(

@@ -278,11 +278,17 @@ async fn billing_auditor_and_on_call_are_held_to_their_policies() -> anyhow::Res
         &["datakey", "billing-eu", "--context", "tenant=evil"][..],
         &["datakey", "billing-eu"],
         &["datakey", "payroll", "--context", "tenant=acme"],
-        &["keys", "list"],
-        &["principals", "list"],
-        &["policies", "list"],
     ] {
         fails_with(&run(&billing_token, args, b""), "forbidden");
+    }
+    // Lists show only what the principal may read: billing may read no key, principal or policy.
+    for (args, field) in [
+        (&["keys", "list"][..], "keys"),
+        (&["principals", "list"], "principals"),
+        (&["policies", "list"], "policies"),
+    ] {
+        let listed = json_of(&run(&billing_token, args, b""));
+        assert_eq!(listed[field], serde_json::json!([]), "{args:?}: {listed}");
     }
     fails_with(
         &run(
@@ -573,15 +579,15 @@ async fn login_stores_the_token_0600_and_commands_fall_back_to_it() -> anyhow::R
     assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument"));
     assert!(!login_file.exists());
 
-    // The billing principal may not list keys: login still stores the token (403 is policy, not
-    // authentication) and says so.
+    // The billing principal may read no key: the list it gets is empty, and login stores the
+    // token (what login checks is authentication, not which keys a principal may read).
     let mut c = command(&s, &home, None);
     c.arg("login");
     let out = finish(c, format!("{billing_token}\n").as_bytes());
     quiet(&out);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains(login_file.to_str().unwrap()), "{said}");
-    assert!(said.contains("may not list keys"), "{said}");
+    assert!(said.contains("token accepted"), "{said}");
     assert!(
         !said.contains(&billing_token),
         "login echoed the token: {said}"
@@ -608,21 +614,24 @@ async fn login_stores_the_token_0600_and_commands_fall_back_to_it() -> anyhow::R
         &bare(&["datakey", "billing-eu", "--context", "tenant=evil"]),
         "forbidden",
     );
-    fails_with(&bare(&["keys", "list"]), "forbidden");
+    // Which token a command used shows in what it may list: billing reads no key, the admin
+    // every key.
+    let keys_listed = |out: &std::process::Output| json_of(out)["keys"].as_array().unwrap().len();
+    assert_eq!(keys_listed(&bare(&["keys", "list"])), 0);
     // Precedence: CUSTODIAN_TOKEN, then --token-file / CUSTODIAN_TOKEN_FILE, then the login file.
-    json_of(&run(&admin, &["keys", "list"], b""));
+    assert!(keys_listed(&run(&admin, &["keys", "list"], b"")) > 0);
     let admin_file = d.path().join("admin.token");
     std::fs::write(&admin_file, format!("{admin}\n"))?;
     let mut c = command(&s, &home, None);
     c.args(["keys", "list", "--token-file"]).arg(&admin_file);
-    json_of(&finish(c, b""));
+    assert!(keys_listed(&finish(c, b"")) > 0);
     let mut c = command(&s, &home, None);
     c.args(["keys", "list"])
         .env("CUSTODIAN_TOKEN_FILE", &admin_file);
-    json_of(&finish(c, b""));
+    assert!(keys_listed(&finish(c, b"")) > 0);
     let mut c = command(&s, &home, Some(&admin));
     c.args(["keys", "list", "--token-file"]).arg(&login_file);
-    json_of(&finish(c, b""));
+    assert!(keys_listed(&finish(c, b"")) > 0);
 
     // Refused logins leave the stored token as it was: not a token, an unknown token.
     let login_with = |stdin: &[u8]| {
@@ -884,7 +893,7 @@ async fn principals_policies_and_tokens_are_managed_from_the_cli() -> anyhow::Re
     let (t3, _) = mint(&s, &home, &admin, &["--principal", "app-1"]);
     for args in [
         &["tokens", "create", "--principal", "app-1"][..],
-        &["tokens", "list"],
+        &["tokens", "list", "--principal", "app-1"],
         &["principals", "create", "sneaky"],
         &["principals", "update", "app-1", "--policy", "admin"],
         &["policies", "delete", "auditor"],
@@ -895,6 +904,9 @@ async fn principals_policies_and_tokens_are_managed_from_the_cli() -> anyhow::Re
         &run(&t3, &["policies", "put", "mine"], BILLING_POLICY.as_bytes()),
         "forbidden",
     );
+    // Listing every token shows only those of principals it may manage: none.
+    let listed = json_of(&run(&t3, &["tokens", "list"], b""));
+    assert_eq!(listed["tokens"], serde_json::json!([]), "{listed}");
 
     // Deleting a principal revokes its tokens.
     json_of(&run(&t3, &["keys", "list"], b""));

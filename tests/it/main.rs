@@ -10,6 +10,7 @@ mod common;
 mod api_errors;
 mod api_roundtrip;
 mod audit;
+mod authz;
 mod cli;
 mod cli_lifecycle;
 mod cli_policy;

@@ -672,7 +672,8 @@ async fn secret_data_keys_cannot_be_unwrapped_through_decrypt() -> anyhow::Resul
 
 #[tokio::test]
 async fn generated_secrets_rotate_on_schedule_and_across_a_restart() -> anyhow::Result<()> {
-    let (mut d, s) = secrets_server("").await?;
+    // A floor of 1 s so the schedule is seen within the test (the default floor is 1 h).
+    let (mut d, s) = secrets_server("min_rotate_every = \"1s\"\n").await?;
     let spec = json!({ "generate": { "length": 32, "charset": "hex", "rotate_every": "2s" } });
     let meta = s
         .send_json(Method::PUT, "/v1/secrets/gen/db/metadata", spec)

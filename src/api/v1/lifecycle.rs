@@ -218,10 +218,7 @@ pub async fn rewrap(
     KeyPath(key): KeyPath,
 ) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
     let job = state.service.start_rewrap(&p, &key_ref(&key)?).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(state.service.job(&p, &job.id).await?),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
 /// `GET /v1/jobs` query.
