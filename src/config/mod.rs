@@ -543,6 +543,21 @@ impl Config {
         if a.checkpoint_records == 0 || a.checkpoint_records > 1_000_000 {
             return Err(invalid("audit.checkpoint_records", "must be 1 to 1000000"));
         }
+        // `0s` is allowed here (every export signs over new records), unlike other durations.
+        let export_checkpoint_interval = match a.export_checkpoint_interval.as_str() {
+            "0s" | "0" => Duration::ZERO,
+            text => {
+                crate::domain::secret::HumanDuration::parse(text)
+                    .map_err(|e| invalid("audit.export_checkpoint_interval", &e.to_string()))?
+                    .0
+            }
+        };
+        if export_checkpoint_interval > Duration::from_secs(86_400) {
+            return Err(invalid(
+                "audit.export_checkpoint_interval",
+                "must be at most 24h",
+            ));
+        }
         let node = match a.node {
             Some(n) if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) => {
                 return Err(invalid(
@@ -557,6 +572,7 @@ impl Config {
             node,
             checkpoint_interval,
             checkpoint_records: a.checkpoint_records,
+            export_checkpoint_interval,
         };
 
         let t = raw.tpm;

@@ -52,6 +52,9 @@ pub struct RawAudit {
     pub checkpoint_interval: String,
     /// A checkpoint is also signed whenever this many records are not yet covered by one.
     pub checkpoint_records: u64,
+    /// An export signs a new checkpoint only when no export signed one within this interval
+    /// (a duration such as `60s`; `0s`: every export signs one when records followed the last).
+    pub export_checkpoint_interval: String,
 }
 
 impl Default for RawAudit {
@@ -60,6 +63,7 @@ impl Default for RawAudit {
             node: None,
             checkpoint_interval: "60s".to_owned(),
             checkpoint_records: 1000,
+            export_checkpoint_interval: "60s".to_owned(),
         }
     }
 }
