@@ -25,6 +25,7 @@ mod restart;
 mod rewrap;
 mod secrets;
 mod startup;
+mod throttle;
 mod tls;
 mod tpm_device;
 mod vectors;
