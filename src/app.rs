@@ -92,6 +92,10 @@ pub struct App {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The lifecycle and re-wrap workers, stopped when serving ends.
     workers: Vec<tokio::task::JoinHandle<()>>,
+    /// For the last aggregate records of throttled requests, written at shutdown.
+    service: Arc<KeyService>,
+    /// The unauthenticated-request throttle whose counts those records hold.
+    anonymous: Arc<api::throttle::AnonymousThrottle>,
 }
 
 impl App {
@@ -171,11 +175,15 @@ impl App {
             secret_body_bytes: config.secrets.max_value_bytes.div_ceil(3) * 4
                 + config.server.max_body_bytes.get(),
         };
+        let anonymous = Arc::new(api::throttle::AnonymousThrottle::new(
+            config.server.anonymous,
+        ));
         let router = api::router(
             AppState {
                 service: Arc::clone(&service),
                 max_secret_bytes: config.secrets.max_value_bytes,
                 throttle: Arc::default(),
+                anonymous: Arc::clone(&anonymous),
             },
             limits,
         );
@@ -191,6 +199,10 @@ impl App {
                 config.keys.lifecycle_check_interval,
             )),
             tokio::spawn(sweep_keks(Arc::clone(&service), config.keys.kek_cache.ttl)),
+            tokio::spawn(api::audit::flush_aggregates(
+                Arc::clone(&service),
+                Arc::clone(&anonymous),
+            )),
         ];
         Ok(Self {
             listener,
@@ -198,6 +210,8 @@ impl App {
             addr,
             workers,
             tls,
+            service,
+            anonymous,
         })
     }
 
@@ -206,7 +220,8 @@ impl App {
         self.addr
     }
 
-    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
+    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish and writes the
+    /// aggregate records of throttled unauthenticated requests not yet written.
     ///
     /// # Errors
     /// I/O errors from the listener.
@@ -235,6 +250,8 @@ impl App {
         for w in &self.workers {
             w.abort();
         }
+        // Nothing is dropped silently: counts not yet written get their records now.
+        api::audit::write_aggregates(self.service.audit(), &self.anonymous).await;
         served?;
         tracing::info!("stopped");
         Ok(())

@@ -29,8 +29,10 @@ pub struct AppState {
     pub service: Arc<KeyService>,
     /// Largest secret value, in bytes (checked before decoding).
     pub max_secret_bytes: usize,
-    /// Failed authentications per source address.
+    /// Failed authentications per source address and token id.
     pub throttle: Arc<throttle::AuthThrottle>,
+    /// Individually audited unauthenticated requests per source.
+    pub anonymous: Arc<throttle::AnonymousThrottle>,
 }
 
 /// Limits the router enforces.
@@ -196,24 +198,28 @@ async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
     }
 }
 
-/// Resolves `Authorization: Bearer …` to a principal, or answers 401.
+/// `status` with `code` and a `Retry-After` of `retry` seconds.
+fn retry_later(
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+    retry: u64,
+) -> Response {
+    let mut res = ApiError::client(status, code, message).into_response();
+    if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
+/// Resolves `Authorization: Bearer …` to a principal, or answers 401 — or 429 when the source
+/// or the token id has failed too often ([`throttle::AuthThrottle`]). The credential is
+/// verified first, so a valid one is never refused by the throttle.
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let source = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    if let Some(retry) = source.and_then(|s| state.throttle.blocked_for(s)) {
-        let mut res = ApiError::client(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_auth_failures",
-            "too many failed authentications from this address; retry later",
-        )
-        .into_response();
-        if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
-            res.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return res;
-    }
     let presented = req.headers().get(header::AUTHORIZATION).map(|v| {
         v.to_str()
             .ok()
@@ -243,8 +249,21 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             next.run(req).await
         }
         Err(e) => {
-            if let (Some(s), ServiceError::Unauthenticated(_)) = (source, &e) {
-                state.throttle.record_failure(s);
+            if let ServiceError::Unauthenticated(_) = &e {
+                let token_id = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .and_then(|t| crate::service::auth::token_id(t.trim()));
+                if let Some(retry) = state.throttle.fail(source, token_id) {
+                    return retry_later(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_auth_failures",
+                        "too many failed authentications from this address or for this token; retry later",
+                        retry,
+                    );
+                }
             }
             ApiError::from(e).into_response()
         }
@@ -255,11 +274,53 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-async fn not_found() -> ApiError {
+/// Notes the principal of a request that matched no route (404, 405) when it carries a valid
+/// credential, so its audit record names it and the unauthenticated-request throttle leaves it
+/// alone. A failed token is counted by the failure throttle as on any route; the answer stays
+/// the 404 or 405.
+async fn attribute(state: &AppState, req: Request) {
+    // Only the head: the body is not `Sync`, and is not needed.
+    let (req, _) = req.into_parts();
+    let source = req
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    match req.headers.get(header::AUTHORIZATION) {
+        Some(v) => {
+            let token = v
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            let verified = match token {
+                Some(t) => state.service.authenticate(t).await,
+                None => Err(ServiceError::Unauthenticated(AuthFailure::Invalid)),
+            };
+            match verified {
+                Ok(p) => crate::audit::note::principal(&p.name, &p.credential_id),
+                Err(ServiceError::Unauthenticated(_)) => {
+                    let _ = state
+                        .throttle
+                        .fail(source, token.and_then(crate::service::auth::token_id));
+                }
+                Err(_) => {}
+            }
+        }
+        None => {
+            if let Some(id) = req.extensions.get::<tls::ClientIdentity>() {
+                crate::audit::note::principal(&id.principal, &format!("cert:{}", id.fingerprint));
+            }
+        }
+    }
+}
+
+async fn not_found(State(state): State<AppState>, req: Request) -> ApiError {
+    attribute(&state, req).await;
     ApiError::client(StatusCode::NOT_FOUND, "route_not_found", "no such route")
 }
 
-async fn method_not_allowed() -> ApiError {
+async fn method_not_allowed(State(state): State<AppState>, req: Request) -> ApiError {
+    attribute(&state, req).await;
     ApiError::client(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

@@ -7,7 +7,11 @@
 //! async runtime or the connection requests use, and it takes every entry waiting when it starts
 //! a transaction (group commit), so throughput holds under load while each commit is one fsync.
 //! It also signs checkpoints with the device-resident key, at a configured interval and record
-//! count, after re-checking the chain it is about to sign from the stored rows.
+//! count, after re-checking the chain it is about to sign from the stored rows. An export asks
+//! for a checkpoint too, but signs a new one at most once per
+//! [`AuditSettings::export_checkpoint_interval`]: within it, the export ends at the latest
+//! checkpoint (after the same re-check of the rows that follow it), so exporting in a loop
+//! neither uses the device nor grows the checkpoint table.
 //!
 //! When a write fails, the requests in that batch fail (the API answers 503) and readiness
 //! reports the audit log unwritable until a later write succeeds.
@@ -45,6 +49,9 @@ pub struct AuditSettings {
     pub checkpoint_interval: Duration,
     /// …and whenever this many records are not yet covered.
     pub checkpoint_records: u64,
+    /// An export signs a new checkpoint only when none was signed for an export within this
+    /// interval (and records followed the last checkpoint); zero: every export may sign one.
+    pub export_checkpoint_interval: Duration,
 }
 
 /// Why an audit operation failed.
@@ -159,6 +166,7 @@ impl AuditLog {
             shared: Arc::clone(&shared),
             head: (tail.head(), head_hash),
             last_checkpoint: tail.checkpoint.map(|c| (c.sequence, c.head)),
+            last_export_checkpoint: None,
             floor: tail.archive.map(|a| (a.through, a.head)),
         };
         let writer = std::thread::Builder::new()
@@ -209,8 +217,11 @@ impl AuditLog {
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
-    /// Signs a checkpoint over everything written so far (unless the last one already covers
-    /// it) and returns the latest checkpoint, `None` for an empty log.
+    /// The checkpoint an export ends at: signs one over everything written so far, unless the
+    /// last one already covers it or an export had one signed less than
+    /// [`AuditSettings::export_checkpoint_interval`] ago; in those cases the stored records
+    /// after the latest checkpoint are re-checked and the latest checkpoint is returned.
+    /// `None` for an empty log.
     ///
     /// # Errors
     /// `ChainBroken` when the stored chain does not verify; `CheckpointFailed`, `Stopped`.
@@ -273,6 +284,8 @@ struct Writer {
     head: (u64, [u8; 32]),
     /// Sequence and hex head of the last checkpoint.
     last_checkpoint: Option<(u64, String)>,
+    /// When an export last had a checkpoint signed (this process; a restart allows one).
+    last_export_checkpoint: Option<Instant>,
     /// Where the stored log starts: the archive's sequence and head, if archived.
     floor: Option<(u64, String)>,
 }
@@ -312,7 +325,11 @@ impl Writer {
             let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
             let due = self.head.0.saturating_sub(covered) >= self.settings.checkpoint_records;
             if due || !checkpoints.is_empty() {
-                let result = self.checkpoint();
+                let result = if checkpoints.is_empty() {
+                    self.checkpoint()
+                } else {
+                    self.export_checkpoint()
+                };
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "audit checkpoint failed");
                 }
@@ -358,6 +375,42 @@ impl Writer {
         }
     }
 
+    /// The checkpoint an export ends at ([`AuditLog::checkpoint_now`]).
+    fn export_checkpoint(&mut self) -> Result<Option<Checkpoint>, AuditError> {
+        let interval = self.settings.export_checkpoint_interval;
+        let recent = self
+            .last_export_checkpoint
+            .is_some_and(|t| t.elapsed() < interval);
+        if recent && self.last_checkpoint.is_some() {
+            // No signature, but the rows after the checkpoint are still checked: an edit is
+            // found as soon as by a signing export.
+            self.recheck_marking()?;
+            return self
+                .appender
+                .tail()
+                .map(|t| t.checkpoint)
+                .map_err(AuditError::Store);
+        }
+        let before = self.last_checkpoint.as_ref().map(|c| c.0);
+        let latest = self.checkpoint()?;
+        if latest.as_ref().map(|c| c.sequence) != before {
+            self.last_export_checkpoint = Some(Instant::now());
+        }
+        Ok(latest)
+    }
+
+    /// [`Writer::recheck`], noting where the chain broke for readiness.
+    fn recheck_marking(&mut self) -> Result<(), AuditError> {
+        self.recheck().map_err(|e| {
+            if let AuditError::ChainBroken(s) = e {
+                if let Ok(mut g) = self.shared.broken_at.lock() {
+                    *g = Some(s);
+                }
+            }
+            e
+        })
+    }
+
     /// Re-checks the stored chain since the last checkpoint, then signs and stores a
     /// checkpoint over the head. Returns the latest checkpoint.
     fn checkpoint(&mut self) -> Result<Option<Checkpoint>, AuditError> {
@@ -369,14 +422,7 @@ impl Writer {
                 .map(|t| t.checkpoint)
                 .map_err(AuditError::Store);
         }
-        if let Err(e) = self.recheck() {
-            if let AuditError::ChainBroken(s) = e {
-                if let Ok(mut g) = self.shared.broken_at.lock() {
-                    *g = Some(s);
-                }
-            }
-            return Err(e);
-        }
+        self.recheck_marking()?;
         let head = hex::encode(self.head.1);
         let time = format_time(time::OffsetDateTime::now_utc());
         let message = Checkpoint::message(self.head.0, &head, &time, &self.settings.node);

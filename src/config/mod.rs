@@ -136,6 +136,30 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// HTTPS, when configured.
     pub tls: Option<TlsConfig>,
+    /// The throttle on unauthenticated requests.
+    pub anonymous: AnonymousLimit,
+}
+
+/// How many unauthenticated requests get an audit record each (`[server] anonymous_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnonymousLimit {
+    /// Individually audited unauthenticated requests per source and minute.
+    pub per_minute: std::num::NonZeroU32,
+    /// How often the aggregates of throttled requests are written.
+    pub flush_interval: Duration,
+    /// Most sources tracked one by one.
+    pub max_sources: NonZeroUsize,
+}
+
+impl Default for AnonymousLimit {
+    /// 60 a minute, flushed every 60 s, 10 000 sources.
+    fn default() -> Self {
+        Self {
+            per_minute: std::num::NonZeroU32::MIN.saturating_add(59),
+            flush_interval: Duration::from_secs(60),
+            max_sources: NonZeroUsize::MIN.saturating_add(9_999),
+        }
+    }
 }
 
 /// Whether client certificates are required.
@@ -382,11 +406,37 @@ impl Config {
                 })
             }
         };
+        let per_minute = std::num::NonZeroU32::new(raw.server.anonymous_requests_per_minute)
+            .filter(|n| n.get() <= 1_000_000)
+            .ok_or_else(|| {
+                invalid(
+                    "server.anonymous_requests_per_minute",
+                    "must be 1 to 1000000",
+                )
+            })?;
+        let flush_interval =
+            crate::domain::secret::HumanDuration::parse(&raw.server.anonymous_flush_interval)
+                .map_err(|e| invalid("server.anonymous_flush_interval", &e.to_string()))?
+                .0;
+        if flush_interval < Duration::from_secs(1) || flush_interval > Duration::from_secs(3600) {
+            return Err(invalid(
+                "server.anonymous_flush_interval",
+                "must be 1s to 1h",
+            ));
+        }
+        let max_sources = NonZeroUsize::new(raw.server.anonymous_max_sources)
+            .filter(|n| n.get() <= 1_000_000)
+            .ok_or_else(|| invalid("server.anonymous_max_sources", "must be 1 to 1000000"))?;
         let server = ServerConfig {
             listen,
             max_body_bytes,
             request_timeout: Duration::from_millis(raw.server.request_timeout_ms),
             tls,
+            anonymous: AnonymousLimit {
+                per_minute,
+                flush_interval,
+                max_sources,
+            },
         };
 
         let store = match raw.store.kind.as_str() {
@@ -563,6 +613,21 @@ impl Config {
         if a.checkpoint_records == 0 || a.checkpoint_records > 1_000_000 {
             return Err(invalid("audit.checkpoint_records", "must be 1 to 1000000"));
         }
+        // `0s` is allowed here (every export signs over new records), unlike other durations.
+        let export_checkpoint_interval = match a.export_checkpoint_interval.as_str() {
+            "0s" | "0" => Duration::ZERO,
+            text => {
+                crate::domain::secret::HumanDuration::parse(text)
+                    .map_err(|e| invalid("audit.export_checkpoint_interval", &e.to_string()))?
+                    .0
+            }
+        };
+        if export_checkpoint_interval > Duration::from_secs(86_400) {
+            return Err(invalid(
+                "audit.export_checkpoint_interval",
+                "must be at most 24h",
+            ));
+        }
         let node = match a.node {
             Some(n) if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) => {
                 return Err(invalid(
@@ -577,6 +642,7 @@ impl Config {
             node,
             checkpoint_interval,
             checkpoint_records: a.checkpoint_records,
+            export_checkpoint_interval,
         };
 
         let t = raw.tpm;

@@ -52,6 +52,9 @@ pub struct RawAudit {
     pub checkpoint_interval: String,
     /// A checkpoint is also signed whenever this many records are not yet covered by one.
     pub checkpoint_records: u64,
+    /// An export signs a new checkpoint only when no export signed one within this interval
+    /// (a duration such as `60s`; `0s`: every export signs one when records followed the last).
+    pub export_checkpoint_interval: String,
 }
 
 impl Default for RawAudit {
@@ -60,6 +63,7 @@ impl Default for RawAudit {
             node: None,
             checkpoint_interval: "60s".to_owned(),
             checkpoint_records: 1000,
+            export_checkpoint_interval: "60s".to_owned(),
         }
     }
 }
@@ -76,6 +80,13 @@ pub struct RawServer {
     pub request_timeout_ms: u64,
     /// `[server.tls]`: serve HTTPS (and accept client certificates) when present.
     pub tls: Option<RawTls>,
+    /// Unauthenticated requests per source and minute that get an audit record each; more are
+    /// answered 429 and counted into one aggregate record per source.
+    pub anonymous_requests_per_minute: u32,
+    /// How often the aggregate records of throttled requests are written (a duration).
+    pub anonymous_flush_interval: String,
+    /// Most sources tracked by that throttle; further sources share one `(many)` budget.
+    pub anonymous_max_sources: usize,
 }
 
 /// `[server.tls]`
@@ -104,6 +115,9 @@ impl Default for RawServer {
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 30_000,
             tls: None,
+            anonymous_requests_per_minute: 60,
+            anonymous_flush_interval: "60s".to_owned(),
+            anonymous_max_sources: 10_000,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Audit reads for auditors: events with filters, the export (with a fresh checkpoint), the
-//! signing public key, and the policy-gated archive operation.
+//! Audit reads for auditors: events with filters, the export (ending on a checkpoint: a fresh
+//! one at most once per `audit.export_checkpoint_interval`), the signing public key, and the
+//! policy-gated archive operation.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -64,8 +65,10 @@ impl KeyService {
     }
 
     /// Plans an export of the records after `after` (default: where the stored log starts),
-    /// up to the last checkpoint at or before `until` — or, without `until`, up to a
-    /// checkpoint signed now over everything written so far.
+    /// up to the last checkpoint at or before `until` — or, without `until`, up to the
+    /// checkpoint [`crate::audit::AuditLog::checkpoint_now`] returns: one signed now over
+    /// everything written so far, or the latest one when an export had one signed within
+    /// `audit.export_checkpoint_interval` (records after it are not in this export).
     ///
     /// # Errors
     /// `Forbidden`, `AuditArchived` (asked for archived records), `Audit`, `Store`.

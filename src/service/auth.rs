@@ -41,6 +41,20 @@ struct Parsed<'a> {
     secret: Zeroizing<Vec<u8>>,
 }
 
+/// The public id of a presented token (`cst_<id>_…`), when it has a well-formed one; the
+/// secret part is not looked at. For throttling failures per token id.
+pub fn token_id(presented: &str) -> Option<&str> {
+    if presented.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let (id, _) = presented.strip_prefix(PREFIX)?.split_once('_')?;
+    (id.len() == ID_HEX_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then_some(id)
+}
+
 fn parse(text: &str) -> Option<Parsed<'_>> {
     if text.len() > MAX_TOKEN_LEN {
         return None;

@@ -1,7 +1,8 @@
 //! The audit log, black-box: one record per request (allowed, denied, failed, unauthenticated)
 //! with the right fields; an untouched export verifies offline and every tamper case is caught
 //! at the right sequence; rows edited in the database are caught by the next checkpoint or by
-//! verification; an unwritable log fails requests with 503; records carry no secret; archive.
+//! verification; an unwritable log fails requests with 503; records carry no secret; archive;
+//! exports in a row reuse the latest checkpoint instead of signing one each (issue 12, item 13).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -277,7 +278,7 @@ async fn filters_select_records() -> anyhow::Result<()> {
 }
 
 /// Fetches the export and the public key into files in `dir`.
-async fn export_to(
+pub(crate) async fn export_to(
     s: &Server,
     dir: &Path,
     query: &str,
@@ -292,7 +293,7 @@ async fn export_to(
 }
 
 /// Runs `custodian audit verify` on `lines`; returns (success, stdout + stderr).
-fn verify_lines(dir: &Path, lines: &[String], pem: &Path) -> (bool, String) {
+pub(crate) fn verify_lines(dir: &Path, lines: &[String], pem: &Path) -> (bool, String) {
     let file = dir.join(format!("{}.jsonl", unique("export")));
     std::fs::write(
         &file,
@@ -314,7 +315,7 @@ fn verify_lines(dir: &Path, lines: &[String], pem: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn lines_of(export: &[u8]) -> Vec<String> {
+pub(crate) fn lines_of(export: &[u8]) -> Vec<String> {
     String::from_utf8(export.to_vec())
         .unwrap()
         .lines()
@@ -420,7 +421,7 @@ async fn export_verifies_offline_and_each_tamper_names_its_sequence() -> anyhow:
     Ok(())
 }
 
-fn sqlite(d: &Deployment) -> rusqlite::Connection {
+pub(crate) fn sqlite(d: &Deployment) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(d.database()).expect("open the database");
     c.busy_timeout(Duration::from_secs(5)).unwrap();
     c
@@ -698,5 +699,74 @@ async fn the_cli_exports_and_verifies() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
     let events = json_of(&admin_cli(&s, &["audit", "events", "--limit", "5"], b""));
     assert!(!events["records"].as_array().unwrap().is_empty());
+    Ok(())
+}
+
+/// The number of stored checkpoints.
+fn checkpoints(d: &Deployment) -> anyhow::Result<i64> {
+    Ok(sqlite(d).query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |r| r.get(0))?)
+}
+
+fn last_checkpoint(lines: &[String]) -> anyhow::Result<u64> {
+    let last: Value = serde_json::from_str(lines.last().unwrap())?;
+    assert_eq!(last["type"], "checkpoint", "an export ends on a checkpoint");
+    Ok(last["sequence"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn exports_in_a_row_reuse_the_latest_checkpoint() -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    let s = d.start().await?;
+    let key = unique("reexported");
+    s.create_key(&key).await;
+    let before = checkpoints(&d)?;
+    let (first, pem) = export_to(&s, d.path(), "").await?;
+    let first = lines_of(&first);
+    assert_eq!(checkpoints(&d)?, before + 1, "the first export signs one");
+    for _ in 0..3 {
+        s.post(&format!("/v1/keys/{key}/datakey"), json!({}))
+            .await
+            .ok();
+    }
+    let (second, _) = export_to(&s, d.path(), "").await?;
+    let second = lines_of(&second);
+    assert_eq!(
+        checkpoints(&d)?,
+        before + 1,
+        "an export within the interval signs none"
+    );
+    assert_eq!(last_checkpoint(&second)?, last_checkpoint(&first)?);
+    assert_eq!(
+        second, first,
+        "it ends at the same checkpoint: the same bytes"
+    );
+    let (ok, out) = verify_lines(d.path(), &second, &pem);
+    assert!(ok, "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_export_after_the_interval_signs_a_new_checkpoint() -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    d.append_config("[audit]\nexport_checkpoint_interval = \"1s\"")?;
+    let s = d.start().await?;
+    let key = unique("reexported");
+    s.create_key(&key).await;
+    let (first, pem) = export_to(&s, d.path(), "").await?;
+    let first = last_checkpoint(&lines_of(&first))?;
+    let count = checkpoints(&d)?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.post(&format!("/v1/keys/{key}/datakey"), json!({}))
+        .await
+        .ok();
+    let (second, _) = export_to(&s, d.path(), "").await?;
+    let second = lines_of(&second);
+    assert_eq!(checkpoints(&d)?, count + 1);
+    assert!(
+        last_checkpoint(&second)? > first,
+        "the new checkpoint covers the records written since"
+    );
+    let (ok, out) = verify_lines(d.path(), &second, &pem);
+    assert!(ok, "{out}");
     Ok(())
 }

@@ -26,6 +26,7 @@ mod restart;
 mod rewrap;
 mod secrets;
 mod startup;
+mod throttle;
 mod tls;
 mod tpm_device;
 mod vectors;

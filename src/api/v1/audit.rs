@@ -115,8 +115,9 @@ pub struct ExportQuery {
     until: Option<u64>,
 }
 
-/// `GET /v1/audit/export`: JSON Lines, streamed page by page. Without `until`, a checkpoint is
-/// signed first so the export ends on one.
+/// `GET /v1/audit/export`: JSON Lines, streamed page by page, ending on a checkpoint. Without
+/// `until`, that is a checkpoint signed now, or the latest one when an export had one signed
+/// within `audit.export_checkpoint_interval` (bounded device signatures and stored rows).
 pub async fn export(
     State(state): State<AppState>,
     Caller(p): Caller,

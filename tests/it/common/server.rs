@@ -438,6 +438,29 @@ impl Server {
         )
     }
 
+    /// Stops the server with SIGTERM (a graceful shutdown) and waits until it has exited.
+    pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        // Close this client's idle connections first: the server drains open ones.
+        drop(std::mem::replace(&mut self.http, reqwest::Client::new()));
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed: {status}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("custodian serve did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the server (SIGKILL: no graceful shutdown, like a crash) and waits for it.
     pub fn kill(mut self) {
         self.kill_inner();
