@@ -716,12 +716,12 @@ async fn secret_writes_need_a_right_on_their_key() -> anyhow::Result<()> {
     let s = d.start().await?;
     s.create_key("payroll").await;
     s.create_key("team-key").await;
+    // Rights on the path only: what `secret:write` alone allowed before.
     put_policy(
         &s,
         "writer",
         json!({ "statements": [
-            { "effect": "allow", "actions": ["secret:write", "secret:read"], "resources": ["secret/w/*"] },
-            { "effect": "allow", "actions": ["secret:use-key"], "resources": ["key/team-key"] }
+            { "effect": "allow", "actions": ["secret:write", "secret:read"], "resources": ["secret/w/*"] }
         ] }),
     )
     .await
@@ -755,7 +755,21 @@ async fn secret_writes_need_a_right_on_their_key() -> anyhow::Result<()> {
     s.post("/v1/keys/payroll/versions/1/destroy", json!({}))
         .await
         .ok();
-    // Negative twin: the key it may use works, and later writes keep using it.
+    // Negative twin: with `secret:use-key` on team-key, that key works (payroll still does
+    // not), and later writes keep using it.
+    put_policy(
+        &s,
+        "writer",
+        json!({ "statements": [
+            { "effect": "allow", "actions": ["secret:write", "secret:read"], "resources": ["secret/w/*"] },
+            { "effect": "allow", "actions": ["secret:use-key"], "resources": ["key/team-key"] }
+        ] }),
+    )
+    .await
+    .ok();
+    call(&s, &w, Method::PUT, "/v1/secrets/w/x", put("payroll"))
+        .await
+        .assert_error(403, "forbidden");
     call(&s, &w, Method::PUT, "/v1/secrets/w/x", put("team-key"))
         .await
         .ok();
@@ -983,7 +997,8 @@ async fn writes_that_destroy_versions_need_secret_destroy() -> anyhow::Result<()
 #[tokio::test]
 async fn generated_secrets_are_bounded() -> anyhow::Result<()> {
     let mut d = Deployment::new()?;
-    d.append_config("[secrets]\ndefault_max_versions = 0\nmax_generated_versions = 5\n")?;
+    // Unlimited by default for plain secrets; generated ones get the default cap (100).
+    d.append_config("[secrets]\ndefault_max_versions = 0\n")?;
     let s = d.start().await?;
     s.create_key("k").await;
     let gen = |every: &str| json!({ "key": "k", "generate": { "length": 16, "charset": "hex", "rotate_every": every } });
@@ -992,7 +1007,7 @@ async fn generated_secrets_are_bounded() -> anyhow::Result<()> {
             .await
             .assert_error(400, "invalid_metadata");
     }
-    for max in [0, 6] {
+    for max in [0, 101] {
         let mut body = gen("1h");
         body["max_versions"] = json!(max);
         s.send_json(Method::PUT, "/v1/secrets/g/many/metadata", body)
@@ -1003,7 +1018,7 @@ async fn generated_secrets_are_bounded() -> anyhow::Result<()> {
     let ok = s
         .send_json(Method::PUT, "/v1/secrets/g/ok/metadata", gen("1h"))
         .await;
-    assert_eq!(ok.ok()["max_versions"], 5, "{}", ok.body);
+    assert_eq!(ok.ok()["max_versions"], 100, "{}", ok.body);
     assert_eq!(ok.body["current_version"], 1);
     // A plain secret keeps the configured unlimited default.
     let plain = s
@@ -1137,13 +1152,6 @@ async fn scoped_principal_admins_cannot_grant_admin() -> anyhow::Result<()> {
     )
     .await
     .ok();
-    put_policy(
-        &s,
-        "team-attach",
-        json!({ "statements": [{ "effect": "allow", "actions": ["policy:attach"], "resources": ["policy/team-*"] }] }),
-    )
-    .await
-    .ok();
     let lead = principal(&s, "team-lead-1", &["team-lead"], json!({})).await;
     let create = |name: &str, pol: &str| Some(json!({ "name": name, "policies": [pol] }));
     call(
@@ -1176,6 +1184,13 @@ async fn scoped_principal_admins_cannot_grant_admin() -> anyhow::Result<()> {
     .await
     .assert_error(403, "forbidden");
     // With policy:attach on the team's policies: those, and only those.
+    put_policy(
+        &s,
+        "team-attach",
+        json!({ "statements": [{ "effect": "allow", "actions": ["policy:attach"], "resources": ["policy/team-*"] }] }),
+    )
+    .await
+    .ok();
     let lead2 = principal(&s, "team-lead-2", &["team-lead", "team-attach"], json!({})).await;
     call(
         &s,
