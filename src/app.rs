@@ -1,6 +1,7 @@
 //! Application assembly: open the device (refusing to start when it or the configured mechanism
 //! is missing), open and migrate the store, mint the bootstrap token on a fresh install, serve
-//! until SIGINT/SIGTERM, then drain in-flight requests.
+//! (through [`crate::api::serve`]: connection caps and timeouts) until SIGINT/SIGTERM, then
+//! drain in-flight requests.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -88,8 +89,8 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     addr: SocketAddr,
-    /// HTTPS configuration, when configured.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connection caps, timeouts and HTTPS.
+    serve: crate::api::serve::ServeSettings,
     /// The lifecycle and re-wrap workers, stopped when serving ends.
     workers: Vec<tokio::task::JoinHandle<()>>,
     /// For the last aggregate records of throttled requests, written at shutdown.
@@ -165,8 +166,34 @@ impl App {
             .server
             .tls
             .as_ref()
-            .map(crate::api::tls::server_config)
+            .map(|t| {
+                crate::api::tls::server_config(t).map(|c| crate::api::serve::TlsSettings {
+                    config: c,
+                    identity: t.identity,
+                })
+            })
             .transpose()?;
+        let (max_connections, max_connections_per_source) = crate::api::serve::effective_caps(
+            config.server.max_connections.get(),
+            config.server.max_connections_per_source.get(),
+            crate::process::nofile_soft_limit(),
+        );
+        if max_connections < config.server.max_connections.get() {
+            tracing::warn!(
+                configured = config.server.max_connections.get(),
+                in_force = max_connections,
+                "server.max_connections lowered to fit the open-file limit (RLIMIT_NOFILE)"
+            );
+        }
+        let serve = crate::api::serve::ServeSettings {
+            header_read_timeout: config.server.header_read_timeout,
+            idle_timeout: config.server.idle_timeout,
+            max_connections,
+            max_connections_per_source,
+            // No request legitimately outlives its deadline; a second for the answer to leave.
+            drain_timeout: config.server.request_timeout + std::time::Duration::from_secs(1),
+            tls,
+        };
         let listener = TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
         let limits = Limits {
@@ -209,7 +236,7 @@ impl App {
             router,
             addr,
             workers,
-            tls,
+            serve,
             service,
             anonymous,
         })
@@ -224,7 +251,7 @@ impl App {
     /// aggregate records of throttled unauthenticated requests not yet written.
     ///
     /// # Errors
-    /// I/O errors from the listener.
+    /// I/O errors writing the "listening" line.
     pub async fn run(self) -> Result<(), StartError> {
         {
             let mut out = std::io::stdout().lock();
@@ -232,27 +259,12 @@ impl App {
             out.flush()?;
         }
         tracing::info!(addr = %self.addr, "serving");
-        let served = match self.tls {
-            Some(tls) => {
-                crate::api::tls::serve(self.listener, self.router, tls, shutdown_signal()).await;
-                Ok(())
-            }
-            None => {
-                axum::serve(
-                    self.listener,
-                    self.router
-                        .into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-            }
-        };
+        crate::api::serve::serve(self.listener, self.router, self.serve, shutdown_signal()).await;
         for w in &self.workers {
             w.abort();
         }
         // Nothing is dropped silently: counts not yet written get their records now.
         api::audit::write_aggregates(self.service.audit(), &self.anonymous).await;
-        served?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -15,6 +15,7 @@
 //! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
 //! - [`format`]: the versioned ciphertext blob and the canonical encryption-context encoding.
 //! - [`domain`]: identifiers and states shared by every layer; no I/O.
+//! - [`process`]: start-up hardening (no core dumps, `RLIMIT_NOFILE` raised).
 //!
 //! # Safety and secrets
 //!
@@ -35,6 +36,7 @@ pub mod config;
 pub mod domain;
 pub mod format;
 pub mod policy;
+pub mod process;
 pub mod rotation;
 pub mod secret;
 pub mod service;

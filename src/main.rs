@@ -1606,6 +1606,8 @@ fn serve(config: Option<PathBuf>, check_config: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     custodian::telemetry::init(&config.log);
+    // Before the PIN is read or a key touched: no core dump may hold them.
+    custodian::process::harden(config.server.core_dumps)?;
     if is_root() {
         tracing::warn!("running as root: run Custodian as an unprivileged user in production");
     }
@@ -1642,6 +1644,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             so_pin_file,
         }) => {
             let config = Config::load(config.as_deref())?;
+            custodian::process::harden(config.server.core_dumps)?;
             let BackendConfig::Pkcs11(p) = &config.backend;
             let outcome = custodian::cli::provision::run(p, &so_pin_file)?;
             println!("token: {outcome:?}");

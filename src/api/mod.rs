@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod error;
 pub mod extract;
+pub mod serve;
 pub mod throttle;
 pub mod tls;
 pub mod v1;
@@ -227,6 +228,19 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             .map(str::trim)
     });
     let certificate = req.extensions().get::<tls::ClientIdentity>().cloned();
+    // Issue 12, item 12: a client certificate that names no principal (see `tls::client_identity`)
+    // is refused with its reason when no token is sent, never treated as "no certificate".
+    if let (None, Some(refused)) = (
+        &presented,
+        req.extensions().get::<tls::CertificateRefused>(),
+    ) {
+        return ApiError::client(
+            StatusCode::UNAUTHORIZED,
+            "client_certificate_refused",
+            format!("client certificate refused: {refused}"),
+        )
+        .into_response();
+    }
     let principal = match (presented, certificate) {
         // A verified client certificate authenticates its principal when no token is sent.
         (None, Some(id)) => Ok(crate::policy::Principal {

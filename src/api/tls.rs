@@ -1,33 +1,31 @@
-//! Serving over TLS (rustls), optionally with client certificates from a configured CA. A
-//! client certificate authenticates the principal named by its subject common name (or, without
-//! one, its first DNS subject alternative name); a bearer token on the request takes precedence.
-//! Policy then decides as for any principal: an unknown name is denied everything.
+//! TLS (rustls) configuration and client-certificate identity. A client certificate from the
+//! configured CA authenticates the principal named by exactly one subject alternative name of
+//! the configured type (default: a URI SAN `custodian:principal:<name>`); the subject CN is
+//! never used. A certificate without the clientAuth extended key usage, with no such SAN, with
+//! several, or with a name that is not a valid principal name is refused: the request is
+//! answered 401 `client_certificate_refused` with the reason, unless it carries a bearer
+//! token, which takes precedence as before. Policy then decides as for any principal: an
+//! unknown name is denied everything. Connections are accepted in [`super::serve`].
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use x509_parser::extensions::GeneralName;
 
-use crate::config::{ClientAuth, TlsConfig};
+use crate::config::{ClientAuth, IdentitySan, TlsConfig};
+use crate::domain::KeyName;
 
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The prefix of the URI SAN that names a principal: `custodian:principal:<name>`.
+pub const PRINCIPAL_URI_PREFIX: &str = "custodian:principal:";
 
 /// The principal a verified client certificate names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIdentity {
-    /// Principal name (subject CN, else first DNS SAN).
+    /// Principal name (from the one identity SAN; a valid principal name).
     pub principal: String,
     /// First 16 hex digits of the certificate's SHA-256, for logs and audit.
     pub fingerprint: String,
@@ -106,91 +104,108 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// The principal a (verified) client certificate names.
-pub fn client_identity(cert: &CertificateDer<'_>) -> Option<ClientIdentity> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let cn = parsed
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned);
-    let san = || {
-        parsed
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .and_then(|ext| {
-                ext.value.general_names.iter().find_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+/// Why a verified client certificate names no principal. Put in the request extensions (see
+/// [`super::serve`]) so that `authenticate` answers 401 `client_certificate_refused` with this
+/// reason when no bearer token is sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateRefused {
+    /// The certificate could not be parsed (or has duplicate extensions).
+    #[error("the certificate could not be parsed")]
+    Unparseable,
+    /// No extended key usage extension: the certificate was not issued for client
+    /// authentication.
+    #[error("the certificate has no extended key usage extension; clientAuth is required")]
+    NoExtendedKeyUsage,
+    /// The extended key usage extension does not list clientAuth.
+    #[error("the certificate's extended key usage does not include clientAuth")]
+    NotForClientAuth,
+    /// No SAN of the configured type names a principal.
+    #[error("the certificate has no {0} subject alternative name naming a principal")]
+    NoIdentity(&'static str),
+    /// Several SANs of the configured type: ambiguous.
+    #[error("the certificate has {count} {kind} subject alternative names naming a principal; exactly one is accepted")]
+    AmbiguousIdentity {
+        /// The SAN type.
+        kind: &'static str,
+        /// How many there are.
+        count: usize,
+    },
+    /// The SAN names something that is not a valid principal name.
+    #[error("the principal name in the {kind} subject alternative name is invalid: {reason}")]
+    InvalidPrincipal {
+        /// The SAN type.
+        kind: &'static str,
+        /// Why the name is invalid.
+        reason: String,
+    },
+}
+
+fn san_kind(identity: IdentitySan) -> &'static str {
+    match identity {
+        IdentitySan::Uri => "URI (custodian:principal:<name>)",
+        IdentitySan::Dns => "DNS",
+    }
+}
+
+/// The principal a client certificate (already verified against the client CA) names.
+///
+/// Rules, in order: the certificate must carry an extended key usage extension that lists
+/// clientAuth; exactly one subject alternative name of the configured type must name a
+/// principal (URI: those starting with `custodian:principal:`, other URIs are ignored; DNS:
+/// every DNS name); the name must be a valid principal name (the rules of [`KeyName`]). The
+/// subject common name is never used.
+///
+/// # Errors
+/// [`CertificateRefused`] saying which rule failed.
+pub fn client_identity(
+    cert: &CertificateDer<'_>,
+    identity: IdentitySan,
+) -> Result<ClientIdentity, CertificateRefused> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| CertificateRefused::Unparseable)?;
+    let eku = parsed
+        .extended_key_usage()
+        .map_err(|_| CertificateRefused::Unparseable)?
+        .ok_or(CertificateRefused::NoExtendedKeyUsage)?;
+    if !eku.value.client_auth {
+        return Err(CertificateRefused::NotForClientAuth);
+    }
+    let kind = san_kind(identity);
+    let names: Vec<&str> = parsed
+        .subject_alternative_name()
+        .map_err(|_| CertificateRefused::Unparseable)?
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|n| match (identity, n) {
+                    (IdentitySan::Uri, GeneralName::URI(u)) => u.strip_prefix(PRINCIPAL_URI_PREFIX),
+                    (IdentitySan::Dns, GeneralName::DNSName(d)) => Some(*d),
                     _ => None,
                 })
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = match names.as_slice() {
+        [] => return Err(CertificateRefused::NoIdentity(kind)),
+        [one] => *one,
+        many => {
+            return Err(CertificateRefused::AmbiguousIdentity {
+                kind,
+                count: many.len(),
             })
+        }
     };
-    let principal = cn.or_else(san)?;
+    let principal = KeyName::try_from(name.to_owned())
+        .map_err(|e| CertificateRefused::InvalidPrincipal {
+            kind,
+            reason: e.to_string(),
+        })?
+        .as_str()
+        .to_owned();
     let fingerprint = hex::encode(&Sha256::digest(cert.as_ref())[..8]);
-    Some(ClientIdentity {
+    Ok(ClientIdentity {
         principal,
         fingerprint,
     })
-}
-
-/// Accepts TLS connections until `shutdown` resolves; each connection is served by `router`
-/// with its peer address and client identity in the request extensions.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    config: Arc<ServerConfig>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let acceptor = TlsAcceptor::from(config);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let identity = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(client_identity);
-            let service = tower::ServiceExt::map_request(
-                router,
-                move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    if let Some(id) = &identity {
-                        req.extensions_mut().insert(id.clone());
-                    }
-                    req
-                },
-            );
-            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                )
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
 }

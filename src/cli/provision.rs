@@ -1,9 +1,11 @@
 //! `custodian token init`: initialise a development or staging token from the configuration,
-//! generating PIN files (mode 0600) when they do not exist yet. PINs never pass through argv.
+//! generating PIN files (mode 0600, in directories created 0700) when they do not exist yet. An
+//! existing PIN file that group or others may read or write is refused. PINs never pass through
+//! argv.
 
-use std::fs::OpenOptions;
+use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -41,7 +43,10 @@ pub enum ProvisionError {
     Random(#[from] getrandom::Error),
 }
 
-/// Reads the PIN in `path`, or generates one and writes it there with mode 0600.
+/// Reads the PIN in `path`, or generates one and writes it there with mode 0600. Missing
+/// parent directories are created with mode 0700 (whatever the umask); existing ones are left
+/// as they are. An existing file that group or others may read or write is refused (by
+/// [`PinSource::read`]), with its mode and the `chmod 600` fix in the message.
 fn pin_file(path: &Path) -> Result<Pin, ProvisionError> {
     let err = |source| ProvisionError::PinFile {
         path: path.display().to_string(),
@@ -49,7 +54,11 @@ fn pin_file(path: &Path) -> Result<Pin, ProvisionError> {
     };
     if !path.exists() {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
         }
         let mut raw = Zeroizing::new([0u8; 24]);
         getrandom::getrandom(&mut raw[..])?;

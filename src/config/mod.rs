@@ -134,6 +134,17 @@ pub struct ServerConfig {
     pub max_body_bytes: NonZeroUsize,
     /// Per-request deadline.
     pub request_timeout: Duration,
+    /// Time to deliver a complete request head (and finish a TLS handshake).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight this long is closed.
+    pub idle_timeout: Duration,
+    /// Configured connection cap (the cap in force may be lower: see
+    /// [`crate::api::serve::effective_caps`]).
+    pub max_connections: NonZeroUsize,
+    /// Configured cap per source address.
+    pub max_connections_per_source: NonZeroUsize,
+    /// Whether a crash may write a core dump.
+    pub core_dumps: crate::process::CoreDumps,
     /// HTTPS, when configured.
     pub tls: Option<TlsConfig>,
     /// The throttle on unauthenticated requests.
@@ -162,6 +173,16 @@ impl Default for AnonymousLimit {
     }
 }
 
+/// Which subject alternative name of a client certificate names its principal. Exactly one
+/// SAN of that type must be present; the subject CN is never used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentitySan {
+    /// A URI SAN `custodian:principal:<name>` (other URI SANs, e.g. SPIFFE ids, are ignored).
+    Uri,
+    /// A DNS SAN; the whole name is the principal name.
+    Dns,
+}
+
 /// Whether client certificates are required.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -182,6 +203,8 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
     /// Optional or required.
     pub client_auth: ClientAuth,
+    /// Which SAN names the principal.
+    pub identity: IdentitySan,
 }
 
 /// Storage choice.
@@ -231,14 +254,12 @@ impl PinSource {
                 format!("environment variable {var}"),
                 std::env::var(var).map_err(|e| e.to_string()),
             ),
-            Self::File(path) => {
-                warn_if_readable_by_others(path);
-                (
-                    "backend.user_pin_file",
-                    format!("file {}", path.display()),
-                    std::fs::read_to_string(path).map_err(|e| e.to_string()),
-                )
-            }
+            Self::File(path) => (
+                "backend.user_pin_file",
+                format!("file {}", path.display()),
+                refuse_shared_pin_file(path)
+                    .and_then(|()| std::fs::read_to_string(path).map_err(|e| e.to_string())),
+            ),
         };
         let secret_error = |reason: String| ConfigError::Secret {
             field,
@@ -255,15 +276,25 @@ impl PinSource {
     }
 }
 
-/// A PIN file should be mode 0600: says so loudly when group or others may read it. (Not a
-/// refusal: some secret stores mount files 0644 inside a private volume.)
-fn warn_if_readable_by_others(path: &Path) {
+/// Refuses a PIN file that group or others may read or write (any bit of 0o077): the server
+/// does not start on it, and `token init` does not use it. The reason names the mode and the
+/// fix. (Secret volumes that mount files 0644, such as Kubernetes' default, are set to 0400 or
+/// 0600 with the volume's `defaultMode`; see decision 0014.)
+///
+/// The mode is that of the file a symbolic link leads to. A file that cannot be examined is
+/// left to the read that follows, which reports why.
+fn refuse_shared_pin_file(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "PIN file is readable by group or others; chmod 600 it");
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+            let mode = meta.permissions().mode() & 0o777;
+            Err(format!(
+                "its mode is {mode:04o}, which lets group or others read or write the PIN; \
+                 run `chmod 600 {}` (owner read/write only) and start again",
+                path.display()
+            ))
         }
+        _ => Ok(()),
     }
 }
 
@@ -379,6 +410,34 @@ impl Config {
         if raw.server.request_timeout_ms == 0 {
             return Err(invalid("server.request_timeout_ms", "must be at least 1"));
         }
+        let timeout_ms = |field: &'static str, ms: u64| {
+            if (100..=3_600_000).contains(&ms) {
+                Ok(Duration::from_millis(ms))
+            } else {
+                Err(invalid(field, "must be 100 to 3600000"))
+            }
+        };
+        let header_read_timeout = timeout_ms(
+            "server.header_read_timeout_ms",
+            raw.server.header_read_timeout_ms,
+        )?;
+        let idle_timeout = timeout_ms("server.idle_timeout_ms", raw.server.idle_timeout_ms)?;
+        let max_connections = NonZeroUsize::new(raw.server.max_connections)
+            .filter(|n| n.get() <= 1_000_000)
+            .ok_or_else(|| invalid("server.max_connections", "must be 1 to 1000000"))?;
+        let max_connections_per_source = NonZeroUsize::new(raw.server.max_connections_per_source)
+            .filter(|n| *n <= max_connections)
+            .ok_or_else(|| {
+                invalid(
+                    "server.max_connections_per_source",
+                    "must be 1 to server.max_connections",
+                )
+            })?;
+        let core_dumps = if raw.server.dangerous_allow_core_dumps {
+            crate::process::CoreDumps::DangerousAllowed
+        } else {
+            crate::process::CoreDumps::Disabled
+        };
         let tls = match raw.server.tls {
             None => None,
             Some(t) => {
@@ -392,6 +451,11 @@ impl Config {
                         ))
                     }
                 };
+                let identity = match t.identity.as_str() {
+                    "uri" => IdentitySan::Uri,
+                    "dns" => IdentitySan::Dns,
+                    _ => return Err(invalid("server.tls.identity", "must be \"uri\" or \"dns\"")),
+                };
                 if client_auth == ClientAuth::Required && t.client_ca_file.is_none() {
                     return Err(invalid(
                         "server.tls.client_ca_file",
@@ -403,6 +467,7 @@ impl Config {
                     key_file: resolve(&t.key_file),
                     client_ca_file: t.client_ca_file.map(|p| resolve(&p)),
                     client_auth,
+                    identity,
                 })
             }
         };
@@ -431,6 +496,11 @@ impl Config {
             listen,
             max_body_bytes,
             request_timeout: Duration::from_millis(raw.server.request_timeout_ms),
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
+            max_connections_per_source,
+            core_dumps,
             tls,
             anonymous: AnonymousLimit {
                 per_minute,
@@ -800,13 +870,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pin");
         std::fs::write(&path, "987654\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let pin = PinSource::File(path).read().unwrap();
         use secrecy::ExposeSecret;
         assert_eq!(pin.expose_secret(), "987654");
         assert!(!format!("{pin:?}").contains("987654"));
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "\n").unwrap();
+        std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(PinSource::File(empty).read().is_err());
         assert!(PinSource::File(dir.path().join("missing")).read().is_err());
+    }
+
+    #[test]
+    fn a_pin_file_group_or_others_may_access_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pin");
+        std::fs::write(&path, "987654\n").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = PinSource::File(path.clone())
+                .read()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("{mode:04o}")), "{err}");
+            assert!(err.contains("chmod 600"), "{err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(!err.contains("987654"), "{err}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(
+                PinSource::File(path.clone()).read().is_ok(),
+                "mode {mode:o}"
+            );
+        }
     }
 }

@@ -78,6 +78,17 @@ pub struct RawServer {
     pub max_body_bytes: usize,
     /// Requests that take longer are answered 503.
     pub request_timeout_ms: u64,
+    /// Time a connection has to deliver a complete request head (and, for HTTPS, finish the
+    /// handshake), in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once (lowered to fit the open-file limit).
+    pub max_connections: usize,
+    /// Most connections open at once from one source address (IPv6: one /64).
+    pub max_connections_per_source: usize,
+    /// Leave core dumps as the environment sets them (debugging only).
+    pub dangerous_allow_core_dumps: bool,
     /// `[server.tls]`: serve HTTPS (and accept client certificates) when present.
     pub tls: Option<RawTls>,
     /// Unauthenticated requests per source and minute that get an audit record each; more are
@@ -102,10 +113,18 @@ pub struct RawTls {
     /// `optional` (default) or `required`.
     #[serde(default = "default_client_auth")]
     pub client_auth: String,
+    /// Which subject alternative name of a client certificate names the principal: `uri`
+    /// (default: `custodian:principal:<name>`) or `dns`.
+    #[serde(default = "default_identity")]
+    pub identity: String,
 }
 
 fn default_client_auth() -> String {
     "optional".to_owned()
+}
+
+fn default_identity() -> String {
+    "uri".to_owned()
 }
 
 impl Default for RawServer {
@@ -114,6 +133,11 @@ impl Default for RawServer {
             listen: "127.0.0.1:8200".to_owned(),
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+            max_connections_per_source: 64,
+            dangerous_allow_core_dumps: false,
             tls: None,
             anonymous_requests_per_minute: 60,
             anonymous_flush_interval: "60s".to_owned(),

@@ -52,6 +52,12 @@ impl InProc {
         let so_pin = SecretString::from(format!("so-{}", uuid::Uuid::new_v4().simple()));
         let user_pin_file = dir.path().join("user.pin");
         std::fs::write(&user_pin_file, format!("{user_pin}\n")).expect("write pin");
+        // The server refuses a PIN file that group or others may read (issue 12, item 14).
+        std::fs::set_permissions(
+            &user_pin_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod 600 the pin");
         let free = ctx
             .get_slots_with_token()
             .expect("slots")

@@ -25,6 +25,9 @@ pub struct Deployment {
     starts: u32,
     /// Extra environment for the server process.
     pub env: Vec<(String, String)>,
+    /// A program (and its arguments) that runs the server binary, e.g. `prlimit --nofile=80:80`;
+    /// it must exec the binary so that the server keeps the launcher's pid.
+    pub launcher: Vec<String>,
 }
 
 /// A response: status and JSON body (`Value::Null` when the body is not JSON).
@@ -143,6 +146,7 @@ reinit_backoff_max_ms = 400
             token: None,
             starts: 0,
             env: Vec::new(),
+            launcher: Vec::new(),
         })
     }
 
@@ -181,7 +185,19 @@ reinit_backoff_max_ms = 400
 
     /// A command for the binary with this deployment's environment.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(BIN);
+        self.command_via(&[])
+    }
+
+    /// [`Deployment::command`] run through `launcher` (none: the binary itself).
+    fn command_via(&self, launcher: &[String]) -> Command {
+        let mut c = match launcher.split_first() {
+            None => Command::new(BIN),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+        };
         c.env("SOFTHSM2_CONF", &self.softhsm_conf)
             .env_remove("CUSTODIAN_TOKEN")
             .env_remove("RUST_LOG")
@@ -212,7 +228,7 @@ reinit_backoff_max_ms = 400
         self.starts += 1;
         let stdout = self.path().join(format!("stdout-{}.log", self.starts));
         let stderr = self.path().join(format!("stderr-{}.log", self.starts));
-        let mut cmd = self.command();
+        let mut cmd = self.command_via(&self.launcher);
         cmd.args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "debug")
@@ -459,6 +475,11 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the server (SIGKILL: no graceful shutdown, like a crash) and waits for it.
