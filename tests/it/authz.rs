@@ -505,6 +505,24 @@ async fn every_route_authorises_every_resource() -> anyhow::Result<()> {
         );
     }
 
+    // Unknown names behind a denied resource answer 403, never a 404 that reveals existence;
+    // the admin, allowed the action on them, learns that they do not exist.
+    let unknown = [
+        "/v1/keys/no-such-key",
+        "/v1/jobs/00000000-0000-4000-8000-000000000000",
+        "/v1/aliases/no-such-alias",
+        "/v1/policies/no-such-policy",
+        "/v1/principals/no-such-principal",
+        "/v1/secrets/no/such/secret",
+    ];
+    for path in unknown {
+        call(&s, &nobody, Method::GET, path, None)
+            .await
+            .assert_error(403, "forbidden");
+        let r = s.get(path).await;
+        assert_eq!(r.status.as_u16(), 404, "admin {path}: {}", r.body);
+    }
+
     // Principals holding a right on only some of the resources a request touches.
     put_policy(
         &s,
