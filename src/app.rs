@@ -16,7 +16,7 @@ use crate::backend::tpm::backend::TpmBackend;
 use crate::backend::tpm::{TpmConfig, TpmDevice};
 use crate::backend::{BackendError, Backends, KeyBackend};
 use crate::config::{BackendConfig, Config, StoreConfig};
-use crate::service::{KeyService, ServiceError};
+use crate::service::{FrontDoor, Internal, KeyService, ServiceError};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -45,7 +45,7 @@ pub enum StartError {
 
 /// Drops expired version-KEKs at least every half TTL (at most every 30 s, at least every
 /// 100 ms), so a KEK never stays in memory much past its TTL when idle.
-async fn sweep_keks(service: Arc<KeyService>, ttl: std::time::Duration) {
+async fn sweep_keks(internal: Internal, ttl: std::time::Duration) {
     let period = (ttl / 2).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(30),
@@ -54,7 +54,7 @@ async fn sweep_keks(service: Arc<KeyService>, ttl: std::time::Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        service.maintain_backends().await;
+        internal.service().maintain_backends().await;
     }
 }
 
@@ -94,7 +94,7 @@ pub struct App {
     /// The lifecycle and re-wrap workers, stopped when serving ends.
     workers: Vec<tokio::task::JoinHandle<()>>,
     /// For the last aggregate records of throttled requests, written at shutdown.
-    service: Arc<KeyService>,
+    door: FrontDoor,
     /// The unauthenticated-request throttle whose counts those records hold.
     anonymous: Arc<api::throttle::AnonymousThrottle>,
 }
@@ -205,9 +205,12 @@ impl App {
         let anonymous = Arc::new(api::throttle::AnonymousThrottle::new(
             config.server.anonymous,
         ));
+        // The front door's only handle on the service; the workers get theirs.
+        let door = FrontDoor::new(Arc::clone(&service));
+        let internal = Internal::new(Arc::clone(&service));
         let router = api::router(
             AppState {
-                service: Arc::clone(&service),
+                door: door.clone(),
                 max_secret_bytes: config.secrets.max_value_bytes,
                 throttle: Arc::default(),
                 anonymous: Arc::clone(&anonymous),
@@ -216,18 +219,18 @@ impl App {
         );
         let workers = vec![
             tokio::spawn(crate::rotation::run(
-                Arc::clone(&service),
+                internal.clone(),
                 config.secrets.rotation_check_interval,
                 config.keys.lifecycle_check_interval,
             )),
             tokio::spawn(crate::rotation::run_rewrap(
-                Arc::clone(&service),
+                internal.clone(),
                 config.keys.rewrap_pause,
                 config.keys.lifecycle_check_interval,
             )),
-            tokio::spawn(sweep_keks(Arc::clone(&service), config.keys.kek_cache.ttl)),
+            tokio::spawn(sweep_keks(internal, config.keys.kek_cache.ttl)),
             tokio::spawn(api::audit::flush_aggregates(
-                Arc::clone(&service),
+                door.clone(),
                 Arc::clone(&anonymous),
             )),
         ];
@@ -237,7 +240,7 @@ impl App {
             addr,
             workers,
             serve,
-            service,
+            door,
             anonymous,
         })
     }
@@ -264,7 +267,7 @@ impl App {
             w.abort();
         }
         // Nothing is dropped silently: counts not yet written get their records now.
-        api::audit::write_aggregates(self.service.audit(), &self.anonymous).await;
+        api::audit::write_aggregates(&self.door, &self.anonymous).await;
         tracing::info!("stopped");
         Ok(())
     }

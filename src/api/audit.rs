@@ -9,7 +9,6 @@
 //! A request that carries no credential at all is refused before it runs once its source is
 //! over budget.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -18,18 +17,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorCode};
-use super::throttle::{Aggregate, AnonymousThrottle, WINDOW};
+use super::throttle::{AnonymousThrottle, WINDOW};
 use super::{retry_later, tls, AppState, REQUEST_ID_HEADER};
-use crate::audit::note::{self, Note};
-use crate::audit::record::format_time;
-use crate::audit::{AuditEntry, AuditLog, Outcome};
+use crate::audit::Outcome;
+use crate::service::{Ending, FrontDoor, RequestMeta, Throttled};
 
 /// The error code of requests refused by the unauthenticated-request throttle, and of their
 /// aggregate records.
 pub const THROTTLED_CODE: &str = "too_many_unauthenticated_requests";
-
-/// The `route` of an aggregate record.
-pub const THROTTLED_ROUTE: &str = "(throttled)";
 
 fn throttled(retry: u64) -> Response {
     retry_later(
@@ -69,7 +64,6 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let source = peer.map(|ip| ip.to_string());
     let credential = req.headers().contains_key(header::AUTHORIZATION)
         || req.extensions().get::<tls::ClientIdentity>().is_some();
     if !credential {
@@ -77,45 +71,32 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             return throttled(retry);
         }
     }
-    let n = Note::default();
-    let res = note::scope(n.clone(), next.run(req)).await;
-    let noted = n.snapshot();
-    if noted.principal.is_none() {
+    // The service builds and appends the record; this door only says how the request ended.
+    let scope = state.door.request(RequestMeta {
+        request_id,
+        method,
+        route,
+        source: peer,
+    });
+    let res = scope.run(next.run(req)).await;
+    if !scope.authenticated() {
         if let Some(retry) = state.anonymous.admit(peer) {
             return throttled(retry);
         }
     }
     let status = res.status().as_u16();
-    let (context_digest, context_keys) = match noted.context {
-        Some((d, k)) => (Some(d), k),
-        None => (None, Vec::new()),
-    };
-    let (key_id, key_version) = match noted.key {
-        Some((k, v)) => (Some(k), Some(v)),
-        None => (None, None),
-    };
-    let entry = AuditEntry {
-        time: format_time(time::OffsetDateTime::now_utc()),
-        node: state.service.audit().node().to_owned(),
-        request_id,
-        method,
-        route,
-        principal: noted.principal,
-        credential: noted.credential,
-        source,
-        action: noted.action,
-        resource: noted.resource,
-        key_id,
-        key_version,
-        other_keys: noted.other_keys,
-        outcome: Outcome::from_status(status),
+    let ending = Ending {
+        // The typed outcome the error carried; a response no error of ours made (a layer's
+        // own rejection) is classified by its status.
+        outcome: res
+            .extensions()
+            .get::<Outcome>()
+            .copied()
+            .unwrap_or_else(|| Outcome::from_status(status)),
         status,
         error_code: res.extensions().get::<ErrorCode>().map(|c| c.0.to_owned()),
-        context_digest,
-        context_keys,
-        details: noted.details,
     };
-    match state.service.audit().append(entry).await {
+    match scope.finish(ending).await {
         Ok(_) => res,
         Err(e) => {
             tracing::error!(error = %e, status, "request refused: its audit record was not written");
@@ -129,49 +110,27 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     }
 }
 
-/// The record of `a`: route `(throttled)`, its source, outcome `unauthenticated`, status 429,
-/// [`THROTTLED_CODE`], and the details `count`, `first_seen`, `last_seen` and
-/// `window_seconds` (the budget window).
-pub fn aggregate_entry(a: &Aggregate, node: &str) -> AuditEntry {
-    let details = BTreeMap::from([
-        ("count".to_owned(), a.count.to_string()),
-        ("first_seen".to_owned(), format_time(a.first_seen)),
-        ("last_seen".to_owned(), format_time(a.last_seen)),
-        ("window_seconds".to_owned(), WINDOW.as_secs().to_string()),
-    ]);
-    AuditEntry {
-        time: format_time(time::OffsetDateTime::now_utc()),
-        node: node.to_owned(),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        method: "*".to_owned(),
-        route: THROTTLED_ROUTE.to_owned(),
-        principal: None,
-        credential: None,
-        source: a.source.clone(),
-        action: None,
-        resource: None,
-        key_id: None,
-        key_version: None,
-        other_keys: Vec::new(),
-        outcome: Outcome::Unauthenticated,
-        status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
-        error_code: Some(THROTTLED_CODE.to_owned()),
-        context_digest: None,
-        context_keys: Vec::new(),
-        details,
-    }
-}
-
-/// Appends one aggregate record per source with throttled requests not yet written (one
-/// group commit). A count whose record cannot be written is put back for the next call.
-pub async fn write_aggregates(log: &AuditLog, throttle: &AnonymousThrottle) {
+/// Appends one aggregate record per source with throttled requests not yet written (the
+/// service builds each: [`FrontDoor::record_throttled`]). A count whose record cannot be
+/// written is put back for the next call.
+pub async fn write_aggregates(door: &FrontDoor, throttle: &AnonymousThrottle) {
     let pending = throttle.drain();
     if pending.is_empty() {
         return;
     }
-    let writes = pending
+    let throttled: Vec<Throttled> = pending
         .iter()
-        .map(|a| log.append(aggregate_entry(a, log.node())));
+        .map(|a| Throttled {
+            source: a.source.clone(),
+            count: a.count,
+            first_seen: a.first_seen,
+            last_seen: a.last_seen,
+            window_seconds: WINDOW.as_secs(),
+        })
+        .collect();
+    let writes = throttled
+        .iter()
+        .map(|t| door.record_throttled(t, THROTTLED_CODE));
     let results = futures_util::future::join_all(writes).await;
     for (a, result) in pending.into_iter().zip(results) {
         if let Err(e) = result {
@@ -182,16 +141,13 @@ pub async fn write_aggregates(log: &AuditLog, throttle: &AnonymousThrottle) {
 }
 
 /// Writes the aggregates every [`crate::config::AnonymousLimit::flush_interval`], forever.
-pub async fn flush_aggregates(
-    service: std::sync::Arc<crate::service::KeyService>,
-    throttle: std::sync::Arc<AnonymousThrottle>,
-) {
+pub async fn flush_aggregates(door: FrontDoor, throttle: std::sync::Arc<AnonymousThrottle>) {
     let mut tick = tokio::time::interval(throttle.limit().flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick completes at once; nothing is pending yet.
     tick.tick().await;
     loop {
         tick.tick().await;
-        write_aggregates(service.audit(), &throttle).await;
+        write_aggregates(&door, &throttle).await;
     }
 }

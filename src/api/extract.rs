@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize as _;
 
 use super::error::ApiError;
-use crate::policy::Principal;
+use crate::service::Authorized;
 
 /// A request body type: its field names (for the `unknown_field` check) and which code a bad
 /// value in each field gets.
@@ -175,9 +175,10 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     }
 }
 
-/// The principal the authentication middleware put into the request.
+/// The authenticated principal's handle the authentication middleware put into the request:
+/// the only way a handler reaches a service operation.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Principal);
+pub struct Caller(pub Authorized);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
@@ -185,7 +186,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts
             .extensions
-            .get::<Principal>()
+            .get::<Authorized>()
             .cloned()
             .map(Caller)
             .ok_or_else(|| {

@@ -1,5 +1,7 @@
 //! The HTTP API (axum): router assembly, request ids, authentication, deadlines and tracing.
-//! Device and database types never appear here; handlers call [`KeyService`].
+//! Device and database types never appear here: handlers reach the service only through the
+//! [`crate::service::Authorized`] handle the authentication middleware makes with the
+//! [`crate::service::FrontDoor`], and map its typed results to HTTP.
 
 pub mod audit;
 pub mod error;
@@ -20,14 +22,15 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
-use crate::service::{AuthFailure, KeyService, ServiceError};
+use crate::secret::BearerToken;
+use crate::service::{Credential, FrontDoor, ServiceError};
 use error::{ApiError, REQUEST_ID};
 
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
-    /// The service.
-    pub service: Arc<KeyService>,
+    /// The service, as a front door reaches it.
+    pub door: FrontDoor,
     /// Largest secret value, in bytes (checked before decoding).
     pub max_secret_bytes: usize,
     /// Failed authentications per source address and token id.
@@ -221,56 +224,22 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let presented = req.headers().get(header::AUTHORIZATION).map(|v| {
-        v.to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-    });
-    let certificate = req.extensions().get::<tls::ClientIdentity>().cloned();
-    // Issue 12, item 12: a client certificate that names no principal (see `tls::client_identity`)
-    // is refused with its reason when no token is sent, never treated as "no certificate".
-    if let (None, Some(refused)) = (
-        &presented,
-        req.extensions().get::<tls::CertificateRefused>(),
-    ) {
-        return ApiError::client(
-            StatusCode::UNAUTHORIZED,
-            "client_certificate_refused",
-            format!("client certificate refused: {refused}"),
-        )
-        .into_response();
-    }
-    let principal = match (presented, certificate) {
-        // A verified client certificate authenticates its principal when no token is sent.
-        (None, Some(id)) => Ok(crate::policy::Principal {
-            name: id.principal,
-            credential_id: format!("cert:{}", id.fingerprint),
-            source: None,
-        }),
-        (presented, _) => match presented {
-            None => Err(ServiceError::Unauthenticated(AuthFailure::Missing)),
-            Some(None) => Err(ServiceError::Unauthenticated(AuthFailure::Invalid)),
-            Some(Some(token)) => state.service.authenticate(token).await,
-        },
+    let credential = credential_of(req.headers(), req.extensions());
+    let token_id = match &credential {
+        Credential::Bearer(t) => {
+            crate::service::auth::token_id(t.expose_secret()).map(str::to_owned)
+        }
+        _ => None,
     };
-    match principal {
-        Ok(mut p) => {
-            p.source = source;
-            tracing::Span::current().record("principal", p.name.as_str());
-            crate::audit::note::principal(&p.name, &p.credential_id);
-            req.extensions_mut().insert(p);
+    match state.door.authenticate(credential, source).await {
+        Ok(caller) => {
+            tracing::Span::current().record("principal", caller.principal().name.as_str());
+            req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(e) => {
             if let ServiceError::Unauthenticated(_) = &e {
-                let token_id = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .and_then(|t| crate::service::auth::token_id(t.trim()));
-                if let Some(retry) = state.throttle.fail(source, token_id) {
+                if let Some(retry) = state.throttle.fail(source, token_id.as_deref()) {
                     return retry_later(
                         StatusCode::TOO_MANY_REQUESTS,
                         "too_many_auth_failures",
@@ -281,6 +250,33 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             }
             ApiError::from(e).into_response()
         }
+    }
+}
+
+/// The credential a request presents, as this door reads it: `Authorization: Bearer …` wins;
+/// without that header, the client certificate the TLS layer verified (or refused, with its
+/// reason: issue 12, item 12, never treated as "no certificate").
+fn credential_of(headers: &axum::http::HeaderMap, ext: &axum::http::Extensions) -> Credential {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        return match v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+        {
+            Some(token) => Credential::Bearer(BearerToken::new(token.to_owned())),
+            None => Credential::Malformed,
+        };
+    }
+    if let Some(refused) = ext.get::<tls::CertificateRefused>() {
+        return Credential::RefusedCertificate(refused.to_string());
+    }
+    match ext.get::<tls::ClientIdentity>() {
+        Some(id) => Credential::Certificate {
+            principal: id.principal.clone(),
+            fingerprint: id.fingerprint.clone(),
+        },
+        None => Credential::None,
     }
 }
 
@@ -299,32 +295,21 @@ async fn attribute(state: &AppState, req: Request) {
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    match req.headers.get(header::AUTHORIZATION) {
-        Some(v) => {
-            let token = v
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            let verified = match token {
-                Some(t) => state.service.authenticate(t).await,
-                None => Err(ServiceError::Unauthenticated(AuthFailure::Invalid)),
-            };
-            match verified {
-                Ok(p) => crate::audit::note::principal(&p.name, &p.credential_id),
-                Err(ServiceError::Unauthenticated(_)) => {
-                    let _ = state
-                        .throttle
-                        .fail(source, token.and_then(crate::service::auth::token_id));
-                }
-                Err(_) => {}
-            }
+    let credential = credential_of(&req.headers, &req.extensions);
+    let token_id = match &credential {
+        Credential::Bearer(t) => {
+            crate::service::auth::token_id(t.expose_secret()).map(str::to_owned)
         }
-        None => {
-            if let Some(id) = req.extensions.get::<tls::ClientIdentity>() {
-                crate::audit::note::principal(&id.principal, &format!("cert:{}", id.fingerprint));
-            }
+        _ => None,
+    };
+    // Authenticating notes the principal for the record; the answer stays the 404 or 405.
+    match state.door.authenticate(credential, source).await {
+        Err(ServiceError::Unauthenticated(_))
+            if req.headers.contains_key(header::AUTHORIZATION) =>
+        {
+            let _ = state.throttle.fail(source, token_id.as_deref());
         }
+        Ok(_) | Err(_) => {}
     }
 }
 

@@ -37,6 +37,23 @@ pub struct Noted {
     pub context: Option<(String, Vec<String>)>,
     /// Further named facts for the record's `details`.
     pub details: std::collections::BTreeMap<String, String>,
+    /// What the front door (or the worker) said of the request when it opened the scope.
+    pub request: RequestFacts,
+    /// Whether the record announcing a state change of this request was written.
+    pub change_announced: bool,
+}
+
+/// What is known of a request before it runs: who serves it and where it came from.
+#[derive(Debug, Default, Clone)]
+pub struct RequestFacts {
+    /// The request id (for background work: one made for the unit of work).
+    pub request_id: String,
+    /// The wire method (`-` for background work).
+    pub method: String,
+    /// The route template (`(background)` for background work).
+    pub route: String,
+    /// The client's address.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// A request's note; cheap to clone (shared).
@@ -44,6 +61,14 @@ pub struct Noted {
 pub struct Note(Arc<Mutex<Noted>>);
 
 impl Note {
+    /// A note for a request described by `facts`.
+    pub fn new(facts: RequestFacts) -> Self {
+        Self(Arc::new(Mutex::new(Noted {
+            request: facts,
+            ..Noted::default()
+        })))
+    }
+
     /// What was noted so far.
     pub fn snapshot(&self) -> Noted {
         match self.0.lock() {
@@ -117,6 +142,31 @@ pub fn destination_context(ctx: &EncryptionContext) {
     let (digest, keys) = context_digest(ctx);
     detail("destination_context_digest", digest);
     detail("destination_context_keys", keys.join(","));
+}
+
+/// Marks the current request as about to change stored state, once: returns what was noted so
+/// far the first time (so the announcement can be recorded), and `None` on later calls or
+/// outside any request.
+pub fn announce_change() -> Option<Noted> {
+    NOTE.try_with(|n| {
+        let mut g = match n.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if g.change_announced {
+            return None;
+        }
+        g.change_announced = true;
+        Some(g.clone())
+    })
+    .ok()
+    .flatten()
+}
+
+/// Takes back an announcement that could not be recorded (the request fails; a retry of the
+/// same work announces again).
+pub fn withdraw_change() {
+    with(|n| n.change_announced = false);
 }
 
 /// Notes a named fact for the record's `details` (never a secret).

@@ -36,6 +36,11 @@ pub enum Outcome {
     Rejected,
     /// 5xx: a dependency or the service failed.
     Failed,
+    /// Announces a change to stored state that is about to be made: written before the
+    /// change, durably, and followed by the record of the same request id with the final
+    /// outcome. An announcement without that record means the outcome is unknown (the process
+    /// stopped, or the final record could not be written): the change may have been made.
+    Pending,
 }
 
 impl Outcome {
@@ -58,6 +63,7 @@ impl Outcome {
             Self::Unauthenticated => "unauthenticated",
             Self::Rejected => "rejected",
             Self::Failed => "failed",
+            Self::Pending => "pending",
         }
     }
 
@@ -69,6 +75,7 @@ impl Outcome {
             Self::Unauthenticated,
             Self::Rejected,
             Self::Failed,
+            Self::Pending,
         ]
         .into_iter()
         .find(|o| o.as_str() == s)
@@ -381,7 +388,14 @@ mod tests {
         assert_eq!(Outcome::from_status(403), Outcome::Denied);
         assert_eq!(Outcome::from_status(413), Outcome::Rejected);
         assert_eq!(Outcome::from_status(503), Outcome::Failed);
-        for o in ["success", "denied", "unauthenticated", "rejected", "failed"] {
+        for o in [
+            "success",
+            "denied",
+            "unauthenticated",
+            "rejected",
+            "failed",
+            "pending",
+        ] {
             assert_eq!(Outcome::parse(o).map(Outcome::as_str), Some(o));
         }
     }

@@ -9,24 +9,24 @@
 //! - [`run_rewrap`]: works through running re-wrap jobs batch by batch, pausing between batches
 //!   so foreground requests keep their latency.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use crate::service::rewrap::Progress;
-use crate::service::KeyService;
+use crate::service::{Internal, KeyService};
 
 /// Most due secrets handled per tick.
 const BATCH: u32 = 100;
 
 /// Runs the lifecycle duties every `interval`, until the task is aborted.
-pub async fn run(service: Arc<KeyService>, secrets_interval: Duration, keys_interval: Duration) {
+pub async fn run(internal: Internal, secrets_interval: Duration, keys_interval: Duration) {
+    let service = internal.service();
     let mut ticker = tokio::time::interval(secrets_interval.min(keys_interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        rotate_due_secrets(&service).await;
+        rotate_due_secrets(service).await;
         let now = OffsetDateTime::now_utc();
         if let Err(e) = service.run_due_key_rotations(now).await {
             tracing::error!(error = %e, "listing due key rotations failed");
@@ -52,7 +52,12 @@ async fn rotate_due_secrets(service: &KeyService) {
         }
     };
     for (path, seen) in due {
-        match service.rotate_generated(&path, Some(Some(seen))).await {
+        let resource = format!("secret/{path}");
+        let unit = service.rotate_generated(&path, Some(Some(seen)));
+        match service
+            .in_background("secret-rotation", "secret:rotate", &resource, unit)
+            .await
+        {
             Ok(Some(_)) => {}
             Ok(None) => tracing::debug!(path = %path, "rotation already done elsewhere"),
             Err(e) => tracing::error!(path = %path, error = %e, "scheduled secret rotation failed"),
@@ -62,7 +67,8 @@ async fn rotate_due_secrets(service: &KeyService) {
 
 /// Works through running re-wrap jobs, one batch at a time with `pause` between batches;
 /// checks for new jobs every `idle` when there is nothing to do.
-pub async fn run_rewrap(service: Arc<KeyService>, pause: Duration, idle: Duration) {
+pub async fn run_rewrap(internal: Internal, pause: Duration, idle: Duration) {
+    let service = internal.service();
     loop {
         let jobs = match service.running_jobs().await {
             Ok(jobs) => jobs,
@@ -76,7 +82,12 @@ pub async fn run_rewrap(service: Arc<KeyService>, pause: Duration, idle: Duratio
             continue;
         }
         for job in jobs {
-            match service.rewrap_batch(&job).await {
+            let resource = format!("job/{}", job.id);
+            let unit = service.rewrap_batch(&job);
+            match service
+                .in_background("rewrap", "key:rewrap-batch", &resource, unit)
+                .await
+            {
                 Ok(Progress::More) | Ok(Progress::Finished) => {}
                 Err(e) => {
                     tracing::warn!(job_id = %job.id, error = %e, "re-wrap batch failed; retrying later");

@@ -220,6 +220,7 @@ impl KeyService {
             principal: p.name.clone(),
             request_id: request_id.to_owned(),
         };
+        self.changing().await?;
         let removed = self.store.archive_audit(&archive).await?;
         tracing::info!(
             through,

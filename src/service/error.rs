@@ -30,6 +30,9 @@ pub enum ServiceError {
     /// Authentication failed.
     #[error(transparent)]
     Unauthenticated(AuthFailure),
+    /// A verified client certificate names no principal unambiguously (the reason says why).
+    #[error("client certificate refused: {0}")]
+    CertificateRefused(String),
     /// Policy denied the action.
     #[error("not allowed to {action} on this resource")]
     Forbidden {
@@ -243,5 +246,302 @@ impl From<BackendError> for ServiceError {
             BackendError::AuthenticationFailed => Self::DecryptionFailed,
             other => Self::Backend(other),
         }
+    }
+}
+
+/// What kind of failure an error is, for every front door: each maps a kind to its own wire
+/// status (HTTP status for the native and Vault doors, an error type for AWS), and the audit
+/// record takes its outcome from it. Grouped by who is at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No valid credential.
+    Unauthenticated,
+    /// Policy denied the action.
+    Forbidden,
+    /// The request was malformed or out of range.
+    Invalid,
+    /// The request was too large.
+    TooLarge,
+    /// What the request names does not exist.
+    NotFound,
+    /// What the request names is in a state that does not allow it, or a concurrent change won.
+    Conflict,
+    /// What the request names is gone for good.
+    Gone,
+    /// A dependency (device, database, audit log) is unavailable; retry later.
+    Unavailable,
+    /// The device does not support the operation.
+    Unsupported,
+    /// Stored data failed an integrity check, or an invariant broke: an operator must look.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Whether the caller is at fault (its details may be told to it).
+    pub fn is_caller(self) -> bool {
+        !matches!(self, Self::Unavailable | Self::Unsupported | Self::Internal)
+    }
+}
+
+/// The stable code of a blob parse failure.
+fn blob_code(e: &BlobError) -> &'static str {
+    match e {
+        BlobError::UnsupportedVersion(_) => "unsupported_ciphertext_version",
+        BlobError::UnknownAlgorithm(_) => "unsupported_ciphertext_algorithm",
+        BlobError::Truncated
+        | BlobError::TooLong
+        | BlobError::BadMagic
+        | BlobError::InvalidKeyVersion
+        | BlobError::InvalidIvLength(_) => "malformed_ciphertext",
+    }
+}
+
+impl ServiceError {
+    /// The error's kind and its stable code: the one mapping table every front door uses
+    /// (docs/api.md lists the codes). Chosen by variant, never by message text.
+    pub fn classify(&self) -> (ErrorKind, &'static str) {
+        use ErrorKind as K;
+        match self {
+            Self::Unauthenticated(f) => (
+                K::Unauthenticated,
+                match f {
+                    AuthFailure::Missing => "missing_token",
+                    AuthFailure::Invalid => "invalid_token",
+                    AuthFailure::Expired => "token_expired",
+                    AuthFailure::Revoked => "token_revoked",
+                },
+            ),
+            Self::CertificateRefused(_) => (K::Unauthenticated, "client_certificate_refused"),
+            Self::Forbidden { .. } => (K::Forbidden, "forbidden"),
+            Self::KeyNotFound(_) => (K::NotFound, "key_not_found"),
+            Self::KeyNameTaken(_) => (K::Conflict, "key_name_taken"),
+            Self::KeyDisabled(_) => (K::Conflict, "key_disabled"),
+            Self::KeyPendingDeletion(_) => (K::Conflict, "key_pending_deletion"),
+            Self::KeyDestroyed(_) => (K::Gone, "key_destroyed"),
+            Self::InvalidKeyState { .. } => (K::Conflict, "invalid_key_state"),
+            Self::KeyVersionDisabled(_) => (K::Conflict, "key_version_disabled"),
+            Self::KeyVersionDestroyed(_) => (K::Gone, "key_version_destroyed"),
+            Self::KeyVersionBelowMinimum { .. } => (K::Conflict, "key_version_below_minimum"),
+            Self::KeyVersionNotFound(_) => (K::NotFound, "key_version_not_found"),
+            Self::PrimaryVersion(_) => (K::Conflict, "primary_version"),
+            Self::KeyVersionInUse { .. } => (K::Conflict, "key_version_in_use"),
+            Self::InvalidLifecycleValue(_) => (K::Invalid, "invalid_field"),
+            Self::RotationConflict => (K::Conflict, "rotation_conflict"),
+            Self::ConcurrentChange => (K::Conflict, "concurrent_change"),
+            // The version cannot wrap until the key is rotated: retry later, not the caller's
+            // fault.
+            Self::WrapLimitReached(_) => (K::Unavailable, "wrap_limit_reached"),
+            Self::AliasNotFound(_) => (K::NotFound, "alias_not_found"),
+            Self::AliasExists(_) => (K::Conflict, "alias_exists"),
+            Self::InvalidPolicy(_) => (K::Invalid, "invalid_policy"),
+            Self::PolicyNotFound(_) => (K::NotFound, "policy_not_found"),
+            Self::PrincipalNotFound(_) => (K::NotFound, "principal_not_found"),
+            Self::PrincipalExists(_) => (K::Conflict, "principal_exists"),
+            Self::TokenNotFound(_) => (K::NotFound, "token_not_found"),
+            Self::JobNotFound(_) => (K::NotFound, "job_not_found"),
+            Self::PlaintextTooLarge { .. } => (K::Invalid, "plaintext_too_large"),
+            Self::PlaintextEmpty => (K::Invalid, "plaintext_empty"),
+            Self::InvalidCiphertext(b) => (K::Invalid, blob_code(b)),
+            Self::CiphertextKeyNotFound => (K::Invalid, "ciphertext_key_not_found"),
+            Self::DecryptionFailed => (K::Invalid, "decryption_failed"),
+            Self::InvalidSecretPath(_) => (K::Invalid, "invalid_secret_path"),
+            Self::SecretNotFound(_) => (K::NotFound, "secret_not_found"),
+            Self::SecretVersionNotFound(_) => (K::NotFound, "secret_version_not_found"),
+            Self::SecretVersionDeleted(_) => (K::NotFound, "secret_version_deleted"),
+            Self::SecretVersionDestroyed(_) => (K::Gone, "secret_version_destroyed"),
+            Self::SecretVersionExpired(_) => (K::Gone, "secret_version_expired"),
+            Self::ValueTooLarge { .. } => (K::TooLarge, "value_too_large"),
+            Self::CasMismatch { .. } => (K::Conflict, "cas_mismatch"),
+            Self::WriteConflict => (K::Conflict, "write_conflict"),
+            Self::KeyRequired => (K::Invalid, "key_required"),
+            Self::NotGenerated(_) => (K::Invalid, "secret_not_generated"),
+            Self::NoVersionToChange(_) => (K::NotFound, "secret_version_not_found"),
+            Self::InvalidMetadata(_) => (K::Invalid, "invalid_metadata"),
+            Self::DefaultKeyMissing(_) => (K::Unavailable, "default_key_missing"),
+            Self::SecretIntegrity { .. } => (K::Internal, "secret_integrity_failed"),
+            Self::Audit(crate::audit::AuditError::ChainBroken(_)) => {
+                (K::Internal, "audit_chain_broken")
+            }
+            Self::Audit(_) => (K::Unavailable, "audit_unavailable"),
+            Self::AuditArchived { .. } => (K::Gone, "audit_archived"),
+            Self::NotACheckpoint(_) => (K::Conflict, "not_a_checkpoint"),
+            Self::ExportMismatch => (K::Conflict, "export_mismatch"),
+            Self::InvalidAuditQuery(_) => (K::Invalid, "invalid_audit_query"),
+            Self::Backend(b) => match b {
+                BackendError::Unavailable => (K::Unavailable, "device_unavailable"),
+                BackendError::Busy => (K::Unavailable, "device_busy"),
+                BackendError::AuthenticationFailed => (K::Invalid, "decryption_failed"),
+                BackendError::RootKeyMissing(_) => (K::Unavailable, "key_material_missing"),
+                BackendError::Unsupported(_) => (K::Unsupported, "unsupported_by_device"),
+                BackendError::NotConfigured(_) => (K::Unavailable, "backend_not_configured"),
+                BackendError::KeyBlobRejected(_) => (K::Internal, "key_blob_rejected"),
+                BackendError::Device(_)
+                | BackendError::MissingMechanism(_)
+                | BackendError::Open(_)
+                | BackendError::Invariant(_) => (K::Internal, "internal_error"),
+            },
+            Self::Store(s) => match s {
+                StoreError::Conflict { .. } => (K::Conflict, "conflict"),
+                StoreError::CheckAndSet { .. } => (K::Conflict, "cas_mismatch"),
+                StoreError::Stale { .. } => (K::Conflict, "write_conflict"),
+                StoreError::NotFound => (K::NotFound, "secret_version_not_found"),
+                StoreError::InUse { .. } => (K::Conflict, "key_version_in_use"),
+                StoreError::Database(_) | StoreError::Io(_) | StoreError::Blocking(_) => {
+                    (K::Unavailable, "store_unavailable")
+                }
+                StoreError::Corrupt { .. } | StoreError::Migration { .. } => {
+                    (K::Internal, "internal_error")
+                }
+            },
+        }
+    }
+
+    /// The error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.classify().0
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        self.classify().1
+    }
+
+    /// The current version, on a check-and-set mismatch (front doors send it to the caller).
+    pub fn current_version(&self) -> Option<u32> {
+        match self {
+            Self::CasMismatch { current } | Self::Store(StoreError::CheckAndSet { current }) => {
+                Some(*current)
+            }
+            _ => None,
+        }
+    }
+
+    /// What a caller may be told of an error that is not its fault. Caller errors are told
+    /// in full (their `Display`); dependency and integrity failures only in general terms, with
+    /// the request id to quote; a rejected key blob names the key version (a label, nothing
+    /// secret) so the operator knows which one is broken.
+    pub fn public_message(&self) -> String {
+        let (kind, code) = self.classify();
+        if kind.is_caller() {
+            return self.to_string();
+        }
+        match (kind, code, self) {
+            // Not a failure of the service: the version must be rotated; say so.
+            (_, _, Self::WrapLimitReached(_)) => self.to_string(),
+            (_, _, Self::Backend(BackendError::KeyBlobRejected(label))) => format!(
+                "the stored device material of key version {label} does not load in this \
+                 device; quote the request id to the operator"
+            ),
+            (ErrorKind::Unavailable, _, _) => "a dependency is unavailable; retry later".to_owned(),
+            (_, "secret_integrity_failed", _) => {
+                "the stored secret failed its integrity check; quote the request id to the operator"
+                    .to_owned()
+            }
+            _ => "internal error; quote the request id to the operator".to_owned(),
+        }
+    }
+
+    /// The audit outcome of a request that ended with this error: taken from the typed error,
+    /// never from a wire status (an AWS-style door answers a denial with HTTP 400 and still
+    /// records `denied`).
+    pub fn outcome(&self) -> crate::audit::Outcome {
+        use crate::audit::Outcome;
+        match self.kind() {
+            ErrorKind::Unauthenticated => Outcome::Unauthenticated,
+            ErrorKind::Forbidden => Outcome::Denied,
+            ErrorKind::Unavailable | ErrorKind::Unsupported | ErrorKind::Internal => {
+                Outcome::Failed
+            }
+            ErrorKind::Invalid
+            | ErrorKind::TooLarge
+            | ErrorKind::NotFound
+            | ErrorKind::Conflict
+            | ErrorKind::Gone => Outcome::Rejected,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_codes_are_chosen_by_variant() {
+        let cases: Vec<(ServiceError, ErrorKind, &str)> = vec![
+            (
+                ServiceError::Unauthenticated(AuthFailure::Expired),
+                ErrorKind::Unauthenticated,
+                "token_expired",
+            ),
+            (
+                ServiceError::DecryptionFailed,
+                ErrorKind::Invalid,
+                "decryption_failed",
+            ),
+            (
+                BlobError::UnsupportedVersion(9).into(),
+                ErrorKind::Invalid,
+                "unsupported_ciphertext_version",
+            ),
+            (
+                BlobError::Truncated.into(),
+                ErrorKind::Invalid,
+                "malformed_ciphertext",
+            ),
+            (
+                BackendError::Unavailable.into(),
+                ErrorKind::Unavailable,
+                "device_unavailable",
+            ),
+            (
+                BackendError::AuthenticationFailed.into(),
+                ErrorKind::Invalid,
+                "decryption_failed",
+            ),
+            (
+                BackendError::Invariant("x").into(),
+                ErrorKind::Internal,
+                "internal_error",
+            ),
+            (
+                ServiceError::Store(StoreError::CheckAndSet { current: 3 }),
+                ErrorKind::Conflict,
+                "cas_mismatch",
+            ),
+        ];
+        for (e, kind, code) in cases {
+            assert_eq!(e.classify(), (kind, code), "{e:?}");
+        }
+        assert_eq!(
+            ServiceError::Store(StoreError::CheckAndSet { current: 3 }).current_version(),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn outcomes_come_from_the_kind() {
+        use crate::audit::Outcome;
+        let forbidden = ServiceError::Forbidden {
+            action: "decrypt",
+            resource: "key/k".into(),
+        };
+        assert_eq!(forbidden.outcome(), Outcome::Denied);
+        assert_eq!(ServiceError::KeyRequired.outcome(), Outcome::Rejected);
+        assert_eq!(
+            ServiceError::from(BackendError::Unavailable).outcome(),
+            Outcome::Failed
+        );
+    }
+
+    #[test]
+    fn server_errors_reveal_nothing_internal() {
+        let e = ServiceError::Backend(BackendError::Invariant("secret detail"));
+        let m = e.public_message();
+        assert!(
+            !m.contains("secret detail") && !m.contains("invariant"),
+            "{m}"
+        );
+        let e = ServiceError::Backend(BackendError::KeyBlobRejected("k/v1".into()));
+        assert!(e.public_message().contains("k/v1"));
     }
 }

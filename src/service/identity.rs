@@ -227,6 +227,7 @@ impl KeyService {
             created_at: now,
             updated_at: now,
         };
+        self.changing().await?;
         let out = match self.store.put_principal(&record, true).await {
             Err(StoreError::Conflict { .. }) => {
                 return Err(ServiceError::PrincipalExists(name.to_string()))
@@ -275,6 +276,7 @@ impl KeyService {
             record.policies = pol;
         }
         record.updated_at = OffsetDateTime::now_utc();
+        self.changing().await?;
         let out = match self.store.put_principal(&record, false).await {
             Err(StoreError::NotFound) => {
                 return Err(ServiceError::PrincipalNotFound(name.to_string()))
@@ -336,6 +338,7 @@ impl KeyService {
             None,
         )
         .await?;
+        self.changing().await?;
         if !self
             .store
             .delete_principal(name.as_str(), OffsetDateTime::now_utc())
@@ -369,6 +372,7 @@ impl KeyService {
         let doc = PolicyDocument::parse(body).map_err(ServiceError::InvalidPolicy)?;
         let value = serde_json::to_value(&doc)
             .map_err(|_| ServiceError::InvalidLifecycleValue("policy"))?;
+        self.changing().await?;
         let out = self
             .store
             .put_policy(name, &value, false, OffsetDateTime::now_utc())
@@ -423,6 +427,7 @@ impl KeyService {
             None,
         )
         .await?;
+        self.changing().await?;
         if !self.store.delete_policy(name.as_str()).await? {
             return Err(ServiceError::PolicyNotFound(name.to_string()));
         }
@@ -455,6 +460,7 @@ impl KeyService {
             ServiceError::Backend(crate::backend::BackendError::Device(Box::new(e)))
         })?;
         record.expires_at = ttl.map(|t| record.created_at + t.0);
+        self.changing().await?;
         self.store.insert_token(&record).await?;
         tracing::info!(token_id = %record.id, principal = %principal, "token minted");
         Ok(MintedToken {
@@ -510,6 +516,7 @@ impl KeyService {
             None,
         )
         .await?;
+        self.changing().await?;
         self.store
             .revoke_token(id, OffsetDateTime::now_utc())
             .await?;

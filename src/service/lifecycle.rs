@@ -185,6 +185,8 @@ impl KeyService {
         ))?;
         let backend = Arc::clone(self.backend_of(&key)?);
         let bare = RootKeyRef::bare(id, version);
+        crate::audit::note::detail("version_created", version.get().to_string());
+        self.changing().await?;
         let material = backend.create_root_key(&bare).await?;
         let root = RootKeyRef {
             material: material.clone(),
@@ -277,6 +279,7 @@ impl KeyService {
                 ))?;
             update.min_decryption_version = Some(min);
         }
+        self.changing().await?;
         let key = self
             .store
             .update_key(key.id, &update, now)
@@ -320,6 +323,7 @@ impl KeyService {
             }
             _ => return Err(refuse()),
         }
+        self.changing().await?;
         let key = self
             .store
             .update_key(key.id, &update, now)
@@ -396,6 +400,7 @@ impl KeyService {
             deletion_blocked: Some(None),
             ..KeyUpdate::default()
         };
+        self.changing().await?;
         let key = self
             .store
             .update_key(key.id, &update, now)
@@ -464,6 +469,14 @@ impl KeyService {
             _ => {}
         }
         let now = OffsetDateTime::now_utc();
+        let unchanged = matches!(
+            (action, record.state),
+            (VersionAction::Disable, VersionState::Disabled)
+                | (VersionAction::Enable, VersionState::Active)
+        );
+        if !unchanged {
+            self.changing().await?;
+        }
         let key = match action {
             VersionAction::Disable if record.state == VersionState::Disabled => Key::clone(&key),
             VersionAction::Enable if record.state == VersionState::Active => Key::clone(&key),
@@ -490,6 +503,7 @@ impl KeyService {
                 .await
                 .map_err(stale_to_conflict)?,
             VersionAction::Destroy => {
+                crate::audit::note::detail("version_destroyed", version.to_string());
                 let key = self
                     .store
                     .destroy_versions(key.id, &[v], false, now)
@@ -507,14 +521,19 @@ impl KeyService {
     /// is logged and retried by the lifecycle worker: the record already says `destroyed`, so
     /// nothing can use the version meanwhile.
     pub(crate) async fn destroy_device_object(&self, key: &Key, version: KeyVersion) {
+        if let Err(e) = self.try_destroy_device_object(key, version).await {
+            tracing::error!(key_id = %key.id, key_version = version.get(), error = %e, "destroying the root key in the device failed; will retry");
+        }
+    }
+
+    /// [`KeyService::destroy_device_object`], reporting a failure to the caller.
+    async fn try_destroy_device_object(
+        &self,
+        key: &Key,
+        version: KeyVersion,
+    ) -> Result<(), ServiceError> {
         let root = &key.root(version);
-        let backend = match self.backend_of(key) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(label = %root.label(), error = %e, "cannot destroy the root key: its backend is not configured here; will retry");
-                return;
-            }
-        };
+        let backend = self.backend_of(key)?;
         match backend.destroy_root_key(root).await {
             Ok(()) | Err(BackendError::RootKeyMissing(_)) => {
                 if let Err(e) = self.store.mark_device_destroyed(root).await {
@@ -522,84 +541,130 @@ impl KeyService {
                 } else {
                     tracing::info!(label = %root.label(), "root key destroyed in the device");
                 }
+                Ok(())
             }
-            Err(e) => {
-                tracing::error!(label = %root.label(), error = %e, "destroying the root key in the device failed; will retry")
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// Retries device destructions that did not complete.
+    /// Retries device destructions that did not complete, each recorded as background work of
+    /// the lifecycle worker.
     ///
     /// # Errors
     /// `Store`.
     pub async fn retry_device_destroys(&self) -> Result<(), ServiceError> {
         for root in self.store.pending_device_destroys().await? {
-            let key = self.fresh_key(root.key_id).await?;
-            self.destroy_device_object(&key, root.version).await;
+            let resource = format!("key/{}", root.key_id);
+            let unit = async {
+                let key = self.fresh_key(root.key_id).await?;
+                crate::audit::note::detail("version_destroyed", root.version.get().to_string());
+                self.changing().await?;
+                self.try_destroy_device_object(&key, root.version).await
+            };
+            if let Err(e) = self
+                .in_background("lifecycle", "key:destroy-device-object", &resource, unit)
+                .await
+            {
+                tracing::error!(key_id = %root.key_id, key_version = root.version.get(), error = %e, "destroying the root key in the device failed; will retry");
+            }
         }
         Ok(())
     }
 
     /// Destroys keys whose deletion date has passed, unless stored data still references one of
     /// their versions: then the key stays `pending_deletion` and the reason is recorded on it.
+    /// Each key is one unit of background work with its own audit record.
     ///
     /// # Errors
     /// `Store`.
     pub async fn run_due_deletions(&self, now: OffsetDateTime) -> Result<(), ServiceError> {
         for id in self.store.due_key_deletions(now, 100).await? {
-            let _serialised = self.key_lock(id).lock().await;
-            let key = self.fresh_key(id).await?;
-            if key.state != KeyState::PendingDeletion {
-                continue;
-            }
-            let live: Vec<KeyVersion> = key
-                .versions
-                .iter()
-                .filter(|v| v.state != VersionState::Destroyed)
-                .map(|v| v.version)
-                .collect();
-            match self.store.destroy_versions(id, &live, true, now).await {
-                Ok(destroyed) => {
-                    tracing::info!(key_id = %id, "key destroyed on its deletion date");
-                    self.remember(destroyed);
-                    for v in live {
-                        self.destroy_device_object(&key, v).await;
-                    }
-                }
-                Err(StoreError::InUse { count }) => {
-                    let reason = format!("{count} stored data keys still reference versions of this key; re-wrap or destroy them, then the deletion proceeds");
-                    tracing::warn!(key_id = %id, count, "key deletion refused: still referenced");
-                    let update = KeyUpdate {
-                        expected_state: Some(KeyState::PendingDeletion),
-                        deletion_blocked: Some(Some(reason)),
-                        ..KeyUpdate::default()
-                    };
-                    if let Ok(key) = self.store.update_key(id, &update, now).await {
-                        self.remember(key);
-                    }
-                }
-                Err(e) => tracing::error!(key_id = %id, error = %e, "key deletion failed"),
+            let resource = format!("key/{id}");
+            let unit = self.delete_due_key(id, now);
+            if let Err(e) = self
+                .in_background("lifecycle", "key:delete", &resource, unit)
+                .await
+            {
+                tracing::error!(key_id = %id, error = %e, "key deletion failed");
             }
         }
         Ok(())
     }
 
-    /// Rotates enabled keys whose schedule is due, each exactly once.
+    async fn delete_due_key(&self, id: KeyId, now: OffsetDateTime) -> Result<(), ServiceError> {
+        let _serialised = self.key_lock(id).lock().await;
+        let key = self.fresh_key(id).await?;
+        if key.state != KeyState::PendingDeletion {
+            return Ok(());
+        }
+        let live: Vec<KeyVersion> = key
+            .versions
+            .iter()
+            .filter(|v| v.state != VersionState::Destroyed)
+            .map(|v| v.version)
+            .collect();
+        let blocked = self.store.references(id).await?;
+        let referenced: u64 = blocked
+            .iter()
+            .filter(|(v, _)| live.contains(v))
+            .map(|(_, c)| *c)
+            .sum();
+        if referenced > 0 && key.deletion_blocked.is_some() {
+            // Already recorded as blocked: nothing changes until the references go.
+            return Ok(());
+        }
+        self.changing().await?;
+        let listed: Vec<String> = live.iter().map(|v| v.get().to_string()).collect();
+        match self.store.destroy_versions(id, &live, true, now).await {
+            Ok(destroyed) => {
+                crate::audit::note::detail("versions_destroyed", listed.join(","));
+                tracing::info!(key_id = %id, "key destroyed on its deletion date");
+                self.remember(destroyed);
+                for v in live {
+                    self.destroy_device_object(&key, v).await;
+                }
+                Ok(())
+            }
+            Err(StoreError::InUse { count }) => {
+                crate::audit::note::detail("deletion_blocked_by", count.to_string());
+                let reason = format!("{count} stored data keys still reference versions of this key; re-wrap or destroy them, then the deletion proceeds");
+                tracing::warn!(key_id = %id, count, "key deletion refused: still referenced");
+                let update = KeyUpdate {
+                    expected_state: Some(KeyState::PendingDeletion),
+                    deletion_blocked: Some(Some(reason)),
+                    ..KeyUpdate::default()
+                };
+                let key = self.store.update_key(id, &update, now).await?;
+                self.remember(key);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Rotates enabled keys whose schedule is due, each exactly once, and keys whose primary
+    /// version reached its wrap budget; each rotation is background work with its own record.
     ///
     /// # Errors
     /// `Store`.
     pub async fn run_due_key_rotations(&self, now: OffsetDateTime) -> Result<(), ServiceError> {
         for (id, seen) in self.store.due_key_rotations(now, 100).await? {
-            match self.rotate(id, Trigger::Schedule(seen)).await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(key_id = %id, error = %e, "scheduled key rotation failed")
-                }
+            let resource = format!("key/{id}");
+            let unit = self.rotate(id, Trigger::Schedule(seen));
+            if let Err(e) = self
+                .in_background("lifecycle", "key:rotate", &resource, unit)
+                .await
+            {
+                tracing::error!(key_id = %id, error = %e, "scheduled key rotation failed")
             }
         }
         for (id, version) in self.take_wanted_rotations() {
-            if let Err(e) = self.rotate(id, Trigger::WrapBudget(version)).await {
+            let resource = format!("key/{id}");
+            let unit = self.rotate(id, Trigger::WrapBudget(version));
+            if let Err(e) = self
+                .in_background("lifecycle", "key:rotate", &resource, unit)
+                .await
+            {
                 tracing::error!(key_id = %id, error = %e, "wrap-budget rotation failed");
             }
         }
@@ -655,6 +720,7 @@ impl KeyService {
         if key.state == KeyState::Destroyed {
             return Err(ServiceError::KeyDestroyed(key.id.to_string()));
         }
+        self.changing().await?;
         match self
             .store
             .put_alias(&name, key.id, create, OffsetDateTime::now_utc())
@@ -711,6 +777,7 @@ impl KeyService {
             None,
         )
         .await?;
+        self.changing().await?;
         if self.store.delete_alias(name).await? {
             Ok(())
         } else {

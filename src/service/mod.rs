@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod custody;
+pub mod door;
 mod error;
 pub mod identity;
 pub mod lifecycle;
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-pub use error::{AuthFailure, ServiceError};
+pub use door::{Authorized, Credential, Ending, FrontDoor, Internal, RequestMeta, Throttled};
+pub use error::{AuthFailure, ErrorKind, ServiceError};
 
 use crate::backend::{BackendError, DeviceHealth, KeyBackend, Sealed};
 use crate::config::{KeysConfig, SecretsConfig};
@@ -497,6 +499,7 @@ impl KeyService {
                 material: RootMaterial::default(),
             }],
         };
+        self.changing().await?;
         let material = backend.create_root_key(&key.primary_root()).await?;
         if let Some(v) = key.versions.first_mut() {
             v.material = material;

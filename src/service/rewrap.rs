@@ -96,6 +96,8 @@ impl KeyService {
             updated_at: now,
             finished_at: None,
         };
+        crate::audit::note::detail("job_id", job.id.clone());
+        self.changing().await?;
         self.store.create_job(&job).await?;
         tracing::info!(job_id = %job.id, key_id = %key.id, target_version = key.primary_version.get(), "re-wrap job started");
         Ok(job)
@@ -308,6 +310,11 @@ impl KeyService {
             now,
         };
         let progressed = !batch.items.is_empty();
+        crate::audit::note::detail("job_id", job.id.clone());
+        crate::audit::note::detail("items_rewrapped", batch.items.len().to_string());
+        crate::audit::note::detail("items_failed", failed.to_string());
+        crate::audit::note::detail("target_version", job.target_version.get().to_string());
+        self.changing().await?;
         match self.store.apply_rewrap(&batch).await {
             Ok(_) => {}
             // The key rotated, was disabled or its primary changed meanwhile: nothing was
@@ -330,6 +337,9 @@ impl KeyService {
         state: JobState,
         note: Option<String>,
     ) -> Result<Progress, ServiceError> {
+        crate::audit::note::detail("job_id", job.id.clone());
+        crate::audit::note::detail("job_state", state.as_str());
+        self.changing().await?;
         self.store
             .finish_job(&job.id, state, note, OffsetDateTime::now_utc())
             .await?;

@@ -248,6 +248,8 @@ impl KeyService {
             self.authorize_pruning(writer, path, record.as_ref(), max_versions, 1)
                 .await?;
             let version = current + 1;
+            crate::audit::note::detail("secret_version", version.to_string());
+            self.changing().await?;
             let (wrapped_dek, ciphertext) = self.seal_secret(&key, path, version, value).await?;
             let created_at = OffsetDateTime::now_utc();
             let new = NewSecretVersion {
@@ -265,6 +267,8 @@ impl KeyService {
             match self.store.insert_secret_version(&new).await {
                 Ok(pruned) => {
                     if !pruned.is_empty() {
+                        let listed: Vec<String> = pruned.iter().map(u32::to_string).collect();
+                        crate::audit::note::detail("versions_destroyed", listed.join(","));
                         tracing::info!(path = %path, ?pruned, "versions beyond max_versions destroyed");
                     }
                     return Ok(Some(Written {
@@ -547,6 +551,7 @@ impl KeyService {
             custom: req.custom,
             generate,
         };
+        self.changing().await?;
         let record = self
             .store
             .put_secret_metadata(
@@ -733,6 +738,7 @@ impl KeyService {
                 vec![v.version]
             }
         };
+        self.changing().await?;
         let changed = self
             .store
             .update_secret_versions(path, &versions, op, OffsetDateTime::now_utc())

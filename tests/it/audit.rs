@@ -39,13 +39,36 @@ async fn records_by_request(s: &Server) -> HashMap<String, Vec<Value>> {
     by_id
 }
 
-/// The one record of `reply`'s request.
+/// The one final record of `reply`'s request. A request that changed stored state also has one
+/// `pending` announcement, written before the change, with the same request id and principal.
 #[track_caller]
 fn record_of<'a>(all: &'a HashMap<String, Vec<Value>>, reply: &Reply) -> &'a Value {
     let id = reply.request_id.as_deref().expect("x-request-id");
     let recs = all.get(id).unwrap_or_else(|| panic!("no record for {id}"));
-    assert_eq!(recs.len(), 1, "exactly one record per request: {recs:?}");
-    &recs[0]
+    let (pending, last): (Vec<&Value>, Vec<&Value>) =
+        recs.iter().partition(|r| r["outcome"] == "pending");
+    assert_eq!(
+        last.len(),
+        1,
+        "exactly one final record per request: {recs:?}"
+    );
+    assert!(pending.len() <= 1, "at most one announcement: {recs:?}");
+    if let Some(p) = pending.first() {
+        assert!(
+            p["sequence"].as_u64() < last[0]["sequence"].as_u64(),
+            "{recs:?}"
+        );
+        assert_eq!(p["principal"], last[0]["principal"]);
+        assert_eq!(p["status"], 0);
+    }
+    last[0]
+}
+
+/// Whether `reply`'s request announced a change to stored state before making it.
+fn announced(all: &HashMap<String, Vec<Value>>, reply: &Reply) -> bool {
+    let id = reply.request_id.as_deref().expect("x-request-id");
+    all.get(id)
+        .is_some_and(|recs| recs.iter().any(|r| r["outcome"] == "pending"))
 }
 
 async fn token_for(s: &Server, name: &str, policies: &[&str]) -> String {
@@ -75,7 +98,8 @@ async fn as_token(
 }
 
 #[tokio::test]
-async fn every_request_kind_produces_exactly_one_record_with_its_fields() -> anyhow::Result<()> {
+async fn every_request_kind_produces_exactly_one_final_record_with_its_fields() -> anyhow::Result<()>
+{
     let mut d = Deployment::new()?;
     let s = d.start().await?;
     let key_name = unique("audited");
@@ -142,6 +166,9 @@ async fn every_request_kind_produces_exactly_one_record_with_its_fields() -> any
     assert_eq!(r["route"], "/v1/keys");
     assert_eq!(r["source"], "127.0.0.1");
     assert!(r["credential"].as_str().is_some_and(|c| !c.is_empty()));
+    // Creating a key changes stored state: announced before; a data key is not.
+    assert!(announced(&all, &created));
+    assert!(!announced(&all, &datakey));
 
     let r = record_of(&all, &datakey);
     assert_eq!(r["action"], "datakey:generate-plaintext");

@@ -3,7 +3,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, RequestBody};
-use crate::api::AppState;
 use crate::audit::custody::SignedReport;
 use crate::audit::export::Line;
 use crate::audit::record::format_time;
@@ -63,7 +62,6 @@ fn query_time(field: &'static str, s: Option<String>) -> Result<Option<String>, 
 
 /// `GET /v1/audit/events`
 pub async fn events(
-    State(state): State<AppState>,
     Caller(p): Caller,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<EventsResponse>, ApiError> {
@@ -97,7 +95,7 @@ pub async fn events(
         since: query_time("since", q.since)?,
         until: query_time("until", q.until)?,
     };
-    let records = state.service.audit_events(&p, &filter).await?;
+    let records = p.audit_events(&filter).await?;
     let next_after = (records.len() == limit as usize)
         .then(|| records.last().map(|r| r.sequence))
         .flatten();
@@ -119,26 +117,22 @@ pub struct ExportQuery {
 /// `until`, that is a checkpoint signed now, or the latest one when an export had one signed
 /// within `audit.export_checkpoint_interval` (bounded device signatures and stored rows).
 pub async fn export(
-    State(state): State<AppState>,
     Caller(p): Caller,
     q: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let plan = state
-        .service
-        .audit_export_plan(&p, q.after, q.until)
-        .await?;
+    let plan = p.audit_export_plan(q.after, q.until).await?;
     let first = export_line(&Line::Header(plan.header.clone()))?;
-    let service = state.service.clone();
+    let caller = p.clone();
     let until = plan.until;
     // State: (next `after`, finished). Each step yields one page of lines as one chunk.
     let pages = futures_util::stream::unfold((plan.header.after, false), move |(after, done)| {
-        let service = service.clone();
+        let caller = caller.clone();
         async move {
             if done || after >= until {
                 return None;
             }
-            match service.audit_export_page(after, until).await {
+            match caller.audit_export_page(after, until).await {
                 Ok(lines) => {
                     let next = lines
                         .iter()
@@ -175,11 +169,8 @@ fn stream_error(e: crate::service::ServiceError) -> std::io::Error {
 }
 
 /// `GET /v1/audit/public-key`: PEM.
-pub async fn public_key(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-) -> Result<Response, ApiError> {
-    let pem = state.service.audit_public_key(&p).await?;
+pub async fn public_key(Caller(p): Caller) -> Result<Response, ApiError> {
+    let pem = p.audit_public_key().await?;
     Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
 }
 
@@ -197,7 +188,6 @@ impl RequestBody for ArchiveRequest {
 
 /// `POST /v1/audit/archive`
 pub async fn archive(
-    State(state): State<AppState>,
     Caller(p): Caller,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ArchiveRequest>,
@@ -208,17 +198,12 @@ pub async fn archive(
         .unwrap_or_default()
         .to_owned();
     Ok(Json(
-        state
-            .service
-            .audit_archive(&p, req.through, &req.export_sha256, &request_id)
+        p.audit_archive(req.through, &req.export_sha256, &request_id)
             .await?,
     ))
 }
 
 /// `GET /v1/custody/report`
-pub async fn custody_report(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-) -> Result<Json<SignedReport>, ApiError> {
-    Ok(Json(state.service.custody_report(&p).await?))
+pub async fn custody_report(Caller(p): Caller) -> Result<Json<SignedReport>, ApiError> {
+    Ok(Json(p.custody_report().await?))
 }

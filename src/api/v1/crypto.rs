@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -12,7 +11,6 @@ use super::keys::key_ref;
 use super::{decode_public, decode_secret, encode, encode_secret};
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, KeyPath, RequestBody};
-use crate::api::AppState;
 use crate::domain::{KeyId, KeyVersion};
 use crate::format::blob::{MAX_BLOB_LEN, MAX_PLAINTEXT_LEN};
 use crate::format::EncryptionContext;
@@ -80,7 +78,6 @@ impl CryptoResponse {
 
 /// `POST /v1/keys/{key}/datakey`
 pub async fn datakey(
-    State(state): State<AppState>,
     Caller(p): Caller,
     KeyPath(key): KeyPath,
     ApiJson(body): ApiJson<DataKeyRequest>,
@@ -93,10 +90,7 @@ pub async fn datakey(
     } else {
         PlaintextCopy::Omit
     };
-    let dk = state
-        .service
-        .generate_data_key(&p, &r, len, &body.context, copy)
-        .await?;
+    let dk = p.generate_data_key(&r, len, &body.context, copy).await?;
     Ok(Json(CryptoResponse::sealed(dk.sealed, dk.plaintext)))
 }
 
@@ -115,7 +109,6 @@ impl RequestBody for EncryptRequest {
 
 /// `POST /v1/keys/{key}/encrypt`
 pub async fn encrypt(
-    State(state): State<AppState>,
     Caller(p): Caller,
     KeyPath(key): KeyPath,
     ApiJson(body): ApiJson<EncryptRequest>,
@@ -129,10 +122,7 @@ pub async fn encrypt(
         ));
     }
     let plaintext = SecretBytes::new(decode_secret("plaintext", &body.plaintext)?);
-    let sealed = state
-        .service
-        .encrypt(&p, &r, plaintext, &body.context)
-        .await?;
+    let sealed = p.encrypt(&r, plaintext, &body.context).await?;
     Ok(Json(CryptoResponse::sealed(sealed, None)))
 }
 
@@ -151,7 +141,6 @@ impl RequestBody for DecryptRequest {
 
 /// `POST /v1/decrypt`
 pub async fn decrypt(
-    State(state): State<AppState>,
     Caller(p): Caller,
     ApiJson(body): ApiJson<DecryptRequest>,
 ) -> Result<Json<CryptoResponse>, ApiError> {
@@ -162,7 +151,7 @@ pub async fn decrypt(
         ));
     }
     let blob = decode_public("ciphertext", &body.ciphertext)?;
-    let opened = state.service.decrypt(&p, &blob, &body.context).await?;
+    let opened = p.decrypt(&blob, &body.context).await?;
     Ok(Json(CryptoResponse {
         key_id: opened.key_id,
         key_version: opened.key_version,

@@ -15,7 +15,7 @@ pub async fn live() -> Json<Value> {
 /// `GET /v1/health/ready`: a device session is usable, the database accepts
 /// a write, and the audit log is writable with its stored chain intact.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let r = state.service.readiness().await;
+    let r = state.door.readiness().await;
     let (status, word) = if r.is_ready() {
         (StatusCode::OK, "ready")
     } else {

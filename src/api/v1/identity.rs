@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,6 @@ use zeroize::Zeroizing;
 
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, JsonBody, RequestBody};
-use crate::api::AppState;
 use crate::domain::secret::HumanDuration;
 use crate::domain::{KeyName, PolicyRecord, PrincipalRecord, TokenInfo};
 use crate::format::EncryptionContext;
@@ -70,7 +69,6 @@ impl RequestBody for PatchPrincipal {
 
 /// `POST /v1/principals` → 201
 pub async fn create_principal(
-    State(state): State<AppState>,
     Caller(p): Caller,
     ApiJson(b): ApiJson<CreatePrincipal>,
 ) -> Result<(StatusCode, Json<PrincipalRecord>), ApiError> {
@@ -81,7 +79,7 @@ pub async fn create_principal(
     };
     Ok((
         StatusCode::CREATED,
-        Json(state.service.create_principal(&p, name, req).await?),
+        Json(p.create_principal(name, req).await?),
     ))
 }
 
@@ -92,28 +90,23 @@ pub struct PrincipalsResponse {
 }
 
 /// `GET /v1/principals`
-pub async fn list_principals(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-) -> Result<Json<PrincipalsResponse>, ApiError> {
+pub async fn list_principals(Caller(p): Caller) -> Result<Json<PrincipalsResponse>, ApiError> {
     Ok(Json(PrincipalsResponse {
-        principals: state.service.principals(&p).await?,
+        principals: p.principals().await?,
     }))
 }
 
 /// `GET /v1/principals/{name}`
 pub async fn show_principal(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PrincipalRecord>, ApiError> {
     let name = path_name(path, "principal_not_found", "principal")?;
-    Ok(Json(state.service.principal(&p, &name).await?))
+    Ok(Json(p.principal_record(&name).await?))
 }
 
 /// `PATCH /v1/principals/{name}`
 pub async fn patch_principal(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
     ApiJson(b): ApiJson<PatchPrincipal>,
@@ -123,23 +116,21 @@ pub async fn patch_principal(
         attributes: b.attributes,
         policies: policy_names(b.policies)?,
     };
-    Ok(Json(state.service.update_principal(&p, &name, req).await?))
+    Ok(Json(p.update_principal(&name, req).await?))
 }
 
 /// `DELETE /v1/principals/{name}` → 204 (its tokens are revoked)
 pub async fn delete_principal(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let name = path_name(path, "principal_not_found", "principal")?;
-    state.service.delete_principal(&p, &name).await?;
+    p.delete_principal(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PUT /v1/policies/{name}`: the body is the policy document; a new version each time.
 pub async fn put_policy(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
     JsonBody(body): JsonBody,
@@ -148,17 +139,16 @@ pub async fn put_policy(
         ApiError::bad_request("invalid_policy_name", "the policy name is not valid UTF-8")
     })?;
     let name = name_in("name", "invalid_policy_name", raw)?;
-    Ok(Json(state.service.put_policy(&p, &name, &body).await?))
+    Ok(Json(p.put_policy(&name, &body).await?))
 }
 
 /// `GET /v1/policies/{name}`
 pub async fn show_policy(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PolicyRecord>, ApiError> {
     let name = path_name(path, "policy_not_found", "policy")?;
-    Ok(Json(state.service.policy(&p, &name).await?))
+    Ok(Json(p.policy(&name).await?))
 }
 
 /// `GET /v1/policies` response.
@@ -168,23 +158,19 @@ pub struct PoliciesResponse {
 }
 
 /// `GET /v1/policies`
-pub async fn list_policies(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-) -> Result<Json<PoliciesResponse>, ApiError> {
+pub async fn list_policies(Caller(p): Caller) -> Result<Json<PoliciesResponse>, ApiError> {
     Ok(Json(PoliciesResponse {
-        policies: state.service.policies(&p).await?,
+        policies: p.policies().await?,
     }))
 }
 
 /// `DELETE /v1/policies/{name}` → 204
 pub async fn delete_policy(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let name = path_name(path, "policy_not_found", "policy")?;
-    state.service.delete_policy(&p, &name).await?;
+    p.delete_policy(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -216,7 +202,6 @@ pub struct ExplainResponse {
 
 /// `POST /v1/policies/explain`: the decision and the statement that made it.
 pub async fn explain(
-    State(state): State<AppState>,
     Caller(p): Caller,
     ApiJson(b): ApiJson<ExplainRequest>,
 ) -> Result<Json<ExplainResponse>, ApiError> {
@@ -238,17 +223,8 @@ pub async fn explain(
                 format!("resource kinds are {}", RESOURCE_KINDS.join(", ")),
             )
         })?;
-    let decision = state
-        .service
-        .explain(
-            &p,
-            &principal,
-            action,
-            kind,
-            rest,
-            b.context.as_ref(),
-            b.source,
-        )
+    let decision = p
+        .explain(&principal, action, kind, rest, b.context.as_ref(), b.source)
         .await?;
     Ok(Json(ExplainResponse {
         decision,
@@ -291,7 +267,6 @@ impl std::fmt::Debug for TokenResponse {
 
 /// `POST /v1/tokens` → 201
 pub async fn create_token(
-    State(state): State<AppState>,
     Caller(p): Caller,
     ApiJson(b): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
@@ -302,10 +277,7 @@ pub async fn create_token(
         ));
     }
     let principal = name_in("principal", "invalid_principal_name", b.principal)?;
-    let minted = state
-        .service
-        .create_token(&p, &principal, b.ttl, b.description)
-        .await?;
+    let minted = p.create_token(&principal, b.ttl, b.description).await?;
     Ok((
         StatusCode::CREATED,
         Json(TokenResponse {
@@ -330,7 +302,6 @@ pub struct TokensResponse {
 
 /// `GET /v1/tokens?principal=`
 pub async fn list_tokens(
-    State(state): State<AppState>,
     Caller(p): Caller,
     q: Result<Query<TokensQuery>, QueryRejection>,
 ) -> Result<Json<TokensResponse>, ApiError> {
@@ -340,13 +311,12 @@ pub async fn list_tokens(
         .map(|n| name_in("principal", "invalid_query", n))
         .transpose()?;
     Ok(Json(TokensResponse {
-        tokens: state.service.tokens(&p, principal.as_ref()).await?,
+        tokens: p.tokens(principal.as_ref()).await?,
     }))
 }
 
 /// `DELETE /v1/tokens/{id}` → 204; the token stops working at once.
 pub async fn revoke_token(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
@@ -359,6 +329,6 @@ pub async fn revoke_token(
             "no such token",
         ));
     }
-    state.service.revoke_token(&p, &id).await?;
+    p.revoke_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

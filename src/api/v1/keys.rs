@@ -1,13 +1,12 @@
 //! `/v1/keys`: create, list, show.
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, KeyPath, RequestBody};
-use crate::api::AppState;
 use crate::domain::{BackendKind, Key, KeyName, KeyRef, WrapMode};
 use crate::service::KeyPlacement;
 
@@ -33,7 +32,6 @@ const MAX_DESCRIPTION: usize = 1024;
 
 /// `POST /v1/keys`
 pub async fn create(
-    State(state): State<AppState>,
     Caller(p): Caller,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<Key>), ApiError> {
@@ -57,10 +55,7 @@ pub async fn create(
             ApiError::bad_request("invalid_field", "field `mode` is `direct` or `cached`")
         })?;
     }
-    let key = state
-        .service
-        .create_key(&p, name, body.description, placement)
-        .await?;
+    let key = p.create_key(name, body.description, placement).await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
@@ -87,7 +82,6 @@ const MAX_LIMIT: u32 = 1000;
 
 /// `GET /v1/keys?limit=&after=`
 pub async fn list(
-    State(state): State<AppState>,
     Caller(p): Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<KeyList>, ApiError> {
@@ -104,7 +98,7 @@ pub async fn list(
         .map(KeyName::try_from)
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_query", format!("after: {e}")))?;
-    let page = state.service.list_keys(&p, after, limit).await?;
+    let page = p.list_keys(after, limit).await?;
     Ok(Json(KeyList {
         keys: page.keys,
         next: page.next.map(|n| n.to_string()),
@@ -123,11 +117,7 @@ pub(crate) fn key_ref(raw: &str) -> Result<KeyRef, ApiError> {
 }
 
 /// `GET /v1/keys/{key}`
-pub async fn show(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-    KeyPath(key): KeyPath,
-) -> Result<Json<Key>, ApiError> {
+pub async fn show(Caller(p): Caller, KeyPath(key): KeyPath) -> Result<Json<Key>, ApiError> {
     let r = key_ref(&key)?;
-    Ok(Json(state.service.key(&p, &r).await?))
+    Ok(Json(p.key(&r).await?))
 }

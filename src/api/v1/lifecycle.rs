@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,6 @@ use crate::api::error::ApiError;
 use crate::api::extract::{
     double_option, parse, require_json, ApiJson, Caller, KeyPath, RequestBody,
 };
-use crate::api::AppState;
 use crate::domain::job::{JobEvent, JobState};
 use crate::domain::secret::HumanDuration;
 use crate::domain::{Alias, Key, KeyId, KeyName, KeyVersion};
@@ -33,12 +32,8 @@ fn optional_body<T: RequestBody>(headers: &HeaderMap, body: &Bytes) -> Result<Op
 }
 
 /// `POST /v1/keys/{key}/rotate`
-pub async fn rotate(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-    KeyPath(key): KeyPath,
-) -> Result<Json<Key>, ApiError> {
-    Ok(Json(state.service.rotate_key(&p, &key_ref(&key)?).await?))
+pub async fn rotate(Caller(p): Caller, KeyPath(key): KeyPath) -> Result<Json<Key>, ApiError> {
+    Ok(Json(p.rotate_key(&key_ref(&key)?).await?))
 }
 
 /// `PATCH /v1/keys/{key}` body.
@@ -58,7 +53,6 @@ impl RequestBody for PatchKey {
 
 /// `PATCH /v1/keys/{key}`
 pub async fn patch(
-    State(state): State<AppState>,
     Caller(p): Caller,
     KeyPath(key): KeyPath,
     ApiJson(b): ApiJson<PatchKey>,
@@ -74,41 +68,25 @@ pub async fn patch(
         rotation_period: b.rotation_period,
         min_decryption_version: b.min_decryption_version,
     };
-    Ok(Json(
-        state.service.update_key(&p, &key_ref(&key)?, patch).await?,
-    ))
+    Ok(Json(p.update_key(&key_ref(&key)?, patch).await?))
 }
 
 /// `POST /v1/keys/{key}/disable`
-pub async fn disable(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-    KeyPath(key): KeyPath,
-) -> Result<Json<Key>, ApiError> {
-    Ok(Json(state.service.disable_key(&p, &key_ref(&key)?).await?))
+pub async fn disable(Caller(p): Caller, KeyPath(key): KeyPath) -> Result<Json<Key>, ApiError> {
+    Ok(Json(p.disable_key(&key_ref(&key)?).await?))
 }
 
 /// `POST /v1/keys/{key}/enable`
-pub async fn enable(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-    KeyPath(key): KeyPath,
-) -> Result<Json<Key>, ApiError> {
-    Ok(Json(state.service.enable_key(&p, &key_ref(&key)?).await?))
+pub async fn enable(Caller(p): Caller, KeyPath(key): KeyPath) -> Result<Json<Key>, ApiError> {
+    Ok(Json(p.enable_key(&key_ref(&key)?).await?))
 }
 
 /// `POST /v1/keys/{key}/cancel-deletion`
 pub async fn cancel_deletion(
-    State(state): State<AppState>,
     Caller(p): Caller,
     KeyPath(key): KeyPath,
 ) -> Result<Json<Key>, ApiError> {
-    Ok(Json(
-        state
-            .service
-            .cancel_key_deletion(&p, &key_ref(&key)?)
-            .await?,
-    ))
+    Ok(Json(p.cancel_key_deletion(&key_ref(&key)?).await?))
 }
 
 /// `POST /v1/keys/{key}/schedule-deletion` body.
@@ -130,7 +108,6 @@ impl RequestBody for ScheduleDeletion {
 
 /// `POST /v1/keys/{key}/schedule-deletion` `{pending_days: 7..30 (default 30)}`
 pub async fn schedule_deletion(
-    State(state): State<AppState>,
     Caller(p): Caller,
     KeyPath(key): KeyPath,
     headers: HeaderMap,
@@ -144,12 +121,7 @@ pub async fn schedule_deletion(
             "pending_days must be 7 to 30",
         ));
     }
-    Ok(Json(
-        state
-            .service
-            .schedule_key_deletion(&p, &key_ref(&key)?, days)
-            .await?,
-    ))
+    Ok(Json(p.schedule_key_deletion(&key_ref(&key)?, days).await?))
 }
 
 /// `GET /v1/keys/{key}/versions` response.
@@ -163,11 +135,10 @@ pub struct VersionsResponse {
 
 /// `GET /v1/keys/{key}/versions`
 pub async fn versions(
-    State(state): State<AppState>,
     Caller(p): Caller,
     KeyPath(key): KeyPath,
 ) -> Result<Json<VersionsResponse>, ApiError> {
-    let (key, versions) = state.service.key_versions(&p, &key_ref(&key)?).await?;
+    let (key, versions) = p.key_versions(&key_ref(&key)?).await?;
     Ok(Json(VersionsResponse {
         key_id: key.id,
         primary_version: key.primary_version,
@@ -178,7 +149,6 @@ pub async fn versions(
 
 /// `POST /v1/keys/{key}/versions/{version}/{action}` (disable, enable, destroy)
 pub async fn version_action(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<(String, String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Key>, ApiError> {
@@ -204,20 +174,16 @@ pub async fn version_action(
         )
     })?;
     Ok(Json(
-        state
-            .service
-            .change_version(&p, &key_ref(&key)?, version, action)
-            .await?,
+        p.change_version(&key_ref(&key)?, version, action).await?,
     ))
 }
 
 /// `POST /v1/keys/{key}/rewrap` → 202 and the job.
 pub async fn rewrap(
-    State(state): State<AppState>,
     Caller(p): Caller,
     KeyPath(key): KeyPath,
 ) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
-    let job = state.service.start_rewrap(&p, &key_ref(&key)?).await?;
+    let job = p.start_rewrap(&key_ref(&key)?).await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
@@ -237,7 +203,6 @@ pub struct JobsResponse {
 
 /// `GET /v1/jobs?state=running|completed|failed&limit=`
 pub async fn jobs(
-    State(state): State<AppState>,
     Caller(p): Caller,
     q: Result<Query<JobsQuery>, QueryRejection>,
 ) -> Result<Json<JobsResponse>, ApiError> {
@@ -258,13 +223,12 @@ pub async fn jobs(
         ));
     }
     Ok(Json(JobsResponse {
-        jobs: state.service.jobs(&p, job_state, limit).await?,
+        jobs: p.jobs(job_state, limit).await?,
     }))
 }
 
 /// `GET /v1/jobs/{id}`
 pub async fn job(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<JobStatus>, ApiError> {
@@ -277,7 +241,7 @@ pub async fn job(
             "no such job",
         ));
     }
-    Ok(Json(state.service.job(&p, &id).await?))
+    Ok(Json(p.job(&id).await?))
 }
 
 /// `GET /v1/jobs/{id}/events` response.
@@ -289,13 +253,12 @@ pub struct JobEventsResponse {
 
 /// `GET /v1/jobs/{id}/events`: the job's trail.
 pub async fn job_events(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<JobEventsResponse>, ApiError> {
     let Path(id) =
         path.map_err(|_| ApiError::client(StatusCode::NOT_FOUND, "job_not_found", "no such job"))?;
-    let events = state.service.job_events(&p, &id).await?;
+    let events = p.job_events(&id).await?;
     Ok(Json(JobEventsResponse { job_id: id, events }))
 }
 
@@ -338,52 +301,40 @@ fn alias_path(
 
 /// `POST /v1/aliases` → 201
 pub async fn create_alias(
-    State(state): State<AppState>,
     Caller(p): Caller,
     ApiJson(b): ApiJson<CreateAlias>,
 ) -> Result<(StatusCode, Json<Alias>), ApiError> {
     let name = alias_name(&b.name)?;
-    let alias = state
-        .service
-        .create_alias(&p, name, &key_ref(&b.key)?)
-        .await?;
+    let alias = p.create_alias(name, &key_ref(&b.key)?).await?;
     Ok((StatusCode::CREATED, Json(alias)))
 }
 
 /// `PUT /v1/aliases/{name}` (re-point)
 pub async fn repoint_alias(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     ApiJson(b): ApiJson<RepointAlias>,
 ) -> Result<Json<Alias>, ApiError> {
     let name = alias_path(path)?;
-    Ok(Json(
-        state
-            .service
-            .repoint_alias(&p, name, &key_ref(&b.key)?)
-            .await?,
-    ))
+    Ok(Json(p.repoint_alias(name, &key_ref(&b.key)?).await?))
 }
 
 /// `GET /v1/aliases/{name}`
 pub async fn show_alias(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Alias>, ApiError> {
     let name = alias_path(path)?;
-    Ok(Json(state.service.alias(&p, &name).await?))
+    Ok(Json(p.alias(&name).await?))
 }
 
 /// `DELETE /v1/aliases/{name}` → 204
 pub async fn delete_alias(
-    State(state): State<AppState>,
     Caller(p): Caller,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let name = alias_path(path)?;
-    state.service.delete_alias(&p, &name).await?;
+    p.delete_alias(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -394,12 +345,9 @@ pub struct AliasesResponse {
 }
 
 /// `GET /v1/aliases`
-pub async fn list_aliases(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-) -> Result<Json<AliasesResponse>, ApiError> {
+pub async fn list_aliases(Caller(p): Caller) -> Result<Json<AliasesResponse>, ApiError> {
     Ok(Json(AliasesResponse {
-        aliases: state.service.aliases(&p).await?,
+        aliases: p.aliases().await?,
     }))
 }
 
@@ -435,7 +383,6 @@ pub struct ReencryptResponse {
 /// `POST /v1/reencrypt`: a new blob under the destination key's primary version; the plaintext
 /// is never returned.
 pub async fn reencrypt(
-    State(state): State<AppState>,
     Caller(p): Caller,
     ApiJson(b): ApiJson<ReencryptRequest>,
 ) -> Result<Json<ReencryptResponse>, ApiError> {
@@ -447,10 +394,8 @@ pub async fn reencrypt(
     }
     let blob = decode_public("ciphertext", &b.ciphertext)?;
     let dest = b.destination_key.as_deref().map(key_ref).transpose()?;
-    let r = state
-        .service
+    let r = p
         .reencrypt(
-            &p,
             &blob,
             &b.context,
             dest.as_ref(),

@@ -134,7 +134,6 @@ impl From<Written> for WrittenResponse {
 
 /// `GET /v1/secrets/{path}` and `GET /v1/secrets/{path}/metadata`
 pub async fn get(
-    State(state): State<AppState>,
     Caller(p): Caller,
     SecretUrl(target): SecretUrl,
     q: Result<Query<ReadQuery>, QueryRejection>,
@@ -142,7 +141,7 @@ pub async fn get(
     let q = query(q)?;
     match target {
         Target::Value(path) => {
-            let v = state.service.get_secret(&p, &path, q.version).await?;
+            let v = p.get_secret(&path, q.version).await?;
             let value_text = match q.text {
                 Some(true) => std::str::from_utf8(v.value.expose_secret())
                     .ok()
@@ -165,7 +164,7 @@ pub async fn get(
                     "metadata takes no query parameters",
                 ));
             }
-            Ok(Json(state.service.secret_metadata(&p, &path).await?).into_response())
+            Ok(Json(p.secret_metadata(&path).await?).into_response())
         }
         _ => Err(method_not_allowed()),
     }
@@ -243,10 +242,7 @@ pub async fn put(
                 }
             };
             let key = key_field(b.key)?;
-            let w = state
-                .service
-                .put_secret(&p, &path, value, key.as_ref(), b.cas)
-                .await?;
+            let w = p.put_secret(&path, value, key.as_ref(), b.cas).await?;
             Ok(Json(WrittenResponse::from(w)).into_response())
         }
         Target::Metadata(path) => {
@@ -258,7 +254,7 @@ pub async fn put(
                 custom: b.custom,
                 generate: b.generate,
             };
-            let record: SecretRecord = state.service.put_secret_metadata(&p, &path, req).await?;
+            let record: SecretRecord = p.put_secret_metadata(&path, req).await?;
             Ok(Json(record).into_response())
         }
         _ => Err(method_not_allowed()),
@@ -307,14 +303,13 @@ pub struct ChangedResponse {
 
 /// `POST /v1/secrets/{path}/undelete|destroy|rotate`
 pub async fn post(
-    State(state): State<AppState>,
     Caller(p): Caller,
     SecretUrl(target): SecretUrl,
     req: Request,
 ) -> Result<Response, ApiError> {
     match target {
         Target::Rotate(path) => {
-            let w = state.service.rotate_secret(&p, &path).await?;
+            let w = p.rotate_secret(&path).await?;
             Ok(Json(WrittenResponse::from(w)).into_response())
         }
         Target::Undelete(path) => {
@@ -324,10 +319,7 @@ pub async fn post(
                 Some(v) => Versions::These(versions_list(v)?),
                 None => Versions::Latest,
             };
-            let changed = state
-                .service
-                .undelete_secret_versions(&p, &path, which)
-                .await?;
+            let changed = p.undelete_secret_versions(&path, which).await?;
             Ok(Json(ChangedResponse { path, changed }).into_response())
         }
         Target::Destroy(path) => {
@@ -336,10 +328,7 @@ pub async fn post(
             let versions = versions_list(b.versions.ok_or_else(|| {
                 ApiError::bad_request("invalid_field", "`versions` is required")
             })?)?;
-            let changed = state
-                .service
-                .destroy_secret_versions(&p, &path, versions)
-                .await?;
+            let changed = p.destroy_secret_versions(&path, versions).await?;
             Ok(Json(ChangedResponse { path, changed }).into_response())
         }
         _ => Err(method_not_allowed()),
@@ -356,7 +345,6 @@ pub struct DeleteQuery {
 
 /// `DELETE /v1/secrets/{path}[?versions=1,3]`
 pub async fn delete(
-    State(state): State<AppState>,
     Caller(p): Caller,
     SecretUrl(target): SecretUrl,
     q: Result<Query<DeleteQuery>, QueryRejection>,
@@ -380,10 +368,7 @@ pub async fn delete(
             Versions::These(versions_list(parsed)?)
         }
     };
-    let changed = state
-        .service
-        .delete_secret_versions(&p, &path, which)
-        .await?;
+    let changed = p.delete_secret_versions(&path, which).await?;
     Ok(Json(ChangedResponse { path, changed }))
 }
 
@@ -406,7 +391,6 @@ pub struct ListResponse {
 
 /// `GET /v1/secrets?prefix=&limit=&after=`: paths and metadata, never values.
 pub async fn list(
-    State(state): State<AppState>,
     Caller(p): Caller,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ListResponse>, ApiError> {
@@ -430,10 +414,7 @@ pub async fn list(
         .map(SecretPath::try_from)
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_query", format!("after: {e}")))?;
-    let page = state
-        .service
-        .list_secrets(&p, &prefix, after, limit)
-        .await?;
+    let page = p.list_secrets(&prefix, after, limit).await?;
     Ok(Json(ListResponse {
         secrets: page.secrets,
         next: page.next,

@@ -1,0 +1,65 @@
+//! The layering the architecture promises, checked on the source: front doors (`src/api/`)
+//! reach the service only through its front-door handles, never the device or the store, and
+//! never the service object that background workers use.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            rust_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn front_doors_import_nothing_from_the_device_or_the_store() -> anyhow::Result<()> {
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let mut files = Vec::new();
+    rust_files(&api, &mut files)?;
+    assert!(
+        files.len() >= 10,
+        "only {} files under src/api",
+        files.len()
+    );
+    // Paths and names that would let a door reach below the service, or around its handles.
+    let forbidden = [
+        "crate::backend",
+        "crate::store",
+        "cryptoki",
+        "tss_esapi",
+        "rusqlite",
+        "KeyService",
+        "service::Internal",
+        "Internal::new",
+        "audit::note",
+        "AuditEntry",
+    ];
+    let mut found = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f)?;
+        for (n, line) in text.lines().enumerate() {
+            // Comments may name what the code must not use.
+            let code = line.split("//").next().unwrap_or_default();
+            for word in forbidden {
+                if code.contains(word) {
+                    found.push(format!("{}:{}: {word}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "front doors reach below the service:\n{}",
+        found.join("\n")
+    );
+    // The check can fail: the service itself uses what doors may not.
+    let service =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/service/mod.rs"))?;
+    assert!(service.contains("crate::store") && service.contains("crate::backend"));
+    Ok(())
+}
