@@ -240,10 +240,12 @@ impl From<ServiceError> for ApiError {
                 StoreError::Stale { .. } => client(S::CONFLICT, "write_conflict", &e),
                 StoreError::NotFound => client(S::NOT_FOUND, "secret_version_not_found", &e),
                 StoreError::InUse { .. } => client(S::CONFLICT, "key_version_in_use", &e),
-                StoreError::Database(_) | StoreError::Io(_) | StoreError::Blocking(_) => {
+                StoreError::Unavailable(_) | StoreError::Io(_) | StoreError::Blocking(_) => {
                     Self::server(S::SERVICE_UNAVAILABLE, "store_unavailable", e)
                 }
-                StoreError::Corrupt { .. } | StoreError::Migration { .. } => {
+                StoreError::Corrupt { .. }
+                | StoreError::Migration { .. }
+                | StoreError::SchemaTooNew { .. } => {
                     Self::server(S::INTERNAL_SERVER_ERROR, "internal_error", e)
                 }
             },
