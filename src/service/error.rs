@@ -386,12 +386,12 @@ impl ServiceError {
                 StoreError::Stale { .. } => (K::Conflict, "write_conflict"),
                 StoreError::NotFound => (K::NotFound, "secret_version_not_found"),
                 StoreError::InUse { .. } => (K::Conflict, "key_version_in_use"),
-                StoreError::Database(_) | StoreError::Io(_) | StoreError::Blocking(_) => {
+                StoreError::Unavailable(_) | StoreError::Io(_) | StoreError::Blocking(_) => {
                     (K::Unavailable, "store_unavailable")
                 }
-                StoreError::Corrupt { .. } | StoreError::Migration { .. } => {
-                    (K::Internal, "internal_error")
-                }
+                StoreError::Corrupt { .. }
+                | StoreError::Migration { .. }
+                | StoreError::SchemaTooNew { .. } => (K::Internal, "internal_error"),
             },
         }
     }

@@ -25,7 +25,7 @@ use crate::domain::{
 };
 use crate::format::{Blob, EncryptionContext};
 use crate::policy::{Action, Principal, Resource};
-use crate::store::{KeyUpdate, RotationClaim, StoreError};
+use crate::store::{KeyUpdate, RotationClaim, StaleKind, StoreError};
 
 /// Shortest and longest pending-deletion window, in days.
 pub const PENDING_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
@@ -232,7 +232,7 @@ impl KeyService {
                 }
                 match e {
                     StoreError::Stale {
-                        what: "the rotation schedule",
+                        what: StaleKind::RotationSchedule,
                     } => Ok(None),
                     other => Err(stale_to_conflict(other)),
                 }

@@ -21,7 +21,9 @@ use crate::format::secret::{data_key_context, open_value, seal_value};
 use crate::format::Blob;
 use crate::policy::{Action, Principal, Resource};
 use crate::secret::SecretBytes;
-use crate::store::{MetadataUpdate, NewSecretVersion, RotationClaim, StoreError, VersionOp};
+use crate::store::{
+    MetadataUpdate, NewSecretVersion, RotationClaim, StaleKind, StoreError, VersionOp,
+};
 
 /// How often a write retries when another writer took its version number.
 const MAX_WRITE_ATTEMPTS: usize = 8;
@@ -278,12 +280,12 @@ impl KeyService {
                     }));
                 }
                 Err(StoreError::Stale {
-                    what: "the rotation schedule",
+                    what: StaleKind::RotationSchedule,
                 }) => return Ok(None),
                 // The key changed under us (rotated, disabled, version retired): read it again
                 // from the store, so the next attempt uses what is true now.
                 Err(StoreError::Stale {
-                    what: "the key version",
+                    what: StaleKind::KeyVersion,
                 }) => {
                     self.fresh_key(key.id).await?;
                     continue;

@@ -1,10 +1,25 @@
-//! Metadata storage: one trait, [`Store`]; SQLite now, PostgreSQL when several nodes share work.
+//! Metadata storage, split by concern into one trait each — [`KeyStore`], [`IdentityStore`],
+//! [`SecretStore`], [`JobStore`], [`AuditStore`] — and [`Store`], which is all of them and what
+//! the service holds (`Arc<dyn Store>`). SQLite now ([`sqlite`]); PostgreSQL when several nodes
+//! share work.
 //!
 //! Nothing secret is stored unwrapped: keys are device references, tokens are hashes.
 //! Migrations are versioned and run at start-up ([`migrations`]).
+//!
+//! The surface is database-neutral: no driver type appears in a signature or in [`StoreError`].
+//! Each implementation maps its driver's errors in one function (SQLite:
+//! `sqlite::error::map`): a broken uniqueness rule becomes [`StoreError::Conflict`] naming the
+//! rule, everything else the database says becomes [`StoreError::Unavailable`] with the driver's
+//! error kept as its source. Lost races are reported by the store's own checks as
+//! [`StoreError::Stale`] with a [`StaleKind`] the service matches as a value.
+//!
+//! Every implementation passes one conformance suite, written against these traits:
+//! `tests/it/store_conformance.rs`.
 
 pub mod migrations;
 pub mod sqlite;
+
+use std::borrow::Cow;
 
 use async_trait::async_trait;
 
@@ -24,11 +39,11 @@ use crate::domain::{
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     // --- the caller ---
-    /// A uniqueness rule was broken; names the rule (e.g. `keys.name`).
+    /// A uniqueness rule was broken; names the rule as `table.column` (e.g. `keys.name`).
     #[error("{constraint} already exists")]
     Conflict {
         /// The rule that was broken.
-        constraint: &'static str,
+        constraint: Cow<'static, str>,
     },
 
     /// Check-and-set failed: the current version is not the one the caller named.
@@ -37,11 +52,11 @@ pub enum StoreError {
         /// The current version.
         current: u32,
     },
-    /// Another writer got there first (the version number or the rotation was taken).
+    /// Another writer got there first: the state the write was decided on has changed.
     #[error("a concurrent write changed {what}")]
     Stale {
         /// What changed.
-        what: &'static str,
+        what: StaleKind,
     },
     /// The named item does not exist.
     #[error("no such item")]
@@ -54,9 +69,11 @@ pub enum StoreError {
     },
 
     // --- a dependency ---
-    /// The database refused or is unreachable.
+    /// The database refused or is unreachable (busy, locked, disk full, connection lost, or a
+    /// rule the implementation has no neutral name for). The driver's error is the source, so
+    /// logs still show it.
     #[error("database error")]
-    Database(#[from] rusqlite::Error),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The database file could not be prepared.
     #[error("database file: {0}")]
     Io(#[from] std::io::Error),
@@ -76,10 +93,61 @@ pub enum StoreError {
     Migration {
         /// Migration version.
         version: u32,
-        /// Cause.
+        /// Cause (the driver's error).
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The database was migrated by a newer binary: its schema is past the newest migration
+    /// this binary knows, so it refuses to touch it rather than misread it.
+    #[error(
+        "the database schema is at version {found}, newer than version {supported}, the newest \
+         this binary knows; run the newer binary (or restore a backup from before the upgrade)"
+    )]
+    SchemaTooNew {
+        /// The version recorded in the database.
+        found: u32,
+        /// The newest version this binary knows.
+        supported: u32,
+    },
+}
+
+/// What a concurrent writer changed, when a write fails [`StoreError::Stale`]. The service
+/// decides by kind (a lost scheduled rotation is not an error; a retired key version means
+/// reading the key again); the text is the one the error message shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StaleKind {
+    /// The key is no longer in the state a [`KeyUpdate`] was decided on.
+    KeyState,
+    /// The key's primary version moved on (another rotation won), or a version to destroy is
+    /// the primary.
+    PrimaryVersion,
+    /// A scheduled rotation (of a key or a generated secret) was already claimed: the
+    /// `next_rotation_at` the writer saw has changed.
+    RotationSchedule,
+    /// A key version is not in one of the states the caller expected.
+    VersionState,
+    /// A key version named for wrapping is no longer usable for it: the key is not enabled, or
+    /// the version left the expected states (a re-wrap target no longer primary).
+    KeyVersion,
+    /// A secret's version number was taken: the current version is no longer the one the writer
+    /// read.
+    SecretVersion,
+    /// The audit record an archive ends at no longer carries the hash the archive names.
+    AuditHead,
+}
+
+impl std::fmt::Display for StaleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::KeyState => "the key state",
+            Self::PrimaryVersion => "the primary version",
+            Self::RotationSchedule => "the rotation schedule",
+            Self::VersionState => "the version state",
+            Self::KeyVersion => "the key version",
+            Self::SecretVersion => "the current version",
+            Self::AuditHead => "audit_records.hash",
+        })
+    }
 }
 
 /// The audit writer's own connection: every call blocks; one thread owns it.
@@ -135,7 +203,8 @@ pub struct SealedSecret {
 pub struct NewSecretVersion {
     /// The secret.
     pub path: SecretPath,
-    /// Its number: the current version the writer saw, plus one. Recording fails `Stale` when
+    /// Its number: the current version the writer saw, plus one. Recording fails
+    /// `Stale { what: SecretVersion }` when
     /// the current version has moved on.
     pub version: u32,
     /// Check-and-set: record only if the current version equals this (0 = absent).
@@ -244,9 +313,21 @@ pub enum VersionOp {
     Destroy,
 }
 
-/// Metadata storage.
+/// Keys, their versions and aliases, the wrap budget, and the references that guard destruction.
+///
+/// Contract:
+/// - Key names and alias names are unique: a second one fails
+///   `Conflict { constraint: "keys.name" }` / `"aliases.name"` and changes nothing.
+/// - A change decided on state read earlier names that state and fails `Stale` (with the
+///   [`StaleKind`] of what moved) instead of overwriting a concurrent change: of two rotations
+///   from the same primary exactly one wins.
+/// - A version is never marked destroyed while a stored wrapped data key references it:
+///   [`KeyStore::destroy_versions`] counts and marks in one transaction and fails
+///   `InUse { count }` otherwise.
+/// - Two-store writes: the device object is created first and then recorded here; when
+///   recording fails the caller destroys the object again.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait KeyStore: Send + Sync {
     /// Records a new key and all its versions in one transaction.
     ///
     /// # Errors
@@ -265,101 +346,10 @@ pub trait Store: Send + Sync + 'static {
     /// Database errors.
     async fn list_keys(&self, after: Option<&KeyName>, limit: u32) -> Result<Vec<Key>, StoreError>;
 
-    /// Records a new bearer token (its hash only).
-    ///
-    /// # Errors
-    /// `Conflict { constraint: "tokens.id" }` on an id collision.
-    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
-
-    /// The token with public id `id`.
-    ///
-    /// # Errors
-    /// Database errors; a missing token is `Ok(None)`.
-    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
-
-    /// How many tokens exist (0 on a fresh install: time to mint the bootstrap token).
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn token_count(&self) -> Result<u64, StoreError>;
-
-    /// The secret at `path` with its version history (no ciphertexts).
-    ///
-    /// # Errors
-    /// Database errors; a missing secret is `Ok(None)`.
-    async fn secret(&self, path: &SecretPath) -> Result<Option<SecretRecord>, StoreError>;
-
-    /// Up to `limit` secrets whose path starts with `prefix`, ordered by path, after `after`.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn list_secrets(
-        &self,
-        prefix: &str,
-        after: Option<&SecretPath>,
-        limit: u32,
-    ) -> Result<Vec<SecretRecord>, StoreError>;
-
-    /// The wrapped data key and ciphertext of one version; `None` once destroyed or absent.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn secret_version_data(
-        &self,
-        path: &SecretPath,
-        version: u32,
-    ) -> Result<Option<SealedSecret>, StoreError>;
-
-    /// Records a version in one transaction: creates the path if needed, checks `cas`, the
-    /// version number and the rotation claim, inserts, then destroys the oldest versions beyond
-    /// `max_versions`. Returns the versions that pruning destroyed.
-    ///
-    /// # Errors
-    /// `CheckAndSet { current }`, `Stale`, database errors. Nothing is written on error.
-    async fn insert_secret_version(&self, v: &NewSecretVersion) -> Result<Vec<u32>, StoreError>;
-
-    /// Creates the secret (with `key_id`, `default_max_versions`) if absent, applies `update`,
-    /// prunes to the new `max_versions`; returns the record.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn put_secret_metadata(
-        &self,
-        path: &SecretPath,
-        key_id: KeyId,
-        default_max_versions: u32,
-        update: &MetadataUpdate,
-        now: OffsetDateTime,
-    ) -> Result<SecretRecord, StoreError>;
-
-    /// Applies `op` to `versions` of `path`; returns the versions whose state changed.
-    /// Destroying erases ciphertext and wrapped data key and checkpoints the journal so the
-    /// erased bytes leave the WAL file too.
-    ///
-    /// # Errors
-    /// `NotFound` when a version does not exist; database errors.
-    async fn update_secret_versions(
-        &self,
-        path: &SecretPath,
-        versions: &[u32],
-        op: VersionOp,
-        now: OffsetDateTime,
-    ) -> Result<Vec<u32>, StoreError>;
-
-    /// Generated secrets whose rotation is due at `now`, with the `next_rotation_at` seen.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn due_rotations(
-        &self,
-        now: OffsetDateTime,
-        limit: u32,
-    ) -> Result<Vec<(SecretPath, OffsetDateTime)>, StoreError>;
-
     /// Applies `update` to key `id` (see [`KeyUpdate`]) and returns the key.
     ///
     /// # Errors
-    /// `NotFound`; `Stale` when the key is no longer in `expected_state`.
+    /// `NotFound`; `Stale { what: KeyState }` when the key is no longer in `expected_state`.
     async fn update_key(
         &self,
         id: KeyId,
@@ -371,7 +361,8 @@ pub trait Store: Send + Sync + 'static {
     /// is still `expected_primary` and, for scheduled rotations, the schedule claim.
     ///
     /// # Errors
-    /// `Stale` when another rotation got there first.
+    /// `Stale { what: PrimaryVersion }` when another rotation got there first;
+    /// `Stale { what: RotationSchedule }` when the schedule claim was taken.
     async fn add_key_version(
         &self,
         id: KeyId,
@@ -383,7 +374,7 @@ pub trait Store: Send + Sync + 'static {
     /// Moves a version from one of `from` to `to`.
     ///
     /// # Errors
-    /// `NotFound`; `Stale` when the version is not in one of `from`.
+    /// `NotFound`; `Stale { what: VersionState }` when the version is not in one of `from`.
     async fn set_version_state(
         &self,
         id: KeyId,
@@ -398,7 +389,8 @@ pub trait Store: Send + Sync + 'static {
     /// `destroyed` too.
     ///
     /// # Errors
-    /// `InUse { count }`; `Stale` when a version is primary (and not `whole_key`) or gone.
+    /// `InUse { count }` (nothing changed); `Stale { what: PrimaryVersion }` when a version is
+    /// primary (and not `whole_key`); `NotFound` when a version is not the key's.
     async fn destroy_versions(
         &self,
         id: KeyId,
@@ -406,6 +398,13 @@ pub trait Store: Send + Sync + 'static {
         whole_key: bool,
         now: OffsetDateTime,
     ) -> Result<Key, StoreError>;
+
+    /// How many stored wrapped data keys each version of `id` wraps (versions with none are
+    /// listed with 0).
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn references(&self, id: KeyId) -> Result<Vec<(KeyVersion, u64)>, StoreError>;
 
     /// Records that a version's device object is gone.
     ///
@@ -418,13 +417,6 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Database errors.
     async fn pending_device_destroys(&self) -> Result<Vec<RootKeyRef>, StoreError>;
-
-    /// How many stored wrapped data keys each version of `id` wraps (versions with none are
-    /// listed with 0).
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn references(&self, id: KeyId) -> Result<Vec<(KeyVersion, u64)>, StoreError>;
 
     /// Reserves `n` more wraps under a version; returns the new total reserved.
     ///
@@ -482,78 +474,15 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Database errors.
     async fn delete_alias(&self, name: &KeyName) -> Result<bool, StoreError>;
+}
 
-    /// Records a new job.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn create_job(&self, job: &Job) -> Result<(), StoreError>;
-
-    /// The job `id`.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
-
-    /// Jobs, newest first; only `state` ones when given.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>, StoreError>;
-
-    /// Up to `limit` stored data keys of `key_id` wrapped under a version other than `target`,
-    /// in (path, version) order, after `after` when given.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn rewrap_candidates(
-        &self,
-        key_id: KeyId,
-        target: KeyVersion,
-        after: Option<&(SecretPath, u32)>,
-        limit: u32,
-    ) -> Result<Vec<RewrapItem>, StoreError>;
-
-    /// Commits one batch atomically: each item's new wrapped data key replaces the old one only
-    /// if the row still holds the old one; the job's `done` and `failed_items` advance, and a
-    /// `batch` event is added to its trail, in the same transaction. Returns how many rows
-    /// changed.
-    ///
-    /// # Errors
-    /// `Stale` when `target` is no longer the key's enabled primary version; database errors.
-    /// Nothing of the batch is written on error.
-    async fn apply_rewrap(&self, batch: &RewrapBatch) -> Result<u64, StoreError>;
-
-    /// A job's trail: its start, every committed batch, its end.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn job_events(&self, id: &str) -> Result<Vec<JobEvent>, StoreError>;
-
-    /// Ends a job.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn finish_job(
-        &self,
-        id: &str,
-        state: JobState,
-        error: Option<String>,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-
-    /// Tokens of `principal` (or all), newest first. Metadata only is ever shown.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn list_tokens(&self, principal: Option<&str>) -> Result<Vec<TokenRecord>, StoreError>;
-
-    /// Revokes a token at once; false when there is none.
-    ///
-    /// # Errors
-    /// Database errors.
-    async fn revoke_token(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
-
+/// Principals, policies and bearer tokens (their hashes only).
+///
+/// Contract: principal names and token ids are unique (`Conflict { constraint:
+/// "principals.name" }` / `"tokens.id"`, nothing changed); deleting a principal revokes its
+/// tokens in the same transaction; a revoked token stays revoked.
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
     /// The principal `name`.
     ///
     /// # Errors
@@ -612,18 +541,216 @@ pub trait Store: Send + Sync + 'static {
     /// Database errors.
     async fn delete_policy(&self, name: &str) -> Result<bool, StoreError>;
 
-    /// The audit chain's tail: the last record, the last checkpoint, the last archive.
+    /// Records a new bearer token (its hash only).
     ///
     /// # Errors
-    /// Database errors; `Corrupt` for unreadable rows.
-    async fn audit_tail(&self) -> Result<AuditTail, StoreError>;
+    /// `Conflict { constraint: "tokens.id" }` on an id collision.
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
 
+    /// The token with public id `id`.
+    ///
+    /// # Errors
+    /// Database errors; a missing token is `Ok(None)`.
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// How many tokens exist (0 on a fresh install: time to mint the bootstrap token).
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn token_count(&self) -> Result<u64, StoreError>;
+
+    /// Tokens of `principal` (or all), newest first. Metadata only is ever shown.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn list_tokens(&self, principal: Option<&str>) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes a token at once; false when there is none.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn revoke_token(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+}
+
+/// Versioned secrets: ciphertexts and wrapped data keys only, never a value or a data key.
+///
+/// Contract:
+/// - Version numbers of a path are allocated from 1 without gaps or duplicates: the writer names
+///   the number it expects (the current version it read, plus one) and loses with
+///   `Stale { what: StaleKind::SecretVersion }` when another writer took it.
+/// - Check-and-set fails `CheckAndSet { current }`; a claimed rotation fails
+///   `Stale { what: StaleKind::RotationSchedule }`; a data key wrapped under a version that can no
+///   longer wrap fails `Stale { what: StaleKind::KeyVersion }`. Nothing of a failed write is
+///   stored.
+/// - Every stored wrapped data key counts as a reference to its key version (see
+///   [`KeyStore::references`]).
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The secret at `path` with its version history (no ciphertexts).
+    ///
+    /// # Errors
+    /// Database errors; a missing secret is `Ok(None)`.
+    async fn secret(&self, path: &SecretPath) -> Result<Option<SecretRecord>, StoreError>;
+
+    /// Up to `limit` secrets whose path starts with `prefix`, ordered by path, after `after`.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn list_secrets(
+        &self,
+        prefix: &str,
+        after: Option<&SecretPath>,
+        limit: u32,
+    ) -> Result<Vec<SecretRecord>, StoreError>;
+
+    /// The wrapped data key and ciphertext of one version; `None` once destroyed or absent.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn secret_version_data(
+        &self,
+        path: &SecretPath,
+        version: u32,
+    ) -> Result<Option<SealedSecret>, StoreError>;
+
+    /// Records a version in one transaction: creates the path if needed, checks `cas`, the
+    /// version number and the rotation claim, inserts, then destroys the oldest versions beyond
+    /// `max_versions`. Returns the versions that pruning destroyed.
+    ///
+    /// # Errors
+    /// `CheckAndSet { current }`; `Stale` with `SecretVersion`, `RotationSchedule` or
+    /// `KeyVersion` (see the trait); database errors. Nothing is written on error.
+    async fn insert_secret_version(&self, v: &NewSecretVersion) -> Result<Vec<u32>, StoreError>;
+
+    /// Creates the secret (with `key_id`, `default_max_versions`) if absent, applies `update`,
+    /// prunes to the new `max_versions`; returns the record.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn put_secret_metadata(
+        &self,
+        path: &SecretPath,
+        key_id: KeyId,
+        default_max_versions: u32,
+        update: &MetadataUpdate,
+        now: OffsetDateTime,
+    ) -> Result<SecretRecord, StoreError>;
+
+    /// Applies `op` to `versions` of `path`; returns the versions whose state changed.
+    /// Destroying erases ciphertext and wrapped data key and checkpoints the journal so the
+    /// erased bytes leave the WAL file too.
+    ///
+    /// # Errors
+    /// `NotFound` when a version does not exist; database errors.
+    async fn update_secret_versions(
+        &self,
+        path: &SecretPath,
+        versions: &[u32],
+        op: VersionOp,
+        now: OffsetDateTime,
+    ) -> Result<Vec<u32>, StoreError>;
+
+    /// Generated secrets whose rotation is due at `now`, with the `next_rotation_at` seen.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn due_rotations(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(SecretPath, OffsetDateTime)>, StoreError>;
+}
+
+/// Background jobs (re-wrap) and their trail.
+///
+/// Contract: a re-wrap batch ([`JobStore::apply_rewrap`]) commits the new wrapped data keys, the
+/// job's progress counters and its trail event in one transaction, or nothing; an item is
+/// replaced only while it still holds the wrapped key the job read, so a concurrent write is
+/// never overwritten; a target that is no longer the enabled primary fails the whole batch
+/// `Stale { what: StaleKind::KeyVersion }`.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Records a new job.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn create_job(&self, job: &Job) -> Result<(), StoreError>;
+
+    /// The job `id`.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+
+    /// Jobs, newest first; only `state` ones when given.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>, StoreError>;
+
+    /// Up to `limit` stored data keys of `key_id` wrapped under a version other than `target`,
+    /// in (path, version) order, after `after` when given.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn rewrap_candidates(
+        &self,
+        key_id: KeyId,
+        target: KeyVersion,
+        after: Option<&(SecretPath, u32)>,
+        limit: u32,
+    ) -> Result<Vec<RewrapItem>, StoreError>;
+
+    /// Commits one batch atomically: each item's new wrapped data key replaces the old one only
+    /// if the row still holds the old one; the job's `done` and `failed_items` advance, and a
+    /// `batch` event is added to its trail, in the same transaction. Returns how many rows
+    /// changed.
+    ///
+    /// # Errors
+    /// `Stale { what: KeyVersion }` when `target` is no longer the key's enabled primary version;
+    /// database errors.
+    /// Nothing of the batch is written on error.
+    async fn apply_rewrap(&self, batch: &RewrapBatch) -> Result<u64, StoreError>;
+
+    /// A job's trail: its start, every committed batch, its end.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn job_events(&self, id: &str) -> Result<Vec<JobEvent>, StoreError>;
+
+    /// Ends a job.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn finish_job(
+        &self,
+        id: &str,
+        state: JobState,
+        error: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+}
+
+/// The hash-chained audit log.
+///
+/// Contract: one writer appends through [`AuditAppender`] in group commits, durable on return;
+/// sequences are contiguous; ranges come back in sequence order; the tail names the last record,
+/// checkpoint and archive; archiving removes a prefix only while the archive's head is the stored
+/// hash of its last record (`Stale { what: StaleKind::AuditHead }` otherwise).
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// A dedicated connection for the audit writer, used from its own thread (blocking), so
     /// audit commits neither wait for nor hold up the connection the requests use.
     ///
     /// # Errors
     /// Database errors.
     async fn audit_appender(&self) -> Result<Box<dyn AuditAppender>, StoreError>;
+
+    /// The audit chain's tail: the last record, the last checkpoint, the last archive.
+    ///
+    /// # Errors
+    /// Database errors; `Corrupt` for unreadable rows.
+    async fn audit_tail(&self) -> Result<AuditTail, StoreError>;
 
     /// Records with `after < sequence <= until`, in order, at most `limit`.
     ///
@@ -656,9 +783,16 @@ pub trait Store: Send + Sync + 'static {
     /// Fails `Stale` when `archive.head` is not the stored hash of record `through`.
     ///
     /// # Errors
-    /// `Stale`, `NotFound` (no such record), database errors.
+    /// `Stale { what: AuditHead }`, `NotFound` (no such record), database errors.
     async fn archive_audit(&self, archive: &AuditArchive) -> Result<u64, StoreError>;
+}
 
+/// All of the store: what the service holds as `Arc<dyn Store>`. One object (e.g.
+/// [`sqlite::SqliteStore`]) implements every concern; readiness belongs to the whole database.
+#[async_trait]
+pub trait Store:
+    KeyStore + IdentityStore + SecretStore + JobStore + AuditStore + Send + Sync + 'static
+{
     /// Proves the database accepts a durable write now (readiness).
     ///
     /// # Errors

@@ -29,6 +29,7 @@ mod restart;
 mod rewrap;
 mod secrets;
 mod startup;
+mod store_conformance;
 mod throttle;
 mod tls;
 mod tpm_device;

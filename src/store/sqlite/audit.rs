@@ -3,19 +3,20 @@
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
+use super::error::Error;
 use crate::audit::{AuditArchive, AuditEntry, AuditFilter, AuditRecord, Checkpoint, Outcome};
-use crate::store::{AuditAppender, AuditTail, StoreError};
+use crate::store::{AuditAppender, AuditTail, StaleKind, StoreError};
 
 /// The audit writer's own connection.
 pub struct Appender(pub Connection);
 
 impl AuditAppender for Appender {
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        append(&mut self.0, records)
+        append(&mut self.0, records).map_err(Error::into_store)
     }
 
     fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        insert_checkpoint(&self.0, checkpoint)
+        insert_checkpoint(&self.0, checkpoint).map_err(Error::into_store)
     }
 
     fn range(
@@ -24,11 +25,11 @@ impl AuditAppender for Appender {
         until: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        range(&self.0, after, until, limit)
+        range(&self.0, after, until, limit).map_err(Error::into_store)
     }
 
     fn tail(&mut self) -> Result<AuditTail, StoreError> {
-        tail(&self.0)
+        tail(&self.0).map_err(Error::into_store)
     }
 }
 
@@ -39,8 +40,8 @@ const RECORD_COLUMNS: &str = "sequence, time, node, request_id, method, route, p
 const CHECKPOINT_COLUMNS: &str =
     "sequence, head, time, node, algorithm, key_fingerprint, signature";
 
-fn corrupt(column: &'static str) -> StoreError {
-    StoreError::Corrupt { column }
+fn corrupt(column: &'static str) -> Error {
+    StoreError::Corrupt { column }.into()
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -79,7 +80,7 @@ fn raw_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
     ))
 }
 
-fn record(raw: RawRecord) -> Result<AuditRecord, StoreError> {
+fn record(raw: RawRecord) -> Result<AuditRecord, Error> {
     let (
         (sequence, time, node, request_id, method, route),
         (principal, credential, source, action, resource),
@@ -136,7 +137,7 @@ fn checkpoint(r: &Row<'_>) -> rusqlite::Result<(i64, Checkpoint)> {
     ))
 }
 
-fn checkpoint_of((seq, mut c): (i64, Checkpoint)) -> Result<Checkpoint, StoreError> {
+fn checkpoint_of((seq, mut c): (i64, Checkpoint)) -> Result<Checkpoint, Error> {
     c.sequence = u64::try_from(seq).map_err(|_| corrupt("audit_checkpoints.sequence"))?;
     Ok(c)
 }
@@ -155,7 +156,7 @@ fn archive(r: &Row<'_>) -> rusqlite::Result<(i64, AuditArchive)> {
     ))
 }
 
-pub fn tail(conn: &Connection) -> Result<AuditTail, StoreError> {
+pub(super) fn tail(conn: &Connection) -> Result<AuditTail, Error> {
     let last = conn
         .query_row(
             "SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1",
@@ -190,7 +191,7 @@ pub fn tail(conn: &Connection) -> Result<AuditTail, StoreError> {
         .optional()?
         .map(|(s, mut a)| {
             a.through = u64::try_from(s).map_err(|_| corrupt("audit_archives.through_sequence"))?;
-            Ok::<_, StoreError>(a)
+            Ok::<_, Error>(a)
         })
         .transpose()?;
     Ok(AuditTail {
@@ -200,7 +201,7 @@ pub fn tail(conn: &Connection) -> Result<AuditTail, StoreError> {
     })
 }
 
-pub fn append(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), StoreError> {
+pub(super) fn append(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut stmt = tx.prepare_cached(&format!(
@@ -245,7 +246,7 @@ pub fn append(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), Stor
     Ok(())
 }
 
-pub fn insert_checkpoint(conn: &Connection, c: &Checkpoint) -> Result<(), StoreError> {
+pub(super) fn insert_checkpoint(conn: &Connection, c: &Checkpoint) -> Result<(), Error> {
     conn.execute(
         &format!("INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
         params![
@@ -261,12 +262,12 @@ pub fn insert_checkpoint(conn: &Connection, c: &Checkpoint) -> Result<(), StoreE
     Ok(())
 }
 
-pub fn range(
+pub(super) fn range(
     conn: &Connection,
     after: u64,
     until: u64,
     limit: u32,
-) -> Result<Vec<AuditRecord>, StoreError> {
+) -> Result<Vec<AuditRecord>, Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {RECORD_COLUMNS} FROM audit_records
          WHERE sequence > ?1 AND sequence <= ?2 ORDER BY sequence LIMIT ?3"
@@ -277,7 +278,7 @@ pub fn range(
     rows.into_iter().map(record).collect()
 }
 
-pub fn search(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+pub(super) fn search(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditRecord>, Error> {
     let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE sequence > ?1");
     let mut args: Vec<SqlValue> = vec![SqlValue::Integer(to_i64(f.after))];
     let mut add = |column: &str, op: &str, value: Option<String>| {
@@ -301,11 +302,11 @@ pub fn search(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditRecord>, St
     rows.into_iter().map(record).collect()
 }
 
-pub fn checkpoints(
+pub(super) fn checkpoints(
     conn: &Connection,
     after: u64,
     until: u64,
-) -> Result<Vec<Checkpoint>, StoreError> {
+) -> Result<Vec<Checkpoint>, Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints
          WHERE sequence > ?1 AND sequence <= ?2 ORDER BY sequence"
@@ -316,7 +317,7 @@ pub fn checkpoints(
     rows.into_iter().map(checkpoint_of).collect()
 }
 
-pub fn archive_through(conn: &mut Connection, a: &AuditArchive) -> Result<u64, StoreError> {
+pub(super) fn archive_through(conn: &mut Connection, a: &AuditArchive) -> Result<u64, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let stored: Option<String> = tx
         .query_row(
@@ -326,11 +327,12 @@ pub fn archive_through(conn: &mut Connection, a: &AuditArchive) -> Result<u64, S
         )
         .optional()?;
     match stored {
-        None => return Err(StoreError::NotFound),
+        None => return Err(StoreError::NotFound.into()),
         Some(h) if h != a.head => {
             return Err(StoreError::Stale {
-                what: "audit_records.hash",
-            })
+                what: StaleKind::AuditHead,
+            }
+            .into())
         }
         Some(_) => {}
     }

@@ -3,12 +3,13 @@
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
+use super::error::Error;
 use super::{parse_time, time_text};
 use crate::domain::{KeyName, PolicyRecord, PrincipalRecord, TokenRecord};
 use crate::store::StoreError;
 
-fn corrupt(column: &'static str) -> StoreError {
-    StoreError::Corrupt { column }
+fn corrupt(column: &'static str) -> Error {
+    StoreError::Corrupt { column }.into()
 }
 
 const TOKEN_COLUMNS: &str =
@@ -36,7 +37,7 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
     ))
 }
 
-fn token_of(row: TokenRow) -> Result<TokenRecord, StoreError> {
+fn token_of(row: TokenRow) -> Result<TokenRecord, Error> {
     let (id, principal, hash, description, created_at, expires_at, revoked_at) = row;
     let opt = |t: Option<String>, c| t.map(|t| parse_time(&t, c)).transpose();
     Ok(TokenRecord {
@@ -51,15 +52,16 @@ fn token_of(row: TokenRow) -> Result<TokenRecord, StoreError> {
 }
 
 /// Inserts a token.
-pub(super) fn insert_token(conn: &mut Connection, t: &TokenRecord) -> Result<(), StoreError> {
+pub(super) fn insert_token(conn: &mut Connection, t: &TokenRecord) -> Result<(), Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let taken: Option<i64> = tx
         .query_row("SELECT 1 FROM tokens WHERE id = ?1", [&t.id], |r| r.get(0))
         .optional()?;
     if taken.is_some() {
         return Err(StoreError::Conflict {
-            constraint: "tokens.id",
-        });
+            constraint: "tokens.id".into(),
+        }
+        .into());
     }
     tx.execute(
         &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
@@ -78,7 +80,7 @@ pub(super) fn insert_token(conn: &mut Connection, t: &TokenRecord) -> Result<(),
 }
 
 /// The token `id`.
-pub(super) fn token(conn: &Connection, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+pub(super) fn token(conn: &Connection, id: &str) -> Result<Option<TokenRecord>, Error> {
     conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"))?
         .query_row([id], token_row)
         .optional()?
@@ -90,7 +92,7 @@ pub(super) fn token(conn: &Connection, id: &str) -> Result<Option<TokenRecord>, 
 pub(super) fn list_tokens(
     conn: &Connection,
     principal: Option<&str>,
-) -> Result<Vec<TokenRecord>, StoreError> {
+) -> Result<Vec<TokenRecord>, Error> {
     let rows = conn
         .prepare_cached(&format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE (?1 IS NULL OR principal = ?1) ORDER BY created_at DESC, id LIMIT 10000"
@@ -105,7 +107,7 @@ pub(super) fn revoke_token(
     conn: &Connection,
     id: &str,
     now: OffsetDateTime,
-) -> Result<bool, StoreError> {
+) -> Result<bool, Error> {
     let exists: Option<i64> = conn
         .query_row("SELECT 1 FROM tokens WHERE id = ?1", [id], |r| r.get(0))
         .optional()?;
@@ -120,13 +122,13 @@ pub(super) fn revoke_token(
 }
 
 /// How many tokens exist.
-pub(super) fn token_count(conn: &Connection) -> Result<u64, StoreError> {
+pub(super) fn token_count(conn: &Connection) -> Result<u64, Error> {
     Ok(conn.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?)
 }
 
 type PrincipalRow = (String, String, String, String, String);
 
-fn principal_of(row: PrincipalRow) -> Result<PrincipalRecord, StoreError> {
+fn principal_of(row: PrincipalRow) -> Result<PrincipalRecord, Error> {
     let (name, attributes, policies, created, updated) = row;
     let policies: Vec<String> =
         serde_json::from_str(&policies).map_err(|_| corrupt("principals.policies"))?;
@@ -144,10 +146,7 @@ fn principal_of(row: PrincipalRow) -> Result<PrincipalRecord, StoreError> {
 }
 
 /// The principal `name`.
-pub(super) fn principal(
-    conn: &Connection,
-    name: &str,
-) -> Result<Option<PrincipalRecord>, StoreError> {
+pub(super) fn principal(conn: &Connection, name: &str) -> Result<Option<PrincipalRecord>, Error> {
     conn.prepare_cached(
         "SELECT name, attributes, policies, created_at, updated_at FROM principals WHERE name = ?1",
     )?
@@ -160,7 +159,7 @@ pub(super) fn principal(
 }
 
 /// Every principal, by name.
-pub(super) fn list_principals(conn: &Connection) -> Result<Vec<PrincipalRecord>, StoreError> {
+pub(super) fn list_principals(conn: &Connection) -> Result<Vec<PrincipalRecord>, Error> {
     let rows = conn
         .prepare_cached("SELECT name, attributes, policies, created_at, updated_at FROM principals ORDER BY name LIMIT 10000")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
@@ -173,16 +172,17 @@ pub(super) fn put_principal(
     conn: &mut Connection,
     p: &PrincipalRecord,
     create_only: bool,
-) -> Result<PrincipalRecord, StoreError> {
+) -> Result<PrincipalRecord, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let existing = principal(&tx, p.name.as_str())?;
     match (&existing, create_only) {
         (Some(_), true) => {
             return Err(StoreError::Conflict {
-                constraint: "principals.name",
-            })
+                constraint: "principals.name".into(),
+            }
+            .into())
         }
-        (None, false) => return Err(StoreError::NotFound),
+        (None, false) => return Err(StoreError::NotFound.into()),
         _ => {}
     }
     let attributes =
@@ -207,7 +207,7 @@ pub(super) fn delete_principal(
     conn: &mut Connection,
     name: &str,
     now: OffsetDateTime,
-) -> Result<bool, StoreError> {
+) -> Result<bool, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let n = tx.execute("DELETE FROM principals WHERE name = ?1", [name])?;
     tx.execute(
@@ -220,7 +220,7 @@ pub(super) fn delete_principal(
 
 type PolicyRow = (String, u32, String, String, String);
 
-fn policy_of(row: PolicyRow) -> Result<PolicyRecord, StoreError> {
+fn policy_of(row: PolicyRow) -> Result<PolicyRecord, Error> {
     let (name, version, document, created, updated) = row;
     Ok(PolicyRecord {
         name: KeyName::try_from(name).map_err(|_| corrupt("policies.name"))?,
@@ -232,7 +232,7 @@ fn policy_of(row: PolicyRow) -> Result<PolicyRecord, StoreError> {
 }
 
 /// The policy `name` (current version).
-pub(super) fn policy(conn: &Connection, name: &str) -> Result<Option<PolicyRecord>, StoreError> {
+pub(super) fn policy(conn: &Connection, name: &str) -> Result<Option<PolicyRecord>, Error> {
     conn.prepare_cached(
         "SELECT name, version, document, created_at, updated_at FROM policies WHERE name = ?1",
     )?
@@ -245,7 +245,7 @@ pub(super) fn policy(conn: &Connection, name: &str) -> Result<Option<PolicyRecor
 }
 
 /// Every policy, by name.
-pub(super) fn list_policies(conn: &Connection) -> Result<Vec<PolicyRecord>, StoreError> {
+pub(super) fn list_policies(conn: &Connection) -> Result<Vec<PolicyRecord>, Error> {
     let rows = conn
         .prepare_cached("SELECT name, version, document, created_at, updated_at FROM policies ORDER BY name LIMIT 10000")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
@@ -261,7 +261,7 @@ pub(super) fn put_policy(
     document: &serde_json::Value,
     only_if_absent: bool,
     now: OffsetDateTime,
-) -> Result<PolicyRecord, StoreError> {
+) -> Result<PolicyRecord, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let existing = policy(&tx, name.as_str())?;
     if let (Some(e), true) = (&existing, only_if_absent) {
@@ -286,6 +286,6 @@ pub(super) fn put_policy(
 }
 
 /// Deletes a policy (its history stays in `policy_versions`); false when there was none.
-pub(super) fn delete_policy(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+pub(super) fn delete_policy(conn: &Connection, name: &str) -> Result<bool, Error> {
     Ok(conn.execute("DELETE FROM policies WHERE name = ?1", [name])? > 0)
 }

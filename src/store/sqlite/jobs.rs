@@ -3,14 +3,15 @@
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
+use super::error::Error;
 use super::{millis, parse_time, time_text};
 use crate::domain::job::{Job, JobEvent, JobKind, JobState};
 use crate::domain::secret::SecretPath;
 use crate::domain::{KeyId, KeyVersion, VersionState};
 use crate::store::{RewrapBatch, RewrapItem, StoreError};
 
-fn corrupt(column: &'static str) -> StoreError {
-    StoreError::Corrupt { column }
+fn corrupt(column: &'static str) -> Error {
+    StoreError::Corrupt { column }.into()
 }
 
 const JOB_COLUMNS: &str = "id, kind, key_id, target_version, state, done, failed_items, \
@@ -46,7 +47,7 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
     ))
 }
 
-fn job_of(row: JobRow) -> Result<Job, StoreError> {
+fn job_of(row: JobRow) -> Result<Job, Error> {
     let (id, kind, key_id, target, state, done, failed, last_error, created, updated, finished) =
         row;
     Ok(Job {
@@ -78,7 +79,7 @@ fn event(
     failed: u64,
     detail: Option<&str>,
     now: &str,
-) -> Result<(), StoreError> {
+) -> Result<(), Error> {
     conn.execute(
         "INSERT INTO job_events (job_id, seq, at, kind, moved, failed, detail)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = ?1),
@@ -96,7 +97,7 @@ fn event(
 }
 
 /// A job's trail, oldest first.
-pub(super) fn events(conn: &Connection, job_id: &str) -> Result<Vec<JobEvent>, StoreError> {
+pub(super) fn events(conn: &Connection, job_id: &str) -> Result<Vec<JobEvent>, Error> {
     let rows = conn
         .prepare_cached(
             "SELECT seq, at, kind, moved, failed, detail FROM job_events WHERE job_id = ?1 ORDER BY seq",
@@ -120,7 +121,7 @@ pub(super) fn events(conn: &Connection, job_id: &str) -> Result<Vec<JobEvent>, S
 }
 
 /// Inserts a job and its `started` event.
-pub(super) fn create(conn: &mut Connection, job: &Job) -> Result<(), StoreError> {
+pub(super) fn create(conn: &mut Connection, job: &Job) -> Result<(), Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let detail = format!("re-wrap to version {}", job.target_version);
     insert_with_event(&tx, job, &detail)?;
@@ -128,7 +129,7 @@ pub(super) fn create(conn: &mut Connection, job: &Job) -> Result<(), StoreError>
     Ok(())
 }
 
-fn insert_with_event(conn: &Connection, job: &Job, detail: &str) -> Result<(), StoreError> {
+fn insert_with_event(conn: &Connection, job: &Job, detail: &str) -> Result<(), Error> {
     conn.execute(
         &format!(
             "INSERT INTO jobs ({JOB_COLUMNS}, started_at)
@@ -160,7 +161,7 @@ fn insert_with_event(conn: &Connection, job: &Job, detail: &str) -> Result<(), S
 }
 
 /// The job `id`.
-pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
+pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<Job>, Error> {
     conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
         .query_row([id], job_row)
         .optional()?
@@ -173,7 +174,7 @@ pub(super) fn list(
     conn: &Connection,
     state: Option<JobState>,
     limit: u32,
-) -> Result<Vec<Job>, StoreError> {
+) -> Result<Vec<Job>, Error> {
     let rows = conn
         .prepare_cached(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR state = ?1)
@@ -191,7 +192,7 @@ pub(super) fn candidates(
     target: KeyVersion,
     after: Option<&(SecretPath, u32)>,
     limit: u32,
-) -> Result<Vec<RewrapItem>, StoreError> {
+) -> Result<Vec<RewrapItem>, Error> {
     let (after_path, after_version) = after.map_or(("", 0), |(p, v)| (p.as_str(), *v));
     let rows = conn
         .prepare_cached(
@@ -231,7 +232,7 @@ pub(super) fn candidates(
 }
 
 /// Commits one re-wrap batch (see the trait docs).
-pub(super) fn apply(conn: &mut Connection, batch: &RewrapBatch) -> Result<u64, StoreError> {
+pub(super) fn apply(conn: &mut Connection, batch: &RewrapBatch) -> Result<u64, Error> {
     let RewrapBatch {
         job_id,
         key_id,
@@ -297,7 +298,7 @@ pub(super) fn finish(
     state: JobState,
     error: Option<String>,
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> Result<(), Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = time_text(now);
     event(&tx, id, state.as_str(), 0, 0, error.as_deref(), &now)?;

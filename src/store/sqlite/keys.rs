@@ -3,23 +3,24 @@
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use time::OffsetDateTime;
 
+use super::error::Error;
 use super::{from_millis, millis, parse_time, time_text};
 use crate::domain::secret::HumanDuration;
 use crate::domain::{
     Algorithm, Alias, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion,
     KeyVersionRecord, RootKeyRef, VersionState, WrapMode,
 };
-use crate::store::{KeyUpdate, RotationClaim, StoreError};
+use crate::store::{KeyUpdate, RotationClaim, StaleKind, StoreError};
 
-fn corrupt(column: &'static str) -> StoreError {
-    StoreError::Corrupt { column }
+fn corrupt(column: &'static str) -> Error {
+    StoreError::Corrupt { column }.into()
 }
 
 fn algorithm_name(a: Algorithm) -> &'static str {
     a.as_str()
 }
 
-fn parse_algorithm(s: &str) -> Result<Algorithm, StoreError> {
+fn parse_algorithm(s: &str) -> Result<Algorithm, Error> {
     Algorithm::parse(s).ok_or(corrupt("key_versions.algorithm"))
 }
 
@@ -64,11 +65,11 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
     })
 }
 
-fn version(n: u32, column: &'static str) -> Result<KeyVersion, StoreError> {
+fn version(n: u32, column: &'static str) -> Result<KeyVersion, Error> {
     KeyVersion::new(n).ok_or(corrupt(column))
 }
 
-fn load(conn: &Connection, row: KeyRow) -> Result<Key, StoreError> {
+fn load(conn: &Connection, row: KeyRow) -> Result<Key, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT version, state, algorithm, created_at, destroyed_at, wraps_reserved,
                 device_blob, wrapped_kek
@@ -109,7 +110,7 @@ fn load(conn: &Connection, row: KeyRow) -> Result<Key, StoreError> {
                 },
             })
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+        .collect::<Result<Vec<_>, Error>>()?;
     Ok(Key {
         id: row.id.parse::<KeyId>().map_err(|_| corrupt("keys.id"))?,
         name: KeyName::try_from(row.name).map_err(|_| corrupt("keys.name"))?,
@@ -142,7 +143,7 @@ fn load(conn: &Connection, row: KeyRow) -> Result<Key, StoreError> {
     })
 }
 
-fn by_id(conn: &Connection, id: &str) -> Result<Option<Key>, StoreError> {
+fn by_id(conn: &Connection, id: &str) -> Result<Option<Key>, Error> {
     let row = conn
         .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"))?
         .query_row([id], key_row)
@@ -150,12 +151,12 @@ fn by_id(conn: &Connection, id: &str) -> Result<Option<Key>, StoreError> {
     row.map(|row| load(conn, row)).transpose()
 }
 
-fn must(conn: &Connection, id: KeyId) -> Result<Key, StoreError> {
-    by_id(conn, &id.to_string())?.ok_or(StoreError::NotFound)
+fn must(conn: &Connection, id: KeyId) -> Result<Key, Error> {
+    by_id(conn, &id.to_string())?.ok_or(StoreError::NotFound.into())
 }
 
 /// Inserts a key and its versions.
-pub(super) fn insert(conn: &mut Connection, key: &Key) -> Result<(), StoreError> {
+pub(super) fn insert(conn: &mut Connection, key: &Key) -> Result<(), Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let taken: Option<i64> = tx
         .query_row(
@@ -166,8 +167,9 @@ pub(super) fn insert(conn: &mut Connection, key: &Key) -> Result<(), StoreError>
         .optional()?;
     if taken.is_some() {
         return Err(StoreError::Conflict {
-            constraint: "keys.name",
-        });
+            constraint: "keys.name".into(),
+        }
+        .into());
     }
     tx.execute(
         &format!(
@@ -202,7 +204,7 @@ fn secs(d: HumanDuration) -> i64 {
     i64::try_from(d.0.as_secs()).unwrap_or(i64::MAX)
 }
 
-fn insert_version(tx: &Transaction<'_>, id: KeyId, v: &KeyVersionRecord) -> Result<(), StoreError> {
+fn insert_version(tx: &Transaction<'_>, id: KeyId, v: &KeyVersionRecord) -> Result<(), Error> {
     tx.execute(
         "INSERT INTO key_versions (key_id, version, state, algorithm, created_at, device_blob,
                                    wrapped_kek)
@@ -221,7 +223,7 @@ fn insert_version(tx: &Transaction<'_>, id: KeyId, v: &KeyVersionRecord) -> Resu
 }
 
 /// The key `r` names (an alias is followed).
-pub(super) fn get(conn: &Connection, r: &KeyRef) -> Result<Option<Key>, StoreError> {
+pub(super) fn get(conn: &Connection, r: &KeyRef) -> Result<Option<Key>, Error> {
     let (column, value) = match r {
         KeyRef::Id(id) => ("id", id.to_string()),
         KeyRef::Name(name) => ("name", name.as_str().to_owned()),
@@ -250,7 +252,7 @@ pub(super) fn list(
     conn: &Connection,
     after: Option<&KeyName>,
     limit: u32,
-) -> Result<Vec<Key>, StoreError> {
+) -> Result<Vec<Key>, Error> {
     let rows = conn
         .prepare_cached(&format!(
             "SELECT {KEY_COLUMNS} FROM keys WHERE name > ?1 ORDER BY name LIMIT ?2"
@@ -269,14 +271,15 @@ pub(super) fn update(
     id: KeyId,
     u: &KeyUpdate,
     now: OffsetDateTime,
-) -> Result<Key, StoreError> {
+) -> Result<Key, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let key = must(&tx, id)?;
     if let Some(expected) = u.expected_state {
         if key.state != expected {
             return Err(StoreError::Stale {
-                what: "the key state",
-            });
+                what: StaleKind::KeyState,
+            }
+            .into());
         }
     }
     let idt = id.to_string();
@@ -332,20 +335,22 @@ pub(super) fn add_version(
     record: &KeyVersionRecord,
     expected_primary: KeyVersion,
     schedule: Option<RotationClaim>,
-) -> Result<Key, StoreError> {
+) -> Result<Key, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let key = must(&tx, id)?;
     if key.primary_version != expected_primary {
         return Err(StoreError::Stale {
-            what: "the primary version",
-        });
+            what: StaleKind::PrimaryVersion,
+        }
+        .into());
     }
     if let Some(claim) = schedule {
         if let Some(expected) = claim.expected {
             if key.next_rotation_at.map(millis) != expected.map(millis) {
                 return Err(StoreError::Stale {
-                    what: "the rotation schedule",
-                });
+                    what: StaleKind::RotationSchedule,
+                }
+                .into());
             }
         }
     }
@@ -378,14 +383,15 @@ pub(super) fn set_version_state(
     from: &[VersionState],
     to: VersionState,
     now: OffsetDateTime,
-) -> Result<Key, StoreError> {
+) -> Result<Key, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let key = must(&tx, id)?;
     let current = key.version(v).ok_or(StoreError::NotFound)?;
     if !from.contains(&current.state) {
         return Err(StoreError::Stale {
-            what: "the version state",
-        });
+            what: StaleKind::VersionState,
+        }
+        .into());
     }
     let idt = id.to_string();
     tx.execute(
@@ -401,7 +407,7 @@ pub(super) fn set_version_state(
     Ok(key)
 }
 
-fn reference_count(conn: &Connection, id: KeyId, v: KeyVersion) -> Result<u64, StoreError> {
+fn reference_count(conn: &Connection, id: KeyId, v: KeyVersion) -> Result<u64, Error> {
     let n: i64 = conn.query_row(
         "SELECT COUNT(*) FROM secret_versions WHERE key_id = ?1 AND key_version = ?2",
         params![id.to_string(), v.get()],
@@ -417,7 +423,7 @@ pub(super) fn destroy_versions(
     versions: &[KeyVersion],
     whole_key: bool,
     now: OffsetDateTime,
-) -> Result<Key, StoreError> {
+) -> Result<Key, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let key = must(&tx, id)?;
     let mut in_use = 0;
@@ -425,13 +431,14 @@ pub(super) fn destroy_versions(
         let record = key.version(*v).ok_or(StoreError::NotFound)?;
         if record.state == VersionState::Primary && !whole_key {
             return Err(StoreError::Stale {
-                what: "the primary version",
-            });
+                what: StaleKind::PrimaryVersion,
+            }
+            .into());
         }
         in_use += reference_count(&tx, id, *v)?;
     }
     if in_use > 0 {
-        return Err(StoreError::InUse { count: in_use });
+        return Err(StoreError::InUse { count: in_use }.into());
     }
     let idt = id.to_string();
     let now_text = time_text(now);
@@ -462,10 +469,7 @@ pub(super) fn destroy_versions(
 }
 
 /// Records a device object as gone.
-pub(super) fn mark_device_destroyed(
-    conn: &Connection,
-    root: &RootKeyRef,
-) -> Result<(), StoreError> {
+pub(super) fn mark_device_destroyed(conn: &Connection, root: &RootKeyRef) -> Result<(), Error> {
     conn.execute(
         // The stored material goes with the device object: a TPM key blob or a wrapped KEK is
         // what would let the device use the key again (secure_delete overwrites the bytes).
@@ -477,7 +481,7 @@ pub(super) fn mark_device_destroyed(
 }
 
 /// Device objects whose destruction is pending.
-pub(super) fn pending_device_destroys(conn: &Connection) -> Result<Vec<RootKeyRef>, StoreError> {
+pub(super) fn pending_device_destroys(conn: &Connection) -> Result<Vec<RootKeyRef>, Error> {
     let rows = conn
         .prepare_cached(
             "SELECT key_id, version FROM key_versions WHERE device_object = 'destroy_pending'",
@@ -495,10 +499,7 @@ pub(super) fn pending_device_destroys(conn: &Connection) -> Result<Vec<RootKeyRe
 }
 
 /// Stored data keys per version.
-pub(super) fn references(
-    conn: &Connection,
-    id: KeyId,
-) -> Result<Vec<(KeyVersion, u64)>, StoreError> {
+pub(super) fn references(conn: &Connection, id: KeyId) -> Result<Vec<(KeyVersion, u64)>, Error> {
     let key = must(conn, id)?;
     key.versions
         .iter()
@@ -507,11 +508,7 @@ pub(super) fn references(
 }
 
 /// Reserves wraps.
-pub(super) fn reserve_wraps(
-    conn: &Connection,
-    root: &RootKeyRef,
-    n: u64,
-) -> Result<u64, StoreError> {
+pub(super) fn reserve_wraps(conn: &Connection, root: &RootKeyRef, n: u64) -> Result<u64, Error> {
     let n = i64::try_from(n).unwrap_or(i64::MAX);
     let total: i64 = conn.query_row(
         "UPDATE key_versions SET wraps_reserved = wraps_reserved + ?3
@@ -527,7 +524,7 @@ pub(super) fn due_rotations(
     conn: &Connection,
     now: OffsetDateTime,
     limit: u32,
-) -> Result<Vec<(KeyId, OffsetDateTime)>, StoreError> {
+) -> Result<Vec<(KeyId, OffsetDateTime)>, Error> {
     let rows = conn
         .prepare_cached(
             "SELECT id, next_rotation_at FROM keys
@@ -553,7 +550,7 @@ pub(super) fn due_deletions(
     conn: &Connection,
     now: OffsetDateTime,
     limit: u32,
-) -> Result<Vec<KeyId>, StoreError> {
+) -> Result<Vec<KeyId>, Error> {
     let rows = conn
         .prepare_cached(
             "SELECT id FROM keys WHERE state = 'pending_deletion' AND deletion_date <= ?1
@@ -570,7 +567,7 @@ fn alias_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, String)> 
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
 
-fn alias_of(row: (String, String, String, String)) -> Result<Alias, StoreError> {
+fn alias_of(row: (String, String, String, String)) -> Result<Alias, Error> {
     Ok(Alias {
         name: KeyName::try_from(row.0).map_err(|_| corrupt("aliases.name"))?,
         key_id: row.1.parse().map_err(|_| corrupt("aliases.key_id"))?,
@@ -580,7 +577,7 @@ fn alias_of(row: (String, String, String, String)) -> Result<Alias, StoreError> 
 }
 
 /// The alias `name`.
-pub(super) fn alias(conn: &Connection, name: &KeyName) -> Result<Option<Alias>, StoreError> {
+pub(super) fn alias(conn: &Connection, name: &KeyName) -> Result<Option<Alias>, Error> {
     conn.prepare_cached("SELECT name, key_id, created_at, updated_at FROM aliases WHERE name = ?1")?
         .query_row([name.as_str()], alias_row)
         .optional()?
@@ -595,17 +592,18 @@ pub(super) fn put_alias(
     key_id: KeyId,
     create_only: bool,
     now: OffsetDateTime,
-) -> Result<Alias, StoreError> {
+) -> Result<Alias, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let exists = alias(&tx, name)?.is_some();
     let now_text = time_text(now);
     match (exists, create_only) {
         (true, true) => {
             return Err(StoreError::Conflict {
-                constraint: "aliases.name",
-            })
+                constraint: "aliases.name".into(),
+            }
+            .into())
         }
-        (false, false) => return Err(StoreError::NotFound),
+        (false, false) => return Err(StoreError::NotFound.into()),
         (false, true) => {
             tx.execute(
                 "INSERT INTO aliases (name, key_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
@@ -625,7 +623,7 @@ pub(super) fn put_alias(
 }
 
 /// Every alias.
-pub(super) fn list_aliases(conn: &Connection) -> Result<Vec<Alias>, StoreError> {
+pub(super) fn list_aliases(conn: &Connection) -> Result<Vec<Alias>, Error> {
     let rows = conn
         .prepare_cached("SELECT name, key_id, created_at, updated_at FROM aliases ORDER BY name")?
         .query_map([], alias_row)?
@@ -634,7 +632,7 @@ pub(super) fn list_aliases(conn: &Connection) -> Result<Vec<Alias>, StoreError> 
 }
 
 /// Deletes an alias.
-pub(super) fn delete_alias(conn: &Connection, name: &KeyName) -> Result<bool, StoreError> {
+pub(super) fn delete_alias(conn: &Connection, name: &KeyName) -> Result<bool, Error> {
     Ok(conn.execute("DELETE FROM aliases WHERE name = ?1", [name.as_str()])? > 0)
 }
 
@@ -646,7 +644,7 @@ pub(super) fn require_version(
     key_id: KeyId,
     version: KeyVersion,
     states: &[VersionState],
-) -> Result<(), StoreError> {
+) -> Result<(), Error> {
     let row: Option<(String, String)> = tx
         .query_row(
             "SELECT k.state, v.state FROM keys k JOIN key_versions v ON v.key_id = k.id
@@ -663,7 +661,8 @@ pub(super) fn require_version(
         Ok(())
     } else {
         Err(StoreError::Stale {
-            what: "the key version",
-        })
+            what: StaleKind::KeyVersion,
+        }
+        .into())
     }
 }

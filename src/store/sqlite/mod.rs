@@ -13,15 +13,18 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 mod audit;
+mod error;
 mod identity;
 mod jobs;
 mod keys;
 mod secrets;
 
+use self::error::Error;
 use super::migrations::{Migration, SQLITE};
 use super::{
-    AuditAppender, AuditTail, KeyUpdate, MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem,
-    RotationClaim, SealedSecret, Store, StoreError, VersionOp,
+    AuditAppender, AuditStore, AuditTail, IdentityStore, JobStore, KeyStore, KeyUpdate,
+    MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RotationClaim, SealedSecret,
+    SecretStore, Store, StoreError, VersionOp,
 };
 use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
@@ -52,10 +55,33 @@ impl SqliteStore {
     ///
     /// # Errors
     /// `Io` when the file cannot be created or has loose permissions that cannot be fixed;
-    /// `Migration` naming the failing version.
+    /// `Migration` naming the failing version; `SchemaTooNew` when a newer binary migrated the
+    /// database past what this one knows.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, SQLITE).await
+    }
+
+    /// Opens the database at `path` migrated only up to `version` (at most the newest): what a
+    /// binary that knew only those migrations leaves behind. For upgrade tests; the server always
+    /// uses [`SqliteStore::open`].
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`].
+    pub async fn open_at_schema(path: &Path, version: u32) -> Result<Self, StoreError> {
+        let known = SQLITE.iter().take_while(|m| m.version <= version).count();
+        Self::open_with(path, SQLITE.get(..known).unwrap_or(SQLITE)).await
+    }
+
+    /// The newest schema version this binary knows.
+    pub fn latest_schema() -> u32 {
+        SQLITE.last().map_or(0, |m| m.version)
+    }
+
+    async fn open_with(path: &Path, migrations: &'static [Migration]) -> Result<Self, StoreError> {
         let owned = path.to_owned();
-        let conn = run_blocking(move || open_blocking(&owned)).await??;
+        let conn = run_blocking(move || open_blocking(&owned, migrations))
+            .await?
+            .map_err(Error::into_store)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
@@ -65,7 +91,7 @@ impl SqliteStore {
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
         run_blocking(move || {
@@ -75,10 +101,11 @@ impl SqliteStore {
             f(&mut guard)
         })
         .await?
+        .map_err(Error::into_store)
     }
 }
 
-fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
+fn open_blocking(path: &Path, migrations: &[Migration]) -> Result<Connection, Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
@@ -96,12 +123,12 @@ fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
         std::fs::set_permissions(path, perms)?;
     }
     let mut conn = connect(path)?;
-    migrate(&mut conn, SQLITE)?;
+    migrate(&mut conn, migrations)?;
     Ok(conn)
 }
 
 /// A connection to an existing database file with the settings every connection uses.
-fn connect(path: &Path) -> Result<Connection, StoreError> {
+fn connect(path: &Path) -> Result<Connection, Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -114,7 +141,9 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Applies every migration newer than the recorded version, each in its own transaction.
-fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreError> {
+/// Refuses a database recorded at a version newer than the last of `migrations`: a newer binary
+/// migrated it, and this one would misread what it does not know.
+fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), Error> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT;",
@@ -124,10 +153,18 @@ fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreE
         [],
         |r| r.get(0),
     )?;
+    let supported = migrations.last().map_or(0, |m| m.version);
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        }
+        .into());
+    }
     for m in migrations.iter().filter(|m| m.version > current) {
-        let wrap = |source| StoreError::Migration {
+        let wrap = |source: rusqlite::Error| StoreError::Migration {
             version: m.version,
-            source,
+            source: Box::new(source),
         };
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -172,7 +209,7 @@ pub(super) fn from_millis(ms: i64, column: &'static str) -> Result<OffsetDateTim
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: &Key) -> Result<(), StoreError> {
         let key = key.clone();
         self.with_conn(move |conn| keys::insert(conn, &key)).await
@@ -237,6 +274,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn references(&self, id: KeyId) -> Result<Vec<(KeyVersion, u64)>, StoreError> {
+        self.with_conn(move |conn| keys::references(conn, id)).await
+    }
+
     async fn mark_device_destroyed(&self, root: &RootKeyRef) -> Result<(), StoreError> {
         let root = root.clone();
         self.with_conn(move |conn| keys::mark_device_destroyed(conn, &root))
@@ -246,10 +287,6 @@ impl Store for SqliteStore {
     async fn pending_device_destroys(&self) -> Result<Vec<RootKeyRef>, StoreError> {
         self.with_conn(|conn| keys::pending_device_destroys(conn))
             .await
-    }
-
-    async fn references(&self, id: KeyId) -> Result<Vec<(KeyVersion, u64)>, StoreError> {
-        self.with_conn(move |conn| keys::references(conn, id)).await
     }
 
     async fn reserve_wraps(&self, root: &RootKeyRef, n: u64) -> Result<u64, StoreError> {
@@ -302,83 +339,10 @@ impl Store for SqliteStore {
         self.with_conn(move |conn| keys::delete_alias(conn, &name))
             .await
     }
+}
 
-    async fn create_job(&self, job: &Job) -> Result<(), StoreError> {
-        let job = job.clone();
-        self.with_conn(move |conn| jobs::create(conn, &job)).await
-    }
-
-    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        let id = id.to_owned();
-        self.with_conn(move |conn| jobs::get(conn, &id)).await
-    }
-
-    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>, StoreError> {
-        self.with_conn(move |conn| jobs::list(conn, state, limit))
-            .await
-    }
-
-    async fn rewrap_candidates(
-        &self,
-        key_id: KeyId,
-        target: KeyVersion,
-        after: Option<&(SecretPath, u32)>,
-        limit: u32,
-    ) -> Result<Vec<RewrapItem>, StoreError> {
-        let after = after.cloned();
-        self.with_conn(move |conn| jobs::candidates(conn, key_id, target, after.as_ref(), limit))
-            .await
-    }
-
-    async fn apply_rewrap(&self, batch: &RewrapBatch) -> Result<u64, StoreError> {
-        let batch = batch.clone();
-        self.with_conn(move |conn| jobs::apply(conn, &batch)).await
-    }
-
-    async fn job_events(&self, id: &str) -> Result<Vec<JobEvent>, StoreError> {
-        let id = id.to_owned();
-        self.with_conn(move |conn| jobs::events(conn, &id)).await
-    }
-
-    async fn finish_job(
-        &self,
-        id: &str,
-        state: JobState,
-        error: Option<String>,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let id = id.to_owned();
-        self.with_conn(move |conn| jobs::finish(conn, &id, state, error, now))
-            .await
-    }
-
-    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        let t = token.clone();
-        self.with_conn(move |conn| identity::insert_token(conn, &t))
-            .await
-    }
-
-    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let id = id.to_owned();
-        self.with_conn(move |conn| identity::token(conn, &id)).await
-    }
-
-    async fn token_count(&self) -> Result<u64, StoreError> {
-        self.with_conn(|conn| identity::token_count(conn)).await
-    }
-
-    async fn list_tokens(&self, principal: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
-        let principal = principal.map(str::to_owned);
-        self.with_conn(move |conn| identity::list_tokens(conn, principal.as_deref()))
-            .await
-    }
-
-    async fn revoke_token(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        self.with_conn(move |conn| identity::revoke_token(conn, &id, now))
-            .await
-    }
-
+#[async_trait]
+impl IdentityStore for SqliteStore {
     async fn principal(&self, name: &str) -> Result<Option<PrincipalRecord>, StoreError> {
         let name = name.to_owned();
         self.with_conn(move |conn| identity::principal(conn, &name))
@@ -435,6 +399,36 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let t = token.clone();
+        self.with_conn(move |conn| identity::insert_token(conn, &t))
+            .await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| identity::token(conn, &id)).await
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        self.with_conn(|conn| identity::token_count(conn)).await
+    }
+
+    async fn list_tokens(&self, principal: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        let principal = principal.map(str::to_owned);
+        self.with_conn(move |conn| identity::list_tokens(conn, principal.as_deref()))
+            .await
+    }
+
+    async fn revoke_token(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| identity::revoke_token(conn, &id, now))
+            .await
+    }
+}
+
+#[async_trait]
+impl SecretStore for SqliteStore {
     async fn secret(&self, path: &SecretPath) -> Result<Option<SecretRecord>, StoreError> {
         let path = path.clone();
         self.with_conn(move |conn| secrets::get(conn, &path)).await
@@ -501,15 +495,72 @@ impl Store for SqliteStore {
         self.with_conn(move |conn| secrets::due(conn, now, limit))
             .await
     }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn create_job(&self, job: &Job) -> Result<(), StoreError> {
+        let job = job.clone();
+        self.with_conn(move |conn| jobs::create(conn, &job)).await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| jobs::get(conn, &id)).await
+    }
+
+    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.with_conn(move |conn| jobs::list(conn, state, limit))
+            .await
+    }
+
+    async fn rewrap_candidates(
+        &self,
+        key_id: KeyId,
+        target: KeyVersion,
+        after: Option<&(SecretPath, u32)>,
+        limit: u32,
+    ) -> Result<Vec<RewrapItem>, StoreError> {
+        let after = after.cloned();
+        self.with_conn(move |conn| jobs::candidates(conn, key_id, target, after.as_ref(), limit))
+            .await
+    }
+
+    async fn apply_rewrap(&self, batch: &RewrapBatch) -> Result<u64, StoreError> {
+        let batch = batch.clone();
+        self.with_conn(move |conn| jobs::apply(conn, &batch)).await
+    }
+
+    async fn job_events(&self, id: &str) -> Result<Vec<JobEvent>, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| jobs::events(conn, &id)).await
+    }
+
+    async fn finish_job(
+        &self,
+        id: &str,
+        state: JobState,
+        error: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| jobs::finish(conn, &id, state, error, now))
+            .await
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn audit_appender(&self) -> Result<Box<dyn AuditAppender>, StoreError> {
+        let path = self.path.clone();
+        let conn = run_blocking(move || connect(&path))
+            .await?
+            .map_err(Error::into_store)?;
+        Ok(Box::new(audit::Appender(conn)))
+    }
 
     async fn audit_tail(&self) -> Result<AuditTail, StoreError> {
         self.with_conn(|conn| audit::tail(conn)).await
-    }
-
-    async fn audit_appender(&self) -> Result<Box<dyn AuditAppender>, StoreError> {
-        let path = self.path.clone();
-        let conn = run_blocking(move || connect(&path)).await??;
-        Ok(Box::new(audit::Appender(conn)))
     }
 
     async fn audit_range(
@@ -541,7 +592,10 @@ impl Store for SqliteStore {
         self.with_conn(move |conn| audit::archive_through(conn, &a))
             .await
     }
+}
 
+#[async_trait]
+impl Store for SqliteStore {
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.with_conn(|conn| {
             conn.execute(

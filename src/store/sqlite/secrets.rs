@@ -3,19 +3,22 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use time::OffsetDateTime;
 
+use super::error::Error;
 use super::{from_millis, millis, parse_time, time_text};
 use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord, SecretVersionInfo,
     SecretVersionState,
 };
 use crate::domain::{KeyId, KeyVersion, VersionState};
-use crate::store::{MetadataUpdate, NewSecretVersion, SealedSecret, StoreError, VersionOp};
+use crate::store::{
+    MetadataUpdate, NewSecretVersion, SealedSecret, StaleKind, StoreError, VersionOp,
+};
 
 const SECRET_COLUMNS: &str = "path, key_id, current_version, max_versions, expires_after_s, \
                               custom, generate, next_rotation_at, created_at, updated_at";
 
-fn corrupt(column: &'static str) -> StoreError {
-    StoreError::Corrupt { column }
+fn corrupt(column: &'static str) -> Error {
+    StoreError::Corrupt { column }.into()
 }
 
 /// A `secrets` row, raw.
@@ -47,7 +50,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     })
 }
 
-fn versions(conn: &Connection, path: &str) -> Result<Vec<SecretVersionInfo>, StoreError> {
+fn versions(conn: &Connection, path: &str) -> Result<Vec<SecretVersionInfo>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT version, state, created_at, deleted_at, destroyed_at, key_id, key_version
          FROM secret_versions WHERE path = ?1 ORDER BY version",
@@ -86,7 +89,7 @@ fn versions(conn: &Connection, path: &str) -> Result<Vec<SecretVersionInfo>, Sto
     .collect()
 }
 
-fn record(conn: &Connection, r: Row) -> Result<SecretRecord, StoreError> {
+fn record(conn: &Connection, r: Row) -> Result<SecretRecord, Error> {
     let versions = versions(conn, &r.path)?;
     Ok(SecretRecord {
         path: SecretPath::try_from(r.path).map_err(|_| corrupt("secrets.path"))?,
@@ -120,10 +123,7 @@ fn record(conn: &Connection, r: Row) -> Result<SecretRecord, StoreError> {
 }
 
 /// The record at `path`.
-pub(super) fn get(
-    conn: &Connection,
-    path: &SecretPath,
-) -> Result<Option<SecretRecord>, StoreError> {
+pub(super) fn get(conn: &Connection, path: &SecretPath) -> Result<Option<SecretRecord>, Error> {
     let r = conn
         .prepare_cached(&format!(
             "SELECT {SECRET_COLUMNS} FROM secrets WHERE path = ?1"
@@ -139,7 +139,7 @@ pub(super) fn list(
     prefix: &str,
     after: Option<&SecretPath>,
     limit: u32,
-) -> Result<Vec<SecretRecord>, StoreError> {
+) -> Result<Vec<SecretRecord>, Error> {
     // `substr` rather than LIKE: a prefix may contain `_`, which LIKE treats as a wildcard.
     let rows = conn
         .prepare_cached(&format!(
@@ -159,7 +159,7 @@ pub(super) fn data(
     conn: &Connection,
     path: &SecretPath,
     version: u32,
-) -> Result<Option<SealedSecret>, StoreError> {
+) -> Result<Option<SealedSecret>, Error> {
     Ok(conn
         .prepare_cached(
             "SELECT wrapped_dek, ciphertext FROM secret_versions
@@ -177,7 +177,7 @@ fn destroy(
     path: &str,
     versions: &[u32],
     now: &str,
-) -> Result<Vec<u32>, StoreError> {
+) -> Result<Vec<u32>, Error> {
     let mut changed = Vec::new();
     for v in versions {
         let n = tx.execute(
@@ -199,7 +199,7 @@ fn prune(
     path: &str,
     max_versions: u32,
     now: &str,
-) -> Result<Vec<u32>, StoreError> {
+) -> Result<Vec<u32>, Error> {
     if max_versions == 0 {
         return Ok(Vec::new());
     }
@@ -215,7 +215,7 @@ fn prune(
 }
 
 /// Records a version (see the trait docs).
-pub(super) fn insert(conn: &mut Connection, v: &NewSecretVersion) -> Result<Vec<u32>, StoreError> {
+pub(super) fn insert(conn: &mut Connection, v: &NewSecretVersion) -> Result<Vec<u32>, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let path = v.path.as_str();
     let now = time_text(v.created_at);
@@ -229,7 +229,7 @@ pub(super) fn insert(conn: &mut Connection, v: &NewSecretVersion) -> Result<Vec<
     let current = existing.map_or(0, |e| e.0);
     if let Some(cas) = v.cas {
         if cas != current {
-            return Err(StoreError::CheckAndSet { current });
+            return Err(StoreError::CheckAndSet { current }.into());
         }
     }
     super::keys::require_version(
@@ -240,16 +240,18 @@ pub(super) fn insert(conn: &mut Connection, v: &NewSecretVersion) -> Result<Vec<
     )?;
     if v.version != current + 1 {
         return Err(StoreError::Stale {
-            what: "the current version",
-        });
+            what: StaleKind::SecretVersion,
+        }
+        .into());
     }
     if let Some(claim) = v.rotation {
         if let Some(expected) = claim.expected {
             let seen = existing.and_then(|e| e.2);
             if seen != expected.map(millis) {
                 return Err(StoreError::Stale {
-                    what: "the rotation schedule",
-                });
+                    what: StaleKind::RotationSchedule,
+                }
+                .into());
             }
         }
     }
@@ -306,7 +308,7 @@ pub(super) fn put_metadata(
     default_max_versions: u32,
     u: &MetadataUpdate,
     now: OffsetDateTime,
-) -> Result<SecretRecord, StoreError> {
+) -> Result<SecretRecord, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let p = path.as_str();
     let now_text = time_text(now);
@@ -369,7 +371,7 @@ pub(super) fn put_metadata(
     if !pruned.is_empty() {
         checkpoint(conn);
     }
-    get(conn, path)?.ok_or(StoreError::NotFound)
+    get(conn, path)?.ok_or(StoreError::NotFound.into())
 }
 
 /// Applies `op` to versions (see the trait docs).
@@ -379,7 +381,7 @@ pub(super) fn update_versions(
     versions: &[u32],
     op: VersionOp,
     now: OffsetDateTime,
-) -> Result<Vec<u32>, StoreError> {
+) -> Result<Vec<u32>, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let p = path.as_str();
     let now_text = time_text(now);
@@ -392,7 +394,7 @@ pub(super) fn update_versions(
             )
             .optional()?;
         if exists.is_none() {
-            return Err(StoreError::NotFound);
+            return Err(StoreError::NotFound.into());
         }
     }
     let changed = match op {
@@ -434,7 +436,7 @@ pub(super) fn due(
     conn: &Connection,
     now: OffsetDateTime,
     limit: u32,
-) -> Result<Vec<(SecretPath, OffsetDateTime)>, StoreError> {
+) -> Result<Vec<(SecretPath, OffsetDateTime)>, Error> {
     let rows = conn
         .prepare_cached(
             "SELECT path, next_rotation_at FROM secrets

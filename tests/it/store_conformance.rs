@@ -1,0 +1,874 @@
+//! One conformance suite for the store traits (`KeyStore`, `IdentityStore`, `SecretStore`,
+//! `JobStore`, `AuditStore`, through `Store`), written once against `&dyn Store` and run against
+//! every implementation: SQLite now, PostgreSQL next (it adds a [`Harness`] and one
+//! `conformance!` line). Real databases in temporary directories; no mocks.
+//!
+//! Every case that shows a rule holding has a twin that shows the rule refusing, and that the
+//! refusal changed nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use custodian::audit::{AuditArchive, AuditEntry, AuditRecord, Outcome};
+use custodian::domain::job::{Job, JobKind, JobState};
+use custodian::domain::secret::SecretPath;
+use custodian::domain::{
+    Algorithm, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord,
+    PrincipalRecord, RootKeyRef, RootMaterial, TokenRecord, VersionState, WrapMode,
+};
+use custodian::store::sqlite::SqliteStore;
+use custodian::store::{NewSecretVersion, RewrapBatch, StaleKind, Store, StoreError};
+use time::OffsetDateTime;
+use tokio::sync::Barrier;
+
+// --- what an implementation provides to the suite ---
+
+/// A fresh, empty database of one implementation, and the means to stage what an older or a
+/// newer binary would have left in it.
+#[async_trait]
+pub trait Harness: Send + Sync + Sized + 'static {
+    /// A new, empty database (nothing opened yet).
+    async fn create() -> Self;
+    /// Opens the database as the server does (migrating it to the newest schema).
+    async fn open(&self) -> Result<Arc<dyn Store>, StoreError>;
+    /// Opens it migrated only up to `version`, as an older binary would have left it.
+    async fn open_at_schema(&self, version: u32) -> Result<Arc<dyn Store>, StoreError>;
+    /// The schema version the database records.
+    async fn schema_version(&self) -> u32;
+    /// Records `version` as applied, as a newer binary's migration would have.
+    async fn record_schema(&self, version: u32);
+    /// The newest schema version this binary knows.
+    fn latest_schema() -> u32;
+}
+
+/// SQLite: a database file in its own temporary directory.
+pub struct Sqlite {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+#[async_trait]
+impl Harness for Sqlite {
+    async fn create() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("custodian.db");
+        Self { _dir: dir, path }
+    }
+
+    async fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(SqliteStore::open(&self.path).await?))
+    }
+
+    async fn open_at_schema(&self, version: u32) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(
+            SqliteStore::open_at_schema(&self.path, version).await?,
+        ))
+    }
+
+    async fn schema_version(&self) -> u32 {
+        let conn = rusqlite::Connection::open(&self.path).unwrap();
+        conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    }
+
+    async fn record_schema(&self, version: u32) {
+        let conn = rusqlite::Connection::open(&self.path).unwrap();
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at)
+             VALUES (?1, 'from_a_newer_binary', '2099-01-01T00:00:00Z')",
+            [version],
+        )
+        .unwrap();
+    }
+
+    fn latest_schema() -> u32 {
+        SqliteStore::latest_schema()
+    }
+}
+
+/// Instantiates every case for one implementation.
+macro_rules! conformance {
+    ($module:ident, $harness:ty) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn key_names_are_unique() {
+                super::key_names_are_unique::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn alias_names_are_unique() {
+                super::alias_names_are_unique::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn principal_names_are_unique() {
+                super::principal_names_are_unique::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn token_ids_are_unique() {
+                super::token_ids_are_unique::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn secret_check_and_set() {
+                super::secret_check_and_set::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn secret_version_numbers_are_checked() {
+                super::secret_version_numbers_are_checked::<$harness>().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_version_allocation() {
+                super::concurrent_version_allocation::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn rewrap_batch_commits_rows_and_progress_together() {
+                super::rewrap_batch_commits_rows_and_progress_together::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn destroy_refused_while_references_exist() {
+                super::destroy_refused_while_references_exist::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn audit_append_range_tail() {
+                super::audit_append_range_tail::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn audit_archive_checks_the_head() {
+                super::audit_archive_checks_the_head::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn migrates_an_empty_database() {
+                super::migrates_an_empty_database::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn migrates_from_the_previous_schema() {
+                super::migrates_from_the_previous_schema::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn refuses_a_newer_schema() {
+                super::refuses_a_newer_schema::<$harness>().await;
+            }
+        }
+    };
+}
+
+conformance!(sqlite, Sqlite);
+
+// --- fixtures ---
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn name(s: &str) -> KeyName {
+    KeyName::try_from(s.to_owned()).unwrap()
+}
+
+fn path(s: &str) -> SecretPath {
+    SecretPath::try_from(s.to_owned()).unwrap()
+}
+
+fn version(n: u32) -> KeyVersion {
+    KeyVersion::new(n).unwrap()
+}
+
+fn version_record(n: u32, state: VersionState) -> KeyVersionRecord {
+    KeyVersionRecord {
+        version: version(n),
+        state,
+        algorithm: Algorithm::Aes256GcmDevice,
+        created_at: now(),
+        destroyed_at: None,
+        wraps_reserved: 0,
+        material: RootMaterial::default(),
+    }
+}
+
+fn new_key(key_name: &str) -> Key {
+    let t = now();
+    Key {
+        id: KeyId::generate(),
+        name: name(key_name),
+        description: String::new(),
+        state: KeyState::Enabled,
+        backend: BackendKind::Pkcs11,
+        mode: WrapMode::Direct,
+        created_at: t,
+        primary_version: KeyVersion::FIRST,
+        min_decryption_version: KeyVersion::FIRST,
+        rotation_period: None,
+        next_rotation_at: None,
+        deletion_date: None,
+        deletion_blocked: None,
+        updated_at: t,
+        versions: vec![version_record(1, VersionState::Primary)],
+    }
+}
+
+async fn stored_key(store: &dyn Store, key_name: &str) -> Key {
+    let key = new_key(key_name);
+    store.insert_key(&key).await.unwrap();
+    key
+}
+
+/// Rotates `key` from `from` to `from + 1`.
+async fn rotate(store: &dyn Store, key: &Key, from: u32) -> Key {
+    store
+        .add_key_version(
+            key.id,
+            &version_record(from + 1, VersionState::Primary),
+            version(from),
+            None,
+        )
+        .await
+        .unwrap()
+}
+
+fn secret_version(
+    key: &Key,
+    secret: &str,
+    number: u32,
+    cas: Option<u32>,
+    key_version: u32,
+) -> NewSecretVersion {
+    NewSecretVersion {
+        path: path(secret),
+        version: number,
+        cas,
+        key_id: key.id,
+        key_version: version(key_version),
+        wrapped_dek: format!("dek {secret} {number}").into_bytes(),
+        ciphertext: format!("ciphertext {secret} {number}").into_bytes(),
+        created_at: now(),
+        default_max_versions: 0,
+        rotation: None,
+    }
+}
+
+fn principal(principal_name: &str, attribute: &str) -> PrincipalRecord {
+    PrincipalRecord {
+        name: name(principal_name),
+        attributes: BTreeMap::from([("team".to_owned(), attribute.to_owned())]),
+        policies: Vec::new(),
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn token(id: &str, principal_name: &str) -> TokenRecord {
+    TokenRecord {
+        id: id.to_owned(),
+        principal: principal_name.to_owned(),
+        secret_hash: [7; 32],
+        description: String::new(),
+        created_at: now(),
+        expires_at: None,
+        revoked_at: None,
+    }
+}
+
+fn rewrap_job(key: &Key, target: u32) -> Job {
+    Job {
+        id: format!("job-{}", KeyId::generate()),
+        kind: JobKind::Rewrap,
+        key_id: key.id,
+        target_version: version(target),
+        state: JobState::Running,
+        done: 0,
+        failed_items: 0,
+        last_error: None,
+        created_at: now(),
+        updated_at: now(),
+        finished_at: None,
+    }
+}
+
+fn entry(request_id: &str) -> AuditEntry {
+    AuditEntry {
+        time: "2025-01-01T12:00:00.000000Z".to_owned(),
+        node: "conformance".to_owned(),
+        request_id: request_id.to_owned(),
+        method: "POST".to_owned(),
+        route: "/v1/keys".to_owned(),
+        principal: Some("admin".to_owned()),
+        credential: None,
+        source: None,
+        action: Some("key:create".to_owned()),
+        resource: None,
+        key_id: None,
+        key_version: None,
+        other_keys: Vec::new(),
+        outcome: Outcome::Success,
+        status: 201,
+        error_code: None,
+        context_digest: None,
+        context_keys: Vec::new(),
+        details: BTreeMap::from([("count".to_owned(), "1".to_owned())]),
+    }
+}
+
+/// `n` records chained after `prev` from sequence `first`.
+fn chain(first: u64, n: u64, mut prev: [u8; 32]) -> Vec<AuditRecord> {
+    (first..first + n)
+        .map(|sequence| {
+            let r = AuditRecord::chain(sequence, entry(&format!("req-{sequence}")), &prev);
+            prev = r.hash_bytes().unwrap();
+            r
+        })
+        .collect()
+}
+
+fn assert_conflict(result: Result<impl std::fmt::Debug, StoreError>, rule: &str) {
+    match result {
+        Err(StoreError::Conflict { constraint }) => assert_eq!(constraint, rule),
+        other => panic!("expected Conflict {{ {rule} }}, got {other:?}"),
+    }
+}
+
+fn assert_stale(result: Result<impl std::fmt::Debug, StoreError>, kind: StaleKind) {
+    match result {
+        Err(StoreError::Stale { what }) => assert_eq!(what, kind),
+        other => panic!("expected Stale {{ {kind:?} }}, got {other:?}"),
+    }
+}
+
+// --- the cases ---
+
+/// A second key with a taken name is refused naming `keys.name`, and nothing of it is stored;
+/// a different name is accepted.
+async fn key_names_are_unique<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let first = stored_key(&*store, "orders").await;
+
+    let twin = new_key("orders");
+    assert_conflict(store.insert_key(&twin).await, "keys.name");
+    assert_eq!(store.key(&KeyRef::Id(twin.id)).await.unwrap(), None);
+    let by_name = store.key(&KeyRef::Name(name("orders"))).await.unwrap();
+    assert_eq!(by_name.map(|k| k.id), Some(first.id));
+
+    stored_key(&*store, "billing").await;
+    assert_eq!(store.list_keys(None, 10).await.unwrap().len(), 2);
+}
+
+/// Creating an existing alias is refused naming `aliases.name` and leaves it pointing where it
+/// did; re-pointing an existing alias is accepted; re-pointing a missing one is `NotFound`.
+async fn alias_names_are_unique<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let a = stored_key(&*store, "a").await;
+    let b = stored_key(&*store, "b").await;
+    let alias = name("current");
+
+    store.put_alias(&alias, a.id, true, now()).await.unwrap();
+    assert_conflict(
+        store.put_alias(&alias, b.id, true, now()).await,
+        "aliases.name",
+    );
+    assert_eq!(store.alias(&alias).await.unwrap().unwrap().key_id, a.id);
+
+    store.put_alias(&alias, b.id, false, now()).await.unwrap();
+    assert_eq!(store.alias(&alias).await.unwrap().unwrap().key_id, b.id);
+    assert!(matches!(
+        store.put_alias(&name("missing"), a.id, false, now()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.list_aliases().await.unwrap().len(), 1);
+}
+
+/// Creating a principal twice is refused naming `principals.name` and keeps the first record;
+/// replacing it is accepted.
+async fn principal_names_are_unique<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    store
+        .put_principal(&principal("app", "first"), true)
+        .await
+        .unwrap();
+
+    assert_conflict(
+        store.put_principal(&principal("app", "second"), true).await,
+        "principals.name",
+    );
+    let kept = store.principal("app").await.unwrap().unwrap();
+    assert_eq!(kept.attributes["team"], "first");
+
+    store
+        .put_principal(&principal("app", "second"), false)
+        .await
+        .unwrap();
+    let replaced = store.principal("app").await.unwrap().unwrap();
+    assert_eq!(replaced.attributes["team"], "second");
+    assert_eq!(store.list_principals().await.unwrap().len(), 1);
+}
+
+/// A token id collision is refused naming `tokens.id` and stores nothing; another id is stored.
+async fn token_ids_are_unique<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    store.insert_token(&token("t1", "app")).await.unwrap();
+
+    assert_conflict(store.insert_token(&token("t1", "other")).await, "tokens.id");
+    assert_eq!(store.token_count().await.unwrap(), 1);
+    assert_eq!(store.token("t1").await.unwrap().unwrap().principal, "app");
+
+    store.insert_token(&token("t2", "other")).await.unwrap();
+    assert_eq!(store.token_count().await.unwrap(), 2);
+}
+
+/// Check-and-set: `cas = 0` creates, `cas = current` writes; a `cas` that is not the current
+/// version fails `CheckAndSet { current }` and writes nothing.
+async fn secret_check_and_set<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+
+    store
+        .insert_secret_version(&secret_version(&key, "app/db", 1, Some(0), 1))
+        .await
+        .unwrap();
+    let refused = store
+        .insert_secret_version(&secret_version(&key, "app/db", 2, Some(0), 1))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::CheckAndSet { current: 1 })),
+        "{refused:?}"
+    );
+    let record = store.secret(&path("app/db")).await.unwrap().unwrap();
+    assert_eq!(record.current_version, 1);
+    assert_eq!(
+        store.secret_version_data(&path("app/db"), 2).await.unwrap(),
+        None
+    );
+
+    store
+        .insert_secret_version(&secret_version(&key, "app/db", 2, Some(1), 1))
+        .await
+        .unwrap();
+    let record = store.secret(&path("app/db")).await.unwrap().unwrap();
+    assert_eq!(record.current_version, 2);
+}
+
+/// The version a writer names must be the current one plus one: a number already taken or one
+/// that skips ahead fails `Stale { SecretVersion }` and writes nothing; a data key wrapped under
+/// a version that can no longer wrap fails `Stale { KeyVersion }`.
+async fn secret_version_numbers_are_checked<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+
+    store
+        .insert_secret_version(&secret_version(&key, "s", 1, None, 1))
+        .await
+        .unwrap();
+    assert_stale(
+        store
+            .insert_secret_version(&secret_version(&key, "s", 1, None, 1))
+            .await,
+        StaleKind::SecretVersion,
+    );
+    assert_stale(
+        store
+            .insert_secret_version(&secret_version(&key, "s", 3, None, 1))
+            .await,
+        StaleKind::SecretVersion,
+    );
+    assert_stale(
+        store
+            .insert_secret_version(&secret_version(&key, "s", 2, None, 9))
+            .await,
+        StaleKind::KeyVersion,
+    );
+    let record = store.secret(&path("s")).await.unwrap().unwrap();
+    assert_eq!(record.current_version, 1);
+    assert_eq!(record.versions.len(), 1);
+
+    store
+        .insert_secret_version(&secret_version(&key, "s", 2, None, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .secret(&path("s"))
+            .await
+            .unwrap()
+            .unwrap()
+            .current_version,
+        2
+    );
+}
+
+/// Many writers allocate versions of one path at once. In each round every writer reads the
+/// current version, waits for the others, then writes current + 1: exactly one wins, every
+/// other loses with the typed error (`Stale { SecretVersion }`, or `CheckAndSet { current }`
+/// for writers that asked for check-and-set). After all rounds the versions are 1..=rounds,
+/// each written once, without gaps.
+async fn concurrent_version_allocation<H: Harness>() {
+    const WRITERS: usize = 8;
+    const ROUNDS: u32 = 6;
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+    let barrier = Arc::new(Barrier::new(WRITERS));
+
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let (store, key, barrier) = (Arc::clone(&store), key.clone(), Arc::clone(&barrier));
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for round in 1..=ROUNDS {
+                let current = store
+                    .secret(&path("shared"))
+                    .await
+                    .unwrap()
+                    .map_or(0, |s| s.current_version);
+                assert_eq!(current, round - 1, "writer {writer} saw a gap or a double");
+                let cas = (writer % 2 == 0).then_some(current);
+                let mut v = secret_version(&key, "shared", current + 1, cas, 1);
+                v.ciphertext = format!("writer {writer} round {round}").into_bytes();
+                barrier.wait().await;
+                let result = store.insert_secret_version(&v).await;
+                outcomes.push((round, cas.is_some(), result));
+                // Everyone has written (or lost) before anyone reads for the next round.
+                barrier.wait().await;
+            }
+            outcomes
+        }));
+    }
+    let mut winners = vec![Vec::new(); ROUNDS as usize];
+    for (writer, task) in tasks.into_iter().enumerate() {
+        for (round, with_cas, result) in task.await.unwrap() {
+            match result {
+                Ok(_) => winners[(round - 1) as usize].push(writer),
+                Err(StoreError::Stale {
+                    what: StaleKind::SecretVersion,
+                }) if !with_cas => {}
+                Err(StoreError::CheckAndSet { current }) if with_cas => {
+                    assert_eq!(current, round, "the loser is told the version that won");
+                }
+                other => panic!("writer {writer} round {round}: {other:?}"),
+            }
+        }
+    }
+    for (round, w) in winners.iter().enumerate() {
+        assert_eq!(w.len(), 1, "round {}: winners {w:?}", round + 1);
+    }
+    let record = store.secret(&path("shared")).await.unwrap().unwrap();
+    assert_eq!(record.current_version, ROUNDS);
+    let numbers: Vec<u32> = record.versions.iter().map(|v| v.version).collect();
+    assert_eq!(numbers, (1..=ROUNDS).collect::<Vec<_>>());
+    for (round, w) in winners.iter().enumerate() {
+        let number = u32::try_from(round + 1).unwrap();
+        let data = store
+            .secret_version_data(&path("shared"), number)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            data.ciphertext,
+            format!("writer {} round {number}", w[0]).into_bytes()
+        );
+    }
+}
+
+/// A re-wrap batch moves its rows, advances the job's `done` and adds a `batch` event in one
+/// transaction; a row that changed since it was read is left alone and not counted. A batch
+/// whose target is no longer the primary fails `Stale { KeyVersion }` and changes neither rows,
+/// nor progress, nor the trail.
+async fn rewrap_batch_commits_rows_and_progress_together<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+    for secret in ["a", "b", "c"] {
+        store
+            .insert_secret_version(&secret_version(&key, secret, 1, None, 1))
+            .await
+            .unwrap();
+    }
+    rotate(&*store, &key, 1).await;
+    let job = rewrap_job(&key, 2);
+    store.create_job(&job).await.unwrap();
+    let items = store
+        .rewrap_candidates(key.id, version(2), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 3);
+    let events_before = store.job_events(&job.id).await.unwrap().len();
+
+    // The negative twin first: a target that is not the primary version.
+    let stale = RewrapBatch {
+        job_id: job.id.clone(),
+        key_id: key.id,
+        target: version(1),
+        items: items
+            .iter()
+            .map(|i| (i.clone(), b"moved to 1".to_vec()))
+            .collect(),
+        failed: 0,
+        last_error: None,
+        now: now(),
+    };
+    assert_stale(store.apply_rewrap(&stale).await, StaleKind::KeyVersion);
+    assert_eq!(store.job(&job.id).await.unwrap().unwrap().done, 0);
+    assert_eq!(
+        store.job_events(&job.id).await.unwrap().len(),
+        events_before
+    );
+    assert_eq!(
+        store.references(key.id).await.unwrap(),
+        vec![(version(1), 3), (version(2), 0)]
+    );
+
+    // Two current items and one whose wrapped key changed after it was read.
+    let mut changed = items[2].clone();
+    changed.wrapped_dek = b"not what is stored".to_vec();
+    let batch = RewrapBatch {
+        job_id: job.id.clone(),
+        key_id: key.id,
+        target: version(2),
+        items: vec![
+            (items[0].clone(), b"moved a".to_vec()),
+            (items[1].clone(), b"moved b".to_vec()),
+            (changed, b"moved c".to_vec()),
+        ],
+        failed: 1,
+        last_error: Some("one item failed".to_owned()),
+        now: now(),
+    };
+    assert_eq!(store.apply_rewrap(&batch).await.unwrap(), 2);
+    let job_now = store.job(&job.id).await.unwrap().unwrap();
+    assert_eq!((job_now.done, job_now.failed_items), (2, 1));
+    let events = store.job_events(&job.id).await.unwrap();
+    assert_eq!(events.len(), events_before + 1);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.moved, last.failed),
+        ("batch", 2, 1)
+    );
+    assert_eq!(
+        store.references(key.id).await.unwrap(),
+        vec![(version(1), 1), (version(2), 2)]
+    );
+    let a = store.secret_version_data(&items[0].path, 1).await.unwrap();
+    assert_eq!(a.unwrap().wrapped_dek, b"moved a");
+    let c = store.secret_version_data(&items[2].path, 1).await.unwrap();
+    assert_eq!(c.unwrap().wrapped_dek, items[2].wrapped_dek);
+}
+
+/// A version that wraps stored data keys cannot be destroyed: `InUse { count }`, and it stays
+/// as it was with no device destruction pending. Once its data keys are re-wrapped it can.
+/// The primary version cannot be destroyed on its own (`Stale { PrimaryVersion }`).
+async fn destroy_refused_while_references_exist<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+    for secret in ["x", "y"] {
+        store
+            .insert_secret_version(&secret_version(&key, secret, 1, None, 1))
+            .await
+            .unwrap();
+    }
+    rotate(&*store, &key, 1).await;
+
+    let refused = store
+        .destroy_versions(key.id, &[version(1)], false, now())
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InUse { count: 2 })),
+        "{refused:?}"
+    );
+    let kept = store.key(&KeyRef::Id(key.id)).await.unwrap().unwrap();
+    assert_eq!(
+        kept.version(version(1)).unwrap().state,
+        VersionState::Active
+    );
+    assert!(store.pending_device_destroys().await.unwrap().is_empty());
+    assert_stale(
+        store
+            .destroy_versions(key.id, &[version(2)], false, now())
+            .await,
+        StaleKind::PrimaryVersion,
+    );
+
+    let job = rewrap_job(&key, 2);
+    store.create_job(&job).await.unwrap();
+    let items = store
+        .rewrap_candidates(key.id, version(2), None, 10)
+        .await
+        .unwrap();
+    let batch = RewrapBatch {
+        job_id: job.id.clone(),
+        key_id: key.id,
+        target: version(2),
+        items: items.into_iter().map(|i| (i, b"moved".to_vec())).collect(),
+        failed: 0,
+        last_error: None,
+        now: now(),
+    };
+    assert_eq!(store.apply_rewrap(&batch).await.unwrap(), 2);
+
+    let destroyed = store
+        .destroy_versions(key.id, &[version(1)], false, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        destroyed.version(version(1)).unwrap().state,
+        VersionState::Destroyed
+    );
+    let pending = store.pending_device_destroys().await.unwrap();
+    assert_eq!(pending, vec![RootKeyRef::bare(key.id, version(1))]);
+}
+
+/// Appended records come back from `range` in order and bounded by `after`, `until` and
+/// `limit`, and the tail names the last one. A batch that reuses a stored sequence is refused
+/// (`Conflict { audit_records.sequence }`) as a whole: none of it is stored.
+async fn audit_append_range_tail<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    assert!(store.audit_tail().await.unwrap().last.is_none());
+
+    let records = chain(1, 5, [0; 32]);
+    let mut appender = store.audit_appender().await.unwrap();
+    let batch = records.clone();
+    let mut appender = tokio::task::spawn_blocking(move || {
+        appender.append(&batch).unwrap();
+        appender
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(store.audit_range(0, 5, 100).await.unwrap(), records);
+    assert_eq!(store.audit_range(1, 3, 100).await.unwrap(), records[1..3]);
+    assert_eq!(store.audit_range(0, 5, 2).await.unwrap(), records[..2]);
+    assert!(store.audit_range(5, 10, 100).await.unwrap().is_empty());
+    let tail = store.audit_tail().await.unwrap();
+    assert_eq!(tail.last, Some((5, records[4].hash.clone())));
+
+    // Records 5 (a repeat) and 6: refused together.
+    let mut overlap = chain(6, 1, records[4].hash_bytes().unwrap());
+    overlap.insert(0, records[4].clone());
+    let result = tokio::task::spawn_blocking(move || appender.append(&overlap))
+        .await
+        .unwrap();
+    assert_conflict(result, "audit_records.sequence");
+    assert_eq!(
+        store.audit_tail().await.unwrap().last,
+        Some((5, records[4].hash.clone()))
+    );
+    assert_eq!(store.audit_range(0, 10, 100).await.unwrap().len(), 5);
+}
+
+/// Archiving removes the records through `through` only when `head` is the stored hash of
+/// record `through`; a wrong head is `Stale { AuditHead }` and removes nothing.
+async fn audit_archive_checks_the_head<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let records = chain(1, 4, [0; 32]);
+    let mut appender = store.audit_appender().await.unwrap();
+    let batch = records.clone();
+    tokio::task::spawn_blocking(move || appender.append(&batch).unwrap())
+        .await
+        .unwrap();
+    let archive = |head: &str| AuditArchive {
+        through: 2,
+        head: head.to_owned(),
+        export_sha256: "00".repeat(32),
+        archived_at: "2025-01-01T12:00:00.000000Z".to_owned(),
+        principal: "admin".to_owned(),
+        request_id: "req-archive".to_owned(),
+    };
+
+    assert_stale(
+        store.archive_audit(&archive(&records[0].hash)).await,
+        StaleKind::AuditHead,
+    );
+    assert_eq!(store.audit_range(0, 4, 100).await.unwrap(), records);
+
+    store
+        .archive_audit(&archive(&records[1].hash))
+        .await
+        .unwrap();
+    assert_eq!(store.audit_range(0, 4, 100).await.unwrap(), records[2..]);
+    let tail = store.audit_tail().await.unwrap();
+    assert_eq!(tail.archive.map(|a| a.through), Some(2));
+    assert_eq!(tail.last, Some((4, records[3].hash.clone())));
+}
+
+/// An empty database is migrated to the newest schema and takes writes; opening it again
+/// applies nothing and keeps what was written.
+async fn migrates_an_empty_database<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    assert_eq!(h.schema_version().await, H::latest_schema());
+    store.check_writable().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+    drop(store);
+
+    let again = h.open().await.unwrap();
+    assert_eq!(h.schema_version().await, H::latest_schema());
+    assert!(again.key(&KeyRef::Id(key.id)).await.unwrap().is_some());
+}
+
+/// A database an older binary left at the previous schema, with data in it, reaches the newest
+/// schema when opened: the data survive and what the last migration added works (audit records
+/// with details). Before the upgrade, that same write is refused.
+async fn migrates_from_the_previous_schema<H: Harness>() {
+    let h = H::create().await;
+    let previous = H::latest_schema() - 1;
+    let old = h.open_at_schema(previous).await.unwrap();
+    assert_eq!(h.schema_version().await, previous);
+    let key = stored_key(&*old, "written-before").await;
+    let records = chain(1, 2, [0; 32]);
+    let mut appender = old.audit_appender().await.unwrap();
+    let batch = records.clone();
+    let refused = tokio::task::spawn_blocking(move || appender.append(&batch))
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "schema {previous} has no audit details");
+    drop(old);
+
+    let store = h.open().await.unwrap();
+    assert_eq!(h.schema_version().await, H::latest_schema());
+    let kept = store.key(&KeyRef::Id(key.id)).await.unwrap().unwrap();
+    assert_eq!(kept.name, name("written-before"));
+    let mut appender = store.audit_appender().await.unwrap();
+    let batch = records.clone();
+    tokio::task::spawn_blocking(move || appender.append(&batch).unwrap())
+        .await
+        .unwrap();
+    let back = store.audit_range(0, 2, 10).await.unwrap();
+    assert_eq!(back, records);
+    assert_eq!(back[0].entry.details["count"], "1");
+}
+
+/// A database a newer binary migrated past the newest schema this one knows is refused, naming
+/// both versions, and left as it was; the newest known version itself opens.
+async fn refuses_a_newer_schema<H: Harness>() {
+    let h = H::create().await;
+    drop(h.open().await.unwrap());
+    let newer = H::latest_schema() + 1;
+    h.record_schema(newer).await;
+
+    match h.open().await {
+        Err(e @ StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (newer, H::latest_schema()));
+            let message = e.to_string();
+            assert!(message.contains(&newer.to_string()), "{message}");
+            assert!(
+                message.contains(&H::latest_schema().to_string()),
+                "{message}"
+            );
+        }
+        Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
+        Ok(_) => panic!("a database from a newer binary was opened"),
+    }
+    assert_eq!(h.schema_version().await, newer);
+
+    let current = H::create().await;
+    drop(current.open().await.unwrap());
+    assert!(current.open().await.is_ok());
+}
