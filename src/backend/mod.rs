@@ -157,8 +157,11 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// Checks that a session is usable now (a cheap device call).
     async fn health(&self) -> DeviceHealth;
 
-    /// Periodic upkeep (cached mode: drop expired version-KEKs, which zeroises them).
-    async fn maintain(&self) {}
+    /// Periodic upkeep (cached mode: drop expired version-KEKs, which zeroises them). Returns
+    /// the key versions whose unwrapped key material left memory, for the audit log.
+    async fn maintain(&self) -> Vec<(crate::domain::KeyId, crate::domain::KeyVersion)> {
+        Vec::new()
+    }
 
     /// Labels of key versions whose stored device material the device refused since it last
     /// accepted it (a TPM blob from another TPM, a damaged wrapped KEK), for readiness.

@@ -342,9 +342,24 @@ impl KeyService {
 
     /// Periodic backend upkeep: expired cached version-KEKs leave memory (and are zeroised)
     /// even when no request touches them again.
+    /// Each expiry is recorded as background work of the `kek-cache` worker: key material
+    /// leaving memory matters for custody.
     pub async fn maintain_backends(&self) {
         for b in self.backends.all() {
-            b.maintain().await;
+            for (key_id, version) in b.maintain().await {
+                let resource = format!("key/{key_id}");
+                let unit = async {
+                    crate::audit::note::key_used(&key_id, version);
+                    crate::audit::note::detail("kek_expired", version.get().to_string());
+                    self.changing().await
+                };
+                if let Err(e) = self
+                    .in_background("kek-cache", "kek:expire", &resource, unit)
+                    .await
+                {
+                    tracing::error!(key_id = %key_id, error = %e, "a version-KEK expiry could not be recorded");
+                }
+            }
         }
     }
 

@@ -216,6 +216,40 @@ async fn background_work_is_recorded_as_the_system_principal() -> anyhow::Result
 }
 
 #[tokio::test]
+async fn expired_version_keks_leaving_memory_are_recorded() -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    d.append_config("[keys]\nkek_cache_ttl = \"1s\"\n")?;
+    let s = d.start().await?;
+    let cached = s
+        .post("/v1/keys", json!({ "name": "cached", "mode": "cached" }))
+        .await;
+    let id = cached.ok()["id"].as_str().unwrap().to_owned();
+    s.create_key("direct").await;
+    // One use of each loads the cached key's version-KEK; the direct key has none.
+    for k in ["cached", "direct"] {
+        s.post(&format!("/v1/keys/{k}/datakey"), json!({}))
+            .await
+            .ok();
+    }
+    eventually("KEK expiry recorded", || async {
+        !background(&s, "kek-cache", "kek:expire").await.is_empty()
+    })
+    .await;
+    let expiries = background(&s, "kek-cache", "kek:expire").await;
+    assert_eq!(
+        expiries.len(),
+        1,
+        "only the cached key had a KEK: {expiries:?}"
+    );
+    let (_, fin) = &expiries[0];
+    assert_eq!(fin["resource"], format!("key/{id}"));
+    assert_eq!(fin["key_id"], id.as_str());
+    assert_eq!(fin["key_version"], 1);
+    assert_eq!(fin["outcome"], "success");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_change_whose_record_cannot_be_written_is_not_made() -> anyhow::Result<()> {
     let mut d = Deployment::new()?;
     let s = d.start().await?;

@@ -216,11 +216,12 @@ impl KeyBackend for CachedBackend {
         self.rejected.labels()
     }
 
-    async fn maintain(&self) {
+    async fn maintain(&self) -> Vec<(KeyId, KeyVersion)> {
         let dropped = self.cache.sweep().await;
-        if dropped > 0 {
-            tracing::debug!(dropped, "expired version-KEKs dropped");
+        if !dropped.is_empty() {
+            tracing::debug!(dropped = dropped.len(), "expired version-KEKs dropped");
         }
+        dropped
     }
 
     async fn audit_signer(&self) -> Result<Arc<dyn AuditSigner>, BackendError> {

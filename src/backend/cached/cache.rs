@@ -164,11 +164,11 @@ impl<K: Eq + Hash + Clone> KekCache<K> {
         Ok(Arc::clone(&loaded.kek))
     }
 
-    /// Drops every entry older than the TTL and returns how many it dropped. Meant for a
+    /// Drops every entry older than the TTL and returns the keys it dropped. Meant for a
     /// periodic task, so that idle KEKs leave memory instead of waiting for their next use.
-    pub async fn sweep(&self) -> usize {
+    pub async fn sweep(&self) -> Vec<K> {
         let now = Instant::now();
-        let dropped: Vec<Slot> = {
+        let dropped: Vec<(K, Slot)> = {
             let mut state = self.state.lock().await;
             let expired: Vec<K> = state
                 .slots
@@ -180,13 +180,17 @@ impl<K: Eq + Hash + Clone> KekCache<K> {
                 })
                 .map(|(key, _)| key.clone())
                 .collect();
-            expired.iter().filter_map(|key| state.remove(key)).collect()
+            expired
+                .into_iter()
+                .filter_map(|key| state.remove(&key).map(|slot| (key, slot)))
+                .collect()
         };
         let n = dropped.len();
         self.counters
             .expirations
             .fetch_add(n as u64, Ordering::Relaxed);
-        n
+        // The slots (and with their last user, the KEKs) are dropped here.
+        dropped.into_iter().map(|(key, _)| key).collect()
     }
 
     /// Drops the entry for `key`, if any (e.g. when its version is disabled or destroyed). An
@@ -497,7 +501,7 @@ mod tests {
         get(&c, "a", &calls).await;
         tokio::time::advance(TTL).await;
         get(&c, "b", &calls).await;
-        assert_eq!(c.sweep().await, 1, "only a is older than the TTL");
+        assert_eq!(c.sweep().await.len(), 1, "only a is older than the TTL");
         assert_eq!(c.len().await, 1);
         c.invalidate(&"b").await;
         assert!(c.is_empty().await);
@@ -518,7 +522,7 @@ mod tests {
             .await
             .unwrap();
         tokio::time::advance(TTL).await;
-        assert_eq!(c.sweep().await, 1);
+        assert_eq!(c.sweep().await.len(), 1);
         assert!(
             seen.lock().unwrap().is_none(),
             "a request in flight keeps its KEK"
