@@ -261,6 +261,17 @@ pub fn read_token_line(input: &mut impl BufRead) -> Result<BearerToken, ClientEr
         }
         Err(e) => return Err(e.into()),
     }
+    token_from_line(&line)
+}
+
+/// The bearer token on `line` (typed at the terminal or read from stdin), surrounding
+/// whitespace removed. The text is checked only for shape; the server decides whether it is
+/// valid.
+///
+/// # Errors
+/// `NotAToken` for an empty line, more than [`MAX_TOKEN_LEN`] characters, or characters other
+/// than visible ASCII.
+pub fn token_from_line(line: &str) -> Result<BearerToken, ClientError> {
     let token = line.trim();
     if token.is_empty()
         || token.len() > MAX_TOKEN_LEN

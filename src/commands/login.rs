@@ -1,14 +1,20 @@
 //! `custodian login`: read a bearer token from stdin (with echo off on a terminal), check it
 //! against the server and store it with mode 0600 for later commands.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use clap::Args;
+use zeroize::Zeroizing;
 
 use custodian::cli::client::{
-    login_token_path, read_token_line, store_token, Client, ClientError, TokenCheck, TOKEN_ENV,
+    login_token_path, read_token_line, store_token, token_from_line, Client, ClientError,
+    TokenCheck, TOKEN_ENV,
 };
+use custodian::secret::BearerToken;
+
+/// What `login` prints (on stderr) before reading a token typed at the terminal.
+const PROMPT: &str = "bearer token (input hidden; end with Enter): ";
 
 /// `login`'s options.
 #[derive(Args)]
@@ -21,36 +27,6 @@ pub struct LoginArgs {
     token_file: Option<PathBuf>,
 }
 
-/// Turns terminal echo off (`stty -echo`) while a token is typed or pasted, and back on when
-/// dropped. Without `stty` the input stays visible; nothing else changes.
-struct EchoOff {
-    active: bool,
-}
-
-impl EchoOff {
-    fn new() -> Self {
-        let active = std::process::Command::new("stty")
-            .arg("-echo")
-            .stdin(std::process::Stdio::inherit())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        Self { active }
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        if self.active {
-            let _ = std::process::Command::new("stty")
-                .arg("echo")
-                .stdin(std::process::Stdio::inherit())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
 /// `custodian login`: reads a token from stdin, checks it, stores it with mode 0600.
 pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
     let LoginArgs { addr, token_file } = args;
@@ -61,14 +37,9 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         None => login_token_path().ok_or(ClientError::NoHome)?,
     };
     let token = if stdin.is_terminal() {
-        eprint!("bearer token (input hidden; end with Enter): ");
-        let _ = std::io::stderr().flush();
-        let echo = EchoOff::new();
-        let read = read_token_line(stdin);
-        drop(echo);
-        eprintln!();
-        read?
+        prompt_token()?
     } else {
+        // Piped or redirected: no prompt, and the terminal (if any) is left alone.
         read_token_line(stdin)?
     };
     let client = Client::new(addr, token);
@@ -87,4 +58,22 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         eprintln!("note: {TOKEN_ENV} is set and takes precedence over the stored token");
     }
     Ok(())
+}
+
+/// Asks for the token on stderr and reads it from the terminal with echo off. rpassword opens
+/// the terminal (`/dev/tty`), turns echo off (raw mode) for the read and restores the previous
+/// settings when done, on error too; Enter ends the line and is echoed as a newline.
+fn prompt_token() -> anyhow::Result<BearerToken> {
+    let config = rpassword::ConfigBuilder::new()
+        .output_writer(std::io::stderr())
+        .build();
+    match rpassword::prompt_password_with_config(PROMPT, config).map(Zeroizing::new) {
+        Ok(line) => Ok(token_from_line(&line)?),
+        // Ctrl-D on an empty line: nothing was typed, as with an empty pipe.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            eprintln!();
+            Err(ClientError::NotAToken.into())
+        }
+        Err(e) => Err(anyhow::Error::new(ClientError::Io(e)).context("reading the terminal")),
+    }
 }
