@@ -5,14 +5,14 @@
 //! Verification trusts only the public key the auditor passes (`--public-key`), obtained
 //! out-of-band; the key fingerprints inside the files are checked against it, never trusted.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
 
 use super::attest::{attestation_keys, check_attestations, tally, AttestationCheck, AK_TRUST_NOTE};
 use super::client::{Client, ClientError};
@@ -742,10 +742,10 @@ impl<W: Write> Write for ExportSink<W> {
 /// A file written under a temporary name in its directory (mode 0600: an export names
 /// principals, keys and source addresses) and moved into place only once complete, so a
 /// download cut short never leaves a file that looks whole. Dropped uncommitted, the temporary
-/// file is removed.
+/// file is removed. The temporary file is `tempfile`'s: created exclusively under a random name
+/// (`.NAME.partial-XXXXXX`), removed on drop, renamed into place by `persist`.
 pub struct PendingFile {
-    file: Option<std::io::BufWriter<File>>,
-    tmp: PathBuf,
+    file: Option<std::io::BufWriter<NamedTempFile>>,
     dest: PathBuf,
 }
 
@@ -755,30 +755,27 @@ impl PendingFile {
     /// # Errors
     /// `Write`.
     pub fn create(dest: &Path) -> Result<Self, AuditCliError> {
+        let err = |source| AuditCliError::Write {
+            path: dest.display().to_string(),
+            source,
+        };
         let dir = dest
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let name = dest.file_name().ok_or_else(|| AuditCliError::Write {
-            path: dest.display().to_string(),
-            source: std::io::Error::other("the path names no file"),
-        })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".partial-{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|source| AuditCliError::Write {
-                path: tmp.display().to_string(),
-                source,
-            })?;
+        let name = dest
+            .file_name()
+            .ok_or_else(|| err(std::io::Error::other("the path names no file")))?;
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(name);
+        prefix.push(".partial-");
+        // tempfile creates the file with mode 0600 (less what the umask removes).
+        let file = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempfile_in(dir)
+            .map_err(err)?;
         Ok(Self {
             file: Some(std::io::BufWriter::new(file)),
-            tmp,
             dest: dest.to_owned(),
         })
     }
@@ -789,28 +786,29 @@ impl PendingFile {
     /// # Errors
     /// `Write`, `Exists`.
     pub fn commit(mut self, no_replace: bool) -> Result<(), AuditCliError> {
-        let err = |path: &Path, source| AuditCliError::Write {
-            path: path.display().to_string(),
+        let err = |source| AuditCliError::Write {
+            path: self.dest.display().to_string(),
             source,
         };
-        if let Some(f) = self.file.take() {
-            let f = f.into_inner().map_err(|e| err(&self.tmp, e.into_error()))?;
-            f.sync_all().map_err(|e| err(&self.tmp, e))?;
-        }
+        let Some(file) = self.file.take() else {
+            return Err(err(std::io::Error::other("file already committed")));
+        };
+        let file = file.into_inner().map_err(|e| err(e.into_error()))?;
+        file.as_file().sync_all().map_err(err)?;
         if no_replace {
-            // A hard link fails if the name exists: no window in which another file is lost.
-            std::fs::hard_link(&self.tmp, &self.dest).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
+            // Fails if the name exists (RENAME_NOREPLACE, or a hard link where that is missing):
+            // no window in which another file is lost.
+            file.persist_noclobber(&self.dest).map_err(|e| {
+                if e.error.kind() == std::io::ErrorKind::AlreadyExists {
                     AuditCliError::Exists {
                         path: self.dest.display().to_string(),
                     }
                 } else {
-                    err(&self.dest, e)
+                    err(e.error)
                 }
             })?;
-            let _ = std::fs::remove_file(&self.tmp);
         } else {
-            std::fs::rename(&self.tmp, &self.dest).map_err(|e| err(&self.dest, e))?;
+            file.persist(&self.dest).map_err(|e| err(e.error))?;
         }
         // The new name is durable too (the directory entry), before anything relies on it.
         if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -818,7 +816,6 @@ impl PendingFile {
                 let _ = d.sync_all();
             }
         }
-        self.tmp = PathBuf::new();
         Ok(())
     }
 }
@@ -835,14 +832,6 @@ impl Write for PendingFile {
         match &mut self.file {
             Some(f) => f.flush(),
             None => Ok(()),
-        }
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.tmp);
         }
     }
 }
@@ -1195,6 +1184,10 @@ mod tests {
         f.write_all(b"one").unwrap();
         f.commit(false).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"one");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&dest).unwrap().permissions(),
+        ) & 0o777;
+        assert_eq!(mode, 0o600);
         let mut f = PendingFile::create(&dest).unwrap();
         f.write_all(b"two").unwrap();
         f.commit(false).unwrap();

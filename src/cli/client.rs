@@ -9,10 +9,10 @@
 //! `CUSTODIAN_TOKEN_FILE`), and from the file `custodian login` wrote
 //! (`~/.config/custodian/token`); never from an argument.
 
-use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::fs::{DirBuilder, Permissions};
 use std::io::{BufRead, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
@@ -261,6 +261,17 @@ pub fn read_token_line(input: &mut impl BufRead) -> Result<BearerToken, ClientEr
         }
         Err(e) => return Err(e.into()),
     }
+    token_from_line(&line)
+}
+
+/// The bearer token on `line` (typed at the terminal or read from stdin), surrounding
+/// whitespace removed. The text is checked only for shape; the server decides whether it is
+/// valid.
+///
+/// # Errors
+/// `NotAToken` for an empty line, more than [`MAX_TOKEN_LEN`] characters, or characters other
+/// than visible ASCII.
+pub fn token_from_line(line: &str) -> Result<BearerToken, ClientError> {
     let token = line.trim();
     if token.is_empty()
         || token.len() > MAX_TOKEN_LEN
@@ -272,7 +283,8 @@ pub fn read_token_line(input: &mut impl BufRead) -> Result<BearerToken, ClientEr
 }
 
 /// Writes `token` to `path` with mode 0600, creating missing directories with mode 0700. The
-/// file is written under a temporary name in the same directory and renamed into place, so a
+/// file is written under a temporary name in the same directory (`tempfile`: created
+/// exclusively under a random name, removed if anything fails) and renamed into place, so a
 /// reader never sees half a token and an existing file with a looser mode is replaced, not
 /// reused.
 ///
@@ -295,30 +307,21 @@ pub fn store_token(path: &Path, token: &BearerToken) -> Result<(), ClientError> 
     let name = path
         .file_name()
         .ok_or_else(|| err(std::io::Error::other("the path names no file")))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    // A leftover from an interrupted run with the same pid; `create_new` below refuses to
-    // follow anything planted under this name.
-    let _ = std::fs::remove_file(&tmp);
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".tmp-");
     let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir)?;
         // The umask may only have removed bits; say exactly what is meant.
-        f.set_permissions(Permissions::from_mode(0o600))?;
+        f.as_file().set_permissions(Permissions::from_mode(0o600))?;
         f.write_all(token.expose_secret().as_bytes())?;
         f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        f.as_file().sync_all()?;
+        // On failure the temporary file comes back inside the error and is removed with it.
+        f.persist(path).map_err(|e| e.error)?;
+        Ok(())
     };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
-    })
+    write().map_err(err)
 }
 
 /// Reads a policy document (JSON text, sent as it is) from `input`.
@@ -2175,6 +2178,23 @@ mod tests {
             store_token(dir.path(), &BearerToken::new("cst_z".to_owned())),
             Err(ClientError::TokenStore { .. })
         ));
+        // A rename that fails (the name is a directory) leaves no temporary file behind.
+        std::fs::create_dir(dir.path().join("a/b/sub")).unwrap();
+        std::fs::write(dir.path().join("a/b/sub/keep"), "x").unwrap();
+        assert!(matches!(
+            store_token(
+                &dir.path().join("a/b/sub"),
+                &BearerToken::new("cst_z".to_owned())
+            ),
+            Err(ClientError::TokenStore { .. })
+        ));
+        let mut left: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["sub", "token"]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "cst_y\n");
     }
 
     #[test]

@@ -1019,3 +1019,108 @@ fn identity_subcommands_explain_themselves_and_take_no_token_argument() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn login_from_a_pipe_neither_prompts_nor_opens_the_terminal() -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    let s = d.start().await?;
+    let home = home_in(&d);
+    let login_file = home.join(".config/custodian/token");
+    // `setsid`: no controlling terminal, so opening /dev/tty would fail. Stdin is a pipe: the
+    // token is read from it, with no prompt, and the terminal is never looked for.
+    let mut c = Command::new("setsid");
+    c.arg("--wait").arg(BIN).arg("login");
+    c.env("CUSTODIAN_ADDR", &s.base)
+        .env("HOME", &home)
+        .env_remove("CUSTODIAN_TOKEN")
+        .env_remove("CUSTODIAN_TOKEN_FILE")
+        .env_remove("XDG_CONFIG_HOME");
+    let out = finish(c, format!("{}\n", s.token).as_bytes());
+    quiet(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("token accepted"), "{said}");
+    assert!(!said.contains("input hidden"), "prompted on a pipe: {said}");
+    assert!(!said.contains(&s.token), "login echoed the token: {said}");
+    assert_eq!(std::fs::read_to_string(&login_file)?.trim(), s.token);
+
+    // Its twin: a pipe holding no token is refused the same way, without a prompt.
+    let mut c = Command::new("setsid");
+    c.arg("--wait").arg(BIN).arg("login");
+    c.env("CUSTODIAN_ADDR", &s.base).env("HOME", &home);
+    let said = fails_with(&finish(c, b""), "does not hold a bearer token");
+    assert!(!said.contains("input hidden"), "prompted on a pipe: {said}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn login_at_a_terminal_prompts_and_does_not_echo_the_token() -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let mut d = Deployment::new()?;
+    let s = d.start().await?;
+    let home = home_in(&d);
+    let login_file = home.join(".config/custodian/token");
+    // `script` runs login on a pseudo-terminal that echoes what is typed (`--echo always`), and
+    // copies its stdin to the terminal and the terminal's output to its stdout.
+    let mut child = Command::new("script")
+        .args(["--quiet", "--return", "--echo", "always", "--command"])
+        .arg(format!("'{BIN}' login"))
+        .arg("/dev/null")
+        .env("CUSTODIAN_ADDR", &s.base)
+        .env("HOME", &home)
+        .env_remove("CUSTODIAN_TOKEN")
+        .env_remove("CUSTODIAN_TOKEN_FILE")
+        .env_remove("XDG_CONFIG_HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let text = |seen: &Mutex<Vec<u8>>| String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !text(&seen).contains("input hidden") {
+        assert!(Instant::now() < deadline, "no prompt: {}", text(&seen));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The prompt is written just before echo is turned off; typing right after it could race
+    // that, and the terminal would then echo what the test typed, not what login did.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{}\n", s.token).as_bytes())?;
+    stdin.flush()?;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("login did not finish: {}", text(&seen));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stdin);
+    reader.join().unwrap();
+    let said = text(&seen);
+    assert!(child.wait()?.success(), "{said}");
+    assert!(said.contains("bearer token (input hidden"), "{said}");
+    assert!(said.contains("token accepted"), "{said}");
+    assert!(
+        !said.contains(&s.token),
+        "the terminal echoed the token: {said}"
+    );
+    assert_eq!(std::fs::read_to_string(&login_file)?.trim(), s.token);
+    Ok(())
+}

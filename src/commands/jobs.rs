@@ -1,0 +1,82 @@
+//! `custodian jobs …`: follow background jobs (re-wrap of stored data keys after a rotation).
+
+use std::io::IsTerminal as _;
+
+use clap::Subcommand;
+
+use super::{print_json, Conn};
+
+/// `jobs …`.
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first, as JSON.
+    List {
+        /// Only jobs in this state.
+        #[arg(long, value_parser = ["running", "completed", "failed"])]
+        state: Option<String>,
+        /// At most N jobs (1 to 1000; default 100).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print one job with its progress as JSON. With --watch, show a live progress line on
+    /// stderr until the job is no longer running, then print the final job; a job that failed
+    /// makes the command fail.
+    Show {
+        /// Job id.
+        id: String,
+        /// Follow the job until it completes or fails.
+        #[arg(long)]
+        watch: bool,
+        /// Milliseconds between polls with --watch (100 to 60000).
+        #[arg(
+            long,
+            value_name = "MS",
+            default_value_t = 1000,
+            value_parser = clap::value_parser!(u64).range(100..=60_000)
+        )]
+        interval_ms: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// Runs `jobs …`.
+pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::List { state, limit, conn } => {
+            print_json(&conn.client()?.list_jobs(state.as_deref(), limit).await?)
+        }
+        JobsCommand::Show {
+            id,
+            watch: false,
+            conn,
+            ..
+        } => print_json(&conn.client()?.job(&id).await?),
+        JobsCommand::Show {
+            id,
+            watch: true,
+            interval_ms,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let stderr = std::io::stderr();
+            let redraw = stderr.is_terminal();
+            let job = client
+                .watch_job(
+                    &id,
+                    std::time::Duration::from_millis(interval_ms),
+                    &mut stderr.lock(),
+                    redraw,
+                )
+                .await?;
+            print_json(&job)?;
+            if job["state"] == "failed" {
+                let why = job["last_error"].as_str().unwrap_or("no error recorded");
+                anyhow::bail!("job {id} failed: {why}");
+            }
+            Ok(())
+        }
+    }
+}
