@@ -216,6 +216,53 @@ async fn background_work_is_recorded_as_the_system_principal() -> anyhow::Result
 }
 
 #[tokio::test]
+async fn wrap_budget_rotations_and_device_destroy_retries_are_recorded() -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    d.append_config(
+        "[keys]\nrotate_after_wraps = 20\nwrap_reservation_block = 10\nlifecycle_check_interval_ms = 100\n",
+    )?;
+    let s = d.start().await?;
+    let key = s.create_key("busy").await;
+    let id = key["id"].as_str().unwrap().to_owned();
+    // Past its wrap budget, the primary version is rotated by the lifecycle worker.
+    for _ in 0..25 {
+        s.post("/v1/keys/busy/datakey", json!({})).await.ok();
+    }
+    eventually("wrap-budget rotation", || async {
+        !background(&s, "lifecycle", "key:rotate").await.is_empty()
+    })
+    .await;
+    let (pending, fin) = &background(&s, "lifecycle", "key:rotate").await[0];
+    assert_eq!(fin["resource"], format!("key/{id}"));
+    assert_eq!(fin["outcome"], "success");
+    assert_eq!(fin["details"]["version_created"], "2");
+    assert_eq!(pending["details"]["version_created"], "2");
+
+    // A device destruction left pending (as after a device failure) is retried and recorded.
+    s.post("/v1/keys/busy/versions/1/destroy", json!({}))
+        .await
+        .ok();
+    assert!(background(&s, "lifecycle", "key:destroy-device-object")
+        .await
+        .is_empty());
+    sqlite(&d).execute(
+        "UPDATE key_versions SET device_object = 'destroy_pending' WHERE key_id = ?1 AND version = 1",
+        [id.as_str()],
+    )?;
+    eventually("device destroy retried", || async {
+        !background(&s, "lifecycle", "key:destroy-device-object")
+            .await
+            .is_empty()
+    })
+    .await;
+    let (_, fin) = &background(&s, "lifecycle", "key:destroy-device-object").await[0];
+    assert_eq!(fin["resource"], format!("key/{id}"));
+    assert_eq!(fin["details"]["version_destroyed"], "1");
+    assert_eq!(fin["outcome"], "success");
+    Ok(())
+}
+
+#[tokio::test]
 async fn expired_version_keks_leaving_memory_are_recorded() -> anyhow::Result<()> {
     let mut d = Deployment::new()?;
     d.append_config("[keys]\nkek_cache_ttl = \"1s\"\n")?;
