@@ -7,6 +7,8 @@
 //! ```
 //!
 //! - [`api`]: the axum router, authentication, request extraction and the error → HTTP mapping.
+//! - [`api_types`]: the native API's request and response bodies, shared by the handlers and the
+//!   CLI client, and the generator of `docs/openapi.json`.
 //! - [`service`]: [`service::KeyService`], where the backend, the store and policy meet.
 //! - [`policy`]: the single place where authorisation is decided.
 //! - [`audit`]: the hash-chained audit log, its signed checkpoints, export and offline checks,
@@ -28,6 +30,7 @@
 //! - `unsafe` is forbidden; the FFI lives inside `cryptoki`.
 
 pub mod api;
+pub mod api_types;
 pub mod app;
 pub mod audit;
 pub mod backend;

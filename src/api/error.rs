@@ -5,8 +5,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 
+use crate::api_types::error::{ErrorBody, ErrorDetail};
 use crate::audit::Outcome;
 use crate::service::{ErrorKind, ServiceError};
 
@@ -27,20 +27,6 @@ pub struct ApiError {
     outcome: Outcome,
     /// Logged for 5xx, never sent.
     cause: Option<Box<ServiceError>>,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
-}
-
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: &'a str,
-    request_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current_version: Option<u64>,
 }
 
 impl ApiError {
@@ -118,11 +104,11 @@ impl IntoResponse for ApiError {
             }
         }
         let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
-        let body = Body {
-            error: Detail {
-                code: self.code,
-                message: &self.message,
-                request_id: &request_id,
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                request_id,
                 current_version: self.current_version,
             },
         };

@@ -23,6 +23,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
+use crate::api_types::crypto::{
+    CryptoResponse, DataKeyRequest, DecryptRequest, EncryptRequest, ReencryptRequest,
+};
+use crate::api_types::error::ErrorBody;
+use crate::api_types::keys::CreateKeyRequest;
 use crate::domain::secret::SecretPath;
 use crate::domain::{BackendKind, WrapMode};
 use crate::secret::BearerToken;
@@ -78,6 +83,9 @@ pub enum ClientError {
         /// The secret's current version, sent with `cas_mismatch`.
         current_version: Option<u64>,
     },
+    /// A request body could not be encoded as JSON.
+    #[error("cannot encode the request: {0}")]
+    Encode(#[source] serde_json::Error),
     /// The server could not be reached or answered something unreadable.
     #[error("request failed: {0}")]
     Http(#[from] reqwest::Error),
@@ -373,15 +381,17 @@ pub struct KeyPlacementArgs {
 }
 
 /// The `POST /v1/keys` body: `backend` and `mode` only when given.
-pub fn create_key_body(name: &str, description: &str, placement: &KeyPlacementArgs) -> Value {
-    let mut body = json!({ "name": name, "description": description });
-    if let Some(b) = placement.backend {
-        body["backend"] = Value::String(b.as_str().to_owned());
+pub fn create_key_body(
+    name: &str,
+    description: &str,
+    placement: &KeyPlacementArgs,
+) -> CreateKeyRequest {
+    CreateKeyRequest {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        backend: placement.backend.map(|b| b.as_str().to_owned()),
+        mode: placement.mode.map(|m| m.as_str().to_owned()),
     }
-    if let Some(m) = placement.mode {
-        body["mode"] = Value::String(m.as_str().to_owned());
-    }
-    body
 }
 
 /// Parses repeated `--context k=v` arguments into a JSON object.
@@ -734,21 +744,6 @@ pub struct Client {
     token: BearerToken,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
-    #[serde(default)]
-    request_id: String,
-    #[serde(default)]
-    current_version: Option<u64>,
-}
-
 /// The `PUT /v1/secrets/{path}` body; `value` borrows the zeroising base64 buffer.
 #[derive(Serialize)]
 struct PutSecretBody<'a> {
@@ -769,12 +764,6 @@ struct SecretValueOut {
 #[derive(Deserialize)]
 struct SealedOut {
     ciphertext: String,
-}
-
-#[derive(Deserialize)]
-struct CryptoOut {
-    ciphertext: Option<String>,
-    plaintext: Option<Zeroizing<String>>,
 }
 
 impl Client {
@@ -800,6 +789,18 @@ impl Client {
     ) -> Result<T, ClientError> {
         self.send(method, path, body.map(|b| b.to_string().into_bytes()))
             .await
+    }
+
+    /// Sends `body`, one of the [`crate::api_types`] request types, and reads a JSON answer or
+    /// the API error.
+    async fn call_typed<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(ClientError::Encode)?;
+        self.send(method, path, Some(body)).await
     }
 
     /// Sends `body` (JSON text) and reads a JSON answer or the API error.
@@ -863,10 +864,10 @@ impl Client {
         description: &str,
         placement: &KeyPlacementArgs,
     ) -> Result<Value, ClientError> {
-        self.call(
+        self.call_typed(
             Method::POST,
             "/v1/keys",
-            Some(create_key_body(name, description, placement)),
+            &create_key_body(name, description, placement),
         )
         .await
     }
@@ -915,13 +916,14 @@ impl Client {
         context: Value,
         out: &mut impl Write,
     ) -> Result<(), ClientError> {
-        let body = json!({ "bytes": bytes, "plaintext": plaintext, "context": context });
+        let body = DataKeyRequest {
+            context,
+            bytes: Some(u64::from(bytes)),
+            plaintext: Some(plaintext),
+        };
+        // Printed as the server sent it.
         let v: Value = self
-            .call(
-                Method::POST,
-                &format!("{}/datakey", key_url(key)?),
-                Some(body),
-            )
+            .call_typed(Method::POST, &format!("{}/datakey", key_url(key)?), &body)
             .await?;
         let text = Zeroizing::new(serde_json::to_string_pretty(&v).unwrap_or_default());
         writeln!(out, "{}", text.as_str())?;
@@ -942,13 +944,13 @@ impl Client {
     ) -> Result<(), ClientError> {
         let mut data = Zeroizing::new(Vec::new());
         input.take(1 << 20).read_to_end(&mut data)?;
-        let body = json!({ "plaintext": Zeroizing::new(STANDARD.encode(&data[..])).as_str(), "context": context });
-        let r: CryptoOut = self
-            .call(
-                Method::POST,
-                &format!("{}/encrypt", key_url(key)?),
-                Some(body),
-            )
+        let plaintext = Zeroizing::new(STANDARD.encode(&data[..]));
+        let body = EncryptRequest {
+            plaintext: plaintext.as_str(),
+            context,
+        };
+        let r: CryptoResponse = self
+            .call_typed(Method::POST, &format!("{}/encrypt", key_url(key)?), &body)
             .await?;
         let ct = r.ciphertext.ok_or(ClientError::BadBase64("ciphertext"))?;
         if base64_out {
@@ -981,11 +983,14 @@ impl Client {
         } else {
             STANDARD.encode(&data)
         };
-        let r: CryptoOut = self
-            .call(
+        let r: CryptoResponse = self
+            .call_typed(
                 Method::POST,
                 "/v1/decrypt",
-                Some(json!({ "ciphertext": ct, "context": context })),
+                &DecryptRequest {
+                    ciphertext: ct,
+                    context,
+                },
             )
             .await?;
         let pt = r.plaintext.ok_or(ClientError::BadBase64("plaintext"))?;
@@ -1238,17 +1243,14 @@ impl Client {
         } else {
             STANDARD.encode(&data)
         };
-        let mut body = serde_json::Map::new();
-        body.insert("ciphertext".to_owned(), json!(ct));
-        body.insert("context".to_owned(), request.context.clone());
-        if let Some(k) = &request.destination_key {
-            body.insert("destination_key".to_owned(), json!(k));
-        }
-        if let Some(c) = &request.destination_context {
-            body.insert("destination_context".to_owned(), c.clone());
-        }
+        let body = ReencryptRequest {
+            ciphertext: ct,
+            context: &request.context,
+            destination_key: request.destination_key.clone(),
+            destination_context: request.destination_context.as_ref(),
+        };
         let r: SealedOut = self
-            .call(Method::POST, "/v1/reencrypt", Some(Value::Object(body)))
+            .call_typed(Method::POST, "/v1/reencrypt", &body)
             .await?;
         if base64 {
             writeln!(out, "{}", r.ciphertext)?;
@@ -1847,7 +1849,7 @@ mod tests {
     fn create_key_sends_backend_and_mode_only_when_given() {
         let none = KeyPlacementArgs::default();
         assert_eq!(
-            create_key_body("k", "", &none),
+            serde_json::to_value(create_key_body("k", "", &none)).unwrap(),
             json!({"name": "k", "description": ""})
         );
         let tpm = KeyPlacementArgs {
@@ -1855,7 +1857,7 @@ mod tests {
             mode: None,
         };
         assert_eq!(
-            create_key_body("k", "d", &tpm),
+            serde_json::to_value(create_key_body("k", "d", &tpm)).unwrap(),
             json!({"name": "k", "description": "d", "backend": "tpm"})
         );
         let both = KeyPlacementArgs {
@@ -1863,7 +1865,7 @@ mod tests {
             mode: Some(WrapMode::Cached),
         };
         assert_eq!(
-            create_key_body("k", "", &both),
+            serde_json::to_value(create_key_body("k", "", &both)).unwrap(),
             json!({"name": "k", "description": "", "backend": "pkcs11", "mode": "cached"})
         );
     }

@@ -63,3 +63,42 @@ fn front_doors_import_nothing_from_the_device_or_the_store() -> anyhow::Result<(
     assert!(service.contains("crate::store") && service.contains("crate::backend"));
     Ok(())
 }
+
+#[test]
+fn api_types_import_no_server_layer() -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api_types");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files)?;
+    assert!(
+        files.len() >= 4,
+        "only {} files under src/api_types",
+        files.len()
+    );
+    // The client compiles these types: no handler, no router, nothing below the service.
+    let forbidden = [
+        "axum",
+        "crate::api::",
+        "crate::service",
+        "crate::backend",
+        "crate::store",
+        "crate::cli",
+    ];
+    let mut found = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f)?;
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for word in forbidden {
+                if code.contains(word) {
+                    found.push(format!("{}:{}: {word}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "api_types reach into the server:\n{}",
+        found.join("\n")
+    );
+    Ok(())
+}

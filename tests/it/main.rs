@@ -24,6 +24,7 @@ mod hardening;
 mod hygiene;
 mod layers;
 mod lifecycle;
+mod openapi;
 mod policy;
 mod restart;
 mod rewrap;

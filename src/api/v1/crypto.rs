@@ -1,34 +1,19 @@
 //! Data keys and small-payload encryption: `POST /v1/keys/{key}/datakey`,
 //! `POST /v1/keys/{key}/encrypt`, `POST /v1/decrypt`.
 
-use std::fmt;
-
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use super::keys::key_ref;
 use super::{decode_public, decode_secret, encode, encode_secret};
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, KeyPath, RequestBody};
-use crate::domain::{KeyId, KeyVersion};
+use crate::api_types::crypto::{CryptoResponse, DataKeyRequest, DecryptRequest, EncryptRequest};
 use crate::format::blob::{MAX_BLOB_LEN, MAX_PLAINTEXT_LEN};
-use crate::format::EncryptionContext;
-use crate::secret::{SecretBytes, SecretText};
+use crate::secret::SecretBytes;
 use crate::service::{DataKeyLen, PlaintextCopy, Sealing};
 
-/// `POST /v1/keys/{key}/datakey` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataKeyRequest {
-    #[serde(default)]
-    context: EncryptionContext,
-    bytes: Option<u64>,
-    plaintext: Option<bool>,
-}
-
 impl RequestBody for DataKeyRequest {
-    const FIELDS: &'static [&'static str] = &["context", "bytes", "plaintext"];
+    const FIELDS: &'static [&'static str] = DataKeyRequest::FIELDS;
     fn field_code(field: &str) -> &'static str {
         match field {
             "context" => "invalid_context",
@@ -38,41 +23,26 @@ impl RequestBody for DataKeyRequest {
     }
 }
 
-/// A response that carries a blob and maybe a plaintext; `Debug` never shows the plaintext.
-#[derive(Serialize)]
-pub struct CryptoResponse {
-    key_id: KeyId,
-    key_version: KeyVersion,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ciphertext: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    plaintext: Option<Zeroizing<String>>,
+impl RequestBody for EncryptRequest {
+    const FIELDS: &'static [&'static str] = EncryptRequest::FIELDS;
 }
 
-impl fmt::Debug for CryptoResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CryptoResponse")
-            .field("key_id", &self.key_id)
-            .field("key_version", &self.key_version)
-            .field("ciphertext", &self.ciphertext)
-            .field("plaintext", &self.plaintext.as_ref().map(|_| "[REDACTED]"))
-            .finish()
-    }
+impl RequestBody for DecryptRequest {
+    const FIELDS: &'static [&'static str] = DecryptRequest::FIELDS;
 }
 
-impl CryptoResponse {
-    /// A response with only the blob.
-    pub(crate) fn sealed_only(s: Sealing) -> Self {
-        Self::sealed(s, None)
-    }
+/// A response with only the blob.
+pub(crate) fn sealed_only(s: Sealing) -> CryptoResponse {
+    sealed(s, None)
+}
 
-    fn sealed(s: Sealing, plaintext: Option<SecretBytes>) -> Self {
-        Self {
-            key_id: s.key_id,
-            key_version: s.key_version,
-            ciphertext: Some(encode(&s.ciphertext)),
-            plaintext: plaintext.map(|p| encode_secret(p.expose_secret())),
-        }
+/// A response with the blob and, when given, the plaintext.
+fn sealed(s: Sealing, plaintext: Option<SecretBytes>) -> CryptoResponse {
+    CryptoResponse {
+        key_id: s.key_id,
+        key_version: s.key_version,
+        ciphertext: Some(encode(&s.ciphertext)),
+        plaintext: plaintext.map(|p| encode_secret(p.expose_secret())),
     }
 }
 
@@ -91,20 +61,7 @@ pub async fn datakey(
         PlaintextCopy::Omit
     };
     let dk = p.generate_data_key(&r, len, &body.context, copy).await?;
-    Ok(Json(CryptoResponse::sealed(dk.sealed, dk.plaintext)))
-}
-
-/// `POST /v1/keys/{key}/encrypt` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EncryptRequest {
-    plaintext: SecretText,
-    #[serde(default)]
-    context: EncryptionContext,
-}
-
-impl RequestBody for EncryptRequest {
-    const FIELDS: &'static [&'static str] = &["plaintext", "context"];
+    Ok(Json(sealed(dk.sealed, dk.plaintext)))
 }
 
 /// `POST /v1/keys/{key}/encrypt`
@@ -122,21 +79,9 @@ pub async fn encrypt(
         ));
     }
     let plaintext = SecretBytes::new(decode_secret("plaintext", &body.plaintext)?);
-    let sealed = p.encrypt(&r, plaintext, &body.context).await?;
-    Ok(Json(CryptoResponse::sealed(sealed, None)))
-}
-
-/// `POST /v1/decrypt` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecryptRequest {
-    ciphertext: String,
-    #[serde(default)]
-    context: EncryptionContext,
-}
-
-impl RequestBody for DecryptRequest {
-    const FIELDS: &'static [&'static str] = &["ciphertext", "context"];
+    Ok(Json(sealed_only(
+        p.encrypt(&r, plaintext, &body.context).await?,
+    )))
 }
 
 /// `POST /v1/decrypt`

@@ -3,28 +3,15 @@
 use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, KeyPath, RequestBody};
+use crate::api_types::keys::{CreateKeyRequest, KeyList, ListKeysQuery};
 use crate::domain::{BackendKind, Key, KeyName, KeyRef, WrapMode};
 use crate::service::KeyPlacement;
 
-/// `POST /v1/keys` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKey {
-    name: String,
-    #[serde(default)]
-    description: String,
-    /// `pkcs11` (default) or `tpm`.
-    backend: Option<String>,
-    /// `direct` or `cached`; default `direct` on PKCS#11, `cached` on a TPM.
-    mode: Option<String>,
-}
-
-impl RequestBody for CreateKey {
-    const FIELDS: &'static [&'static str] = &["name", "description", "backend", "mode"];
+impl RequestBody for CreateKeyRequest {
+    const FIELDS: &'static [&'static str] = CreateKeyRequest::FIELDS;
 }
 
 /// Longest description accepted.
@@ -33,7 +20,7 @@ const MAX_DESCRIPTION: usize = 1024;
 /// `POST /v1/keys`
 pub async fn create(
     Caller(p): Caller,
-    ApiJson(body): ApiJson<CreateKey>,
+    ApiJson(body): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<Key>), ApiError> {
     let name = KeyName::try_from(body.name)
         .map_err(|e| ApiError::bad_request("invalid_key_name", e.to_string()))?;
@@ -59,23 +46,6 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(key)))
 }
 
-/// `GET /v1/keys` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    limit: Option<u32>,
-    after: Option<String>,
-}
-
-/// `GET /v1/keys` response.
-#[derive(Debug, Serialize)]
-pub struct KeyList {
-    keys: Vec<Key>,
-    /// Pass as `after` to get the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next: Option<String>,
-}
-
 /// Default and largest page sizes.
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -83,7 +53,7 @@ const MAX_LIMIT: u32 = 1000;
 /// `GET /v1/keys?limit=&after=`
 pub async fn list(
     Caller(p): Caller,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListKeysQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<KeyList>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);

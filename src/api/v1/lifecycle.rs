@@ -8,17 +8,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::crypto::CryptoResponse;
+use super::crypto::sealed_only;
 use super::decode_public;
 use super::keys::key_ref;
 use crate::api::error::ApiError;
 use crate::api::extract::{
     double_option, parse, require_json, ApiJson, Caller, KeyPath, RequestBody,
 };
+use crate::api_types::crypto::{CryptoResponse, ReencryptRequest};
 use crate::domain::job::{JobEvent, JobState};
 use crate::domain::secret::HumanDuration;
 use crate::domain::{Alias, Key, KeyId, KeyName, KeyVersion};
-use crate::format::EncryptionContext;
 use crate::service::lifecycle::{KeyPatch, VersionAction, VersionUsage};
 use crate::service::rewrap::JobStatus;
 
@@ -351,24 +351,8 @@ pub async fn list_aliases(Caller(p): Caller) -> Result<Json<AliasesResponse>, Ap
     }))
 }
 
-/// `POST /v1/reencrypt` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReencryptRequest {
-    ciphertext: String,
-    #[serde(default)]
-    context: EncryptionContext,
-    destination_key: Option<String>,
-    destination_context: Option<EncryptionContext>,
-}
-
 impl RequestBody for ReencryptRequest {
-    const FIELDS: &'static [&'static str] = &[
-        "ciphertext",
-        "context",
-        "destination_key",
-        "destination_context",
-    ];
+    const FIELDS: &'static [&'static str] = ReencryptRequest::FIELDS;
 }
 
 /// `POST /v1/reencrypt` response.
@@ -403,7 +387,7 @@ pub async fn reencrypt(
         )
         .await?;
     Ok(Json(ReencryptResponse {
-        sealed: CryptoResponse::sealed_only(r.sealed),
+        sealed: sealed_only(r.sealed),
         source_key_id: r.source_key_id,
         source_key_version: r.source_key_version,
     }))

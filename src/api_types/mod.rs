@@ -1,0 +1,45 @@
+//! The native API's wire types (`/v1/...`): one definition of each request and response body,
+//! used by the server's handlers (`api::v1`), by the CLI's client (`cli::client`), and by the
+//! generator of `docs/openapi.json` ([`openapi`]).
+//!
+//! This module imports only `domain`, `format` and `secret`: no axum, no handler, no `backend`
+//! or `store`, so the client side uses the types without pulling in the server. The serde
+//! attributes here *are* the wire format (field names, `skip_serializing_if`,
+//! `deny_unknown_fields`); the server's per-field error codes stay with the extractor
+//! (`api::extract::RequestBody`).
+//!
+//! Request bodies that carry a context or a secret are generic over those fields' types: the
+//! server deserialises them into the validating, zeroising types (the defaults), the client
+//! serialises the values it was given on the command line, unvalidated, so that the server stays
+//! the one that judges them (and answers with its error code, as before).
+
+pub mod crypto;
+pub mod error;
+pub mod keys;
+pub mod openapi;
+
+use utoipa::openapi::schema::{AllOfBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+
+/// A reference to a component schema by name (for fields whose type is described elsewhere in
+/// the document, e.g. the domain's `KeyId`).
+fn schema_ref(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+/// A reference to a component schema with a description of this use of it.
+fn described_ref(name: &str, description: &str) -> RefOr<Schema> {
+    let mut r = Ref::from_schema_name(name);
+    r.description = description.to_owned();
+    RefOr::Ref(r)
+}
+
+/// `allOf: [$ref]` with a description: a referenced schema that may be absent.
+fn optional_ref(name: &str, description: &str) -> RefOr<Schema> {
+    RefOr::T(Schema::AllOf(
+        AllOfBuilder::new()
+            .item(Ref::from_schema_name(name))
+            .description(Some(description))
+            .build(),
+    ))
+}
