@@ -225,13 +225,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let credential = credential_of(req.headers(), req.extensions());
-    let token_id = match &credential {
-        Credential::Bearer(t) => {
-            crate::service::auth::token_id(t.expose_secret()).map(str::to_owned)
-        }
-        _ => None,
-    };
-    match state.door.authenticate(credential, source).await {
+    match state.door.authenticate(&credential, source).await {
         Ok(caller) => {
             tracing::Span::current().record("principal", caller.principal().name.as_str());
             req.extensions_mut().insert(caller);
@@ -239,7 +233,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         }
         Err(e) => {
             if let ServiceError::Unauthenticated(_) = &e {
-                if let Some(retry) = state.throttle.fail(source, token_id.as_deref()) {
+                if let Some(retry) = state.throttle.fail(source, token_id_of(&credential)) {
                     return retry_later(
                         StatusCode::TOO_MANY_REQUESTS,
                         "too_many_auth_failures",
@@ -250,6 +244,14 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             }
             ApiError::from(e).into_response()
         }
+    }
+}
+
+/// The public id part of a presented bearer token, for counting failures per token id.
+fn token_id_of(credential: &Credential) -> Option<&str> {
+    match credential {
+        Credential::Bearer(t) => crate::service::auth::token_id(t.expose_secret()),
+        _ => None,
     }
 }
 
@@ -296,18 +298,12 @@ async fn attribute(state: &AppState, req: Request) {
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let credential = credential_of(&req.headers, &req.extensions);
-    let token_id = match &credential {
-        Credential::Bearer(t) => {
-            crate::service::auth::token_id(t.expose_secret()).map(str::to_owned)
-        }
-        _ => None,
-    };
     // Authenticating notes the principal for the record; the answer stays the 404 or 405.
-    match state.door.authenticate(credential, source).await {
+    match state.door.authenticate(&credential, source).await {
         Err(ServiceError::Unauthenticated(_))
             if req.headers.contains_key(header::AUTHORIZATION) =>
         {
-            let _ = state.throttle.fail(source, token_id.as_deref());
+            let _ = state.throttle.fail(source, token_id_of(&credential));
         }
         Ok(_) | Err(_) => {}
     }

@@ -69,6 +69,14 @@ impl Note {
         })))
     }
 
+    /// Whether a principal was noted (without copying the note).
+    pub fn has_principal(&self) -> bool {
+        match self.0.lock() {
+            Ok(n) => n.principal.is_some(),
+            Err(p) => p.into_inner().principal.is_some(),
+        }
+    }
+
     /// What was noted so far.
     pub fn snapshot(&self) -> Noted {
         match self.0.lock() {

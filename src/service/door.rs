@@ -115,7 +115,7 @@ impl FrontDoor {
     /// `Unauthenticated`, `CertificateRefused`; `Store` when the token cannot be looked up.
     pub async fn authenticate(
         &self,
-        credential: Credential,
+        credential: &Credential,
         source: Option<IpAddr>,
     ) -> Result<Authorized, ServiceError> {
         let mut principal = match credential {
@@ -124,24 +124,24 @@ impl FrontDoor {
                 return Err(ServiceError::Unauthenticated(AuthFailure::Invalid))
             }
             Credential::RefusedCertificate(reason) => {
-                return Err(ServiceError::CertificateRefused(reason))
+                return Err(ServiceError::CertificateRefused(reason.clone()))
             }
             Credential::Bearer(token) => self.service.authenticate(token.expose_secret()).await?,
             Credential::Certificate {
                 principal,
                 fingerprint,
             } => Principal {
-                name: principal,
+                name: principal.clone(),
                 credential_id: format!("cert:{fingerprint}"),
                 source: None,
             },
         };
         principal.source = source;
         note::principal(&principal.name, &principal.credential_id);
-        Ok(Authorized {
+        Ok(Authorized(Arc::new(Handle {
             service: Arc::clone(&self.service),
             principal,
-        })
+        })))
     }
 
     /// Device and database readiness (public; coalesced, see [`KeyService::readiness`]).
@@ -226,7 +226,7 @@ impl RequestScope {
 
     /// Whether the request authenticated a principal.
     pub fn authenticated(&self) -> bool {
-        self.note.snapshot().principal.is_some()
+        self.note.has_principal()
     }
 
     /// Builds the request's record from what was noted and how it `ended`, and appends it:
@@ -363,8 +363,11 @@ impl KeyService {
 
 /// An authenticated principal's handle on the service: every operation a front door may call,
 /// each authorising every resource it touches for this principal.
+/// (Shared: the handle travels in request extensions and is cloned by each extractor.)
 #[derive(Clone)]
-pub struct Authorized {
+pub struct Authorized(Arc<Handle>);
+
+struct Handle {
     service: Arc<KeyService>,
     principal: Principal,
 }
@@ -372,7 +375,7 @@ pub struct Authorized {
 impl std::fmt::Debug for Authorized {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authorized")
-            .field("principal", &self.principal.name)
+            .field("principal", &self.0.principal.name)
             .finish_non_exhaustive()
     }
 }
@@ -387,7 +390,7 @@ macro_rules! authorized_operations {
                 /// # Errors
                 /// As the service operation of the same name.
                 pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, ServiceError> {
-                    self.service.$name(&self.principal $(, $arg)*).await
+                    self.0.service.$name(&self.0.principal $(, $arg)*).await
                 }
             )*
         }
@@ -397,7 +400,7 @@ macro_rules! authorized_operations {
 impl Authorized {
     /// The authenticated principal.
     pub fn principal(&self) -> &Principal {
-        &self.principal
+        &self.0.principal
     }
 
     /// One principal's record.
@@ -405,7 +408,7 @@ impl Authorized {
     /// # Errors
     /// As [`KeyService::principal`].
     pub async fn principal_record(&self, name: &KeyName) -> Result<PrincipalRecord, ServiceError> {
-        self.service.principal(&self.principal, name).await
+        self.0.service.principal(&self.0.principal, name).await
     }
 
     /// The next page of an export whose plan this principal was authorised for
@@ -418,7 +421,7 @@ impl Authorized {
         after: u64,
         until: u64,
     ) -> Result<Vec<crate::audit::export::Line>, ServiceError> {
-        self.service.audit_export_page(after, until).await
+        self.0.service.audit_export_page(after, until).await
     }
 }
 
