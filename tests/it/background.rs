@@ -13,18 +13,7 @@ use crate::common::{b64, Deployment, Server};
 
 /// Every audit record, in order.
 async fn all_records(s: &Server) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0u64;
-    loop {
-        let r = s
-            .get(&format!("/v1/audit/events?after={after}&limit=1000"))
-            .await;
-        out.extend(r.ok()["records"].as_array().unwrap().iter().cloned());
-        match r.body["next_after"].as_u64() {
-            Some(n) => after = n,
-            None => return out,
-        }
-    }
+    crate::throttle::all_after(s, 0).await
 }
 
 /// The records of background work `worker` doing `action`, each with the announcement that

@@ -16,6 +16,24 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where `files` name any of `forbidden` outside comments (comments may name what the code
+/// must not use), as `path:line: word`.
+fn uses(files: &[PathBuf], forbidden: &[&str]) -> std::io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)?;
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for word in forbidden {
+                if code.contains(word) {
+                    found.push(format!("{}:{}: {word}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 #[test]
 fn front_doors_import_nothing_from_the_device_or_the_store() -> anyhow::Result<()> {
     let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
@@ -39,19 +57,7 @@ fn front_doors_import_nothing_from_the_device_or_the_store() -> anyhow::Result<(
         "audit::note",
         "AuditEntry",
     ];
-    let mut found = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f)?;
-        for (n, line) in text.lines().enumerate() {
-            // Comments may name what the code must not use.
-            let code = line.split("//").next().unwrap_or_default();
-            for word in forbidden {
-                if code.contains(word) {
-                    found.push(format!("{}:{}: {word}", f.display(), n + 1));
-                }
-            }
-        }
-    }
+    let found = uses(&files, &forbidden)?;
     assert!(
         found.is_empty(),
         "front doors reach below the service:\n{}",
@@ -83,18 +89,7 @@ fn api_types_import_no_server_layer() -> anyhow::Result<()> {
         "crate::store",
         "crate::cli",
     ];
-    let mut found = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f)?;
-        for (n, line) in text.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or_default();
-            for word in forbidden {
-                if code.contains(word) {
-                    found.push(format!("{}:{}: {word}", f.display(), n + 1));
-                }
-            }
-        }
-    }
+    let found = uses(&files, &forbidden)?;
     assert!(
         found.is_empty(),
         "api_types reach into the server:\n{}",

@@ -79,7 +79,7 @@ async fn anonymous_after(s: &Server, after: u64) -> Vec<Value> {
 }
 
 /// Every record after `after`.
-async fn all_after(s: &Server, after: u64) -> Vec<Value> {
+pub(crate) async fn all_after(s: &Server, after: u64) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after = after;
     loop {
