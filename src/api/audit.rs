@@ -17,10 +17,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorCode};
-use super::throttle::{AnonymousThrottle, WINDOW};
+use super::throttle::AnonymousThrottle;
 use super::{retry_later, tls, AppState, REQUEST_ID_HEADER};
 use crate::audit::Outcome;
-use crate::service::{Ending, FrontDoor, RequestMeta, Throttled};
+use crate::service::{Ending, FrontDoor, RequestMeta};
 
 /// The error code of requests refused by the unauthenticated-request throttle, and of their
 /// aggregate records.
@@ -118,17 +118,7 @@ pub async fn write_aggregates(door: &FrontDoor, throttle: &AnonymousThrottle) {
     if pending.is_empty() {
         return;
     }
-    let throttled: Vec<Throttled> = pending
-        .iter()
-        .map(|a| Throttled {
-            source: a.source.clone(),
-            count: a.count,
-            first_seen: a.first_seen,
-            last_seen: a.last_seen,
-            window_seconds: WINDOW.as_secs(),
-        })
-        .collect();
-    let writes = throttled
+    let writes = pending
         .iter()
         .map(|t| door.record_throttled(t, THROTTLED_CODE));
     let results = futures_util::future::join_all(writes).await;

@@ -85,7 +85,7 @@ impl From<ServiceError> for ApiError {
             code,
             message: e.public_message(),
             current_version: e.current_version().map(u64::from),
-            outcome: e.outcome(),
+            outcome: kind.outcome(),
             // Logged (never sent) when the caller is not at fault.
             cause: (!kind.is_caller()).then(|| Box::new(e)),
         }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::config::AnonymousLimit;
+use crate::service::Throttled;
 
 /// Failures allowed per source address (and per token id) and window.
 pub const MAX_FAILURES: u32 = 20;
@@ -101,19 +102,6 @@ impl AuthThrottle {
         }
         blocked
     }
-}
-
-/// Throttled requests of one source (or of the `(many)` bucket), not yet written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Aggregate {
-    /// The source address, [`MANY_SOURCES`], or `None` when the peer address is unknown.
-    pub source: Option<String>,
-    /// Requests throttled.
-    pub count: u64,
-    /// When the first of them arrived.
-    pub first_seen: OffsetDateTime,
-    /// When the last of them arrived.
-    pub last_seen: OffsetDateTime,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -267,20 +255,21 @@ impl AnonymousThrottle {
 
     /// Takes the throttled counts not yet written, one aggregate per source, and forgets
     /// sources whose window is over.
-    pub fn drain(&self) -> Vec<Aggregate> {
+    pub fn drain(&self) -> Vec<Throttled> {
         let mut guard = match self.budgets.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         let b = &mut *guard;
         let mut out = Vec::new();
-        let take = |source: Option<String>, budget: &mut Budget, out: &mut Vec<Aggregate>| {
+        let take = |source: Option<String>, budget: &mut Budget, out: &mut Vec<Throttled>| {
             if let Some(p) = budget.throttled.take() {
-                out.push(Aggregate {
+                out.push(Throttled {
                     source,
                     count: p.count,
                     first_seen: p.first_seen,
                     last_seen: p.last_seen,
+                    window_seconds: WINDOW.as_secs(),
                 });
             }
         };
@@ -293,7 +282,7 @@ impl AnonymousThrottle {
     }
 
     /// Puts back an aggregate that could not be written, so its count goes into the next one.
-    pub fn restore(&self, a: Aggregate) {
+    pub fn restore(&self, a: Throttled) {
         let pending = Pending {
             count: a.count,
             first_seen: a.first_seen,

@@ -41,6 +41,9 @@ pub struct Noted {
     pub request: RequestFacts,
     /// Whether the record announcing a state change of this request was written.
     pub change_announced: bool,
+    /// Whether something already took effect that could not be announced (background work
+    /// that reports an event after the fact).
+    pub happened: bool,
 }
 
 /// What is known of a request before it runs: who serves it and where it came from.
@@ -169,6 +172,12 @@ pub fn announce_change() -> Option<Noted> {
     })
     .ok()
     .flatten()
+}
+
+/// Notes that the current unit of work did something that took effect before it could be
+/// announced (a version-KEK that left memory): its record is written all the same.
+pub fn happened() {
+    with(|n| n.happened = true);
 }
 
 /// Takes back an announcement that could not be recorded (the request fails; a retry of the

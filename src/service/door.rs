@@ -59,18 +59,9 @@ pub enum Credential {
     RefusedCertificate(String),
 }
 
-/// What a front door knows of a request before the service sees it.
-#[derive(Debug, Clone)]
-pub struct RequestMeta {
-    /// The request id the door gave it (sent back to the client).
-    pub request_id: String,
-    /// The wire method (`POST`).
-    pub method: String,
-    /// The route template that matched, or `(unmatched)` (never the raw path).
-    pub route: String,
-    /// The client's address.
-    pub source: Option<IpAddr>,
-}
+/// What a front door knows of a request before the service sees it (the facts its audit record
+/// starts from).
+pub use crate::audit::note::RequestFacts as RequestMeta;
 
 /// How a request ended, as its front door answered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,12 +90,7 @@ impl FrontDoor {
     pub fn request(&self, meta: RequestMeta) -> RequestScope {
         RequestScope {
             service: Arc::clone(&self.service),
-            note: Note::new(note::RequestFacts {
-                request_id: meta.request_id,
-                method: meta.method,
-                route: meta.route,
-                source: meta.source,
-            }),
+            note: Note::new(meta),
         }
     }
 
@@ -316,7 +302,8 @@ impl KeyService {
 
     /// Runs one unit of background work of `worker` (a rotation, a deletion, a re-wrap batch,
     /// …) in its own audit scope, as the `system` principal, on `action` and `resource`. When
-    /// the work changed something (it announced a change) or failed, its record is appended
+    /// the work changed something (it announced a change, or noted an event that already took
+    /// effect) or failed, its record is appended
     /// with the outcome; work that found nothing to do leaves no record. A record that cannot
     /// be written is logged at `error` (the announcement before the change stands).
     pub(crate) async fn in_background<T>(
@@ -339,7 +326,7 @@ impl KeyService {
         })
         .await;
         let noted = scope.snapshot();
-        if noted.change_announced || result.is_err() {
+        if noted.change_announced || noted.happened || result.is_err() {
             let ended = match &result {
                 Ok(_) => Ending {
                     outcome: Outcome::Success,

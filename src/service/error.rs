@@ -277,6 +277,19 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The audit outcome of a request that ended with an error of this kind.
+    pub fn outcome(self) -> crate::audit::Outcome {
+        use crate::audit::Outcome;
+        match self {
+            Self::Unauthenticated => Outcome::Unauthenticated,
+            Self::Forbidden => Outcome::Denied,
+            Self::Unavailable | Self::Unsupported | Self::Internal => Outcome::Failed,
+            Self::Invalid | Self::TooLarge | Self::NotFound | Self::Conflict | Self::Gone => {
+                Outcome::Rejected
+            }
+        }
+    }
+
     /// Whether the caller is at fault (its details may be told to it).
     pub fn is_caller(self) -> bool {
         !matches!(self, Self::Unavailable | Self::Unsupported | Self::Internal)
@@ -445,19 +458,7 @@ impl ServiceError {
     /// never from a wire status (an AWS-style door answers a denial with HTTP 400 and still
     /// records `denied`).
     pub fn outcome(&self) -> crate::audit::Outcome {
-        use crate::audit::Outcome;
-        match self.kind() {
-            ErrorKind::Unauthenticated => Outcome::Unauthenticated,
-            ErrorKind::Forbidden => Outcome::Denied,
-            ErrorKind::Unavailable | ErrorKind::Unsupported | ErrorKind::Internal => {
-                Outcome::Failed
-            }
-            ErrorKind::Invalid
-            | ErrorKind::TooLarge
-            | ErrorKind::NotFound
-            | ErrorKind::Conflict
-            | ErrorKind::Gone => Outcome::Rejected,
-        }
+        self.kind().outcome()
     }
 }
 
