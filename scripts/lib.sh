@@ -56,3 +56,58 @@ start_dev_swtpm() {
     || { echo "swtpm could not start on 127.0.0.1:$port (port in use?)" >&2; return 1; }
   echo "swtpm started (state in $dir, port $port)" >&2
 }
+
+PG_BIN=/usr/lib/postgresql/15/bin
+
+# A TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+  local p
+  for p in $(shuf -i 20000-60999 -n 64); do
+    (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+# Starts a throwaway PostgreSQL 15 cluster in directory $1 (created; owned by the `postgres`
+# system user, because initdb refuses root) on a free local port, with trust authentication
+# on 127.0.0.1 only. Prints the superuser URL (postgres://postgres@127.0.0.1:PORT/postgres).
+# Stop it with stop_test_postgres $1. `synchronous_commit` and `fsync` stay on: the store's
+# durability is what the tests and benchmarks measure.
+start_test_postgres() {
+  local dir=$1 port
+  mkdir -p "$dir"
+  # The postgres user must reach the directory: the parent of a mktemp -d is private to root.
+  chmod 0755 "$dir"
+  port=$(free_port)
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$dir"
+    as_pg() { runuser -u postgres -- "$@"; }
+  else
+    as_pg() { "$@"; }
+  fi
+  as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync -E UTF8 >/dev/null
+  cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+max_connections = 300
+shared_buffers = 128MB
+fsync = on
+synchronous_commit = on
+log_min_messages = warning
+CONF
+  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+    || { cat "$dir/server.log" >&2; return 1; }
+  echo "postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+stop_test_postgres() {
+  local dir=$1
+  [ -d "$dir/data" ] || return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  else
+    "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  fi
+}

@@ -46,6 +46,40 @@ pub const SQLITE: &[Migration] = &[
     },
 ];
 
+/// PostgreSQL migrations, oldest first: the same versions as [`SQLITE`], in PostgreSQL's dialect.
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "secrets",
+        sql: include_str!("migrations/postgres/0002_secrets.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "jobs",
+        sql: include_str!("migrations/postgres/0003_jobs.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "audit",
+        sql: include_str!("migrations/postgres/0004_audit.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "device_material",
+        sql: include_str!("migrations/postgres/0005_device_material.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "audit_details",
+        sql: include_str!("migrations/postgres/0006_audit_details.sql"),
+    },
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +89,14 @@ mod tests {
         for (i, m) in SQLITE.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1, "{}", m.name);
         }
+        for (i, m) in POSTGRES.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn both_dialects_have_the_same_versions_and_names() {
+        let names = |ms: &[Migration]| ms.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        assert_eq!(names(SQLITE), names(POSTGRES));
     }
 }

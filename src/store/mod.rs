@@ -16,7 +16,9 @@
 //! Every implementation passes one conformance suite, written against these traits:
 //! `tests/it/store_conformance.rs`.
 
+mod codec;
 pub mod migrations;
+pub mod postgres;
 pub mod sqlite;
 
 use std::borrow::Cow;

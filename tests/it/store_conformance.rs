@@ -18,6 +18,7 @@ use custodian::domain::{
     Algorithm, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord,
     PrincipalRecord, RootKeyRef, RootMaterial, TokenRecord, VersionState, WrapMode,
 };
+use custodian::store::postgres::{PostgresSettings, PostgresStore};
 use custodian::store::sqlite::SqliteStore;
 use custodian::store::{NewSecretVersion, RewrapBatch, StaleKind, Store, StoreError};
 use time::OffsetDateTime;
@@ -157,6 +158,56 @@ macro_rules! conformance {
 }
 
 conformance!(sqlite, Sqlite);
+conformance!(postgres, Postgres);
+
+/// PostgreSQL: a fresh database on the test cluster (`common::postgres`).
+pub struct Postgres {
+    name: String,
+    settings: PostgresSettings,
+}
+
+#[async_trait]
+impl Harness for Postgres {
+    async fn create() -> Self {
+        let (name, settings) = crate::common::postgres::fresh_database().await;
+        Self { name, settings }
+    }
+
+    async fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(PostgresStore::open(&self.settings).await?))
+    }
+
+    async fn open_at_schema(&self, version: u32) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(
+            PostgresStore::open_at_schema(&self.settings, version).await?,
+        ))
+    }
+
+    async fn schema_version(&self) -> u32 {
+        let db = crate::common::postgres::admin(Some(&self.name)).await;
+        let v: i64 = db
+            .query_one("SELECT MAX(version) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        u32::try_from(v).unwrap()
+    }
+
+    async fn record_schema(&self, version: u32) {
+        let db = crate::common::postgres::admin(Some(&self.name)).await;
+        db.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at)
+             VALUES ($1, 'from_a_newer_binary', '2099-01-01T00:00:00Z')",
+            &[&i64::from(version)],
+        )
+        .await
+        .unwrap();
+    }
+
+    fn latest_schema() -> u32 {
+        PostgresStore::latest_schema()
+    }
+}
 
 // --- fixtures ---
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, TransactionBehavior};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 mod audit;
@@ -34,6 +33,9 @@ use crate::domain::{
     PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
 };
 use crate::telemetry::run_blocking;
+
+// Children (`keys`, `secrets`, …) read these through `super::`.
+use super::codec::{from_millis, millis, now_text, parse_time, time_text};
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -183,29 +185,6 @@ fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), Error>
         );
     }
     Ok(())
-}
-
-pub(super) fn now_text() -> String {
-    time_text(OffsetDateTime::now_utc())
-}
-
-pub(super) fn time_text(t: OffsetDateTime) -> String {
-    // RFC 3339 formatting of a valid UTC time cannot fail; fall back to the unix time.
-    t.format(&Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
-
-pub(super) fn parse_time(s: &str, column: &'static str) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| StoreError::Corrupt { column })
-}
-
-pub(super) fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-pub(super) fn from_millis(ms: i64, column: &'static str) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|_| StoreError::Corrupt { column })
 }
 
 #[async_trait]

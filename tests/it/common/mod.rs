@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod inproc;
+pub mod postgres;
 pub mod server;
 pub mod swtpm;
 
