@@ -17,6 +17,7 @@ use crate::backend::tpm::{TpmConfig, TpmDevice};
 use crate::backend::{BackendError, Backends, KeyBackend};
 use crate::config::{BackendConfig, Config, StoreConfig};
 use crate::service::{FrontDoor, Internal, KeyService, ServiceError};
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -38,6 +39,9 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
+    /// A setting read at start-up (the database password) is unusable.
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
     /// Binding or serving failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -127,6 +131,14 @@ impl App {
         };
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+            StoreConfig::Postgres { settings, password } => {
+                let mut settings = settings.clone();
+                settings.password = password
+                    .as_ref()
+                    .map(|p| p.read("store.password_file"))
+                    .transpose()?;
+                Arc::new(PostgresStore::open(&settings).await?)
+            }
         };
         // The signing key is found or generated in the device before anything is served: no
         // request is answered while checkpoints could not be signed.

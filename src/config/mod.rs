@@ -20,6 +20,8 @@ use raw::RawConfig;
 
 use crate::domain::KeyRef;
 use crate::secret::Pin;
+use crate::store::postgres::{PostgresSettings, SslMode};
+use zeroize::Zeroizing;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -215,6 +217,57 @@ pub enum StoreConfig {
         /// Database file.
         path: PathBuf,
     },
+    /// A PostgreSQL database (several nodes may share it).
+    Postgres {
+        /// Where and how to connect; the password is read at start-up from `password`.
+        settings: PostgresSettings,
+        /// Where the password is, if the server asks for one.
+        password: Option<SecretSource>,
+    },
+}
+
+/// Where a secret setting (the database password) is read from at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+    /// A file (mode 0600; trailing newline ignored).
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the secret for the setting `field`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Secret`] when the variable is unset, the file unreadable, shared with
+    /// group or others, or empty.
+    pub fn read(&self, field: &'static str) -> Result<SecretString, ConfigError> {
+        let (desc, text) = match self {
+            Self::Env(var) => (
+                format!("environment variable {var}"),
+                std::env::var(var).map_err(|e| e.to_string()),
+            ),
+            Self::File(path) => (
+                format!("file {}", path.display()),
+                refuse_shared_pin_file(path)
+                    .and_then(|()| std::fs::read_to_string(path).map_err(|e| e.to_string())),
+            ),
+        };
+        let text = Zeroizing::new(text.map_err(|reason| ConfigError::Secret {
+            field,
+            source_desc: desc.clone(),
+            reason,
+        })?);
+        let value = text.trim_end_matches(['\r', '\n']);
+        if value.is_empty() {
+            return Err(ConfigError::Secret {
+                field,
+                source_desc: desc,
+                reason: "it is empty".to_owned(),
+            });
+        }
+        Ok(SecretString::from(value.to_owned()))
+    }
 }
 
 /// Device choice.
@@ -296,6 +349,96 @@ fn refuse_shared_pin_file(path: &Path) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// `[store]` validated: the kind, and for PostgreSQL everything but the password's value.
+fn store_config(
+    raw: raw::RawStore,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<StoreConfig, ConfigError> {
+    let invalid = |field: &'static str, reason: &str| ConfigError::Invalid {
+        field,
+        reason: reason.to_owned(),
+    };
+    match raw.kind.as_str() {
+        "sqlite" => {
+            return Ok(StoreConfig::Sqlite {
+                path: resolve(&raw.path),
+            })
+        }
+        "postgres" => {}
+        _ => return Err(invalid("store.kind", "must be \"sqlite\" or \"postgres\"")),
+    }
+    let url = raw
+        .url
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| invalid("store.url", "required for kind = \"postgres\""))?;
+    let parsed: tokio_postgres::Config = url.parse().map_err(|_| {
+        invalid(
+            "store.url",
+            "not a PostgreSQL URL (postgres://user@host:port/db)",
+        )
+    })?;
+    if parsed.get_password().is_some() {
+        return Err(invalid(
+            "store.url",
+            "must not contain a password; use store.password_file or store.password_env",
+        ));
+    }
+    let password = match (raw.password_env, raw.password_file) {
+        (None, None) => None,
+        (Some(var), None) if !var.is_empty() => Some(SecretSource::Env(var)),
+        (None, Some(path)) => Some(SecretSource::File(resolve(&path))),
+        _ => {
+            return Err(invalid(
+                "store.password_env",
+                "set at most one of password_env and password_file",
+            ))
+        }
+    };
+    if raw.pool_size == 0 || raw.pool_size > 1024 {
+        return Err(invalid("store.pool_size", "must be 1 to 1024"));
+    }
+    let connect_timeout = crate::domain::secret::HumanDuration::parse(&raw.connect_timeout)
+        .map(|d| d.0)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(300))
+        .ok_or_else(|| {
+            invalid(
+                "store.connect_timeout",
+                "a duration from 1ms to 300s, e.g. \"5s\"",
+            )
+        })?;
+    let sslmode = match (raw.sslmode.as_str(), raw.ca_file) {
+        ("disable", None) => SslMode::Disable,
+        ("require", None) => SslMode::Require,
+        ("verify-full", Some(ca)) => SslMode::VerifyFull {
+            ca_file: resolve(&ca),
+        },
+        ("verify-full", None) => {
+            return Err(invalid(
+                "store.ca_file",
+                "required for sslmode = \"verify-full\"",
+            ))
+        }
+        ("disable" | "require", Some(_)) => {
+            return Err(invalid(
+                "store.ca_file",
+                "only used with sslmode = \"verify-full\"",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "store.sslmode",
+                "must be \"disable\", \"require\" or \"verify-full\"",
+            ))
+        }
+    };
+    let mut settings = PostgresSettings::new(url);
+    settings.pool_size = raw.pool_size;
+    settings.connect_timeout = connect_timeout;
+    settings.sslmode = sslmode;
+    Ok(StoreConfig::Postgres { settings, password })
 }
 
 /// The mechanism the device uses to wrap data keys.
@@ -509,12 +652,7 @@ impl Config {
             },
         };
 
-        let store = match raw.store.kind.as_str() {
-            "sqlite" => StoreConfig::Sqlite {
-                path: resolve(&raw.store.path),
-            },
-            _ => return Err(invalid("store.kind", "must be \"sqlite\"")),
-        };
+        let store = store_config(raw.store, &resolve)?;
 
         let b = raw.backend;
         if b.kind != "pkcs11" {
@@ -824,7 +962,9 @@ mod tests {
         let BackendConfig::Pkcs11(p) = c.backend;
         assert_eq!(p.pin, PinSource::File(PathBuf::from("/etc/custodian/pin")));
         assert_eq!(p.token, TokenSelector::Label("t".to_owned()));
-        let StoreConfig::Sqlite { path } = c.store;
+        let StoreConfig::Sqlite { path } = c.store else {
+            panic!("the default store is SQLite");
+        };
         assert_eq!(path, PathBuf::from("/etc/custodian/custodian.db"));
     }
 

@@ -150,10 +150,24 @@ impl Default for RawServer {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
-    /// `sqlite` (the only kind in this build).
+    /// `sqlite` (embedded, the default) or `postgres`.
     pub kind: String,
-    /// SQLite database file; created with mode 0600.
+    /// SQLite: the database file; created with mode 0600.
     pub path: PathBuf,
+    /// PostgreSQL: `postgres://user@host:port/dbname`, without a password.
+    pub url: Option<String>,
+    /// PostgreSQL: a file holding the password (mode 0600).
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// PostgreSQL: most pooled connections.
+    pub pool_size: usize,
+    /// PostgreSQL: how long to wait for a connection, e.g. `5s`.
+    pub connect_timeout: String,
+    /// PostgreSQL: `disable`, `require` or `verify-full`.
+    pub sslmode: String,
+    /// PostgreSQL with `sslmode = "verify-full"`: PEM file of the server certificate's CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RawStore {
@@ -161,6 +175,13 @@ impl Default for RawStore {
         Self {
             kind: "sqlite".to_owned(),
             path: PathBuf::from("custodian.db"),
+            url: None,
+            password_file: None,
+            password_env: None,
+            pool_size: 16,
+            connect_timeout: "5s".to_owned(),
+            sslmode: "disable".to_owned(),
+            ca_file: None,
         }
     }
 }

@@ -119,7 +119,7 @@ impl PostgresSettings {
         if pg.get_password().is_some() {
             return Err(StoreError::Unavailable(
                 "the PostgreSQL URL must not contain a password; use store.password_file or \
-                 CUSTODIAN_STORE_PASSWORD"
+                 store.password_env"
                     .into(),
             ));
         }

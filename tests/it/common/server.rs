@@ -120,14 +120,14 @@ impl Deployment {
 
     fn in_dir(dir: TempDir, softhsm_conf: PathBuf, label: &str) -> Result<Self> {
         let config = dir.path().join("custodian.toml");
+        let store = store_section();
         std::fs::write(
             &config,
             format!(
                 r#"[server]
 listen = "127.0.0.1:0"
 max_body_bytes = 65536
-[store]
-path = "data/custodian.db"
+{store}
 [backend]
 module = "{}"
 token_label = "{label}"
@@ -163,7 +163,7 @@ reinit_backoff_max_ms = 400
             .join("tokens")
     }
 
-    /// The SQLite database file.
+    /// The SQLite database file (SQLite runs only: see [`on_postgres`]).
     pub fn database(&self) -> PathBuf {
         self.path().join("data/custodian.db")
     }
@@ -535,4 +535,33 @@ pub async fn wait_job_done(s: &Server, key: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// True when the black-box suite runs against PostgreSQL (`CUSTODIAN_TEST_STORE=postgres`, set
+/// by the README's test command for its second pass): every deployment then gets a fresh
+/// database on the test cluster instead of a SQLite file.
+pub fn on_postgres() -> bool {
+    std::env::var("CUSTODIAN_TEST_STORE").is_ok_and(|s| s == "postgres")
+}
+
+/// The `[store]` section of a new deployment.
+fn store_section() -> String {
+    if !on_postgres() {
+        return "[store]\npath = \"data/custodian.db\"".to_owned();
+    }
+    // Its own runtime on its own thread: deployments are made inside and outside tokio tests.
+    let settings = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(super::postgres::fresh_database())
+            .1
+    })
+    .join()
+    .expect("a fresh PostgreSQL database");
+    format!(
+        "[store]\nkind = \"postgres\"\nurl = \"{}\"\npool_size = 8\nconnect_timeout = \"3s\"",
+        settings.url
+    )
 }
