@@ -54,3 +54,97 @@ pub fn url_of(cfg: &tokio_postgres::Config) -> String {
         cfg.get_dbname().unwrap_or("postgres")
     )
 }
+
+/// A PostgreSQL cluster of one test's own, which the test may stop and start (the shared test
+/// cluster must stay up for every other test). Made by `scripts/lib.sh`'s
+/// `start_test_postgres`, run as the `postgres` user; removed on drop.
+pub struct PrivateCluster {
+    dir: tempfile::TempDir,
+    /// Superuser URL.
+    pub url: String,
+}
+
+const PG_CTL: &str = "/usr/lib/postgresql/15/bin/pg_ctl";
+
+impl PrivateCluster {
+    /// Initialises and starts a cluster on a free port.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lib.sh");
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(". {lib} && start_test_postgres \"$1\""))
+            .arg("bash")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "start_test_postgres: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Self { dir, url }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        let mut c = if rustix::process::getuid().is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", PG_CTL]);
+            c
+        } else {
+            std::process::Command::new(PG_CTL)
+        };
+        let out = c
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (fast shutdown: connections are closed, transactions roll back).
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&self) {
+        self.pg_ctl(&["-w", "-t", "60", "start"]);
+    }
+
+    /// A new database on this cluster; the settings that reach it.
+    pub async fn database(&self) -> PostgresSettings {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute("CREATE DATABASE custodian")
+            .await
+            .unwrap();
+        let mut cfg: tokio_postgres::Config = self.url.parse().unwrap();
+        cfg.dbname("custodian");
+        PostgresSettings::new(url_of(&cfg))
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", PG_CTL, "-D"])
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}

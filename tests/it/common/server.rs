@@ -173,6 +173,18 @@ reinit_backoff_max_ms = 400
         &self.config
     }
 
+    /// Replaces the `[store]` section of the configuration file with `toml`.
+    pub fn set_store(&self, toml: &str) -> Result<()> {
+        let text = std::fs::read_to_string(&self.config)?;
+        let start = text.find("[store]").context("no [store] section")?;
+        let end = text[start..]
+            .find("\n[")
+            .map_or(text.len(), |i| start + i + 1);
+        let text = format!("{}{toml}\n{}", &text[..start], &text[end..]);
+        std::fs::write(&self.config, text)?;
+        Ok(())
+    }
+
     /// Appends TOML (e.g. a `[secrets]` section) to the configuration file.
     pub fn append_config(&self, toml: &str) -> Result<()> {
         use std::io::Write as _;
