@@ -8,7 +8,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::Deserialize as _;
 
 use super::error::ApiError;
 use crate::service::Authorized;
@@ -66,18 +65,7 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Deserialises a field that may be absent (outer `None`) or `null` (`Some(None)`), for
-/// PATCH-like bodies where `null` means "clear".
-///
-/// # Errors
-/// The inner type's deserialisation error.
-pub fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
+pub use crate::api_types::double_option;
 
 /// A body sent as JSON, not yet parsed (for routes whose body type depends on the path).
 /// Zero bytes are allowed here; [`parse`] decides whether that is valid.

@@ -1,6 +1,6 @@
 //! Data keys and small-payload encryption: the bodies of `POST /v1/keys/{key}/datakey`,
-//! `POST /v1/keys/{key}/encrypt`, `POST /v1/decrypt` and `POST /v1/reencrypt`, and the answer
-//! they share.
+//! `POST /v1/keys/{key}/encrypt`, `POST /v1/decrypt` and `POST /v1/reencrypt`, and their
+//! answers (one type, and one schema, each).
 
 use std::fmt;
 
@@ -122,35 +122,115 @@ impl ReencryptRequest {
     ];
 }
 
-/// The answer of `datakey`, `encrypt` and `decrypt`: the key version used, the blob and/or the
-/// plaintext (base64). The document describes each use as its own schema (`DataKeyResponse`,
-/// `EncryptResponse`, `DecryptResponse`), which differ in which member is present.
+/// `POST /v1/keys/{key}/datakey` response: the wrapped data key and, unless the request said
+/// `plaintext: false`, the data key itself.
 ///
 /// # Security
 /// `Debug` never shows the plaintext.
-#[derive(Serialize, Deserialize)]
-pub struct CryptoResponse {
-    /// The key that sealed or opened the blob.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[schema(
+    description = "A new data key: wrapped and, unless the request set `plaintext` to false, in the clear."
+)]
+pub struct DataKeyResponse {
+    /// The key that wrapped the data key.
+    #[schema(schema_with = key_id_schema)]
     pub key_id: KeyId,
     /// Its version.
+    #[schema(schema_with = key_version_schema)]
     pub key_version: KeyVersion,
-    /// The blob, base64; absent from `decrypt`.
+    /// The wrapped data key: a ciphertext blob, format version 1.
+    #[schema(content_encoding = "base64")]
+    pub ciphertext: String,
+    /// The data key. Absent when the request set plaintext to false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ciphertext: Option<String>,
-    /// The plaintext, base64; absent from `encrypt` and from a `datakey` without plaintext.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, content_encoding = "base64", nullable = false)]
     pub plaintext: Option<Zeroizing<String>>,
 }
 
-impl fmt::Debug for CryptoResponse {
+impl fmt::Debug for DataKeyResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CryptoResponse")
+        f.debug_struct("DataKeyResponse")
             .field("key_id", &self.key_id)
             .field("key_version", &self.key_version)
             .field("ciphertext", &self.ciphertext)
             .field("plaintext", &self.plaintext.as_ref().map(|_| "[REDACTED]"))
             .finish()
     }
+}
+
+/// `POST /v1/keys/{key}/encrypt` response: the blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(description = "A new blob.")]
+pub struct EncryptResponse {
+    /// The key that sealed the blob.
+    #[schema(schema_with = key_id_schema)]
+    pub key_id: KeyId,
+    /// Its version.
+    #[schema(schema_with = key_version_schema)]
+    pub key_version: KeyVersion,
+    /// A ciphertext blob, format version 1.
+    #[schema(content_encoding = "base64")]
+    pub ciphertext: String,
+}
+
+/// `POST /v1/decrypt` response: the plaintext.
+///
+/// # Security
+/// `Debug` never shows the plaintext.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[schema(description = "The plaintext of a blob.")]
+pub struct DecryptResponse {
+    /// The key that opened the blob.
+    #[schema(schema_with = key_id_schema)]
+    pub key_id: KeyId,
+    /// Its version.
+    #[schema(schema_with = key_version_schema)]
+    pub key_version: KeyVersion,
+    /// The decrypted data key or payload.
+    #[schema(value_type = String, content_encoding = "base64")]
+    pub plaintext: Zeroizing<String>,
+}
+
+impl fmt::Debug for DecryptResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecryptResponse")
+            .field("key_id", &self.key_id)
+            .field("key_version", &self.key_version)
+            .field("plaintext", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// `POST /v1/reencrypt` response: the new blob and the key version that had sealed the input;
+/// never the plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(description = "A new blob under the destination key; never the plaintext.")]
+pub struct ReencryptResponse {
+    /// The key that sealed the new blob.
+    #[schema(schema_with = key_id_schema)]
+    pub key_id: KeyId,
+    /// Its version (the destination's primary version).
+    #[schema(schema_with = key_version_schema)]
+    pub key_version: KeyVersion,
+    /// The new blob, under the destination's primary version.
+    #[schema(content_encoding = "base64")]
+    pub ciphertext: String,
+    /// The key that had sealed the input.
+    #[schema(schema_with = key_id_schema)]
+    pub source_key_id: KeyId,
+    /// Its version.
+    #[schema(schema_with = key_version_schema)]
+    pub source_key_version: KeyVersion,
+}
+
+/// A `KeyId`.
+fn key_id_schema() -> RefOr<Schema> {
+    schema_ref("KeyId")
+}
+
+/// A `KeyVersionNumber`.
+fn key_version_schema() -> RefOr<Schema> {
+    schema_ref("KeyVersionNumber")
 }
 
 /// `context`: an `EncryptionContext`.
@@ -198,11 +278,16 @@ mod tests {
             context: serde_json::json!({}),
         };
         assert!(!format!("{client:?}").contains("c2VjcmV0"));
-        let res: CryptoResponse = serde_json::from_str(
+        let res: DecryptResponse = serde_json::from_str(
             r#"{"key_id": "0b7f6bd4-6a43-4d1c-9c8f-3c1d8e4b5a61", "key_version": 1,
                 "plaintext": "c2VjcmV0LXBheWxvYWQ="}"#,
         )?;
         assert!(!format!("{res:?}").contains("c2VjcmV0"));
+        let dk: DataKeyResponse = serde_json::from_str(
+            r#"{"key_id": "0b7f6bd4-6a43-4d1c-9c8f-3c1d8e4b5a61", "key_version": 1,
+                "ciphertext": "AQID", "plaintext": "c2VjcmV0LXBheWxvYWQ="}"#,
+        )?;
+        assert!(!format!("{dk:?}").contains("c2VjcmV0"));
         Ok(())
     }
 }

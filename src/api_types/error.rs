@@ -8,6 +8,11 @@ use utoipa::ToSchema;
 
 /// Every stable error code the native API answers with (the `code` enum of the document's
 /// `Error` schema; `docs/api.md` explains each).
+///
+/// Kept complete by tests, not by hand: every code of the service's table
+/// (`ServiceError::classify`, unit test `every_service_code_is_published` in
+/// `service::error`) and every code a front door answers with itself (`ApiError::client` and
+/// `bad_request` calls under `src/api/`, `tests/it/openapi.rs`) must be listed here.
 pub const CODES: &[&str] = &[
     "missing_token",
     "client_certificate_refused",
@@ -89,6 +94,13 @@ pub const CODES: &[&str] = &[
     "backend_not_configured",
     "key_blob_rejected",
     "unsupported_by_device",
+    "concurrent_change",
+    "audit_unavailable",
+    "audit_chain_broken",
+    "audit_archived",
+    "not_a_checkpoint",
+    "export_mismatch",
+    "invalid_audit_query",
 ];
 
 /// An error response body.

@@ -13,13 +13,34 @@
 //! serialises the values it was given on the command line, unvalidated, so that the server stays
 //! the one that judges them (and answers with its error code, as before).
 
+pub mod audit;
 pub mod crypto;
 pub mod error;
+pub mod health;
+pub mod identity;
 pub mod keys;
+pub mod lifecycle;
 pub mod openapi;
+pub mod secrets;
 
-use utoipa::openapi::schema::{AllOfBuilder, Schema};
+use serde::Deserialize;
+use utoipa::openapi::schema::{
+    AllOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type,
+};
 use utoipa::openapi::{Ref, RefOr};
+
+/// Deserialises a field that distinguishes "absent" (`None`, through `#[serde(default)]`) from
+/// `null` (`Some(None)`), e.g. `rotation_period: null` turning scheduled rotation off.
+///
+/// # Errors
+/// The value is neither `null` nor a `T`.
+pub fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
 
 /// A reference to a component schema by name (for fields whose type is described elsewhere in
 /// the document, e.g. the domain's `KeyId`).
@@ -43,3 +64,38 @@ fn optional_ref(name: &str, description: &str) -> RefOr<Schema> {
             .build(),
     ))
 }
+
+/// An array of a referenced schema, with a description.
+fn array_of(name: &str, description: Option<&str>) -> RefOr<Schema> {
+    RefOr::T(Schema::Array(
+        ArrayBuilder::new()
+            .items(Ref::from_schema_name(name))
+            .description(description)
+            .build(),
+    ))
+}
+
+/// `oneOf: [$ref, null]` with a description: a referenced schema that `null` clears.
+fn nullable_ref(name: &str, description: &str) -> RefOr<Schema> {
+    RefOr::T(Schema::OneOf(
+        OneOfBuilder::new()
+            .item(Ref::from_schema_name(name))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .description(Some(description))
+            .build(),
+    ))
+}
+
+/// Defines functions returning a schema, for `#[schema(schema_with = …)]` (which takes a
+/// function without arguments).
+macro_rules! schema_fns {
+    ($($(#[$doc:meta])* $name:ident => $body:expr;)*) => {
+        $(
+            $(#[$doc])*
+            fn $name() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $body
+            }
+        )*
+    };
+}
+pub(crate) use schema_fns;

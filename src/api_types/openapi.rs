@@ -13,9 +13,25 @@
 use serde_json::Value;
 use utoipa::OpenApi;
 
-use super::crypto::{DataKeyRequest, DecryptRequest, EncryptRequest, ReencryptRequest};
+use super::audit::{AuditArchiveRequest, AuditEventList};
+use super::crypto::{
+    DataKeyRequest, DataKeyResponse, DecryptRequest, DecryptResponse, EncryptRequest,
+    EncryptResponse, ReencryptRequest, ReencryptResponse,
+};
 use super::error::{ErrorBody, ErrorDetail};
+use super::identity::{
+    CreatePrincipalRequest, CreateTokenRequest, ExplainRequest, PatchPrincipalRequest, PolicyList,
+    PrincipalList, TokenList,
+};
 use super::keys::{CreateKeyRequest, KeyList};
+use super::lifecycle::{
+    AliasList, CreateAliasRequest, JobEventList, JobList, KeyVersionList, PatchKeyRequest,
+    RepointAliasRequest, ScheduleDeletionRequest,
+};
+use super::secrets::{
+    DestroySecretRequest, PutSecretMetadataRequest, PutSecretRequest, SecretChanged, SecretList,
+    SecretValue, SecretVersionsRequest, SecretWritten,
+};
 
 /// The hand-written rest of the document.
 pub const BASE: &str = include_str!("openapi_base.json");
@@ -28,11 +44,66 @@ pub const BASE: &str = include_str!("openapi_base.json");
     CreateKeyRequest,
     KeyList,
     DataKeyRequest,
+    DataKeyResponse,
     EncryptRequest,
+    EncryptResponse,
     DecryptRequest,
+    DecryptResponse,
     ReencryptRequest,
+    ReencryptResponse,
+    PatchKeyRequest,
+    ScheduleDeletionRequest,
+    KeyVersionList,
+    JobList,
+    JobEventList,
+    CreateAliasRequest,
+    RepointAliasRequest,
+    AliasList,
+    SecretValue,
+    PutSecretRequest,
+    SecretWritten,
+    PutSecretMetadataRequest,
+    SecretVersionsRequest,
+    DestroySecretRequest,
+    SecretChanged,
+    SecretList,
+    CreatePrincipalRequest,
+    PatchPrincipalRequest,
+    PrincipalList,
+    PolicyList,
+    ExplainRequest,
+    CreateTokenRequest,
+    TokenList,
+    AuditEventList,
+    AuditArchiveRequest,
 )))]
 struct Typed;
+
+/// The typed answers, closed on the wire (the server sends no other members), though the
+/// client reads them leniently: their types have no `deny_unknown_fields`, so the document's
+/// `additionalProperties: false` is set here rather than derived.
+const CLOSED_ANSWERS: &[&str] = &[
+    "Error",
+    "ErrorDetail",
+    "DataKeyResponse",
+    "EncryptResponse",
+    "DecryptResponse",
+    "ReencryptResponse",
+    "KeyVersions",
+    "JobList",
+    "JobEventList",
+    "AliasList",
+    "SecretValue",
+    "SecretWritten",
+    "SecretChanged",
+    "SecretList",
+    "PrincipalList",
+    "PolicyList",
+    "TokenList",
+    "AuditEventList",
+    // Schema-only: the wire type is `UndeleteSecretRequest`'s, which is closed.
+    "DestroySecretRequest",
+];
 
 /// Why the document could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +145,20 @@ pub fn document() -> Result<Value, OpenApiError> {
         let schema = serde_json::to_value(schema)?;
         schemas.insert(name, schema);
     }
-    // The error body is closed on the wire, though the client reads it leniently (no
-    // `deny_unknown_fields` on the type, so that is not derived).
-    for name in ["Error", "ErrorDetail"] {
+    for name in CLOSED_ANSWERS.iter().copied() {
         if let Some(schema) = schemas.get_mut(name) {
             close(schema);
         }
+    }
+    // What serde cannot say: a secret write sends exactly one of its two value members.
+    if let Some(o) = schemas
+        .get_mut("PutSecretRequest")
+        .and_then(Value::as_object_mut)
+    {
+        o.insert(
+            "oneOf".to_owned(),
+            serde_json::json!([{"required": ["value"]}, {"required": ["value_text"]}]),
+        );
     }
     Ok(doc)
 }

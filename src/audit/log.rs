@@ -79,17 +79,20 @@ pub enum AuditError {
 }
 
 /// The audit log's health, for readiness.
+///
+/// The fields are in name order: readiness answers list members that way (as when the answer
+/// was a JSON map).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditStatus {
-    /// False after a failed write, until a write succeeds.
-    pub writable: bool,
-    /// Sequence of the last record.
-    pub head: u64,
-    /// Sequence of the last checkpoint.
-    pub checkpoint: u64,
     /// Where the stored chain was found broken, if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain_broken_at: Option<u64>,
+    /// Sequence of the last checkpoint.
+    pub checkpoint: u64,
+    /// Sequence of the last record.
+    pub head: u64,
+    /// False after a failed write, until a write succeeds.
+    pub writable: bool,
 }
 
 impl AuditStatus {

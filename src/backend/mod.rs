@@ -35,15 +35,18 @@ pub struct Sealed {
 }
 
 /// What the device says about its own health.
+///
+/// The fields are in name order: readiness answers list members that way (as when the answer
+/// was a JSON map).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceHealth {
-    /// True when a session is usable right now.
-    pub usable: bool,
-    /// How many times the module has been re-initialised since start-up.
-    pub reinitialisations: u64,
     /// A short, non-secret reason when not usable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// How many times the module has been re-initialised since start-up.
+    pub reinitialisations: u64,
+    /// True when a session is usable right now.
+    pub usable: bool,
 }
 
 /// Why a backend operation failed, grouped by who is at fault.

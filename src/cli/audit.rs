@@ -865,7 +865,7 @@ pub async fn archive(
     client: &Client,
     through: Option<u64>,
     out: &Path,
-) -> Result<Value, AuditCliError> {
+) -> Result<crate::audit::AuditArchive, AuditCliError> {
     if out.exists() {
         return Err(AuditCliError::Exists {
             path: out.display().to_string(),

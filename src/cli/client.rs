@@ -9,6 +9,7 @@
 //! `CUSTODIAN_TOKEN_FILE`), and from the file `custodian login` wrote
 //! (`~/.config/custodian/token`); never from an argument.
 
+use std::collections::BTreeMap;
 use std::fs::{DirBuilder, Permissions};
 use std::io::{BufRead, Read, Write};
 use std::net::IpAddr;
@@ -20,14 +21,27 @@ use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use zeroize::Zeroizing;
 
+use crate::api_types::audit::AuditArchiveRequest;
 use crate::api_types::crypto::{
-    CryptoResponse, DataKeyRequest, DecryptRequest, EncryptRequest, ReencryptRequest,
+    DataKeyRequest, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
+    ReencryptRequest, ReencryptResponse,
 };
 use crate::api_types::error::ErrorBody;
+use crate::api_types::identity::{
+    Attributes, CreatePrincipalRequest, CreateTokenRequest, ExplainRequest, PatchPrincipalRequest,
+    TokenCreated,
+};
 use crate::api_types::keys::CreateKeyRequest;
+use crate::api_types::lifecycle::{
+    CreateAliasRequest, PatchKeyRequest, RepointAliasRequest, ScheduleDeletionRequest,
+};
+use crate::api_types::secrets::{
+    PutSecretMetadataRequest, PutSecretRequest, SecretValue, SecretVersionsRequest,
+};
+use crate::audit::AuditArchive;
 use crate::domain::secret::SecretPath;
 use crate::domain::{BackendKind, WrapMode};
 use crate::secret::BearerToken;
@@ -358,12 +372,12 @@ pub fn read_policy_file(path: &Path) -> Result<Vec<u8>, ClientError> {
     read_policy(&mut file)
 }
 
-/// Parses repeated `--attr k=v` arguments into a JSON object of principal attributes.
+/// Parses repeated `--attr k=v` arguments into principal attributes.
 ///
 /// # Errors
 /// `BadAttribute` for an argument without `=`, `DuplicateAttributeKey` for a key given twice.
-pub fn attributes_json(pairs: &[String]) -> Result<Value, ClientError> {
-    pairs_json(
+pub fn attributes(pairs: &[String]) -> Result<Attributes, ClientError> {
+    pairs_map(
         pairs,
         ClientError::BadAttribute,
         ClientError::DuplicateAttributeKey,
@@ -399,30 +413,32 @@ pub fn create_key_body(
 /// # Errors
 /// `BadContext` for an argument without `=`, `DuplicateContextKey` for a key given twice.
 pub fn context_json(pairs: &[String]) -> Result<Value, ClientError> {
-    pairs_json(
+    let map = pairs_map(
         pairs,
         ClientError::BadContext,
         ClientError::DuplicateContextKey,
-    )
+    )?;
+    Ok(Value::Object(
+        map.into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    ))
 }
 
-/// Splits each `k=v` at the first `=` into a JSON object of strings; a repeated key is an error.
-fn pairs_json(
+/// Splits each `k=v` at the first `=` into a map of strings; a repeated key is an error.
+fn pairs_map(
     pairs: &[String],
     malformed: fn(String) -> ClientError,
     repeated: fn(String) -> ClientError,
-) -> Result<Value, ClientError> {
-    let mut map = serde_json::Map::new();
+) -> Result<BTreeMap<String, String>, ClientError> {
+    let mut map = BTreeMap::new();
     for p in pairs {
         let (k, v) = p.split_once('=').ok_or_else(|| malformed(p.clone()))?;
-        if map
-            .insert(k.to_owned(), Value::String(v.to_owned()))
-            .is_some()
-        {
+        if map.insert(k.to_owned(), v.to_owned()).is_some() {
             return Err(repeated(k.to_owned()));
         }
     }
-    Ok(Value::Object(map))
+    Ok(map)
 }
 
 /// Reads a secret value from `input`, byte for byte (a trailing newline is part of the value).
@@ -455,8 +471,9 @@ pub fn read_value_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     read_value(&mut file)
 }
 
-/// Settings for a generated secret (`secrets metadata set --generate-…`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Settings for a generated secret (`secrets metadata set --generate-…`), sent as the
+/// `generate` member of [`PutSecretMetadataRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GenerateChange {
     /// Characters per value.
     pub length: u32,
@@ -486,32 +503,30 @@ impl MetadataChange {
     ///
     /// # Errors
     /// `BadCustom`, `DuplicateCustomKey`.
-    pub fn body(&self) -> Result<Value, ClientError> {
-        let mut body = serde_json::Map::new();
-        if let Some(k) = &self.key {
-            body.insert("key".to_owned(), json!(k));
-        }
-        if let Some(m) = self.max_versions {
-            body.insert("max_versions".to_owned(), json!(m));
-        }
-        if let Some(e) = &self.expires_after {
-            body.insert("expires_after".to_owned(), json!(e));
-        }
-        if let Some(pairs) = &self.custom {
-            let custom = pairs_json(
-                pairs,
-                ClientError::BadCustom,
-                ClientError::DuplicateCustomKey,
-            )?;
-            body.insert("custom".to_owned(), custom);
-        }
-        if let Some(g) = &self.generate {
-            let spec = g.as_ref().map(|g| {
-                json!({ "length": g.length, "charset": g.charset, "rotate_every": g.rotate_every })
-            });
-            body.insert("generate".to_owned(), json!(spec));
-        }
-        Ok(Value::Object(body))
+    pub fn body(
+        &self,
+    ) -> Result<
+        PutSecretMetadataRequest<String, BTreeMap<String, String>, GenerateChange>,
+        ClientError,
+    > {
+        let custom = self
+            .custom
+            .as_ref()
+            .map(|pairs| {
+                pairs_map(
+                    pairs,
+                    ClientError::BadCustom,
+                    ClientError::DuplicateCustomKey,
+                )
+            })
+            .transpose()?;
+        Ok(PutSecretMetadataRequest {
+            key: self.key.clone(),
+            max_versions: self.max_versions,
+            expires_after: self.expires_after.clone(),
+            custom,
+            generate: self.generate.clone(),
+        })
     }
 }
 
@@ -528,18 +543,12 @@ pub struct KeyChange {
 
 impl KeyChange {
     /// The `PATCH /v1/keys/{key}` body.
-    pub fn body(&self) -> Value {
-        let mut body = serde_json::Map::new();
-        if let Some(d) = &self.description {
-            body.insert("description".to_owned(), json!(d));
+    pub fn body(&self) -> PatchKeyRequest<String> {
+        PatchKeyRequest {
+            description: self.description.clone(),
+            rotation_period: self.rotation_period.clone(),
+            min_decryption_version: self.min_decryption_version,
         }
-        if let Some(p) = &self.rotation_period {
-            body.insert("rotation_period".to_owned(), json!(p));
-        }
-        if let Some(m) = self.min_decryption_version {
-            body.insert("min_decryption_version".to_owned(), json!(m));
-        }
-        Value::Object(body)
     }
 }
 
@@ -557,15 +566,11 @@ impl PrincipalChange {
     ///
     /// # Errors
     /// `BadAttribute`, `DuplicateAttributeKey`.
-    pub fn body(&self) -> Result<Value, ClientError> {
-        let mut body = serde_json::Map::new();
-        if let Some(pairs) = &self.attributes {
-            body.insert("attributes".to_owned(), attributes_json(pairs)?);
-        }
-        if let Some(p) = &self.policies {
-            body.insert("policies".to_owned(), json!(p));
-        }
-        Ok(Value::Object(body))
+    pub fn body(&self) -> Result<PatchPrincipalRequest, ClientError> {
+        Ok(PatchPrincipalRequest {
+            attributes: self.attributes.as_deref().map(attributes).transpose()?,
+            policies: self.policies.clone(),
+        })
     }
 }
 
@@ -586,18 +591,14 @@ pub struct Explain {
 
 impl Explain {
     /// The request body.
-    pub fn body(&self) -> Value {
-        let mut body = serde_json::Map::new();
-        body.insert("principal".to_owned(), json!(self.principal));
-        body.insert("action".to_owned(), json!(self.action));
-        body.insert("resource".to_owned(), json!(self.resource));
-        if let Some(c) = &self.context {
-            body.insert("context".to_owned(), c.clone());
+    pub fn body(&self) -> ExplainRequest<&Value> {
+        ExplainRequest {
+            principal: self.principal.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            context: self.context.as_ref(),
+            source: self.source,
         }
-        if let Some(s) = self.source {
-            body.insert("source".to_owned(), json!(s.to_string()));
-        }
-        Value::Object(body)
     }
 }
 
@@ -608,14 +609,6 @@ pub struct MintedToken {
     pub token: BearerToken,
     /// `{id, principal, description, created_at, expires_at?}`.
     pub info: Value,
-}
-
-/// The answer of `POST /v1/tokens`, token text kept in a zeroising buffer.
-#[derive(Deserialize)]
-struct MintedOut {
-    token: Zeroizing<String>,
-    #[serde(flatten)]
-    info: serde_json::Map<String, Value>,
 }
 
 /// What `custodian login` learnt about a token the server accepted.
@@ -686,6 +679,46 @@ pub struct Reencrypt {
     pub destination_context: Option<Value>,
 }
 
+/// The members of a job (`GET /v1/jobs/{id}`) that its progress line shows; the rest of the
+/// answer is printed as the server sent it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct JobProgress {
+    /// The job id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `running`, `completed` or `failed`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Items re-wrapped so far.
+    #[serde(default)]
+    pub done: u64,
+    /// Stored data keys not yet under the target version.
+    #[serde(default)]
+    pub remaining: u64,
+    /// Items that failed.
+    #[serde(default)]
+    pub failed_items: u64,
+    /// Re-wrapped items per second since the job started.
+    #[serde(default)]
+    pub rate_per_second: f64,
+    /// Why the job failed, when it did.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl JobProgress {
+    /// Reads the progress members of a job answer; an answer that is not a job shows as an
+    /// empty one (`job ? unknown: 0/0 …`).
+    pub fn of(job: &Value) -> Self {
+        Self::deserialize(job).unwrap_or_default()
+    }
+
+    /// True while the job runs.
+    pub fn running(&self) -> bool {
+        self.state.as_deref() == Some("running")
+    }
+}
+
 /// How long `jobs show --watch` keeps polling through an outage (unreachable server, 503), e.g.
 /// a server restart.
 const WATCH_OUTAGE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -693,12 +726,15 @@ const WATCH_OUTAGE: std::time::Duration = std::time::Duration::from_secs(30);
 /// The progress line of a job: state, done of done + remaining, percent, rate, failures and an
 /// estimate of the time left while it runs.
 pub fn progress_line(job: &Value) -> String {
-    let id = job["id"].as_str().unwrap_or("?");
-    let state = job["state"].as_str().unwrap_or("unknown");
-    let done = job["done"].as_u64().unwrap_or(0);
-    let remaining = job["remaining"].as_u64().unwrap_or(0);
-    let failed = job["failed_items"].as_u64().unwrap_or(0);
-    let rate = job["rate_per_second"].as_f64().unwrap_or(0.0);
+    let job = JobProgress::of(job);
+    let id = job.id.as_deref().unwrap_or("?");
+    let state = job.state.as_deref().unwrap_or("unknown");
+    let (done, remaining, failed, rate) = (
+        job.done,
+        job.remaining,
+        job.failed_items,
+        job.rate_per_second,
+    );
     let total = done.saturating_add(remaining);
     // Counts far beyond 2^53 would lose precision here; that only blurs a percentage.
     let percent = if total == 0 {
@@ -719,13 +755,9 @@ pub fn progress_line(job: &Value) -> String {
 
 /// What changes between two progress lines worth a new line when the output cannot be redrawn
 /// (the rate alone changes on every poll).
-fn progress_key(job: &Value) -> (Value, Value, Value, Value) {
-    (
-        job["state"].clone(),
-        job["done"].clone(),
-        job["remaining"].clone(),
-        job["failed_items"].clone(),
-    )
+fn progress_key(job: &Value) -> (Option<String>, u64, u64, u64) {
+    let job = JobProgress::of(job);
+    (job.state, job.done, job.remaining, job.failed_items)
 }
 
 /// A poll failure that may pass: the server unreachable or a 503.
@@ -744,28 +776,6 @@ pub struct Client {
     token: BearerToken,
 }
 
-/// The `PUT /v1/secrets/{path}` body; `value` borrows the zeroising base64 buffer.
-#[derive(Serialize)]
-struct PutSecretBody<'a> {
-    value: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cas: Option<u32>,
-}
-
-/// The part of a `GET /v1/secrets/{path}` answer the CLI uses.
-#[derive(Deserialize)]
-struct SecretValueOut {
-    value: Zeroizing<String>,
-}
-
-/// The part of a `POST /v1/reencrypt` answer the CLI uses: the new blob, nothing else.
-#[derive(Deserialize)]
-struct SealedOut {
-    ciphertext: String,
-}
-
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:8200`).
     pub fn new(base: &str, token: BearerToken) -> Self {
@@ -781,14 +791,13 @@ impl Client {
         &self.token
     }
 
+    /// Sends a request without a body and reads a JSON answer or the API error.
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
     ) -> Result<T, ClientError> {
-        self.send(method, path, body.map(|b| b.to_string().into_bytes()))
-            .await
+        self.send(method, path, None).await
     }
 
     /// Sends `body`, one of the [`crate::api_types`] request types, and reads a JSON answer or
@@ -893,7 +902,7 @@ impl Client {
         } else {
             format!("/v1/keys?{}", q.join("&"))
         };
-        self.call(Method::GET, &path, None).await
+        self.call(Method::GET, &path).await
     }
 
     /// `GET /v1/keys/{key}`
@@ -901,7 +910,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn show_key(&self, key: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, &key_url(key)?, None).await
+        self.call(Method::GET, &key_url(key)?).await
     }
 
     /// `POST /v1/keys/{key}/datakey`; the JSON answer is written to `out` as it came.
@@ -949,10 +958,10 @@ impl Client {
             plaintext: plaintext.as_str(),
             context,
         };
-        let r: CryptoResponse = self
+        let r: EncryptResponse = self
             .call_typed(Method::POST, &format!("{}/encrypt", key_url(key)?), &body)
             .await?;
-        let ct = r.ciphertext.ok_or(ClientError::BadBase64("ciphertext"))?;
+        let ct = r.ciphertext;
         if base64_out {
             writeln!(out, "{ct}")?;
         } else {
@@ -983,7 +992,7 @@ impl Client {
         } else {
             STANDARD.encode(&data)
         };
-        let r: CryptoResponse = self
+        let r: DecryptResponse = self
             .call_typed(
                 Method::POST,
                 "/v1/decrypt",
@@ -993,10 +1002,9 @@ impl Client {
                 },
             )
             .await?;
-        let pt = r.plaintext.ok_or(ClientError::BadBase64("plaintext"))?;
         let bytes = Zeroizing::new(
             STANDARD
-                .decode(pt.as_bytes())
+                .decode(r.plaintext.as_bytes())
                 .map_err(|_| ClientError::BadBase64("plaintext"))?,
         );
         out.write_all(&bytes)?;
@@ -1020,9 +1028,10 @@ impl Client {
         // Room for the whole body, so serialising never reallocates (and leaves no copy behind).
         let room = encoded.len() + 64 + key.map_or(0, |k| k.len() * 6);
         let mut body = Zeroizing::new(Vec::with_capacity(room));
-        let put = PutSecretBody {
-            value: encoded.as_str(),
-            key,
+        let put = PutSecretRequest {
+            value: Some(encoded.as_str()),
+            value_text: None,
+            key: key.map(str::to_owned),
             cas,
         };
         serde_json::to_writer(&mut *body, &put).map_err(std::io::Error::from)?;
@@ -1046,7 +1055,7 @@ impl Client {
         if let Some(v) = version {
             url.push_str(&format!("?version={v}"));
         }
-        let r: SecretValueOut = self.call(Method::GET, &url, None).await?;
+        let r: SecretValue<String> = self.call(Method::GET, &url).await?;
         let bytes = Zeroizing::new(
             STANDARD
                 .decode(r.value.as_bytes())
@@ -1082,7 +1091,7 @@ impl Client {
         } else {
             format!("/v1/secrets?{}", q.join("&"))
         };
-        self.call(Method::GET, &path, None).await
+        self.call(Method::GET, &path).await
     }
 
     /// `DELETE /v1/secrets/{path}[?versions=…]`: soft-deletes `versions`, or the newest live
@@ -1096,7 +1105,7 @@ impl Client {
             let list: Vec<String> = versions.iter().map(u32::to_string).collect();
             url.push_str(&format!("?versions={}", list.join(",")));
         }
-        self.call(Method::DELETE, &url, None).await
+        self.call(Method::DELETE, &url).await
     }
 
     /// `POST /v1/secrets/{path}/undelete`: restores `versions`, or the newest deleted version
@@ -1109,17 +1118,11 @@ impl Client {
         path: &str,
         versions: &[u32],
     ) -> Result<Value, ClientError> {
-        let body = if versions.is_empty() {
-            json!({})
-        } else {
-            json!({ "versions": versions })
+        let body = SecretVersionsRequest {
+            versions: (!versions.is_empty()).then(|| versions.to_vec()),
         };
-        self.call(
-            Method::POST,
-            &secret_url(path, Some("undelete"))?,
-            Some(body),
-        )
-        .await
+        self.call_typed(Method::POST, &secret_url(path, Some("undelete"))?, &body)
+            .await
     }
 
     /// `POST /v1/secrets/{path}/destroy`: erases `versions` for good.
@@ -1127,12 +1130,11 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn destroy_secret(&self, path: &str, versions: &[u32]) -> Result<Value, ClientError> {
-        self.call(
-            Method::POST,
-            &secret_url(path, Some("destroy"))?,
-            Some(json!({ "versions": versions })),
-        )
-        .await
+        let body = SecretVersionsRequest {
+            versions: Some(versions.to_vec()),
+        };
+        self.call_typed(Method::POST, &secret_url(path, Some("destroy"))?, &body)
+            .await
     }
 
     /// `GET /v1/secrets/{path}/metadata`
@@ -1140,7 +1142,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn secret_metadata(&self, path: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, &secret_url(path, Some("metadata"))?, None)
+        self.call(Method::GET, &secret_url(path, Some("metadata"))?)
             .await
     }
 
@@ -1154,7 +1156,7 @@ impl Client {
         change: &MetadataChange,
     ) -> Result<Value, ClientError> {
         let url = secret_url(path, Some("metadata"))?;
-        self.call(Method::PUT, &url, Some(change.body()?)).await
+        self.call_typed(Method::PUT, &url, &change.body()?).await
     }
 
     /// `POST /v1/secrets/{path}/rotate`: writes a fresh generated version now.
@@ -1162,7 +1164,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn rotate_secret(&self, path: &str) -> Result<Value, ClientError> {
-        self.call(Method::POST, &secret_url(path, Some("rotate"))?, None)
+        self.call(Method::POST, &secret_url(path, Some("rotate"))?)
             .await
     }
 
@@ -1173,7 +1175,7 @@ impl Client {
     /// [`ClientError`].
     pub async fn key_action(&self, key: &str, action: KeyAction) -> Result<Value, ClientError> {
         let url = format!("{}/{}", key_url(key)?, action.segment());
-        self.call(Method::POST, &url, None).await
+        self.call(Method::POST, &url).await
     }
 
     /// `PATCH /v1/keys/{key}`
@@ -1181,7 +1183,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn update_key(&self, key: &str, change: &KeyChange) -> Result<Value, ClientError> {
-        self.call(Method::PATCH, &key_url(key)?, Some(change.body()))
+        self.call_typed(Method::PATCH, &key_url(key)?, &change.body())
             .await
     }
 
@@ -1195,9 +1197,16 @@ impl Client {
         key: &str,
         pending_days: Option<u32>,
     ) -> Result<Value, ClientError> {
-        let body = pending_days.map(|d| json!({ "pending_days": d }));
         let url = format!("{}/schedule-deletion", key_url(key)?);
-        self.call(Method::POST, &url, body).await
+        match pending_days {
+            Some(d) => {
+                let body = ScheduleDeletionRequest {
+                    pending_days: Some(d),
+                };
+                self.call_typed(Method::POST, &url, &body).await
+            }
+            None => self.call(Method::POST, &url).await,
+        }
     }
 
     /// `GET /v1/keys/{key}/versions`
@@ -1205,7 +1214,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn key_versions(&self, key: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, &format!("{}/versions", key_url(key)?), None)
+        self.call(Method::GET, &format!("{}/versions", key_url(key)?))
             .await
     }
 
@@ -1220,7 +1229,7 @@ impl Client {
         action: VersionAction,
     ) -> Result<Value, ClientError> {
         let url = format!("{}/versions/{version}/{}", key_url(key)?, action.segment());
-        self.call(Method::POST, &url, None).await
+        self.call(Method::POST, &url).await
     }
 
     /// `POST /v1/reencrypt`: reads a blob raw (or as base64) from `input` and writes the new
@@ -1249,7 +1258,7 @@ impl Client {
             destination_key: request.destination_key.clone(),
             destination_context: request.destination_context.as_ref(),
         };
-        let r: SealedOut = self
+        let r: ReencryptResponse = self
             .call_typed(Method::POST, "/v1/reencrypt", &body)
             .await?;
         if base64 {
@@ -1270,12 +1279,11 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn create_alias(&self, name: &str, key: &str) -> Result<Value, ClientError> {
-        self.call(
-            Method::POST,
-            "/v1/aliases",
-            Some(json!({ "name": name, "key": key })),
-        )
-        .await
+        let body = CreateAliasRequest {
+            name: name.to_owned(),
+            key: key.to_owned(),
+        };
+        self.call_typed(Method::POST, "/v1/aliases", &body).await
     }
 
     /// `PUT /v1/aliases/{name}`: points the alias at `key`.
@@ -1283,8 +1291,10 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn repoint_alias(&self, name: &str, key: &str) -> Result<Value, ClientError> {
-        self.call(Method::PUT, &alias_url(name)?, Some(json!({ "key": key })))
-            .await
+        let body = RepointAliasRequest {
+            key: key.to_owned(),
+        };
+        self.call_typed(Method::PUT, &alias_url(name)?, &body).await
     }
 
     /// `GET /v1/aliases/{name}`
@@ -1292,7 +1302,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn show_alias(&self, name: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, &alias_url(name)?, None).await
+        self.call(Method::GET, &alias_url(name)?).await
     }
 
     /// `GET /v1/aliases`
@@ -1300,7 +1310,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn list_aliases(&self) -> Result<Value, ClientError> {
-        self.call(Method::GET, "/v1/aliases", None).await
+        self.call(Method::GET, "/v1/aliases").await
     }
 
     /// `DELETE /v1/aliases/{name}` (answered 204, no body).
@@ -1334,7 +1344,7 @@ impl Client {
         } else {
             format!("/v1/jobs?{}", q.join("&"))
         };
-        self.call(Method::GET, &path, None).await
+        self.call(Method::GET, &path).await
     }
 
     /// `GET /v1/jobs/{id}`
@@ -1343,7 +1353,7 @@ impl Client {
     /// [`ClientError`].
     pub async fn job(&self, id: &str) -> Result<Value, ClientError> {
         let url = format!("/v1/jobs/{}", segment("job id", id)?);
-        self.call(Method::GET, &url, None).await
+        self.call(Method::GET, &url).await
     }
 
     /// Polls `GET /v1/jobs/{id}` every `interval` until the job is no longer `running`, writing
@@ -1381,7 +1391,7 @@ impl Client {
                         shown = Some(progress_key(&job));
                     }
                     progress.flush()?;
-                    if job["state"] != "running" {
+                    if !JobProgress::of(&job).running() {
                         if open_line {
                             writeln!(progress)?;
                         }
@@ -1432,12 +1442,12 @@ impl Client {
         attributes: &[String],
         policies: &[String],
     ) -> Result<Value, ClientError> {
-        let body = json!({
-            "name": name,
-            "attributes": attributes_json(attributes)?,
-            "policies": policies,
-        });
-        self.call(Method::POST, "/v1/principals", Some(body)).await
+        let body = CreatePrincipalRequest {
+            name: name.to_owned(),
+            attributes: Some(self::attributes(attributes)?),
+            policies: Some(policies.to_vec()),
+        };
+        self.call_typed(Method::POST, "/v1/principals", &body).await
     }
 
     /// `GET /v1/principals`
@@ -1445,7 +1455,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn list_principals(&self) -> Result<Value, ClientError> {
-        self.call(Method::GET, "/v1/principals", None).await
+        self.call(Method::GET, "/v1/principals").await
     }
 
     /// `GET /v1/principals/{name}`
@@ -1453,7 +1463,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn show_principal(&self, name: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, &principal_url(name)?, None).await
+        self.call(Method::GET, &principal_url(name)?).await
     }
 
     /// `PATCH /v1/principals/{name}`
@@ -1466,7 +1476,7 @@ impl Client {
         change: &PrincipalChange,
     ) -> Result<Value, ClientError> {
         let url = principal_url(name)?;
-        self.call(Method::PATCH, &url, Some(change.body()?)).await
+        self.call_typed(Method::PATCH, &url, &change.body()?).await
     }
 
     /// `DELETE /v1/principals/{name}` (answered 204; the principal's tokens are revoked).
@@ -1493,7 +1503,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn list_policies(&self) -> Result<Value, ClientError> {
-        self.call(Method::GET, "/v1/policies", None).await
+        self.call(Method::GET, "/v1/policies").await
     }
 
     /// `GET /v1/policies/{name}`
@@ -1501,7 +1511,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn show_policy(&self, name: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, &policy_url(name)?, None).await
+        self.call(Method::GET, &policy_url(name)?).await
     }
 
     /// `DELETE /v1/policies/{name}` (answered 204).
@@ -1519,7 +1529,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn explain(&self, question: &Explain) -> Result<Value, ClientError> {
-        self.call(Method::POST, "/v1/policies/explain", Some(question.body()))
+        self.call_typed(Method::POST, "/v1/policies/explain", &question.body())
             .await
     }
 
@@ -1533,15 +1543,13 @@ impl Client {
         ttl: Option<&str>,
         description: &str,
     ) -> Result<MintedToken, ClientError> {
-        let mut body = serde_json::Map::new();
-        body.insert("principal".to_owned(), json!(principal));
-        if let Some(t) = ttl {
-            body.insert("ttl".to_owned(), json!(t));
-        }
-        body.insert("description".to_owned(), json!(description));
-        let mut out: MintedOut = self
-            .call(Method::POST, "/v1/tokens", Some(Value::Object(body)))
-            .await?;
+        let body = CreateTokenRequest {
+            principal: principal.to_owned(),
+            ttl,
+            description: description.to_owned(),
+        };
+        let mut out: TokenCreated<serde_json::Map<String, Value>> =
+            self.call_typed(Method::POST, "/v1/tokens", &body).await?;
         Ok(MintedToken {
             // Moved, not copied: the String now belongs to the zeroising `BearerToken`.
             token: BearerToken::new(std::mem::take(&mut *out.token)),
@@ -1558,7 +1566,7 @@ impl Client {
             Some(p) => format!("/v1/tokens?principal={}", urlencode(p)),
             None => "/v1/tokens".to_owned(),
         };
-        self.call(Method::GET, &path, None).await
+        self.call(Method::GET, &path).await
     }
 
     /// `DELETE /v1/tokens/{id}` (answered 204).
@@ -1667,7 +1675,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub async fn audit_events(&self, query: &AuditQuery) -> Result<Value, ClientError> {
-        self.call(Method::GET, &query.url(), None).await
+        self.call(Method::GET, &query.url()).await
     }
 
     /// `GET /v1/audit/export[?after=&until=]`: streams the JSON Lines body into `out` chunk by
@@ -1714,13 +1722,13 @@ impl Client {
         &self,
         through: u64,
         export_sha256: &str,
-    ) -> Result<Value, ClientError> {
-        self.call(
-            Method::POST,
-            "/v1/audit/archive",
-            Some(json!({ "through": through, "export_sha256": export_sha256 })),
-        )
-        .await
+    ) -> Result<AuditArchive, ClientError> {
+        let body = AuditArchiveRequest {
+            through,
+            export_sha256: export_sha256.to_owned(),
+        };
+        self.call_typed(Method::POST, "/v1/audit/archive", &body)
+            .await
     }
 
     /// `GET /v1/custody/report`: the signed envelope, byte for byte as the server sent it (the
@@ -1844,6 +1852,12 @@ fn urlencode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// A request body as the JSON it is sent as.
+    fn wire<T: Serialize>(body: T) -> Value {
+        serde_json::to_value(body).unwrap()
+    }
 
     #[test]
     fn create_key_sends_backend_and_mode_only_when_given() {
@@ -1946,21 +1960,21 @@ mod tests {
 
     #[test]
     fn key_changes_send_only_what_is_set() {
-        assert_eq!(KeyChange::default().body(), json!({}));
+        assert_eq!(wire(KeyChange::default().body()), json!({}));
         let all = KeyChange {
             description: Some("d".into()),
             rotation_period: Some(Some("90d".into())),
             min_decryption_version: Some(2),
         };
         assert_eq!(
-            all.body(),
+            wire(all.body()),
             json!({"description": "d", "rotation_period": "90d", "min_decryption_version": 2})
         );
         let off = KeyChange {
             rotation_period: Some(None),
             ..KeyChange::default()
         };
-        assert_eq!(off.body(), json!({"rotation_period": null}));
+        assert_eq!(wire(off.body()), json!({"rotation_period": null}));
     }
 
     #[test]
@@ -2048,7 +2062,7 @@ mod tests {
 
     #[test]
     fn metadata_changes_send_only_what_is_set() {
-        assert_eq!(MetadataChange::default().body().unwrap(), json!({}));
+        assert_eq!(wire(MetadataChange::default().body().unwrap()), json!({}));
         let change = MetadataChange {
             key: Some("k".into()),
             max_versions: Some(0),
@@ -2061,7 +2075,7 @@ mod tests {
             })),
         };
         assert_eq!(
-            change.body().unwrap(),
+            wire(change.body().unwrap()),
             json!({
                 "key": "k",
                 "max_versions": 0,
@@ -2076,7 +2090,7 @@ mod tests {
             ..MetadataChange::default()
         };
         assert_eq!(
-            stop.body().unwrap(),
+            wire(stop.body().unwrap()),
             json!({"expires_after": "90d", "generate": null})
         );
         let dup = MetadataChange {
@@ -2201,26 +2215,26 @@ mod tests {
 
     #[test]
     fn identity_bodies_send_what_is_set() {
-        assert_eq!(PrincipalChange::default().body().unwrap(), json!({}));
+        assert_eq!(wire(PrincipalChange::default().body().unwrap()), json!({}));
         let change = PrincipalChange {
             attributes: Some(vec!["tenant=acme".into(), "x=a=b".into()]),
             policies: Some(vec![]),
         };
         assert_eq!(
-            change.body().unwrap(),
+            wire(change.body().unwrap()),
             json!({"attributes": {"tenant": "acme", "x": "a=b"}, "policies": []})
         );
         let clear = PrincipalChange {
             attributes: Some(vec![]),
             ..PrincipalChange::default()
         };
-        assert_eq!(clear.body().unwrap(), json!({"attributes": {}}));
+        assert_eq!(wire(clear.body().unwrap()), json!({"attributes": {}}));
         assert!(matches!(
-            attributes_json(&["a=1".into(), "a=2".into()]),
+            attributes(&["a=1".into(), "a=2".into()]),
             Err(ClientError::DuplicateAttributeKey(_))
         ));
         assert!(matches!(
-            attributes_json(&["a".into()]),
+            attributes(&["a".into()]),
             Err(ClientError::BadAttribute(_))
         ));
         let mut q = Explain {
@@ -2231,13 +2245,13 @@ mod tests {
             source: None,
         };
         assert_eq!(
-            q.body(),
+            wire(q.body()),
             json!({"principal": "p", "action": "decrypt", "resource": "key/k"})
         );
         q.context = Some(json!({"tenant": "acme"}));
         q.source = Some("10.1.2.3".parse().unwrap());
-        assert_eq!(q.body()["context"], json!({"tenant": "acme"}));
-        assert_eq!(q.body()["source"], "10.1.2.3");
+        assert_eq!(wire(q.body())["context"], json!({"tenant": "acme"}));
+        assert_eq!(wire(q.body())["source"], "10.1.2.3");
     }
 
     #[test]

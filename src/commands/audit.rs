@@ -170,10 +170,10 @@ async fn online(command: AuditCommand) -> anyhow::Result<()> {
             let archived = audit_cli::archive(&conn.client()?, through, &out).await?;
             eprintln!(
                 "records through {} archived; {} holds them: keep it",
-                archived["through"],
+                archived.through,
                 out.display()
             );
-            print_json(&archived)
+            print_json(&serde_json::to_value(&archived)?)
         }
         // Offline; handled in `run` without a runtime.
         AuditCommand::Verify { .. } => Ok(()),

@@ -466,6 +466,40 @@ impl ServiceError {
 mod tests {
     use super::*;
 
+    /// Every code the table can produce: the string literals of [`ServiceError::classify`] and
+    /// [`blob_code`], read from this file (so a code added to the table is seen without a test
+    /// having to construct its variant).
+    fn table_codes() -> Vec<&'static str> {
+        const SOURCE: &str = include_str!("error.rs");
+        let start = SOURCE.find("fn blob_code").unwrap_or(0);
+        let end = SOURCE[start..]
+            .find("\n#[cfg(test)]")
+            .map_or(SOURCE.len(), |e| start + e);
+        SOURCE[start..end]
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .collect()
+    }
+
+    #[test]
+    fn every_service_code_is_published() {
+        let codes = table_codes();
+        assert!(
+            codes.len() >= 60 && codes.contains(&"invalid_audit_query"),
+            "read only {} codes from the table: {codes:?}",
+            codes.len()
+        );
+        let published = crate::api_types::error::CODES;
+        let missing: Vec<_> = codes.iter().filter(|c| !published.contains(c)).collect();
+        assert!(
+            missing.is_empty(),
+            "codes the service answers with but api_types::error::CODES (the document's Error \
+             code enum) lacks: {missing:?}"
+        );
+    }
+
     #[test]
     fn kinds_and_codes_are_chosen_by_variant() {
         let cases: Vec<(ServiceError, ErrorKind, &str)> = vec![

@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
+/// A device's health, as readiness reports it.
+pub use crate::backend::DeviceHealth;
 pub use door::{Authorized, Credential, Ending, FrontDoor, Internal, RequestMeta, Throttled};
 pub use error::{AuthFailure, ErrorKind, ServiceError};
 
-use crate::backend::{BackendError, DeviceHealth, KeyBackend, Sealed};
+use crate::backend::{BackendError, KeyBackend, Sealed};
 use crate::config::{KeysConfig, SecretsConfig};
 use crate::domain::{
     BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, RootKeyRef,

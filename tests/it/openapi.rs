@@ -49,3 +49,68 @@ fn every_reference_resolves() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The codes front doors answer with themselves (`ApiError::client(status, "code", …)` and
+/// `ApiError::bad_request("code", …)` under `src/api/`, tests excluded) are in the document's
+/// `Error` code enum; the service's own codes are checked by a unit test in `service::error`.
+#[test]
+fn every_front_door_code_is_published() -> anyhow::Result<()> {
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                rust_files(&path, out)?;
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    rust_files(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api"),
+        &mut files,
+    )?;
+    let doc = openapi::document()?;
+    let published: Vec<&str> = doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]
+        ["enum"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+        .unwrap_or_default();
+    assert!(published.contains(&"invalid_audit_query"), "{published:?}");
+    let mut seen = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for call in code
+            .split("ApiError::bad_request(")
+            .skip(1)
+            .chain(code.split("ApiError::client(").skip(1))
+        {
+            // The first string literal of the call is its code.
+            let Some(literal) = call.split('"').nth(1) else {
+                continue;
+            };
+            // Only a literal code: nothing before it but the status (`ApiError::client`).
+            let head = call.split('"').next().unwrap_or_default().trim();
+            let head = match head.strip_prefix("StatusCode::") {
+                Some(rest) => rest.trim_start_matches(|c: char| c.is_ascii_uppercase() || c == '_'),
+                None => head,
+            };
+            if !head.trim_start_matches(',').trim().is_empty() {
+                continue; // the code is a variable, not a literal
+            }
+            seen += 1;
+            assert!(
+                published.contains(&literal),
+                "{} answers with code {literal:?}, which the document's Error schema lacks",
+                f.display()
+            );
+        }
+    }
+    assert!(
+        seen >= 30,
+        "found only {seen} front-door codes under src/api"
+    );
+    Ok(())
+}

@@ -7,38 +7,17 @@ use axum::extract::Query;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, RequestBody};
+use crate::api_types::audit::{
+    AuditArchiveRequest, AuditEventList, AuditEventsQuery, AuditExportQuery,
+};
 use crate::audit::custody::SignedReport;
 use crate::audit::export::Line;
 use crate::audit::record::format_time;
 use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Outcome};
 use crate::service::audit::{export_line, MAX_EVENTS_PAGE};
-
-/// `GET /v1/audit/events` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    after: Option<u64>,
-    limit: Option<u32>,
-    principal: Option<String>,
-    key: Option<String>,
-    action: Option<String>,
-    outcome: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-}
-
-/// `GET /v1/audit/events` response.
-#[derive(Debug, Serialize)]
-pub struct EventsResponse {
-    records: Vec<AuditRecord>,
-    /// Pass as `after` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_after: Option<u64>,
-}
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
@@ -63,8 +42,8 @@ fn query_time(field: &'static str, s: Option<String>) -> Result<Option<String>, 
 /// `GET /v1/audit/events`
 pub async fn events(
     Caller(p): Caller,
-    q: Result<Query<EventsQuery>, QueryRejection>,
-) -> Result<Json<EventsResponse>, ApiError> {
+    q: Result<Query<AuditEventsQuery>, QueryRejection>,
+) -> Result<Json<AuditEventList<AuditRecord>>, ApiError> {
     let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
     // The same code as every other paged list; the service checks the bound again.
@@ -99,18 +78,10 @@ pub async fn events(
     let next_after = (records.len() == limit as usize)
         .then(|| records.last().map(|r| r.sequence))
         .flatten();
-    Ok(Json(EventsResponse {
+    Ok(Json(AuditEventList {
         records,
         next_after,
     }))
-}
-
-/// `GET /v1/audit/export` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportQuery {
-    after: Option<u64>,
-    until: Option<u64>,
 }
 
 /// `GET /v1/audit/export`: JSON Lines, streamed page by page, ending on a checkpoint. Without
@@ -118,7 +89,7 @@ pub struct ExportQuery {
 /// within `audit.export_checkpoint_interval` (bounded device signatures and stored rows).
 pub async fn export(
     Caller(p): Caller,
-    q: Result<Query<ExportQuery>, QueryRejection>,
+    q: Result<Query<AuditExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let plan = p.audit_export_plan(q.after, q.until).await?;
@@ -174,23 +145,15 @@ pub async fn public_key(Caller(p): Caller) -> Result<Response, ApiError> {
     Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
 }
 
-/// `POST /v1/audit/archive` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArchiveRequest {
-    through: u64,
-    export_sha256: String,
-}
-
-impl RequestBody for ArchiveRequest {
-    const FIELDS: &'static [&'static str] = &["through", "export_sha256"];
+impl RequestBody for AuditArchiveRequest {
+    const FIELDS: &'static [&'static str] = AuditArchiveRequest::FIELDS;
 }
 
 /// `POST /v1/audit/archive`
 pub async fn archive(
     Caller(p): Caller,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<ArchiveRequest>,
+    ApiJson(req): ApiJson<AuditArchiveRequest>,
 ) -> Result<Json<AuditArchive>, ApiError> {
     let request_id = headers
         .get(crate::api::REQUEST_ID_HEADER)

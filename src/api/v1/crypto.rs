@@ -7,7 +7,10 @@ use super::keys::key_ref;
 use super::{decode_public, decode_secret, encode, encode_secret};
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, KeyPath, RequestBody};
-use crate::api_types::crypto::{CryptoResponse, DataKeyRequest, DecryptRequest, EncryptRequest};
+use crate::api_types::crypto::{
+    DataKeyRequest, DataKeyResponse, DecryptRequest, DecryptResponse, EncryptRequest,
+    EncryptResponse,
+};
 use crate::format::blob::{MAX_BLOB_LEN, MAX_PLAINTEXT_LEN};
 use crate::secret::SecretBytes;
 use crate::service::{DataKeyLen, PlaintextCopy, Sealing};
@@ -31,27 +34,12 @@ impl RequestBody for DecryptRequest {
     const FIELDS: &'static [&'static str] = DecryptRequest::FIELDS;
 }
 
-/// A response with only the blob.
-pub(crate) fn sealed_only(s: Sealing) -> CryptoResponse {
-    sealed(s, None)
-}
-
-/// A response with the blob and, when given, the plaintext.
-fn sealed(s: Sealing, plaintext: Option<SecretBytes>) -> CryptoResponse {
-    CryptoResponse {
-        key_id: s.key_id,
-        key_version: s.key_version,
-        ciphertext: Some(encode(&s.ciphertext)),
-        plaintext: plaintext.map(|p| encode_secret(p.expose_secret())),
-    }
-}
-
 /// `POST /v1/keys/{key}/datakey`
 pub async fn datakey(
     Caller(p): Caller,
     KeyPath(key): KeyPath,
     ApiJson(body): ApiJson<DataKeyRequest>,
-) -> Result<Json<CryptoResponse>, ApiError> {
+) -> Result<Json<DataKeyResponse>, ApiError> {
     let r = key_ref(&key)?;
     let len = DataKeyLen::from_bytes(body.bytes.unwrap_or(32))
         .ok_or_else(|| ApiError::bad_request("invalid_bytes", "bytes must be 16, 24 or 32"))?;
@@ -61,7 +49,12 @@ pub async fn datakey(
         PlaintextCopy::Omit
     };
     let dk = p.generate_data_key(&r, len, &body.context, copy).await?;
-    Ok(Json(sealed(dk.sealed, dk.plaintext)))
+    Ok(Json(DataKeyResponse {
+        key_id: dk.sealed.key_id,
+        key_version: dk.sealed.key_version,
+        ciphertext: encode(&dk.sealed.ciphertext),
+        plaintext: dk.plaintext.map(|p| encode_secret(p.expose_secret())),
+    }))
 }
 
 /// `POST /v1/keys/{key}/encrypt`
@@ -69,7 +62,7 @@ pub async fn encrypt(
     Caller(p): Caller,
     KeyPath(key): KeyPath,
     ApiJson(body): ApiJson<EncryptRequest>,
-) -> Result<Json<CryptoResponse>, ApiError> {
+) -> Result<Json<EncryptResponse>, ApiError> {
     let r = key_ref(&key)?;
     // Refuse oversized input before decoding it: base64 of 4096 bytes is 5464 characters.
     if body.plaintext.expose_secret().len() > MAX_PLAINTEXT_LEN.div_ceil(3) * 4 {
@@ -79,16 +72,19 @@ pub async fn encrypt(
         ));
     }
     let plaintext = SecretBytes::new(decode_secret("plaintext", &body.plaintext)?);
-    Ok(Json(sealed_only(
-        p.encrypt(&r, plaintext, &body.context).await?,
-    )))
+    let sealed: Sealing = p.encrypt(&r, plaintext, &body.context).await?;
+    Ok(Json(EncryptResponse {
+        key_id: sealed.key_id,
+        key_version: sealed.key_version,
+        ciphertext: encode(&sealed.ciphertext),
+    }))
 }
 
 /// `POST /v1/decrypt`
 pub async fn decrypt(
     Caller(p): Caller,
     ApiJson(body): ApiJson<DecryptRequest>,
-) -> Result<Json<CryptoResponse>, ApiError> {
+) -> Result<Json<DecryptResponse>, ApiError> {
     if body.ciphertext.len() > MAX_BLOB_LEN.div_ceil(3) * 4 {
         return Err(ApiError::bad_request(
             "malformed_ciphertext",
@@ -97,10 +93,9 @@ pub async fn decrypt(
     }
     let blob = decode_public("ciphertext", &body.ciphertext)?;
     let opened = p.decrypt(&blob, &body.context).await?;
-    Ok(Json(CryptoResponse {
+    Ok(Json(DecryptResponse {
         key_id: opened.key_id,
         key_version: opened.key_version,
-        ciphertext: None,
-        plaintext: Some(encode_secret(opened.plaintext.expose_secret())),
+        plaintext: encode_secret(opened.plaintext.expose_secret()),
     }))
 }

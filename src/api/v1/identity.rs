@@ -1,20 +1,18 @@
 //! Principals, policies, tokens and explain.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, JsonBody, RequestBody};
-use crate::domain::secret::HumanDuration;
-use crate::domain::{KeyName, PolicyRecord, PrincipalRecord, TokenInfo};
-use crate::format::EncryptionContext;
+use crate::api_types::identity::{
+    CreatePrincipalRequest, CreateTokenRequest, ExplainRequest, ExplainResponse, ListTokensQuery,
+    PatchPrincipalRequest, PolicyList, PrincipalList, TokenCreated, TokenList,
+};
+use crate::domain::{KeyName, PolicyRecord, PrincipalRecord};
 use crate::policy::{document::RESOURCE_KINDS, Action, Decision};
 use crate::service::identity::PrincipalRequest;
 
@@ -42,35 +40,18 @@ fn policy_names(raw: Option<Vec<String>>) -> Result<Option<Vec<KeyName>>, ApiErr
     .transpose()
 }
 
-/// `POST /v1/principals` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreatePrincipal {
-    name: String,
-    attributes: Option<BTreeMap<String, String>>,
-    policies: Option<Vec<String>>,
+impl RequestBody for CreatePrincipalRequest {
+    const FIELDS: &'static [&'static str] = CreatePrincipalRequest::FIELDS;
 }
 
-impl RequestBody for CreatePrincipal {
-    const FIELDS: &'static [&'static str] = &["name", "attributes", "policies"];
-}
-
-/// `PATCH /v1/principals/{name}` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchPrincipal {
-    attributes: Option<BTreeMap<String, String>>,
-    policies: Option<Vec<String>>,
-}
-
-impl RequestBody for PatchPrincipal {
-    const FIELDS: &'static [&'static str] = &["attributes", "policies"];
+impl RequestBody for PatchPrincipalRequest {
+    const FIELDS: &'static [&'static str] = PatchPrincipalRequest::FIELDS;
 }
 
 /// `POST /v1/principals` → 201
 pub async fn create_principal(
     Caller(p): Caller,
-    ApiJson(b): ApiJson<CreatePrincipal>,
+    ApiJson(b): ApiJson<CreatePrincipalRequest>,
 ) -> Result<(StatusCode, Json<PrincipalRecord>), ApiError> {
     let name = name_in("name", "invalid_principal_name", b.name)?;
     let req = PrincipalRequest {
@@ -83,15 +64,9 @@ pub async fn create_principal(
     ))
 }
 
-/// `GET /v1/principals` response.
-#[derive(Debug, Serialize)]
-pub struct PrincipalsResponse {
-    principals: Vec<PrincipalRecord>,
-}
-
 /// `GET /v1/principals`
-pub async fn list_principals(Caller(p): Caller) -> Result<Json<PrincipalsResponse>, ApiError> {
-    Ok(Json(PrincipalsResponse {
+pub async fn list_principals(Caller(p): Caller) -> Result<Json<PrincipalList>, ApiError> {
+    Ok(Json(PrincipalList {
         principals: p.principals().await?,
     }))
 }
@@ -109,7 +84,7 @@ pub async fn show_principal(
 pub async fn patch_principal(
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
-    ApiJson(b): ApiJson<PatchPrincipal>,
+    ApiJson(b): ApiJson<PatchPrincipalRequest>,
 ) -> Result<Json<PrincipalRecord>, ApiError> {
     let name = path_name(path, "principal_not_found", "principal")?;
     let req = PrincipalRequest {
@@ -151,15 +126,9 @@ pub async fn show_policy(
     Ok(Json(p.policy(&name).await?))
 }
 
-/// `GET /v1/policies` response.
-#[derive(Debug, Serialize)]
-pub struct PoliciesResponse {
-    policies: Vec<PolicyRecord>,
-}
-
 /// `GET /v1/policies`
-pub async fn list_policies(Caller(p): Caller) -> Result<Json<PoliciesResponse>, ApiError> {
-    Ok(Json(PoliciesResponse {
+pub async fn list_policies(Caller(p): Caller) -> Result<Json<PolicyList>, ApiError> {
+    Ok(Json(PolicyList {
         policies: p.policies().await?,
     }))
 }
@@ -174,37 +143,15 @@ pub async fn delete_policy(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/policies/explain` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExplainRequest {
-    principal: String,
-    action: String,
-    resource: String,
-    #[serde(default)]
-    context: Option<EncryptionContext>,
-    source: Option<IpAddr>,
-}
-
 impl RequestBody for ExplainRequest {
-    const FIELDS: &'static [&'static str] =
-        &["principal", "action", "resource", "context", "source"];
-}
-
-/// `POST /v1/policies/explain` response.
-#[derive(Debug, Serialize)]
-pub struct ExplainResponse {
-    #[serde(flatten)]
-    decision: Decision,
-    action: &'static str,
-    resource: String,
+    const FIELDS: &'static [&'static str] = ExplainRequest::FIELDS;
 }
 
 /// `POST /v1/policies/explain`: the decision and the statement that made it.
 pub async fn explain(
     Caller(p): Caller,
     ApiJson(b): ApiJson<ExplainRequest>,
-) -> Result<Json<ExplainResponse>, ApiError> {
+) -> Result<Json<ExplainResponse<Decision>>, ApiError> {
     let principal = name_in("principal", "invalid_principal_name", b.principal)?;
     let action = Action::parse(&b.action).ok_or_else(|| {
         ApiError::bad_request("unknown_action", format!("unknown action {:?}", b.action))
@@ -228,48 +175,21 @@ pub async fn explain(
         .await?;
     Ok(Json(ExplainResponse {
         decision,
-        action: action.as_str(),
+        action: action.as_str().to_owned(),
         // As written: the response never names what a key reference resolved to.
         resource: format!("{kind}/{rest}"),
     }))
 }
 
-/// `POST /v1/tokens` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    principal: String,
-    ttl: Option<HumanDuration>,
-    #[serde(default)]
-    description: String,
-}
-
-impl RequestBody for CreateToken {
-    const FIELDS: &'static [&'static str] = &["principal", "ttl", "description"];
-}
-
-/// `POST /v1/tokens` response: the token text, shown once.
-#[derive(Serialize)]
-pub struct TokenResponse {
-    token: Zeroizing<String>,
-    #[serde(flatten)]
-    info: TokenInfo,
-}
-
-impl std::fmt::Debug for TokenResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenResponse")
-            .field("token", &"[REDACTED]")
-            .field("info", &self.info)
-            .finish()
-    }
+impl RequestBody for CreateTokenRequest {
+    const FIELDS: &'static [&'static str] = CreateTokenRequest::FIELDS;
 }
 
 /// `POST /v1/tokens` → 201
 pub async fn create_token(
     Caller(p): Caller,
-    ApiJson(b): ApiJson<CreateToken>,
-) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    ApiJson(b): ApiJson<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     if b.description.len() > 1024 {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -280,37 +200,24 @@ pub async fn create_token(
     let minted = p.create_token(&principal, b.ttl, b.description).await?;
     Ok((
         StatusCode::CREATED,
-        Json(TokenResponse {
+        Json(TokenCreated {
             token: Zeroizing::new(minted.token.expose_secret().to_owned()),
             info: minted.info,
         }),
     ))
 }
 
-/// `GET /v1/tokens` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokensQuery {
-    principal: Option<String>,
-}
-
-/// `GET /v1/tokens` response (metadata only).
-#[derive(Debug, Serialize)]
-pub struct TokensResponse {
-    tokens: Vec<TokenInfo>,
-}
-
 /// `GET /v1/tokens?principal=`
 pub async fn list_tokens(
     Caller(p): Caller,
-    q: Result<Query<TokensQuery>, QueryRejection>,
-) -> Result<Json<TokensResponse>, ApiError> {
+    q: Result<Query<ListTokensQuery>, QueryRejection>,
+) -> Result<Json<TokenList>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let principal = q
         .principal
         .map(|n| name_in("principal", "invalid_query", n))
         .transpose()?;
-    Ok(Json(TokensResponse {
+    Ok(Json(TokenList {
         tokens: p.tokens(principal.as_ref()).await?,
     }))
 }

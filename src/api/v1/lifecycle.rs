@@ -6,19 +6,18 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
-use super::crypto::sealed_only;
-use super::decode_public;
 use super::keys::key_ref;
+use super::{decode_public, encode};
 use crate::api::error::ApiError;
-use crate::api::extract::{
-    double_option, parse, require_json, ApiJson, Caller, KeyPath, RequestBody,
+use crate::api::extract::{parse, require_json, ApiJson, Caller, KeyPath, RequestBody};
+use crate::api_types::crypto::{ReencryptRequest, ReencryptResponse};
+use crate::api_types::lifecycle::{
+    AliasList, CreateAliasRequest, JobEventList, JobList, KeyVersionList, ListJobsQuery,
+    PatchKeyRequest, RepointAliasRequest, ScheduleDeletionRequest,
 };
-use crate::api_types::crypto::{CryptoResponse, ReencryptRequest};
-use crate::domain::job::{JobEvent, JobState};
-use crate::domain::secret::HumanDuration;
-use crate::domain::{Alias, Key, KeyId, KeyName, KeyVersion};
+use crate::domain::job::JobState;
+use crate::domain::{Alias, Key, KeyName};
 use crate::service::lifecycle::{KeyPatch, VersionAction, VersionUsage};
 use crate::service::rewrap::JobStatus;
 
@@ -36,26 +35,15 @@ pub async fn rotate(Caller(p): Caller, KeyPath(key): KeyPath) -> Result<Json<Key
     Ok(Json(p.rotate_key(&key_ref(&key)?).await?))
 }
 
-/// `PATCH /v1/keys/{key}` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchKey {
-    description: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
-    rotation_period: Option<Option<HumanDuration>>,
-    min_decryption_version: Option<u32>,
-}
-
-impl RequestBody for PatchKey {
-    const FIELDS: &'static [&'static str] =
-        &["description", "rotation_period", "min_decryption_version"];
+impl RequestBody for PatchKeyRequest {
+    const FIELDS: &'static [&'static str] = PatchKeyRequest::FIELDS;
 }
 
 /// `PATCH /v1/keys/{key}`
 pub async fn patch(
     Caller(p): Caller,
     KeyPath(key): KeyPath,
-    ApiJson(b): ApiJson<PatchKey>,
+    ApiJson(b): ApiJson<PatchKeyRequest>,
 ) -> Result<Json<Key>, ApiError> {
     if b.description.as_ref().is_some_and(|d| d.len() > 1024) {
         return Err(ApiError::bad_request(
@@ -89,15 +77,8 @@ pub async fn cancel_deletion(
     Ok(Json(p.cancel_key_deletion(&key_ref(&key)?).await?))
 }
 
-/// `POST /v1/keys/{key}/schedule-deletion` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleDeletion {
-    pending_days: Option<u32>,
-}
-
-impl RequestBody for ScheduleDeletion {
-    const FIELDS: &'static [&'static str] = &["pending_days"];
+impl RequestBody for ScheduleDeletionRequest {
+    const FIELDS: &'static [&'static str] = ScheduleDeletionRequest::FIELDS;
     fn field_code(field: &str) -> &'static str {
         match field {
             "pending_days" => "invalid_pending_days",
@@ -113,7 +94,7 @@ pub async fn schedule_deletion(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Key>, ApiError> {
-    let b: Option<ScheduleDeletion> = optional_body(&headers, &body)?;
+    let b: Option<ScheduleDeletionRequest> = optional_body(&headers, &body)?;
     let days = b.and_then(|b| b.pending_days);
     if days.is_some_and(|d| !crate::service::lifecycle::PENDING_DAYS.contains(&d)) {
         return Err(ApiError::bad_request(
@@ -124,22 +105,13 @@ pub async fn schedule_deletion(
     Ok(Json(p.schedule_key_deletion(&key_ref(&key)?, days).await?))
 }
 
-/// `GET /v1/keys/{key}/versions` response.
-#[derive(Debug, Serialize)]
-pub struct VersionsResponse {
-    key_id: KeyId,
-    primary_version: KeyVersion,
-    min_decryption_version: KeyVersion,
-    versions: Vec<VersionUsage>,
-}
-
 /// `GET /v1/keys/{key}/versions`
 pub async fn versions(
     Caller(p): Caller,
     KeyPath(key): KeyPath,
-) -> Result<Json<VersionsResponse>, ApiError> {
+) -> Result<Json<KeyVersionList<VersionUsage>>, ApiError> {
     let (key, versions) = p.key_versions(&key_ref(&key)?).await?;
-    Ok(Json(VersionsResponse {
+    Ok(Json(KeyVersionList {
         key_id: key.id,
         primary_version: key.primary_version,
         min_decryption_version: key.min_decryption_version,
@@ -187,25 +159,11 @@ pub async fn rewrap(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-/// `GET /v1/jobs` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobsQuery {
-    state: Option<String>,
-    limit: Option<u32>,
-}
-
-/// `GET /v1/jobs` response.
-#[derive(Debug, Serialize)]
-pub struct JobsResponse {
-    jobs: Vec<JobStatus>,
-}
-
 /// `GET /v1/jobs?state=running|completed|failed&limit=`
 pub async fn jobs(
     Caller(p): Caller,
-    q: Result<Query<JobsQuery>, QueryRejection>,
-) -> Result<Json<JobsResponse>, ApiError> {
+    q: Result<Query<ListJobsQuery>, QueryRejection>,
+) -> Result<Json<JobList<JobStatus>>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let job_state = q
         .state
@@ -222,7 +180,7 @@ pub async fn jobs(
             "limit must be 1 to 1000",
         ));
     }
-    Ok(Json(JobsResponse {
+    Ok(Json(JobList {
         jobs: p.jobs(job_state, limit).await?,
     }))
 }
@@ -244,45 +202,23 @@ pub async fn job(
     Ok(Json(p.job(&id).await?))
 }
 
-/// `GET /v1/jobs/{id}/events` response.
-#[derive(Debug, Serialize)]
-pub struct JobEventsResponse {
-    job_id: String,
-    events: Vec<JobEvent>,
-}
-
 /// `GET /v1/jobs/{id}/events`: the job's trail.
 pub async fn job_events(
     Caller(p): Caller,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<JobEventsResponse>, ApiError> {
+) -> Result<Json<JobEventList>, ApiError> {
     let Path(id) =
         path.map_err(|_| ApiError::client(StatusCode::NOT_FOUND, "job_not_found", "no such job"))?;
     let events = p.job_events(&id).await?;
-    Ok(Json(JobEventsResponse { job_id: id, events }))
+    Ok(Json(JobEventList { job_id: id, events }))
 }
 
-/// `POST /v1/aliases` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateAlias {
-    name: String,
-    key: String,
+impl RequestBody for CreateAliasRequest {
+    const FIELDS: &'static [&'static str] = CreateAliasRequest::FIELDS;
 }
 
-impl RequestBody for CreateAlias {
-    const FIELDS: &'static [&'static str] = &["name", "key"];
-}
-
-/// `PUT /v1/aliases/{name}` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RepointAlias {
-    key: String,
-}
-
-impl RequestBody for RepointAlias {
-    const FIELDS: &'static [&'static str] = &["key"];
+impl RequestBody for RepointAliasRequest {
+    const FIELDS: &'static [&'static str] = RepointAliasRequest::FIELDS;
 }
 
 fn alias_name(raw: &str) -> Result<KeyName, ApiError> {
@@ -302,7 +238,7 @@ fn alias_path(
 /// `POST /v1/aliases` → 201
 pub async fn create_alias(
     Caller(p): Caller,
-    ApiJson(b): ApiJson<CreateAlias>,
+    ApiJson(b): ApiJson<CreateAliasRequest>,
 ) -> Result<(StatusCode, Json<Alias>), ApiError> {
     let name = alias_name(&b.name)?;
     let alias = p.create_alias(name, &key_ref(&b.key)?).await?;
@@ -313,7 +249,7 @@ pub async fn create_alias(
 pub async fn repoint_alias(
     Caller(p): Caller,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    ApiJson(b): ApiJson<RepointAlias>,
+    ApiJson(b): ApiJson<RepointAliasRequest>,
 ) -> Result<Json<Alias>, ApiError> {
     let name = alias_path(path)?;
     Ok(Json(p.repoint_alias(name, &key_ref(&b.key)?).await?))
@@ -338,30 +274,15 @@ pub async fn delete_alias(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/aliases` response.
-#[derive(Debug, Serialize)]
-pub struct AliasesResponse {
-    aliases: Vec<Alias>,
-}
-
 /// `GET /v1/aliases`
-pub async fn list_aliases(Caller(p): Caller) -> Result<Json<AliasesResponse>, ApiError> {
-    Ok(Json(AliasesResponse {
+pub async fn list_aliases(Caller(p): Caller) -> Result<Json<AliasList>, ApiError> {
+    Ok(Json(AliasList {
         aliases: p.aliases().await?,
     }))
 }
 
 impl RequestBody for ReencryptRequest {
     const FIELDS: &'static [&'static str] = ReencryptRequest::FIELDS;
-}
-
-/// `POST /v1/reencrypt` response.
-#[derive(Debug, Serialize)]
-pub struct ReencryptResponse {
-    #[serde(flatten)]
-    sealed: CryptoResponse,
-    source_key_id: KeyId,
-    source_key_version: KeyVersion,
 }
 
 /// `POST /v1/reencrypt`: a new blob under the destination key's primary version; the plaintext
@@ -387,7 +308,9 @@ pub async fn reencrypt(
         )
         .await?;
     Ok(Json(ReencryptResponse {
-        sealed: sealed_only(r.sealed),
+        key_id: r.sealed.key_id,
+        key_version: r.sealed.key_version,
+        ciphertext: encode(&r.sealed.ciphertext),
         source_key_id: r.source_key_id,
         source_key_version: r.source_key_version,
     }))

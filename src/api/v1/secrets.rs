@@ -10,19 +10,19 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{decode_secret, encode_secret};
 use crate::api::error::ApiError;
-use crate::api::extract::{double_option, parse, Caller, JsonBody, RequestBody};
+use crate::api::extract::{parse, Caller, JsonBody, RequestBody};
 use crate::api::AppState;
-use crate::domain::secret::{
-    CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
+use crate::api_types::secrets::{
+    DeleteSecretQuery, ListSecretsQuery, PutSecretMetadataRequest, PutSecretRequest,
+    ReadSecretQuery, SecretChanged, SecretList, SecretValue, SecretVersionsRequest, SecretWritten,
 };
+use crate::domain::secret::{SecretPath, SecretRecord};
 use crate::domain::KeyRef;
-use crate::secret::{SecretBytes, SecretText};
+use crate::secret::SecretBytes;
 use crate::service::secrets::{MetadataRequest, Versions, Written};
 
 /// What a `/v1/secrets/{…}` URL addresses.
@@ -83,52 +83,12 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
-/// `GET /v1/secrets/{path}` query.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ReadQuery {
-    version: Option<u32>,
-    text: Option<bool>,
-}
-
-/// A secret value in a response; `Debug` never shows it.
-#[derive(Serialize)]
-pub struct ValueResponse {
-    path: SecretPath,
-    version: u32,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    value: Zeroizing<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value_text: Option<Zeroizing<String>>,
-}
-
-impl std::fmt::Debug for ValueResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ValueResponse")
-            .field("path", &self.path)
-            .field("version", &self.version)
-            .field("value", &"[REDACTED]")
-            .finish_non_exhaustive()
-    }
-}
-
-/// A write's result.
-#[derive(Debug, Serialize)]
-pub struct WrittenResponse {
-    path: SecretPath,
-    version: u32,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-}
-
-impl From<Written> for WrittenResponse {
-    fn from(w: Written) -> Self {
-        Self {
-            path: w.path,
-            version: w.version,
-            created_at: w.created_at,
-        }
+/// A write's answer.
+fn written(w: Written) -> SecretWritten {
+    SecretWritten {
+        path: w.path,
+        version: w.version,
+        created_at: w.created_at,
     }
 }
 
@@ -136,7 +96,7 @@ impl From<Written> for WrittenResponse {
 pub async fn get(
     Caller(p): Caller,
     SecretUrl(target): SecretUrl,
-    q: Result<Query<ReadQuery>, QueryRejection>,
+    q: Result<Query<ReadSecretQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     match target {
@@ -148,7 +108,7 @@ pub async fn get(
                     .map(|t| Zeroizing::new(t.to_owned())),
                 _ => None,
             };
-            Ok(Json(ValueResponse {
+            Ok(Json(SecretValue {
                 path: v.path,
                 version: v.version,
                 created_at: v.created_at,
@@ -170,36 +130,12 @@ pub async fn get(
     }
 }
 
-/// `PUT /v1/secrets/{path}` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PutSecret {
-    value: Option<SecretText>,
-    value_text: Option<SecretText>,
-    key: Option<String>,
-    cas: Option<u32>,
+impl RequestBody for PutSecretRequest {
+    const FIELDS: &'static [&'static str] = PutSecretRequest::FIELDS;
 }
 
-impl RequestBody for PutSecret {
-    const FIELDS: &'static [&'static str] = &["value", "value_text", "key", "cas"];
-}
-
-/// `PUT /v1/secrets/{path}/metadata` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PutMetadata {
-    key: Option<String>,
-    max_versions: Option<u32>,
-    #[serde(default, deserialize_with = "double_option")]
-    expires_after: Option<Option<HumanDuration>>,
-    custom: Option<CustomMetadata>,
-    #[serde(default, deserialize_with = "double_option")]
-    generate: Option<Option<GenerateSpec>>,
-}
-
-impl RequestBody for PutMetadata {
-    const FIELDS: &'static [&'static str] =
-        &["key", "max_versions", "expires_after", "custom", "generate"];
+impl RequestBody for PutSecretMetadataRequest {
+    const FIELDS: &'static [&'static str] = PutSecretMetadataRequest::FIELDS;
 }
 
 fn key_field(key: Option<String>) -> Result<Option<KeyRef>, ApiError> {
@@ -224,7 +160,7 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     match target {
         Target::Value(path) => {
-            let b: PutSecret = parse(&body)?;
+            let b: PutSecretRequest = parse(&body)?;
             let limit = state.max_secret_bytes;
             let value = match (&b.value, &b.value_text) {
                 (Some(v), None) => {
@@ -243,10 +179,10 @@ pub async fn put(
             };
             let key = key_field(b.key)?;
             let w = p.put_secret(&path, value, key.as_ref(), b.cas).await?;
-            Ok(Json(WrittenResponse::from(w)).into_response())
+            Ok(Json(written(w)).into_response())
         }
         Target::Metadata(path) => {
-            let b: PutMetadata = parse(&body)?;
+            let b: PutSecretMetadataRequest = parse(&body)?;
             let req = MetadataRequest {
                 key: key_field(b.key)?,
                 max_versions: b.max_versions,
@@ -269,15 +205,8 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// `{versions}` body of undelete and destroy.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VersionsBody {
-    versions: Option<Vec<u32>>,
-}
-
-impl RequestBody for VersionsBody {
-    const FIELDS: &'static [&'static str] = &["versions"];
+impl RequestBody for SecretVersionsRequest {
+    const FIELDS: &'static [&'static str] = SecretVersionsRequest::FIELDS;
 }
 
 /// Most versions one request may name.
@@ -293,14 +222,6 @@ fn versions_list(v: Vec<u32>) -> Result<Vec<u32>, ApiError> {
     Ok(v)
 }
 
-/// The result of a delete, undelete or destroy.
-#[derive(Debug, Serialize)]
-pub struct ChangedResponse {
-    path: SecretPath,
-    /// Versions whose state changed (already-changed ones are left out).
-    changed: Vec<u32>,
-}
-
 /// `POST /v1/secrets/{path}/undelete|destroy|rotate`
 pub async fn post(
     Caller(p): Caller,
@@ -310,45 +231,37 @@ pub async fn post(
     match target {
         Target::Rotate(path) => {
             let w = p.rotate_secret(&path).await?;
-            Ok(Json(WrittenResponse::from(w)).into_response())
+            Ok(Json(written(w)).into_response())
         }
         Target::Undelete(path) => {
             let JsonBody(body) = JsonBody::from_request(req, &()).await?;
-            let b: VersionsBody = parse(&body)?;
+            let b: SecretVersionsRequest = parse(&body)?;
             let which = match b.versions {
                 Some(v) => Versions::These(versions_list(v)?),
                 None => Versions::Latest,
             };
             let changed = p.undelete_secret_versions(&path, which).await?;
-            Ok(Json(ChangedResponse { path, changed }).into_response())
+            Ok(Json(SecretChanged { path, changed }).into_response())
         }
         Target::Destroy(path) => {
             let JsonBody(body) = JsonBody::from_request(req, &()).await?;
-            let b: VersionsBody = parse(&body)?;
+            let b: SecretVersionsRequest = parse(&body)?;
             let versions = versions_list(b.versions.ok_or_else(|| {
                 ApiError::bad_request("invalid_field", "`versions` is required")
             })?)?;
             let changed = p.destroy_secret_versions(&path, versions).await?;
-            Ok(Json(ChangedResponse { path, changed }).into_response())
+            Ok(Json(SecretChanged { path, changed }).into_response())
         }
         _ => Err(method_not_allowed()),
     }
-}
-
-/// `DELETE /v1/secrets/{path}` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeleteQuery {
-    /// Comma-separated version numbers.
-    versions: Option<String>,
 }
 
 /// `DELETE /v1/secrets/{path}[?versions=1,3]`
 pub async fn delete(
     Caller(p): Caller,
     SecretUrl(target): SecretUrl,
-    q: Result<Query<DeleteQuery>, QueryRejection>,
-) -> Result<Json<ChangedResponse>, ApiError> {
+    q: Result<Query<DeleteSecretQuery>, QueryRejection>,
+) -> Result<Json<SecretChanged>, ApiError> {
     let Target::Value(path) = target else {
         return Err(method_not_allowed());
     };
@@ -369,31 +282,14 @@ pub async fn delete(
         }
     };
     let changed = p.delete_secret_versions(&path, which).await?;
-    Ok(Json(ChangedResponse { path, changed }))
-}
-
-/// `GET /v1/secrets` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    prefix: Option<String>,
-    limit: Option<u32>,
-    after: Option<String>,
-}
-
-/// `GET /v1/secrets` response.
-#[derive(Debug, Serialize)]
-pub struct ListResponse {
-    secrets: Vec<SecretRecord>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next: Option<SecretPath>,
+    Ok(Json(SecretChanged { path, changed }))
 }
 
 /// `GET /v1/secrets?prefix=&limit=&after=`: paths and metadata, never values.
 pub async fn list(
     Caller(p): Caller,
-    q: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<ListResponse>, ApiError> {
+    q: Result<Query<ListSecretsQuery>, QueryRejection>,
+) -> Result<Json<SecretList>, ApiError> {
     let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
@@ -415,7 +311,7 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_query", format!("after: {e}")))?;
     let page = p.list_secrets(&prefix, after, limit).await?;
-    Ok(Json(ListResponse {
+    Ok(Json(SecretList {
         secrets: page.secrets,
         next: page.next,
     }))
