@@ -171,6 +171,7 @@ impl AuditLog {
             last_checkpoint: tail.checkpoint.map(|c| (c.sequence, c.head)),
             last_export_checkpoint: None,
             floor: tail.archive.map(|a| (a.through, a.head)),
+            in_doubt: false,
         };
         let writer = std::thread::Builder::new()
             .name(WRITER_THREAD.to_owned())
@@ -291,6 +292,9 @@ struct Writer {
     last_export_checkpoint: Option<Instant>,
     /// Where the stored log starts: the archive's sequence and head, if archived.
     floor: Option<(u64, String)>,
+    /// The last append failed: whether it committed is unknown (a connection lost during the
+    /// commit), so the next one first reads where the stored chain ends.
+    in_doubt: bool,
 }
 
 impl Writer {
@@ -349,6 +353,15 @@ impl Writer {
 
     /// Chains and commits a batch; acknowledges every entry with its sequence or the failure.
     fn commit(&mut self, batch: Vec<(AuditEntry, oneshot::Sender<Result<u64, AuditError>>)>) {
+        if self.in_doubt {
+            if let Err(e) = self.resync() {
+                tracing::error!(error = %e, records = batch.len(), "audit log unreachable; the requests fail");
+                for (_, ack) in batch {
+                    let _ = ack.send(Err(AuditError::Unwritable));
+                }
+                return;
+            }
+        }
         let (mut seq, mut prev) = self.head;
         let mut records = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
@@ -370,12 +383,38 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, records = acks.len(), "audit write failed; the requests fail");
+                self.in_doubt = true;
                 self.shared.writable.store(false, Ordering::Release);
                 for (_, ack) in acks {
                     let _ = ack.send(Err(AuditError::Unwritable));
                 }
             }
         }
+    }
+
+    /// After a failed append: takes the stored chain's end as the head. A batch whose commit
+    /// reached the database although its acknowledgement was lost (its requests were answered
+    /// 503) stays in the chain, and the next records link to it instead of colliding with it.
+    fn resync(&mut self) -> Result<(), StoreError> {
+        let tail = self.appender.tail()?;
+        if let Some((seq, hash)) = tail.last {
+            if seq > self.head.0 {
+                let Some(bytes) = decode_hash(&hash) else {
+                    return Err(StoreError::Corrupt {
+                        column: "audit_records.hash",
+                    });
+                };
+                tracing::warn!(
+                    stored = seq,
+                    expected = self.head.0,
+                    "an audit batch reported as failed had been committed; continuing after it"
+                );
+                self.head = (seq, bytes);
+                self.shared.head.store(seq, Ordering::Release);
+            }
+        }
+        self.in_doubt = false;
+        Ok(())
     }
 
     /// The checkpoint an export ends at ([`AuditLog::checkpoint_now`]).
