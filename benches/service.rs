@@ -146,6 +146,10 @@ fn run(args: &[String]) -> Result<()> {
         None
     };
     let install = Install::prepare(&dir, &module, &knobs, swtpm.as_ref())?;
+    if knobs.store.is_some() {
+        print!("{}", store_comparison(&install, &knobs)?);
+        return Ok(());
+    }
     let report = measure(&install, &knobs, swtpm.as_ref())?;
     print!("{}", report.markdown(&install, &knobs));
     ensure!(
@@ -201,6 +205,8 @@ struct Knobs {
     audit_time: Option<Duration>,
     /// Start a swtpm and measure the TPM keys and the raw TPM rows.
     tpm: bool,
+    /// `postgres`: run only the store comparison (SQLite, then PostgreSQL, in this run).
+    store: Option<String>,
 }
 
 impl Knobs {
@@ -217,6 +223,7 @@ impl Knobs {
         let mut rewrap_pause_ms = env_knob("CUSTODIAN_BENCH_REWRAP_PAUSE_MS")?;
         let mut audit_secs = env_knob("CUSTODIAN_BENCH_AUDIT_SECS")?;
         let mut tpm = env_knob("CUSTODIAN_BENCH_TPM")?;
+        let mut store = env_knob("CUSTODIAN_BENCH_STORE")?;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let slot = match arg.as_str() {
@@ -233,11 +240,12 @@ impl Knobs {
                 "--rewrap-pause-ms" => &mut rewrap_pause_ms,
                 "--audit-secs" => &mut audit_secs,
                 "--tpm" => &mut tpm,
+                "--store" => &mut store,
                 other => bail!(
                     "unknown argument {other:?}; knobs: --sessions N, --secs S, --raw-secs S, \
                      --concurrency 1,8,32, --max-requests N, --log-filter F, --rewrap-secrets N, \
                      --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS, --audit-secs S, \
-                     --tpm true|false"
+                     --tpm true|false, --store postgres"
                 ),
             };
             *slot = Some(
@@ -305,6 +313,11 @@ impl Knobs {
             rewrap_pause_ms,
             audit_time,
             tpm: parse_knob("tpm (true or false)", tpm, "true")?,
+            store: match store.as_deref() {
+                None | Some("sqlite") => None,
+                Some("postgres") => Some("postgres".to_owned()),
+                Some(other) => bail!("--store {other:?}: the comparison is --store postgres"),
+            },
         })
     }
 }
@@ -1141,16 +1154,19 @@ fn measure(install: &Install, knobs: &Knobs, swtpm: Option<&Swtpm>) -> Result<Re
             serde_json::json!({ "ciphertext": setup.blob_b64, "context": context }).to_string(),
         ),
         auth: Some(auth.clone()),
+        put_fresh: false,
     });
     let live = Ok(Target {
         url: server.url("/v1/health/live"),
         body: None,
         auth: None,
+        put_fresh: false,
     });
     let key_read = Ok(Target {
         url: server.url(&format!("/v1/keys/{KEY_NAME}")),
         body: None,
         auth: Some(auth.clone()),
+        put_fresh: false,
     });
     let ticks = clock_ticks();
     let server_pid = server.pid().to_string();
@@ -1385,6 +1401,7 @@ fn datakey_target(server: &Server, key: DeviceKey, auth: &HeaderValue) -> Result
         url: server.url(&format!("/v1/keys/{}/datakey", key.name())),
         body: Some(serde_json::json!({ "context": context }).to_string()),
         auth: Some(auth.clone()),
+        put_fresh: false,
     })
 }
 
@@ -1498,6 +1515,9 @@ struct Target {
     url: String,
     body: Option<String>,
     auth: Option<HeaderValue>,
+    /// PUT the body to `url` followed by a path no request used before (fresh secret writes)
+    /// instead of POSTing it to `url`.
+    put_fresh: bool,
 }
 
 /// Runs `concurrency` workers against `target` for `duration` or `max_requests` requests,
@@ -1526,9 +1546,11 @@ async fn load_until(
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = tokio::task::JoinSet::new();
+    static FRESH: AtomicU64 = AtomicU64::new(0);
     for _ in 0..concurrency {
         let (client, issued, stop) = (client.clone(), Arc::clone(&issued), Arc::clone(&stop));
         let (url, body, auth) = (target.url.clone(), target.body.clone(), target.auth.clone());
+        let put_fresh = target.put_fresh;
         workers.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
@@ -1540,6 +1562,10 @@ async fn load_until(
                 let t = Instant::now();
                 let outcome = async {
                     let req = match &body {
+                        Some(body) if put_fresh => client
+                            .put(format!("{url}{}", FRESH.fetch_add(1, Ordering::Relaxed)))
+                            .header(CONTENT_TYPE, "application/json")
+                            .body(body.clone()),
                         Some(body) => client
                             .post(&url)
                             .header(CONTENT_TYPE, "application/json")
@@ -1587,6 +1613,191 @@ async fn load_until(
         errors,
         first_error,
     ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store comparison (issue 14): `--store postgres`
+
+/// The rows of the store comparison, each measured on SQLite and then on PostgreSQL.
+const STORE_OPS: [&str; 4] = [
+    "POST /v1/keys/bench/datakey",
+    "POST /v1/decrypt",
+    "PUT /v1/secrets/{fresh path}",
+    "GET /v1/secrets/bench/read",
+];
+
+/// Runs the server on SQLite, then on a fresh PostgreSQL database (`CUSTODIAN_BENCH_POSTGRES_URL`,
+/// a superuser URL; scripts/bench starts a throw-away cluster), on the same token, and drives
+/// `datakey`, `decrypt`, fresh-path secret writes and secret reads at every concurrency on each.
+/// Returns the Markdown table with PostgreSQL ÷ SQLite per row and the issue's target (≥ 0.70
+/// of SQLite's throughput at concurrency 32, p99 ≤ 10 ms).
+fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
+    let admin = std::env::var("CUSTODIAN_BENCH_POSTGRES_URL").context(
+        "CUSTODIAN_BENCH_POSTGRES_URL is not set: run scripts/bench --store postgres, which starts \
+         a throw-away PostgreSQL cluster",
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+    let database = rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .context("connecting to the bench PostgreSQL cluster")?;
+        tokio::spawn(connection);
+        client
+            .batch_execute("DROP DATABASE IF EXISTS custodian_bench; CREATE DATABASE custodian_bench")
+            .await
+            .context("creating the bench database")?;
+        let mut cfg: tokio_postgres::Config = admin.parse().context("the admin URL")?;
+        cfg.dbname("custodian_bench");
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        let user = cfg.get_user().unwrap_or("postgres").to_owned();
+        Ok::<_, anyhow::Error>(format!("postgres://{user}@{host}:{port}/custodian_bench"))
+    })?;
+    let base = std::fs::read_to_string(&install.config).context("reading the bench config")?;
+    let sqlite_section = "[store]\nkind = \"sqlite\"\npath = \"custodian.db\"\n";
+    ensure!(base.contains(sqlite_section), "the bench config has no SQLite [store] section");
+    let stores = [
+        ("SQLite", "[store]\nkind = \"sqlite\"\npath = \"store-bench.db\"\n".to_owned()),
+        (
+            "PostgreSQL",
+            format!("[store]\nkind = \"postgres\"\nurl = \"{database}\"\n"),
+        ),
+    ];
+    let max_concurrency = knobs.concurrency.iter().copied().max().unwrap_or(1);
+    let mut rows: Vec<(usize, usize, Stats)> = Vec::new();
+    for (run, (store, section)) in stores.iter().enumerate() {
+        let config = install.dir.join(format!("custodian-{}.toml", store.to_lowercase()));
+        std::fs::write(&config, base.replace(sqlite_section, section))
+            .with_context(|| format!("writing {}", config.display()))?;
+        let variant = Install {
+            dir: install.dir.clone(),
+            softhsm_conf: install.softhsm_conf.clone(),
+            config,
+            module: install.module.clone(),
+            user_pin: install.user_pin.clone(),
+            sessions: install.sessions,
+            log_filter: install.log_filter.clone(),
+        };
+        eprintln!("bench: store comparison: starting the server on {store}");
+        let run_no = 20 + u32::try_from(run).unwrap_or(0);
+        let (mut server, token) = Server::start(&variant, run_no)?;
+        let token = token.with_context(|| format!("no bootstrap token on {store}"))?;
+        let client = http_client(max_concurrency)?;
+        let targets = rt.block_on(async {
+            server.wait_ready(&client).await?;
+            let setup = first_round_trip(&client, &server, token.clone()).await?;
+            let auth = HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the bootstrap token is not a valid header value")?;
+            let put = |url: String| {
+                client
+                    .put(server.url(&url))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "value_text": "bench", "key": KEY_NAME }))
+            };
+            expect_json(put("/v1/secrets/bench/read".to_owned()), "PUT a secret", StatusCode::OK)
+                .await?;
+            let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
+            let target = |url: String, body: Option<serde_json::Value>, put_fresh| Target {
+                url,
+                body: body.map(|b| b.to_string()),
+                auth: Some(auth.clone()),
+                put_fresh,
+            };
+            Ok::<_, anyhow::Error>([
+                target(
+                    server.url(&format!("/v1/keys/{KEY_NAME}/datakey")),
+                    Some(serde_json::json!({ "context": context })),
+                    false,
+                ),
+                target(
+                    server.url("/v1/decrypt"),
+                    Some(serde_json::json!({ "ciphertext": setup.blob_b64, "context": context })),
+                    false,
+                ),
+                target(
+                    server.url(&format!("/v1/secrets/bench/w{run}/")),
+                    Some(serde_json::json!({ "value_text": "bench-value", "key": KEY_NAME })),
+                    true,
+                ),
+                target(server.url("/v1/secrets/bench/read"), None, false),
+            ])
+        })?;
+        for (op, target) in targets.iter().enumerate() {
+            for &concurrency in &knobs.concurrency {
+                eprintln!(
+                    "bench: store comparison: {store}: {} at concurrency {concurrency} for {:?}",
+                    STORE_OPS[op], knobs.http_time
+                );
+                rt.block_on(load(&client, target, concurrency, WARMUP, knobs.max_requests))?;
+                let stats = rt.block_on(load(
+                    &client,
+                    target,
+                    concurrency,
+                    knobs.http_time,
+                    knobs.max_requests,
+                ))?;
+                ensure!(
+                    stats.errors == 0,
+                    "{store}: {} at concurrency {concurrency}: {} errors (first: {})",
+                    STORE_OPS[op],
+                    stats.errors,
+                    stats.first_error.as_deref().unwrap_or("none")
+                );
+                rows.push((run, op * 1000 + concurrency, stats));
+            }
+        }
+        server.stop().with_context(|| format!("stopping the server on {store}"))?;
+    }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "\n### Store comparison: the same node on SQLite and on PostgreSQL ({} revision {})\n",
+        time::OffsetDateTime::now_utc().date(),
+        revision()
+    )?;
+    writeln!(
+        out,
+        "| request | c | SQLite ops/s | p50 | p99 | PostgreSQL ops/s | p50 | p99 | PG ÷ SQLite | target (c=32: ≥ 0.70, p99 ≤ 10 ms) |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    for (op, name) in STORE_OPS.iter().enumerate() {
+        for &concurrency in &knobs.concurrency {
+            let find = |run| {
+                rows.iter()
+                    .find(|(r, k, _)| *r == run && *k == op * 1000 + concurrency)
+                    .map(|(_, _, s)| s)
+            };
+            let (Some(lite), Some(pg)) = (find(0), find(1)) else {
+                continue;
+            };
+            let (a, b) = (lite.ops_per_sec(), pg.ops_per_sec());
+            let ratio = if a > 0.0 { b / a } else { 0.0 };
+            let verdict = if concurrency == 32 {
+                if ratio >= 0.70 && pg.p99 <= Duration::from_millis(10) {
+                    "PASS"
+                } else {
+                    "FAIL"
+                }
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "| `{name}` | {concurrency} | {a:.0} | {} | {} | {b:.0} | {} | {} | {ratio:.2} | {verdict} |",
+                ms(lite.p50),
+                ms(lite.p99),
+                ms(pg.p50),
+                ms(pg.p99),
+            )?;
+        }
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1791,6 +2002,7 @@ async fn rewrap_phase(
             HeaderValue::from_str(&format!("Bearer {token}"))
                 .context("the bootstrap token is not a valid header value")?,
         ),
+        put_fresh: false,
     };
     let (window, max) = (knobs.rewrap_time, knobs.max_requests);
     let job_timeout = Duration::from_secs(60) + Duration::from_millis(10 * n);
@@ -2503,6 +2715,7 @@ fn audit_phase(
                 url: app.url(&format!("/v1/keys/{KEY_NAME}/datakey")),
                 body: Some(body.clone()),
                 auth: Some(auth.clone()),
+                put_fresh: false,
             };
             for &concurrency in &knobs.concurrency {
                 eprintln!(
