@@ -21,6 +21,7 @@ pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod openapi;
+pub mod routes;
 pub mod secrets;
 
 use serde::Deserialize;
