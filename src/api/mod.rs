@@ -60,7 +60,7 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// Builds the router: public health and OpenAPI routes, everything else behind a bearer token.
 /// Every route is an operation of the table that `docs/openapi.json` is generated from
-/// ([`crate::api_types::routes`]), public or authenticated as its entry says ([`table`]).
+/// ([`crate::api_types::routes`]), public or authenticated as its entry says (`table`).
 pub fn router(state: AppState, limits: Limits) -> Router {
     let (main, secrets) = table();
     let protected = main
