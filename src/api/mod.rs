@@ -15,13 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, MethodFilter};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
+use crate::api_types::routes::{self as op, Access, Method, Operation};
 use crate::secret::BearerToken;
 use crate::service::{Credential, FrontDoor, ServiceError};
 use error::{ApiError, REQUEST_ID};
@@ -57,96 +59,20 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// Builds the router: public health and OpenAPI routes, everything else behind a bearer token.
+/// Every route is an operation of the table that `docs/openapi.json` is generated from
+/// ([`crate::api_types::routes`]), public or authenticated as its entry says (`table`).
 pub fn router(state: AppState, limits: Limits) -> Router {
-    let protected = Router::new()
-        .route("/v1/keys", post(v1::keys::create).get(v1::keys::list))
-        .route(
-            "/v1/keys/{key}",
-            get(v1::keys::show).patch(v1::lifecycle::patch),
-        )
-        .route("/v1/keys/{key}/rotate", post(v1::lifecycle::rotate))
-        .route("/v1/keys/{key}/disable", post(v1::lifecycle::disable))
-        .route("/v1/keys/{key}/enable", post(v1::lifecycle::enable))
-        .route(
-            "/v1/keys/{key}/schedule-deletion",
-            post(v1::lifecycle::schedule_deletion),
-        )
-        .route(
-            "/v1/keys/{key}/cancel-deletion",
-            post(v1::lifecycle::cancel_deletion),
-        )
-        .route("/v1/keys/{key}/versions", get(v1::lifecycle::versions))
-        .route(
-            "/v1/keys/{key}/versions/{version}/{action}",
-            post(v1::lifecycle::version_action),
-        )
-        .route("/v1/keys/{key}/rewrap", post(v1::lifecycle::rewrap))
-        .route("/v1/jobs", get(v1::lifecycle::jobs))
-        .route("/v1/jobs/{id}", get(v1::lifecycle::job))
-        .route("/v1/jobs/{id}/events", get(v1::lifecycle::job_events))
-        .route(
-            "/v1/aliases",
-            post(v1::lifecycle::create_alias).get(v1::lifecycle::list_aliases),
-        )
-        .route(
-            "/v1/aliases/{name}",
-            get(v1::lifecycle::show_alias)
-                .put(v1::lifecycle::repoint_alias)
-                .delete(v1::lifecycle::delete_alias),
-        )
-        .route("/v1/reencrypt", post(v1::lifecycle::reencrypt))
-        .route(
-            "/v1/principals",
-            post(v1::identity::create_principal).get(v1::identity::list_principals),
-        )
-        .route(
-            "/v1/principals/{name}",
-            get(v1::identity::show_principal)
-                .patch(v1::identity::patch_principal)
-                .delete(v1::identity::delete_principal),
-        )
-        .route("/v1/policies", get(v1::identity::list_policies))
-        .route("/v1/policies/explain", post(v1::identity::explain))
-        .route(
-            "/v1/policies/{name}",
-            get(v1::identity::show_policy)
-                .put(v1::identity::put_policy)
-                .delete(v1::identity::delete_policy),
-        )
-        .route(
-            "/v1/tokens",
-            post(v1::identity::create_token).get(v1::identity::list_tokens),
-        )
-        .route(
-            "/v1/tokens/{id}",
-            axum::routing::delete(v1::identity::revoke_token),
-        )
-        .route("/v1/audit/events", get(v1::audit::events))
-        .route("/v1/audit/export", get(v1::audit::export))
-        .route("/v1/audit/public-key", get(v1::audit::public_key))
-        .route("/v1/audit/archive", post(v1::audit::archive))
-        .route("/v1/custody/report", get(v1::audit::custody_report))
-        .route("/v1/keys/{key}/datakey", post(v1::crypto::datakey))
-        .route("/v1/keys/{key}/encrypt", post(v1::crypto::encrypt))
-        .route("/v1/decrypt", post(v1::crypto::decrypt))
+    let (main, secrets) = table();
+    let protected = main
+        .authenticated
         .merge(
-            Router::new()
-                .route("/v1/secrets", get(v1::secrets::list))
-                .route(
-                    "/v1/secrets/{*path}",
-                    get(v1::secrets::get)
-                        .put(v1::secrets::put)
-                        .post(v1::secrets::post)
-                        .delete(v1::secrets::delete),
-                )
+            secrets
+                .authenticated
                 // Inner to the router-wide limit, so it wins on these routes.
                 .layer(DefaultBodyLimit::max(limits.secret_body_bytes)),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let public = Router::new()
-        .route("/v1/health/live", get(v1::health::live))
-        .route("/v1/health/ready", get(v1::health::ready))
-        .route("/v1/openapi.json", get(openapi));
+    let public = main.public.merge(secrets.public);
     let timeout = limits.request_timeout;
     Router::new()
         .merge(public)
@@ -174,6 +100,163 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .on_failure(()))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// An operation of the table as the router serves it.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedOperation {
+    /// The table's entry.
+    pub operation: &'static Operation,
+    /// The pattern the router serves it at.
+    pub route: &'static str,
+    /// The method the router serves it with.
+    pub method: Method,
+    /// Whether the router serves it outside authentication.
+    pub access: Access,
+}
+
+/// Routes added only through the operation table's entries ([`Served::serve`]), so that no
+/// route is served undocumented.
+struct Served {
+    public: Router<AppState>,
+    authenticated: Router<AppState>,
+    operations: Vec<ServedOperation>,
+}
+
+impl Served {
+    fn new() -> Self {
+        Self {
+            public: Router::new(),
+            authenticated: Router::new(),
+            operations: Vec::new(),
+        }
+    }
+
+    /// Serves `ops` with `handler`, at the first one's route and method, public or
+    /// authenticated as it says. Several operations share a handler only where one catch-all
+    /// route serves several documented paths (the secrets' sub-resources); a test checks that
+    /// they share the route, the method and the access too.
+    fn serve<H, T>(mut self, ops: &[&'static Operation], handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let Some(first) = ops.first() else {
+            return self;
+        };
+        let (route, method, access) = (first.router_path(), first.method, first.access);
+        let method_router = on(method_filter(method), handler);
+        match access {
+            Access::Public => self.public = self.public.route(route, method_router),
+            Access::Authenticated => {
+                self.authenticated = self.authenticated.route(route, method_router);
+            }
+        }
+        self.operations
+            .extend(ops.iter().map(|&operation| ServedOperation {
+                operation,
+                route,
+                method,
+                access,
+            }));
+        self
+    }
+}
+
+fn method_filter(method: Method) -> MethodFilter {
+    match method {
+        Method::Get => MethodFilter::GET,
+        Method::Post => MethodFilter::POST,
+        Method::Put => MethodFilter::PUT,
+        Method::Patch => MethodFilter::PATCH,
+        Method::Delete => MethodFilter::DELETE,
+    }
+}
+
+/// The operations the router serves, as it serves them (for the test that the router serves
+/// each operation of the table exactly once, as the table says).
+pub fn served_operations() -> Vec<ServedOperation> {
+    let (main, secrets) = table();
+    main.operations
+        .into_iter()
+        .chain(secrets.operations)
+        .collect()
+}
+
+/// Every route: the operations of the table and their handlers; the second part is the secrets
+/// routes, which take a larger body.
+fn table() -> (Served, Served) {
+    let main = Served::new()
+        .serve(&[&op::CREATE_KEY], v1::keys::create)
+        .serve(&[&op::LIST_KEYS], v1::keys::list)
+        .serve(&[&op::SHOW_KEY], v1::keys::show)
+        .serve(&[&op::UPDATE_KEY], v1::lifecycle::patch)
+        .serve(&[&op::ROTATE_KEY], v1::lifecycle::rotate)
+        .serve(&[&op::DISABLE_KEY], v1::lifecycle::disable)
+        .serve(&[&op::ENABLE_KEY], v1::lifecycle::enable)
+        .serve(
+            &[&op::SCHEDULE_KEY_DELETION],
+            v1::lifecycle::schedule_deletion,
+        )
+        .serve(&[&op::CANCEL_KEY_DELETION], v1::lifecycle::cancel_deletion)
+        .serve(&[&op::LIST_KEY_VERSIONS], v1::lifecycle::versions)
+        .serve(&[&op::CHANGE_KEY_VERSION], v1::lifecycle::version_action)
+        .serve(&[&op::START_REWRAP], v1::lifecycle::rewrap)
+        .serve(&[&op::LIST_JOBS], v1::lifecycle::jobs)
+        .serve(&[&op::SHOW_JOB], v1::lifecycle::job)
+        .serve(&[&op::JOB_EVENTS], v1::lifecycle::job_events)
+        .serve(&[&op::CREATE_ALIAS], v1::lifecycle::create_alias)
+        .serve(&[&op::LIST_ALIASES], v1::lifecycle::list_aliases)
+        .serve(&[&op::SHOW_ALIAS], v1::lifecycle::show_alias)
+        .serve(&[&op::REPOINT_ALIAS], v1::lifecycle::repoint_alias)
+        .serve(&[&op::DELETE_ALIAS], v1::lifecycle::delete_alias)
+        .serve(&[&op::REENCRYPT], v1::lifecycle::reencrypt)
+        .serve(&[&op::CREATE_PRINCIPAL], v1::identity::create_principal)
+        .serve(&[&op::LIST_PRINCIPALS], v1::identity::list_principals)
+        .serve(&[&op::SHOW_PRINCIPAL], v1::identity::show_principal)
+        .serve(&[&op::UPDATE_PRINCIPAL], v1::identity::patch_principal)
+        .serve(&[&op::DELETE_PRINCIPAL], v1::identity::delete_principal)
+        .serve(&[&op::LIST_POLICIES], v1::identity::list_policies)
+        .serve(&[&op::EXPLAIN_DECISION], v1::identity::explain)
+        .serve(&[&op::SHOW_POLICY], v1::identity::show_policy)
+        .serve(&[&op::PUT_POLICY], v1::identity::put_policy)
+        .serve(&[&op::DELETE_POLICY], v1::identity::delete_policy)
+        .serve(&[&op::CREATE_TOKEN], v1::identity::create_token)
+        .serve(&[&op::LIST_TOKENS], v1::identity::list_tokens)
+        .serve(&[&op::REVOKE_TOKEN], v1::identity::revoke_token)
+        .serve(&[&op::AUDIT_EVENTS], v1::audit::events)
+        .serve(&[&op::AUDIT_EXPORT], v1::audit::export)
+        .serve(&[&op::AUDIT_PUBLIC_KEY], v1::audit::public_key)
+        .serve(&[&op::AUDIT_ARCHIVE], v1::audit::archive)
+        .serve(&[&op::CUSTODY_REPORT], v1::audit::custody_report)
+        .serve(&[&op::GENERATE_DATA_KEY], v1::crypto::datakey)
+        .serve(&[&op::ENCRYPT], v1::crypto::encrypt)
+        .serve(&[&op::DECRYPT], v1::crypto::decrypt)
+        .serve(&[&op::LIVE], v1::health::live)
+        .serve(&[&op::READY], v1::health::ready)
+        .serve(&[&op::OPENAPI], openapi);
+    // One catch-all serves the secrets and their sub-resources; its handlers tell them apart by
+    // the last segment.
+    let secrets = Served::new()
+        .serve(&[&op::LIST_SECRETS], v1::secrets::list)
+        .serve(
+            &[&op::GET_SECRET, &op::GET_SECRET_METADATA],
+            v1::secrets::get,
+        )
+        .serve(
+            &[&op::PUT_SECRET, &op::PUT_SECRET_METADATA],
+            v1::secrets::put,
+        )
+        .serve(
+            &[
+                &op::UNDELETE_SECRET_VERSIONS,
+                &op::DESTROY_SECRET_VERSIONS,
+                &op::ROTATE_SECRET,
+            ],
+            v1::secrets::post,
+        )
+        .serve(&[&op::DELETE_SECRET_VERSIONS], v1::secrets::delete);
+    (main, secrets)
 }
 
 /// Gives every request a fresh id (client-sent ids are replaced: they would reach logs and

@@ -1,6 +1,7 @@
 //! The native API's wire types (`/v1/...`): one definition of each request and response body,
 //! used by the server's handlers (`api::v1`), by the CLI's client (`cli::client`), and by the
-//! generator of `docs/openapi.json` ([`openapi`]).
+//! generator of `docs/openapi.json` ([`openapi`]); and the table of the operations ([`routes`])
+//! that the router serves and the generator documents.
 //!
 //! This module imports only `domain`, `format` and `secret`: no axum, no handler, no `backend`
 //! or `store`, so the client side uses the types without pulling in the server. The serde
@@ -21,6 +22,7 @@ pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod openapi;
+pub mod routes;
 pub mod secrets;
 
 use serde::Deserialize;

@@ -1,17 +1,19 @@
 //! The generator of `docs/openapi.json`.
 //!
-//! The component schemas of the types in this module's siblings are derived from the types
-//! themselves (`utoipa::ToSchema`); everything else comes from `openapi_base.json` next to this
-//! file: the operations (paths, parameters, responses, examples), the shared parameters,
-//! headers and error responses, and the schemas of the bodies not yet moved here. A typed schema
-//! replaces the base's schema of the same name, and the base may not hold one (a test checks).
+//! The operations (`paths`, with their parameters, bodies, examples and answers, and the shared
+//! parameters, error answers and header they refer to) are built from the operation table
+//! ([`super::routes::OPERATIONS`]), the list the router serves. The component schemas of the
+//! types in this module's siblings are derived from the types themselves (`utoipa::ToSchema`).
+//! `openapi_base.json` next to this file holds the rest: `info`, `servers`, the default
+//! security requirement and its scheme, the tags, and the schemas not yet derived from a type.
+//! The base may hold neither a derived schema nor anything the table generates (a test checks).
 //!
 //! `docs/openapi.json` is this function's output, checked in; the test
 //! `openapi::document_is_generated` fails when the two differ and rewrites the file when run with
 //! `CUSTODIAN_UPDATE_OPENAPI=1`.
 
-use serde_json::Value;
-use utoipa::OpenApi;
+use serde_json::{json, Map, Value};
+use utoipa::{OpenApi, ToSchema};
 
 use super::audit::{AuditArchiveRequest, AuditEventList};
 use super::crypto::{
@@ -27,6 +29,9 @@ use super::keys::{CreateKeyRequest, KeyList};
 use super::lifecycle::{
     AliasList, CreateAliasRequest, JobEventList, JobList, KeyVersionList, PatchKeyRequest,
     RepointAliasRequest, ScheduleDeletionRequest,
+};
+use super::routes::{
+    Access, Answer, Examples, Operation, Param, ParamUse, Refusal, Schema, OPERATIONS,
 };
 use super::secrets::{
     DestroySecretRequest, PutSecretMetadataRequest, PutSecretRequest, SecretChanged, SecretList,
@@ -117,6 +122,15 @@ pub enum OpenApiError {
     /// The base still describes a schema that a type now describes.
     #[error("openapi base: schema {0} is derived from a type; remove it from the base")]
     Duplicate(String),
+    /// The base still holds a part the operation table generates.
+    #[error("openapi base: {0} is generated from the operation table; remove it from the base")]
+    Generated(&'static str),
+    /// An operation names a tag the base does not list.
+    #[error("operation {0}: tag {1} is not one of the document's tags")]
+    UnknownTag(&'static str, &'static str),
+    /// Two operations share a method and path.
+    #[error("operation {0}: another operation has its method and path")]
+    Twice(&'static str),
 }
 
 /// The names of the schemas derived from types.
@@ -133,6 +147,45 @@ pub fn typed_schema_names() -> Vec<String> {
 /// [`OpenApiError`]: the base is malformed or overlaps the typed schemas.
 pub fn document() -> Result<Value, OpenApiError> {
     let mut doc: Value = serde_json::from_str(BASE)?;
+    for (part, pointer) in [
+        ("paths", "/paths"),
+        ("components.parameters", "/components/parameters"),
+        ("components.responses", "/components/responses"),
+        ("components.headers", "/components/headers"),
+    ] {
+        if doc.pointer(pointer).is_some() {
+            return Err(OpenApiError::Generated(part));
+        }
+    }
+    let tags: Vec<String> = doc["tags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let operations = Operations::build(OPERATIONS, &tags)?;
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("paths".to_owned(), Value::Object(operations.paths));
+    }
+    if let Some(c) = doc
+        .pointer_mut("/components")
+        .and_then(Value::as_object_mut)
+    {
+        c.insert(
+            "parameters".to_owned(),
+            Value::Object(operations.parameters),
+        );
+        c.insert("responses".to_owned(), Value::Object(operations.responses));
+        c.insert(
+            "headers".to_owned(),
+            json!({ "XRequestId": {
+                "description": "Server-generated request id (UUID); repeated in error bodies.",
+                "schema": {"type": "string", "format": "uuid"}
+            }}),
+        );
+    }
     let schemas = doc
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
@@ -161,6 +214,169 @@ pub fn document() -> Result<Value, OpenApiError> {
         );
     }
     Ok(doc)
+}
+
+/// The generated part of the document: the paths and the components they share.
+struct Operations {
+    paths: Map<String, Value>,
+    parameters: Map<String, Value>,
+    responses: Map<String, Value>,
+}
+
+impl Operations {
+    /// The paths of `operations`, each tagged with some of `tags`.
+    fn build(operations: &[&Operation], tags: &[String]) -> Result<Self, OpenApiError> {
+        let mut built = Self {
+            paths: Map::new(),
+            parameters: Map::new(),
+            responses: Map::new(),
+        };
+        for op in operations {
+            if let Some(tag) = op.tags.iter().find(|t| !tags.iter().any(|n| n == *t)) {
+                return Err(OpenApiError::UnknownTag(op.id, tag));
+            }
+            let item = built.operation(op)?;
+            let path = built
+                .paths
+                .entry(op.path)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(path) = path.as_object_mut() {
+                if path.insert(op.method.as_str().to_owned(), item).is_some() {
+                    return Err(OpenApiError::Twice(op.id));
+                }
+            }
+        }
+        Ok(built)
+    }
+
+    /// The operation object of `op`; notes the shared parameters and answers it refers to.
+    fn operation(&mut self, op: &Operation) -> Result<Value, OpenApiError> {
+        let mut o = Map::new();
+        o.insert("operationId".to_owned(), json!(op.id));
+        o.insert("summary".to_owned(), json!(op.summary));
+        if let Some(d) = op.description {
+            o.insert("description".to_owned(), json!(d));
+        }
+        o.insert("tags".to_owned(), json!(op.tags));
+        if !op.params.is_empty() {
+            let mut params = Vec::new();
+            for p in op.params {
+                params.push(match p {
+                    ParamUse::Shared(shared) => {
+                        self.parameters
+                            .insert(shared.component.to_owned(), param(&shared.param)?);
+                        json!({"$ref": format!("#/components/parameters/{}", shared.component)})
+                    }
+                    ParamUse::Own(p) => param(p)?,
+                });
+            }
+            o.insert("parameters".to_owned(), Value::Array(params));
+        }
+        if let Some(body) = &op.body {
+            let mut media = Map::new();
+            media.insert("schema".to_owned(), schema(body.schema)?);
+            match body.examples {
+                Examples::None => {}
+                Examples::One(e) => {
+                    media.insert("example".to_owned(), serde_json::from_str(e)?);
+                }
+                Examples::Named(named) => {
+                    let mut examples = Map::new();
+                    for (name, e) in named {
+                        let value: Value = serde_json::from_str(e)?;
+                        examples.insert((*name).to_owned(), json!({ "value": value }));
+                    }
+                    media.insert("examples".to_owned(), Value::Object(examples));
+                }
+            }
+            o.insert(
+                "requestBody".to_owned(),
+                json!({"required": body.required, "content": {"application/json": media}}),
+            );
+        }
+        let mut responses = Map::new();
+        for a in op.answers {
+            responses.insert(a.status.to_string(), answer(a)?);
+        }
+        for r in op.refusals {
+            self.responses.insert(r.component().to_owned(), refusal(*r));
+            responses.insert(
+                r.status().to_string(),
+                json!({"$ref": format!("#/components/responses/{}", r.component())}),
+            );
+        }
+        o.insert("responses".to_owned(), Value::Object(responses));
+        if op.access == Access::Public {
+            o.insert("security".to_owned(), json!([]));
+        }
+        Ok(Value::Object(o))
+    }
+}
+
+/// The reference to the request-id header every answer carries.
+fn request_id_header() -> Value {
+    json!({"x-request-id": {"$ref": "#/components/headers/XRequestId"}})
+}
+
+/// A schema as the document writes it.
+fn schema(s: Schema) -> Result<Value, OpenApiError> {
+    Ok(match s {
+        Schema::Typed(name) => json!({"$ref": format!("#/components/schemas/{}", name())}),
+        Schema::Named(name) => json!({"$ref": format!("#/components/schemas/{name}")}),
+        Schema::Json(text) => serde_json::from_str(text)?,
+    })
+}
+
+/// A parameter object.
+fn param(p: &Param) -> Result<Value, OpenApiError> {
+    let location = match p.location {
+        super::routes::Location::Path => "path",
+        super::routes::Location::Query => "query",
+    };
+    let mut o = json!({
+        "name": p.name,
+        "in": location,
+        "required": p.required,
+        "description": p.description,
+        "schema": schema(p.schema)?,
+    });
+    if let (Some(example), Some(o)) = (p.example, o.as_object_mut()) {
+        o.insert("example".to_owned(), serde_json::from_str(example)?);
+    }
+    Ok(o)
+}
+
+/// A response object of an operation's own answer.
+fn answer(a: &Answer) -> Result<Value, OpenApiError> {
+    let mut o = json!({"description": a.description, "headers": request_id_header()});
+    if let (Some(content), Some(o)) = (&a.content, o.as_object_mut()) {
+        o.insert(
+            "content".to_owned(),
+            json!({ content.media: {"schema": schema(content.schema)?} }),
+        );
+    }
+    Ok(o)
+}
+
+/// The shared response object of an error answer.
+fn refusal(r: Refusal) -> Value {
+    let mut headers = request_id_header();
+    if let (true, Some(h)) = (r.retries_after(), headers.as_object_mut()) {
+        h.insert(
+            "Retry-After".to_owned(),
+            json!({
+                "description": "Seconds until the window of the address (or token id) ends.",
+                "schema": {"type": "integer", "minimum": 1}
+            }),
+        );
+    }
+    json!({
+        "description": r.description(),
+        "headers": headers,
+        "content": {"application/json": {"schema": {
+            "$ref": format!("#/components/schemas/{}", ErrorBody::name())
+        }}},
+    })
 }
 
 /// Marks an object schema `additionalProperties: false`.
