@@ -387,6 +387,17 @@ async fn migrate_refuses_a_non_empty_target_a_password_in_the_url_and_a_missing_
     }
     assert!(pg_counts(&db).await.iter().all(|(_, n)| *n <= 0));
 
+    // A password variable that is not set: refused, naming the option.
+    let out = migrate(
+        &d.database(),
+        &settings.url,
+        &["--to-password-env", "CUSTODIAN_TEST_NO_SUCH_VARIABLE"],
+    );
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--to-password-env"), "{stderr}");
+    assert!(pg_counts(&db).await.iter().all(|(_, n)| *n <= 0));
+
     // The first move succeeds; a second into the same (now non-empty) database is refused,
     // names what is there, and changes nothing.
     let out = migrate(&d.database(), &settings.url, &[]);
@@ -425,4 +436,35 @@ async fn migrate_refuses_a_non_empty_target_a_password_in_the_url_and_a_missing_
     assert!(!out.status.success());
     assert!(stderr.contains("principals: 1 row"), "{stderr}");
     Ok(())
+}
+
+#[test]
+fn migrate_takes_its_password_from_a_file_or_the_environment_only() {
+    let out = Command::new(BIN)
+        .args(["store", "migrate", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--to-password-file") && help.contains("--to-password-env"));
+    for forbidden in ["--password ", "--to-password ", "--pin", "--token "] {
+        assert!(!help.contains(forbidden), "offers {forbidden}: {help}");
+    }
+    // Both at once are refused by the parser.
+    let out = Command::new(BIN)
+        .args([
+            "store",
+            "migrate",
+            "--from",
+            "x.db",
+            "--to",
+            "postgres://u@h/d",
+            "--to-password-file",
+            "f",
+            "--to-password-env",
+            "V",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }
