@@ -290,10 +290,12 @@ pub async fn sqlite_to_postgres(
         check_target_columns(&tx, t).await?;
     }
 
-    let (sender, mut receiver) = mpsc::channel(IN_FLIGHT);
+    let (sender, receiver) = mpsc::channel(IN_FLIGHT);
     let reader_tables = tables.clone();
     let reader = run_blocking(move || read_all(&source, &reader_tables, &sender));
-    let writer = write_all(&tx, &tables, &mut receiver);
+    // The writer owns the receiver, so a writer that fails drops it and the reader, blocked on
+    // a full channel, stops instead of waiting forever.
+    let writer = write_all(&tx, &tables, receiver);
     let (read, written) = tokio::join!(reader, writer);
     // The reader's error explains the writer's (a channel that closed early), so it wins.
     read.map_err(blocking)??;
@@ -737,11 +739,11 @@ fn cell_of(kind: Kind, v: ValueRef<'_>) -> Option<Cell> {
 async fn write_all(
     tx: &Transaction<'_>,
     tables: &[Table],
-    input: &mut mpsc::Receiver<Chunk>,
+    mut input: mpsc::Receiver<Chunk>,
 ) -> Result<RowCounts, MigrateError> {
     let mut counts = Vec::with_capacity(tables.len());
     for t in tables {
-        let (rows, digest) = copy_in(tx, t, input).await?;
+        let (rows, digest) = copy_in(tx, t, &mut input).await?;
         let (back, back_digest) = read_back(tx, t).await?;
         if back != rows {
             return Err(MigrateError::Verify {
