@@ -20,11 +20,12 @@ use commands::policies::PoliciesCommand;
 use commands::principals::PrincipalsCommand;
 use commands::secrets::SecretsCommand;
 use commands::serve::ServeArgs;
+use commands::store::StoreCommand;
 use commands::token::TokenCommand;
 use commands::tokens::TokensCommand;
 use commands::{
     aliases, audit, block_on, crypto, custody, jobs, keys, login, policies, principals, secrets,
-    serve, token, tokens,
+    serve, store, token, tokens,
 };
 
 mod commands;
@@ -98,6 +99,10 @@ enum Command {
     /// ~/.config/custodian/token, or to the file that --token-file or CUSTODIAN_TOKEN_FILE
     /// names. Other commands use it when CUSTODIAN_TOKEN and --token-file are not given.
     Login(LoginArgs),
+    /// Offline maintenance of the store: `store migrate` copies a SQLite install into an empty
+    /// PostgreSQL database (docs/upgrade-sqlite-to-postgres.md). The server must be stopped.
+    #[command(subcommand)]
+    Store(StoreCommand),
 }
 
 /// Runs one command. `serve` builds its own multi-threaded runtime; `token init` and the
@@ -109,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(command) => token::run(command),
         Command::Audit(command) => audit::run(command),
         Command::Custody(command) => custody::run(command),
+        Command::Store(command) => store::run(command),
         Command::Keys(command) => block_on(keys::run(command)),
         Command::Datakey(args) => block_on(crypto::datakey(args)),
         Command::Encrypt(args) => block_on(crypto::encrypt(args)),

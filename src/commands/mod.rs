@@ -21,6 +21,7 @@
 //! | `login.rs` | `login` |
 //! | `audit.rs` | `audit …` |
 //! | `custody.rs` | `custody …` |
+//! | `store.rs` | `store migrate` (SQLite to PostgreSQL, offline) |
 
 use std::future::Future;
 use std::io::Write as _;
@@ -43,6 +44,7 @@ pub mod policies;
 pub mod principals;
 pub mod secrets;
 pub mod serve;
+pub mod store;
 pub mod token;
 pub mod tokens;
 

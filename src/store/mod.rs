@@ -5,6 +5,7 @@
 //!
 //! Nothing secret is stored unwrapped: keys are device references, tokens are hashes.
 //! Migrations are versioned and run at start-up ([`migrations`]).
+//! An install moves from SQLite to PostgreSQL, table by table, with [`migrate`].
 //!
 //! The surface is database-neutral: no driver type appears in a signature or in [`StoreError`].
 //! Each implementation maps its driver's errors in one function (SQLite:
@@ -17,6 +18,7 @@
 //! `tests/it/store_conformance.rs`.
 
 mod codec;
+pub mod migrate;
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;

@@ -31,6 +31,7 @@ mod rewrap;
 mod secrets;
 mod startup;
 mod store_conformance;
+mod store_migrate;
 mod store_outage;
 mod throttle;
 mod tls;

@@ -304,6 +304,15 @@ impl PostgresStore {
         POSTGRES.last().map_or(0, |m| m.version)
     }
 
+    /// A connection of its own, outside the pool, with the store's settings: for
+    /// `store::migrate`, which copies whole tables with `COPY` in one long transaction.
+    ///
+    /// # Errors
+    /// `Unavailable` when the database cannot be reached.
+    pub(crate) async fn dedicated_client(&self) -> Result<tokio_postgres::Client, StoreError> {
+        self.connector.connect().await.map_err(error::map)
+    }
+
     async fn open_with(
         settings: &PostgresSettings,
         migrations: &'static [Migration],
