@@ -1646,7 +1646,9 @@ fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
             .context("connecting to the bench PostgreSQL cluster")?;
         tokio::spawn(connection);
         client
-            .batch_execute("DROP DATABASE IF EXISTS custodian_bench; CREATE DATABASE custodian_bench")
+            .batch_execute(
+                "DROP DATABASE IF EXISTS custodian_bench; CREATE DATABASE custodian_bench",
+            )
             .await
             .context("creating the bench database")?;
         let mut cfg: tokio_postgres::Config = admin.parse().context("the admin URL")?;
@@ -1661,9 +1663,15 @@ fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
     })?;
     let base = std::fs::read_to_string(&install.config).context("reading the bench config")?;
     let sqlite_section = "[store]\nkind = \"sqlite\"\npath = \"custodian.db\"\n";
-    ensure!(base.contains(sqlite_section), "the bench config has no SQLite [store] section");
+    ensure!(
+        base.contains(sqlite_section),
+        "the bench config has no SQLite [store] section"
+    );
     let stores = [
-        ("SQLite", "[store]\nkind = \"sqlite\"\npath = \"store-bench.db\"\n".to_owned()),
+        (
+            "SQLite",
+            "[store]\nkind = \"sqlite\"\npath = \"store-bench.db\"\n".to_owned(),
+        ),
         (
             "PostgreSQL",
             format!("[store]\nkind = \"postgres\"\nurl = \"{database}\"\n"),
@@ -1672,7 +1680,9 @@ fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
     let max_concurrency = knobs.concurrency.iter().copied().max().unwrap_or(1);
     let mut rows: Vec<(usize, usize, Stats)> = Vec::new();
     for (run, (store, section)) in stores.iter().enumerate() {
-        let config = install.dir.join(format!("custodian-{}.toml", store.to_lowercase()));
+        let config = install
+            .dir
+            .join(format!("custodian-{}.toml", store.to_lowercase()));
         std::fs::write(&config, base.replace(sqlite_section, section))
             .with_context(|| format!("writing {}", config.display()))?;
         let variant = Install {
@@ -1700,8 +1710,12 @@ fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
                     .bearer_auth(&token)
                     .json(&serde_json::json!({ "value_text": "bench", "key": KEY_NAME }))
             };
-            expect_json(put("/v1/secrets/bench/read".to_owned()), "PUT a secret", StatusCode::OK)
-                .await?;
+            expect_json(
+                put("/v1/secrets/bench/read".to_owned()),
+                "PUT a secret",
+                StatusCode::OK,
+            )
+            .await?;
             let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
             let target = |url: String, body: Option<serde_json::Value>, put_fresh| Target {
                 url,
@@ -1734,7 +1748,13 @@ fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
                     "bench: store comparison: {store}: {} at concurrency {concurrency} for {:?}",
                     STORE_OPS[op], knobs.http_time
                 );
-                rt.block_on(load(&client, target, concurrency, WARMUP, knobs.max_requests))?;
+                rt.block_on(load(
+                    &client,
+                    target,
+                    concurrency,
+                    WARMUP,
+                    knobs.max_requests,
+                ))?;
                 let stats = rt.block_on(load(
                     &client,
                     target,
@@ -1752,7 +1772,9 @@ fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
                 rows.push((run, op * 1000 + concurrency, stats));
             }
         }
-        server.stop().with_context(|| format!("stopping the server on {store}"))?;
+        server
+            .stop()
+            .with_context(|| format!("stopping the server on {store}"))?;
     }
     let mut out = String::new();
     writeln!(
