@@ -1645,12 +1645,16 @@ fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
             .await
             .context("connecting to the bench PostgreSQL cluster")?;
         tokio::spawn(connection);
-        client
-            .batch_execute(
-                "DROP DATABASE IF EXISTS custodian_bench; CREATE DATABASE custodian_bench",
-            )
-            .await
-            .context("creating the bench database")?;
+        // Two statements: neither may run inside a transaction block.
+        for sql in [
+            "DROP DATABASE IF EXISTS custodian_bench",
+            "CREATE DATABASE custodian_bench",
+        ] {
+            client
+                .batch_execute(sql)
+                .await
+                .context("creating the bench database")?;
+        }
         let mut cfg: tokio_postgres::Config = admin.parse().context("the admin URL")?;
         cfg.dbname("custodian_bench");
         let host = match cfg.get_hosts().first() {
