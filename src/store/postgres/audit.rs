@@ -1,7 +1,7 @@
 //! The audit tables: records, checkpoints, archives; and the audit writer's own connection.
 
 use tokio::runtime::Handle;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
 use super::error::Error;
@@ -66,12 +66,8 @@ impl Appender {
 
 impl AuditAppender for Appender {
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        let rows = records
-            .iter()
-            .map(RecordRow::of)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(Error::into_store)?;
-        self.run(|client| Box::pin(append(client, rows)))
+        let records = records.to_vec();
+        self.run(|client| Box::pin(append(client, records)))
     }
 
     fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
@@ -159,81 +155,97 @@ static LAST_ARCHIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("SELECT {ARCHIVE_COLUMNS} FROM audit_archives ORDER BY through_sequence DESC LIMIT 1")
 });
 
-/// One record's column values, owned, so a batch's statements can be sent together.
-struct RecordRow {
-    sequence: i64,
-    other_keys: String,
-    context_keys: String,
-    details: String,
-    key_version: Option<i64>,
-    status: i64,
-    outcome: &'static str,
-    record: AuditRecord,
-}
-
-impl RecordRow {
-    fn of(r: &AuditRecord) -> Result<Self, Error> {
+/// One statement for the whole batch (group commit): each column travels as one array and
+/// `unnest` turns the arrays back into rows. A single statement outside an explicit transaction
+/// is its own transaction, so the batch costs one round trip and one WAL flush, and is durable
+/// (`synchronous_commit = on`) when the answer arrives. Sent with its parameter types
+/// (`execute_typed`), so nothing is prepared first.
+async fn append(client: &mut Client, records: Vec<AuditRecord>) -> Result<(), Error> {
+    let n = records.len();
+    let mut sequence = Vec::with_capacity(n);
+    let mut key_version = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let (mut other_keys, mut context_keys, mut details) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for r in &records {
         let e = &r.entry;
-        Ok(Self {
-            sequence: big(r.sequence),
-            other_keys: serde_json::to_string(&e.other_keys)
+        sequence.push(big(r.sequence));
+        key_version.push(e.key_version.map(i64::from));
+        status.push(i64::from(e.status));
+        other_keys.push(
+            serde_json::to_string(&e.other_keys)
                 .map_err(|_| corrupt("audit_records.other_keys"))?,
-            context_keys: serde_json::to_string(&e.context_keys)
+        );
+        context_keys.push(
+            serde_json::to_string(&e.context_keys)
                 .map_err(|_| corrupt("audit_records.context_keys"))?,
-            details: serde_json::to_string(&e.details)
-                .map_err(|_| corrupt("audit_records.details"))?,
-            key_version: e.key_version.map(i64::from),
-            status: i64::from(e.status),
-            outcome: e.outcome.as_str(),
-            record: r.clone(),
-        })
+        );
+        details.push(
+            serde_json::to_string(&e.details).map_err(|_| corrupt("audit_records.details"))?,
+        );
     }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 22] {
-        let e = &self.record.entry;
-        [
-            &self.sequence,
-            &e.time,
-            &e.node,
-            &e.request_id,
-            &e.method,
-            &e.route,
-            &e.principal,
-            &e.credential,
-            &e.source,
-            &e.action,
-            &e.resource,
-            &e.key_id,
-            &self.key_version,
-            &self.other_keys,
-            &self.outcome,
-            &self.status,
-            &e.error_code,
-            &e.context_digest,
-            &self.context_keys,
-            &self.record.prev_hash,
-            &self.record.hash,
-            &self.details,
-        ]
-    }
-}
-
-/// One transaction for the batch (group commit); the inserts are pipelined: sent together,
-/// answered together.
-async fn append(client: &mut Client, rows: Vec<RecordRow>) -> Result<(), Error> {
-    let tx = client.transaction().await?;
-    let stmt = tx
-        .prepare(&format!(
-            "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-              $19, $20, $21, $22)"
-        ))
-        .await?;
-    let params: Vec<_> = rows.iter().map(RecordRow::params).collect();
-    futures_util::future::try_join_all(params.iter().map(|p| tx.execute(&stmt, p))).await?;
-    tx.commit().await?;
+    let text = |f: fn(&AuditRecord) -> &str| records.iter().map(f).collect::<Vec<&str>>();
+    let opt = |f: fn(&AuditRecord) -> Option<&str>| {
+        records.iter().map(f).collect::<Vec<Option<&str>>>()
+    };
+    let (time, node, request_id) = (
+        text(|r| &r.entry.time),
+        text(|r| &r.entry.node),
+        text(|r| &r.entry.request_id),
+    );
+    let (method, route, outcome) = (
+        text(|r| &r.entry.method),
+        text(|r| &r.entry.route),
+        text(|r| r.entry.outcome.as_str()),
+    );
+    let (prev_hash, hash) = (text(|r| &r.prev_hash), text(|r| &r.hash));
+    let (principal, credential, source) = (
+        opt(|r| r.entry.principal.as_deref()),
+        opt(|r| r.entry.credential.as_deref()),
+        opt(|r| r.entry.source.as_deref()),
+    );
+    let (action, resource, key_id) = (
+        opt(|r| r.entry.action.as_deref()),
+        opt(|r| r.entry.resource.as_deref()),
+        opt(|r| r.entry.key_id.as_deref()),
+    );
+    let (error_code, context_digest) = (
+        opt(|r| r.entry.error_code.as_deref()),
+        opt(|r| r.entry.context_digest.as_deref()),
+    );
+    let (int8, text_array) = (Type::INT8_ARRAY, Type::TEXT_ARRAY);
+    let params: [(&(dyn ToSql + Sync), Type); 22] = [
+        (&sequence, int8.clone()),
+        (&time, text_array.clone()),
+        (&node, text_array.clone()),
+        (&request_id, text_array.clone()),
+        (&method, text_array.clone()),
+        (&route, text_array.clone()),
+        (&principal, text_array.clone()),
+        (&credential, text_array.clone()),
+        (&source, text_array.clone()),
+        (&action, text_array.clone()),
+        (&resource, text_array.clone()),
+        (&key_id, text_array.clone()),
+        (&key_version, int8.clone()),
+        (&other_keys, text_array.clone()),
+        (&outcome, text_array.clone()),
+        (&status, int8),
+        (&error_code, text_array.clone()),
+        (&context_digest, text_array.clone()),
+        (&context_keys, text_array.clone()),
+        (&prev_hash, text_array.clone()),
+        (&hash, text_array.clone()),
+        (&details, text_array),
+    ];
+    client.execute_typed(&APPEND, &params).await?;
     Ok(())
 }
+
+static APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let arrays = (1..=22).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    format!("INSERT INTO audit_records ({RECORD_COLUMNS}) SELECT * FROM unnest({arrays})")
+});
 
 fn record(r: &Row) -> Result<AuditRecord, Error> {
     let list =
