@@ -969,6 +969,26 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_store_keeps_its_settings_and_no_password_value() {
+        let c = parse(
+            "[store]\nkind = \"postgres\"\nurl = \"postgres://custodian@db:5432/custodian\"\n\
+             password_file = \"db-password\"\nsslmode = \"verify-full\"\nca_file = \"ca.pem\"\n\
+             pool_size = 32\nconnect_timeout = \"2s\"\n\
+             [backend]\ntoken_label = \"t\"\nuser_pin_env = \"PIN\"\n",
+        )
+        .unwrap();
+        let StoreConfig::Postgres { settings, password } = c.store else {
+            panic!("kind = postgres");
+        };
+        assert_eq!(settings.url, "postgres://custodian@db:5432/custodian");
+        assert_eq!(settings.pool_size, 32);
+        assert_eq!(settings.connect_timeout, Duration::from_secs(2));
+        assert!(settings.password.is_none(), "read at start-up, not at parse time");
+        assert!(matches!(settings.sslmode, SslMode::VerifyFull { .. }));
+        assert!(matches!(password, Some(SecretSource::File(_))));
+    }
+
+    #[test]
     fn fixtures_fail_with_the_expected_field() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/config");
         let mut seen = 0;

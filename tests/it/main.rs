@@ -33,6 +33,7 @@ mod startup;
 mod store_conformance;
 mod store_migrate;
 mod store_outage;
+mod store_postgres;
 mod throttle;
 mod tls;
 mod tpm_device;

@@ -13,12 +13,12 @@ use serde_json::{json, Value};
 
 use crate::common::Deployment;
 
-struct Ca {
-    cert: rcgen::Certificate,
+pub(crate) struct Ca {
+    pub(crate) cert: rcgen::Certificate,
     key: KeyPair,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -67,7 +67,7 @@ fn leaf_for(ca: &Ca, name: &str) -> (String, String) {
 }
 
 /// The server certificate for 127.0.0.1 / localhost.
-fn server_cert(ca: &Ca) -> (String, String) {
+pub(crate) fn server_cert(ca: &Ca) -> (String, String) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     params

@@ -165,8 +165,11 @@ async fn append(client: &mut Client, records: Vec<AuditRecord>) -> Result<(), Er
     let mut sequence = Vec::with_capacity(n);
     let mut key_version = Vec::with_capacity(n);
     let mut status = Vec::with_capacity(n);
-    let (mut other_keys, mut context_keys, mut details) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut other_keys, mut context_keys, mut details) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for r in &records {
         let e = &r.entry;
         sequence.push(big(r.sequence));
@@ -180,14 +183,12 @@ async fn append(client: &mut Client, records: Vec<AuditRecord>) -> Result<(), Er
             serde_json::to_string(&e.context_keys)
                 .map_err(|_| corrupt("audit_records.context_keys"))?,
         );
-        details.push(
-            serde_json::to_string(&e.details).map_err(|_| corrupt("audit_records.details"))?,
-        );
+        details
+            .push(serde_json::to_string(&e.details).map_err(|_| corrupt("audit_records.details"))?);
     }
     let text = |f: fn(&AuditRecord) -> &str| records.iter().map(f).collect::<Vec<&str>>();
-    let opt = |f: fn(&AuditRecord) -> Option<&str>| {
-        records.iter().map(f).collect::<Vec<Option<&str>>>()
-    };
+    let opt =
+        |f: fn(&AuditRecord) -> Option<&str>| records.iter().map(f).collect::<Vec<Option<&str>>>();
     let (time, node, request_id) = (
         text(|r| &r.entry.time),
         text(|r| &r.entry.node),
@@ -243,7 +244,10 @@ async fn append(client: &mut Client, records: Vec<AuditRecord>) -> Result<(), Er
 }
 
 static APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let arrays = (1..=22).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let arrays = (1..=22)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("INSERT INTO audit_records ({RECORD_COLUMNS}) SELECT * FROM unnest({arrays})")
 });
 

@@ -112,6 +112,59 @@ impl PrivateCluster {
         );
     }
 
+    /// The cluster's port.
+    pub fn port(&self) -> u16 {
+        let cfg: tokio_postgres::Config = self.url.parse().unwrap();
+        cfg.get_ports().first().copied().unwrap()
+    }
+
+    /// Runs `sql` as the superuser.
+    pub async fn admin_sql(&self, sql: &str) {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+    }
+
+    /// Writes `name` into the data directory, owned by `postgres` with `mode`.
+    fn write_owned(&self, name: &str, text: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join("data").join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        if rustix::process::getuid().is_root() {
+            let out = std::process::Command::new("chown")
+                .arg("postgres:")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "chown {}", path.display());
+        }
+    }
+
+    /// Turns TLS on with this certificate and key (PEM), and replaces `pg_hba.conf` with
+    /// `hba`; restarts the server.
+    pub fn configure(&self, tls: Option<(&str, &str)>, hba: &str) {
+        if let Some((cert, key)) = tls {
+            self.write_owned("server.crt", cert, 0o644);
+            self.write_owned("server.key", key, 0o600);
+            use std::io::Write as _;
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.dir.path().join("data/postgresql.conf"))
+                .unwrap();
+            writeln!(
+                conf,
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+            )
+            .unwrap();
+        }
+        self.write_owned("pg_hba.conf", hba, 0o600);
+        self.stop();
+        self.restart();
+    }
+
     /// Stops the server (fast shutdown: connections are closed, transactions roll back).
     pub fn stop(&self) {
         self.pg_ctl(&["-m", "fast", "-w", "stop"]);
