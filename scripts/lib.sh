@@ -111,3 +111,19 @@ stop_test_postgres() {
     "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
   fi
 }
+
+# The real client libraries the compatibility tests drive, pinned, in a virtual environment
+# under target/ (reused between runs; rebuilt when the pins change). Prints the venv's python.
+PY_CLIENTS="hvac==2.4.0"
+ensure_python_clients() {
+  ensure_packages python3 python3-venv
+  local venv=target/py-clients stamp
+  stamp="$venv/.pins"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$PY_CLIENTS" ]; then
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $PY_CLIENTS >&2
+    echo "$PY_CLIENTS" >"$stamp"
+  fi
+  echo "$PWD/$venv/bin/python"
+}

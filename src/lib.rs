@@ -45,3 +45,4 @@ pub mod secret;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod vault;

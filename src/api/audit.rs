@@ -39,7 +39,7 @@ fn throttled(retry: u64) -> Response {
 fn is_public(path: &str) -> bool {
     matches!(
         path,
-        "/v1/health/live" | "/v1/health/ready" | "/v1/openapi.json"
+        "/v1/health/live" | "/v1/health/ready" | "/v1/openapi.json" | "/v1/sys/health"
     )
 }
 
@@ -65,6 +65,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let credential = req.headers().contains_key(header::AUTHORIZATION)
+        || req.headers().contains_key("x-vault-token")
         || req.extensions().get::<tls::ClientIdentity>().is_some();
     if !credential {
         if let Some(retry) = state.anonymous.refuse_early(peer) {

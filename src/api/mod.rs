@@ -77,6 +77,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     Router::new()
         .merge(public)
         .merge(protected)
+        // The Vault-compatible front door: the same service behind another wire format.
+        .merge(crate::vault::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

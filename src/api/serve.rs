@@ -397,28 +397,28 @@ impl Connection {
         let activity = Activity::new();
         let service = {
             let (router, activity) = (self.router.clone(), Arc::clone(&activity));
-            hyper::service::service_fn(
-                move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    let in_flight = activity.begin();
-                    let ext = req.extensions_mut();
-                    ext.insert(ConnectInfo::<SocketAddr>(peer));
-                    match &certificate {
-                        PeerCertificate::None => {}
-                        PeerCertificate::Identity(id) => {
-                            ext.insert(id.clone());
-                        }
-                        PeerCertificate::Refused(why) => {
-                            ext.insert(why.clone());
-                        }
+            hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+                // Vault clients' `LIST` verb, before routing.
+                let mut req = crate::vault::rewrite_list(req);
+                let in_flight = activity.begin();
+                let ext = req.extensions_mut();
+                ext.insert(ConnectInfo::<SocketAddr>(peer));
+                match &certificate {
+                    PeerCertificate::None => {}
+                    PeerCertificate::Identity(id) => {
+                        ext.insert(id.clone());
                     }
-                    let router = router.clone();
-                    async move {
-                        let res = router.oneshot(req).await;
-                        drop(in_flight);
-                        Ok::<_, Infallible>(res.unwrap_or_else(|never| match never {}))
+                    PeerCertificate::Refused(why) => {
+                        ext.insert(why.clone());
                     }
-                },
-            )
+                }
+                let router = router.clone();
+                async move {
+                    let res = router.oneshot(req).await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(res.unwrap_or_else(|never| match never {}))
+                }
+            })
         };
         let conn = self
             .builder

@@ -983,7 +983,10 @@ mod tests {
         assert_eq!(settings.url, "postgres://custodian@db:5432/custodian");
         assert_eq!(settings.pool_size, 32);
         assert_eq!(settings.connect_timeout, Duration::from_secs(2));
-        assert!(settings.password.is_none(), "read at start-up, not at parse time");
+        assert!(
+            settings.password.is_none(),
+            "read at start-up, not at parse time"
+        );
         assert!(matches!(settings.sslmode, SslMode::VerifyFull { .. }));
         assert!(matches!(password, Some(SecretSource::File(_))));
     }

@@ -1,4 +1,4 @@
-//! The layering the architecture promises, checked on the source: front doors (`src/api/`)
+//! The layering the architecture promises, checked on the source: front doors (`src/api/`, `src/vault/`)
 //! reach the service only through its front-door handles, never the device or the store, and
 //! never the service object that background workers use.
 
@@ -36,13 +36,20 @@ fn uses(files: &[PathBuf], forbidden: &[&str]) -> std::io::Result<Vec<String>> {
 
 #[test]
 fn front_doors_import_nothing_from_the_device_or_the_store() -> anyhow::Result<()> {
-    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    rust_files(&api, &mut files)?;
+    rust_files(&root.join("src/api"), &mut files)?;
     assert!(
         files.len() >= 10,
         "only {} files under src/api",
         files.len()
+    );
+    // The Vault-compatible door is a front door too.
+    let before = files.len();
+    rust_files(&root.join("src/vault"), &mut files)?;
+    assert!(
+        files.len() >= before + 2,
+        "the Vault door's files are checked"
     );
     // Paths and names that would let a door reach below the service, or around its handles.
     let forbidden = [

@@ -38,4 +38,5 @@ mod throttle;
 mod tls;
 mod tpm_device;
 mod transport;
+mod vault;
 mod vectors;

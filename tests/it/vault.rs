@@ -1,0 +1,139 @@
+//! The Vault-compatible door driven by the real `hvac` client (pinned in the virtual environment
+//! that `scripts/lib.sh`'s `ensure_python_clients` makes; its path in `CUSTODIAN_TEST_PYTHON`):
+//! Transit keys, encrypt/decrypt with associated data and in batches, rotate and rewrap keeping
+//! the context, `min_decryption_version`, data keys, and each negative twin (wrong associated
+//! data, tampered ciphertext, another key's ciphertext, 512-bit data key, other key types, a bad
+//! token → 403). Then the transport details hvac relies on, checked on the wire.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+
+use crate::common::Deployment;
+
+/// The virtual environment's python with the pinned clients.
+pub fn python() -> String {
+    std::env::var("CUSTODIAN_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "CUSTODIAN_TEST_PYTHON is not set: run the tests through scripts/test, which makes \
+             the virtual environment with the pinned clients (scripts/lib.sh \
+             ensure_python_clients)"
+        )
+    })
+}
+
+fn run_client(script: &str, base: &str, token: &str) -> (bool, String) {
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(python())
+        .arg(path)
+        .env("VAULT_ADDR", base)
+        .env("VAULT_TOKEN", token)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn hvac_drives_transit() -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    let s = d.start().await?;
+    let (ok, out) = run_client("hvac_transit.py", &s.base, &s.token);
+    eprintln!("{out}");
+    assert!(ok, "hvac client script failed:\n{out}");
+    assert!(out.contains("ALL PASSED"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn vault_transport_errors_list_and_envelope() -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    let s = d.start().await?;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", s.base);
+
+    // A bad token: 403 with Vault's error body and exactly `application/json`.
+    let r = http
+        .get(url("/v1/transit/keys/k"))
+        .header("X-Vault-Token", "cust_nope.nope")
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body, serde_json::json!({"errors": ["permission denied"]}));
+    // No token at all: 403 too.
+    let r = http.get(url("/v1/transit/keys/k")).send().await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // An empty list is 404 with no errors; the LIST verb and ?list=true both list.
+    let list = reqwest::Method::from_bytes(b"LIST")?;
+    let r = http
+        .request(list.clone(), url("/v1/transit/keys"))
+        .header("X-Vault-Token", &s.token)
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.json::<serde_json::Value>().await?,
+        serde_json::json!({"errors": []})
+    );
+    let r = http
+        .post(url("/v1/transit/keys/listed"))
+        .header("X-Vault-Token", &s.token)
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await?;
+    for field in [
+        "request_id",
+        "lease_id",
+        "renewable",
+        "lease_duration",
+        "data",
+        "wrap_info",
+        "warnings",
+        "auth",
+    ] {
+        assert!(body.get(field).is_some(), "envelope field {field}: {body}");
+    }
+    for req in [
+        http.request(list, url("/v1/transit/keys")),
+        http.get(url("/v1/transit/keys?list=true")),
+    ] {
+        let r = req.header("X-Vault-Token", &s.token).send().await?;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: serde_json::Value = r.json().await?;
+        assert_eq!(body["data"]["keys"], serde_json::json!(["listed"]));
+    }
+
+    // A malformed body is 400 in Vault's shape, not a 500.
+    let r = http
+        .post(url("/v1/transit/encrypt/listed"))
+        .header("X-Vault-Token", &s.token)
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: serde_json::Value = r.json().await?;
+    assert!(body["errors"][0].is_string(), "{body}");
+
+    // The requests are in the audit log like any other, the door's route named.
+    let r = s.get("/v1/audit/events?limit=1000").await;
+    let events = r.ok()["records"].as_array().cloned().unwrap_or_default();
+    let routes: Vec<&str> = events.iter().filter_map(|e| e["route"].as_str()).collect();
+    assert!(routes.contains(&"/v1/transit/keys/{name}"), "{routes:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["route"] == "/v1/transit/keys/{name}" && e["outcome"] == "unauthenticated"),
+        "the bad token is recorded: {events:?}"
+    );
+    Ok(())
+}
