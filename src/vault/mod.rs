@@ -12,8 +12,9 @@
 //!   exactly `application/json` (hvac compares the header);
 //! - `GET /v1/sys/health` and `GET /v1/auth/token/lookup-self`.
 //!
-//! Mounts: Transit at `/v1/transit/` (docs/compat.md).
+//! Mounts: Transit at `/v1/transit/`, KV version 2 at `/v1/secret/` (docs/compat.md).
 
+pub mod kv;
 pub mod transit;
 
 use axum::extract::{Request, State};
@@ -37,6 +38,7 @@ pub const TRANSIT: &str = "transit";
 /// router (which adds request ids, the deadline and the audit record).
 pub fn router(state: AppState) -> Router<AppState> {
     let authenticated = transit::routes()
+        .merge(kv::routes())
         .route("/v1/auth/token/lookup-self", get(lookup_self))
         .route_layer(middleware::from_fn_with_state(state, authenticate));
     Router::new()
@@ -68,7 +70,7 @@ pub(crate) fn ok(headers: &HeaderMap, data: Value) -> Response {
     envelope(StatusCode::OK, headers, data)
 }
 
-fn envelope(status: StatusCode, headers: &HeaderMap, data: Value) -> Response {
+pub(crate) fn envelope(status: StatusCode, headers: &HeaderMap, data: Value) -> Response {
     let request_id = headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())

@@ -50,6 +50,19 @@ async fn hvac_drives_transit() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn hvac_drives_kv_v2() -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    d.append_config("[secrets]\ndefault_key = \"kv\"")?;
+    let s = d.start().await?;
+    s.create_key("kv").await;
+    let (ok, out) = run_client("hvac_kv.py", &s.base, &s.token);
+    eprintln!("{out}");
+    assert!(ok, "hvac client script failed:\n{out}");
+    assert!(out.contains("ALL PASSED"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn vault_transport_errors_list_and_envelope() -> anyhow::Result<()> {
     let mut d = Deployment::new()?;
     let s = d.start().await?;
