@@ -73,11 +73,13 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         }
     }
     // The service builds and appends the record; this door only says how the request ended.
+    let front_door = crate::vault::serves(&route).then_some("vault");
     let scope = state.door.request(RequestMeta {
         request_id,
         method,
         route,
         source: peer,
+        front_door,
     });
     let res = scope.run(next.run(req)).await;
     if !scope.authenticated() {

@@ -57,6 +57,9 @@ pub struct RequestFacts {
     pub route: String,
     /// The client's address.
     pub source: Option<std::net::IpAddr>,
+    /// The front door that received it, when not the native API (`vault`, `aws`): recorded in
+    /// the record's `details` as `front_door`, so native records are unchanged.
+    pub front_door: Option<&'static str>,
 }
 
 /// A request's note; cheap to clone (shared).
@@ -66,8 +69,13 @@ pub struct Note(Arc<Mutex<Noted>>);
 impl Note {
     /// A note for a request described by `facts`.
     pub fn new(facts: RequestFacts) -> Self {
+        let mut details = std::collections::BTreeMap::new();
+        if let Some(door) = facts.front_door {
+            details.insert("front_door".to_owned(), door.to_owned());
+        }
         Self(Arc::new(Mutex::new(Noted {
             request: facts,
+            details,
             ..Noted::default()
         })))
     }

@@ -318,6 +318,7 @@ impl KeyService {
             method: "-".to_owned(),
             route: "(background)".to_owned(),
             source: None,
+            front_door: None,
         });
         let result = note::scope(scope.clone(), async {
             note::principal(SYSTEM_PRINCIPAL, &format!("worker:{worker}"));

@@ -34,6 +34,14 @@ use crate::service::{Authorized, Credential, ErrorKind, ServiceError};
 /// The Transit mount path.
 pub const TRANSIT: &str = "transit";
 
+/// Whether `route` (a matched route template) is one of this door's.
+pub fn serves(route: &str) -> bool {
+    ["/v1/transit/", "/v1/secret/", "/v1/auth/", "/v1/sys/"]
+        .iter()
+        .any(|p| route.starts_with(p))
+        || route == "/v1/secret/metadata"
+}
+
 /// The Vault door's routes (authenticated except `sys/health`), to be merged into the main
 /// router (which adds request ids, the deadline and the audit record).
 pub fn router(state: AppState) -> Router<AppState> {
