@@ -162,3 +162,89 @@ async fn vault_transport_errors_list_and_envelope() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The same policies behind the Vault door: a principal allowed to encrypt under one key only
+/// is refused (403, Vault's answer) under another, and so are its KV reads outside its prefix;
+/// each refusal is recorded `denied`. Its lists show only what it may read.
+#[tokio::test]
+async fn vault_requests_are_authorised_like_native_ones() -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    d.append_config("[secrets]\ndefault_key = \"kv\"")?;
+    let s = d.start().await?;
+    for k in ["kv", "mine", "theirs"] {
+        s.create_key(k).await;
+    }
+    crate::policy::put_policy(
+        &s,
+        "narrow",
+        serde_json::json!({"statements": [
+            {"effect": "allow", "actions": ["encrypt", "decrypt", "key:read"], "resources": ["key/mine"]},
+            {"effect": "allow", "actions": ["secret:read", "secret:write", "secret:list"], "resources": ["secret/team/*"]},
+            {"effect": "allow", "actions": ["secret:use-key"], "resources": ["key/kv"]}
+        ]}),
+    )
+    .await
+    .ok();
+    let token =
+        crate::policy::principal(&s, "narrow-app", &["narrow"], serde_json::json!({})).await;
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut req = http
+            .request(method, format!("{}{path}", s.base))
+            .header("X-Vault-Token", &token);
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        req.send()
+    };
+    let pt = serde_json::json!({"plaintext": crate::common::b64(b"x")});
+    let r = call(
+        reqwest::Method::POST,
+        "/v1/transit/encrypt/mine",
+        Some(pt.clone()),
+    )
+    .await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = call(
+        reqwest::Method::POST,
+        "/v1/transit/encrypt/theirs",
+        Some(pt),
+    )
+    .await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.json::<serde_json::Value>().await?,
+        serde_json::json!({"errors": ["permission denied"]})
+    );
+    let secret = serde_json::json!({"data": {"v": "1"}});
+    let r = call(
+        reqwest::Method::POST,
+        "/v1/secret/data/team/a",
+        Some(secret.clone()),
+    )
+    .await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = call(
+        reqwest::Method::POST,
+        "/v1/secret/data/other/a",
+        Some(secret),
+    )
+    .await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Lists show only what the caller may read.
+    let r = call(reqwest::Method::GET, "/v1/transit/keys?list=true", None).await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["data"]["keys"], serde_json::json!(["mine"]));
+
+    let r = s.get("/v1/audit/events?outcome=denied&limit=1000").await;
+    let denied: Vec<serde_json::Value> = r.ok()["records"].as_array().cloned().unwrap_or_default();
+    let routes: Vec<&str> = denied.iter().filter_map(|e| e["route"].as_str()).collect();
+    assert!(routes.contains(&"/v1/transit/encrypt/{name}"), "{routes:?}");
+    assert!(routes.contains(&"/v1/secret/data/{*path}"), "{routes:?}");
+    assert!(
+        denied.iter().all(|e| e["details"]["front_door"] == "vault"),
+        "{denied:?}"
+    );
+    Ok(())
+}
