@@ -39,4 +39,5 @@ mod tls;
 mod tpm_device;
 mod transport;
 mod vault;
+mod vault_openbao;
 mod vectors;
