@@ -226,6 +226,7 @@ impl App {
                 max_secret_bytes: config.secrets.max_value_bytes,
                 throttle: Arc::default(),
                 anonymous: Arc::clone(&anonymous),
+                vault: config.vault.clone().map(Arc::new),
             },
             limits,
         );

@@ -73,7 +73,11 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         }
     }
     // The service builds and appends the record; this door only says how the request ended.
-    let front_door = crate::vault::serves(&route).then_some("vault");
+    let front_door = state
+        .vault
+        .as_ref()
+        .is_some_and(|m| m.serves(&route))
+        .then_some("vault");
     let scope = state.door.request(RequestMeta {
         request_id,
         method,

@@ -39,6 +39,8 @@ pub struct AppState {
     pub throttle: Arc<throttle::AuthThrottle>,
     /// Individually audited unauthenticated requests per source.
     pub anonymous: Arc<throttle::AnonymousThrottle>,
+    /// The Vault-compatible door's mounts; `None` when it is off.
+    pub vault: Option<Arc<crate::vault::Mounts>>,
 }
 
 /// Limits the router enforces.
@@ -74,11 +76,15 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let public = main.public.merge(secrets.public);
     let timeout = limits.request_timeout;
+    let vault = match &state.vault {
+        // The Vault-compatible front door: the same service behind another wire format.
+        Some(mounts) => crate::vault::router(state.clone(), mounts),
+        None => Router::new(),
+    };
     Router::new()
         .merge(public)
         .merge(protected)
-        // The Vault-compatible front door: the same service behind another wire format.
-        .merge(crate::vault::router(state.clone()))
+        .merge(vault)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

@@ -42,6 +42,8 @@ pub struct Config {
     pub audit: crate::audit::AuditSettings,
     /// The TPM, when one is configured.
     pub tpm: Option<TpmSettings>,
+    /// The Vault-compatible front door; `None` when disabled.
+    pub vault: Option<crate::vault::Mounts>,
 }
 
 /// The TPM's settings (`[tpm]`).
@@ -908,6 +910,26 @@ impl Config {
             }
         };
 
+        let v = raw.vault;
+        let vault = if v.enabled {
+            let mount = |field: &'static str, m: &str| {
+                crate::vault::Mounts::check(m).map_err(|reason| invalid(field, reason))
+            };
+            let (transit, kv) = (
+                mount("vault.transit_mount", &v.transit_mount)?,
+                mount("vault.kv_mount", &v.kv_mount)?,
+            );
+            if transit == kv {
+                return Err(invalid(
+                    "vault.kv_mount",
+                    "must differ from vault.transit_mount",
+                ));
+            }
+            Some(crate::vault::Mounts { transit, kv })
+        } else {
+            None
+        };
+
         Ok(Self {
             server,
             store,
@@ -917,6 +939,7 @@ impl Config {
             keys,
             audit,
             tpm,
+            vault,
         })
     }
 }

@@ -25,6 +25,30 @@ pub struct RawConfig {
     pub audit: RawAudit,
     /// `[tpm]`
     pub tpm: RawTpm,
+    /// `[vault]`
+    pub vault: RawVault,
+}
+
+/// `[vault]`: the Vault-compatible front door (docs/compat.md).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawVault {
+    /// Serve it (default true).
+    pub enabled: bool,
+    /// Transit's mount path (default `transit`).
+    pub transit_mount: String,
+    /// KV version 2's mount path (default `secret`).
+    pub kv_mount: String,
+}
+
+impl Default for RawVault {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            transit_mount: "transit".to_owned(),
+            kv_mount: "secret".to_owned(),
+        }
+    }
 }
 
 /// `[tpm]`: a TPM 2.0 for keys created with `backend = "tpm"`. Absent `tcti`: no TPM.

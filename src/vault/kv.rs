@@ -36,34 +36,35 @@ use crate::service::{Authorized, ServiceError};
 type Result<T> = std::result::Result<T, VaultError>;
 
 /// The KV v2 routes.
-pub fn routes() -> Router<AppState> {
+pub fn routes(mount: &str) -> Router<AppState> {
+    let at = |path: &str| format!("/v1/{mount}/{path}");
     Router::new()
         .route(
-            "/v1/secret/data/{*path}",
+            &at("data/{*path}"),
             get(read).post(write).put(write).delete(delete_latest),
         )
         .route(
-            "/v1/secret/delete/{*path}",
+            &at("delete/{*path}"),
             axum::routing::post(delete).put(delete),
         )
         .route(
-            "/v1/secret/undelete/{*path}",
+            &at("undelete/{*path}"),
             axum::routing::post(undelete).put(undelete),
         )
         .route(
-            "/v1/secret/destroy/{*path}",
+            &at("destroy/{*path}"),
             axum::routing::post(destroy).put(destroy),
         )
         .route(
-            "/v1/secret/metadata/{*path}",
+            &at("metadata/{*path}"),
             get(metadata)
                 .post(update_metadata)
                 .put(update_metadata)
                 .delete(delete_metadata),
         )
-        .route("/v1/secret/metadata", get(list_root))
-        .route("/v1/secret/metadata/", get(list_root))
-        .route("/v1/secret/config", get(config))
+        .route(&at("metadata"), get(list_root))
+        .route(&at("metadata/"), get(list_root))
+        .route(&at("config"), get(config))
 }
 
 fn path_of(raw: &str) -> Result<SecretPath> {

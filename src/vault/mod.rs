@@ -12,7 +12,8 @@
 //!   exactly `application/json` (hvac compares the header);
 //! - `GET /v1/sys/health` and `GET /v1/auth/token/lookup-self`.
 //!
-//! Mounts: Transit at `/v1/transit/`, KV version 2 at `/v1/secret/` (docs/compat.md).
+//! Mounts: Transit at `/v1/transit/`, KV version 2 at `/v1/secret/` unless `[vault]` says
+//! otherwise (docs/compat.md).
 
 pub mod kv;
 pub mod transit;
@@ -31,22 +32,82 @@ use crate::audit::Outcome;
 use crate::secret::BearerToken;
 use crate::service::{Authorized, Credential, ErrorKind, ServiceError};
 
-/// The Transit mount path.
-pub const TRANSIT: &str = "transit";
+/// Where the engines are mounted (`[vault] transit_mount`, `kv_mount`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mounts {
+    /// Transit's mount path (`transit`).
+    pub transit: String,
+    /// KV version 2's mount path (`secret`).
+    pub kv: String,
+}
 
-/// Whether `route` (a matched route template) is one of this door's.
-pub fn serves(route: &str) -> bool {
-    ["/v1/transit/", "/v1/secret/", "/v1/auth/", "/v1/sys/"]
+impl Default for Mounts {
+    fn default() -> Self {
+        Self {
+            transit: "transit".to_owned(),
+            kv: "secret".to_owned(),
+        }
+    }
+}
+
+/// First path segments the native API and Vault's own endpoints use.
+const TAKEN: &[&str] = &[
+    "keys",
+    "secrets",
+    "health",
+    "audit",
+    "principals",
+    "policies",
+    "tokens",
+    "jobs",
+    "aliases",
+    "decrypt",
+    "reencrypt",
+    "custody",
+    "openapi.json",
+    "sys",
+    "auth",
+];
+
+impl Mounts {
+    /// A mount path as configured: one segment of lowercase letters, digits, `-` and `_`, not
+    /// one the native API or Vault's own endpoints use.
+    ///
+    /// # Errors
+    /// Why it is refused.
+    pub fn check(m: &str) -> Result<String, &'static str> {
+        let ok = !m.is_empty()
+            && m.len() <= 64
+            && m.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return Err("one path segment of a-z, 0-9, - and _ (at most 64)");
+        }
+        if TAKEN.contains(&m) {
+            return Err("this path is used by the native API or by Vault's sys/auth endpoints");
+        }
+        Ok(m.to_owned())
+    }
+
+    /// Whether `route` (a matched route template) is one of this door's.
+    pub fn serves(&self, route: &str) -> bool {
+        [
+            format!("/v1/{}/", self.transit),
+            format!("/v1/{}/", self.kv),
+            "/v1/auth/".to_owned(),
+            "/v1/sys/".to_owned(),
+        ]
         .iter()
-        .any(|p| route.starts_with(p))
-        || route == "/v1/secret/metadata"
+        .any(|p| route.starts_with(p.as_str()))
+            || route == format!("/v1/{}/metadata", self.kv)
+    }
 }
 
 /// The Vault door's routes (authenticated except `sys/health`), to be merged into the main
 /// router (which adds request ids, the deadline and the audit record).
-pub fn router(state: AppState) -> Router<AppState> {
-    let authenticated = transit::routes()
-        .merge(kv::routes())
+pub fn router(state: AppState, mounts: &Mounts) -> Router<AppState> {
+    let authenticated = transit::routes(&mounts.transit)
+        .merge(kv::routes(&mounts.kv))
         .route("/v1/auth/token/lookup-self", get(lookup_self))
         .route_layer(middleware::from_fn_with_state(state, authenticate));
     Router::new()

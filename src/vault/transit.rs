@@ -33,19 +33,20 @@ use crate::service::{Authorized, DataKeyLen, KeyPlacement, PlaintextCopy};
 use zeroize::Zeroizing;
 
 /// The Transit routes.
-pub fn routes() -> Router<AppState> {
+pub fn routes(mount: &str) -> Router<AppState> {
+    let at = |path: &str| format!("/v1/{mount}/{path}");
     Router::new()
-        .route("/v1/transit/keys", get(list_keys))
+        .route(&at("keys"), get(list_keys))
         .route(
-            "/v1/transit/keys/{name}",
+            &at("keys/{name}"),
             post(create_key).get(read_key).delete(delete_key),
         )
-        .route("/v1/transit/keys/{name}/rotate", post(rotate_key))
-        .route("/v1/transit/keys/{name}/config", post(config_key))
-        .route("/v1/transit/encrypt/{name}", post(encrypt))
-        .route("/v1/transit/decrypt/{name}", post(decrypt))
-        .route("/v1/transit/rewrap/{name}", post(rewrap))
-        .route("/v1/transit/datakey/{kind}/{name}", post(datakey))
+        .route(&at("keys/{name}/rotate"), post(rotate_key))
+        .route(&at("keys/{name}/config"), post(config_key))
+        .route(&at("encrypt/{name}"), post(encrypt))
+        .route(&at("decrypt/{name}"), post(decrypt))
+        .route(&at("rewrap/{name}"), post(rewrap))
+        .route(&at("datakey/{kind}/{name}"), post(datakey))
 }
 
 /// The Vault type of every Custodian key.

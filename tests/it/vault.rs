@@ -248,3 +248,36 @@ async fn vault_requests_are_authorised_like_native_ones() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// `[vault]` moves the mounts (the defaults then answer 404) or turns the door off.
+#[tokio::test]
+async fn vault_mounts_are_configurable_and_the_door_can_be_off() -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let status = |s: &crate::common::Server, method: &str, path: &str| {
+        let req = http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", s.base),
+            )
+            .header("X-Vault-Token", s.token.clone())
+            .body("{}");
+        async move { req.send().await.map(|r| r.status().as_u16()) }
+    };
+    let mut d = Deployment::new()?;
+    d.append_config("[vault]\ntransit_mount = \"kms\"\nkv_mount = \"kv2\"")?;
+    let s = d.start().await?;
+    assert_eq!(status(&s, "POST", "/v1/kms/keys/moved").await?, 200);
+    assert_eq!(status(&s, "POST", "/v1/transit/keys/moved").await?, 404);
+    assert_eq!(status(&s, "GET", "/v1/kv2/config").await?, 200);
+    assert_eq!(status(&s, "GET", "/v1/secret/config").await?, 404);
+    drop(s);
+
+    let mut d = Deployment::new()?;
+    d.append_config("[vault]\nenabled = false")?;
+    let s = d.start().await?;
+    assert_eq!(status(&s, "POST", "/v1/transit/keys/off").await?, 404);
+    assert_eq!(status(&s, "GET", "/v1/sys/health").await?, 404);
+    // The native API is unaffected.
+    s.create_key("still-native").await;
+    Ok(())
+}
