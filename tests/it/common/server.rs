@@ -173,7 +173,8 @@ reinit_backoff_max_ms = 400
     }
 
     /// A connection to this deployment's database, whichever the store: its SQLite file, or
-    /// its own database on the PostgreSQL test cluster.
+    /// its own database on the PostgreSQL test cluster (the store it was created with: a
+    /// `[store]` section replaced by [`Deployment::set_store`] is not followed).
     pub fn db(&self) -> Result<Db> {
         Db::open(&self.store)
     }
