@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::common::cli::{admin_cli, finish, json_of};
+use crate::common::db::Cell;
 use crate::common::server::{Auth, Reply, BIN};
 use crate::common::{b64, unb64, unique, Deployment, Server};
 
@@ -448,12 +449,6 @@ async fn export_verifies_offline_and_each_tamper_names_its_sequence() -> anyhow:
     Ok(())
 }
 
-pub(crate) fn sqlite(d: &Deployment) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(d.database()).expect("open the database");
-    c.busy_timeout(Duration::from_secs(5)).unwrap();
-    c
-}
-
 #[tokio::test]
 async fn rows_edited_in_the_database_are_detected() -> anyhow::Result<()> {
     let mut d = Deployment::new()?;
@@ -470,9 +465,9 @@ async fn rows_edited_in_the_database_are_detected() -> anyhow::Result<()> {
     assert!(verify_lines(d.path(), &lines_of(&export), &pem).0);
 
     // An edit under the checkpoint: the export verification names the row.
-    sqlite(&d).execute(
+    d.db()?.execute(
         "UPDATE audit_records SET principal = 'someone-else' WHERE sequence = 3",
-        [],
+        &[],
     )?;
     let (export, _) = export_to(&s, d.path(), "").await?;
     let (ok, out) = verify_lines(d.path(), &lines_of(&export), &pem);
@@ -486,9 +481,9 @@ async fn rows_edited_in_the_database_are_detected() -> anyhow::Result<()> {
         .await
         .ok();
     let edited = head + 1;
-    let n = sqlite(&d).execute(
-        "UPDATE audit_records SET outcome = 'denied' WHERE sequence = ?1",
-        [edited as i64],
+    let n = d.db()?.execute(
+        "UPDATE audit_records SET outcome = 'denied' WHERE sequence = $1",
+        &[(edited as i64).into()],
     )?;
     assert_eq!(n, 1);
     let (status, body) = s.get_bytes("/v1/audit/export").await;
@@ -508,10 +503,8 @@ async fn an_unwritable_audit_log_fails_requests_with_503() -> anyhow::Result<()>
     let key = unique("unwritable");
     s.create_key(&key).await;
     s.wait_ready(200, Duration::from_secs(5)).await;
-    sqlite(&d).execute_batch(
-        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_records
-         BEGIN SELECT RAISE(ABORT, 'audit storage refused'); END;",
-    )?;
+    d.db()?
+        .refuse_inserts("audit_records", "audit storage refused")?;
     let r = s.post(&format!("/v1/keys/{key}/datakey"), json!({})).await;
     r.assert_error(503, "audit_unavailable");
     assert!(r.body.get("plaintext").is_none() && r.body.get("ciphertext").is_none());
@@ -520,7 +513,7 @@ async fn an_unwritable_audit_log_fails_requests_with_503() -> anyhow::Result<()>
     let ready = s.wait_ready(503, Duration::from_secs(5)).await;
     assert_eq!(ready.body["audit"]["writable"], false, "{}", ready.body);
 
-    sqlite(&d).execute_batch("DROP TRIGGER refuse_audit;")?;
+    d.db()?.allow_inserts("audit_records")?;
     let r = s.post(&format!("/v1/keys/{key}/datakey"), json!({})).await;
     r.ok();
     let ready = s.wait_ready(200, Duration::from_secs(5)).await;
@@ -568,16 +561,10 @@ async fn records_contain_no_plaintext_token_or_data_key() -> anyhow::Result<()> 
 
     let (export, _) = export_to(&s, d.path(), "").await?;
     let mut table = Vec::new();
-    {
-        let c = sqlite(&d);
-        let mut stmt = c.prepare("SELECT * FROM audit_records")?;
-        let n = stmt.column_count();
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            for i in 0..n {
-                if let Ok(Some(t)) = row.get::<_, Option<String>>(i) {
-                    table.extend_from_slice(t.as_bytes());
-                }
+    for row in d.db()?.query("SELECT * FROM audit_records", &[])? {
+        for cell in row {
+            if let Cell::Text(t) = cell {
+                table.extend_from_slice(t.as_bytes());
             }
         }
     }
@@ -731,7 +718,9 @@ async fn the_cli_exports_and_verifies() -> anyhow::Result<()> {
 
 /// The number of stored checkpoints.
 fn checkpoints(d: &Deployment) -> anyhow::Result<i64> {
-    Ok(sqlite(d).query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |r| r.get(0))?)
+    Ok(d.db()?
+        .query_one("SELECT COUNT(*) FROM audit_checkpoints", &[])?[0]
+        .as_i64())
 }
 
 fn last_checkpoint(lines: &[String]) -> anyhow::Result<u64> {

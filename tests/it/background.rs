@@ -7,7 +7,6 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::audit::sqlite;
 use crate::common::server::wait_job_done;
 use crate::common::{b64, Deployment, Server};
 
@@ -156,9 +155,9 @@ async fn background_work_is_recorded_as_the_system_principal() -> anyhow::Result
     )
     .await
     .ok();
-    sqlite(&d).execute(
-        "UPDATE keys SET deletion_date = 0 WHERE id = ?1",
-        [doomed_id.as_str()],
+    d.db()?.execute(
+        "UPDATE keys SET deletion_date = 0 WHERE id = $1",
+        &[doomed_id.as_str().into()],
     )?;
     eventually("due deletion", || async {
         background(&s, "lifecycle", "key:delete")
@@ -234,9 +233,9 @@ async fn wrap_budget_rotations_and_device_destroy_retries_are_recorded() -> anyh
     assert!(background(&s, "lifecycle", "key:destroy-device-object")
         .await
         .is_empty());
-    sqlite(&d).execute(
-        "UPDATE key_versions SET device_object = 'destroy_pending' WHERE key_id = ?1 AND version = 1",
-        [id.as_str()],
+    d.db()?.execute(
+        "UPDATE key_versions SET device_object = 'destroy_pending' WHERE key_id = $1 AND version = 1",
+        &[id.as_str().into()],
     )?;
     eventually("device destroy retried", || async {
         !background(&s, "lifecycle", "key:destroy-device-object")
@@ -305,10 +304,8 @@ async fn a_change_whose_record_cannot_be_written_is_not_made() -> anyhow::Result
     .await
     .ok();
     let before = s.get("/v1/keys/k").await.ok().clone();
-    sqlite(&d).execute_batch(
-        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_records
-         BEGIN SELECT RAISE(ABORT, 'audit storage refused'); END;",
-    )?;
+    d.db()?
+        .refuse_inserts("audit_records", "audit storage refused")?;
     let changes: Vec<(Method, &str, Option<Value>)> = vec![
         (Method::POST, "/v1/keys", Some(json!({ "name": "never" }))),
         (Method::POST, "/v1/keys/k/rotate", None),
@@ -354,7 +351,7 @@ async fn a_change_whose_record_cannot_be_written_is_not_made() -> anyhow::Result
         };
         r.assert_error(503, "audit_unavailable");
     }
-    sqlite(&d).execute_batch("DROP TRIGGER refuse_audit;")?;
+    d.db()?.allow_inserts("audit_records")?;
 
     // Nothing of it was made.
     s.get("/v1/keys/never")

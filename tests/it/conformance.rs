@@ -14,6 +14,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::common::db::Cell;
 use crate::common::swtpm::Swtpm;
 use crate::common::{b64, unb64, unique, Deployment, Server};
 
@@ -228,19 +229,23 @@ async fn conformance(
         "{}",
         r.body
     );
-    let conn = rusqlite::Connection::open(d.database()).unwrap();
+    let db = d.db().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (state, blob_len, kek_len): (String, Option<i64>, Option<i64>) = conn
-            .query_row(
+        let row = db
+            .query_one(
                 "SELECT device_object, length(device_blob), length(wrapped_kek)
-                 FROM key_versions WHERE key_id = ?1 AND version = 1",
-                [&id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                 FROM key_versions WHERE key_id = $1 AND version = 1",
+                &[id.as_str().into()],
             )
             .unwrap();
+        let (state, blob_len, kek_len) = (row[0].as_text(), &row[1], &row[2]);
         if state == "destroyed" {
-            assert_eq!((blob_len, kek_len), (None, None), "material erased");
+            assert_eq!(
+                (blob_len, kek_len),
+                (&Cell::Null, &Cell::Null),
+                "material erased"
+            );
             break;
         }
         assert!(
@@ -250,16 +255,16 @@ async fn conformance(
         std::thread::sleep(Duration::from_millis(100));
     }
     // Version 2 still carries what its mode needs.
-    let (blob_len, kek_len): (Option<i64>, Option<i64>) = conn
-        .query_row(
+    let row = db
+        .query_one(
             "SELECT length(device_blob), length(wrapped_kek) FROM key_versions
-             WHERE key_id = ?1 AND version = 2",
-            [&id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+             WHERE key_id = $1 AND version = 2",
+            &[id.as_str().into()],
         )
         .unwrap();
-    assert_eq!(blob_len.is_some(), backend == "tpm", "{backend}/{mode}");
-    assert_eq!(kek_len.is_some(), mode == "cached", "{backend}/{mode}");
+    let (blob_len, kek_len) = (&row[0], &row[1]);
+    assert_eq!(!blob_len.is_null(), backend == "tpm", "{backend}/{mode}");
+    assert_eq!(!kek_len.is_null(), mode == "cached", "{backend}/{mode}");
 }
 
 #[tokio::test]
@@ -413,19 +418,21 @@ async fn a_tpm_blob_that_does_not_load_is_named_and_shown_in_readiness() -> anyh
     let id = key["id"].as_str().unwrap().to_owned();
     s.kill();
     // Flip a byte in the stored private part of version 1's blob.
-    let conn = rusqlite::Connection::open(d.database())?;
-    let mut blob: Vec<u8> = conn.query_row(
-        "SELECT device_blob FROM key_versions WHERE key_id = ?1 AND version = 1",
-        [&id],
-        |r| r.get(0),
-    )?;
+    let db = d.db()?;
+    let mut blob = db
+        .query_one(
+            "SELECT device_blob FROM key_versions WHERE key_id = $1 AND version = 1",
+            &[id.as_str().into()],
+        )?
+        .remove(0)
+        .into_bytes();
     let last = blob.len() - 5;
     blob[last] ^= 0x40;
-    conn.execute(
-        "UPDATE key_versions SET device_blob = ?2 WHERE key_id = ?1 AND version = 1",
-        rusqlite::params![id, blob],
+    db.execute(
+        "UPDATE key_versions SET device_blob = $2 WHERE key_id = $1 AND version = 1",
+        &[id.as_str().into(), blob.into()],
     )?;
-    drop(conn);
+    drop(db);
 
     let s = d.start().await?;
     let r = s.post(&format!("/v1/keys/{bad}/datakey"), json!({})).await;

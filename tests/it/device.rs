@@ -166,11 +166,7 @@ async fn a_failed_key_record_destroys_the_new_device_object() -> anyhow::Result<
     let kept = s.create_key(&crate::common::unique("kept")).await;
 
     // Make the next key record fail inside the database, after the device object exists.
-    let db = rusqlite::Connection::open(d.database())?;
-    db.execute_batch(
-        "CREATE TRIGGER refuse_keys BEFORE INSERT ON keys BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-    )?;
-    drop(db);
+    d.db()?.refuse_inserts("keys", "refused")?;
     let r = s
         .post(
             "/v1/keys",

@@ -1,10 +1,10 @@
-//! Plaintext never rests: data keys, payloads, tokens and PINs never reach the database file or
-//! the server's output (at trace level), and the database file is private.
-
-use std::os::unix::fs::PermissionsExt;
+//! Plaintext never rests: data keys, payloads, tokens and PINs never reach the database at rest
+//! (SQLite: its file and journal; PostgreSQL: the database's data files and the cluster's WAL) or
+//! the server's output (at trace level), and the files holding the database are private.
 
 use serde_json::json;
 
+use crate::common::db::find_any;
 use crate::common::{b64, unb64, Deployment};
 
 /// Every form a secret could leak in.
@@ -15,10 +15,6 @@ fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
         hex::encode(secret).into_bytes(),
         hex::encode_upper(secret).into_bytes(),
     ]
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[tokio::test]
@@ -70,15 +66,17 @@ async fn plaintext_never_reaches_the_database_or_the_logs() -> anyhow::Result<()
     let pin = pin.strip_suffix(b"\n").unwrap_or(&pin).to_vec();
 
     let mut files = Vec::new();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = d.database().with_file_name(format!("custodian.db{suffix}"));
-        if path.exists() {
-            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
-            files.push((path.display().to_string(), std::fs::read(&path)?));
-        }
+    for f in d.db()?.files_at_rest()? {
+        assert_eq!(f.mode, 0o600, "{} has mode {:o}", f.name, f.mode);
+        files.push((f.name, f.bytes));
     }
-    assert!(!files.is_empty());
+    // The scan sees what the store wrote: the key's name is there.
+    assert!(
+        files
+            .iter()
+            .any(|(_, b)| find_any(b, &[b"hygiene"]).is_some()),
+        "the key's row is in none of the files read"
+    );
     files.push(("stderr".into(), stderr.into_bytes()));
     files.push((
         "stdout (minus the one bootstrap line)".into(),
@@ -90,22 +88,20 @@ async fn plaintext_never_reaches_the_database_or_the_logs() -> anyhow::Result<()
             .into_bytes(),
     ));
 
-    for (name, bytes) in &files {
-        for secret in &secrets {
-            for form in forms(secret) {
-                assert!(!contains(bytes, &form), "a plaintext appears in {name}");
-            }
+    let token_secret = token.rsplit('_').next().unwrap();
+    let mut needles: Vec<(&str, Vec<u8>)> = Vec::new();
+    for secret in &secrets {
+        for form in forms(secret) {
+            needles.push(("a plaintext", form));
         }
-        assert!(
-            !contains(bytes, token.as_bytes()),
-            "the bearer token appears in {name}"
-        );
-        let token_secret = token.rsplit('_').next().unwrap();
-        assert!(
-            !contains(bytes, token_secret.as_bytes()),
-            "the token secret appears in {name}"
-        );
-        assert!(!contains(bytes, &pin), "the user PIN appears in {name}");
+    }
+    needles.push(("the bearer token", token.clone().into_bytes()));
+    needles.push(("the token secret", token_secret.as_bytes().to_vec()));
+    needles.push(("the user PIN", pin));
+    for (name, bytes) in &files {
+        if let Some(i) = find_any(bytes, &needles.iter().map(|n| &n.1[..]).collect::<Vec<_>>()) {
+            panic!("{} appears in {name}", needles[i].0);
+        }
     }
     Ok(())
 }
@@ -156,14 +152,22 @@ async fn secret_values_and_their_data_keys_never_rest_in_plaintext() -> anyhow::
     s.kill();
 
     // Recover every data key through the token itself, to know what to look for.
-    let db = rusqlite::Connection::open(d.database())?;
+    let db = d.db()?;
     let rows: Vec<(String, u32, Vec<u8>, Vec<u8>)> = db
-        .prepare(
+        .query(
             "SELECT path, version, wrapped_dek, ciphertext FROM secret_versions WHERE wrapped_dek IS NOT NULL",
+            &[],
         )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
-    drop(db);
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_text().to_owned(),
+                u32::try_from(r[1].as_i64()).unwrap(),
+                r[2].as_bytes().to_vec(),
+                r[3].as_bytes().to_vec(),
+            )
+        })
+        .collect();
     assert_eq!(rows.len(), 4);
     let session = hsm.session();
     let mut data_keys = Vec::new();
@@ -198,21 +202,27 @@ async fn secret_values_and_their_data_keys_never_rest_in_plaintext() -> anyhow::
         ("stderr".to_owned(), stderr.into_bytes()),
         ("stdout".to_owned(), stdout.into_bytes()),
     ];
-    for suffix in ["", "-wal", "-shm"] {
-        let path = d.database().with_file_name(format!("custodian.db{suffix}"));
-        if path.exists() {
-            files.push((path.display().to_string(), std::fs::read(&path)?));
-        }
-    }
+    let at_rest = db.files_at_rest()?;
+    drop(db);
+    // The scan sees what the store wrote: the secrets' paths are there.
+    assert!(
+        at_rest
+            .iter()
+            .any(|f| find_any(&f.bytes, &[b"hyg/s0"]).is_some()),
+        "the secrets' rows are in none of the files read"
+    );
+    files.extend(at_rest.into_iter().map(|f| (f.name, f.bytes)));
+    let needles: Vec<Vec<u8>> = values
+        .iter()
+        .chain(data_keys.iter())
+        .flat_map(|s| forms(s))
+        .collect();
+    let needles: Vec<&[u8]> = needles.iter().map(Vec::as_slice).collect();
     for (name, bytes) in &files {
-        for secret in values.iter().chain(data_keys.iter()) {
-            for form in forms(secret) {
-                assert!(
-                    !contains(bytes, &form),
-                    "a plaintext value or data key appears in {name}"
-                );
-            }
-        }
+        assert!(
+            find_any(bytes, &needles).is_none(),
+            "a plaintext value or data key appears in {name}"
+        );
     }
     Ok(())
 }

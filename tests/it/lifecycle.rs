@@ -424,14 +424,11 @@ async fn scheduled_rotation_runs_exactly_once_across_a_restart() -> anyhow::Resu
     // Down for more than two periods: after the restart the overdue rotation runs once.
     s.kill();
     tokio::time::sleep(Duration::from_millis(7000)).await;
-    let before: u64 = {
-        let db = rusqlite::Connection::open(d.database())?;
-        db.query_row(
-            "SELECT primary_version FROM keys WHERE name = 'cron'",
-            [],
-            |r| r.get(0),
-        )?
-    };
+    let before = u64::try_from(
+        d.db()?
+            .query_one("SELECT primary_version FROM keys WHERE name = 'cron'", &[])?[0]
+            .as_i64(),
+    )?;
     let s = d.start().await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let k = s.get("/v1/keys/cron").await;
@@ -659,8 +656,8 @@ async fn a_due_deletion_waits_for_references_then_destroys_the_key() -> anyhow::
     let blob = encrypt(&s, "gone", b"app data", json!({})).await;
     post_empty(&s, "/v1/keys/gone/schedule-deletion").await.ok();
     // Time passes: the deletion date is in the past.
-    rusqlite::Connection::open(d.database())?
-        .execute("UPDATE keys SET deletion_date = 0 WHERE name = 'gone'", [])?;
+    d.db()?
+        .execute("UPDATE keys SET deletion_date = 0 WHERE name = 'gone'", &[])?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let k = s.get("/v1/keys/gone").await;
@@ -710,11 +707,11 @@ async fn a_due_deletion_waits_for_references_then_destroys_the_key() -> anyhow::
     post_empty(&s, "/v1/keys/gone/cancel-deletion")
         .await
         .assert_error(410, "key_destroyed");
-    let pending: i64 = rusqlite::Connection::open(d.database())?.query_row(
+    let pending = d.db()?.query_one(
         "SELECT COUNT(*) FROM key_versions WHERE device_object != 'destroyed'",
-        [],
-        |r| r.get(0),
-    )?;
+        &[],
+    )?[0]
+        .as_i64();
     assert_eq!(pending, 0, "every device object of the key was destroyed");
     Ok(())
 }
@@ -758,19 +755,21 @@ async fn tampered_rows_do_not_block_the_rows_behind_them() -> anyhow::Result<()>
         put_secret(&s, &format!("m/{i:02}"), &format!("v{i}")).await;
     }
     // The first four rows in the job's order are tampered: more than one batch of them.
-    let db = rusqlite::Connection::open(d.database())?;
+    let db = d.db()?;
     for i in 0..4 {
         let path = format!("m/{i:02}");
-        let mut blob: Vec<u8> = db.query_row(
-            "SELECT wrapped_dek FROM secret_versions WHERE path = ?1",
-            [&path],
-            |r| r.get(0),
-        )?;
+        let mut blob = db
+            .query_one(
+                "SELECT wrapped_dek FROM secret_versions WHERE path = $1",
+                &[path.as_str().into()],
+            )?
+            .remove(0)
+            .into_bytes();
         let last = blob.len() - 1;
         blob[last] ^= 0x55; // the GCM tag: the device refuses it
         db.execute(
-            "UPDATE secret_versions SET wrapped_dek = ?2 WHERE path = ?1",
-            rusqlite::params![path, blob],
+            "UPDATE secret_versions SET wrapped_dek = $2 WHERE path = $1",
+            &[path.into(), blob.into()],
         )?;
     }
     drop(db);

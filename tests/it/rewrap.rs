@@ -25,19 +25,16 @@ async fn job_done(s: &Server, id: &str) -> (String, u64) {
 }
 
 fn db_counts(d: &Deployment) -> anyhow::Result<(u64, u64, u64)> {
-    let db = rusqlite::Connection::open(d.database())?;
-    let rows: u64 = db.query_row("SELECT COUNT(*) FROM secret_versions", [], |r| r.get(0))?;
-    let off_primary: u64 = db.query_row(
+    let db = d.db()?;
+    let count = |sql: &str| -> anyhow::Result<u64> {
+        Ok(u64::try_from(db.query_one(sql, &[])?[0].as_i64())?)
+    };
+    let rows = count("SELECT COUNT(*) FROM secret_versions")?;
+    let off_primary = count(
         "SELECT COUNT(*) FROM secret_versions v JOIN keys k ON k.id = v.key_id
          WHERE v.key_version != k.primary_version",
-        [],
-        |r| r.get(0),
     )?;
-    let distinct: u64 = db.query_row(
-        "SELECT COUNT(DISTINCT path || '#' || version) FROM secret_versions",
-        [],
-        |r| r.get(0),
-    )?;
+    let distinct = count("SELECT COUNT(DISTINCT path || '#' || version) FROM secret_versions")?;
     Ok((rows, off_primary, distinct))
 }
 

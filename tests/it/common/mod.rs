@@ -2,6 +2,7 @@
 //! process-wide in-process PKCS#11 context.
 
 pub mod cli;
+pub mod db;
 pub mod inproc;
 pub mod postgres;
 pub mod server;

@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use super::db::{Db, Location};
 use super::module;
 
 /// The binary under test.
@@ -20,6 +21,7 @@ pub struct Deployment {
     dir: TempDir,
     softhsm_conf: PathBuf,
     config: PathBuf,
+    store: Location,
     /// The bootstrap token, once the first start has printed it.
     pub token: Option<String>,
     starts: u32,
@@ -120,7 +122,7 @@ impl Deployment {
 
     fn in_dir(dir: TempDir, softhsm_conf: PathBuf, label: &str) -> Result<Self> {
         let config = dir.path().join("custodian.toml");
-        let store = store_section();
+        let (store, location) = store_section(dir.path());
         std::fs::write(
             &config,
             format!(
@@ -143,6 +145,7 @@ reinit_backoff_max_ms = 400
             dir,
             softhsm_conf,
             config,
+            store: location,
             token: None,
             starts: 0,
             env: Vec::new(),
@@ -163,9 +166,17 @@ reinit_backoff_max_ms = 400
             .join("tokens")
     }
 
-    /// The SQLite database file (SQLite runs only: see [`on_postgres`]).
+    /// The SQLite database file (SQLite runs only: see [`on_postgres`]; for either store, use
+    /// [`Deployment::db`]).
     pub fn database(&self) -> PathBuf {
         self.path().join("data/custodian.db")
+    }
+
+    /// A connection to this deployment's database, whichever the store: its SQLite file, or
+    /// its own database on the PostgreSQL test cluster (the store it was created with: a
+    /// `[store]` section replaced by [`Deployment::set_store`] is not followed).
+    pub fn db(&self) -> Result<Db> {
+        Db::open(&self.store)
     }
 
     /// The configuration file.
@@ -556,11 +567,15 @@ pub fn on_postgres() -> bool {
     std::env::var("CUSTODIAN_TEST_STORE").is_ok_and(|s| s == "postgres")
 }
 
-/// The `[store]` section of a new deployment.
-fn store_section() -> String {
+/// The `[store]` section of a new deployment in `dir`, and where its database will be.
+fn store_section(dir: &Path) -> (String, Location) {
     if !on_postgres() {
-        return "[store]\npath = \"data/custodian.db\"".to_owned();
+        return (
+            "[store]\npath = \"data/custodian.db\"".to_owned(),
+            Location::Sqlite(dir.join("data/custodian.db")),
+        );
     }
+    let created = std::time::SystemTime::now();
     // Its own runtime on its own thread: deployments are made inside and outside tokio tests.
     let settings = std::thread::spawn(|| {
         tokio::runtime::Builder::new_current_thread()
@@ -572,8 +587,14 @@ fn store_section() -> String {
     })
     .join()
     .expect("a fresh PostgreSQL database");
-    format!(
-        "[store]\nkind = \"postgres\"\nurl = \"{}\"\npool_size = 8\nconnect_timeout = \"3s\"",
-        settings.url
+    (
+        format!(
+            "[store]\nkind = \"postgres\"\nurl = \"{}\"\npool_size = 8\nconnect_timeout = \"3s\"",
+            settings.url
+        ),
+        Location::Postgres {
+            url: settings.url.clone(),
+            created,
+        },
     )
 }
