@@ -1,19 +1,24 @@
 //! Key lifecycle, versions, re-wrap jobs and aliases: the bodies of `PATCH /v1/keys/{key}`,
 //! `POST /v1/keys/{key}/schedule-deletion`, `GET /v1/keys/{key}/versions`, `/v1/jobs…` and
-//! `/v1/aliases…`. The state-change routes without a body (rotate, enable, disable,
-//! cancel-deletion, version actions) answer with the domain's `Key`.
+//! `/v1/aliases…`, and the records they answer with: a version with its usage, a job with its
+//! progress, a job's trail, an alias. The state-change routes without a body (rotate, enable,
+//! disable, cancel-deletion, version actions) answer with a [`super::keys::Key`].
 //!
-//! Lists whose items are the service's own records (`JobStatus`, `VersionUsage`) are generic
-//! over the item: the server fills in its type; the default, a JSON value, is the item as a
-//! client sees it without the server's types.
+//! The server builds a version's usage and a job's progress from the service's records
+//! (`VersionUsage`, `JobStatus`; the conversions live in `api::v1::lifecycle`); the domain's
+//! records convert here.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::{array_of, described_ref, double_option, nullable_ref, schema_fns, schema_ref};
-use crate::domain::job::JobEvent;
+use super::keys::{algorithm_schema, version_state};
+use super::{
+    array_of, described_ref, double_option, nullable_ref, schema_fns, schema_ref, string_enum,
+};
+use crate::domain::job::{self, JobKind, JobState};
 use crate::domain::secret::HumanDuration;
-use crate::domain::{Alias, KeyId, KeyVersion};
+use crate::domain::{self, Algorithm, KeyId, KeyName, KeyVersion, VersionState};
 
 /// `PATCH /v1/keys/{key}` body. `D` is the rotation period ([`HumanDuration`] on the server,
 /// the command line's text on the client). A field left out keeps its value.
@@ -73,11 +78,42 @@ impl ScheduleDeletionRequest {
     pub const FIELDS: &'static [&'static str] = &["pending_days"];
 }
 
-/// `GET /v1/keys/{key}/versions` response. `V` is one version with its usage (the service's
-/// `VersionUsage`).
+/// A key version with the stored data keys it still wraps (`GET /v1/keys/{key}/versions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(description = "A key version with the stored data keys it still wraps.")]
+pub struct KeyVersionUsage {
+    /// The version number.
+    pub version: KeyVersion,
+    /// `primary` seals new data; `active` only unwraps; `disabled` does neither until enabled;
+    /// `destroyed` is final.
+    #[schema(schema_with = version_state)]
+    pub state: VersionState,
+    /// The algorithm of the blobs this version seals.
+    #[schema(schema_with = algorithm_schema)]
+    pub algorithm: Algorithm,
+    /// When the root key was generated.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Present once the version is destroyed.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime, nullable = false)]
+    pub destroyed_at: Option<OffsetDateTime>,
+    /// Wraps reserved under this version: an upper bound of the seals it has done.
+    pub wraps_reserved: u64,
+    /// Wrapped data keys stored by Custodian (secret versions) under this version now. Blobs
+    /// held by clients are not counted.
+    pub stored_data_keys: u64,
+}
+
+/// `GET /v1/keys/{key}/versions` response. `V` is one version with its usage.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = KeyVersions, bound = "", description = "A key's versions with the stored data keys each still wraps.")]
-pub struct KeyVersionList<V = serde_json::Value> {
+pub struct KeyVersionList<V = KeyVersionUsage> {
     /// The key.
     #[schema(schema_with = key_id_schema)]
     pub key_id: KeyId,
@@ -104,10 +140,164 @@ pub struct ListJobsQuery {
     pub limit: Option<u32>,
 }
 
-/// `GET /v1/jobs` response. `J` is a job with its progress (the service's `JobStatus`).
+/// A background job with its progress: the answer of `POST /v1/keys/{key}/rewrap` and
+/// `GET /v1/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(description = "A background job with its progress.")]
+pub struct Job {
+    /// Random id.
+    pub id: String,
+    /// What the job does.
+    #[schema(schema_with = job_kind_schema)]
+    pub kind: JobKind,
+    /// The key whose stored data keys it moves.
+    pub key_id: KeyId,
+    /// The version stored data keys move to (the primary when the job started).
+    #[schema(schema_with = target_version_schema)]
+    pub target_version: KeyVersion,
+    /// Where the job stands.
+    pub state: JobState,
+    /// Items this job re-wrapped.
+    pub done: u64,
+    /// Failed attempts; a failing item keeps its version and is retried in later batches.
+    pub failed_items: u64,
+    /// The last failure, or `superseded: key rotated to version N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub last_error: Option<String>,
+    /// When the job was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// When it last made progress or changed state.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+    /// Present once completed or failed.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime, nullable = false)]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Stored data keys per version of the key, counted now.
+    pub versions: Vec<VersionCount>,
+    /// Stored data keys of the key not under `target_version`, counted now.
+    pub remaining: u64,
+    /// `done` over the seconds from `created_at` to `finished_at` (or now).
+    #[schema(minimum = 0)]
+    pub rate_per_second: f64,
+}
+
+impl Job {
+    /// A job with its progress: the stored `job`, the stored data keys per version of its key,
+    /// those not yet under the target version, and its rate.
+    pub fn new(
+        job: &job::Job,
+        versions: Vec<VersionCount>,
+        remaining: u64,
+        rate_per_second: f64,
+    ) -> Self {
+        Self {
+            id: job.id.clone(),
+            kind: job.kind,
+            key_id: job.key_id,
+            target_version: job.target_version,
+            state: job.state,
+            done: job.done,
+            failed_items: job.failed_items,
+            last_error: job.last_error.clone(),
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            finished_at: job.finished_at,
+            versions,
+            remaining,
+            rate_per_second,
+        }
+    }
+}
+
+/// Stored data keys under one version of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(description = "Stored data keys under one version of a key.")]
+pub struct VersionCount {
+    /// The version.
+    pub version: KeyVersion,
+    /// How many stored data keys it wraps.
+    pub stored_data_keys: u64,
+}
+
+/// One step of a job's trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(description = "One step of a job's trail.")]
+pub struct JobEvent {
+    /// Order within the job, from 1.
+    #[schema(minimum = 1)]
+    pub seq: u64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// What happened.
+    #[schema(schema_with = job_event_kind_schema)]
+    pub kind: String,
+    /// Items re-wrapped by this batch.
+    pub moved: u64,
+    /// Items this batch could not re-wrap.
+    pub failed: u64,
+    /// Versions moved from (batches), or why the job ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub detail: Option<String>,
+}
+
+impl From<&job::JobEvent> for JobEvent {
+    fn from(e: &job::JobEvent) -> Self {
+        Self {
+            seq: e.seq,
+            at: e.at,
+            kind: e.kind.clone(),
+            moved: e.moved,
+            failed: e.failed,
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+/// An alias: a name that points at a key and can be re-pointed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(description = "A name that points at a key and can be re-pointed (`alias/<name>`).")]
+pub struct Alias {
+    /// The alias name (used as `alias/<name>`).
+    pub name: KeyName,
+    /// The key it points at.
+    pub key_id: KeyId,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Changes when the alias is re-pointed.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<&domain::Alias> for Alias {
+    fn from(a: &domain::Alias) -> Self {
+        Self {
+            name: a.name.clone(),
+            key_id: a.key_id,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+/// `GET /v1/jobs` response. `J` is a job with its progress.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = JobList, bound = "", description = "Jobs with their progress, newest first.")]
-pub struct JobList<J = serde_json::Value> {
+pub struct JobList<J = Job> {
     /// Newest first.
     #[schema(schema_with = jobs_schema)]
     pub jobs: Vec<J>,
@@ -181,6 +371,19 @@ schema_fns! {
     jobs_schema => array_of("Job", Some("Newest first."));
     /// `events`: `JobEvent` items.
     job_events_schema => array_of("JobEvent", Some("Oldest first."));
+    /// A job's `kind`.
+    job_kind_schema => string_enum(&["rewrap"], None, Some("What the job does."));
+    /// A job's `target_version`.
+    target_version_schema => described_ref(
+        "KeyVersionNumber",
+        "The version stored data keys move to (the primary when the job started).",
+    );
+    /// A job event's `kind`.
+    job_event_kind_schema => string_enum(
+        &["started", "batch", "completed", "failed"],
+        None,
+        Some("What happened."),
+    );
     /// An alias's `name`.
     alias_name_schema => described_ref("KeyName", "Key name rules (`invalid_alias_name` otherwise).");
     /// `aliases`: `Alias` items.

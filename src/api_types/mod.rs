@@ -23,6 +23,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod openapi;
 pub mod routes;
+pub mod scalars;
 pub mod secrets;
 
 use serde::Deserialize;
@@ -84,6 +85,18 @@ fn nullable_ref(name: &str, description: &str) -> RefOr<Schema> {
             .item(Ref::from_schema_name(name))
             .item(ObjectBuilder::new().schema_type(Type::Null))
             .description(Some(description))
+            .build(),
+    ))
+}
+
+/// A string schema: one of `values`, with a default when there is one.
+fn string_enum(values: &[&str], default: Option<&str>, description: Option<&str>) -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(values.iter().copied()))
+            .default(default.map(Into::into))
+            .description(description)
             .build(),
     ))
 }

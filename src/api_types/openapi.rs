@@ -5,7 +5,9 @@
 //! ([`super::routes::OPERATIONS`]), the list the router serves. The component schemas of the
 //! types in this module's siblings are derived from the types themselves (`utoipa::ToSchema`).
 //! `openapi_base.json` next to this file holds the rest: `info`, `servers`, the default
-//! security requirement and its scheme, the tags, and the schemas not yet derived from a type.
+//! security requirement and its scheme, the tags, and the schemas of what no wire type
+//! describes: the policy document (judged by the policy parser, not serde) and the audit
+//! export's lines and the signed custody report (the audit module's own formats).
 //! The base may hold neither a derived schema nor anything the table generates (a test checks).
 //!
 //! `docs/openapi.json` is this function's output, checked in; the test
@@ -13,40 +15,49 @@
 //! `CUSTODIAN_UPDATE_OPENAPI=1`.
 
 use serde_json::{json, Map, Value};
+use utoipa::openapi::RefOr;
 use utoipa::{OpenApi, ToSchema};
 
-use super::audit::{AuditArchiveRequest, AuditEventList};
+use super::audit::{
+    AuditArchive, AuditArchiveRequest, AuditEventList, AuditOutcome, AuditRecord, AuditStatus,
+};
 use super::crypto::{
     DataKeyRequest, DataKeyResponse, DecryptRequest, DecryptResponse, EncryptRequest,
     EncryptResponse, ReencryptRequest, ReencryptResponse,
 };
 use super::error::{ErrorBody, ErrorDetail};
+use super::health::{DeviceHealth, Live, Ready};
 use super::identity::{
-    CreatePrincipalRequest, CreateTokenRequest, ExplainRequest, PatchPrincipalRequest, PolicyList,
-    PrincipalList, TokenList,
+    CreatePrincipalRequest, CreateTokenRequest, DecidedBy, ExplainRequest, ExplainResponse,
+    PatchPrincipalRequest, Policy, PolicyList, Principal, PrincipalList, TokenCreated, TokenInfo,
+    TokenList,
 };
-use super::keys::{CreateKeyRequest, KeyList};
+use super::keys::{CreateKeyRequest, Key, KeyList, KeyVersionRecord};
 use super::lifecycle::{
-    AliasList, CreateAliasRequest, JobEventList, JobList, KeyVersionList, PatchKeyRequest,
-    RepointAliasRequest, ScheduleDeletionRequest,
+    Alias, AliasList, CreateAliasRequest, Job, JobEvent, JobEventList, JobList, KeyVersionList,
+    KeyVersionUsage, PatchKeyRequest, RepointAliasRequest, ScheduleDeletionRequest, VersionCount,
 };
 use super::routes::{
     Access, Answer, Examples, Operation, Param, ParamUse, Refusal, Schema, OPERATIONS,
 };
 use super::secrets::{
-    DestroySecretRequest, PutSecretMetadataRequest, PutSecretRequest, SecretChanged, SecretList,
-    SecretValue, SecretVersionsRequest, SecretWritten,
+    DestroySecretRequest, GenerateSpecBody, PutSecretMetadataRequest, PutSecretRequest,
+    SecretChanged, SecretList, SecretRecord, SecretValue, SecretVersionInfo, SecretVersionsRequest,
+    SecretWritten,
 };
 
 /// The hand-written rest of the document.
 pub const BASE: &str = include_str!("openapi_base.json");
 
-/// The schemas derived from the wire types.
+/// The schemas derived from the wire types (with those of the identifiers and formats they
+/// share, [`super::scalars::components`]).
 #[derive(OpenApi)]
 #[openapi(components(schemas(
     ErrorBody,
     ErrorDetail,
     CreateKeyRequest,
+    Key,
+    KeyVersionRecord,
     KeyList,
     DataKeyRequest,
     DataKeyResponse,
@@ -58,9 +69,14 @@ pub const BASE: &str = include_str!("openapi_base.json");
     ReencryptResponse,
     PatchKeyRequest,
     ScheduleDeletionRequest,
+    KeyVersionUsage,
     KeyVersionList,
+    Job,
+    VersionCount,
     JobList,
+    JobEvent,
     JobEventList,
+    Alias,
     CreateAliasRequest,
     RepointAliasRequest,
     AliasList,
@@ -71,16 +87,32 @@ pub const BASE: &str = include_str!("openapi_base.json");
     SecretVersionsRequest,
     DestroySecretRequest,
     SecretChanged,
+    GenerateSpecBody,
+    SecretVersionInfo,
+    SecretRecord,
     SecretList,
+    Principal,
     CreatePrincipalRequest,
     PatchPrincipalRequest,
     PrincipalList,
+    Policy,
     PolicyList,
     ExplainRequest,
+    DecidedBy,
+    ExplainResponse,
     CreateTokenRequest,
+    TokenInfo,
+    TokenCreated,
     TokenList,
+    Live,
+    Ready,
+    DeviceHealth,
+    AuditOutcome,
+    AuditRecord,
     AuditEventList,
     AuditArchiveRequest,
+    AuditArchive,
+    AuditStatus,
 )))]
 struct Typed;
 
@@ -94,7 +126,23 @@ const CLOSED_ANSWERS: &[&str] = &[
     "EncryptResponse",
     "DecryptResponse",
     "ReencryptResponse",
+    "Key",
+    "KeyVersion",
+    "KeyVersionUsage",
     "KeyVersions",
+    "Job",
+    "VersionCount",
+    "JobEvent",
+    "Alias",
+    "SecretVersionInfo",
+    "SecretRecord",
+    "Principal",
+    "Policy",
+    "DecidedBy",
+    "ExplainResponse",
+    "TokenInfo",
+    "TokenCreated",
+    "AuditArchive",
     "JobList",
     "JobEventList",
     "AliasList",
@@ -133,12 +181,19 @@ pub enum OpenApiError {
     Twice(&'static str),
 }
 
+/// The schemas derived from types, by name.
+fn typed_schemas() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::schema::Schema>> {
+    let mut schemas = Typed::openapi()
+        .components
+        .map(|c| c.schemas)
+        .unwrap_or_default();
+    schemas.extend(super::scalars::components());
+    schemas
+}
+
 /// The names of the schemas derived from types.
 pub fn typed_schema_names() -> Vec<String> {
-    Typed::openapi()
-        .components
-        .map(|c| c.schemas.into_keys().collect())
-        .unwrap_or_default()
+    typed_schemas().into_keys().collect()
 }
 
 /// The whole document.
@@ -190,8 +245,7 @@ pub fn document() -> Result<Value, OpenApiError> {
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
         .ok_or(OpenApiError::NoSchemas)?;
-    let typed = Typed::openapi().components.map(|c| c.schemas);
-    for (name, schema) in typed.unwrap_or_default() {
+    for (name, schema) in typed_schemas() {
         if schemas.contains_key(&name) {
             return Err(OpenApiError::Duplicate(name));
         }

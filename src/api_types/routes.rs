@@ -15,24 +15,29 @@ use std::borrow::Cow;
 
 use utoipa::ToSchema;
 
-use super::audit::{AuditArchiveRequest, AuditEventList};
+use super::audit::{AuditArchive, AuditArchiveRequest, AuditEventList, AuditOutcome};
 use super::crypto::{
     DataKeyRequest, DataKeyResponse, DecryptRequest, DecryptResponse, EncryptRequest,
     EncryptResponse, ReencryptRequest, ReencryptResponse,
 };
+use super::health::{Live, Ready};
 use super::identity::{
-    CreatePrincipalRequest, CreateTokenRequest, ExplainRequest, PatchPrincipalRequest, PolicyList,
-    PrincipalList, TokenList,
+    CreatePrincipalRequest, CreateTokenRequest, ExplainRequest, ExplainResponse,
+    PatchPrincipalRequest, Policy, PolicyList, Principal, PrincipalList, TokenCreated, TokenList,
 };
-use super::keys::{CreateKeyRequest, KeyList};
+use super::keys::{CreateKeyRequest, Key, KeyList};
 use super::lifecycle::{
-    AliasList, CreateAliasRequest, JobEventList, JobList, KeyVersionList, PatchKeyRequest,
-    RepointAliasRequest, ScheduleDeletionRequest,
+    Alias, AliasList, CreateAliasRequest, Job, JobEventList, JobList, KeyVersionList,
+    PatchKeyRequest, RepointAliasRequest, ScheduleDeletionRequest,
 };
+use super::scalars::{SecretVersionNumber, TokenId};
 use super::secrets::{
     DestroySecretRequest, PutSecretMetadataRequest, PutSecretRequest, SecretChanged, SecretList,
-    SecretValue, SecretVersionsRequest, SecretWritten,
+    SecretRecord, SecretValue, SecretVersionsRequest, SecretWritten,
 };
+use crate::domain::job::JobState;
+use crate::domain::secret::SecretPath;
+use crate::domain::{KeyName, KeyVersion};
 
 /// The HTTP method of an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -414,7 +419,7 @@ pub const SECRET_PATH: SharedParam = SharedParam {
             .`, no empty, `.` or `..` segment, and a last segment other than `metadata`, \
             `undelete`, `destroy` and `rotate` (those words address the sub-resources). Otherwise \
             400 `invalid_secret_path`.",
-        schema: Schema::Named("SecretPath"),
+        schema: Schema::of::<SecretPath>(),
         example: None,
     },
 };
@@ -427,7 +432,7 @@ pub const VERSION: SharedParam = SharedParam {
         location: Location::Path,
         required: true,
         description: "A key version number; anything else is 404 `key_version_not_found`.",
-        schema: Schema::Named("KeyVersionNumber"),
+        schema: Schema::of::<KeyVersion>(),
         example: None,
     },
 };
@@ -467,7 +472,7 @@ pub const ALIAS_NAME: SharedParam = SharedParam {
         required: true,
         description: "An alias name (without the `alias/` prefix). A name that breaks the name \
             rules is 404 `alias_not_found`.",
-        schema: Schema::Named("KeyName"),
+        schema: Schema::of::<KeyName>(),
         example: None,
     },
 };
@@ -480,7 +485,7 @@ pub const JOB_STATE: SharedParam = SharedParam {
         location: Location::Query,
         required: false,
         description: "Only jobs in this state.",
-        schema: Schema::Named("JobState"),
+        schema: Schema::of::<JobState>(),
         example: None,
     },
 };
@@ -509,7 +514,7 @@ pub const PRINCIPAL_NAME: SharedParam = SharedParam {
         required: true,
         description: "A principal name. A name that breaks the name rules is 404 \
             `principal_not_found`.",
-        schema: Schema::Named("KeyName"),
+        schema: Schema::of::<KeyName>(),
         example: None,
     },
 };
@@ -524,7 +529,7 @@ pub const POLICY_NAME: SharedParam = SharedParam {
         description: "A policy name. On GET and DELETE a name that breaks the name rules is 404 \
             `policy_not_found`; on PUT it is 400 `invalid_policy_name`. `explain` is the explain \
             route, not a name: PUT, GET and DELETE on `/v1/policies/explain` are 405.",
-        schema: Schema::Named("KeyName"),
+        schema: Schema::of::<KeyName>(),
         example: None,
     },
 };
@@ -538,7 +543,7 @@ pub const TOKEN_ID: SharedParam = SharedParam {
         required: true,
         description: "A token id: the 16 hex digits after `cst_`. Anything else is 404 \
             `token_not_found`.",
-        schema: Schema::Named("TokenId"),
+        schema: Schema::of::<TokenId>(),
         example: None,
     },
 };
@@ -552,7 +557,7 @@ pub const TOKEN_PRINCIPAL: SharedParam = SharedParam {
         required: false,
         description: "Only this principal's tokens (`invalid_query` for a name that breaks the \
             name rules).",
-        schema: Schema::Named("KeyName"),
+        schema: Schema::of::<KeyName>(),
         example: None,
     },
 };
@@ -603,7 +608,7 @@ pub const CREATE_KEY: Operation = Operation {
         description: "The key was created.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Key"),
+            schema: Schema::of::<Key>(),
         }),
     }],
     refusals: &[
@@ -649,7 +654,7 @@ pub const LIST_KEYS: Operation = Operation {
             location: Location::Query,
             required: false,
             description: "A key name; the page starts after it.",
-            schema: Schema::Named("KeyName"),
+            schema: Schema::of::<KeyName>(),
             example: None,
         }),
     ],
@@ -691,7 +696,7 @@ pub const SHOW_KEY: Operation = Operation {
         description: "The key.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Key"),
+            schema: Schema::of::<Key>(),
         }),
     }],
     refusals: &[
@@ -730,7 +735,7 @@ pub const UPDATE_KEY: Operation = Operation {
         description: "The key after the change.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Key"),
+            schema: Schema::of::<Key>(),
         }),
     }],
     refusals: &[
@@ -854,7 +859,7 @@ pub const ROTATE_KEY: Operation = Operation {
         description: "The key after the rotation.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Key"),
+            schema: Schema::of::<Key>(),
         }),
     }],
     refusals: &[
@@ -890,7 +895,7 @@ pub const DISABLE_KEY: Operation = Operation {
         description: "The key.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Key"),
+            schema: Schema::of::<Key>(),
         }),
     }],
     refusals: &[
@@ -927,7 +932,7 @@ pub const ENABLE_KEY: Operation = Operation {
         description: "The key.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Key"),
+            schema: Schema::of::<Key>(),
         }),
     }],
     refusals: &[
@@ -970,7 +975,7 @@ pub const SCHEDULE_KEY_DELETION: Operation = Operation {
         description: "The key, with `deletion_date`.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Key"),
+            schema: Schema::of::<Key>(),
         }),
     }],
     refusals: &[
@@ -1008,7 +1013,7 @@ pub const CANCEL_KEY_DELETION: Operation = Operation {
         description: "The key.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Key"),
+            schema: Schema::of::<Key>(),
         }),
     }],
     refusals: &[
@@ -1086,7 +1091,7 @@ pub const CHANGE_KEY_VERSION: Operation = Operation {
         description: "The key.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Key"),
+            schema: Schema::of::<Key>(),
         }),
     }],
     refusals: &[
@@ -1123,7 +1128,7 @@ pub const START_REWRAP: Operation = Operation {
         description: "The job.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Job"),
+            schema: Schema::of::<Job>(),
         }),
     }],
     refusals: &[
@@ -1266,7 +1271,7 @@ pub const LIST_SECRETS: Operation = Operation {
             location: Location::Query,
             required: false,
             description: "A secret path; the page starts after it.",
-            schema: Schema::Named("SecretPath"),
+            schema: Schema::of::<SecretPath>(),
             example: None,
         }),
     ],
@@ -1310,7 +1315,7 @@ pub const GET_SECRET: Operation = Operation {
             location: Location::Query,
             required: false,
             description: "A version number; default: the newest live version.",
-            schema: Schema::Named("SecretVersionNumber"),
+            schema: Schema::of::<SecretVersionNumber>(),
             example: None,
         }),
         ParamUse::Own(Param {
@@ -1454,7 +1459,7 @@ pub const GET_SECRET_METADATA: Operation = Operation {
         description: "The record.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("SecretRecord"),
+            schema: Schema::of::<SecretRecord>(),
         }),
     }],
     refusals: &[
@@ -1495,7 +1500,7 @@ pub const PUT_SECRET_METADATA: Operation = Operation {
         description: "The record after the change.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("SecretRecord"),
+            schema: Schema::of::<SecretRecord>(),
         }),
     }],
     refusals: &[
@@ -1681,7 +1686,7 @@ pub const SHOW_JOB: Operation = Operation {
         description: "The job.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Job"),
+            schema: Schema::of::<Job>(),
         }),
     }],
     refusals: &[
@@ -1719,7 +1724,7 @@ pub const CREATE_ALIAS: Operation = Operation {
         description: "The alias was created.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Alias"),
+            schema: Schema::of::<Alias>(),
         }),
     }],
     refusals: &[
@@ -1784,7 +1789,7 @@ pub const SHOW_ALIAS: Operation = Operation {
         description: "The alias.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Alias"),
+            schema: Schema::of::<Alias>(),
         }),
     }],
     refusals: &[
@@ -1823,7 +1828,7 @@ pub const REPOINT_ALIAS: Operation = Operation {
         description: "The alias after the change.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Alias"),
+            schema: Schema::of::<Alias>(),
         }),
     }],
     refusals: &[
@@ -1888,7 +1893,7 @@ pub const LIVE: Operation = Operation {
         description: "Live.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Live"),
+            schema: Schema::of::<Live>(),
         }),
     }],
     refusals: &[Refusal::MethodNotAllowed],
@@ -1915,7 +1920,7 @@ pub const READY: Operation = Operation {
             description: "Ready.",
             content: Some(Content {
                 media: "application/json",
-                schema: Schema::Named("Ready"),
+                schema: Schema::of::<Ready>(),
             }),
         },
         Answer {
@@ -1923,7 +1928,7 @@ pub const READY: Operation = Operation {
             description: "Not ready: the device or the database is not usable.",
             content: Some(Content {
                 media: "application/json",
-                schema: Schema::Named("Ready"),
+                schema: Schema::of::<Ready>(),
             }),
         },
     ],
@@ -2010,7 +2015,7 @@ pub const CREATE_PRINCIPAL: Operation = Operation {
         description: "The principal was created.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Principal"),
+            schema: Schema::of::<Principal>(),
         }),
     }],
     refusals: &[
@@ -2074,7 +2079,7 @@ pub const SHOW_PRINCIPAL: Operation = Operation {
         description: "The principal.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Principal"),
+            schema: Schema::of::<Principal>(),
         }),
     }],
     refusals: &[
@@ -2113,7 +2118,7 @@ pub const UPDATE_PRINCIPAL: Operation = Operation {
         description: "The principal after the change.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Principal"),
+            schema: Schema::of::<Principal>(),
         }),
     }],
     refusals: &[
@@ -2217,7 +2222,7 @@ pub const EXPLAIN_DECISION: Operation = Operation {
         description: "The decision.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("ExplainResponse"),
+            schema: Schema::of::<ExplainResponse>(),
         }),
     }],
     refusals: &[
@@ -2249,7 +2254,7 @@ pub const SHOW_POLICY: Operation = Operation {
         description: "The policy.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Policy"),
+            schema: Schema::of::<Policy>(),
         }),
     }],
     refusals: &[
@@ -2290,7 +2295,7 @@ pub const PUT_POLICY: Operation = Operation {
         description: "The policy as written.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("Policy"),
+            schema: Schema::of::<Policy>(),
         }),
     }],
     refusals: &[
@@ -2363,7 +2368,7 @@ pub const CREATE_TOKEN: Operation = Operation {
         description: "The token and its metadata.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("TokenCreated"),
+            schema: Schema::of::<TokenCreated>(),
         }),
     }],
     refusals: &[
@@ -2502,7 +2507,7 @@ pub const AUDIT_EVENTS: Operation = Operation {
             location: Location::Query,
             required: false,
             description: "Only this outcome.",
-            schema: Schema::Named("AuditOutcome"),
+            schema: Schema::of::<AuditOutcome>(),
             example: None,
         }),
         ParamUse::Own(Param {
@@ -2664,7 +2669,7 @@ pub const AUDIT_ARCHIVE: Operation = Operation {
         description: "The archive entry.",
         content: Some(Content {
             media: "application/json",
-            schema: Schema::Named("AuditArchive"),
+            schema: Schema::of::<AuditArchive>(),
         }),
     }],
     refusals: &[

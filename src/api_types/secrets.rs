@@ -8,10 +8,13 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::{array_of, double_option, nullable_ref, optional_ref, schema_fns, schema_ref};
-use crate::domain::secret::{
-    CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
+use super::{
+    array_of, double_option, nullable_ref, optional_ref, schema_fns, schema_ref, string_enum,
 };
+use crate::domain::secret::{
+    self, Charset, CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretVersionState,
+};
+use crate::domain::{KeyId, KeyVersion};
 use crate::secret::SecretText;
 
 /// `GET /v1/secrets/{path}` query: `?version=&text=`.
@@ -256,6 +259,140 @@ pub struct ListSecretsQuery {
     pub after: Option<String>,
 }
 
+/// One version of a secret, without its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(description = "One version of a secret, without its value.")]
+pub struct SecretVersionInfo {
+    /// The version number.
+    #[schema(schema_with = secret_version_schema)]
+    pub version: u32,
+    /// live: readable; deleted: hidden, restorable; destroyed: erased for good.
+    #[schema(schema_with = secret_version_state_schema)]
+    pub state: SecretVersionState,
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// When it was soft-deleted; null unless it is.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub deleted_at: Option<OffsetDateTime>,
+    /// When it was destroyed; null unless it was.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub destroyed_at: Option<OffsetDateTime>,
+    /// The key wrapping this version's data key; null once destroyed.
+    #[schema(schema_with = version_key_id_schema, required = true)]
+    pub key_id: Option<KeyId>,
+    /// The key version wrapping this version's data key; null once destroyed.
+    #[schema(schema_with = version_key_version_schema, required = true)]
+    pub key_version: Option<KeyVersion>,
+}
+
+impl From<&secret::SecretVersionInfo> for SecretVersionInfo {
+    fn from(v: &secret::SecretVersionInfo) -> Self {
+        Self {
+            version: v.version,
+            state: v.state,
+            created_at: v.created_at,
+            deleted_at: v.deleted_at,
+            destroyed_at: v.destroyed_at,
+            key_id: v.key_id,
+            key_version: v.key_version,
+        }
+    }
+}
+
+/// How a generated secret is made and how often it rotates (the domain's [`GenerateSpec`],
+/// which the server reads requests into, checked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = GenerateSpec, description = "How a generated secret is made and how often it rotates.")]
+pub struct GenerateSpecBody {
+    /// Characters per generated value; at most `secrets.max_value_bytes`.
+    #[schema(minimum = 1, maximum = 4096)]
+    pub length: u32,
+    /// alphanumeric `A-Z a-z 0-9`; hex `0-9 a-f`; base64 `A-Z a-z 0-9 + /`; printable `!` to
+    /// `~`.
+    #[schema(schema_with = charset_schema)]
+    pub charset: Charset,
+    /// Interval between automatic rotations; at least `1s`.
+    #[schema(schema_with = rotate_every_schema)]
+    pub rotate_every: HumanDuration,
+}
+
+impl From<&GenerateSpec> for GenerateSpecBody {
+    fn from(g: &GenerateSpec) -> Self {
+        Self {
+            length: g.length,
+            charset: g.charset,
+            rotate_every: g.rotate_every,
+        }
+    }
+}
+
+/// A secret's metadata and version history; never values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(description = "A secret's metadata and version history; never values.")]
+pub struct SecretRecord {
+    /// The path.
+    pub path: SecretPath,
+    /// The key that wraps new versions' data keys, chosen when the path was created.
+    #[schema(schema_with = record_key_id_schema)]
+    pub key_id: KeyId,
+    /// The highest version number written (0: no version yet).
+    pub current_version: u32,
+    /// Versions kept before the oldest are destroyed; 0 = unlimited.
+    pub max_versions: u32,
+    /// Present when versions expire: older versions are answered 410 secret_version_expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = record_expires_after_schema)]
+    pub expires_after: Option<HumanDuration>,
+    /// Free string metadata.
+    #[schema(schema_with = record_custom_schema)]
+    pub custom: CustomMetadata,
+    /// Present for generated secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = record_generate_schema)]
+    pub generate: Option<GenerateSpecBody>,
+    /// When the next automatic rotation is due; present for generated secrets.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime, nullable = false)]
+    pub next_rotation_at: Option<OffsetDateTime>,
+    /// When the path was first written.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// When the path or its metadata last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+    /// Every version, oldest first, destroyed ones included.
+    pub versions: Vec<SecretVersionInfo>,
+}
+
+impl From<&secret::SecretRecord> for SecretRecord {
+    fn from(r: &secret::SecretRecord) -> Self {
+        Self {
+            path: r.path.clone(),
+            key_id: r.key_id,
+            current_version: r.current_version,
+            max_versions: r.max_versions,
+            expires_after: r.expires_after,
+            custom: r.custom.clone(),
+            generate: r.generate.as_ref().map(GenerateSpecBody::from),
+            next_rotation_at: r.next_rotation_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            versions: r.versions.iter().map(SecretVersionInfo::from).collect(),
+        }
+    }
+}
+
 /// `GET /v1/secrets` response: metadata records, never values. `R` is a record, `P` a path.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = SecretList, bound = "", description = "A page of secret metadata records; never values.")]
@@ -300,6 +437,48 @@ schema_fns! {
     records_schema => array_of("SecretRecord", Some("Records by path (bytewise); never values."));
     /// `next`.
     next_schema => optional_ref("SecretPath", "Present when more records follow: pass as `after`.");
+    /// A version's `state`.
+    secret_version_state_schema => string_enum(
+        &[SecretVersionState::Live, SecretVersionState::Deleted, SecretVersionState::Destroyed]
+            .map(SecretVersionState::as_str),
+        None,
+        Some("live: readable; deleted: hidden, restorable; destroyed: erased for good."),
+    );
+    /// A version's `key_id`.
+    version_key_id_schema => nullable_ref(
+        "KeyId",
+        "The key wrapping this version's data key; null once destroyed.",
+    );
+    /// A version's `key_version`.
+    version_key_version_schema => nullable_ref(
+        "KeyVersionNumber",
+        "The key version wrapping this version's data key; null once destroyed.",
+    );
+    /// A spec's `charset`.
+    charset_schema => string_enum(
+        &["alphanumeric", "hex", "base64", "printable"],
+        None,
+        Some(
+            "alphanumeric `A-Z a-z 0-9`; hex `0-9 a-f`; base64 `A-Z a-z 0-9 + /`; printable `!` \
+             to `~`.",
+        ),
+    );
+    /// A spec's `rotate_every`.
+    rotate_every_schema => optional_ref("Duration", "Interval between automatic rotations; at least `1s`.");
+    /// A record's `key_id`.
+    record_key_id_schema => optional_ref(
+        "KeyId",
+        "The key that wraps new versions' data keys, chosen when the path was created.",
+    );
+    /// A record's `expires_after`.
+    record_expires_after_schema => optional_ref(
+        "Duration",
+        "Present when versions expire: older versions are answered 410 secret_version_expired.",
+    );
+    /// A record's `custom`.
+    record_custom_schema => schema_ref("CustomMetadata");
+    /// A record's `generate`.
+    record_generate_schema => optional_ref("GenerateSpec", "Present for generated secrets.");
 }
 
 #[cfg(test)]

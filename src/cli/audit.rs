@@ -865,7 +865,7 @@ pub async fn archive(
     client: &Client,
     through: Option<u64>,
     out: &Path,
-) -> Result<crate::audit::AuditArchive, AuditCliError> {
+) -> Result<crate::api_types::audit::AuditArchive, AuditCliError> {
     if out.exists() {
         return Err(AuditCliError::Exists {
             path: out.display().to_string(),

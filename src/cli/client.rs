@@ -20,11 +20,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::api_types::audit::AuditArchiveRequest;
+use crate::api_types::audit::{AuditArchive, AuditArchiveRequest};
 use crate::api_types::crypto::{
     DataKeyRequest, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
     ReencryptRequest, ReencryptResponse,
@@ -32,16 +32,16 @@ use crate::api_types::crypto::{
 use crate::api_types::error::ErrorBody;
 use crate::api_types::identity::{
     Attributes, CreatePrincipalRequest, CreateTokenRequest, ExplainRequest, PatchPrincipalRequest,
-    TokenCreated,
+    TokenCreated, TokenInfo,
 };
 use crate::api_types::keys::CreateKeyRequest;
 use crate::api_types::lifecycle::{
-    CreateAliasRequest, PatchKeyRequest, RepointAliasRequest, ScheduleDeletionRequest,
+    CreateAliasRequest, Job, PatchKeyRequest, RepointAliasRequest, ScheduleDeletionRequest,
 };
 use crate::api_types::secrets::{
     PutSecretMetadataRequest, PutSecretRequest, SecretValue, SecretVersionsRequest,
 };
-use crate::audit::AuditArchive;
+use crate::domain::job::JobState;
 use crate::domain::secret::SecretPath;
 use crate::domain::{BackendKind, WrapMode};
 use crate::secret::BearerToken;
@@ -607,8 +607,8 @@ impl Explain {
 pub struct MintedToken {
     /// The token text (redacted in `Debug`, zeroised on drop).
     pub token: BearerToken,
-    /// `{id, principal, description, created_at, expires_at?}`.
-    pub info: Value,
+    /// Its metadata (never revoked yet).
+    pub info: TokenInfo,
 }
 
 /// What `custodian login` learnt about a token the server accepted.
@@ -679,56 +679,15 @@ pub struct Reencrypt {
     pub destination_context: Option<Value>,
 }
 
-/// The members of a job (`GET /v1/jobs/{id}`) that its progress line shows; the rest of the
-/// answer is printed as the server sent it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct JobProgress {
-    /// The job id.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// `running`, `completed` or `failed`.
-    #[serde(default)]
-    pub state: Option<String>,
-    /// Items re-wrapped so far.
-    #[serde(default)]
-    pub done: u64,
-    /// Stored data keys not yet under the target version.
-    #[serde(default)]
-    pub remaining: u64,
-    /// Items that failed.
-    #[serde(default)]
-    pub failed_items: u64,
-    /// Re-wrapped items per second since the job started.
-    #[serde(default)]
-    pub rate_per_second: f64,
-    /// Why the job failed, when it did.
-    #[serde(default)]
-    pub last_error: Option<String>,
-}
-
-impl JobProgress {
-    /// Reads the progress members of a job answer; an answer that is not a job shows as an
-    /// empty one (`job ? unknown: 0/0 …`).
-    pub fn of(job: &Value) -> Self {
-        Self::deserialize(job).unwrap_or_default()
-    }
-
-    /// True while the job runs.
-    pub fn running(&self) -> bool {
-        self.state.as_deref() == Some("running")
-    }
-}
-
 /// How long `jobs show --watch` keeps polling through an outage (unreachable server, 503), e.g.
 /// a server restart.
 const WATCH_OUTAGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The progress line of a job: state, done of done + remaining, percent, rate, failures and an
 /// estimate of the time left while it runs.
-pub fn progress_line(job: &Value) -> String {
-    let job = JobProgress::of(job);
-    let id = job.id.as_deref().unwrap_or("?");
-    let state = job.state.as_deref().unwrap_or("unknown");
+pub fn progress_line(job: &Job) -> String {
+    let id = &job.id;
+    let state = job.state.as_str();
     let (done, remaining, failed, rate) = (
         job.done,
         job.remaining,
@@ -747,7 +706,7 @@ pub fn progress_line(job: &Value) -> String {
     if failed > 0 {
         line.push_str(&format!(", {failed} failed"));
     }
-    if state == "running" && rate > 0.0 && remaining > 0 {
+    if job.state == JobState::Running && rate > 0.0 && remaining > 0 {
         line.push_str(&format!(", ~{:.0}s left", (remaining as f64 / rate).ceil()));
     }
     line
@@ -755,8 +714,7 @@ pub fn progress_line(job: &Value) -> String {
 
 /// What changes between two progress lines worth a new line when the output cannot be redrawn
 /// (the rate alone changes on every poll).
-fn progress_key(job: &Value) -> (Option<String>, u64, u64, u64) {
-    let job = JobProgress::of(job);
+fn progress_key(job: &Job) -> (JobState, u64, u64, u64) {
     (job.state, job.done, job.remaining, job.failed_items)
 }
 
@@ -1351,7 +1309,7 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub async fn job(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn job(&self, id: &str) -> Result<Job, ClientError> {
         let url = format!("/v1/jobs/{}", segment("job id", id)?);
         self.call(Method::GET, &url).await
     }
@@ -1371,7 +1329,7 @@ impl Client {
         interval: std::time::Duration,
         progress: &mut impl Write,
         redraw: bool,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<Job, ClientError> {
         let mut seen = false;
         let mut failing_since: Option<std::time::Instant> = None;
         let mut shown = None;
@@ -1391,7 +1349,7 @@ impl Client {
                         shown = Some(progress_key(&job));
                     }
                     progress.flush()?;
-                    if !JobProgress::of(&job).running() {
+                    if job.state != JobState::Running {
                         if open_line {
                             writeln!(progress)?;
                         }
@@ -1548,12 +1506,11 @@ impl Client {
             ttl,
             description: description.to_owned(),
         };
-        let mut out: TokenCreated<serde_json::Map<String, Value>> =
-            self.call_typed(Method::POST, "/v1/tokens", &body).await?;
+        let mut out: TokenCreated = self.call_typed(Method::POST, "/v1/tokens", &body).await?;
         Ok(MintedToken {
+            info: out.info(),
             // Moved, not copied: the String now belongs to the zeroising `BearerToken`.
             token: BearerToken::new(std::mem::take(&mut *out.token)),
-            info: Value::Object(out.info),
         })
     }
 
@@ -1977,38 +1934,52 @@ mod tests {
         assert_eq!(wire(off.body()), json!({"rotation_period": null}));
     }
 
+    /// A job answer with the members `progress` sets.
+    fn job(progress: Value) -> Job {
+        let mut v = json!({
+            "id": "j1", "kind": "rewrap", "key_id": "6f1c1a2e-8f5e-4a63-9d55-0c1f5b8e2a10",
+            "target_version": 2, "state": "running", "done": 0, "failed_items": 0,
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "versions": [], "remaining": 0, "rate_per_second": 0.0
+        });
+        for (k, x) in progress.as_object().into_iter().flatten() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn progress_lines_show_counts_percent_and_rate() {
-        let running = json!({
+        let running = job(json!({
             "id": "j1", "state": "running", "done": 250, "remaining": 750,
             "failed_items": 0, "rate_per_second": 125.0
-        });
+        }));
         assert_eq!(
             progress_line(&running),
             "job j1 running: 250/1000 re-wrapped (25.0%), 125.0/s, ~6s left"
         );
-        let finished = json!({
+        let finished = job(json!({
             "id": "j1", "state": "completed", "done": 998, "remaining": 2,
             "failed_items": 2, "rate_per_second": 99.8
-        });
+        }));
         assert_eq!(
             progress_line(&finished),
             "job j1 completed: 998/1000 re-wrapped (99.8%), 99.8/s, 2 failed"
         );
         // Nothing to move: complete, not a division by zero.
-        let empty = json!({
+        let empty = job(json!({
             "id": "j2", "state": "completed", "done": 0, "remaining": 0,
             "failed_items": 0, "rate_per_second": 0.0
-        });
+        }));
         assert_eq!(
             progress_line(&empty),
             "job j2 completed: 0/0 re-wrapped (100.0%), 0.0/s"
         );
         // The rate alone does not make a new line when the output cannot be redrawn.
         let mut later = running.clone();
-        later["rate_per_second"] = json!(3.0);
+        later.rate_per_second = 3.0;
         assert_eq!(progress_key(&running), progress_key(&later));
-        later["done"] = json!(251);
+        later.done = 251;
         assert_ne!(progress_key(&running), progress_key(&later));
     }
 

@@ -5,6 +5,7 @@ use std::io::IsTerminal as _;
 use clap::Subcommand;
 
 use super::{print_json, Conn};
+use custodian::domain::job::JobState;
 
 /// `jobs …`.
 #[derive(Subcommand)]
@@ -53,7 +54,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
             watch: false,
             conn,
             ..
-        } => print_json(&conn.client()?.job(&id).await?),
+        } => print_json(&serde_json::to_value(conn.client()?.job(&id).await?)?),
         JobsCommand::Show {
             id,
             watch: true,
@@ -71,9 +72,9 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
                     redraw,
                 )
                 .await?;
-            print_json(&job)?;
-            if job["state"] == "failed" {
-                let why = job["last_error"].as_str().unwrap_or("no error recorded");
+            print_json(&serde_json::to_value(&job)?)?;
+            if job.state == JobState::Failed {
+                let why = job.last_error.as_deref().unwrap_or("no error recorded");
                 anyhow::bail!("job {id} failed: {why}");
             }
             Ok(())

@@ -95,6 +95,13 @@ impl TryFrom<String> for SecretPath {
     }
 }
 
+/// Reads a path and checks it, as [`SecretPath::try_from`] does.
+impl<'de> Deserialize<'de> for SecretPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::try_from(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for SecretPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

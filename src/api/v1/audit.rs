@@ -11,13 +11,62 @@ use axum::Json;
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, RequestBody};
 use crate::api_types::audit::{
-    AuditArchiveRequest, AuditEventList, AuditEventsQuery, AuditExportQuery,
+    AuditArchive, AuditArchiveRequest, AuditEventList, AuditEventsQuery, AuditExportQuery,
+    AuditOutcome, AuditRecord,
 };
 use crate::audit::custody::SignedReport;
 use crate::audit::export::Line;
 use crate::audit::record::format_time;
-use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Outcome};
+use crate::audit::{self, AuditFilter, Outcome};
 use crate::service::audit::{export_line, MAX_EVENTS_PAGE};
+
+/// A record as the API shows it: the same members in the same order as the stored record.
+pub(super) fn record(r: audit::AuditRecord) -> AuditRecord {
+    let e = r.entry;
+    AuditRecord {
+        sequence: r.sequence,
+        time: e.time,
+        node: e.node,
+        request_id: e.request_id,
+        method: e.method,
+        route: e.route,
+        principal: e.principal,
+        credential: e.credential,
+        source: e.source,
+        action: e.action,
+        resource: e.resource,
+        key_id: e.key_id,
+        key_version: e.key_version,
+        other_keys: e.other_keys,
+        outcome: match e.outcome {
+            Outcome::Success => AuditOutcome::Success,
+            Outcome::Denied => AuditOutcome::Denied,
+            Outcome::Unauthenticated => AuditOutcome::Unauthenticated,
+            Outcome::Rejected => AuditOutcome::Rejected,
+            Outcome::Failed => AuditOutcome::Failed,
+            Outcome::Pending => AuditOutcome::Pending,
+        },
+        status: e.status,
+        error_code: e.error_code,
+        context_digest: e.context_digest,
+        context_keys: e.context_keys,
+        details: e.details,
+        prev_hash: r.prev_hash,
+        hash: r.hash,
+    }
+}
+
+/// A completed archive as the API shows it.
+pub(super) fn archive_record(a: audit::AuditArchive) -> AuditArchive {
+    AuditArchive {
+        through: a.through,
+        head: a.head,
+        export_sha256: a.export_sha256,
+        archived_at: a.archived_at,
+        principal: a.principal,
+        request_id: a.request_id,
+    }
+}
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
@@ -79,7 +128,7 @@ pub async fn events(
         .then(|| records.last().map(|r| r.sequence))
         .flatten();
     Ok(Json(AuditEventList {
-        records,
+        records: records.into_iter().map(record).collect(),
         next_after,
     }))
 }
@@ -160,10 +209,10 @@ pub async fn archive(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    Ok(Json(
-        p.audit_archive(req.through, &req.export_sha256, &request_id)
-            .await?,
-    ))
+    let a = p
+        .audit_archive(req.through, &req.export_sha256, &request_id)
+        .await?;
+    Ok(Json(archive_record(a)))
 }
 
 /// `GET /v1/custody/report`

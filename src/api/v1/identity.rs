@@ -9,11 +9,13 @@ use zeroize::Zeroizing;
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, JsonBody, RequestBody};
 use crate::api_types::identity::{
-    CreatePrincipalRequest, CreateTokenRequest, ExplainRequest, ExplainResponse, ListTokensQuery,
-    PatchPrincipalRequest, PolicyList, PrincipalList, TokenCreated, TokenList,
+    CreatePrincipalRequest, CreateTokenRequest, DecidedBy, Effect, ExplainRequest, ExplainResponse,
+    ListTokensQuery, PatchPrincipalRequest, Policy, PolicyList, Principal, PrincipalList,
+    TokenCreated, TokenInfo, TokenList,
 };
-use crate::domain::{KeyName, PolicyRecord, PrincipalRecord};
-use crate::policy::{document::RESOURCE_KINDS, Action, Decision};
+use crate::domain::KeyName;
+use crate::policy::document::{self, RESOURCE_KINDS};
+use crate::policy::{Action, Decision};
 use crate::service::identity::PrincipalRequest;
 
 fn name_in(field: &'static str, code: &'static str, raw: String) -> Result<KeyName, ApiError> {
@@ -52,7 +54,7 @@ impl RequestBody for PatchPrincipalRequest {
 pub async fn create_principal(
     Caller(p): Caller,
     ApiJson(b): ApiJson<CreatePrincipalRequest>,
-) -> Result<(StatusCode, Json<PrincipalRecord>), ApiError> {
+) -> Result<(StatusCode, Json<Principal>), ApiError> {
     let name = name_in("name", "invalid_principal_name", b.name)?;
     let req = PrincipalRequest {
         attributes: b.attributes,
@@ -60,14 +62,14 @@ pub async fn create_principal(
     };
     Ok((
         StatusCode::CREATED,
-        Json(p.create_principal(name, req).await?),
+        Json(Principal::from(&p.create_principal(name, req).await?)),
     ))
 }
 
 /// `GET /v1/principals`
 pub async fn list_principals(Caller(p): Caller) -> Result<Json<PrincipalList>, ApiError> {
     Ok(Json(PrincipalList {
-        principals: p.principals().await?,
+        principals: p.principals().await?.iter().map(Principal::from).collect(),
     }))
 }
 
@@ -75,9 +77,9 @@ pub async fn list_principals(Caller(p): Caller) -> Result<Json<PrincipalList>, A
 pub async fn show_principal(
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<PrincipalRecord>, ApiError> {
+) -> Result<Json<Principal>, ApiError> {
     let name = path_name(path, "principal_not_found", "principal")?;
-    Ok(Json(p.principal_record(&name).await?))
+    Ok(Json(Principal::from(&p.principal_record(&name).await?)))
 }
 
 /// `PATCH /v1/principals/{name}`
@@ -85,13 +87,15 @@ pub async fn patch_principal(
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
     ApiJson(b): ApiJson<PatchPrincipalRequest>,
-) -> Result<Json<PrincipalRecord>, ApiError> {
+) -> Result<Json<Principal>, ApiError> {
     let name = path_name(path, "principal_not_found", "principal")?;
     let req = PrincipalRequest {
         attributes: b.attributes,
         policies: policy_names(b.policies)?,
     };
-    Ok(Json(p.update_principal(&name, req).await?))
+    Ok(Json(Principal::from(
+        &p.update_principal(&name, req).await?,
+    )))
 }
 
 /// `DELETE /v1/principals/{name}` → 204 (its tokens are revoked)
@@ -109,27 +113,27 @@ pub async fn put_policy(
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
     JsonBody(body): JsonBody,
-) -> Result<Json<PolicyRecord>, ApiError> {
+) -> Result<Json<Policy>, ApiError> {
     let Path(raw) = path.map_err(|_| {
         ApiError::bad_request("invalid_policy_name", "the policy name is not valid UTF-8")
     })?;
     let name = name_in("name", "invalid_policy_name", raw)?;
-    Ok(Json(p.put_policy(&name, &body).await?))
+    Ok(Json(Policy::from(&p.put_policy(&name, &body).await?)))
 }
 
 /// `GET /v1/policies/{name}`
 pub async fn show_policy(
     Caller(p): Caller,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<PolicyRecord>, ApiError> {
+) -> Result<Json<Policy>, ApiError> {
     let name = path_name(path, "policy_not_found", "policy")?;
-    Ok(Json(p.policy(&name).await?))
+    Ok(Json(Policy::from(&p.policy(&name).await?)))
 }
 
 /// `GET /v1/policies`
 pub async fn list_policies(Caller(p): Caller) -> Result<Json<PolicyList>, ApiError> {
     Ok(Json(PolicyList {
-        policies: p.policies().await?,
+        policies: p.policies().await?.iter().map(Policy::from).collect(),
     }))
 }
 
@@ -151,7 +155,7 @@ impl RequestBody for ExplainRequest {
 pub async fn explain(
     Caller(p): Caller,
     ApiJson(b): ApiJson<ExplainRequest>,
-) -> Result<Json<ExplainResponse<Decision>>, ApiError> {
+) -> Result<Json<ExplainResponse>, ApiError> {
     let principal = name_in("principal", "invalid_principal_name", b.principal)?;
     let action = Action::parse(&b.action).ok_or_else(|| {
         ApiError::bad_request("unknown_action", format!("unknown action {:?}", b.action))
@@ -173,12 +177,30 @@ pub async fn explain(
     let decision = p
         .explain(&principal, action, kind, rest, b.context.as_ref(), b.source)
         .await?;
-    Ok(Json(ExplainResponse {
+    // The resource as written: the response never names what a key reference resolved to.
+    Ok(Json(explained(
         decision,
-        action: action.as_str().to_owned(),
-        // As written: the response never names what a key reference resolved to.
-        resource: format!("{kind}/{rest}"),
-    }))
+        action.as_str().to_owned(),
+        format!("{kind}/{rest}"),
+    )))
+}
+
+/// The answer of explain: the engine's decision on `action` on `resource`.
+pub(super) fn explained(decision: Decision, action: String, resource: String) -> ExplainResponse {
+    let Decision { effect, decided_by } = decision;
+    ExplainResponse {
+        effect: match effect {
+            document::Effect::Allow => Effect::Allow,
+            document::Effect::Deny => Effect::Deny,
+        },
+        decided_by: decided_by.map(|d| DecidedBy {
+            policy: d.policy,
+            statement: u64::try_from(d.statement).unwrap_or(u64::MAX),
+            sid: d.sid,
+        }),
+        action,
+        resource,
+    }
 }
 
 impl RequestBody for CreateTokenRequest {
@@ -200,10 +222,10 @@ pub async fn create_token(
     let minted = p.create_token(&principal, b.ttl, b.description).await?;
     Ok((
         StatusCode::CREATED,
-        Json(TokenCreated {
-            token: Zeroizing::new(minted.token.expose_secret().to_owned()),
-            info: minted.info,
-        }),
+        Json(TokenCreated::new(
+            Zeroizing::new(minted.token.expose_secret().to_owned()),
+            &minted.info,
+        )),
     ))
 }
 
@@ -218,7 +240,12 @@ pub async fn list_tokens(
         .map(|n| name_in("principal", "invalid_query", n))
         .transpose()?;
     Ok(Json(TokenList {
-        tokens: p.tokens(principal.as_ref()).await?,
+        tokens: p
+            .tokens(principal.as_ref())
+            .await?
+            .iter()
+            .map(TokenInfo::from)
+            .collect(),
     }))
 }
 

@@ -6,8 +6,8 @@ use axum::Json;
 
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, Caller, KeyPath, RequestBody};
-use crate::api_types::keys::{CreateKeyRequest, KeyList, ListKeysQuery};
-use crate::domain::{BackendKind, Key, KeyName, KeyRef, WrapMode};
+use crate::api_types::keys::{CreateKeyRequest, Key, KeyList, ListKeysQuery};
+use crate::domain::{BackendKind, KeyName, KeyRef, WrapMode};
 use crate::service::KeyPlacement;
 
 impl RequestBody for CreateKeyRequest {
@@ -43,7 +43,7 @@ pub async fn create(
         })?;
     }
     let key = p.create_key(name, body.description, placement).await?;
-    Ok((StatusCode::CREATED, Json(key)))
+    Ok((StatusCode::CREATED, Json(Key::from(&key))))
 }
 
 /// Default and largest page sizes.
@@ -70,7 +70,7 @@ pub async fn list(
         .map_err(|e| ApiError::bad_request("invalid_query", format!("after: {e}")))?;
     let page = p.list_keys(after, limit).await?;
     Ok(Json(KeyList {
-        keys: page.keys,
+        keys: page.keys.iter().map(Key::from).collect(),
         next: page.next.map(|n| n.to_string()),
     }))
 }
@@ -89,5 +89,5 @@ pub(crate) fn key_ref(raw: &str) -> Result<KeyRef, ApiError> {
 /// `GET /v1/keys/{key}`
 pub async fn show(Caller(p): Caller, KeyPath(key): KeyPath) -> Result<Json<Key>, ApiError> {
     let r = key_ref(&key)?;
-    Ok(Json(p.key(&r).await?))
+    Ok(Json(Key::from(&p.key(&r).await?)))
 }

@@ -12,14 +12,43 @@ use super::{decode_public, encode};
 use crate::api::error::ApiError;
 use crate::api::extract::{parse, require_json, ApiJson, Caller, KeyPath, RequestBody};
 use crate::api_types::crypto::{ReencryptRequest, ReencryptResponse};
+use crate::api_types::keys::Key;
 use crate::api_types::lifecycle::{
-    AliasList, CreateAliasRequest, JobEventList, JobList, KeyVersionList, ListJobsQuery,
-    PatchKeyRequest, RepointAliasRequest, ScheduleDeletionRequest,
+    Alias, AliasList, CreateAliasRequest, Job, JobEvent, JobEventList, JobList, KeyVersionList,
+    KeyVersionUsage, ListJobsQuery, PatchKeyRequest, RepointAliasRequest, ScheduleDeletionRequest,
+    VersionCount,
 };
 use crate::domain::job::JobState;
-use crate::domain::{Alias, Key, KeyName};
+use crate::domain::KeyName;
 use crate::service::lifecycle::{KeyPatch, VersionAction, VersionUsage};
 use crate::service::rewrap::JobStatus;
+
+/// A version with its usage, as the API shows it.
+pub(super) fn version_usage(u: &VersionUsage) -> KeyVersionUsage {
+    let r = &u.record;
+    KeyVersionUsage {
+        version: r.version,
+        state: r.state,
+        algorithm: r.algorithm,
+        created_at: r.created_at,
+        destroyed_at: r.destroyed_at,
+        wraps_reserved: r.wraps_reserved,
+        stored_data_keys: u.stored_data_keys,
+    }
+}
+
+/// A job with its progress, as the API shows it.
+pub(super) fn job_status(s: &JobStatus) -> Job {
+    let versions = s
+        .versions
+        .iter()
+        .map(|v| VersionCount {
+            version: v.version,
+            stored_data_keys: v.stored_data_keys,
+        })
+        .collect();
+    Job::new(&s.job, versions, s.remaining, s.rate_per_second)
+}
 
 /// Parses an optional JSON body: empty means "no body"; anything else must be JSON.
 fn optional_body<T: RequestBody>(headers: &HeaderMap, body: &Bytes) -> Result<Option<T>, ApiError> {
@@ -32,7 +61,7 @@ fn optional_body<T: RequestBody>(headers: &HeaderMap, body: &Bytes) -> Result<Op
 
 /// `POST /v1/keys/{key}/rotate`
 pub async fn rotate(Caller(p): Caller, KeyPath(key): KeyPath) -> Result<Json<Key>, ApiError> {
-    Ok(Json(p.rotate_key(&key_ref(&key)?).await?))
+    Ok(Json(Key::from(&p.rotate_key(&key_ref(&key)?).await?)))
 }
 
 impl RequestBody for PatchKeyRequest {
@@ -56,17 +85,19 @@ pub async fn patch(
         rotation_period: b.rotation_period,
         min_decryption_version: b.min_decryption_version,
     };
-    Ok(Json(p.update_key(&key_ref(&key)?, patch).await?))
+    Ok(Json(Key::from(
+        &p.update_key(&key_ref(&key)?, patch).await?,
+    )))
 }
 
 /// `POST /v1/keys/{key}/disable`
 pub async fn disable(Caller(p): Caller, KeyPath(key): KeyPath) -> Result<Json<Key>, ApiError> {
-    Ok(Json(p.disable_key(&key_ref(&key)?).await?))
+    Ok(Json(Key::from(&p.disable_key(&key_ref(&key)?).await?)))
 }
 
 /// `POST /v1/keys/{key}/enable`
 pub async fn enable(Caller(p): Caller, KeyPath(key): KeyPath) -> Result<Json<Key>, ApiError> {
-    Ok(Json(p.enable_key(&key_ref(&key)?).await?))
+    Ok(Json(Key::from(&p.enable_key(&key_ref(&key)?).await?)))
 }
 
 /// `POST /v1/keys/{key}/cancel-deletion`
@@ -74,7 +105,9 @@ pub async fn cancel_deletion(
     Caller(p): Caller,
     KeyPath(key): KeyPath,
 ) -> Result<Json<Key>, ApiError> {
-    Ok(Json(p.cancel_key_deletion(&key_ref(&key)?).await?))
+    Ok(Json(Key::from(
+        &p.cancel_key_deletion(&key_ref(&key)?).await?,
+    )))
 }
 
 impl RequestBody for ScheduleDeletionRequest {
@@ -102,20 +135,22 @@ pub async fn schedule_deletion(
             "pending_days must be 7 to 30",
         ));
     }
-    Ok(Json(p.schedule_key_deletion(&key_ref(&key)?, days).await?))
+    Ok(Json(Key::from(
+        &p.schedule_key_deletion(&key_ref(&key)?, days).await?,
+    )))
 }
 
 /// `GET /v1/keys/{key}/versions`
 pub async fn versions(
     Caller(p): Caller,
     KeyPath(key): KeyPath,
-) -> Result<Json<KeyVersionList<VersionUsage>>, ApiError> {
+) -> Result<Json<KeyVersionList>, ApiError> {
     let (key, versions) = p.key_versions(&key_ref(&key)?).await?;
     Ok(Json(KeyVersionList {
         key_id: key.id,
         primary_version: key.primary_version,
         min_decryption_version: key.min_decryption_version,
-        versions,
+        versions: versions.iter().map(version_usage).collect(),
     }))
 }
 
@@ -145,25 +180,25 @@ pub async fn version_action(
             format!("no key version {version:?}"),
         )
     })?;
-    Ok(Json(
-        p.change_version(&key_ref(&key)?, version, action).await?,
-    ))
+    Ok(Json(Key::from(
+        &p.change_version(&key_ref(&key)?, version, action).await?,
+    )))
 }
 
 /// `POST /v1/keys/{key}/rewrap` → 202 and the job.
 pub async fn rewrap(
     Caller(p): Caller,
     KeyPath(key): KeyPath,
-) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
+) -> Result<(StatusCode, Json<Job>), ApiError> {
     let job = p.start_rewrap(&key_ref(&key)?).await?;
-    Ok((StatusCode::ACCEPTED, Json(job)))
+    Ok((StatusCode::ACCEPTED, Json(job_status(&job))))
 }
 
 /// `GET /v1/jobs?state=running|completed|failed&limit=`
 pub async fn jobs(
     Caller(p): Caller,
     q: Result<Query<ListJobsQuery>, QueryRejection>,
-) -> Result<Json<JobList<JobStatus>>, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let job_state = q
         .state
@@ -181,7 +216,12 @@ pub async fn jobs(
         ));
     }
     Ok(Json(JobList {
-        jobs: p.jobs(job_state, limit).await?,
+        jobs: p
+            .jobs(job_state, limit)
+            .await?
+            .iter()
+            .map(job_status)
+            .collect(),
     }))
 }
 
@@ -189,7 +229,7 @@ pub async fn jobs(
 pub async fn job(
     Caller(p): Caller,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<JobStatus>, ApiError> {
+) -> Result<Json<Job>, ApiError> {
     let Path(id) =
         path.map_err(|_| ApiError::client(StatusCode::NOT_FOUND, "job_not_found", "no such job"))?;
     if id.len() > 64 {
@@ -199,7 +239,7 @@ pub async fn job(
             "no such job",
         ));
     }
-    Ok(Json(p.job(&id).await?))
+    Ok(Json(job_status(&p.job(&id).await?)))
 }
 
 /// `GET /v1/jobs/{id}/events`: the job's trail.
@@ -210,7 +250,10 @@ pub async fn job_events(
     let Path(id) =
         path.map_err(|_| ApiError::client(StatusCode::NOT_FOUND, "job_not_found", "no such job"))?;
     let events = p.job_events(&id).await?;
-    Ok(Json(JobEventList { job_id: id, events }))
+    Ok(Json(JobEventList {
+        job_id: id,
+        events: events.iter().map(JobEvent::from).collect(),
+    }))
 }
 
 impl RequestBody for CreateAliasRequest {
@@ -242,7 +285,7 @@ pub async fn create_alias(
 ) -> Result<(StatusCode, Json<Alias>), ApiError> {
     let name = alias_name(&b.name)?;
     let alias = p.create_alias(name, &key_ref(&b.key)?).await?;
-    Ok((StatusCode::CREATED, Json(alias)))
+    Ok((StatusCode::CREATED, Json(Alias::from(&alias))))
 }
 
 /// `PUT /v1/aliases/{name}` (re-point)
@@ -252,7 +295,9 @@ pub async fn repoint_alias(
     ApiJson(b): ApiJson<RepointAliasRequest>,
 ) -> Result<Json<Alias>, ApiError> {
     let name = alias_path(path)?;
-    Ok(Json(p.repoint_alias(name, &key_ref(&b.key)?).await?))
+    Ok(Json(Alias::from(
+        &p.repoint_alias(name, &key_ref(&b.key)?).await?,
+    )))
 }
 
 /// `GET /v1/aliases/{name}`
@@ -261,7 +306,7 @@ pub async fn show_alias(
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Alias>, ApiError> {
     let name = alias_path(path)?;
-    Ok(Json(p.alias(&name).await?))
+    Ok(Json(Alias::from(&p.alias(&name).await?)))
 }
 
 /// `DELETE /v1/aliases/{name}` → 204
@@ -277,7 +322,7 @@ pub async fn delete_alias(
 /// `GET /v1/aliases`
 pub async fn list_aliases(Caller(p): Caller) -> Result<Json<AliasList>, ApiError> {
     Ok(Json(AliasList {
-        aliases: p.aliases().await?,
+        aliases: p.aliases().await?.iter().map(Alias::from).collect(),
     }))
 }
 

@@ -7,6 +7,8 @@ pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod secrets;
+#[cfg(test)]
+mod wire;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;

@@ -18,9 +18,10 @@ use crate::api::extract::{parse, Caller, JsonBody, RequestBody};
 use crate::api::AppState;
 use crate::api_types::secrets::{
     DeleteSecretQuery, ListSecretsQuery, PutSecretMetadataRequest, PutSecretRequest,
-    ReadSecretQuery, SecretChanged, SecretList, SecretValue, SecretVersionsRequest, SecretWritten,
+    ReadSecretQuery, SecretChanged, SecretList, SecretRecord, SecretValue, SecretVersionsRequest,
+    SecretWritten,
 };
-use crate::domain::secret::{SecretPath, SecretRecord};
+use crate::domain::secret::SecretPath;
 use crate::domain::KeyRef;
 use crate::secret::SecretBytes;
 use crate::service::secrets::{MetadataRequest, Versions, Written};
@@ -124,7 +125,7 @@ pub async fn get(
                     "metadata takes no query parameters",
                 ));
             }
-            Ok(Json(p.secret_metadata(&path).await?).into_response())
+            Ok(Json(SecretRecord::from(&p.secret_metadata(&path).await?)).into_response())
         }
         _ => Err(method_not_allowed()),
     }
@@ -190,8 +191,8 @@ pub async fn put(
                 custom: b.custom,
                 generate: b.generate,
             };
-            let record: SecretRecord = p.put_secret_metadata(&path, req).await?;
-            Ok(Json(record).into_response())
+            let record = p.put_secret_metadata(&path, req).await?;
+            Ok(Json(SecretRecord::from(&record)).into_response())
         }
         _ => Err(method_not_allowed()),
     }
@@ -312,7 +313,7 @@ pub async fn list(
         .map_err(|e| ApiError::bad_request("invalid_query", format!("after: {e}")))?;
     let page = p.list_secrets(&prefix, after, limit).await?;
     Ok(Json(SecretList {
-        secrets: page.secrets,
+        secrets: page.secrets.iter().map(SecretRecord::from).collect(),
         next: page.next,
     }))
 }
