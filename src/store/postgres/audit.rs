@@ -25,13 +25,33 @@ const ARCHIVE_COLUMNS: &str =
 pub struct Appender {
     runtime: Handle,
     connector: Connector,
-    client: Option<Client>,
+    client: Option<Connected>,
+}
+
+/// The writer's live connection and its append statement, prepared once per connection (the
+/// server parses and plans it once, not at every group commit).
+struct Connected {
+    client: Client,
+    /// Prepared at the first append on this connection.
+    append: Option<tokio_postgres::Statement>,
+}
+
+impl Connected {
+    async fn open(connector: &Connector) -> Result<Self, tokio_postgres::Error> {
+        let client = connector.connect().await?;
+        Ok(Self {
+            client,
+            append: None,
+        })
+    }
 }
 
 impl Appender {
     /// Connects now, so a server that cannot reach its database fails at start-up.
     pub(super) async fn connect(connector: Connector) -> Result<Self, StoreError> {
-        let client = connector.connect().await.map_err(super::error::map)?;
+        let client = Connected::open(&connector)
+            .await
+            .map_err(super::error::map)?;
         Ok(Self {
             runtime: Handle::current(),
             connector,
@@ -42,21 +62,27 @@ impl Appender {
     /// Runs `f` on a live connection (reconnecting first when the last one closed).
     fn run<T>(
         &mut self,
-        f: impl for<'c> FnOnce(&'c mut Client) -> futures_util::future::BoxFuture<'c, Result<T, Error>>,
+        f: impl for<'c> FnOnce(
+            &'c mut Connected,
+        ) -> futures_util::future::BoxFuture<'c, Result<T, Error>>,
     ) -> Result<T, StoreError> {
         let runtime = self.runtime.clone();
         let connector = self.connector.clone();
         let slot = &mut self.client;
         runtime.block_on(async move {
-            if slot.as_ref().is_none_or(Client::is_closed) {
+            if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
                 *slot = None;
-                *slot = Some(connector.connect().await.map_err(super::error::map)?);
+                *slot = Some(
+                    Connected::open(&connector)
+                        .await
+                        .map_err(super::error::map)?,
+                );
             }
-            let Some(client) = slot.as_mut() else {
+            let Some(connected) = slot.as_mut() else {
                 return Err(StoreError::Unavailable("no audit connection".into()));
             };
-            let result = f(client).await.map_err(Error::into_store);
-            if client.is_closed() {
+            let result = f(connected).await.map_err(Error::into_store);
+            if connected.client.is_closed() {
                 *slot = None;
             }
             result
@@ -67,27 +93,27 @@ impl Appender {
 impl AuditAppender for Appender {
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
         let records = records.to_vec();
-        self.run(|client| Box::pin(append(client, records)))
+        self.run(|c| Box::pin(append(c, records)))
     }
 
     fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let c = checkpoint.clone();
-        self.run(|client| {
+        let cp = checkpoint.clone();
+        self.run(|conn| {
             Box::pin(async move {
-                client
+                conn.client
                     .execute(
                         &format!(
                             "INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS})
                              VALUES ($1, $2, $3, $4, $5, $6, $7)"
                         ),
                         &[
-                            &big(c.sequence),
-                            &c.head,
-                            &c.time,
-                            &c.node,
-                            &c.algorithm,
-                            &c.key_fingerprint,
-                            &c.signature,
+                            &big(cp.sequence),
+                            &cp.head,
+                            &cp.time,
+                            &cp.node,
+                            &cp.algorithm,
+                            &cp.key_fingerprint,
+                            &cp.signature,
                         ],
                     )
                     .await?;
@@ -102,9 +128,10 @@ impl AuditAppender for Appender {
         until: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.run(move |client| {
+        self.run(move |c| {
             Box::pin(async move {
-                let rows = client
+                let rows = c
+                    .client
                     .query(RANGE, &[&big(after), &big(until), &i64::from(limit)])
                     .await?;
                 rows.iter().map(record).collect()
@@ -113,8 +140,9 @@ impl AuditAppender for Appender {
     }
 
     fn tail(&mut self) -> Result<AuditTail, StoreError> {
-        self.run(|client| {
+        self.run(|c| {
             Box::pin(async move {
+                let client = &c.client;
                 let mut out = AuditTail::default();
                 if let Some(r) = client.query_opt(LAST, &[]).await? {
                     out.last = Some((
@@ -158,9 +186,9 @@ static LAST_ARCHIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// One statement for the whole batch (group commit): each column travels as one array and
 /// `unnest` turns the arrays back into rows. A single statement outside an explicit transaction
 /// is its own transaction, so the batch costs one round trip and one WAL flush, and is durable
-/// (`synchronous_commit = on`) when the answer arrives. Sent with its parameter types
-/// (`execute_typed`), so nothing is prepared first.
-async fn append(client: &mut Client, records: Vec<AuditRecord>) -> Result<(), Error> {
+/// (`synchronous_commit = on`) when the answer arrives. The statement is prepared once per
+/// connection ([`Connected`]).
+async fn append(c: &mut Connected, records: Vec<AuditRecord>) -> Result<(), Error> {
     let n = records.len();
     let mut sequence = Vec::with_capacity(n);
     let mut key_version = Vec::with_capacity(n);
@@ -214,34 +242,52 @@ async fn append(client: &mut Client, records: Vec<AuditRecord>) -> Result<(), Er
         opt(|r| r.entry.error_code.as_deref()),
         opt(|r| r.entry.context_digest.as_deref()),
     );
-    let (int8, text_array) = (Type::INT8_ARRAY, Type::TEXT_ARRAY);
-    let params: [(&(dyn ToSql + Sync), Type); 22] = [
-        (&sequence, int8.clone()),
-        (&time, text_array.clone()),
-        (&node, text_array.clone()),
-        (&request_id, text_array.clone()),
-        (&method, text_array.clone()),
-        (&route, text_array.clone()),
-        (&principal, text_array.clone()),
-        (&credential, text_array.clone()),
-        (&source, text_array.clone()),
-        (&action, text_array.clone()),
-        (&resource, text_array.clone()),
-        (&key_id, text_array.clone()),
-        (&key_version, int8.clone()),
-        (&other_keys, text_array.clone()),
-        (&outcome, text_array.clone()),
-        (&status, int8),
-        (&error_code, text_array.clone()),
-        (&context_digest, text_array.clone()),
-        (&context_keys, text_array.clone()),
-        (&prev_hash, text_array.clone()),
-        (&hash, text_array.clone()),
-        (&details, text_array),
+    let params: [&(dyn ToSql + Sync); 22] = [
+        &sequence,
+        &time,
+        &node,
+        &request_id,
+        &method,
+        &route,
+        &principal,
+        &credential,
+        &source,
+        &action,
+        &resource,
+        &key_id,
+        &key_version,
+        &other_keys,
+        &outcome,
+        &status,
+        &error_code,
+        &context_digest,
+        &context_keys,
+        &prev_hash,
+        &hash,
+        &details,
     ];
-    client.execute_typed(&APPEND, &params).await?;
+    let statement = match &c.append {
+        Some(s) => s.clone(),
+        None => {
+            let s = c.client.prepare_typed(&APPEND, &APPEND_TYPES).await?;
+            c.append = Some(s.clone());
+            s
+        }
+    };
+    c.client.execute(&statement, &params).await?;
     Ok(())
 }
+
+/// The parameter types of [`APPEND`], in column order (`bigint[]` for the three integer
+/// columns, `text[]` for the rest).
+static APPEND_TYPES: std::sync::LazyLock<Vec<Type>> = std::sync::LazyLock::new(|| {
+    (1..=22)
+        .map(|i| match i {
+            1 | 13 | 16 => Type::INT8_ARRAY,
+            _ => Type::TEXT_ARRAY,
+        })
+        .collect()
+});
 
 static APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let arrays = (1..=22)
