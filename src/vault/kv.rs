@@ -26,7 +26,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::{ok, VaultError};
+use super::{body_of, ok, VaultError};
 use crate::api::AppState;
 use crate::domain::secret::{SecretPath, SecretRecord, SecretVersionInfo, SecretVersionState};
 use crate::secret::SecretBytes;
@@ -82,16 +82,6 @@ fn opt_time(t: Option<OffsetDateTime>) -> String {
 
 fn service(e: &ServiceError) -> VaultError {
     VaultError::from_service(e, true)
-}
-
-fn body_of(bytes: &[u8]) -> Result<Value> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Map::new()));
-    }
-    serde_json::from_slice::<Value>(bytes)
-        .ok()
-        .filter(Value::is_object)
-        .ok_or_else(|| VaultError::invalid("malformed_json", "failed to parse JSON input"))
 }
 
 /// A version's metadata as Vault shows it.

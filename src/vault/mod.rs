@@ -134,6 +134,19 @@ pub fn rewrite_list<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B
     req
 }
 
+/// A body as a JSON object (Vault ignores fields it does not know; so does this door). An empty
+/// body is an empty object (hvac's rotate sends none); anything else that is not an object is
+/// 400.
+pub(crate) fn body_of(bytes: &[u8]) -> Result<Value, VaultError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(serde_json::Map::new()));
+    }
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| VaultError::invalid("malformed_json", "failed to parse JSON input"))
+}
+
 /// A Vault answer: the envelope around `data`.
 pub(crate) fn ok(headers: &HeaderMap, data: Value) -> Response {
     envelope(StatusCode::OK, headers, data)

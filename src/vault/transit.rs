@@ -23,7 +23,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{ok, VaultError};
+use super::{body_of, ok, VaultError};
 use crate::api::AppState;
 use crate::domain::{Key, KeyName, KeyRef, VersionState};
 use crate::format::context::EncryptionContext;
@@ -66,21 +66,17 @@ fn key_ref(name: &str) -> Result<KeyRef> {
     Ok(KeyRef::Name(key_name(name)?))
 }
 
-/// A body as JSON (Vault ignores fields it does not know; so does this door). An empty body is
-/// an empty object (hvac's rotate sends none).
-fn body_of(bytes: &[u8]) -> Result<Value> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Map::new()));
-    }
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|_| VaultError::invalid("malformed_json", "failed to parse JSON input"))?;
-    if v.is_object() {
-        Ok(v)
-    } else {
-        Err(VaultError::invalid(
-            "malformed_json",
-            "the request body must be a JSON object",
-        ))
+/// 400 for any of `flags` set true: options Custodian's keys do not have.
+fn refuse_flags(body: &Value, flags: &[&str]) -> Result<()> {
+    match flags
+        .iter()
+        .find(|f| body.get(**f).and_then(Value::as_bool) == Some(true))
+    {
+        Some(flag) => Err(VaultError::invalid(
+            "unsupported_option",
+            format!("{flag} is not supported: keys never leave the device"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -275,14 +271,7 @@ async fn config_key(
 ) -> Result<Response> {
     let body = body_of(&body)?;
     let r = key_ref(&name)?;
-    for flag in ["exportable", "allow_plaintext_backup"] {
-        if body.get(flag).and_then(Value::as_bool) == Some(true) {
-            return Err(VaultError::invalid(
-                "unsupported_option",
-                format!("{flag} is not supported: keys never leave the device"),
-            ));
-        }
-    }
+    refuse_flags(&body, &["exportable", "allow_plaintext_backup"])?;
     let min = match body.get("min_decryption_version") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
