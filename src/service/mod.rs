@@ -10,6 +10,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod rewrap;
 pub mod secrets;
+pub mod sigv4;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
