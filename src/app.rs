@@ -162,7 +162,8 @@ impl App {
             Arc::new(audit),
             config.secrets.clone(),
             config.keys.clone(),
-        ));
+        )
+        .with_access_key_default(config.aws.access_key_key.clone()));
         if let Some(token) = service.bootstrap().await? {
             // Shown once, on stdout (never through tracing): the operator stores it.
             let mut out = std::io::stdout().lock();
@@ -226,6 +227,7 @@ impl App {
                 max_secret_bytes: config.secrets.max_value_bytes,
                 throttle: Arc::default(),
                 anonymous: Arc::clone(&anonymous),
+                aws: Arc::new(config.aws.clone()),
             },
             limits,
         );

@@ -39,6 +39,8 @@ pub struct AppState {
     pub throttle: Arc<throttle::AuthThrottle>,
     /// Individually audited unauthenticated requests per source.
     pub anonymous: Arc<throttle::AnonymousThrottle>,
+    /// The AWS KMS door's settings (ARNs, the region clients sign for).
+    pub aws: Arc<crate::config::AwsConfig>,
 }
 
 /// Limits the router enforces.
