@@ -156,14 +156,16 @@ impl App {
                 AuditLog::dangerous_discarding_for_benchmarks(&config.audit.node)
             }
         };
-        let service = Arc::new(KeyService::new(
-            backends,
-            store,
-            Arc::new(audit),
-            config.secrets.clone(),
-            config.keys.clone(),
-        )
-        .with_access_key_default(config.aws.access_key_key.clone()));
+        let service = Arc::new(
+            KeyService::new(
+                backends,
+                store,
+                Arc::new(audit),
+                config.secrets.clone(),
+                config.keys.clone(),
+            )
+            .with_access_key_default(config.aws.access_key_key.clone()),
+        );
         if let Some(token) = service.bootstrap().await? {
             // Shown once, on stdout (never through tracing): the operator stores it.
             let mut out = std::io::stdout().lock();

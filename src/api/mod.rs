@@ -81,6 +81,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .merge(protected)
         // The Vault-compatible front door: the same service behind another wire format.
         .merge(crate::vault::router(state.clone()))
+        // The AWS KMS-compatible front door: `POST /` with `X-Amz-Target`, signed with SigV4.
+        .merge(crate::aws::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -228,6 +230,9 @@ fn table() -> (Served, Served) {
         .serve(&[&op::CREATE_TOKEN], v1::identity::create_token)
         .serve(&[&op::LIST_TOKENS], v1::identity::list_tokens)
         .serve(&[&op::REVOKE_TOKEN], v1::identity::revoke_token)
+        .serve(&[&op::CREATE_ACCESS_KEY], v1::access_keys::create)
+        .serve(&[&op::LIST_ACCESS_KEYS], v1::access_keys::list)
+        .serve(&[&op::REVOKE_ACCESS_KEY], v1::access_keys::revoke)
         .serve(&[&op::AUDIT_EVENTS], v1::audit::events)
         .serve(&[&op::AUDIT_EXPORT], v1::audit::export)
         .serve(&[&op::AUDIT_PUBLIC_KEY], v1::audit::public_key)

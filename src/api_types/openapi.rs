@@ -15,6 +15,7 @@
 use serde_json::{json, Map, Value};
 use utoipa::{OpenApi, ToSchema};
 
+use super::access_keys::{AccessKeyList, CreateAccessKeyRequest};
 use super::audit::{AuditArchiveRequest, AuditEventList};
 use super::crypto::{
     DataKeyRequest, DataKeyResponse, DecryptRequest, DecryptResponse, EncryptRequest,
@@ -79,6 +80,8 @@ pub const BASE: &str = include_str!("openapi_base.json");
     ExplainRequest,
     CreateTokenRequest,
     TokenList,
+    CreateAccessKeyRequest,
+    AccessKeyList,
     AuditEventList,
     AuditArchiveRequest,
 )))]
@@ -105,6 +108,7 @@ const CLOSED_ANSWERS: &[&str] = &[
     "PrincipalList",
     "PolicyList",
     "TokenList",
+    "AccessKeyList",
     "AuditEventList",
     // Schema-only: the wire type is `UndeleteSecretRequest`'s, which is closed.
     "DestroySecretRequest",

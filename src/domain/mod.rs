@@ -627,7 +627,10 @@ impl fmt::Debug for AccessKeyRecord {
             .field("principal", &self.principal)
             .field("key_id", &self.key_id)
             .field("key_version", &self.key_version)
-            .field("sealed_secret", &format_args!("[{} bytes]", self.sealed_secret.len()))
+            .field(
+                "sealed_secret",
+                &format_args!("[{} bytes]", self.sealed_secret.len()),
+            )
             .finish_non_exhaustive()
     }
 }

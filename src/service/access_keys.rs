@@ -283,7 +283,9 @@ impl KeyService {
     ) -> Result<SecretBytes, ServiceError> {
         let integrity = |why: &'static str| {
             tracing::error!(access_key_id = %record.id, why, "stored access key secret does not open");
-            ServiceError::Backend(BackendError::Invariant("stored access key secret does not open"))
+            ServiceError::Backend(BackendError::Invariant(
+                "stored access key secret does not open",
+            ))
         };
         let blob = Blob::parse(&record.sealed_secret).map_err(|_| integrity("unparsable"))?;
         if blob.key_id != record.key_id || blob.key_version != record.key_version {
@@ -334,18 +336,21 @@ mod tests {
             random_secret().unwrap().expose_secret(),
             secret.expose_secret()
         );
-        let shown = format!("{:?}", MintedAccessKey {
-            secret: SecretBytes::copy_from(b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
-            info: AccessKeyInfo {
-                id: id.clone(),
-                principal: "p".into(),
-                description: String::new(),
-                key_id: crate::domain::KeyId::generate(),
-                created_at: OffsetDateTime::now_utc(),
-                expires_at: None,
-                revoked_at: None,
-            },
-        });
+        let shown = format!(
+            "{:?}",
+            MintedAccessKey {
+                secret: SecretBytes::copy_from(b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+                info: AccessKeyInfo {
+                    id: id.clone(),
+                    principal: "p".into(),
+                    description: String::new(),
+                    key_id: crate::domain::KeyId::generate(),
+                    created_at: OffsetDateTime::now_utc(),
+                    expires_at: None,
+                    revoked_at: None,
+                },
+            }
+        );
         assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
     }
 

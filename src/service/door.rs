@@ -34,13 +34,13 @@ use crate::format::EncryptionContext;
 use crate::policy::{self, Action, Principal};
 use crate::secret::{BearerToken, SecretBytes};
 
-use super::audit::ExportPlan;
 use super::access_keys::MintedAccessKey;
+use super::audit::ExportPlan;
 use super::identity::{MintedToken, PrincipalRequest};
-use super::sigv4::SignedRequest;
 use super::lifecycle::{KeyPatch, Reencrypted, VersionAction, VersionUsage};
 use super::rewrap::JobStatus;
 use super::secrets::{MetadataRequest, SecretPage, SecretValue, Versions, Written};
+use super::sigv4::SignedRequest;
 use crate::audit::custody::SignedReport;
 
 /// What a client presented to prove who it is, as its front door read it.
@@ -127,9 +127,7 @@ impl FrontDoor {
                 ))
             }
             Credential::Bearer(token) => self.service.authenticate(token.expose_secret()).await?,
-            Credential::AccessKey(request) => {
-                self.service.authenticate_access_key(request).await?
-            }
+            Credential::AccessKey(request) => self.service.authenticate_access_key(request).await?,
             Credential::Certificate {
                 principal,
                 fingerprint,

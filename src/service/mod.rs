@@ -1,8 +1,8 @@
 //! [`KeyService`]: where the backend, the store and policy meet. Every operation takes the
 //! authenticated [`Principal`] and asks [`policy::authorize`] before it touches anything.
 
-pub mod audit;
 pub mod access_keys;
+pub mod audit;
 pub mod auth;
 pub mod custody;
 pub mod door;

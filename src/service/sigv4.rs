@@ -64,7 +64,11 @@ pub struct Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}/aws4_request", self.date, self.region, self.service)
+        write!(
+            f,
+            "{}/{}/{}/aws4_request",
+            self.date, self.region, self.service
+        )
     }
 }
 
@@ -92,7 +96,9 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, Malformed> {
     let rest = value
         .strip_prefix(ALGORITHM)
         .and_then(|r| r.strip_prefix(' '))
-        .ok_or(Malformed::Authorization("the algorithm must be AWS4-HMAC-SHA256"))?;
+        .ok_or(Malformed::Authorization(
+            "the algorithm must be AWS4-HMAC-SHA256",
+        ))?;
     let (mut credential, mut signed, mut signature) = (None, None, None);
     for part in rest.split(',') {
         let part = part.trim();
@@ -420,12 +426,7 @@ impl SignedRequest {
     /// Whether the scope's date is the signing time's date.
     pub fn scope_matches_date(&self) -> bool {
         let d = self.signed_at.date();
-        format!(
-            "{:04}{:02}{:02}",
-            d.year(),
-            u8::from(d.month()),
-            d.day()
-        ) == self.scope.date
+        format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day()) == self.scope.date
     }
 
     /// Whether the signing time is within [`MAX_SKEW`] of `now`.
@@ -550,7 +551,10 @@ mod tests {
             assert!(!signed.is_fresh(at + time::Duration::minutes(16)));
             assert!(!signed.is_fresh(at - time::Duration::minutes(16)));
             // Negative twins: another secret, one changed body byte, one changed header.
-            assert!(!signed.verify(b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEZ"), "{name}");
+            assert!(
+                !signed.verify(b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEZ"),
+                "{name}"
+            );
             let mut body = req.body.clone();
             body.push(b' ');
             let changed = SignedRequest::from_parts(
@@ -562,7 +566,10 @@ mod tests {
                 &body,
             )
             .unwrap();
-            assert!(!changed.verify(secret), "{name}: a changed body still verifies");
+            assert!(
+                !changed.verify(secret),
+                "{name}: a changed body still verifies"
+            );
             let mut moved = headers.clone();
             for (n, v) in &mut moved {
                 if n.eq_ignore_ascii_case("host") {
@@ -578,7 +585,10 @@ mod tests {
                 &req.body,
             )
             .unwrap();
-            assert!(!changed.verify(secret), "{name}: a changed header still verifies");
+            assert!(
+                !changed.verify(secret),
+                "{name}: a changed header still verifies"
+            );
             checked += 1;
         }
         assert!(checked >= 25, "only {checked} vectors checked");
@@ -605,7 +615,12 @@ mod tests {
             assert!(parse_authorization(bad).is_err(), "{bad}");
         }
         assert!(parse_amz_date("20150830T123600Z").is_ok());
-        for bad in ["20150830T123600", "2015-08-30T12:36:00Z", "20151330T123600Z", ""] {
+        for bad in [
+            "20150830T123600",
+            "2015-08-30T12:36:00Z",
+            "20151330T123600Z",
+            "",
+        ] {
             assert_eq!(parse_amz_date(bad), Err(Malformed::Date), "{bad}");
         }
     }

@@ -35,8 +35,8 @@ use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
 };
 use crate::domain::{
-    AccessKeyRecord, Alias, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, PolicyRecord,
-    PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
+    AccessKeyRecord, Alias, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord,
+    PolicyRecord, PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
 };
 
 /// Why a store operation failed, grouped by who is at fault.

@@ -51,8 +51,8 @@ use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
 use crate::domain::secret::{SecretPath, SecretRecord};
 use crate::domain::{
-    AccessKeyRecord, Alias, Key, KeyId, KeyName, KeyRef, KeyVersion, KeyVersionRecord, PolicyRecord,
-    PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
+    AccessKeyRecord, Alias, Key, KeyId, KeyName, KeyRef, KeyVersion, KeyVersionRecord,
+    PolicyRecord, PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
 };
 
 // Children (`keys`, `secrets`, …) read these through `super::`.
