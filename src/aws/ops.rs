@@ -669,7 +669,7 @@ mod tests {
             arn.replace("us-east-1", "eu-west-1"),
             arn.replace("arn:aws:", "arn:aws-cn:"),
             arn.replace("key/", "kee/"),
-            format!("arn:aws:kms:us-east-1:000000000000:key/not-an-id"),
+            "arn:aws:kms:us-east-1:000000000000:key/not-an-id".to_owned(),
         ] {
             assert!(d.named(&other).is_err(), "{other}");
         }
