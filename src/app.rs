@@ -156,13 +156,16 @@ impl App {
                 AuditLog::dangerous_discarding_for_benchmarks(&config.audit.node)
             }
         };
-        let service = Arc::new(KeyService::new(
-            backends,
-            store,
-            Arc::new(audit),
-            config.secrets.clone(),
-            config.keys.clone(),
-        ));
+        let service = Arc::new(
+            KeyService::new(
+                backends,
+                store,
+                Arc::new(audit),
+                config.secrets.clone(),
+                config.keys.clone(),
+            )
+            .with_access_key_default(config.aws.access_key_key.clone()),
+        );
         if let Some(token) = service.bootstrap().await? {
             // Shown once, on stdout (never through tracing): the operator stores it.
             let mut out = std::io::stdout().lock();
@@ -227,6 +230,7 @@ impl App {
                 throttle: Arc::default(),
                 anonymous: Arc::clone(&anonymous),
                 vault: config.vault.clone().map(Arc::new),
+                aws: Arc::new(config.aws.clone()),
             },
             limits,
         );

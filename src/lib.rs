@@ -33,6 +33,7 @@ pub mod api;
 pub mod api_types;
 pub mod app;
 pub mod audit;
+pub mod aws;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use commands::access_keys::AccessKeysCommand;
 use commands::aliases::AliasesCommand;
 use commands::audit::AuditCommand;
 use commands::crypto::{DatakeyArgs, DecryptArgs, EncryptArgs, ReencryptArgs};
@@ -24,8 +25,8 @@ use commands::store::StoreCommand;
 use commands::token::TokenCommand;
 use commands::tokens::TokensCommand;
 use commands::{
-    aliases, audit, block_on, crypto, custody, jobs, keys, login, policies, principals, secrets,
-    serve, store, token, tokens,
+    access_keys, aliases, audit, block_on, crypto, custody, jobs, keys, login, policies,
+    principals, secrets, serve, store, token, tokens,
 };
 
 mod commands;
@@ -85,6 +86,10 @@ enum Command {
     /// PKCS#11 token).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Create, list and revoke AWS SigV4 access keys of principals (credentials for the AWS
+    /// KMS-compatible door; see docs/compat.md).
+    #[command(subcommand)]
+    AccessKeys(AccessKeysCommand),
     /// Read, export, verify and archive the audit log: one hash-chained record per API
     /// request, with checkpoints signed by a key generated in the device (docs/audit.md).
     #[command(subcommand)]
@@ -126,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Principals(command) => block_on(principals::run(command)),
         Command::Policies(command) => block_on(policies::run(command)),
         Command::Tokens(command) => block_on(tokens::run(command)),
+        Command::AccessKeys(command) => block_on(access_keys::run(command)),
         Command::Login(args) => block_on(login::run(args)),
     }
 }

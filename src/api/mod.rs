@@ -41,6 +41,8 @@ pub struct AppState {
     pub anonymous: Arc<throttle::AnonymousThrottle>,
     /// The Vault-compatible door's mounts; `None` when it is off.
     pub vault: Option<Arc<crate::vault::Mounts>>,
+    /// The AWS KMS door's settings (ARNs, the region clients sign for).
+    pub aws: Arc<crate::config::AwsConfig>,
 }
 
 /// Limits the router enforces.
@@ -85,6 +87,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .merge(public)
         .merge(protected)
         .merge(vault)
+        // The AWS KMS-compatible front door: `POST /` with `X-Amz-Target`, signed with SigV4.
+        .merge(crate::aws::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -232,6 +236,9 @@ fn table() -> (Served, Served) {
         .serve(&[&op::CREATE_TOKEN], v1::identity::create_token)
         .serve(&[&op::LIST_TOKENS], v1::identity::list_tokens)
         .serve(&[&op::REVOKE_TOKEN], v1::identity::revoke_token)
+        .serve(&[&op::CREATE_ACCESS_KEY], v1::access_keys::create)
+        .serve(&[&op::LIST_ACCESS_KEYS], v1::access_keys::list)
+        .serve(&[&op::REVOKE_ACCESS_KEY], v1::access_keys::revoke)
         .serve(&[&op::AUDIT_EVENTS], v1::audit::events)
         .serve(&[&op::AUDIT_EXPORT], v1::audit::export)
         .serve(&[&op::AUDIT_PUBLIC_KEY], v1::audit::public_key)

@@ -14,6 +14,7 @@
 //! serialises the values it was given on the command line, unvalidated, so that the server stays
 //! the one that judges them (and answers with its error code, as before).
 
+pub mod access_keys;
 pub mod audit;
 pub mod crypto;
 pub mod error;

@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::RefOr;
 use utoipa::{OpenApi, ToSchema};
 
+use super::access_keys::{AccessKeyList, CreateAccessKeyRequest};
 use super::audit::{
     AuditArchive, AuditArchiveRequest, AuditEventList, AuditOutcome, AuditRecord, AuditStatus,
 };
@@ -109,6 +110,8 @@ pub const BASE: &str = include_str!("openapi_base.json");
     DeviceHealth,
     AuditOutcome,
     AuditRecord,
+    CreateAccessKeyRequest,
+    AccessKeyList,
     AuditEventList,
     AuditArchiveRequest,
     AuditArchive,
@@ -153,6 +156,7 @@ const CLOSED_ANSWERS: &[&str] = &[
     "PrincipalList",
     "PolicyList",
     "TokenList",
+    "AccessKeyList",
     "AuditEventList",
     // Schema-only: the wire type is `UndeleteSecretRequest`'s, which is closed.
     "DestroySecretRequest",

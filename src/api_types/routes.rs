@@ -15,6 +15,7 @@ use std::borrow::Cow;
 
 use utoipa::ToSchema;
 
+use super::access_keys::{AccessKeyList, CreateAccessKeyRequest};
 use super::audit::{AuditArchive, AuditArchiveRequest, AuditEventList, AuditOutcome};
 use super::crypto::{
     DataKeyRequest, DataKeyResponse, DecryptRequest, DecryptResponse, EncryptRequest,
@@ -558,6 +559,34 @@ pub const TOKEN_PRINCIPAL: SharedParam = SharedParam {
         description: "Only this principal's tokens (`invalid_query` for a name that breaks the \
             name rules).",
         schema: Schema::of::<KeyName>(),
+        example: None,
+    },
+};
+
+/// `#/components/parameters/AccessKeyId`.
+pub const ACCESS_KEY_ID: SharedParam = SharedParam {
+    component: "AccessKeyId",
+    param: Param {
+        name: "id",
+        location: Location::Path,
+        required: true,
+        description: "An access key id: `CKIA` and 16 characters of `A-Z2-7`. Anything else is \
+            404 `access_key_not_found`.",
+        schema: Schema::Json(r#"{"type": "string", "pattern": "^CKIA[A-Z2-7]{16}$"}"#),
+        example: None,
+    },
+};
+
+/// `#/components/parameters/AccessKeyPrincipal`.
+pub const ACCESS_KEY_PRINCIPAL: SharedParam = SharedParam {
+    component: "AccessKeyPrincipal",
+    param: Param {
+        name: "principal",
+        location: Location::Query,
+        required: false,
+        description: "Only this principal's access keys (`invalid_query` for a name that breaks \
+            the name rules).",
+        schema: Schema::Named("KeyName"),
         example: None,
     },
 };
@@ -2452,6 +2481,118 @@ pub const REVOKE_TOKEN: Operation = Operation {
     ],
 };
 
+/// `POST /v1/access-keys`.
+pub const CREATE_ACCESS_KEY: Operation = Operation {
+    id: "createAccessKey",
+    method: Method::Post,
+    path: "/v1/access-keys",
+    served_at: None,
+    tags: &["access-keys"],
+    summary: "Create an access key",
+    description: Some(
+        "An AWS SigV4 access key for a principal, for the AWS KMS-compatible door: the secret \
+        is shown once in the response and stored sealed by the device under `key` (else \
+        `[aws] access_key_key`, else `secrets.default_key`). Action `principal:admin` on \
+        `principal/{principal}`, and `secret:use-key` on the sealing key.",
+    ),
+    access: Access::Authenticated,
+    params: &[],
+    body: Some(Body {
+        schema: Schema::of::<CreateAccessKeyRequest>(),
+        required: true,
+        examples: Examples::One(
+            r#"{"principal": "billing-app", "ttl": "90d", "description": "boto3 in billing"}"#,
+        ),
+    }),
+    answers: &[Answer {
+        status: 201,
+        description: "The secret access key and the access key's metadata.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::Named("AccessKeyCreated"),
+        }),
+    }],
+    refusals: &[
+        Refusal::BadRequest,
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::Conflict,
+        Refusal::UnsupportedMediaType,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// `GET /v1/access-keys`.
+pub const LIST_ACCESS_KEYS: Operation = Operation {
+    id: "listAccessKeys",
+    method: Method::Get,
+    path: "/v1/access-keys",
+    served_at: None,
+    tags: &["access-keys"],
+    summary: "List access keys",
+    description: Some(
+        "Access key metadata (never a secret), revoked and expired keys included. Action \
+        `principal:admin` on `principal/{principal}`, or on `principal/*` without the filter.",
+    ),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&ACCESS_KEY_PRINCIPAL)],
+    body: None,
+    answers: &[Answer {
+        status: 200,
+        description: "The access keys.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<AccessKeyList>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::BadRequest,
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// `DELETE /v1/access-keys/{id}`.
+pub const REVOKE_ACCESS_KEY: Operation = Operation {
+    id: "revokeAccessKey",
+    method: Method::Delete,
+    path: "/v1/access-keys/{id}",
+    served_at: None,
+    tags: &["access-keys"],
+    summary: "Revoke an access key",
+    description: Some(
+        "Requests signed with the access key are refused (`access_key_revoked`) at once. \
+        Revoking a revoked access key changes nothing. The access key is looked up before \
+        authorising, to know its principal. Action `principal:admin` on `principal/{the access \
+        key's principal}`.",
+    ),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&ACCESS_KEY_ID)],
+    body: None,
+    answers: &[Answer {
+        status: 204,
+        description: "The access key was revoked.",
+        content: None,
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
 /// `GET /v1/audit/events`.
 pub const AUDIT_EVENTS: Operation = Operation {
     id: "auditEvents",
@@ -2773,6 +2914,9 @@ pub const OPERATIONS: &[&Operation] = &[
     &CREATE_TOKEN,
     &LIST_TOKENS,
     &REVOKE_TOKEN,
+    &CREATE_ACCESS_KEY,
+    &LIST_ACCESS_KEYS,
+    &REVOKE_ACCESS_KEY,
     &AUDIT_EVENTS,
     &AUDIT_EXPORT,
     &AUDIT_PUBLIC_KEY,

@@ -611,6 +611,17 @@ pub struct MintedToken {
     pub info: TokenInfo,
 }
 
+/// An access key minted by `POST /v1/access-keys`: the secret, shown once, and its metadata.
+#[derive(Debug)]
+pub struct MintedAccessKey {
+    /// The access key id (public).
+    pub id: String,
+    /// The secret access key (redacted in `Debug`, zeroised on drop).
+    pub secret: BearerToken,
+    /// `{id, principal, description, key_id, created_at, expires_at?}`.
+    pub info: Value,
+}
+
 /// What `custodian login` learnt about a token the server accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenCheck {
@@ -1532,6 +1543,65 @@ impl Client {
     /// [`ClientError`].
     pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
         let url = format!("/v1/tokens/{}", segment("token id", id)?);
+        self.execute(Method::DELETE, &url, None).await?;
+        Ok(())
+    }
+
+    /// `POST /v1/access-keys`: a new AWS SigV4 access key for `principal`, its secret shown
+    /// once.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn create_access_key(
+        &self,
+        principal: &str,
+        key: Option<&str>,
+        ttl: Option<&str>,
+        description: &str,
+    ) -> Result<MintedAccessKey, ClientError> {
+        let body = crate::api_types::access_keys::CreateAccessKeyRequest {
+            principal: principal.to_owned(),
+            key: key.map(str::to_owned),
+            ttl,
+            description: description.to_owned(),
+        };
+        let mut out: crate::api_types::access_keys::AccessKeyCreated<
+            serde_json::Map<String, Value>,
+        > = self
+            .call_typed(Method::POST, "/v1/access-keys", &body)
+            .await?;
+        let id = out
+            .info
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(MintedAccessKey {
+            id,
+            // Moved, not copied: the String now belongs to the zeroising wrapper.
+            secret: BearerToken::new(std::mem::take(&mut *out.secret_access_key)),
+            info: Value::Object(out.info),
+        })
+    }
+
+    /// `GET /v1/access-keys[?principal=]`: metadata only, never a secret.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn list_access_keys(&self, principal: Option<&str>) -> Result<Value, ClientError> {
+        let path = match principal {
+            Some(p) => format!("/v1/access-keys?principal={}", urlencode(p)),
+            None => "/v1/access-keys".to_owned(),
+        };
+        self.call(Method::GET, &path).await
+    }
+
+    /// `DELETE /v1/access-keys/{id}` (answered 204).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn revoke_access_key(&self, id: &str) -> Result<(), ClientError> {
+        let url = format!("/v1/access-keys/{}", segment("access key id", id)?);
         self.execute(Method::DELETE, &url, None).await?;
         Ok(())
     }

@@ -18,6 +18,7 @@
 //! | `principals.rs` | `principals …` |
 //! | `policies.rs` | `policies …` |
 //! | `tokens.rs` | `tokens …` (bearer tokens) |
+//! | `access_keys.rs` | `access-keys …` (AWS SigV4 access keys) |
 //! | `login.rs` | `login` |
 //! | `audit.rs` | `audit …` |
 //! | `custody.rs` | `custody …` |
@@ -33,6 +34,7 @@ use clap::Args;
 use custodian::cli::audit::PendingFile;
 use custodian::cli::client::{load_token, Client};
 
+pub mod access_keys;
 pub mod aliases;
 pub mod audit;
 pub mod crypto;

@@ -44,6 +44,50 @@ pub struct Config {
     pub tpm: Option<TpmSettings>,
     /// The Vault-compatible front door; `None` when disabled.
     pub vault: Option<crate::vault::Mounts>,
+    /// The AWS KMS-compatible front door.
+    pub aws: AwsConfig,
+}
+
+/// The AWS KMS-compatible front door's settings (`[aws]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    /// ARN partition (`aws`).
+    pub partition: String,
+    /// ARN region, and the region clients must sign for (`us-east-1`).
+    pub region: String,
+    /// ARN account, 12 digits (`000000000000`).
+    pub account: String,
+    /// The key access keys' secrets are sealed under when a request names none.
+    pub access_key_key: Option<KeyRef>,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            partition: "aws".to_owned(),
+            region: "us-east-1".to_owned(),
+            account: "000000000000".to_owned(),
+            access_key_key: None,
+        }
+    }
+}
+
+impl AwsConfig {
+    /// The ARN of key `id`.
+    pub fn key_arn(&self, id: &str) -> String {
+        format!(
+            "arn:{}:kms:{}:{}:key/{id}",
+            self.partition, self.region, self.account
+        )
+    }
+
+    /// The ARN of alias `name` (without `alias/`).
+    pub fn alias_arn(&self, name: &str) -> String {
+        format!(
+            "arn:{}:kms:{}:{}:alias/{name}",
+            self.partition, self.region, self.account
+        )
+    }
 }
 
 /// The TPM's settings (`[tpm]`).
@@ -930,6 +974,40 @@ impl Config {
             None
         };
 
+        let a = raw.aws;
+        let label = |s: &str, extra: fn(u8) -> bool| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra(b))
+        };
+        if !label(&a.partition, |b| b == b'-') {
+            return Err(invalid(
+                "aws.partition",
+                "must be 1 to 64 lower-case letters, digits or '-'",
+            ));
+        }
+        if !label(&a.region, |b| b == b'-') {
+            return Err(invalid(
+                "aws.region",
+                "must be 1 to 64 lower-case letters, digits or '-'",
+            ));
+        }
+        if a.account.len() != 12 || !a.account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid("aws.account", "must be 12 digits"));
+        }
+        let access_key_key = a
+            .access_key_key
+            .map(|k| k.parse::<KeyRef>())
+            .transpose()
+            .map_err(|e| invalid("aws.access_key_key", &e.to_string()))?;
+        let aws = AwsConfig {
+            partition: a.partition,
+            region: a.region,
+            account: a.account,
+            access_key_key,
+        };
+
         Ok(Self {
             server,
             store,
@@ -940,6 +1018,7 @@ impl Config {
             audit,
             tpm,
             vault,
+            aws,
         })
     }
 }

@@ -27,6 +27,33 @@ pub struct RawConfig {
     pub tpm: RawTpm,
     /// `[vault]`
     pub vault: RawVault,
+    /// `[aws]`
+    pub aws: RawAws,
+}
+
+/// `[aws]`: the AWS KMS-compatible front door.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAws {
+    /// The partition in key ARNs (`aws`, `aws-cn`, `aws-us-gov`, …).
+    pub partition: String,
+    /// The region in key ARNs; clients must sign for it.
+    pub region: String,
+    /// The 12-digit account in key ARNs.
+    pub account: String,
+    /// The key (name or id) access keys' secrets are sealed under when a request names none.
+    pub access_key_key: Option<String>,
+}
+
+impl Default for RawAws {
+    fn default() -> Self {
+        Self {
+            partition: "aws".to_owned(),
+            region: "us-east-1".to_owned(),
+            account: "000000000000".to_owned(),
+            access_key_key: None,
+        }
+    }
 }
 
 /// `[vault]`: the Vault-compatible front door (docs/compat.md).

@@ -602,6 +602,88 @@ impl From<&TokenRecord> for TokenInfo {
     }
 }
 
+/// An AWS SigV4 access key as stored (issue 16): its public id, the principal it authenticates,
+/// and its secret sealed under a Custodian key (a ciphertext blob bound to the id). The secret
+/// is never stored in clear: verifying a signature needs it, so it is unwrapped by the device.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKeyRecord {
+    /// Public id, the lookup key (`CKIA…`, 20 characters).
+    pub id: String,
+    /// The principal the key authenticates.
+    pub principal: String,
+    /// Free text.
+    pub description: String,
+    /// The secret access key, sealed (a ciphertext blob naming `key_id` and `key_version`).
+    pub sealed_secret: Vec<u8>,
+    /// The key that sealed it.
+    pub key_id: KeyId,
+    /// Its version (the record counts as a reference to it until revoked).
+    pub key_version: KeyVersion,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// When it stops working, if ever.
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for AccessKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessKeyRecord")
+            .field("id", &self.id)
+            .field("principal", &self.principal)
+            .field("key_id", &self.key_id)
+            .field("key_version", &self.key_version)
+            .field(
+                "sealed_secret",
+                &format_args!("[{} bytes]", self.sealed_secret.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// An access key's metadata as shown by the API (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AccessKeyInfo {
+    /// Public id (`access_key_id`).
+    pub id: String,
+    /// The principal it authenticates.
+    pub principal: String,
+    /// Free text.
+    pub description: String,
+    /// The key its secret is sealed under.
+    pub key_id: KeyId,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops working, if ever.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked, if it was.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<&AccessKeyRecord> for AccessKeyInfo {
+    fn from(a: &AccessKeyRecord) -> Self {
+        Self {
+            id: a.id.clone(),
+            principal: a.principal.clone(),
+            description: a.description.clone(),
+            key_id: a.key_id,
+            created_at: a.created_at,
+            expires_at: a.expires_at,
+            revoked_at: a.revoked_at,
+        }
+    }
+}
+
 /// A principal: a named identity with attributes and attached policies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PrincipalRecord {

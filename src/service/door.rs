@@ -27,16 +27,20 @@ use crate::audit::record::format_time;
 use crate::audit::{AuditArchive, AuditEntry, AuditError, AuditFilter, AuditRecord, Outcome};
 use crate::domain::job::{JobEvent, JobState};
 use crate::domain::secret::{HumanDuration, SecretPath, SecretRecord};
-use crate::domain::{Alias, Key, KeyName, KeyRef, PolicyRecord, PrincipalRecord, TokenInfo};
+use crate::domain::{
+    AccessKeyInfo, Alias, Key, KeyName, KeyRef, PolicyRecord, PrincipalRecord, TokenInfo,
+};
 use crate::format::EncryptionContext;
 use crate::policy::{self, Action, Principal};
 use crate::secret::{BearerToken, SecretBytes};
 
+use super::access_keys::MintedAccessKey;
 use super::audit::ExportPlan;
 use super::identity::{MintedToken, PrincipalRequest};
 use super::lifecycle::{KeyPatch, Reencrypted, VersionAction, VersionUsage};
 use super::rewrap::JobStatus;
 use super::secrets::{MetadataRequest, SecretPage, SecretValue, Versions, Written};
+use super::sigv4::SignedRequest;
 use crate::audit::custody::SignedReport;
 
 /// What a client presented to prove who it is, as its front door read it.
@@ -57,6 +61,11 @@ pub enum Credential {
     },
     /// A client certificate the TLS layer verified but that names no principal unambiguously.
     RefusedCertificate(String),
+    /// An AWS SigV4 signature (the AWS KMS door): verified by the service, which alone can
+    /// open the access key's secret.
+    AccessKey(Box<SignedRequest>),
+    /// A SigV4 `Authorization` header that cannot be checked.
+    MalformedSignature,
 }
 
 /// What a front door knows of a request before the service sees it (the facts its audit record
@@ -112,7 +121,13 @@ impl FrontDoor {
             Credential::RefusedCertificate(reason) => {
                 return Err(ServiceError::CertificateRefused(reason.clone()))
             }
+            Credential::MalformedSignature => {
+                return Err(ServiceError::Unauthenticated(
+                    AuthFailure::MalformedSignature,
+                ))
+            }
             Credential::Bearer(token) => self.service.authenticate(token.expose_secret()).await?,
+            Credential::AccessKey(request) => self.service.authenticate_access_key(request).await?,
             Credential::Certificate {
                 principal,
                 fingerprint,
@@ -399,6 +414,13 @@ impl Authorized {
         self.0.service.principal(&self.0.principal, name).await
     }
 
+    /// Names, for the request's audit record, the front door and the operation the client
+    /// asked for in that door's terms (e.g. `aws-kms`, `Decrypt`).
+    pub fn note_front_door(&self, door: &str, operation: &str) {
+        note::detail("front_door", door);
+        note::detail("front_door_operation", operation);
+    }
+
     /// The next page of an export whose plan this principal was authorised for
     /// ([`Authorized::audit_export_plan`]): records after `after` up to `until`.
     ///
@@ -525,6 +547,18 @@ authorized_operations! {
     fn tokens(&self, principal: Option<&KeyName>) -> Vec<TokenInfo>;
     /// Revokes a token.
     fn revoke_token(&self, id: &str) -> ();
+    /// Mints an access key.
+    fn create_access_key(
+        &self,
+        principal: &KeyName,
+        key: Option<&KeyRef>,
+        ttl: Option<HumanDuration>,
+        description: String,
+    ) -> MintedAccessKey;
+    /// Access key metadata.
+    fn access_keys(&self, principal: Option<&KeyName>) -> Vec<AccessKeyInfo>;
+    /// Revokes an access key.
+    fn revoke_access_key(&self, id: &str) -> ();
     /// Explains a decision.
     fn explain(
         &self,

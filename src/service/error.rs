@@ -21,6 +21,25 @@ pub enum AuthFailure {
     /// The token was revoked.
     #[error("revoked bearer token")]
     Revoked,
+    /// A SigV4 `Authorization` header that cannot be checked (malformed, or not signing what
+    /// must be signed).
+    #[error("incomplete or malformed request signature")]
+    MalformedSignature,
+    /// No access key with the id a signature names.
+    #[error("unknown access key")]
+    UnknownAccessKey,
+    /// The signature does not match the request and the access key's secret.
+    #[error("the request signature does not match")]
+    SignatureMismatch,
+    /// The signing time is more than 15 minutes from the server's clock.
+    #[error("the request signature has expired (or is dated in the future)")]
+    SignatureExpired,
+    /// The access key's lifetime is over.
+    #[error("expired access key")]
+    AccessKeyExpired,
+    /// The access key was revoked.
+    #[error("revoked access key")]
+    AccessKeyRevoked,
 }
 
 /// Why a service operation failed.
@@ -125,6 +144,9 @@ pub enum ServiceError {
     /// No token with that id.
     #[error("token {0} not found")]
     TokenNotFound(String),
+    /// No access key with that id.
+    #[error("access key {0} not found")]
+    AccessKeyNotFound(String),
     /// No job by that id.
     #[error("job {0} not found")]
     JobNotFound(String),
@@ -322,6 +344,12 @@ impl ServiceError {
                     AuthFailure::Invalid => "invalid_token",
                     AuthFailure::Expired => "token_expired",
                     AuthFailure::Revoked => "token_revoked",
+                    AuthFailure::MalformedSignature => "incomplete_signature",
+                    AuthFailure::UnknownAccessKey => "invalid_access_key",
+                    AuthFailure::SignatureMismatch => "signature_mismatch",
+                    AuthFailure::SignatureExpired => "signature_expired",
+                    AuthFailure::AccessKeyExpired => "access_key_expired",
+                    AuthFailure::AccessKeyRevoked => "access_key_revoked",
                 },
             ),
             Self::CertificateRefused(_) => (K::Unauthenticated, "client_certificate_refused"),
@@ -351,6 +379,7 @@ impl ServiceError {
             Self::PrincipalNotFound(_) => (K::NotFound, "principal_not_found"),
             Self::PrincipalExists(_) => (K::Conflict, "principal_exists"),
             Self::TokenNotFound(_) => (K::NotFound, "token_not_found"),
+            Self::AccessKeyNotFound(_) => (K::NotFound, "access_key_not_found"),
             Self::JobNotFound(_) => (K::NotFound, "job_not_found"),
             Self::PlaintextTooLarge { .. } => (K::Invalid, "plaintext_too_large"),
             Self::PlaintextEmpty => (K::Invalid, "plaintext_empty"),

@@ -49,7 +49,8 @@ pub struct VersionUsage {
     /// The version record.
     #[serde(flatten)]
     pub record: KeyVersionRecord,
-    /// Stored wrapped data keys (secret versions) under this version.
+    /// Stored wrapped data keys (secret versions) and access keys not revoked under this
+    /// version.
     pub stored_data_keys: u64,
 }
 

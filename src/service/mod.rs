@@ -1,6 +1,7 @@
 //! [`KeyService`]: where the backend, the store and policy meet. Every operation takes the
 //! authenticated [`Principal`] and asks [`policy::authorize`] before it touches anything.
 
+pub mod access_keys;
 pub mod audit;
 pub mod auth;
 pub mod custody;
@@ -10,6 +11,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod rewrap;
 pub mod secrets;
+pub mod sigv4;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -220,6 +222,9 @@ pub struct KeyService {
     keys: RwLock<KeyCache>,
     secrets: SecretsConfig,
     keys_config: KeysConfig,
+    /// The key access keys' secrets are sealed under when a request names none (`[aws]
+    /// access_key_key`; else `secrets.default_key`).
+    access_key_default: Option<KeyRef>,
     /// Wraps this node may still do under each version without another durable reservation.
     wrap_budgets: std::sync::Mutex<HashMap<(KeyId, KeyVersion), u64>>,
     /// Keys whose primary version reached `rotate_after_wraps`: the lifecycle worker rotates them.
@@ -332,6 +337,7 @@ impl KeyService {
             keys: RwLock::new(KeyCache::default()),
             secrets,
             keys_config,
+            access_key_default: None,
             wrap_budgets: std::sync::Mutex::new(HashMap::new()),
             wanted_rotations: std::sync::Mutex::new(std::collections::HashSet::new()),
             rewrap_passes: std::sync::Mutex::new(HashMap::new()),
@@ -340,6 +346,14 @@ impl KeyService {
             path_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             last_readiness: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Seals access keys' secrets under `key` when a request names none (else under
+    /// `secrets.default_key`).
+    #[must_use]
+    pub fn with_access_key_default(mut self, key: Option<KeyRef>) -> Self {
+        self.access_key_default = key;
+        self
     }
 
     /// Periodic backend upkeep: expired cached version-KEKs leave memory (and are zeroised)

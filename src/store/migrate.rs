@@ -58,6 +58,7 @@ pub const COPIED: &[&str] = &[
     "policies",
     "policy_versions",
     "tokens",
+    "access_keys",
     "secrets",
     "secret_versions",
     "jobs",

@@ -44,6 +44,11 @@ pub const SQLITE: &[Migration] = &[
         name: "audit_details",
         sql: include_str!("migrations/sqlite/0006_audit_details.sql"),
     },
+    Migration {
+        version: 7,
+        name: "access_keys",
+        sql: include_str!("migrations/sqlite/0007_access_keys.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first: the same versions as [`SQLITE`], in PostgreSQL's dialect.
@@ -77,6 +82,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 6,
         name: "audit_details",
         sql: include_str!("migrations/postgres/0006_audit_details.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "access_keys",
+        sql: include_str!("migrations/postgres/0007_access_keys.sql"),
     },
 ];
 

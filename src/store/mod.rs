@@ -35,8 +35,8 @@ use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord,
 };
 use crate::domain::{
-    Alias, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord, PolicyRecord,
-    PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
+    AccessKeyRecord, Alias, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord,
+    PolicyRecord, PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
 };
 
 /// Why a store operation failed, grouped by who is at fault.
@@ -480,11 +480,14 @@ pub trait KeyStore: Send + Sync {
     async fn delete_alias(&self, name: &KeyName) -> Result<bool, StoreError>;
 }
 
-/// Principals, policies and bearer tokens (their hashes only).
+/// Principals, policies, bearer tokens (their hashes only) and access keys (their secrets
+/// sealed under a Custodian key).
 ///
-/// Contract: principal names and token ids are unique (`Conflict { constraint:
-/// "principals.name" }` / `"tokens.id"`, nothing changed); deleting a principal revokes its
-/// tokens in the same transaction; a revoked token stays revoked.
+/// Contract: principal names, token ids and access key ids are unique (`Conflict { constraint:
+/// "principals.name" }` / `"tokens.id"` / `"access_keys.id"`, nothing changed); deleting a
+/// principal revokes its tokens and access keys in the same transaction; a revoked token or
+/// access key stays revoked; an access key that is not revoked counts as a reference to the key
+/// version that sealed it ([`KeyStore::references`]).
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
     /// The principal `name`.
@@ -574,6 +577,34 @@ pub trait IdentityStore: Send + Sync {
     /// # Errors
     /// Database errors.
     async fn revoke_token(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Records a new access key (its secret sealed).
+    ///
+    /// # Errors
+    /// `Conflict { constraint: "access_keys.id" }` on an id collision.
+    async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<(), StoreError>;
+
+    /// The access key with public id `id`.
+    ///
+    /// # Errors
+    /// Database errors; a missing access key is `Ok(None)`.
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>, StoreError>;
+
+    /// Access keys of `principal` (or all), newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn list_access_keys(
+        &self,
+        principal: Option<&str>,
+    ) -> Result<Vec<AccessKeyRecord>, StoreError>;
+
+    /// Revokes an access key at once; false when there is none. Revoking twice keeps the first
+    /// time.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn revoke_access_key(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
 }
 
 /// Versioned secrets: ciphertexts and wrapped data keys only, never a value or a data key.

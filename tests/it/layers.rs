@@ -51,6 +51,13 @@ fn front_doors_import_nothing_from_the_device_or_the_store() -> anyhow::Result<(
         files.len() >= before + 2,
         "the Vault door's files are checked"
     );
+    // So is the AWS KMS door.
+    let before = files.len();
+    rust_files(&root.join("src/aws"), &mut files)?;
+    assert!(
+        files.len() >= before + 2,
+        "the AWS KMS door's files are checked"
+    );
     // Paths and names that would let a door reach below the service, or around its handles.
     let forbidden = [
         "crate::backend",

@@ -11,6 +11,7 @@ mod api_errors;
 mod api_roundtrip;
 mod audit;
 mod authz;
+mod aws;
 mod background;
 mod cli;
 mod cli_lifecycle;

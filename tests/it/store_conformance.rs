@@ -15,8 +15,9 @@ use custodian::audit::{AuditArchive, AuditEntry, AuditRecord, Outcome};
 use custodian::domain::job::{Job, JobKind, JobState};
 use custodian::domain::secret::SecretPath;
 use custodian::domain::{
-    Algorithm, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion, KeyVersionRecord,
-    PrincipalRecord, RootKeyRef, RootMaterial, TokenRecord, VersionState, WrapMode,
+    AccessKeyRecord, Algorithm, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion,
+    KeyVersionRecord, PrincipalRecord, RootKeyRef, RootMaterial, TokenRecord, VersionState,
+    WrapMode,
 };
 use custodian::store::postgres::{PostgresSettings, PostgresStore};
 use custodian::store::sqlite::SqliteStore;
@@ -112,6 +113,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn token_ids_are_unique() {
                 super::token_ids_are_unique::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn access_keys_are_unique_revocable_and_referenced() {
+                super::access_keys_are_unique_revocable_and_referenced::<$harness>().await;
             }
             #[tokio::test]
             async fn secret_check_and_set() {
@@ -469,6 +474,101 @@ async fn token_ids_are_unique<H: Harness>() {
 
     store.insert_token(&token("t2", "other")).await.unwrap();
     assert_eq!(store.token_count().await.unwrap(), 2);
+}
+
+fn access_key(id: &str, principal_name: &str, key: &Key) -> AccessKeyRecord {
+    AccessKeyRecord {
+        id: id.to_owned(),
+        principal: principal_name.to_owned(),
+        description: "d".to_owned(),
+        sealed_secret: format!("sealed {id}").into_bytes(),
+        key_id: key.id,
+        key_version: version(1),
+        created_at: now(),
+        expires_at: Some(now() + time::Duration::days(1)),
+        revoked_at: None,
+    }
+}
+
+/// Access keys: an id collision is refused naming `access_keys.id` and stores nothing; records
+/// come back as stored, listed newest first and by principal; revocation keeps its first time;
+/// deleting the principal revokes them; an access key not revoked counts as a reference to the
+/// key version that sealed it, so the version cannot be destroyed under it.
+async fn access_keys_are_unique_revocable_and_referenced<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "sealing").await;
+    let a1 = access_key("CKIAAAAAAAAAAAAAAAA1", "app", &key);
+    store.insert_access_key(&a1).await.unwrap();
+    assert_conflict(
+        store
+            .insert_access_key(&access_key("CKIAAAAAAAAAAAAAAAA1", "other", &key))
+            .await,
+        "access_keys.id",
+    );
+    let got = store.access_key(&a1.id).await.unwrap().unwrap();
+    assert_eq!(got, a1);
+    assert!(store
+        .access_key("CKIAAAAAAAAAAAAAAAA9")
+        .await
+        .unwrap()
+        .is_none());
+    let a2 = access_key("CKIAAAAAAAAAAAAAAAA2", "other", &key);
+    store.insert_access_key(&a2).await.unwrap();
+    assert_eq!(store.list_access_keys(None).await.unwrap().len(), 2);
+    let of_app = store.list_access_keys(Some("app")).await.unwrap();
+    assert_eq!(of_app, vec![a1.clone()]);
+
+    // Two access keys reference version 1: it cannot be destroyed.
+    rotate(&*store, &key, 1).await;
+    let refs = store.references(key.id).await.unwrap();
+    assert_eq!(refs[0], (version(1), 2), "{refs:?}");
+    let refused = store
+        .destroy_versions(key.id, &[version(1)], false, now())
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InUse { count: 2 })),
+        "{refused:?}"
+    );
+
+    // Revocation: the first time stays; an unknown id is false.
+    let first = now();
+    assert!(store.revoke_access_key(&a1.id, first).await.unwrap());
+    assert!(store
+        .revoke_access_key(&a1.id, first + time::Duration::hours(1))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.access_key(&a1.id).await.unwrap().unwrap().revoked_at,
+        Some(first)
+    );
+    assert!(!store
+        .revoke_access_key("CKIAAAAAAAAAAAAAAAA9", first)
+        .await
+        .unwrap());
+    // Deleting the principal revokes its access keys in the same transaction.
+    store
+        .put_principal(&principal("other", "t"), true)
+        .await
+        .unwrap();
+    assert!(store.delete_principal("other", first).await.unwrap());
+    assert!(store
+        .access_key(&a2.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    // No access key holds version 1 any more: it can be destroyed.
+    assert_eq!(store.references(key.id).await.unwrap()[0], (version(1), 0));
+    let destroyed = store
+        .destroy_versions(key.id, &[version(1)], false, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        destroyed.version(version(1)).unwrap().state,
+        VersionState::Destroyed
+    );
 }
 
 /// Check-and-set: `cas = 0` creates, `cas = current` writes; a `cas` that is not the current
@@ -865,27 +965,29 @@ async fn migrates_an_empty_database<H: Harness>() {
 }
 
 /// A database an older binary left at the previous schema, with data in it, reaches the newest
-/// schema when opened: the data survive and what the last migration added works (audit records
-/// with details). Before the upgrade, that same write is refused.
+/// schema when opened: the data survive and what the last migration added works (access keys)
+/// beside what earlier ones did (audit records with details). Before the upgrade, that same
+/// write is refused.
 async fn migrates_from_the_previous_schema<H: Harness>() {
     let h = H::create().await;
     let previous = H::latest_schema() - 1;
     let old = h.open_at_schema(previous).await.unwrap();
     assert_eq!(h.schema_version().await, previous);
     let key = stored_key(&*old, "written-before").await;
-    let records = chain(1, 2, [0; 32]);
-    let mut appender = old.audit_appender().await.unwrap();
-    let batch = records.clone();
-    let refused = tokio::task::spawn_blocking(move || appender.append(&batch))
-        .await
-        .unwrap();
-    assert!(refused.is_err(), "schema {previous} has no audit details");
+    let ak = access_key("CKIAAAAAAAAAAAAAAAA1", "app", &key);
+    assert!(
+        old.insert_access_key(&ak).await.is_err(),
+        "schema {previous} has no access keys"
+    );
     drop(old);
 
     let store = h.open().await.unwrap();
     assert_eq!(h.schema_version().await, H::latest_schema());
     let kept = store.key(&KeyRef::Id(key.id)).await.unwrap().unwrap();
     assert_eq!(kept.name, name("written-before"));
+    store.insert_access_key(&ak).await.unwrap();
+    assert_eq!(store.access_key(&ak.id).await.unwrap().unwrap(), ak);
+    let records = chain(1, 2, [0; 32]);
     let mut appender = store.audit_appender().await.unwrap();
     let batch = records.clone();
     tokio::task::spawn_blocking(move || appender.append(&batch).unwrap())

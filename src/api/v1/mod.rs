@@ -1,5 +1,6 @@
 //! Version 1 of the native JSON API. Handlers stay thin: extract, call the service, map.
 
+pub mod access_keys;
 pub mod audit;
 pub mod crypto;
 pub mod health;

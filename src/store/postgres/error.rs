@@ -93,6 +93,7 @@ pub(super) fn rule_name(constraint: &str) -> Cow<'static, str> {
         "key_versions_pkey" => "key_versions.key_id, key_versions.version",
         "aliases_pkey" => "aliases.name",
         "tokens_pkey" => "tokens.id",
+        "access_keys_pkey" => "access_keys.id",
         "principals_pkey" => "principals.name",
         "policies_pkey" => "policies.name",
         "policy_versions_pkey" => "policy_versions.name, policy_versions.version",

@@ -8,7 +8,9 @@ use tokio_postgres::Row;
 
 use super::error::Error;
 use super::{corrupt, parse_time, time_text, to_u32, to_u64, Db};
-use crate::domain::{KeyName, PolicyRecord, PrincipalRecord, TokenRecord};
+use crate::domain::{
+    AccessKeyRecord, KeyId, KeyName, KeyVersion, PolicyRecord, PrincipalRecord, TokenRecord,
+};
 use crate::store::StoreError;
 
 const TOKEN_COLUMNS: &str =
@@ -197,6 +199,11 @@ pub(super) async fn delete_principal(
         &[&name, &time_text(now)],
     )
     .await?;
+    db.execute(
+        "UPDATE access_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE principal = $1",
+        &[&name, &time_text(now)],
+    )
+    .await?;
     Ok(n > 0)
 }
 
@@ -292,6 +299,95 @@ pub(super) async fn put_policy(
 pub(super) async fn delete_policy(db: &Db<'_>, name: &str) -> Result<bool, Error> {
     Ok(db
         .execute("DELETE FROM policies WHERE name = $1", &[&name])
+        .await?
+        > 0)
+}
+
+const ACCESS_KEY_COLUMNS: &str = "id, principal, description, sealed_secret, key_id, key_version, \
+     created_at, expires_at, revoked_at";
+
+fn access_key_of(r: &Row) -> Result<AccessKeyRecord, Error> {
+    let opt = |t: Option<&str>, c| t.map(|t| parse_time(t, c)).transpose();
+    Ok(AccessKeyRecord {
+        id: r.try_get(0)?,
+        principal: r.try_get(1)?,
+        description: r.try_get(2)?,
+        sealed_secret: r.try_get(3)?,
+        key_id: r
+            .try_get::<_, &str>(4)?
+            .parse::<KeyId>()
+            .map_err(|_| corrupt("access_keys.key_id"))?,
+        key_version: KeyVersion::new(to_u32(r.try_get(5)?, "access_keys.key_version")?)
+            .ok_or_else(|| corrupt("access_keys.key_version"))?,
+        created_at: parse_time(r.try_get(6)?, "access_keys.created_at")?,
+        expires_at: opt(r.try_get(7)?, "access_keys.expires_at")?,
+        revoked_at: opt(r.try_get(8)?, "access_keys.revoked_at")?,
+    })
+}
+
+/// Inserts an access key.
+pub(super) async fn insert_access_key(db: &Db<'_>, a: &AccessKeyRecord) -> Result<(), Error> {
+    db.execute(
+        &format!(
+            "INSERT INTO access_keys ({ACCESS_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ),
+        &[
+            &a.id,
+            &a.principal,
+            &a.description,
+            &a.sealed_secret,
+            &a.key_id.to_string(),
+            &i64::from(a.key_version.get()),
+            &time_text(a.created_at),
+            &a.expires_at.map(time_text),
+            &a.revoked_at.map(time_text),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The access key `id`.
+pub(super) async fn access_key(db: &Db<'_>, id: &str) -> Result<Option<AccessKeyRecord>, Error> {
+    db.query_opt(
+        &format!("SELECT {ACCESS_KEY_COLUMNS} FROM access_keys WHERE id = $1"),
+        &[&id],
+    )
+    .await?
+    .as_ref()
+    .map(access_key_of)
+    .transpose()
+}
+
+/// Access keys, newest first, of one principal or all.
+pub(super) async fn list_access_keys(
+    db: &Db<'_>,
+    principal: Option<&str>,
+) -> Result<Vec<AccessKeyRecord>, Error> {
+    db.query(
+        &format!(
+            "SELECT {ACCESS_KEY_COLUMNS} FROM access_keys WHERE ($1::text IS NULL OR principal = $1)
+             ORDER BY created_at DESC, id LIMIT 10000"
+        ),
+        &[&principal],
+    )
+    .await?
+    .iter()
+    .map(access_key_of)
+    .collect()
+}
+
+/// Revokes an access key; false when there is none. Revoking twice keeps the first time.
+pub(super) async fn revoke_access_key(
+    db: &Db<'_>,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<bool, Error> {
+    Ok(db
+        .execute(
+            "UPDATE access_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+            &[&id, &time_text(now)],
+        )
         .await?
         > 0)
 }

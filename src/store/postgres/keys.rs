@@ -364,7 +364,9 @@ pub(super) async fn set_version_state(
 async fn reference_count(db: &Db<'_>, id: KeyId, v: KeyVersion) -> Result<u64, Error> {
     let row = db
         .query_one(
-            "SELECT COUNT(*) FROM secret_versions WHERE key_id = $1 AND key_version = $2",
+            "SELECT (SELECT COUNT(*) FROM secret_versions WHERE key_id = $1 AND key_version = $2)
+                  + (SELECT COUNT(*) FROM access_keys
+                     WHERE key_id = $1 AND key_version = $2 AND revoked_at IS NULL)",
             &[&id.to_string(), &i64::from(v.get())],
         )
         .await?;
@@ -464,6 +466,9 @@ pub(super) async fn references(db: &Db<'_>, id: KeyId) -> Result<Vec<(KeyVersion
         .query(
             "SELECT v.version, (SELECT COUNT(*) FROM secret_versions s
                                 WHERE s.key_id = v.key_id AND s.key_version = v.version)
+                             + (SELECT COUNT(*) FROM access_keys a
+                                WHERE a.key_id = v.key_id AND a.key_version = v.version
+                                  AND a.revoked_at IS NULL)
              FROM key_versions v WHERE v.key_id = $1 ORDER BY v.version",
             &[&id.to_string()],
         )

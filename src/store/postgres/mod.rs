@@ -51,8 +51,8 @@ use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
 use crate::domain::secret::{SecretPath, SecretRecord};
 use crate::domain::{
-    Alias, Key, KeyId, KeyName, KeyRef, KeyVersion, KeyVersionRecord, PolicyRecord,
-    PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
+    AccessKeyRecord, Alias, Key, KeyId, KeyName, KeyRef, KeyVersion, KeyVersionRecord,
+    PolicyRecord, PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
 };
 
 // Children (`keys`, `secrets`, …) read these through `super::`.
@@ -629,6 +629,25 @@ impl IdentityStore for PostgresStore {
 
     async fn revoke_token(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
         autocommit!(self, |db| identity::revoke_token(&db, id, now))
+    }
+
+    async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<(), StoreError> {
+        autocommit!(self, |db| identity::insert_access_key(&db, key))
+    }
+
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>, StoreError> {
+        autocommit!(self, |db| identity::access_key(&db, id))
+    }
+
+    async fn list_access_keys(
+        &self,
+        principal: Option<&str>,
+    ) -> Result<Vec<AccessKeyRecord>, StoreError> {
+        autocommit!(self, |db| identity::list_access_keys(&db, principal))
+    }
+
+    async fn revoke_access_key(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        autocommit!(self, |db| identity::revoke_access_key(&db, id, now))
     }
 }
 

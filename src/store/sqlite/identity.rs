@@ -5,7 +5,9 @@ use time::OffsetDateTime;
 
 use super::error::Error;
 use super::{parse_time, time_text};
-use crate::domain::{KeyName, PolicyRecord, PrincipalRecord, TokenRecord};
+use crate::domain::{
+    AccessKeyRecord, KeyId, KeyName, KeyVersion, PolicyRecord, PrincipalRecord, TokenRecord,
+};
 use crate::store::StoreError;
 
 fn corrupt(column: &'static str) -> Error {
@@ -214,6 +216,10 @@ pub(super) fn delete_principal(
         "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE principal = ?1",
         params![name, time_text(now)],
     )?;
+    tx.execute(
+        "UPDATE access_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE principal = ?1",
+        params![name, time_text(now)],
+    )?;
     tx.commit()?;
     Ok(n > 0)
 }
@@ -288,4 +294,126 @@ pub(super) fn put_policy(
 /// Deletes a policy (its history stays in `policy_versions`); false when there was none.
 pub(super) fn delete_policy(conn: &Connection, name: &str) -> Result<bool, Error> {
     Ok(conn.execute("DELETE FROM policies WHERE name = ?1", [name])? > 0)
+}
+
+const ACCESS_KEY_COLUMNS: &str = "id, principal, description, sealed_secret, key_id, key_version, \
+     created_at, expires_at, revoked_at";
+
+type AccessKeyRow = (
+    String,
+    String,
+    String,
+    Vec<u8>,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+fn access_key_row(r: &Row<'_>) -> rusqlite::Result<AccessKeyRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+fn access_key_of(row: AccessKeyRow) -> Result<AccessKeyRecord, Error> {
+    let (id, principal, description, sealed, key_id, version, created, expires, revoked) = row;
+    let opt = |t: Option<String>, c| t.map(|t| parse_time(&t, c)).transpose();
+    Ok(AccessKeyRecord {
+        id,
+        principal,
+        description,
+        sealed_secret: sealed,
+        key_id: key_id
+            .parse::<KeyId>()
+            .map_err(|_| corrupt("access_keys.key_id"))?,
+        key_version: u32::try_from(version)
+            .ok()
+            .and_then(KeyVersion::new)
+            .ok_or_else(|| corrupt("access_keys.key_version"))?,
+        created_at: parse_time(&created, "access_keys.created_at")?,
+        expires_at: opt(expires, "access_keys.expires_at")?,
+        revoked_at: opt(revoked, "access_keys.revoked_at")?,
+    })
+}
+
+/// Inserts an access key.
+pub(super) fn insert_access_key(conn: &mut Connection, a: &AccessKeyRecord) -> Result<(), Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let taken: Option<i64> = tx
+        .query_row("SELECT 1 FROM access_keys WHERE id = ?1", [&a.id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if taken.is_some() {
+        return Err(StoreError::Conflict {
+            constraint: "access_keys.id".into(),
+        }
+        .into());
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO access_keys ({ACCESS_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ),
+        params![
+            a.id,
+            a.principal,
+            a.description,
+            a.sealed_secret,
+            a.key_id.to_string(),
+            a.key_version.get(),
+            time_text(a.created_at),
+            a.expires_at.map(time_text),
+            a.revoked_at.map(time_text),
+        ],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The access key `id`.
+pub(super) fn access_key(conn: &Connection, id: &str) -> Result<Option<AccessKeyRecord>, Error> {
+    conn.prepare_cached(&format!(
+        "SELECT {ACCESS_KEY_COLUMNS} FROM access_keys WHERE id = ?1"
+    ))?
+    .query_row([id], access_key_row)
+    .optional()?
+    .map(access_key_of)
+    .transpose()
+}
+
+/// Access keys, newest first, of one principal or all.
+pub(super) fn list_access_keys(
+    conn: &Connection,
+    principal: Option<&str>,
+) -> Result<Vec<AccessKeyRecord>, Error> {
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT {ACCESS_KEY_COLUMNS} FROM access_keys WHERE (?1 IS NULL OR principal = ?1) \
+             ORDER BY created_at DESC, id LIMIT 10000"
+        ))?
+        .query_map([principal], access_key_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(access_key_of).collect()
+}
+
+/// Revokes an access key; false when there is none. Revoking twice keeps the first time.
+pub(super) fn revoke_access_key(
+    conn: &Connection,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<bool, Error> {
+    Ok(conn.execute(
+        "UPDATE access_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+        params![id, time_text(now)],
+    )? > 0)
 }

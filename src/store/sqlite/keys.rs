@@ -409,7 +409,9 @@ pub(super) fn set_version_state(
 
 fn reference_count(conn: &Connection, id: KeyId, v: KeyVersion) -> Result<u64, Error> {
     let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM secret_versions WHERE key_id = ?1 AND key_version = ?2",
+        "SELECT (SELECT COUNT(*) FROM secret_versions WHERE key_id = ?1 AND key_version = ?2)
+              + (SELECT COUNT(*) FROM access_keys
+                 WHERE key_id = ?1 AND key_version = ?2 AND revoked_at IS NULL)",
         params![id.to_string(), v.get()],
         |r| r.get(0),
     )?;

@@ -29,8 +29,8 @@ use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
 use crate::domain::secret::{SecretPath, SecretRecord};
 use crate::domain::{
-    Alias, Key, KeyId, KeyName, KeyRef, KeyVersion, KeyVersionRecord, PolicyRecord,
-    PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
+    AccessKeyRecord, Alias, Key, KeyId, KeyName, KeyRef, KeyVersion, KeyVersionRecord,
+    PolicyRecord, PrincipalRecord, RootKeyRef, TokenRecord, VersionState,
 };
 use crate::telemetry::run_blocking;
 
@@ -402,6 +402,33 @@ impl IdentityStore for SqliteStore {
     async fn revoke_token(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.with_conn(move |conn| identity::revoke_token(conn, &id, now))
+            .await
+    }
+
+    async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<(), StoreError> {
+        let a = key.clone();
+        self.with_conn(move |conn| identity::insert_access_key(conn, &a))
+            .await
+    }
+
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| identity::access_key(conn, &id))
+            .await
+    }
+
+    async fn list_access_keys(
+        &self,
+        principal: Option<&str>,
+    ) -> Result<Vec<AccessKeyRecord>, StoreError> {
+        let principal = principal.map(str::to_owned);
+        self.with_conn(move |conn| identity::list_access_keys(conn, principal.as_deref()))
+            .await
+    }
+
+    async fn revoke_access_key(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| identity::revoke_access_key(conn, &id, now))
             .await
     }
 }
