@@ -67,6 +67,7 @@ struct Fixture {
     blob: String,
     job: String,
     token_id: String,
+    access_key_id: String,
 }
 
 async fn fixture(s: &Server) -> Fixture {
@@ -99,6 +100,13 @@ async fn fixture(s: &Server) -> Fixture {
     principal(s, "p-target", &["pol-x"], json!({})).await;
     let tokens = s.get("/v1/tokens?principal=p-target").await;
     let token_id = items(&tokens)[0]["id"].as_str().unwrap().to_owned();
+    let access_key = s
+        .post(
+            "/v1/access-keys",
+            json!({ "principal": "p-target", "key": "k-b" }),
+        )
+        .await;
+    let access_key_id = access_key.ok()["id"].as_str().unwrap().to_owned();
     let job = s.post("/v1/keys/k-a/rewrap", json!({})).await;
     assert_eq!(job.status.as_u16(), 202, "{}", job.body);
     let job = job.body["id"].as_str().unwrap().to_owned();
@@ -108,6 +116,7 @@ async fn fixture(s: &Server) -> Fixture {
         blob,
         job,
         token_id,
+        access_key_id,
     }
 }
 
@@ -308,6 +317,19 @@ fn calls(f: &Fixture) -> Vec<Call> {
         ),
         c(Method::GET, "/v1/tokens", "/v1/tokens", None),
         c(
+            Method::POST,
+            "/v1/access-keys",
+            "/v1/access-keys",
+            Some(json!({ "principal": "p-target", "key": "k-b" })),
+        ),
+        c(Method::GET, "/v1/access-keys", "/v1/access-keys", None),
+        c(
+            Method::DELETE,
+            "/v1/access-keys/{id}",
+            &format!("/v1/access-keys/{}", f.access_key_id),
+            None,
+        ),
+        c(
             Method::DELETE,
             "/v1/tokens/{id}",
             &format!("/v1/tokens/{}", f.token_id),
@@ -391,6 +413,7 @@ fn is_list(c: &Call) -> bool {
                 | "/v1/principals"
                 | "/v1/policies"
                 | "/v1/tokens"
+                | "/v1/access-keys"
                 | "/v1/secrets"
         )
 }
