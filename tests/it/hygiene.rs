@@ -88,7 +88,14 @@ async fn plaintext_never_reaches_the_database_or_the_logs() -> anyhow::Result<()
             .into_bytes(),
     ));
 
-    let token_secret = token.rsplit('_').next().unwrap();
+    // `cst_<hex id>_<base64url secret>`: the secret is everything after the second `_` (it may
+    // itself contain `_`, so splitting at the last one could leave a needle of a few
+    // characters that random bytes match by chance).
+    let token_secret = token.splitn(3, '_').nth(2).unwrap();
+    assert!(
+        token_secret.len() >= 40,
+        "the token's secret part: {token_secret:?}"
+    );
     let mut needles: Vec<(&str, Vec<u8>)> = Vec::new();
     for secret in &secrets {
         for form in forms(secret) {
