@@ -73,11 +73,14 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         }
     }
     // The service builds and appends the record; this door only says how the request ended.
-    let front_door = state
-        .vault
-        .as_ref()
-        .is_some_and(|m| m.serves(&route))
-        .then_some("vault");
+    // The compatible doors are named in the record (native records carry no such field).
+    let front_door = if state.vault.as_ref().is_some_and(|m| m.serves(&route)) {
+        Some("vault")
+    } else if route == crate::aws::ROUTE {
+        Some(crate::aws::DOOR)
+    } else {
+        None
+    };
     let scope = state.door.request(RequestMeta {
         request_id,
         method,

@@ -46,8 +46,11 @@ pub const DOOR: &str = "aws-kms";
 /// The door's route, merged into the main router (which adds request ids, the deadline and the
 /// audit record).
 pub fn router() -> Router<AppState> {
-    Router::new().route("/", post(handle))
+    Router::new().route(ROUTE, post(handle))
 }
+
+/// The one route this door serves; the audit layer names the door for requests matched to it.
+pub const ROUTE: &str = "/";
 
 /// An error as AWS answers it, carrying the typed outcome and code for the audit record.
 #[derive(Debug)]
@@ -303,7 +306,7 @@ async fn handle(
         )
         .into_response();
     };
-    caller.note_front_door(DOOR, &operation);
+    caller.note_operation(&operation);
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

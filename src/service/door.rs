@@ -414,10 +414,10 @@ impl Authorized {
         self.0.service.principal(&self.0.principal, name).await
     }
 
-    /// Names, for the request's audit record, the front door and the operation the client
-    /// asked for in that door's terms (e.g. `aws-kms`, `Decrypt`).
-    pub fn note_front_door(&self, door: &str, operation: &str) {
-        note::detail("front_door", door);
+    /// Names, for the request's audit record, the operation the client asked for in its front
+    /// door's terms (e.g. `Decrypt`); the door itself is named from the request's facts
+    /// ([`RequestMeta::front_door`]).
+    pub fn note_operation(&self, operation: &str) {
         note::detail("front_door_operation", operation);
     }
 
