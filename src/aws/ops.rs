@@ -16,12 +16,15 @@ use crate::format::blob::Blob;
 use crate::format::EncryptionContext;
 use crate::secret::{SecretBytes, SecretText};
 use crate::service::lifecycle::KeyPatch;
+use crate::service::random::EntropySource;
 use crate::service::{Authorized, DataKeyLen, KeyPlacement, PlaintextCopy};
 
 type Result<T> = std::result::Result<T, AwsError>;
 
 /// The only encryption algorithm of a Custodian key.
 const ALGORITHM: &str = "SYMMETRIC_DEFAULT";
+/// AWS's bound on `GenerateRandom`'s `NumberOfBytes`.
+const MAX_RANDOM: u64 = 1024;
 /// AWS's bounds on `CiphertextBlob`.
 const MAX_CIPHERTEXT: usize = 6144;
 
@@ -52,6 +55,7 @@ pub(super) async fn dispatch(
         "DisableKeyRotation" => d.disable_rotation(parse(body)?).await,
         "GetKeyRotationStatus" => d.rotation_status(parse(body)?).await,
         "RotateKeyOnDemand" => d.rotate(parse(body)?).await,
+        "GenerateRandom" => d.random(parse(body)?).await,
         other => Err(AwsError::rejected(
             "UnknownOperationException",
             "route_not_found",
@@ -303,6 +307,31 @@ impl Door<'_> {
             );
         }
         Ok(out)
+    }
+
+    /// `GenerateRandom`: bytes from the HSM's generator (AWS's bounds: 1 to 1024).
+    async fn random(&self, r: RandomRequest) -> Result<Value> {
+        if r.custom_key_store_id.is_some() {
+            return Err(AwsError::validation(
+                "CustomKeyStoreId is not supported: Custodian's random bytes come from its HSM",
+            ));
+        }
+        if r.recipient.is_some() {
+            return Err(AwsError::validation(
+                "Recipient (Nitro Enclaves attestation) is not supported",
+            ));
+        }
+        let n = match r.number_of_bytes {
+            Some(n @ 1..=MAX_RANDOM) => n as usize,
+            Some(n) => {
+                return Err(AwsError::validation(format!(
+                    "NumberOfBytes {n} is out of range: 1 to {MAX_RANDOM}"
+                )))
+            }
+            None => return Err(AwsError::validation("NumberOfBytes is required")),
+        };
+        let bytes = self.p.random(n, EntropySource::Device).await?;
+        Ok(json!({ "Plaintext": b64(bytes.expose_secret()) }))
     }
 
     async fn reencrypt(&self, r: ReEncryptRequest) -> Result<Value> {
@@ -578,6 +607,14 @@ struct DataKeyRequest {
     number_of_bytes: Option<u64>,
     key_spec: Option<String>,
     encryption_context: Option<EncryptionContext>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RandomRequest {
+    number_of_bytes: Option<u64>,
+    custom_key_store_id: Option<String>,
+    recipient: Option<Value>,
 }
 
 #[derive(Deserialize)]

@@ -181,6 +181,16 @@ pub trait KeyBackend: Send + Sync + 'static {
         Err(BackendError::Unsupported("audit signing"))
     }
 
+    /// `n` bytes from the device's random number generator (`C_GenerateRandom`,
+    /// `TPM2_GetRandom`), never the host's.
+    ///
+    /// # Errors
+    /// `Unsupported` by default; `Invariant` above the device's per-request limit; device errors.
+    async fn random(&self, n: usize) -> Result<SecretBytes, BackendError> {
+        let _ = n;
+        Err(BackendError::Unsupported("random bytes"))
+    }
+
     /// What the device says about itself now, for the custody report.
     ///
     /// # Errors

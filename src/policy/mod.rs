@@ -74,6 +74,7 @@ actions! {
     Encrypt => "encrypt", "`encrypt`";
     Decrypt => "decrypt", "`decrypt`";
     Reencrypt => "reencrypt", "`reencrypt`";
+    Random => "random", "`random`: random bytes from the device (or the host) generator";
     SecretRead => "secret:read", "`secret:read`: values and metadata";
     SecretList => "secret:list", "`secret:list`";
     SecretWrite => "secret:write", "`secret:write`: put, metadata, rotate";

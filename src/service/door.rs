@@ -462,6 +462,8 @@ authorized_operations! {
         destination: Option<&KeyRef>,
         destination_context: Option<&EncryptionContext>,
     ) -> Reencrypted;
+    /// Random bytes.
+    fn random(&self, n: usize, source: super::random::EntropySource) -> SecretBytes;
     /// Rotates a key now.
     fn rotate_key(&self, r: &KeyRef) -> Key;
     /// Changes a key's description, rotation period or minimum decryption version.

@@ -161,6 +161,14 @@ pub enum ServiceError {
     /// Empty plaintext.
     #[error("plaintext is empty")]
     PlaintextEmpty,
+    /// A request for random bytes of zero or more than the limit.
+    #[error("random bytes requested: {got}; ask for 1 to {limit}")]
+    InvalidRandomLength {
+        /// Bytes asked for.
+        got: usize,
+        /// Limit.
+        limit: usize,
+    },
     /// Bytes that do not parse as a blob.
     #[error(transparent)]
     InvalidCiphertext(#[from] BlobError),
@@ -383,6 +391,7 @@ impl ServiceError {
             Self::JobNotFound(_) => (K::NotFound, "job_not_found"),
             Self::PlaintextTooLarge { .. } => (K::Invalid, "plaintext_too_large"),
             Self::PlaintextEmpty => (K::Invalid, "plaintext_empty"),
+            Self::InvalidRandomLength { .. } => (K::Invalid, "invalid_bytes"),
             Self::InvalidCiphertext(b) => (K::Invalid, blob_code(b)),
             Self::CiphertextKeyNotFound => (K::Invalid, "ciphertext_key_not_found"),
             Self::DecryptionFailed => (K::Invalid, "decryption_failed"),

@@ -9,6 +9,7 @@ pub mod door;
 mod error;
 pub mod identity;
 pub mod lifecycle;
+pub mod random;
 pub mod rewrap;
 pub mod secrets;
 pub mod sigv4;

@@ -1,5 +1,6 @@
 //! Vault Transit on Custodian's keys: keys (create, read, list, rotate, config, delete),
-//! `encrypt`/`decrypt` (single and `batch_input`), `datakey/plaintext|wrapped`, `rewrap`.
+//! `encrypt`/`decrypt` (single and `batch_input`), `datakey/plaintext|wrapped`, `rewrap`,
+//! `random`.
 //!
 //! - Ciphertext is `vault:v<N>:<base64 of Custodian's blob>`; `N` is the key version the blob
 //!   names. The blob itself is authoritative (it names key and version); the prefix is checked
@@ -10,6 +11,9 @@
 //!   them (Vault's rewrap drops associated data).
 //! - Only `aes256-gcm96` keys (the default type) exist: every Custodian key is an AES-256-GCM
 //!   key in the device. Other types are refused with 400.
+//! - `random`'s sources map to Custodian's: `platform` (the default) is the host's generator,
+//!   `seal` the HSM's, `all` both XORed; each is its own policy resource (`random/host`,
+//!   `random/device`, `random/mixed`).
 //! - `DELETE` schedules the key's deletion (the configured waiting period; cancellable through
 //!   the native API) whatever `deletion_allowed` says: Custodian never destroys a key at once.
 
@@ -29,6 +33,7 @@ use crate::domain::{Key, KeyName, KeyRef, VersionState};
 use crate::format::context::EncryptionContext;
 use crate::secret::{SecretBytes, SecretText};
 use crate::service::lifecycle::KeyPatch;
+use crate::service::random::EntropySource;
 use crate::service::{Authorized, DataKeyLen, KeyPlacement, PlaintextCopy};
 use zeroize::Zeroizing;
 
@@ -47,6 +52,9 @@ pub fn routes(mount: &str) -> Router<AppState> {
         .route(&at("decrypt/{name}"), post(decrypt))
         .route(&at("rewrap/{name}"), post(rewrap))
         .route(&at("datakey/{kind}/{name}"), post(datakey))
+        .route(&at("random"), post(random))
+        .route(&at("random/{bytes}"), post(random_bytes))
+        .route(&at("random/{source}/{bytes}"), post(random_from))
 }
 
 /// The Vault type of every Custodian key.
@@ -566,4 +574,95 @@ async fn datakey(
         );
     }
     Ok(ok(&headers, data))
+}
+
+/// `POST random` (bytes and source from the body, or defaults).
+async fn random(
+    headers: HeaderMap,
+    Extension(p): Extension<Authorized>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    random_answer(&headers, &p, None, None, &body).await
+}
+
+/// `POST random/<bytes>`.
+async fn random_bytes(
+    headers: HeaderMap,
+    Extension(p): Extension<Authorized>,
+    Path(bytes): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    random_answer(&headers, &p, None, Some(&bytes), &body).await
+}
+
+/// `POST random/<source>/<bytes>`.
+async fn random_from(
+    headers: HeaderMap,
+    Extension(p): Extension<Authorized>,
+    Path((source, bytes)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    random_answer(&headers, &p, Some(&source), Some(&bytes), &body).await
+}
+
+/// Vault's default byte count.
+const DEFAULT_RANDOM_BYTES: usize = 32;
+
+/// Random bytes as Vault answers them: `random_bytes` in `format` (`base64` or `hex`). The path's
+/// values win over the body's, as in Vault.
+async fn random_answer(
+    headers: &HeaderMap,
+    p: &Authorized,
+    path_source: Option<&str>,
+    path_bytes: Option<&str>,
+    body: &[u8],
+) -> Result<Response> {
+    let body = body_of(body)?;
+    let n = match path_bytes {
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            VaultError::invalid(
+                "invalid_bytes",
+                format!("error parsing url-set byte count: {text:?} is not a number"),
+            )
+        })?,
+        None => match body.get("bytes") {
+            None | Some(Value::Null) => DEFAULT_RANDOM_BYTES,
+            Some(v) => v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| VaultError::invalid("invalid_bytes", "'bytes' must be a number"))?,
+        },
+    };
+    let source = match path_source.or_else(|| field(&body, "source")) {
+        None | Some("platform") => EntropySource::Host,
+        Some("seal") => EntropySource::Device,
+        Some("all") => EntropySource::Mixed,
+        Some(other) => return Err(VaultError::invalid(
+            "invalid_source",
+            format!(
+                "unsupported entropy source {other:?}; must be \"platform\", \"seal\" or \"all\""
+            ),
+        )),
+    };
+    let hex = match field(&body, "format") {
+        None | Some("base64") => false,
+        Some("hex") => true,
+        Some(other) => {
+            return Err(VaultError::invalid(
+                "invalid_format",
+                format!("unsupported encoding format {other:?}; must be \"hex\" or \"base64\""),
+            ))
+        }
+    };
+    let bytes = p
+        .random(n, source)
+        .await
+        .map_err(|e| VaultError::from_service(&e, false))?;
+    let text = if hex {
+        hex::encode(bytes.expose_secret())
+    } else {
+        STANDARD.encode(bytes.expose_secret())
+    };
+    Ok(ok(headers, json!({ "random_bytes": text })))
 }

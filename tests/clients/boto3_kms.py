@@ -189,12 +189,19 @@ if admin.describe_key(KeyId=other_id)["KeyMetadata"]["KeyState"] == "Disabled":
 assert admin.describe_key(KeyId=other_id)["KeyMetadata"]["KeyState"] == "Enabled"
 admin.encrypt(KeyId=other_id, Plaintext=b"x")
 
+# --- GenerateRandom: the HSM's bytes, AWS's bounds ---
+rnd = admin.generate_random(NumberOfBytes=64)["Plaintext"]
+assert len(rnd) == 64 and rnd != admin.generate_random(NumberOfBytes=64)["Plaintext"]
+assert len(admin.generate_random(NumberOfBytes=1024)["Plaintext"]) == 1024
+fails("ValidationException", admin.generate_random, NumberOfBytes=8, CustomKeyStoreId="cks-1234567890abcdef0")
+
 # --- Denied action: a principal whose policy lacks decrypt ---
 lim = limited.encrypt(KeyId=key_id, Plaintext=b"for the limited one", EncryptionContext=ctx)
 assert lim["KeyId"] == key_arn
 e = fails("AccessDeniedException", limited.decrypt, CiphertextBlob=lim["CiphertextBlob"], EncryptionContext=ctx)
 assert "decrypt" in e.response["Error"]["Message"], e.response
 fails("AccessDeniedException", limited.create_key)
+fails("AccessDeniedException", limited.generate_random, NumberOfBytes=8)
 
 # --- Authentication failures ---
 wrong_secret = client(os.environ["ADMIN_KEY_ID"], "x" * 40)
@@ -253,6 +260,9 @@ for target, body in [
     ("EnableKeyRotation", {"KeyId": key_id, "RotationPeriodInDays": 10}),
     ("ScheduleKeyDeletion", {"KeyId": key_id, "PendingWindowInDays": 3}),
     ("GenerateDataKey", {"KeyId": key_id, "NumberOfBytes": 0}),
+    ("GenerateRandom", {"NumberOfBytes": 0}),
+    ("GenerateRandom", {"NumberOfBytes": 1025}),
+    ("GenerateRandom", {}),
 ]:
     status, body = raw_call(target, body)
     assert status == 400 and body["__type"] == "ValidationException", (target, status, body)

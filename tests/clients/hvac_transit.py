@@ -127,6 +127,15 @@ other = transit.encrypt_data(name=key + "-other", plaintext=b64(b"x"))["data"]["
 expect(exceptions.InvalidRequest, lambda: transit.decrypt_data(name=key, ciphertext=other),
        "a ciphertext of another key is refused")
 
+# Random bytes (transit/random): the body's count and format, and a refused count.
+rnd = transit.generate_random_bytes(n_bytes=16, output_format="hex")["data"]["random_bytes"]
+assert len(bytes.fromhex(rnd)) == 16, rnd
+rnd = transit.generate_random_bytes()["data"]["random_bytes"]
+assert len(base64.b64decode(rnd)) == 32, rnd
+passed("generate_random_bytes: 16 bytes in hex, 32 in base64 by default")
+expect(exceptions.InvalidRequest, lambda: transit.generate_random_bytes(n_bytes=131073),
+       "more random bytes than the limit are refused")
+
 # A bad token: 403, as Vault answers.
 bad = hvac.Client(url=addr, token="cust_bad.token")
 expect(exceptions.Forbidden, lambda: bad.secrets.transit.read_key(name=key), "a bad token is 403")

@@ -180,7 +180,8 @@ async fn vault_requests_are_authorised_like_native_ones() -> anyhow::Result<()> 
         serde_json::json!({"statements": [
             {"effect": "allow", "actions": ["encrypt", "decrypt", "key:read"], "resources": ["key/mine"]},
             {"effect": "allow", "actions": ["secret:read", "secret:write", "secret:list"], "resources": ["secret/team/*"]},
-            {"effect": "allow", "actions": ["secret:use-key"], "resources": ["key/kv"]}
+            {"effect": "allow", "actions": ["secret:use-key"], "resources": ["key/kv"]},
+            {"effect": "allow", "actions": ["random"], "resources": ["random/device"]}
         ]}),
     )
     .await
@@ -231,6 +232,11 @@ async fn vault_requests_are_authorised_like_native_ones() -> anyhow::Result<()> 
     )
     .await?;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Random bytes from the device (`seal`) are allowed, the host's (`platform`) are not.
+    let r = call(reqwest::Method::POST, "/v1/transit/random/seal/8", None).await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = call(reqwest::Method::POST, "/v1/transit/random/8", None).await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // Lists show only what the caller may read.
     let r = call(reqwest::Method::GET, "/v1/transit/keys?list=true", None).await?;
     assert_eq!(r.status(), StatusCode::OK);
@@ -242,6 +248,7 @@ async fn vault_requests_are_authorised_like_native_ones() -> anyhow::Result<()> 
     let routes: Vec<&str> = denied.iter().filter_map(|e| e["route"].as_str()).collect();
     assert!(routes.contains(&"/v1/transit/encrypt/{name}"), "{routes:?}");
     assert!(routes.contains(&"/v1/secret/data/{*path}"), "{routes:?}");
+    assert!(routes.contains(&"/v1/transit/random/{bytes}"), "{routes:?}");
     assert!(
         denied.iter().all(|e| e["details"]["front_door"] == "vault"),
         "{denied:?}"

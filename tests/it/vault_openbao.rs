@@ -380,6 +380,70 @@ const CASES: &[Case] = &[
         fields: &[],
     },
     Case {
+        what: "random default",
+        method: "POST",
+        path: "/v1/transit/random",
+        body: None,
+        good_token: true,
+        fields: &["random_bytes"],
+    },
+    Case {
+        what: "random/16 hex",
+        method: "POST",
+        path: "/v1/transit/random/16",
+        body: Some(r#"{"format":"hex"}"#),
+        good_token: true,
+        fields: &["random_bytes"],
+    },
+    Case {
+        what: "random/all/8",
+        method: "POST",
+        path: "/v1/transit/random/all/8",
+        body: None,
+        good_token: true,
+        fields: &["random_bytes"],
+    },
+    Case {
+        what: "random/seal/8",
+        method: "POST",
+        path: "/v1/transit/random/seal/8",
+        body: None,
+        good_token: true,
+        fields: &["random_bytes"],
+    },
+    Case {
+        what: "random 0 bytes",
+        method: "POST",
+        path: "/v1/transit/random/0",
+        body: None,
+        good_token: true,
+        fields: &[],
+    },
+    Case {
+        what: "random too many",
+        method: "POST",
+        path: "/v1/transit/random/131073",
+        body: None,
+        good_token: true,
+        fields: &[],
+    },
+    Case {
+        what: "random bytes not a number",
+        method: "POST",
+        path: "/v1/transit/random/abc",
+        body: None,
+        good_token: true,
+        fields: &[],
+    },
+    Case {
+        what: "random bad format",
+        method: "POST",
+        path: "/v1/transit/random/8",
+        body: Some(r#"{"format":"nope"}"#),
+        good_token: true,
+        fields: &[],
+    },
+    Case {
         what: "lookup-self",
         method: "GET",
         path: "/v1/auth/token/lookup-self",
@@ -464,6 +528,31 @@ async fn the_vault_door_answers_as_openbao_does() -> anyhow::Result<()> {
         "answers differ from OpenBao's:\n{}",
         differences.join("\n")
     );
+    // Random bytes: the count asked for, in the format asked for.
+    let ours = send(
+        &s.base,
+        &s.token,
+        "POST",
+        "/v1/transit/random/16",
+        Some(r#"{"format":"hex"}"#),
+    )
+    .await;
+    let text = ours.body["data"]["random_bytes"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(hex::decode(text).map(|b| b.len()).ok(), Some(16), "{text}");
+    let ours = send(
+        &s.base,
+        &s.token,
+        "POST",
+        "/v1/transit/random/seal/131072",
+        None,
+    )
+    .await;
+    let text = ours.body["data"]["random_bytes"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(crate::common::unb64(text).len(), 131_072);
     // Also a value both answered: the KV read returns the same data.
     let ours = send(&s.base, &s.token, "GET", "/v1/secret/data/app/a", None).await;
     assert_eq!(ours.body["data"]["data"], json!({"x": "2"}));

@@ -228,6 +228,10 @@ impl KeyBackend for CachedBackend {
         self.inner.audit_signer().await
     }
 
+    async fn random(&self, n: usize) -> Result<SecretBytes, BackendError> {
+        self.inner.random(n).await
+    }
+
     async fn describe(&self) -> Result<DeviceDescription, BackendError> {
         self.inner.describe().await
     }

@@ -314,6 +314,9 @@ fn root_handle(
     })
 }
 
+/// The most random bytes one [`KeyBackend::random`] call may ask of the token.
+pub const MAX_RANDOM: usize = 128 * 1024;
+
 /// A fresh IV from the configured source.
 fn fresh_iv(source: RandomSource, session: &Session) -> Result<[u8; GCM_IV_LEN], OpFailure> {
     let mut iv = [0u8; GCM_IV_LEN];
@@ -439,6 +442,18 @@ impl KeyBackend for Pkcs11Backend {
     async fn audit_signer(&self) -> Result<Arc<dyn AuditSigner>, BackendError> {
         let signer: Arc<dyn AuditSigner> = custody::Pkcs11Signer::open(self.clone()).await?;
         Ok(signer)
+    }
+
+    async fn random(&self, n: usize) -> Result<SecretBytes, BackendError> {
+        if n > MAX_RANDOM {
+            return Err(BackendError::Invariant("random request above MAX_RANDOM"));
+        }
+        self.with_session(RequestErrors::DeviceFault, move |_, session| {
+            let mut bytes = Zeroizing::new(vec![0u8; n]);
+            session.generate_random_slice(&mut bytes)?;
+            Ok(SecretBytes::new(bytes))
+        })
+        .await
     }
 
     async fn describe(&self) -> Result<DeviceDescription, BackendError> {

@@ -214,6 +214,10 @@ impl KeyBackend for TpmBackend {
         self.rejected.labels()
     }
 
+    async fn random(&self, n: usize) -> Result<SecretBytes, BackendError> {
+        self.device.random(n).await
+    }
+
     async fn describe(&self) -> Result<DeviceDescription, BackendError> {
         let info = self.device.info().await?;
         Ok(DeviceDescription {
