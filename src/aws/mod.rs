@@ -131,6 +131,7 @@ impl AwsError {
             | ServiceError::CiphertextKeyNotFound
             | ServiceError::DecryptionFailed => "InvalidCiphertextException",
             ServiceError::KeyDisabled(_) => "DisabledException",
+            ServiceError::WrongKey => "IncorrectKeyException",
             ServiceError::KeyNameTaken(_) | ServiceError::AliasExists(_) => {
                 "AlreadyExistsException"
             }

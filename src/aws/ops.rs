@@ -12,7 +12,6 @@ use super::AwsError;
 use crate::config::AwsConfig;
 use crate::domain::secret::HumanDuration;
 use crate::domain::{Key, KeyId, KeyName, KeyRef, KeyState};
-use crate::format::blob::Blob;
 use crate::format::EncryptionContext;
 use crate::secret::{SecretBytes, SecretText};
 use crate::service::lifecycle::KeyPatch;
@@ -189,28 +188,6 @@ impl Door<'_> {
         })
     }
 
-    /// `Err(IncorrectKeyException)` unless `key_id` names the key `blob_key` (comparing ids
-    /// where the request names one; otherwise the key is looked up, which needs `key:read`).
-    async fn same_key(&self, key_id: Option<&String>, blob_key: KeyId) -> Result<()> {
-        let Some(key_id) = key_id else {
-            return Ok(());
-        };
-        let named = match self.named(key_id)? {
-            Named::Id(id) => id,
-            Named::Other(r) => self.p.key(&r).await?.id,
-        };
-        if named == blob_key {
-            Ok(())
-        } else {
-            Err(AwsError::rejected(
-                "IncorrectKeyException",
-                "wrong_key",
-                "The key ID in the request does not identify a CMK that can perform this \
-                 operation: the ciphertext was encrypted under another key.",
-            ))
-        }
-    }
-
     fn metadata(&self, key: &Key) -> Value {
         let mut m = json!({
             "AWSAccountId": self.cfg.account,
@@ -255,11 +232,9 @@ impl Door<'_> {
     async fn decrypt(&self, r: DecryptRequest) -> Result<Value> {
         check_algorithm(r.encryption_algorithm.as_ref())?;
         let blob = ciphertext_of(&r.ciphertext_blob)?;
-        if let Ok(parsed) = Blob::parse(&blob) {
-            self.same_key(r.key_id.as_ref(), parsed.key_id).await?;
-        }
+        let named = r.key_id.as_deref().map(|k| self.key_ref(k)).transpose()?;
         let context = r.encryption_context.unwrap_or_default();
-        let opened = self.p.decrypt(&blob, &context).await?;
+        let opened = self.p.decrypt(&blob, &context, named.as_ref()).await?;
         Ok(json!({
             "KeyId": self.arn(&opened.key_id),
             "Plaintext": b64(opened.plaintext.expose_secret()),
@@ -338,10 +313,11 @@ impl Door<'_> {
         check_algorithm(r.source_encryption_algorithm.as_ref())?;
         check_algorithm(r.destination_encryption_algorithm.as_ref())?;
         let blob = ciphertext_of(&r.ciphertext_blob)?;
-        if let Ok(parsed) = Blob::parse(&blob) {
-            self.same_key(r.source_key_id.as_ref(), parsed.key_id)
-                .await?;
-        }
+        let source_named = r
+            .source_key_id
+            .as_deref()
+            .map(|k| self.key_ref(k))
+            .transpose()?;
         let destination = self.key_ref(&r.destination_key_id)?;
         let source_context = r.source_encryption_context.unwrap_or_default();
         // AWS binds the new ciphertext to DestinationEncryptionContext alone: absent, none.
@@ -351,6 +327,7 @@ impl Door<'_> {
             .reencrypt(
                 &blob,
                 &source_context,
+                source_named.as_ref(),
                 Some(&destination),
                 Some(&destination_context),
             )

@@ -452,13 +452,19 @@ authorized_operations! {
     ) -> DataKey;
     /// Encrypts a small payload.
     fn encrypt(&self, r: &KeyRef, plaintext: SecretBytes, context: &EncryptionContext) -> Sealing;
-    /// Opens a blob.
-    fn decrypt(&self, ciphertext: &[u8], context: &EncryptionContext) -> Opened;
-    /// Re-encrypts a blob.
+    /// Opens a blob (sealed by the key `named`, when given).
+    fn decrypt(
+        &self,
+        ciphertext: &[u8],
+        context: &EncryptionContext,
+        named: Option<&KeyRef>,
+    ) -> Opened;
+    /// Re-encrypts a blob (sealed by the key `source_named`, when given).
     fn reencrypt(
         &self,
         ciphertext: &[u8],
         context: &EncryptionContext,
+        source_named: Option<&KeyRef>,
         destination: Option<&KeyRef>,
         destination_context: Option<&EncryptionContext>,
     ) -> Reencrypted;

@@ -175,6 +175,9 @@ pub enum ServiceError {
     /// The blob names a key (or version) this service does not have.
     #[error("the ciphertext names a key or key version that does not exist")]
     CiphertextKeyNotFound,
+    /// The caller named a key, and the blob was sealed by another.
+    #[error("the ciphertext was not produced by the key the request names")]
+    WrongKey,
     /// The blob did not authenticate: changed bytes, wrong context or wrong key.
     #[error("decryption failed: the ciphertext or its encryption context does not match")]
     DecryptionFailed,
@@ -394,6 +397,7 @@ impl ServiceError {
             Self::InvalidRandomLength { .. } => (K::Invalid, "invalid_bytes"),
             Self::InvalidCiphertext(b) => (K::Invalid, blob_code(b)),
             Self::CiphertextKeyNotFound => (K::Invalid, "ciphertext_key_not_found"),
+            Self::WrongKey => (K::Invalid, "wrong_key"),
             Self::DecryptionFailed => (K::Invalid, "decryption_failed"),
             Self::InvalidSecretPath(_) => (K::Invalid, "invalid_secret_path"),
             Self::SecretNotFound(_) => (K::NotFound, "secret_not_found"),

@@ -798,6 +798,7 @@ impl KeyService {
         p: &Principal,
         ciphertext: &[u8],
         context: &EncryptionContext,
+        source_named: Option<&KeyRef>,
         destination: Option<&KeyRef>,
         destination_context: Option<&EncryptionContext>,
     ) -> Result<Reencrypted, ServiceError> {
@@ -814,6 +815,7 @@ impl KeyService {
             Err(ServiceError::KeyNotFound(_)) => return Err(ServiceError::CiphertextKeyNotFound),
             other => other?,
         };
+        self.check_named(source_named, &source).await?;
         check_unwrap(&source, blob.key_version)?;
         // The destination is authorised on its own, always: the key (the blob's own when none
         // is named) with the context the output will be bound to. Authorising only the source

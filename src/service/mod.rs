@@ -662,10 +662,12 @@ impl KeyService {
         Ok(seal_result(header, sealed))
     }
 
-    /// Opens a blob; the blob names its key, the context must match exactly.
+    /// Opens a blob; the blob names its key, the context must match exactly. When the caller
+    /// also `named` a key (Vault's path, AWS's `KeyId`), the blob's key must be that one
+    /// (`WrongKey`); checking it needs no more than `decrypt` on the blob's key.
     ///
     /// # Errors
-    /// `InvalidCiphertext`, `CiphertextKeyNotFound`, `Forbidden`, `KeyDisabled`,
+    /// `InvalidCiphertext`, `CiphertextKeyNotFound`, `Forbidden`, `WrongKey`, `KeyDisabled`,
     /// `DecryptionFailed`, `Backend`, `Store`.
     #[tracing::instrument(skip_all, fields(op = "decrypt", key_id = tracing::field::Empty, key_version = tracing::field::Empty))]
     pub async fn decrypt(
@@ -673,6 +675,7 @@ impl KeyService {
         p: &Principal,
         ciphertext: &[u8],
         context: &EncryptionContext,
+        named: Option<&KeyRef>,
     ) -> Result<Opened, ServiceError> {
         let blob = Blob::parse(ciphertext)?;
         let span = tracing::Span::current();
@@ -685,6 +688,7 @@ impl KeyService {
             Err(ServiceError::KeyNotFound(_)) => return Err(ServiceError::CiphertextKeyNotFound),
             other => other?,
         };
+        self.check_named(named, &key).await?;
         check_unwrap(&key, blob.key_version)?;
         let key_version = blob.key_version;
         let aad = blob.header().aad(context);
@@ -777,6 +781,33 @@ impl KeyService {
                     .await?;
                 Err(ServiceError::KeyNotFound(r.to_string()))
             }
+        }
+    }
+
+    /// `WrongKey` unless `named` (when given) names `key`: by id or name directly, an alias by
+    /// where it points now. The caller was authorised on `key`; it learns only whether the name
+    /// it sent is that key.
+    ///
+    /// # Errors
+    /// `WrongKey`; `Store` when an alias cannot be looked up.
+    pub(crate) async fn check_named(
+        &self,
+        named: Option<&KeyRef>,
+        key: &Key,
+    ) -> Result<(), ServiceError> {
+        let same = match named {
+            None => true,
+            Some(KeyRef::Id(id)) => *id == key.id,
+            Some(KeyRef::Name(name)) => *name == key.name,
+            Some(alias @ KeyRef::Alias(_)) => self
+                .lookup_key(alias)
+                .await?
+                .is_some_and(|k| k.id == key.id),
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(ServiceError::WrongKey)
         }
     }
 

@@ -111,6 +111,7 @@ assert dec["Plaintext"] == b"attack at dawn" and dec["KeyId"] == key_arn, dec
 for name in [key_id, key_arn, alias]:
     assert admin.decrypt(CiphertextBlob=blob, EncryptionContext=ctx, KeyId=name)["KeyId"] == key_arn
 fails("IncorrectKeyException", admin.decrypt, CiphertextBlob=blob, EncryptionContext=ctx, KeyId=other_id)
+fails("IncorrectKeyException", admin.decrypt, CiphertextBlob=blob, EncryptionContext=ctx, KeyId="alias/no-such-alias")
 # Wrong encryption context: one value changed, one pair missing, none at all, and the
 # ambiguous split {"ab": "c"} vs {"a": "bc"}.
 fails("InvalidCiphertextException", admin.decrypt, CiphertextBlob=blob,

@@ -13,12 +13,12 @@ use crate::common::{Deployment, Server};
 use crate::vault::python;
 
 /// An access key as the native API returned it.
-struct AccessKey {
-    id: String,
-    secret: String,
+pub(crate) struct AccessKey {
+    pub(crate) id: String,
+    pub(crate) secret: String,
 }
 
-async fn access_key(s: &Server, principal: &str, extra: Value) -> AccessKey {
+pub(crate) async fn access_key(s: &Server, principal: &str, extra: Value) -> AccessKey {
     let mut body = json!({ "principal": principal, "description": "aws door test" });
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());

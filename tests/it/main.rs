@@ -29,6 +29,7 @@ mod openapi;
 mod policy;
 mod restart;
 mod rewrap;
+mod seal;
 mod secrets;
 mod startup;
 mod store_conformance;

@@ -444,6 +444,14 @@ const CASES: &[Case] = &[
         fields: &[],
     },
     Case {
+        what: "encrypt with PUT",
+        method: "PUT",
+        path: "/v1/transit/encrypt/k1",
+        body: Some(r#"{"plaintext":"aGVsbG8="}"#),
+        good_token: true,
+        fields: &["ciphertext", "key_version"],
+    },
+    Case {
         what: "lookup-self",
         method: "GET",
         path: "/v1/auth/token/lookup-self",

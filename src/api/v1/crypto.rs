@@ -92,7 +92,7 @@ pub async fn decrypt(
         ));
     }
     let blob = decode_public("ciphertext", &body.ciphertext)?;
-    let opened = p.decrypt(&blob, &body.context).await?;
+    let opened = p.decrypt(&blob, &body.context, None).await?;
     Ok(Json(DecryptResponse {
         key_id: opened.key_id,
         key_version: opened.key_version,

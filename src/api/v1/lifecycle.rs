@@ -348,6 +348,7 @@ pub async fn reencrypt(
         .reencrypt(
             &blob,
             &b.context,
+            None,
             dest.as_ref(),
             b.destination_context.as_ref(),
         )
