@@ -1256,3 +1256,188 @@ async fn scoped_principal_admins_cannot_grant_admin() -> anyhow::Result<()> {
     assert_eq!(a.ok()["policies"], json!(["team-pol"]));
     Ok(())
 }
+
+/// The Vault and AWS doors, walked like the native routes: a principal allowed nothing that
+/// these routes need (only `key:read` on keys it will never see) gets 403 from every Vault
+/// route and `AccessDeniedException` from every AWS operation, sees empty lists, changes
+/// nothing, and every refusal is recorded `denied` with its door named.
+#[tokio::test]
+async fn the_compat_doors_authorise_every_route() -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    d.append_config("[secrets]\ndefault_key = \"kv\"\n[aws]\naccess_key_key = \"kv\"")?;
+    let s = d.start().await?;
+    s.create_key("kv").await;
+    let key = s.create_key("walked").await;
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let r = s
+        .post(
+            "/v1/aliases",
+            json!({ "name": "walked-alias", "key": "walked" }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+    let r = s
+        .post(
+            "/v1/keys/walked/encrypt",
+            json!({ "plaintext": b64(b"secret") }),
+        )
+        .await;
+    let blob = r.ok()["ciphertext"].as_str().unwrap().to_owned();
+    let vault_ct = format!("vault:v1:{blob}");
+    let r = s
+        .send_json(
+            Method::PUT,
+            "/v1/secrets/team/a",
+            json!({ "value": b64(b"v1") }),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let r = put_policy(
+        &s,
+        "elsewhere",
+        json!({ "statements": [{
+            "effect": "allow", "actions": ["key:read"], "resources": ["key/elsewhere-*"]
+        }]}),
+    )
+    .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let token = principal(&s, "nobody", &["elsewhere"], json!({})).await;
+
+    // Vault: every route with the token.
+    let ct = json!({ "ciphertext": vault_ct }).to_string();
+    let refused: Vec<(&str, String, String)> = vec![
+        ("POST", "/v1/transit/keys/new-key".into(), "{}".into()),
+        ("GET", "/v1/transit/keys/walked".into(), String::new()),
+        ("DELETE", "/v1/transit/keys/walked".into(), String::new()),
+        (
+            "POST",
+            "/v1/transit/keys/walked/rotate".into(),
+            String::new(),
+        ),
+        (
+            "POST",
+            "/v1/transit/keys/walked/config".into(),
+            r#"{"min_decryption_version":1}"#.into(),
+        ),
+        (
+            "POST",
+            "/v1/transit/encrypt/walked".into(),
+            r#"{"plaintext":"eA=="}"#.into(),
+        ),
+        (
+            "PUT",
+            "/v1/transit/encrypt/walked".into(),
+            r#"{"plaintext":"eA=="}"#.into(),
+        ),
+        ("POST", "/v1/transit/decrypt/walked".into(), ct.clone()),
+        ("POST", "/v1/transit/rewrap/walked".into(), ct),
+        (
+            "POST",
+            "/v1/transit/datakey/plaintext/walked".into(),
+            "{}".into(),
+        ),
+        (
+            "POST",
+            "/v1/transit/datakey/wrapped/walked".into(),
+            "{}".into(),
+        ),
+        ("POST", "/v1/transit/random".into(), String::new()),
+        ("POST", "/v1/transit/random/8".into(), String::new()),
+        ("POST", "/v1/transit/random/seal/8".into(), String::new()),
+        ("GET", "/v1/secret/data/team/a".into(), String::new()),
+        (
+            "POST",
+            "/v1/secret/data/team/a".into(),
+            r#"{"data":{"x":"1"}}"#.into(),
+        ),
+        ("DELETE", "/v1/secret/data/team/a".into(), String::new()),
+        (
+            "POST",
+            "/v1/secret/delete/team/a".into(),
+            r#"{"versions":[1]}"#.into(),
+        ),
+        (
+            "POST",
+            "/v1/secret/undelete/team/a".into(),
+            r#"{"versions":[1]}"#.into(),
+        ),
+        (
+            "POST",
+            "/v1/secret/destroy/team/a".into(),
+            r#"{"versions":[1]}"#.into(),
+        ),
+        ("GET", "/v1/secret/metadata/team/a".into(), String::new()),
+        (
+            "POST",
+            "/v1/secret/metadata/team/a".into(),
+            r#"{"max_versions":3}"#.into(),
+        ),
+        ("DELETE", "/v1/secret/metadata/team/a".into(), String::new()),
+    ];
+    let http = reqwest::Client::new();
+    for (method, path, body) in &refused {
+        let r = http
+            .request(
+                Method::from_bytes(method.as_bytes())?,
+                format!("{}{path}", s.base),
+            )
+            .header("X-Vault-Token", &token)
+            .body(body.clone())
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let answer: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (status, &answer),
+            (403, &json!({ "errors": ["permission denied"] })),
+            "{method} {path}"
+        );
+    }
+    // Lists: nothing the caller may read, so Vault's empty list (404).
+    for path in ["/v1/transit/keys", "/v1/secret/metadata/team"] {
+        let r = http
+            .request(Method::from_bytes(b"LIST")?, format!("{}{path}", s.base))
+            .header("X-Vault-Token", &token)
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 404, "LIST {path}");
+    }
+
+    // AWS: every operation with an access key of the same principal.
+    let ak = crate::aws::access_key(&s, "nobody", json!({})).await;
+    let (ok, out) = crate::aws::run_client(
+        "boto3_denied.py",
+        &s,
+        &[
+            ("NOBODY_KEY_ID", &ak.id),
+            ("NOBODY_SECRET", &ak.secret),
+            ("KEY_ID", &key_id),
+            ("ALIAS", "alias/walked-alias"),
+            ("BLOB", &blob),
+        ],
+    );
+    assert!(ok && out.contains("ALL PASSED"), "{out}");
+
+    // Nothing changed: the key has one enabled version, the secret its one live version.
+    let k = s.get("/v1/keys/walked").await;
+    assert_eq!(k.ok()["state"], "enabled", "{}", k.body);
+    assert_eq!(k.ok()["primary_version"], 1, "{}", k.body);
+    let r = s.get("/v1/secrets/team/a").await;
+    assert_eq!(r.ok()["version"], 1, "{}", r.body);
+    assert!(s.get("/v1/keys/new-key").await.status.as_u16() == 404);
+
+    // Every refusal is recorded as denied, door named.
+    let r = s
+        .get("/v1/audit/events?principal=nobody&outcome=denied&limit=1000")
+        .await;
+    let denied = r.ok()["records"].as_array().cloned().unwrap_or_default();
+    let by_door = |door: &str| {
+        denied
+            .iter()
+            .filter(|e| e["details"]["front_door"] == door)
+            .count()
+    };
+    assert_eq!(by_door("vault"), refused.len(), "{denied:#?}");
+    assert!(by_door("aws-kms") >= 19, "{denied:#?}");
+    Ok(())
+}

@@ -63,7 +63,7 @@ async fn deployment() -> anyhow::Result<(Deployment, Server, AccessKey, AccessKe
     Ok((d, s, admin, limited))
 }
 
-fn run_client(script: &str, s: &Server, env: &[(&str, &str)]) -> (bool, String) {
+pub(crate) fn run_client(script: &str, s: &Server, env: &[(&str, &str)]) -> (bool, String) {
     let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut c = Command::new(python());
     c.arg(path)
