@@ -335,9 +335,9 @@ impl KeyService {
     ) -> Result<SecretValue, ServiceError> {
         self.authorize(p, Action::SecretRead, &Resource::secret(path), None)
             .await?;
-        let record = self
+        let (record, data) = self
             .store
-            .secret(path)
+            .secret_for_read(path, version)
             .await?
             .ok_or_else(|| ServiceError::SecretNotFound(path.to_string()))?;
         let v = match version {
@@ -362,11 +362,10 @@ impl KeyService {
         if record.is_expired(v, OffsetDateTime::now_utc()) {
             return Err(ServiceError::SecretVersionExpired(v.version));
         }
-        let sealed = self
-            .store
-            .secret_version_data(path, v.version)
-            .await?
-            .ok_or(ServiceError::SecretVersionDestroyed(v.version))?;
+        let sealed = match data {
+            Some((n, sealed)) if n == v.version => sealed,
+            _ => return Err(ServiceError::SecretVersionDestroyed(v.version)),
+        };
         let value = self
             .open_secret(path, v.version, &sealed.wrapped_dek, &sealed.ciphertext)
             .await?;

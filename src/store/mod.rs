@@ -648,6 +648,29 @@ pub trait SecretStore: Send + Sync {
         version: u32,
     ) -> Result<Option<SealedSecret>, StoreError>;
 
+    /// The secret at `path` and the sealed data of the version a read wants: `version`, or the
+    /// latest live one when `None` (`None` data when there is none, or it is destroyed). One
+    /// trip to the database where the store can (PostgreSQL overrides this); by default the two
+    /// reads above.
+    ///
+    /// # Errors
+    /// Database errors; a missing secret is `Ok(None)`.
+    async fn secret_for_read(
+        &self,
+        path: &SecretPath,
+        version: Option<u32>,
+    ) -> Result<Option<(SecretRecord, Option<(u32, SealedSecret)>)>, StoreError> {
+        let Some(record) = self.secret(path).await? else {
+            return Ok(None);
+        };
+        let wanted = version.or_else(|| record.latest_live().map(|v| v.version));
+        let data = match wanted {
+            Some(n) => self.secret_version_data(path, n).await?.map(|d| (n, d)),
+            None => None,
+        };
+        Ok(Some((record, data)))
+    }
+
     /// Records a version in one transaction: creates the path if needed, checks `cas`, the
     /// version number and the rotation claim, inserts, then destroys the oldest versions beyond
     /// `max_versions`. Returns the versions that pruning destroyed.

@@ -21,7 +21,9 @@ use custodian::domain::{
 };
 use custodian::store::postgres::{PostgresSettings, PostgresStore};
 use custodian::store::sqlite::SqliteStore;
-use custodian::store::{NewSecretVersion, RewrapBatch, StaleKind, Store, StoreError};
+use custodian::store::{
+    NewSecretVersion, RewrapBatch, SealedSecret, StaleKind, Store, StoreError, VersionOp,
+};
 use time::OffsetDateTime;
 use tokio::sync::Barrier;
 
@@ -121,6 +123,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn secret_check_and_set() {
                 super::secret_check_and_set::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn a_read_gets_the_record_and_the_wanted_data() {
+                super::a_read_gets_the_record_and_the_wanted_data::<$harness>().await;
             }
             #[tokio::test]
             async fn secret_version_numbers_are_checked() {
@@ -602,6 +608,61 @@ async fn secret_check_and_set<H: Harness>() {
         .unwrap();
     let record = store.secret(&path("app/db")).await.unwrap().unwrap();
     assert_eq!(record.current_version, 2);
+}
+
+/// `secret_for_read` returns the record with the sealed data of the version asked for, or of the
+/// latest live one: skipping deleted versions, nothing for a destroyed one or a secret with no
+/// live version, `None` for a path that does not exist.
+async fn a_read_gets_the_record_and_the_wanted_data<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(store.as_ref(), "reads").await;
+    let p = path("app/read");
+    assert!(store.secret_for_read(&p, None).await.unwrap().is_none());
+    for n in 1..=3 {
+        store
+            .insert_secret_version(&secret_version(&key, "app/read", n, None, 1))
+            .await
+            .unwrap();
+    }
+    let sealed = |n: u32| SealedSecret {
+        wrapped_dek: format!("dek app/read {n}").into_bytes(),
+        ciphertext: format!("ciphertext app/read {n}").into_bytes(),
+    };
+    let read = |version: Option<u32>| {
+        let store = Arc::clone(&store);
+        let p = p.clone();
+        async move { store.secret_for_read(&p, version).await.unwrap().unwrap() }
+    };
+    let (record, data) = read(None).await;
+    assert_eq!(record.current_version, 3);
+    assert_eq!(record.versions.len(), 3);
+    assert_eq!(data, Some((3, sealed(3))));
+    assert_eq!(read(Some(1)).await.1, Some((1, sealed(1))));
+    assert_eq!(read(Some(9)).await.1, None);
+
+    // The latest deleted: the latest live is 2. Version 2 destroyed too: 1.
+    let now = now();
+    store
+        .update_secret_versions(&p, &[3], VersionOp::Delete, now)
+        .await
+        .unwrap();
+    assert_eq!(read(None).await.1, Some((2, sealed(2))));
+    // A deleted version's data is still there for the caller to refuse.
+    assert_eq!(read(Some(3)).await.1, Some((3, sealed(3))));
+    store
+        .update_secret_versions(&p, &[2], VersionOp::Destroy, now)
+        .await
+        .unwrap();
+    assert_eq!(read(None).await.1, Some((1, sealed(1))));
+    assert_eq!(read(Some(2)).await.1, None);
+    store
+        .update_secret_versions(&p, &[1], VersionOp::Delete, now)
+        .await
+        .unwrap();
+    let (record, data) = read(None).await;
+    assert_eq!(record.versions.len(), 3);
+    assert_eq!(data, None);
 }
 
 /// The version a writer names must be the current one plus one: a number already taken or one

@@ -674,6 +674,14 @@ impl SecretStore for PostgresStore {
         autocommit!(self, |db| secrets::data(&db, path, version))
     }
 
+    async fn secret_for_read(
+        &self,
+        path: &SecretPath,
+        version: Option<u32>,
+    ) -> Result<Option<(SecretRecord, Option<(u32, SealedSecret)>)>, StoreError> {
+        autocommit!(self, |db| secrets::get_for_read(&db, path, version))
+    }
+
     async fn insert_secret_version(&self, v: &NewSecretVersion) -> Result<Vec<u32>, StoreError> {
         transaction!(self, |db| secrets::insert(&db, v))
     }

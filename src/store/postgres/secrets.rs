@@ -120,6 +120,47 @@ pub(super) async fn get(db: &Db<'_>, path: &SecretPath) -> Result<Option<SecretR
     Ok(records_of(&rows)?.pop())
 }
 
+/// The record at `path` and, in the same statement, the sealed data of `version` (or of the
+/// latest live version): the columns are filled on that version's row only.
+pub(super) async fn get_for_read(
+    db: &Db<'_>,
+    path: &SecretPath,
+    version: Option<u32>,
+) -> Result<Option<(SecretRecord, Option<(u32, SealedSecret)>)>, Error> {
+    let rows = db
+        .query(
+            &format!(
+                "WITH wanted AS (SELECT COALESCE($2, (SELECT max(version) FROM secret_versions
+                                                      WHERE path = $1 AND state = 'live')) AS n)
+                 SELECT {SECRET_WITH_VERSIONS},
+                        CASE WHEN v.version = wanted.n THEN v.wrapped_dek END,
+                        CASE WHEN v.version = wanted.n THEN v.ciphertext END
+                 FROM secrets s CROSS JOIN wanted
+                 LEFT JOIN secret_versions v ON v.path = s.path
+                 WHERE s.path = $1 ORDER BY v.version"
+            ),
+            &[&path.as_str(), &version.map(i64::from)],
+        )
+        .await?;
+    let mut data = None;
+    for r in &rows {
+        if let (Some(wrapped_dek), Some(ciphertext), Some(v)) = (
+            r.try_get::<_, Option<Vec<u8>>>(17)?,
+            r.try_get::<_, Option<Vec<u8>>>(18)?,
+            version_of(r)?,
+        ) {
+            data = Some((
+                v.version,
+                SealedSecret {
+                    wrapped_dek,
+                    ciphertext,
+                },
+            ));
+        }
+    }
+    Ok(records_of(&rows)?.pop().map(|record| (record, data)))
+}
+
 /// A page of records.
 pub(super) async fn list(
     db: &Db<'_>,
