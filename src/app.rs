@@ -246,6 +246,7 @@ impl App {
                 config.keys.lifecycle_check_interval,
             )),
             tokio::spawn(sweep_keks(internal, config.keys.kek_cache.ttl)),
+            tokio::spawn(crate::service::coherence::follow(Arc::clone(&service))),
             tokio::spawn(api::audit::flush_aggregates(
                 door.clone(),
                 Arc::clone(&anonymous),

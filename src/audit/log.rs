@@ -37,6 +37,8 @@ use crate::store::{AuditAppender, AuditTail, Store, StoreError};
 pub const WRITER_THREAD: &str = "custodian-audit";
 /// Most entries committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// Times a batch is chained again after another node took its sequence numbers.
+const MAX_APPEND_RACES: u32 = 100;
 /// Records read per page when re-checking the chain before a checkpoint.
 const CHECK_PAGE: u32 = 1000;
 
@@ -172,6 +174,7 @@ impl AuditLog {
             last_export_checkpoint: None,
             floor: tail.archive.map(|a| (a.through, a.head)),
             in_doubt: false,
+            raced: false,
         };
         let writer = std::thread::Builder::new()
             .name(WRITER_THREAD.to_owned())
@@ -295,6 +298,8 @@ struct Writer {
     /// The last append failed: whether it committed is unknown (a connection lost during the
     /// commit), so the next one first reads where the stored chain ends.
     in_doubt: bool,
+    /// The last append lost a race to another node (not a failure).
+    raced: bool,
 }
 
 impl Writer {
@@ -352,49 +357,68 @@ impl Writer {
     }
 
     /// Chains and commits a batch; acknowledges every entry with its sequence or the failure.
+    ///
+    /// Several nodes may append to one database: each chains on the head it knows, and the
+    /// sequence's primary key lets only one batch take a sequence number. A batch that lost the
+    /// race (`Conflict` on the records' key) is chained again on the stored head and retried, so
+    /// the nodes' records form one chain without a lock on the single-node path.
     fn commit(&mut self, batch: Vec<(AuditEntry, oneshot::Sender<Result<u64, AuditError>>)>) {
-        if self.in_doubt {
-            if let Err(e) = self.resync() {
-                tracing::error!(error = %e, records = batch.len(), "audit log unreachable; the requests fail");
-                for (_, ack) in batch {
-                    let _ = ack.send(Err(AuditError::Unwritable));
+        let (mut entries, acks): (Vec<AuditEntry>, Vec<_>) = batch.into_iter().unzip();
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            if self.in_doubt {
+                if let Err(e) = self.resync() {
+                    break Err(e);
                 }
-                return;
             }
-        }
-        let (mut seq, mut prev) = self.head;
-        let mut records = Vec::with_capacity(batch.len());
-        let mut acks = Vec::with_capacity(batch.len());
-        for (entry, ack) in batch {
-            seq += 1;
-            let record = AuditRecord::chain(seq, entry, &prev);
-            prev = record.hash_bytes().unwrap_or(GENESIS);
-            records.push(record);
-            acks.push((seq, ack));
-        }
-        match self.appender.append(&records) {
-            Ok(()) => {
+            let (mut seq, mut prev) = self.head;
+            let mut records = Vec::with_capacity(entries.len());
+            for entry in entries {
+                seq += 1;
+                let record = AuditRecord::chain(seq, entry, &prev);
+                prev = record.hash_bytes().unwrap_or(GENESIS);
+                records.push(record);
+            }
+            match self.appender.append(&records) {
+                Ok(()) => break Ok((seq, prev)),
+                Err(StoreError::Conflict { constraint })
+                    if constraint.contains("audit_records") && attempt < MAX_APPEND_RACES =>
+                {
+                    // Another node took these sequence numbers: read where the chain ends now.
+                    tracing::debug!(attempt, "audit append raced another node; chaining again");
+                    self.in_doubt = true;
+                    self.raced = true;
+                    entries = records.into_iter().map(|r| r.entry).collect();
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match result {
+            Ok((seq, prev)) => {
+                let first = seq + 1 - acks.len() as u64;
                 self.head = (seq, prev);
                 self.shared.head.store(seq, Ordering::Release);
                 self.shared.writable.store(true, Ordering::Release);
-                for (s, ack) in acks {
-                    let _ = ack.send(Ok(s));
+                for (i, ack) in acks.into_iter().enumerate() {
+                    let _ = ack.send(Ok(first + i as u64));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, records = acks.len(), "audit write failed; the requests fail");
                 self.in_doubt = true;
                 self.shared.writable.store(false, Ordering::Release);
-                for (_, ack) in acks {
+                for ack in acks {
                     let _ = ack.send(Err(AuditError::Unwritable));
                 }
             }
         }
     }
 
-    /// After a failed append: takes the stored chain's end as the head. A batch whose commit
-    /// reached the database although its acknowledgement was lost (its requests were answered
-    /// 503) stays in the chain, and the next records link to it instead of colliding with it.
+    /// After a failed append, or one that raced another node: takes the stored chain's end as
+    /// the head. A batch whose commit reached the database although its acknowledgement was
+    /// lost (its requests were answered 503) stays in the chain, and the next records link to
+    /// it instead of colliding with it; so do other nodes' records.
     fn resync(&mut self) -> Result<(), StoreError> {
         let tail = self.appender.tail()?;
         if let Some((seq, hash)) = tail.last {
@@ -404,16 +428,27 @@ impl Writer {
                         column: "audit_records.hash",
                     });
                 };
-                tracing::warn!(
-                    stored = seq,
-                    expected = self.head.0,
-                    "an audit batch reported as failed had been committed; continuing after it"
-                );
+                if self.raced {
+                    tracing::debug!(
+                        stored = seq,
+                        known = self.head.0,
+                        "other nodes appended audit records; continuing after them"
+                    );
+                } else {
+                    tracing::warn!(
+                        stored = seq,
+                        expected = self.head.0,
+                        "the stored audit chain goes past the last acknowledged record (a \
+                         batch reported as failed had committed, or another node appended); \
+                         continuing after it"
+                    );
+                }
                 self.head = (seq, bytes);
                 self.shared.head.store(seq, Ordering::Release);
             }
         }
         self.in_doubt = false;
+        self.raced = false;
         Ok(())
     }
 

@@ -8,6 +8,11 @@
 //!   nodes sharing one database).
 //! - [`run_rewrap`]: works through running re-wrap jobs batch by batch, pausing between batches
 //!   so foreground requests keep their latency.
+//!
+//! On a database several nodes share, each duty runs on the one node that holds its lease
+//! ([`LIFECYCLE_LEASE`], [`REWRAP_LEASE`]; timed by the database's clock). The lease is not the
+//! only guard: every effect is still fenced by the conditional write described above, so a
+//! node that lost its lease while paused cannot apply a rotation or a batch twice.
 
 use std::time::Duration;
 
@@ -18,14 +23,29 @@ use crate::service::{Internal, KeyService};
 
 /// Most due secrets handled per tick.
 const BATCH: u32 = 100;
+/// The lease of the lifecycle duties (rotations, deletions, device destructions).
+pub const LIFECYCLE_LEASE: &str = "lifecycle";
+/// The lease of re-wrap batches.
+pub const REWRAP_LEASE: &str = "rewrap";
+
+/// How long a duty lease lasts: three of the duty's intervals (at least 3 s), so a holder that
+/// renews every interval keeps it through a missed renewal, and a node that died is replaced
+/// within that time.
+fn lease_ttl(interval: Duration) -> Duration {
+    (interval * 3).max(Duration::from_secs(3))
+}
 
 /// Runs the lifecycle duties every `interval`, until the task is aborted.
 pub async fn run(internal: Internal, secrets_interval: Duration, keys_interval: Duration) {
     let service = internal.service();
-    let mut ticker = tokio::time::interval(secrets_interval.min(keys_interval));
+    let interval = secrets_interval.min(keys_interval);
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        if !service.holds_lease(LIFECYCLE_LEASE, lease_ttl(interval)).await {
+            continue;
+        }
         rotate_due_secrets(service).await;
         let now = OffsetDateTime::now_utc();
         if let Err(e) = service.run_due_key_rotations(now).await {
@@ -82,6 +102,11 @@ pub async fn run_rewrap(internal: Internal, pause: Duration, idle: Duration) {
             continue;
         }
         for job in jobs {
+            // One node works through re-wrap batches at a time; the lease is renewed per batch.
+            if !service.holds_lease(REWRAP_LEASE, lease_ttl(idle)).await {
+                tokio::time::sleep(idle).await;
+                break;
+            }
             let resource = format!("job/{}", job.id);
             let unit = service.rewrap_batch(&job);
             match service

@@ -114,14 +114,16 @@ pub fn mint(
 pub struct Authenticator {
     store: Arc<dyn Store>,
     cache: Mutex<HashMap<String, (TokenRecord, Instant)>>,
+    coherence: Arc<super::coherence::Coherence>,
 }
 
 impl Authenticator {
     /// A verifier reading `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, coherence: Arc<super::coherence::Coherence>) -> Self {
         Self {
             store,
             cache: Mutex::new(HashMap::new()),
+            coherence,
         }
     }
 
@@ -135,12 +137,15 @@ impl Authenticator {
         let record = match self.cached(parsed.id) {
             Some(r) => r,
             None => {
+                let ticket = self.coherence.ticket();
                 let r = self
                     .store
                     .token(parsed.id)
                     .await?
                     .ok_or(ServiceError::Unauthenticated(AuthFailure::Invalid))?;
-                self.remember(&r);
+                if self.coherence.may_cache(ticket) {
+                    self.remember(&r);
+                }
                 r
             }
         };
@@ -179,6 +184,9 @@ impl Authenticator {
     }
 
     fn cached(&self, id: &str) -> Option<TokenRecord> {
+        if !self.coherence.trusted() {
+            return None;
+        }
         let cache = self.cache.lock().ok()?;
         let (record, at) = cache.get(id)?;
         (at.elapsed() < CACHE_TTL).then(|| record.clone())

@@ -74,13 +74,16 @@ impl KeyService {
     /// The principal as policy sees it, cached for [`auth::CACHE_TTL`]. A principal or policy
     /// that cannot be read or parsed yields no policies at all: everything is denied.
     pub(crate) async fn subject(&self, name: &str) -> Result<Arc<Subject>, ServiceError> {
-        if let Ok(cache) = self.subjects.read() {
-            if let Some((s, at)) = cache.get(name) {
-                if at.elapsed() < auth::CACHE_TTL {
-                    return Ok(Arc::clone(s));
+        if self.coherence.trusted() {
+            if let Ok(cache) = self.subjects.read() {
+                if let Some((s, at)) = cache.get(name) {
+                    if at.elapsed() < auth::CACHE_TTL {
+                        return Ok(Arc::clone(s));
+                    }
                 }
             }
         }
+        let ticket = self.coherence.ticket();
         let mut subject = Subject {
             name: name.to_owned(),
             ..Subject::default()
@@ -106,6 +109,9 @@ impl KeyService {
             subject.policies = docs;
         }
         let subject = Arc::new(subject);
+        if !self.coherence.may_cache(ticket) {
+            return Ok(subject);
+        }
         if let Ok(mut cache) = self.subjects.write() {
             if cache.len() > 10_000 {
                 cache.clear();
@@ -117,7 +123,7 @@ impl KeyService {
 
     /// Forgets cached subjects after a principal or policy change (this node sees it at once;
     /// other nodes within [`auth::CACHE_TTL`]).
-    fn forget_subjects(&self) {
+    pub(crate) fn forget_subjects(&self) {
         if let Ok(mut cache) = self.subjects.write() {
             cache.clear();
         }

@@ -4,6 +4,7 @@
 pub mod access_keys;
 pub mod audit;
 pub mod auth;
+pub mod coherence;
 pub mod custody;
 pub mod door;
 mod error;
@@ -204,7 +205,8 @@ pub(crate) fn noted(root: &RootKeyRef) -> &RootKeyRef {
 }
 
 /// Key metadata cached per node. This node replaces an entry whenever it changes the key; a
-/// change made by another node sharing the database is seen within [`KEY_CACHE_TTL`].
+/// change made by another node sharing the database drops the entry as soon as the store
+/// reports it ([`coherence`]), and no entry is trusted longer than [`KEY_CACHE_TTL`].
 #[derive(Default)]
 struct KeyCache {
     by_id: HashMap<KeyId, (Arc<Key>, Instant)>,
@@ -221,6 +223,10 @@ pub struct KeyService {
     store: Arc<dyn Store>,
     auth: auth::Authenticator,
     keys: RwLock<KeyCache>,
+    /// Whether the caches may be used (see [`coherence`]).
+    coherence: Arc<coherence::Coherence>,
+    /// This process among the nodes: its node name and a random suffix (duty lease holder).
+    instance: String,
     secrets: SecretsConfig,
     keys_config: KeysConfig,
     /// The key access keys' secrets are sealed under when a request names none (`[aws]
@@ -330,12 +336,16 @@ impl KeyService {
         secrets: SecretsConfig,
         keys_config: KeysConfig,
     ) -> Self {
+        let coherence = Arc::new(coherence::Coherence::new(store.shared()));
+        let instance = format!("{}/{}", audit.node(), uuid::Uuid::new_v4());
         Self {
+            instance,
             audit,
-            auth: auth::Authenticator::new(Arc::clone(&store)),
+            auth: auth::Authenticator::new(Arc::clone(&store), Arc::clone(&coherence)),
             backends,
             store,
             keys: RwLock::new(KeyCache::default()),
+            coherence,
             secrets,
             keys_config,
             access_key_default: None,
@@ -816,14 +826,20 @@ impl KeyService {
         if let Some(k) = self.cached(r) {
             return Ok(Some(k));
         }
+        let ticket = self.coherence.ticket();
         Ok(self.store.key(r).await?.map(|k| {
             let k = Arc::new(k);
-            self.cache(&k);
+            if self.coherence.may_cache(ticket) {
+                self.cache(&k);
+            }
             k
         }))
     }
 
     fn cached(&self, r: &KeyRef) -> Option<Arc<Key>> {
+        if !self.coherence.trusted() {
+            return None;
+        }
         let cache = self.keys.read().ok()?;
         let id = match r {
             KeyRef::Id(id) => *id,

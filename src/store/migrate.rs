@@ -78,6 +78,10 @@ pub const NOT_COPIED: &[(&str, &str)] = &[
         "heartbeat",
         "the readiness probe's scratch row, rewritten by every check",
     ),
+    (
+        "leases",
+        "which running node holds a background duty: the target's nodes take them afresh",
+    ),
 ];
 
 /// Rows per batch handed from the reader to the writer.

@@ -49,6 +49,11 @@ pub const SQLITE: &[Migration] = &[
         name: "access_keys",
         sql: include_str!("migrations/sqlite/0007_access_keys.sql"),
     },
+    Migration {
+        version: 8,
+        name: "nodes",
+        sql: include_str!("migrations/sqlite/0008_nodes.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first: the same versions as [`SQLITE`], in PostgreSQL's dialect.
@@ -87,6 +92,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 7,
         name: "access_keys",
         sql: include_str!("migrations/postgres/0007_access_keys.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "nodes",
+        sql: include_str!("migrations/postgres/0008_nodes.sql"),
     },
 ];
 

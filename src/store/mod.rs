@@ -856,4 +856,54 @@ pub trait Store:
     /// # Errors
     /// Database errors.
     async fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// Takes, or renews, the lease `name` for `holder` until `ttl` from now on the database's
+    /// clock: true when `holder` holds it on return. A lease held by another holder is taken
+    /// over only once it has expired.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Whether other nodes may share this database (their changes then reach this node only
+    /// through [`Store::watch`]).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Reports committed changes to what nodes cache, for as long as the node runs (see
+    /// [`Change`]). A store no other node shares reports nothing and returns.
+    async fn watch(&self, changes: tokio::sync::mpsc::UnboundedSender<Change>) {
+        let _ = changes;
+    }
+}
+
+/// A change to what nodes cache, as the store's watch reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The watch (re)connected: anything may have changed while it was away.
+    Resync,
+    /// The watch lost its connection: caches cannot be trusted until the next `Resync`.
+    Lost,
+    /// A key or one of its versions changed.
+    Key(KeyId),
+    /// Tokens, principals or policies changed.
+    Identity,
+}
+
+impl Change {
+    /// The change a notification's payload names (`key:<id>`, `identity`); anything else is
+    /// taken as "anything may have changed".
+    pub fn parse(payload: &str) -> Self {
+        match payload.split_once(':') {
+            Some(("key", id)) => id.parse().map_or(Self::Resync, Self::Key),
+            _ if payload == "identity" => Self::Identity,
+            _ => Self::Resync,
+        }
+    }
 }

@@ -125,6 +125,10 @@ macro_rules! conformance {
                 super::secret_check_and_set::<$harness>().await;
             }
             #[tokio::test]
+            async fn a_lease_has_one_holder_until_it_expires() {
+                super::a_lease_has_one_holder_until_it_expires::<$harness>().await;
+            }
+            #[tokio::test]
             async fn a_read_gets_the_record_and_the_wanted_data() {
                 super::a_read_gets_the_record_and_the_wanted_data::<$harness>().await;
             }
@@ -610,6 +614,25 @@ async fn secret_check_and_set<H: Harness>() {
     assert_eq!(record.current_version, 2);
 }
 
+/// A duty lease has one holder: it renews its own, another node cannot take it until it has
+/// expired (by the database's clock), then can; leases of different duties are independent.
+async fn a_lease_has_one_holder_until_it_expires<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let (short, long) = (
+        std::time::Duration::from_millis(600),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(store.acquire_lease("lifecycle", "a", short).await.unwrap());
+    assert!(store.acquire_lease("lifecycle", "a", short).await.unwrap());
+    assert!(!store.acquire_lease("lifecycle", "b", long).await.unwrap());
+    assert!(store.acquire_lease("rewrap", "b", long).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    assert!(store.acquire_lease("lifecycle", "b", long).await.unwrap());
+    assert!(!store.acquire_lease("lifecycle", "a", short).await.unwrap());
+    assert!(!store.acquire_lease("rewrap", "a", long).await.unwrap());
+}
+
 /// `secret_for_read` returns the record with the sealed data of the version asked for, or of the
 /// latest live one: skipping deleted versions, nothing for a destroyed one or a secret with no
 /// live version, `None` for a path that does not exist.
@@ -1026,9 +1049,9 @@ async fn migrates_an_empty_database<H: Harness>() {
 }
 
 /// A database an older binary left at the previous schema, with data in it, reaches the newest
-/// schema when opened: the data survive and what the last migration added works (access keys)
-/// beside what earlier ones did (audit records with details). Before the upgrade, that same
-/// write is refused.
+/// schema when opened: the data survive and what the last migration added works (duty leases)
+/// beside what earlier ones did (access keys, audit records with details). Before the upgrade,
+/// that same write is refused.
 async fn migrates_from_the_previous_schema<H: Harness>() {
     let h = H::create().await;
     let previous = H::latest_schema() - 1;
@@ -1036,9 +1059,11 @@ async fn migrates_from_the_previous_schema<H: Harness>() {
     assert_eq!(h.schema_version().await, previous);
     let key = stored_key(&*old, "written-before").await;
     let ak = access_key("CKIAAAAAAAAAAAAAAAA1", "app", &key);
+    old.insert_access_key(&ak).await.unwrap();
+    let ttl = std::time::Duration::from_secs(30);
     assert!(
-        old.insert_access_key(&ak).await.is_err(),
-        "schema {previous} has no access keys"
+        old.acquire_lease("lifecycle", "node-a", ttl).await.is_err(),
+        "schema {previous} has no leases"
     );
     drop(old);
 
@@ -1046,8 +1071,8 @@ async fn migrates_from_the_previous_schema<H: Harness>() {
     assert_eq!(h.schema_version().await, H::latest_schema());
     let kept = store.key(&KeyRef::Id(key.id)).await.unwrap().unwrap();
     assert_eq!(kept.name, name("written-before"));
-    store.insert_access_key(&ak).await.unwrap();
     assert_eq!(store.access_key(&ak.id).await.unwrap().unwrap(), ak);
+    assert!(store.acquire_lease("lifecycle", "node-a", ttl).await.unwrap());
     let records = chain(1, 2, [0; 32]);
     let mut appender = store.audit_appender().await.unwrap();
     let batch = records.clone();

@@ -96,6 +96,8 @@ impl AuditAppender for Appender {
         self.run(|c| Box::pin(append(c, records)))
     }
 
+    /// Another node may have signed the same head already (nodes share the chain): its
+    /// checkpoint stands, and this one, over the same sequence and head, is not needed.
     fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let cp = checkpoint.clone();
         self.run(|conn| {
@@ -104,7 +106,8 @@ impl AuditAppender for Appender {
                     .execute(
                         &format!(
                             "INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS})
-                             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)
+                             ON CONFLICT (sequence) DO NOTHING"
                         ),
                         &[
                             &big(cp.sequence),

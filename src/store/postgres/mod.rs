@@ -827,4 +827,67 @@ impl Store for PostgresStore {
             .map(|_| ())
         })
     }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        autocommit!(self, |db| async {
+            let now = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+            db.query_opt(
+                &format!(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, {now} + $3)
+                     ON CONFLICT (name) DO UPDATE
+                       SET holder = excluded.holder, expires_at = excluded.expires_at
+                       WHERE leases.holder = excluded.holder OR leases.expires_at < {now}
+                     RETURNING holder"
+                ),
+                &[&name, &holder, &ttl_ms],
+            )
+            .await
+            .map(|row| row.is_some())
+        })
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn watch(&self, changes: tokio::sync::mpsc::UnboundedSender<super::Change>) {
+        use super::Change;
+        loop {
+            match self.connector.tls.connect_listening(&self.connector.pg).await {
+                Ok((client, mut notes)) => {
+                    match client.batch_execute("LISTEN custodian_changes").await {
+                        Ok(()) => {
+                            tracing::debug!("cache coherence: listening for changes");
+                            if changes.send(Change::Resync).is_err() {
+                                return;
+                            }
+                            while let Some(payload) = notes.recv().await {
+                                if changes.send(Change::parse(&payload)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cache coherence: LISTEN failed"),
+                    }
+                    if changes.send(Change::Lost).is_err() {
+                        return;
+                    }
+                    tracing::warn!("cache coherence: the change feed was lost; caches are bypassed until it returns");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cache coherence: cannot connect for changes yet");
+                }
+            }
+            if changes.is_closed() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
 }

@@ -111,6 +111,62 @@ impl Tls {
     }
 }
 
+impl Tls {
+    /// A connection whose notifications (`LISTEN`) arrive on the returned receiver, which ends
+    /// when the connection does.
+    pub(super) async fn connect_listening(
+        &self,
+        pg: &tokio_postgres::Config,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::sync::mpsc::UnboundedReceiver<String>,
+        ),
+        tokio_postgres::Error,
+    > {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = match self {
+            Self::Plain => {
+                let (client, connection) = pg.connect(NoTls).await?;
+                tokio::spawn(forward(connection, tx));
+                client
+            }
+            Self::Rustls(tls) => {
+                let (client, connection) = pg.connect(tls.clone()).await?;
+                tokio::spawn(forward(connection, tx));
+                client
+            }
+        };
+        Ok((client, rx))
+    }
+}
+
+/// Drives `connection`, passing each notification's payload to `tx`.
+async fn forward<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt as _;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                if tx.send(n.payload().to_owned()).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "PostgreSQL change feed connection ended");
+                return;
+            }
+        }
+    }
+}
+
 async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

@@ -613,4 +613,33 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            use rusqlite::OptionalExtension as _;
+            let now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+            let held = conn
+                .query_row(
+                    &format!(
+                        "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, {now} + ?3)
+                         ON CONFLICT (name) DO UPDATE
+                           SET holder = excluded.holder, expires_at = excluded.expires_at
+                           WHERE leases.holder = excluded.holder OR leases.expires_at < {now}
+                         RETURNING holder"
+                    ),
+                    rusqlite::params![name, holder, ttl_ms],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            Ok(held.is_some())
+        })
+        .await
+    }
 }

@@ -1,0 +1,9 @@
+-- Several nodes (docs/decisions/0022-several-nodes.md). A lease names the node that runs a
+-- background duty (scheduled rotations and deletions, re-wrap batches) until `expires_at`
+-- (unix milliseconds, the database's clock); another node takes it over only after it expired.
+-- SQLite serves one node, but the table and its rules are the same as PostgreSQL's.
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
