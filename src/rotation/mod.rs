@@ -43,7 +43,10 @@ pub async fn run(internal: Internal, secrets_interval: Duration, keys_interval: 
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if !service.holds_lease(LIFECYCLE_LEASE, lease_ttl(interval)).await {
+        if !service
+            .holds_lease(LIFECYCLE_LEASE, lease_ttl(interval))
+            .await
+        {
             continue;
         }
         rotate_due_secrets(service).await;

@@ -17,6 +17,11 @@ use crate::common::{b64, Deployment, Server};
 /// A deployment on its own PostgreSQL database (whatever `CUSTODIAN_TEST_STORE` says), and a
 /// connection to that database.
 async fn shared_deployment() -> anyhow::Result<(Deployment, Db)> {
+    shared_deployment_with("").await
+}
+
+/// As [`shared_deployment`], with more `[keys]` settings.
+async fn shared_deployment_with(keys: &str) -> anyhow::Result<(Deployment, Db)> {
     let d = Deployment::new()?;
     let (_, settings) = crate::common::postgres::fresh_database().await;
     let db = Db::open(&Location::Postgres {
@@ -27,7 +32,10 @@ async fn shared_deployment() -> anyhow::Result<(Deployment, Db)> {
         "[store]\nkind = \"postgres\"\nurl = \"{}\"\npool_size = 8\nconnect_timeout = \"3s\"",
         settings.url
     ))?;
-    d.append_config("[keys]\nlifecycle_check_interval_ms = 1000")?;
+    // Every version kept, so each acknowledged write stays readable by its version.
+    d.append_config(&format!(
+        "[keys]\nlifecycle_check_interval_ms = 1000\n{keys}\n[secrets]\ndefault_max_versions = 1000"
+    ))?;
     Ok((d, db))
 }
 
@@ -106,7 +114,10 @@ async fn three_nodes_serve_one_database_and_one_token() -> anyhow::Result<()> {
                 == 409
         })
         .await;
-        assert!(took.is_some(), "a key disabled on node 1 was still used after 1 s");
+        assert!(
+            took.is_some(),
+            "a key disabled on node 1 was still used after 1 s"
+        );
     }
     let r = n3.post("/v1/keys/shared/enable", json!({})).await;
     assert!(r.status.is_success(), "{}", r.body);
@@ -143,14 +154,28 @@ async fn three_nodes_serve_one_database_and_one_token() -> anyhow::Result<()> {
     )
     .await;
     assert!(r.status.is_success(), "{}", r.body);
-    let took = within(Duration::from_secs(1), || async { as_user(&n1).await == 403 }).await;
-    assert!(took.is_some(), "a narrowed policy was not honoured on node 1 within 1 s");
+    let took = within(Duration::from_secs(1), || async {
+        as_user(&n1).await == 403
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "a narrowed policy was not honoured on node 1 within 1 s"
+    );
     let tokens = n1.get("/v1/tokens?principal=user-1").await;
     let token_id = tokens.ok()["tokens"][0]["id"].as_str().unwrap().to_owned();
-    let r = n1.send(Method::DELETE, &format!("/v1/tokens/{token_id}")).await;
+    let r = n1
+        .send(Method::DELETE, &format!("/v1/tokens/{token_id}"))
+        .await;
     assert!(r.status.is_success(), "{}", r.body);
-    let took = within(Duration::from_secs(1), || async { as_user(&n2).await == 401 }).await;
-    assert!(took.is_some(), "a token revoked on node 1 still worked on node 2 after 1 s");
+    let took = within(Duration::from_secs(1), || async {
+        as_user(&n2).await == 401
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "a token revoked on node 1 still worked on node 2 after 1 s"
+    );
 
     // Writes on all three at once: one audit chain, every node's records in it, verified offline.
     let nodes = [Arc::new(n1), Arc::new(n2), Arc::new(n3)];
@@ -177,7 +202,9 @@ async fn three_nodes_serve_one_database_and_one_token() -> anyhow::Result<()> {
     }
     for (i, n) in nodes.iter().enumerate() {
         for j in 0..3 {
-            let r = n.get(&format!("/v1/secrets/load/{}-{j}", (i + 1) % 3)).await;
+            let r = n
+                .get(&format!("/v1/secrets/load/{}-{j}", (i + 1) % 3))
+                .await;
             assert_eq!(r.ok()["value"], b64(b"19"));
             assert_eq!(r.ok()["version"], 20);
         }
@@ -186,7 +213,10 @@ async fn three_nodes_serve_one_database_and_one_token() -> anyhow::Result<()> {
     let (export, pem) = crate::audit::export_to(&nodes[1], dir.path(), "").await?;
     let lines = crate::audit::lines_of(&export);
     let (ok, out) = crate::audit::verify_lines(dir.path(), &lines, &pem);
-    assert!(ok, "the export of three nodes' records does not verify: {out}");
+    assert!(
+        ok,
+        "the export of three nodes' records does not verify: {out}"
+    );
     let mut by_node = BTreeMap::new();
     for l in &lines {
         let v: Value = serde_json::from_str(l)?;
@@ -209,5 +239,192 @@ async fn three_nodes_serve_one_database_and_one_token() -> anyhow::Result<()> {
         holders.iter().all(|h| h.starts_with("node-")),
         "{holders:?}"
     );
+    Ok(())
+}
+
+/// A small random number below `n` (the operating system's generator; no seed to manage).
+fn below(n: u64) -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).expect("random bytes");
+    u64::from_le_bytes(b) % n
+}
+
+/// One acknowledged secret write: what a client was told was stored.
+#[derive(Debug, Clone)]
+struct Acked {
+    path: String,
+    version: u64,
+    value: String,
+}
+
+/// Writes secrets round-robin over the nodes that are up until `stop`; returns what was
+/// acknowledged.
+async fn write_until(
+    nodes: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    token: String,
+) -> Vec<Acked> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut k = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        k += 1;
+        let base = {
+            let up = nodes.lock().unwrap();
+            let live: Vec<&String> = up.iter().flatten().collect();
+            if live.is_empty() {
+                None
+            } else {
+                Some(live[(k as usize) % live.len()].clone())
+            }
+        };
+        let Some(base) = base else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let path = format!("chaos/{}", k % 40);
+        let value = format!("write {k}");
+        let r = http
+            .put(format!("{base}/v1/secrets/{path}"))
+            .bearer_auth(&token)
+            .json(&json!({ "value_text": value, "key": "chaos" }))
+            .send()
+            .await;
+        if let Ok(r) = r {
+            if r.status().is_success() {
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                if let Some(version) = body["version"].as_u64() {
+                    acked.push(Acked {
+                        path,
+                        version,
+                        value,
+                    });
+                }
+            }
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_killed_at_random_moments_lose_and_duplicate_nothing() -> anyhow::Result<()> {
+    let (mut d, db) =
+        shared_deployment_with("rewrap_batch_size = 10\nrewrap_pause_ms = 50").await?;
+    let mut servers: Vec<Option<Server>> = Vec::new();
+    for n in 1..=3 {
+        servers.push(Some(start_node(&mut d, n).await?));
+    }
+    let first = servers[0].as_ref().unwrap();
+    first.create_key("chaos").await;
+    let token = first.token.clone();
+    // Data to re-wrap: 200 secrets under version 1, then a rotation that starts a re-wrap job.
+    for i in 0..200 {
+        let r = first
+            .send_json(
+                Method::PUT,
+                &format!("/v1/secrets/bulk/{i}"),
+                json!({ "value_text": format!("bulk {i}"), "key": "chaos" }),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+    let r = first.post("/v1/keys/chaos/rotate", json!({})).await;
+    assert!(r.status.is_success(), "{}", r.body);
+
+    let bases = Arc::new(std::sync::Mutex::new(
+        servers
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.base.clone()))
+            .collect::<Vec<_>>(),
+    ));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn(write_until(
+        Arc::clone(&bases),
+        Arc::clone(&stop),
+        token.clone(),
+    ));
+    // 20 SIGKILLs of a random node at random moments, each restarted at once.
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(150 + below(400))).await;
+        let i = below(3) as usize;
+        bases.lock().unwrap()[i] = None;
+        if let Some(s) = servers[i].take() {
+            s.kill();
+        }
+        let s = start_node(&mut d, i + 1).await?;
+        bases.lock().unwrap()[i] = Some(s.base.clone());
+        servers[i] = Some(s);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.await?;
+    assert!(
+        acked.len() > 50,
+        "too few writes acknowledged: {}",
+        acked.len()
+    );
+    let n = servers[below(3) as usize].as_ref().unwrap();
+
+    // Nothing acknowledged is lost; no version number was given twice.
+    let mut seen = HashSet::new();
+    for a in &acked {
+        assert!(
+            seen.insert((a.path.clone(), a.version)),
+            "version {} of {} acknowledged twice",
+            a.version,
+            a.path
+        );
+        let r = n
+            .get(&format!("/v1/secrets/{}?version={}", a.path, a.version))
+            .await;
+        assert_eq!(
+            r.ok()["value"],
+            b64(a.value.as_bytes()),
+            "acknowledged write lost: {a:?}"
+        );
+    }
+    for i in 0..40 {
+        let m = n.get(&format!("/v1/secrets/chaos/{i}/metadata")).await;
+        if m.status.as_u16() == 404 {
+            continue;
+        }
+        let versions: Vec<u64> = m.ok()["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["version"].as_u64())
+            .collect();
+        let expected: Vec<u64> = (1..=versions.len() as u64).collect();
+        assert_eq!(versions, expected, "chaos/{i}: versions not contiguous");
+    }
+
+    // The re-wrap job completes on the surviving nodes, every secret on the new version.
+    let job = crate::common::server::wait_job_done(n, "chaos").await;
+    assert_eq!(job["state"], "completed", "{job}");
+    // Each of the 200 re-wrapped exactly once, however many times a batch's node was killed.
+    assert_eq!(
+        (job["done"].as_u64(), job["failed_items"].as_u64()),
+        (Some(200), Some(0)),
+        "{job}"
+    );
+    let left = db.query_one(
+        "SELECT count(*) FROM secret_versions v JOIN keys k ON k.id = v.key_id
+         WHERE k.name = 'chaos' AND v.key_version = 1 AND v.wrapped_dek IS NOT NULL",
+        &[],
+    )?;
+    assert_eq!(left[0].as_i64(), 0, "secrets still wrapped under version 1");
+    for i in (0..200).step_by(37) {
+        let r = n.get(&format!("/v1/secrets/bulk/{i}")).await;
+        assert_eq!(r.ok()["value"], b64(format!("bulk {i}").as_bytes()));
+    }
+
+    // One chain from all of it, verified offline.
+    let dir = tempfile::tempdir()?;
+    let (export, pem) = crate::audit::export_to(n, dir.path(), "").await?;
+    let lines = crate::audit::lines_of(&export);
+    let (ok, out) = crate::audit::verify_lines(dir.path(), &lines, &pem);
+    assert!(ok, "the export does not verify after the kills: {out}");
     Ok(())
 }

@@ -1072,7 +1072,10 @@ async fn migrates_from_the_previous_schema<H: Harness>() {
     let kept = store.key(&KeyRef::Id(key.id)).await.unwrap().unwrap();
     assert_eq!(kept.name, name("written-before"));
     assert_eq!(store.access_key(&ak.id).await.unwrap().unwrap(), ak);
-    assert!(store.acquire_lease("lifecycle", "node-a", ttl).await.unwrap());
+    assert!(store
+        .acquire_lease("lifecycle", "node-a", ttl)
+        .await
+        .unwrap());
     let records = chain(1, 2, [0; 32]);
     let mut appender = store.audit_appender().await.unwrap();
     let batch = records.clone();

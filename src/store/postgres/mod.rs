@@ -859,7 +859,12 @@ impl Store for PostgresStore {
     async fn watch(&self, changes: tokio::sync::mpsc::UnboundedSender<super::Change>) {
         use super::Change;
         loop {
-            match self.connector.tls.connect_listening(&self.connector.pg).await {
+            match self
+                .connector
+                .tls
+                .connect_listening(&self.connector.pg)
+                .await
+            {
                 Ok((client, mut notes)) => {
                     match client.batch_execute("LISTEN custodian_changes").await {
                         Ok(()) => {
