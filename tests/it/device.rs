@@ -266,3 +266,60 @@ async fn a_root_key_missing_from_the_token_is_a_loud_503() -> anyhow::Result<()>
     r.ok();
     Ok(())
 }
+
+/// Another process sharing the token (another node) destroys a root key whose handle this
+/// server has cached: the server finds the object gone by `CKA_ID` and answers as for a missing
+/// root key, without re-initialising the module (readiness stays green, the count of
+/// re-initialisations unchanged, other keys keep working).
+#[tokio::test]
+async fn a_root_key_destroyed_by_another_process_is_looked_up_again_not_a_device_failure(
+) -> anyhow::Result<()> {
+    let hsm = inproc::lock();
+    let mut d = Deployment::on_existing_token(&hsm.softhsm_conf, &hsm.label, &hsm.user_pin_file)?;
+    let s = d.start().await?;
+    let key = s.create_key(&crate::common::unique("shared-gone")).await;
+    let name = key["name"].as_str().unwrap().to_owned();
+    let other = s.create_key(&crate::common::unique("shared-kept")).await;
+    // Both handles are cached by use.
+    for k in [&name, other["name"].as_str().unwrap()] {
+        s.post(&format!("/v1/keys/{k}/datakey"), json!({}))
+            .await
+            .ok();
+    }
+    let ready = s.get_public("/v1/health/ready").await;
+    let reinits_before = ready.body.to_string();
+
+    let id = uuid::Uuid::parse_str(key["id"].as_str().unwrap())?;
+    let mut cka_id = id.as_bytes().to_vec();
+    cka_id.extend_from_slice(&1u32.to_be_bytes());
+    let session = hsm.session();
+    let found = session.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Id(cka_id),
+    ])?;
+    session.destroy_object(found[0])?;
+    drop(session);
+
+    s.post(&format!("/v1/keys/{name}/datakey"), json!({}))
+        .await
+        .assert_error(503, "key_material_missing");
+    let ready = s.get_public("/v1/health/ready").await;
+    assert_eq!(ready.status.as_u16(), 200, "{}", ready.body);
+    assert_eq!(
+        ready.body.to_string(),
+        reinits_before,
+        "the module was re-initialised for another process's deletion"
+    );
+    s.post(
+        &format!("/v1/keys/{}/datakey", other["name"].as_str().unwrap()),
+        json!({}),
+    )
+    .await
+    .ok();
+    let (_, stderr) = s.output();
+    assert!(
+        !stderr.contains("re-initialising"),
+        "the module was re-initialised"
+    );
+    Ok(())
+}

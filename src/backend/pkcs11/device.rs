@@ -203,6 +203,13 @@ impl Device {
         }
     }
 
+    /// Drops every cached handle (one of them named an object another process destroyed).
+    pub(super) fn forget_all(&self) {
+        if let Ok(mut cache) = self.handles.write() {
+            cache.clear();
+        }
+    }
+
     /// Drops the cached handle of a destroyed root key.
     pub(super) fn forget(&self, root: &RootKeyRef) {
         if let Ok(mut cache) = self.handles.write() {

@@ -15,6 +15,11 @@
 //!   never make the service re-initialise or report not-ready.
 //! - **Request**: everything else (`CKR_ENCRYPTED_DATA_INVALID`, `CKR_DATA_LEN_RANGE`, …) is
 //!   about this one operation and maps to a per-request error.
+//! - **Stale handle**: `CKR_OBJECT_HANDLE_INVALID`, `CKR_KEY_HANDLE_INVALID`. Handles are cached
+//!   per module instance (a re-initialisation starts a new cache), so an invalid one means the
+//!   object is gone: another process sharing the token (another node) destroyed it. The
+//!   operation is run once more after the cache is dropped, which finds the object again by
+//!   `CKA_ID` or answers as for a missing root key; the module is not re-initialised.
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
@@ -28,6 +33,8 @@ pub enum Class {
     Ambiguous,
     /// This request failed; the device is fine.
     Request,
+    /// A cached object handle no longer names an object: find it again by `CKA_ID`.
+    StaleHandle,
 }
 
 /// The class of a cryptoki error (see the module docs for the policy).
@@ -57,9 +64,8 @@ pub fn classify_rv(rv: RvError) -> Class {
         | DeviceMemory
         | HostMemory
         | PinExpired
-        | PinLocked
-        | ObjectHandleInvalid
-        | KeyHandleInvalid => Class::Fatal,
+        | PinLocked => Class::Fatal,
+        ObjectHandleInvalid | KeyHandleInvalid => Class::StaleHandle,
         GeneralError | FunctionFailed | DeviceError => Class::Ambiguous,
         _ => Class::Request,
     }

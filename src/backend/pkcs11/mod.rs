@@ -169,7 +169,7 @@ impl Pkcs11Backend {
     async fn with_session<T, F>(&self, errors: RequestErrors, op: F) -> Result<T, BackendError>
     where
         T: Send + 'static,
-        F: FnOnce(&Device, &Session) -> Result<T, OpFailure> + Send + 'static,
+        F: Fn(&Device, &Session) -> Result<T, OpFailure> + Send + 'static,
     {
         // Fail fast while down, without queueing for a permit.
         self.current()?;
@@ -184,7 +184,14 @@ impl Pkcs11Backend {
         let inner = Arc::clone(&self.inner);
         run_blocking(move || {
             let session = device.take_session()?;
-            let result = op(&device, &session);
+            let mut result = op(&device, &session);
+            if matches!(&result, Err(OpFailure::Module(e)) if error::classify(e) == Class::StaleHandle)
+            {
+                // Another node destroyed an object whose handle was cached: find it again.
+                tracing::info!("a cached PKCS#11 object handle went stale; finding the object again by CKA_ID");
+                device.forget_all();
+                result = op(&device, &session);
+            }
             device.return_session(session);
             let result =
                 result.map_err(|failure| classify_failure(&inner, &device, failure, errors));
@@ -224,7 +231,7 @@ fn classify_failure(
             mark_down(inner, device.generation, "device_error");
             BackendError::Unavailable
         }
-        Class::Request | Class::Ambiguous => match errors {
+        Class::Request | Class::Ambiguous | Class::StaleHandle => match errors {
             RequestErrors::Authentication => BackendError::AuthenticationFailed,
             RequestErrors::DeviceFault => BackendError::Device(Box::new(e)),
         },
