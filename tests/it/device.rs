@@ -271,6 +271,8 @@ async fn a_root_key_missing_from_the_token_is_a_loud_503() -> anyhow::Result<()>
 /// server has cached: the server finds the object gone by `CKA_ID` and answers as for a missing
 /// root key, without re-initialising the module (readiness stays green, the count of
 /// re-initialisations unchanged, other keys keep working).
+// The in-process token lock is held for the whole test on purpose (see above).
+#[allow(clippy::await_holding_lock)]
 #[tokio::test]
 async fn a_root_key_destroyed_by_another_process_is_looked_up_again_not_a_device_failure(
 ) -> anyhow::Result<()> {
