@@ -89,7 +89,9 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         front_door,
     });
     let res = scope.run(next.run(req)).await;
-    if !scope.authenticated() {
+    // A credential that could not be checked because a dependency is down (503) is not the
+    // caller's failure: it does not use up the source's budget.
+    if !scope.authenticated() && !res.status().is_server_error() {
         if let Some(retry) = state.anonymous.admit(peer) {
             return throttled(retry);
         }

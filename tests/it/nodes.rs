@@ -428,3 +428,127 @@ async fn nodes_killed_at_random_moments_lose_and_duplicate_nothing() -> anyhow::
     assert!(ok, "the export does not verify after the kills: {out}");
     Ok(())
 }
+
+/// Three nodes under load while a shared part goes away for 5 s: every node answers only
+/// successes or 503 with a down code, readiness is red on each, and each serves again by itself
+/// (same process) when the part returns.
+async fn outage_on_three_nodes(
+    mut d: Deployment,
+    take_away: impl FnOnce(),
+    bring_back: impl FnOnce(),
+    expected_code: &str,
+) -> anyhow::Result<()> {
+    use crate::store_outage::{load, Tally};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut nodes = Vec::new();
+    for n in 1..=3 {
+        nodes.push(Arc::new(start_node(&mut d, n).await?));
+    }
+    nodes[0].create_key("outage").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tallies: Vec<Arc<Tally>> = (0..3).map(|_| Arc::new(Tally::default())).collect();
+    let workers: Vec<_> = nodes
+        .iter()
+        .zip(&tallies)
+        .enumerate()
+        .map(|(i, (n, t))| {
+            tokio::spawn(load(
+                Arc::clone(n),
+                i as u32,
+                Arc::clone(&stop),
+                Arc::clone(t),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(tallies.iter().all(|t| t.ok.load(Ordering::Relaxed) > 0));
+
+    take_away();
+    let away = Instant::now();
+    for n in &nodes {
+        let r = n.wait_ready(503, Duration::from_secs(10)).await;
+        assert_eq!(r.status.as_u16(), 503, "{}", r.body);
+        let probe = n.post("/v1/keys/outage/datakey", json!({})).await;
+        assert_eq!(probe.status.as_u16(), 503, "{}", probe.body);
+        let code = probe.body["error"]["code"].as_str().unwrap_or_default();
+        assert!(
+            code == expected_code || crate::store_outage::DOWN_CODES.contains(&code),
+            "{}",
+            probe.body
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(away.elapsed())).await;
+    let pids: Vec<u32> = nodes.iter().map(|n| n.pid()).collect();
+    bring_back();
+    for n in &nodes {
+        let r = n.wait_ready(200, Duration::from_secs(30)).await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    }
+    let ok_back: Vec<u64> = tallies
+        .iter()
+        .map(|t| t.ok.load(Ordering::Relaxed))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await?;
+    }
+    for (i, t) in tallies.iter().enumerate() {
+        assert!(
+            t.ok.load(Ordering::Relaxed) > ok_back[i],
+            "node {} serves again",
+            i + 1
+        );
+        assert!(
+            t.unavailable.load(Ordering::Relaxed) > 0,
+            "node {} saw the outage",
+            i + 1
+        );
+        assert_eq!(
+            t.other.load(Ordering::Relaxed),
+            0,
+            "node {}: no 500 or other answer",
+            i + 1
+        );
+    }
+    assert_eq!(
+        nodes.iter().map(|n| n.pid()).collect::<Vec<_>>(),
+        pids,
+        "no node was restarted"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_shared_token_away_for_5_s_is_503_on_every_node_then_recovers() -> anyhow::Result<()> {
+    let (d, _db) = shared_deployment().await?;
+    let tokens = d.token_dir();
+    let away = tokens.with_extension("away");
+    let (t1, a1) = (tokens.clone(), away.clone());
+    outage_on_three_nodes(
+        d,
+        move || std::fs::rename(&t1, &a1).expect("move the token away"),
+        move || std::fs::rename(&away, &tokens).expect("bring the token back"),
+        "device_unavailable",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgresql_stopped_for_5_s_is_503_on_every_node_then_recovers() -> anyhow::Result<()> {
+    let cluster = Arc::new(crate::common::postgres::PrivateCluster::start());
+    let settings = cluster.database().await;
+    let d = Deployment::new()?;
+    d.set_store(&format!(
+        "[store]\nkind = \"postgres\"\nurl = \"{}\"\npool_size = 8\nconnect_timeout = \"2s\"",
+        settings.url
+    ))?;
+    let (c1, c2) = (Arc::clone(&cluster), Arc::clone(&cluster));
+    outage_on_three_nodes(
+        d,
+        move || c1.stop(),
+        move || c2.restart(),
+        "store_unavailable",
+    )
+    .await
+}

@@ -13,8 +13,12 @@ use serde_json::json;
 use crate::common::postgres::PrivateCluster;
 use crate::common::{b64, Deployment, Server};
 
-/// Everything a request may answer while the database is down.
-const DOWN_CODES: [&str; 2] = ["store_unavailable", "audit_unavailable"];
+/// Everything a request may answer while the database (or, in `nodes`, the device) is down.
+pub(crate) const DOWN_CODES: [&str; 3] = [
+    "store_unavailable",
+    "audit_unavailable",
+    "device_unavailable",
+];
 
 /// `connect_timeout` in the deployment, and how long a request may take while the database is
 /// down: the timeout plus a margin for a loaded machine.
@@ -22,16 +26,16 @@ const CONNECT_TIMEOUT_S: u64 = 2;
 const DEADLINE: Duration = Duration::from_secs(CONNECT_TIMEOUT_S + 4);
 
 #[derive(Default)]
-struct Tally {
-    ok: AtomicU64,
-    unavailable: AtomicU64,
-    other: AtomicU64,
-    slowest_ms: AtomicU64,
+pub(crate) struct Tally {
+    pub(crate) ok: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
+    pub(crate) other: AtomicU64,
+    pub(crate) slowest_ms: AtomicU64,
 }
 
-/// Writes secrets and asks for data keys until `stop`, counting answers by kind. Any answer
-/// other than success or a 503 with a down code is counted in `other` and printed.
-async fn load(s: Arc<Server>, worker: u32, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+/// Writes secrets and asks for data keys (key `outage`) until `stop`, counting answers by kind.
+/// Any answer other than success or a 503 with a down code is counted in `other` and printed.
+pub(crate) async fn load(s: Arc<Server>, worker: u32, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     let mut n = 0u32;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
