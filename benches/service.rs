@@ -146,6 +146,10 @@ fn run(args: &[String]) -> Result<()> {
         None
     };
     let install = Install::prepare(&dir, &module, &knobs, swtpm.as_ref())?;
+    if let Some(nodes) = knobs.nodes {
+        print!("{}", node_comparison(&install, &knobs, nodes)?);
+        return Ok(());
+    }
     if knobs.store.is_some() {
         print!("{}", store_comparison(&install, &knobs)?);
         return Ok(());
@@ -207,6 +211,9 @@ struct Knobs {
     tpm: bool,
     /// `postgres`: run only the store comparison (SQLite, then PostgreSQL, in this run).
     store: Option<String>,
+    /// `--nodes N`: run only the node comparison (one node, then N, on one PostgreSQL database
+    /// and one token, in this run).
+    nodes: Option<usize>,
 }
 
 impl Knobs {
@@ -224,6 +231,7 @@ impl Knobs {
         let mut audit_secs = env_knob("CUSTODIAN_BENCH_AUDIT_SECS")?;
         let mut tpm = env_knob("CUSTODIAN_BENCH_TPM")?;
         let mut store = env_knob("CUSTODIAN_BENCH_STORE")?;
+        let mut nodes = env_knob("CUSTODIAN_BENCH_NODES")?;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let slot = match arg.as_str() {
@@ -241,11 +249,12 @@ impl Knobs {
                 "--audit-secs" => &mut audit_secs,
                 "--tpm" => &mut tpm,
                 "--store" => &mut store,
+                "--nodes" => &mut nodes,
                 other => bail!(
                     "unknown argument {other:?}; knobs: --sessions N, --secs S, --raw-secs S, \
                      --concurrency 1,8,32, --max-requests N, --log-filter F, --rewrap-secrets N, \
                      --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS, --audit-secs S, \
-                     --tpm true|false, --store postgres"
+                     --tpm true|false, --store postgres, --nodes N"
                 ),
             };
             *slot = Some(
@@ -313,6 +322,14 @@ impl Knobs {
             rewrap_pause_ms,
             audit_time,
             tpm: parse_knob("tpm (true or false)", tpm, "true")?,
+            nodes: match nodes.as_deref() {
+                None => None,
+                Some(text) => {
+                    let n: usize = parse_knob("nodes", Some(text.to_owned()), "")?;
+                    ensure!((2..=8).contains(&n), "--nodes must be 2 to 8");
+                    Some(n)
+                }
+            },
             store: match store.as_deref() {
                 None | Some("sqlite") => None,
                 Some("postgres") => Some("postgres".to_owned()),
@@ -1542,12 +1559,35 @@ async fn load_until(
     max_requests: u64,
     stop: Arc<AtomicBool>,
 ) -> Result<Stats> {
+    load_spread(
+        client,
+        std::slice::from_ref(target),
+        concurrency,
+        duration,
+        max_requests,
+        stop,
+    )
+    .await
+}
+
+/// [`load_until`] with the workers spread over `targets` (worker `w` sends to
+/// `targets[w % targets.len()]`): the same request to several nodes.
+async fn load_spread(
+    client: &reqwest::Client,
+    targets: &[Target],
+    concurrency: usize,
+    duration: Duration,
+    max_requests: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<Stats> {
+    ensure!(!targets.is_empty(), "no target to load");
     let issued = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = tokio::task::JoinSet::new();
     static FRESH: AtomicU64 = AtomicU64::new(0);
-    for _ in 0..concurrency {
+    for w in 0..concurrency {
+        let target = &targets[w % targets.len()];
         let (client, issued, stop) = (client.clone(), Arc::clone(&issued), Arc::clone(&stop));
         let (url, body, auth) = (target.url.clone(), target.body.clone(), target.auth.clone());
         let put_fresh = target.put_fresh;
@@ -1820,6 +1860,258 @@ fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
                 ms(lite.p99),
                 ms(pg.p50),
                 ms(pg.p99),
+            )?;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node comparison (issue 22): `--nodes N`
+
+/// Creates (again) the database `name` on the cluster of `CUSTODIAN_BENCH_POSTGRES_URL` and
+/// returns its URL.
+fn fresh_bench_database(rt: &tokio::runtime::Runtime, name: &str) -> Result<String> {
+    let admin = std::env::var("CUSTODIAN_BENCH_POSTGRES_URL").context(
+        "CUSTODIAN_BENCH_POSTGRES_URL is not set: run scripts/bench --store postgres or --nodes N, \
+         which starts a throw-away PostgreSQL cluster",
+    )?;
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .context("connecting to the bench PostgreSQL cluster")?;
+        tokio::spawn(connection);
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            client
+                .batch_execute(&sql)
+                .await
+                .context("creating the bench database")?;
+        }
+        let mut cfg: tokio_postgres::Config = admin.parse().context("the admin URL")?;
+        cfg.dbname(name);
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        let user = cfg.get_user().unwrap_or("postgres").to_owned();
+        Ok(format!("postgres://{user}@{host}:{port}/{name}"))
+    })
+}
+
+/// The highest audit sequence in `url`'s database (how many records all nodes appended).
+async fn audit_head(url: &str) -> Result<i64> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the bench database")?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one("SELECT COALESCE(max(sequence), 0) FROM audit_records", &[])
+        .await
+        .context("reading the audit head")?;
+    Ok(row.get(0))
+}
+
+/// One measured cell of the node comparison: (setup: 0 = one node, 1 = all nodes; op;
+/// concurrency) and (stats, audit records appended per second by all nodes).
+type NodeRow = ((usize, usize, usize), (Stats, f64));
+
+/// One node on PostgreSQL, then `nodes` nodes on the same database and the same SoftHSM2 token
+/// directory with the client's workers spread over them, in one run: `datakey`, secret writes
+/// and reads at every concurrency, and the audit records all nodes appended per second. On a
+/// machine with fewer cores than nodes this measures what coordination costs, not scaling.
+fn node_comparison(install: &Install, knobs: &Knobs, nodes: usize) -> Result<String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+    let database = fresh_bench_database(&rt, "custodian_bench_nodes")?;
+    let base = std::fs::read_to_string(&install.config).context("reading the bench config")?;
+    let sqlite_section = "[store]\nkind = \"sqlite\"\npath = \"custodian.db\"\n";
+    ensure!(
+        base.contains(sqlite_section),
+        "the bench config has no SQLite [store] section"
+    );
+    ensure!(
+        !base.contains("[audit]"),
+        "the bench config already has an [audit] section"
+    );
+    let node_install = |n: usize| -> Result<Install> {
+        let config = install.dir.join(format!("custodian-node-{n}.toml"));
+        let text = format!(
+            "{}\n[audit]\nnode = \"node-{n}\"\n",
+            base.replace(
+                sqlite_section,
+                &format!("[store]\nkind = \"postgres\"\nurl = \"{database}\"\n")
+            )
+        );
+        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+        Ok(Install {
+            dir: install.dir.clone(),
+            softhsm_conf: install.softhsm_conf.clone(),
+            config,
+            module: install.module.clone(),
+            user_pin: install.user_pin.clone(),
+            sessions: install.sessions,
+            log_filter: install.log_filter.clone(),
+        })
+    };
+    let max_concurrency = knobs.concurrency.iter().copied().max().unwrap_or(1);
+    let client = http_client(max_concurrency)?;
+    eprintln!("bench: node comparison: starting node-1 on PostgreSQL");
+    let (mut first, token) = Server::start(&node_install(1)?, 40)?;
+    let token = token.context("no bootstrap token from node-1")?;
+    // The first round trip creates the bench key; the secret is what the reads fetch.
+    rt.block_on(async {
+        first.wait_ready(&client).await?;
+        first_round_trip(&client, &first, token.clone()).await?;
+        expect_json(
+            client
+                .put(first.url("/v1/secrets/bench/read"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "value_text": "bench", "key": KEY_NAME })),
+            "PUT a secret",
+            StatusCode::OK,
+        )
+        .await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let auth = HeaderValue::from_str(&format!("Bearer {token}"))
+        .context("the bootstrap token is not a valid header value")?;
+    let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
+    let targets_on = |server: &Server, run: usize| -> [Target; 3] {
+        let target = |url: String, body: Option<serde_json::Value>, put_fresh| Target {
+            url,
+            body: body.map(|b| b.to_string()),
+            auth: Some(auth.clone()),
+            put_fresh,
+        };
+        [
+            target(
+                server.url(&format!("/v1/keys/{KEY_NAME}/datakey")),
+                Some(serde_json::json!({ "context": context })),
+                false,
+            ),
+            target(
+                server.url(&format!("/v1/secrets/bench/n{run}-")),
+                Some(serde_json::json!({ "value_text": "bench-value", "key": KEY_NAME })),
+                true,
+            ),
+            target(server.url("/v1/secrets/bench/read"), None, false),
+        ]
+    };
+    const OPS: [&str; 3] = [
+        "POST /v1/keys/bench/datakey",
+        "PUT /v1/secrets/{fresh path}",
+        "GET /v1/secrets/bench/read",
+    ];
+    let mut rows: Vec<NodeRow> = Vec::new();
+    let mut measure = |setup: usize, servers: &[&Server]| -> Result<()> {
+        let per_node: Vec<[Target; 3]> = servers
+            .iter()
+            .map(|s| targets_on(s, setup * 100 + rows.len()))
+            .collect();
+        for op in 0..OPS.len() {
+            let targets: Vec<Target> = per_node
+                .iter()
+                .map(|t| Target {
+                    url: t[op].url.clone(),
+                    body: t[op].body.clone(),
+                    auth: t[op].auth.clone(),
+                    put_fresh: t[op].put_fresh,
+                })
+                .collect();
+            for &concurrency in &knobs.concurrency {
+                eprintln!(
+                    "bench: node comparison: {} node(s): {} at concurrency {concurrency}",
+                    servers.len(),
+                    OPS[op]
+                );
+                let never = || Arc::new(AtomicBool::new(false));
+                rt.block_on(load_spread(
+                    &client,
+                    &targets,
+                    concurrency,
+                    WARMUP,
+                    knobs.max_requests,
+                    never(),
+                ))?;
+                let before = rt.block_on(audit_head(&database))?;
+                let stats = rt.block_on(load_spread(
+                    &client,
+                    &targets,
+                    concurrency,
+                    knobs.http_time,
+                    knobs.max_requests,
+                    never(),
+                ))?;
+                let after = rt.block_on(audit_head(&database))?;
+                ensure!(
+                    stats.errors == 0,
+                    "{} node(s): {} at concurrency {concurrency}: {} errors (first: {})",
+                    servers.len(),
+                    OPS[op],
+                    stats.errors,
+                    stats.first_error.as_deref().unwrap_or("none")
+                );
+                let records = (after - before) as f64 / stats.elapsed.as_secs_f64();
+                rows.push(((setup, op, concurrency), (stats, records)));
+            }
+        }
+        Ok(())
+    };
+    measure(0, &[&first])?;
+    let mut others = Vec::new();
+    for n in 2..=nodes {
+        eprintln!("bench: node comparison: starting node-{n}");
+        let (mut s, _) = Server::start(&node_install(n)?, 40 + u32::try_from(n).unwrap_or(0))?;
+        rt.block_on(s.wait_ready(&client))?;
+        others.push(s);
+    }
+    let mut all: Vec<&Server> = vec![&first];
+    all.extend(others.iter());
+    measure(1, &all)?;
+    for s in others {
+        s.stop().context("stopping a node")?;
+    }
+    first.stop().context("stopping node-1")?;
+
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
+    let mut out = String::new();
+    writeln!(
+        out,
+        "\n### Nodes: one node, then {nodes} nodes on one PostgreSQL database and one SoftHSM2 token ({} revision {}, {cores} cores)\n",
+        time::OffsetDateTime::now_utc().date(),
+        revision()
+    )?;
+    writeln!(
+        out,
+        "| request | c | 1 node ops/s | p50 | p99 | {nodes} nodes ops/s | p50 | p99 | {nodes} ÷ 1 | audit records/s, {nodes} nodes |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for (op, name) in OPS.iter().enumerate() {
+        for &concurrency in &knobs.concurrency {
+            let find = |setup| {
+                rows.iter()
+                    .find(|(k, _)| *k == (setup, op, concurrency))
+                    .map(|(_, v)| v)
+            };
+            let (Some((one, _)), Some((many, records))) = (find(0), find(1)) else {
+                continue;
+            };
+            let (a, b) = (one.ops_per_sec(), many.ops_per_sec());
+            let ratio = if a > 0.0 { b / a } else { 0.0 };
+            writeln!(
+                out,
+                "| `{name}` | {concurrency} | {a:.0} | {} | {} | {b:.0} | {} | {} | {ratio:.2} | {records:.0} |",
+                ms(one.p50),
+                ms(one.p99),
+                ms(many.p50),
+                ms(many.p99),
             )?;
         }
     }
