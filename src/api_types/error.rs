@@ -31,6 +31,7 @@ pub const CODES: &[&str] = &[
     "unsupported_ciphertext_algorithm",
     "ciphertext_key_not_found",
     "wrong_key",
+    "key_on_other_node",
     "decryption_failed",
     "malformed_json",
     "invalid_request",

@@ -142,7 +142,8 @@ impl KeyService {
         self.changing().await?;
         self.charge_wrap(&key).await?;
         let sealed = self
-            .backend_of(&key)?
+            .serving_backend(&key)
+            .await?
             .seal(
                 noted(&key.primary_root()),
                 header.aad(&context),
@@ -307,7 +308,8 @@ impl KeyService {
         let aad = header.aad(&secret_context(&record.id)?);
         let root = key.root(blob.key_version);
         match self
-            .backend_of(&key)?
+            .serving_backend(&key)
+            .await?
             .open(&root, blob.iv, aad, blob.ciphertext)
             .await
         {

@@ -175,6 +175,12 @@ pub enum ServiceError {
     /// The blob names a key (or version) this service does not have.
     #[error("the ciphertext names a key or key version that does not exist")]
     CiphertextKeyNotFound,
+    /// A TPM key held by another node's TPM.
+    #[error("key is held by the TPM of node {node}: send the request to that node")]
+    KeyOnOtherNode {
+        /// The node whose TPM holds it.
+        node: String,
+    },
     /// The caller named a key, and the blob was sealed by another.
     #[error("the ciphertext was not produced by the key the request names")]
     WrongKey,
@@ -398,6 +404,7 @@ impl ServiceError {
             Self::InvalidCiphertext(b) => (K::Invalid, blob_code(b)),
             Self::CiphertextKeyNotFound => (K::Invalid, "ciphertext_key_not_found"),
             Self::WrongKey => (K::Invalid, "wrong_key"),
+            Self::KeyOnOtherNode { .. } => (K::Unavailable, "key_on_other_node"),
             Self::DecryptionFailed => (K::Invalid, "decryption_failed"),
             Self::InvalidSecretPath(_) => (K::Invalid, "invalid_secret_path"),
             Self::SecretNotFound(_) => (K::NotFound, "secret_not_found"),
@@ -482,7 +489,7 @@ impl ServiceError {
         }
         match (kind, code, self) {
             // Not a failure of the service: the version must be rotated; say so.
-            (_, _, Self::WrapLimitReached(_)) => self.to_string(),
+            (_, _, Self::WrapLimitReached(_) | Self::KeyOnOtherNode { .. }) => self.to_string(),
             (_, _, Self::Backend(BackendError::KeyBlobRejected(label))) => format!(
                 "the stored device material of key version {label} does not load in this \
                  device; quote the request id to the operator"

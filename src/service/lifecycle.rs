@@ -184,7 +184,7 @@ impl KeyService {
         let version = KeyVersion::new(last + 1).ok_or(ServiceError::Backend(
             BackendError::Invariant("version overflow"),
         ))?;
-        let backend = Arc::clone(self.backend_of(&key)?);
+        let backend = Arc::clone(self.serving_backend(&key).await?);
         let bare = RootKeyRef::bare(id, version);
         crate::audit::note::detail("version_created", version.get().to_string());
         self.changing().await?;
@@ -534,7 +534,7 @@ impl KeyService {
         version: KeyVersion,
     ) -> Result<(), ServiceError> {
         let root = &key.root(version);
-        let backend = self.backend_of(key)?;
+        let backend = self.serving_backend(key).await?;
         match backend.destroy_root_key(root).await {
             Ok(()) | Err(BackendError::RootKeyMissing(_)) => {
                 if let Err(e) = self.store.mark_device_destroyed(root).await {
@@ -844,7 +844,8 @@ impl KeyService {
         let plaintext = self.open_blob(&source, blob, aad).await?;
         self.charge_wrap(&dest).await?;
         let sealed = self
-            .backend_of(&dest)?
+            .serving_backend(&dest)
+            .await?
             .seal(
                 noted(&dest.primary_root()),
                 header.aad(dest_context),

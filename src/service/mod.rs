@@ -175,6 +175,38 @@ impl KeyService {
         Ok(self.backends.get(key.backend, key.mode)?)
     }
 
+    /// The backend that serves `key` on this node: as [`KeyService::backend_of`], and for a TPM
+    /// key, only on the node whose TPM holds it (recorded when the key was made; keys made
+    /// before that was recorded are served by any node with a TPM).
+    ///
+    /// # Errors
+    /// `KeyOnOtherNode` naming that node; those of `backend_of`; `Store`.
+    pub(crate) async fn serving_backend(
+        &self,
+        key: &Key,
+    ) -> Result<&Arc<dyn KeyBackend>, ServiceError> {
+        if key.backend == BackendKind::Tpm {
+            if let Some(node) = self.tpm_key_node(key.id).await? {
+                if node != self.audit.node() {
+                    return Err(ServiceError::KeyOnOtherNode { node });
+                }
+            }
+        }
+        self.backend_of(key)
+    }
+
+    /// The node whose TPM holds TPM key `id` (cached: it never changes).
+    async fn tpm_key_node(&self, id: KeyId) -> Result<Option<String>, ServiceError> {
+        if let Some(node) = self.tpm_nodes.read().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(Some(node));
+        }
+        let node = self.store.tpm_key_node(id).await?;
+        if let (Some(n), Ok(mut m)) = (&node, self.tpm_nodes.write()) {
+            m.insert(id, n.clone());
+        }
+        Ok(node)
+    }
+
     /// Opens a blob of `key` (whose version state the caller has checked): the blob's algorithm
     /// must be the one its version seals with, then the version's backend opens it.
     ///
@@ -192,7 +224,8 @@ impl KeyService {
         }
         let root = key.root(blob.key_version);
         Ok(self
-            .backend_of(key)?
+            .serving_backend(key)
+            .await?
             .open(noted(&root), blob.iv, aad, blob.ciphertext)
             .await?)
     }
@@ -227,6 +260,8 @@ pub struct KeyService {
     coherence: Arc<coherence::Coherence>,
     /// This process among the nodes: its node name and a random suffix (duty lease holder).
     instance: String,
+    /// TPM keys' owning nodes, as read from the store.
+    tpm_nodes: std::sync::RwLock<HashMap<KeyId, String>>,
     secrets: SecretsConfig,
     keys_config: KeysConfig,
     /// The key access keys' secrets are sealed under when a request names none (`[aws]
@@ -340,6 +375,7 @@ impl KeyService {
         let instance = format!("{}/{}", audit.node(), uuid::Uuid::new_v4());
         Self {
             instance,
+            tpm_nodes: std::sync::RwLock::new(HashMap::new()),
             audit,
             auth: auth::Authenticator::new(Arc::clone(&store), Arc::clone(&coherence)),
             backends,
@@ -563,6 +599,12 @@ impl KeyService {
                 other => other.into(),
             });
         }
+        if key.backend == BackendKind::Tpm {
+            // Only this node's TPM can load the key's versions: other nodes say so, by name.
+            if let Err(e) = self.store.set_tpm_key_node(key.id, self.audit.node()).await {
+                tracing::error!(key_id = %key.id, error = %e, "the TPM key's node could not be recorded; other nodes will fail to load it without naming this node");
+            }
+        }
         tracing::info!(key_id = %key.id, key_name = %key.name, "key created");
         let key = Arc::new(key);
         self.cache(&key);
@@ -626,7 +668,8 @@ impl KeyService {
         let header = usable_header(&key)?;
         self.charge_wrap(&key).await?;
         let (plaintext, sealed) = self
-            .backend_of(&key)?
+            .serving_backend(&key)
+            .await?
             .generate_and_seal(noted(&key.primary_root()), header.aad(context), len.bytes())
             .await?;
         Ok(DataKey {
@@ -666,7 +709,8 @@ impl KeyService {
         let header = usable_header(&key)?;
         self.charge_wrap(&key).await?;
         let sealed = self
-            .backend_of(&key)?
+            .serving_backend(&key)
+            .await?
             .seal(noted(&key.primary_root()), header.aad(context), plaintext)
             .await?;
         Ok(seal_result(header, sealed))

@@ -419,7 +419,8 @@ impl KeyService {
         };
         self.charge_wrap(key).await?;
         let sealed = self
-            .backend_of(key)?
+            .serving_backend(key)
+            .await?
             .seal(noted(&key.primary_root()), header.aad(&context), dek)
             .await?;
         Ok(seal_result(header, sealed).ciphertext)

@@ -312,7 +312,8 @@ impl KeyService {
         let context = data_key_context(path, version)
             .map_err(|_| ServiceError::InvalidMetadata("secret path too long for a context"))?;
         let (dek, sealed) = self
-            .backend_of(key)?
+            .serving_backend(key)
+            .await?
             .generate_and_seal(noted(&key.primary_root()), header.aad(&context), 32)
             .await?;
         let ciphertext = seal_value(dek.expose_secret(), path, version, value.expose_secret())

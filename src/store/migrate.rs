@@ -52,6 +52,7 @@ use crate::telemetry::run_blocking;
 /// Every table that is copied, in an order that satisfies the foreign keys.
 pub const COPIED: &[&str] = &[
     "keys",
+    "tpm_key_nodes",
     "key_versions",
     "aliases",
     "principals",

@@ -870,6 +870,18 @@ pub trait Store:
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError>;
 
+    /// Records that the TPM of `node` holds key `key`'s versions (a TPM key). Idempotent.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn set_tpm_key_node(&self, key: KeyId, node: &str) -> Result<(), StoreError>;
+
+    /// The node whose TPM holds key `key`, if one was recorded.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn tpm_key_node(&self, key: KeyId) -> Result<Option<String>, StoreError>;
+
     /// Whether other nodes may share this database (their changes then reach this node only
     /// through [`Store::watch`]).
     fn shared(&self) -> bool {

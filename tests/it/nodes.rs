@@ -552,3 +552,47 @@ async fn postgresql_stopped_for_5_s_is_503_on_every_node_then_recovers() -> anyh
     )
     .await
 }
+
+/// A TPM key belongs to the node whose TPM made it: that node serves it; another node, with a
+/// TPM of its own or none, answers 503 `key_on_other_node` naming the owner, and PKCS#11 keys
+/// are served by every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tpm_key_is_served_by_its_node_and_named_by_the_others() -> anyhow::Result<()> {
+    let (mut d, _db) = shared_deployment().await?;
+    let (tpm1, tpm2) = (
+        crate::common::swtpm::Swtpm::start()?,
+        crate::common::swtpm::Swtpm::start()?,
+    );
+    let start_with = |d: &mut Deployment, n: usize, tcti: Option<String>| {
+        d.env = vec![("CUSTODIAN__AUDIT__NODE".to_owned(), format!("node-{n}"))];
+        if let Some(t) = tcti {
+            d.env.push(("CUSTODIAN__TPM__TCTI".to_owned(), t));
+        }
+    };
+    start_with(&mut d, 1, Some(tpm1.tcti()));
+    let n1 = d.start().await?;
+    start_with(&mut d, 2, Some(tpm2.tcti()));
+    let n2 = d.start().await?;
+    start_with(&mut d, 3, None);
+    let n3 = d.start().await?;
+
+    let r = n1
+        .post("/v1/keys", json!({ "name": "on-tpm-1", "backend": "tpm" }))
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+    n1.create_key("on-token").await;
+    n1.post("/v1/keys/on-tpm-1/datakey", json!({})).await.ok();
+    for n in [&n2, &n3] {
+        let r = n.post("/v1/keys/on-tpm-1/datakey", json!({})).await;
+        r.assert_error(503, "key_on_other_node");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("node-1")),
+            "{}",
+            r.body
+        );
+        n.post("/v1/keys/on-token/datakey", json!({})).await.ok();
+    }
+    Ok(())
+}

@@ -828,6 +828,29 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn set_tpm_key_node(&self, key: KeyId, node: &str) -> Result<(), StoreError> {
+        let key = key.to_string();
+        autocommit!(self, |db| async {
+            db.execute(
+                "INSERT INTO tpm_key_nodes (key_id, node) VALUES ($1, $2)
+                 ON CONFLICT (key_id) DO UPDATE SET node = excluded.node",
+                &[&key, &node],
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    async fn tpm_key_node(&self, key: KeyId) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        autocommit!(self, |db| async {
+            Ok(db
+                .query_opt("SELECT node FROM tpm_key_nodes WHERE key_id = $1", &[&key])
+                .await?
+                .map(|r| r.get::<_, String>(0)))
+        })
+    }
+
     async fn acquire_lease(
         &self,
         name: &str,

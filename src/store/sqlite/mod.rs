@@ -614,6 +614,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_tpm_key_node(&self, key: KeyId, node: &str) -> Result<(), StoreError> {
+        let (key, node) = (key.to_string(), node.to_owned());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO tpm_key_nodes (key_id, node) VALUES (?1, ?2)
+                 ON CONFLICT (key_id) DO UPDATE SET node = excluded.node",
+                rusqlite::params![key, node],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tpm_key_node(&self, key: KeyId) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.with_conn(move |conn| {
+            use rusqlite::OptionalExtension as _;
+            Ok(conn
+                .query_row(
+                    "SELECT node FROM tpm_key_nodes WHERE key_id = ?1",
+                    [key],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
     async fn acquire_lease(
         &self,
         name: &str,

@@ -6,6 +6,12 @@ CREATE TABLE leases (
     expires_at BIGINT NOT NULL
 );
 
+-- The node whose TPM holds a TPM key's versions (see the SQLite dialect).
+CREATE TABLE tpm_key_nodes (
+    key_id TEXT COLLATE "C" PRIMARY KEY REFERENCES keys (id),
+    node   TEXT NOT NULL
+);
+
 -- Every committed change to what nodes cache is announced on the channel `custodian_changes`:
 -- `key:<id>` for a key or one of its versions (not for wrap reservations, which nodes do not
 -- cache), `identity` for tokens, principals and policies. NOTIFY is delivered at commit, once

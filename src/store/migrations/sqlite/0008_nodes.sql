@@ -7,3 +7,10 @@ CREATE TABLE leases (
     holder     TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
+
+-- The node whose TPM holds a TPM key's versions: only that node can serve the key; another node
+-- answers `key_on_other_node`, naming it. Keys of the PKCS#11 token (shared) have no row.
+CREATE TABLE tpm_key_nodes (
+    key_id TEXT PRIMARY KEY REFERENCES keys (id),
+    node   TEXT NOT NULL
+);
