@@ -63,6 +63,31 @@ async fn sweep_keks(internal: Internal, ttl: std::time::Duration) {
 }
 
 /// Opens the TPM (blocking: it connects and creates the storage primary) on the blocking pool.
+/// Opens the PKCS#11 token, trying again for a few seconds while no token matches: SoftHSM2
+/// rewrites a token's file at every `C_Login`, so a node starting while other nodes log in to a
+/// shared token can briefly find none. Nothing else is retried (a wrong PIN tried again could
+/// lock the token).
+async fn start_pkcs11(
+    p: &crate::config::Pkcs11Config,
+) -> Result<Pkcs11Backend, crate::backend::BackendError> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 1;
+    loop {
+        match Pkcs11Backend::start(p.clone()).await {
+            Ok(b) => return Ok(b),
+            Err(crate::backend::BackendError::Open(m))
+                if attempt < ATTEMPTS && m.starts_with(crate::backend::pkcs11::NO_TOKEN) =>
+            {
+                let e = crate::backend::BackendError::Open(m);
+                tracing::warn!(attempt, error = %e, "opening the PKCS#11 token failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn open_tpm(t: &crate::config::TpmSettings) -> Result<Arc<dyn KeyBackend>, StartError> {
     let owner_auth = t
         .owner_auth
@@ -127,7 +152,7 @@ impl App {
 
     async fn build_with(config: &Config, auditing: Auditing) -> Result<Self, StartError> {
         let backend: Arc<dyn KeyBackend> = match &config.backend {
-            BackendConfig::Pkcs11(p) => Arc::new(Pkcs11Backend::start(p.clone()).await?),
+            BackendConfig::Pkcs11(p) => Arc::new(start_pkcs11(p).await?),
         };
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
@@ -140,6 +165,9 @@ impl App {
                 Arc::new(PostgresStore::open(&settings).await?)
             }
         };
+        // Nodes starting at once on a shared database and HSM do the one-time set-up (the
+        // signing key, the bootstrap principal) one after another: held until bootstrap is done.
+        let startup = store.startup_guard().await?;
         // The signing key is found or generated in the device before anything is served: no
         // request is answered while checkpoints could not be signed.
         let signer = backend.audit_signer().await?;
@@ -176,6 +204,7 @@ impl App {
             )?;
             out.flush()?;
         }
+        drop(startup);
         // Read the certificates before binding: a bad TLS setup refuses to start.
         let tls = config
             .server

@@ -882,6 +882,16 @@ pub trait Store:
     /// Database errors.
     async fn tpm_key_node(&self, key: KeyId) -> Result<Option<String>, StoreError>;
 
+    /// Serialises one-time start-up work (finding or creating the audit signing key in a shared
+    /// HSM, the bootstrap principal) across nodes starting at the same moment: held until the
+    /// returned guard drops. `None` where no other node shares the database.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn startup_guard(&self) -> Result<Option<StartupGuard>, StoreError> {
+        Ok(None)
+    }
+
     /// Whether other nodes may share this database (their changes then reach this node only
     /// through [`Store::watch`]).
     fn shared(&self) -> bool {
@@ -892,6 +902,16 @@ pub trait Store:
     /// [`Change`]). A store no other node shares reports nothing and returns.
     async fn watch(&self, changes: tokio::sync::mpsc::UnboundedSender<Change>) {
         let _ = changes;
+    }
+}
+
+/// Held while a node does its one-time start-up work (see [`Store::startup_guard`]); the lock
+/// is released when this drops.
+pub struct StartupGuard(pub Box<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for StartupGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartupGuard")
     }
 }
 

@@ -596,3 +596,117 @@ async fn a_tpm_key_is_served_by_its_node_and_named_by_the_others() -> anyhow::Re
     }
     Ok(())
 }
+
+/// Three nodes started at the same moment on a new database and a new token: the one-time
+/// set-up happens once (one audit signing key in the token, one bootstrap token printed), every
+/// node becomes ready, and a checkpoint signed by any of them verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_started_at_once_set_up_once() -> anyhow::Result<()> {
+    let (d, _db) = shared_deployment().await?;
+    let mut children = Vec::new();
+    for n in 1..=3 {
+        let out = d.path().join(format!("node-{n}.out"));
+        let err = d.path().join(format!("node-{n}.err"));
+        let child = d
+            .command()
+            .args(["serve", "--config"])
+            .arg(d.config())
+            .env("CUSTODIAN__AUDIT__NODE", format!("node-{n}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&err)?)
+            .spawn()?;
+        children.push((KillOnDrop(child), out, err));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut bases = Vec::new();
+    let mut tokens = Vec::new();
+    for (child, out, err) in &mut children {
+        let base = loop {
+            let text = std::fs::read_to_string(&*out).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("custodian listening on "))
+            {
+                tokens.extend(
+                    text.lines()
+                        .filter_map(|l| l.split("store it now): ").nth(1))
+                        .map(|t| t.trim().to_owned()),
+                );
+                break format!("http://{}", addr.trim());
+            }
+            if let Some(status) = child.0.try_wait()? {
+                panic!(
+                    "a node exited ({status}):\n{}",
+                    std::fs::read_to_string(&*err).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "a node did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        bases.push(base);
+    }
+    assert_eq!(
+        tokens.len(),
+        1,
+        "bootstrap tokens printed: {}",
+        tokens.len()
+    );
+    let token = &tokens[0];
+    let http = reqwest::Client::new();
+    for base in &bases {
+        let r = http.get(format!("{base}/v1/health/ready")).send().await?;
+        assert_eq!(r.status().as_u16(), 200, "{base} is not ready");
+        let r = http
+            .get(format!("{base}/v1/audit/public-key"))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    // Every node signs with the same, single signing key: each one's export verifies with the
+    // key any of them publishes.
+    let key_of = |base: &String| {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        async move {
+            http.get(format!("{base}/v1/audit/public-key"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let first = key_of(&bases[0]).await;
+    for base in &bases[1..] {
+        assert_eq!(key_of(base).await, first, "nodes sign with different keys");
+    }
+    let dir = tempfile::tempdir()?;
+    let pem = dir.path().join("public.pem");
+    std::fs::write(&pem, &first)?;
+    for base in &bases {
+        let export = http
+            .get(format!("{base}/v1/audit/export"))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let lines = crate::audit::lines_of(&export);
+        let (ok, out) = crate::audit::verify_lines(dir.path(), &lines, &pem);
+        assert!(ok, "{base}: {out}");
+    }
+    Ok(())
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

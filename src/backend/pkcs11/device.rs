@@ -64,6 +64,9 @@ fn required_mechanisms(m: WrapMechanism) -> &'static [(MechanismType, &'static s
     }
 }
 
+/// How an open that found no matching token begins (start-up retries on it).
+pub const NO_TOKEN: &str = "no initialised token matches";
+
 fn open_error(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Open(format!("{what}: {e}"))
 }
@@ -272,9 +275,7 @@ fn find_token(ctx: &Pkcs11, selector: &TokenSelector) -> Result<(Slot, TokenFact
         1 => matches
             .pop()
             .ok_or(BackendError::Invariant("one match vanished")),
-        0 => Err(BackendError::Open(format!(
-            "no initialised token matches {selector:?}"
-        ))),
+        0 => Err(BackendError::Open(format!("{NO_TOKEN} {selector:?}"))),
         n => Err(BackendError::Open(format!(
             "{n} tokens match {selector:?}; select by serial"
         ))),

@@ -61,6 +61,10 @@ use super::codec::{from_millis, millis, parse_time, time_text};
 /// How many times a transaction aborted by a deadlock or a serialization failure runs.
 pub const MAX_ATTEMPTS: u32 = 8;
 
+/// The advisory lock key that serialises nodes' one-time start-up work (the audit signing key,
+/// the bootstrap principal) across nodes.
+const STARTUP_LOCK: i64 = MIGRATION_LOCK + 1;
+
 /// The advisory lock key that serialises migrations across nodes ("custodia" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6375_7374_6f64_6961;
 
@@ -877,6 +881,17 @@ impl Store for PostgresStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    /// A connection of its own holding a session advisory lock: closing it (the guard's drop)
+    /// releases the lock, also when the node dies.
+    async fn startup_guard(&self) -> Result<Option<super::StartupGuard>, StoreError> {
+        let client = self.connector.connect().await.map_err(error::map)?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&STARTUP_LOCK])
+            .await
+            .map_err(error::map)?;
+        Ok(Some(super::StartupGuard(Box::new(client))))
     }
 
     async fn watch(&self, changes: tokio::sync::mpsc::UnboundedSender<super::Change>) {
