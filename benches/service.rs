@@ -1672,39 +1672,11 @@ const STORE_OPS: [&str; 4] = [
 /// Returns the Markdown table with PostgreSQL ÷ SQLite per row and the issue's target (≥ 0.70
 /// of SQLite's throughput at concurrency 32, p99 ≤ 10 ms).
 fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
-    let admin = std::env::var("CUSTODIAN_BENCH_POSTGRES_URL").context(
-        "CUSTODIAN_BENCH_POSTGRES_URL is not set: run scripts/bench --store postgres, which starts \
-         a throw-away PostgreSQL cluster",
-    )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the client runtime")?;
-    let database = rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-            .context("connecting to the bench PostgreSQL cluster")?;
-        tokio::spawn(connection);
-        // Two statements: neither may run inside a transaction block.
-        for sql in [
-            "DROP DATABASE IF EXISTS custodian_bench",
-            "CREATE DATABASE custodian_bench",
-        ] {
-            client
-                .batch_execute(sql)
-                .await
-                .context("creating the bench database")?;
-        }
-        let mut cfg: tokio_postgres::Config = admin.parse().context("the admin URL")?;
-        cfg.dbname("custodian_bench");
-        let host = match cfg.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".to_owned(),
-        };
-        let port = cfg.get_ports().first().copied().unwrap_or(5432);
-        let user = cfg.get_user().unwrap_or("postgres").to_owned();
-        Ok::<_, anyhow::Error>(format!("postgres://{user}@{host}:{port}/custodian_bench"))
-    })?;
+    let database = fresh_bench_database(&rt, "custodian_bench")?;
     let base = std::fs::read_to_string(&install.config).context("reading the bench config")?;
     let sqlite_section = "[store]\nkind = \"sqlite\"\npath = \"custodian.db\"\n";
     ensure!(

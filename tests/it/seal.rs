@@ -280,21 +280,7 @@ async fn seal_lifecycle(bao_bin: &Path, s: &Server, key: &str, seal: &str) -> an
     bao.stop();
 
     // Restarted: unseals by itself, through Custodian.
-    let mut bao = start_bao(bao_bin, dir.path(), seal, port);
-    bao.wait_listening().await;
-    let status = bao.wait_sealed(false, Duration::from_secs(30)).await;
-    assert_eq!(
-        status.as_ref().map(|s| s["sealed"].clone()),
-        Some(json!(false)),
-        "bao did not auto-unseal on restart: {status:?}\n{}",
-        bao.log()
-    );
-    bao.wait_active().await;
-    assert_eq!(
-        read_secret(&bao, &root).await,
-        json!({ "password": "kept across restarts" })
-    );
-    bao.stop();
+    unseals_and_keeps(bao_bin, dir.path(), seal, port, &root, "on restart").await;
 
     // The seal key disabled in Custodian: bao cannot unseal.
     let r = s.post(&format!("/v1/keys/{key}/disable"), json!({})).await;
@@ -312,22 +298,43 @@ async fn seal_lifecycle(bao_bin: &Path, s: &Server, key: &str, seal: &str) -> an
     // Enabled again: it unseals, nothing lost.
     let r = s.post(&format!("/v1/keys/{key}/enable"), json!({})).await;
     assert!(r.status.is_success(), "{}", r.body);
-    let mut bao = start_bao(bao_bin, dir.path(), seal, port);
+    unseals_and_keeps(
+        bao_bin,
+        dir.path(),
+        seal,
+        port,
+        &root,
+        "once the key was enabled",
+    )
+    .await;
+    Ok(())
+}
+
+/// Starts bao again on its data: it must unseal by itself and still hold the secret written
+/// before (`when` says at which step, for the failure message).
+async fn unseals_and_keeps(
+    bao_bin: &Path,
+    dir: &Path,
+    seal: &str,
+    port: u16,
+    root: &str,
+    when: &str,
+) {
+    let mut bao = start_bao(bao_bin, dir, seal, port);
     bao.wait_listening().await;
     let status = bao.wait_sealed(false, Duration::from_secs(30)).await;
     assert_eq!(
         status.as_ref().map(|s| s["sealed"].clone()),
         Some(json!(false)),
-        "bao did not unseal once the key was enabled: {status:?}\n{}",
+        "bao did not unseal {when}: {status:?}\n{}",
         bao.log()
     );
     bao.wait_active().await;
     assert_eq!(
-        read_secret(&bao, &root).await,
+        read_secret(&bao, root).await,
         json!({ "password": "kept across restarts" })
     );
     bao.stop();
-    Ok(())
 }
 
 #[tokio::test]
