@@ -231,16 +231,7 @@ async fn a_root_key_missing_from_the_token_is_a_loud_503() -> anyhow::Result<()>
     s.kill();
 
     // Someone deletes the root key object behind the service's back.
-    let id = uuid::Uuid::parse_str(key["id"].as_str().unwrap())?;
-    let mut cka_id = id.as_bytes().to_vec();
-    cka_id.extend_from_slice(&1u32.to_be_bytes());
-    let session = hsm.session();
-    let found = session.find_objects(&[
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::Id(cka_id),
-    ])?;
-    session.destroy_object(found[0])?;
-    drop(session);
+    destroy_version_1(&hsm, &key)?;
 
     let s = d.start().await?;
     s.post(&format!("/v1/keys/{name}/datakey"), json!({}))
@@ -291,16 +282,7 @@ async fn a_root_key_destroyed_by_another_process_is_looked_up_again_not_a_device
     let ready = s.get_public("/v1/health/ready").await;
     let reinits_before = ready.body.to_string();
 
-    let id = uuid::Uuid::parse_str(key["id"].as_str().unwrap())?;
-    let mut cka_id = id.as_bytes().to_vec();
-    cka_id.extend_from_slice(&1u32.to_be_bytes());
-    let session = hsm.session();
-    let found = session.find_objects(&[
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::Id(cka_id),
-    ])?;
-    session.destroy_object(found[0])?;
-    drop(session);
+    destroy_version_1(&hsm, &key)?;
 
     s.post(&format!("/v1/keys/{name}/datakey"), json!({}))
         .await
@@ -323,5 +305,20 @@ async fn a_root_key_destroyed_by_another_process_is_looked_up_again_not_a_device
         !stderr.contains("re-initialising"),
         "the module was re-initialised"
     );
+    Ok(())
+}
+
+/// Destroys version 1's root key object of `key` (as the API returned it) in the in-process
+/// token, behind the server's back (as another process sharing the token would).
+fn destroy_version_1(hsm: &inproc::InProc, key: &serde_json::Value) -> anyhow::Result<()> {
+    let id = uuid::Uuid::parse_str(key["id"].as_str().unwrap())?;
+    let mut cka_id = id.as_bytes().to_vec();
+    cka_id.extend_from_slice(&1u32.to_be_bytes());
+    let session = hsm.session();
+    let found = session.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Id(cka_id),
+    ])?;
+    session.destroy_object(found[0])?;
     Ok(())
 }
