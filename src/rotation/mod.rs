@@ -47,6 +47,8 @@ pub async fn run(internal: Internal, secrets_interval: Duration, keys_interval: 
             .holds_lease(LIFECYCLE_LEASE, lease_ttl(interval))
             .await
         {
+            // The holder finds this node's wrap-budget crossings in the database.
+            drop(service.take_wanted_rotations());
             continue;
         }
         rotate_due_secrets(service).await;

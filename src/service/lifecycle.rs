@@ -659,7 +659,20 @@ impl KeyService {
                 tracing::error!(key_id = %id, error = %e, "scheduled key rotation failed")
             }
         }
-        for (id, version) in self.take_wanted_rotations() {
+        // The versions this node saw cross their budget, and those any node's reservations took
+        // past it (on a shared database another node may have reserved them; this node holds
+        // the lifecycle lease). The rotation itself checks the version is still primary.
+        let mut wanted = self.take_wanted_rotations();
+        for due in self
+            .store
+            .budget_rotations(self.keys_config.rotate_after_wraps, 100)
+            .await?
+        {
+            if !wanted.contains(&due) {
+                wanted.push(due);
+            }
+        }
+        for (id, version) in wanted {
             let resource = format!("key/{id}");
             let unit = self.rotate(id, Trigger::WrapBudget(version));
             if let Err(e) = self

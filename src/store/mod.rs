@@ -438,6 +438,17 @@ pub trait KeyStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<(KeyId, OffsetDateTime)>, StoreError>;
 
+    /// Enabled keys whose primary version has `threshold` or more wraps reserved (by any node):
+    /// the wrap-budget rotations due.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn budget_rotations(
+        &self,
+        threshold: u64,
+        limit: u32,
+    ) -> Result<Vec<(KeyId, KeyVersion)>, StoreError>;
+
     /// Keys pending deletion whose date has passed.
     ///
     /// # Errors

@@ -710,3 +710,94 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Wrap budgets across nodes: data keys asked of all three nodes at once reserve wraps in the
+/// database, and each version past its budget (`rotate_after_wraps = 40`) is rotated once, by
+/// the node holding the lifecycle lease, whichever node's reservations crossed it: versions are
+/// contiguous, and every version but the primary was rotated only after its budget was used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrap_budgets_hold_and_rotate_once_across_nodes() -> anyhow::Result<()> {
+    let (mut d, db) = shared_deployment_with(
+        "rotate_after_wraps = 40\nwrap_reservation_block = 5\nrewrap_after_rotation = false",
+    )
+    .await?;
+    let mut nodes = Vec::new();
+    for n in 1..=3 {
+        nodes.push(Arc::new(start_node(&mut d, n).await?));
+    }
+    let key = nodes[0].create_key("budget").await;
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    // The load goes to the two nodes that do NOT hold the lifecycle lease: their crossings must
+    // still be rotated (by the holder).
+    let holder = loop {
+        let rows = db.query("SELECT holder FROM leases WHERE name = 'lifecycle'", &[])?;
+        if let Some(r) = rows.first() {
+            break r[0]
+                .as_text()
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut tasks = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if format!("node-{}", i + 1) == holder {
+            continue;
+        }
+        let n = Arc::clone(n);
+        tasks.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            for _ in 0..90 {
+                let r = n.post("/v1/keys/budget/datakey", json!({})).await;
+                versions.push(r.ok()["key_version"].as_u64().unwrap());
+                if i == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            versions
+        }));
+    }
+    let mut used = Vec::new();
+    for t in tasks {
+        used.extend(t.await?);
+    }
+    // The last crossing is rotated within a few lifecycle ticks.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let rows = db.query(
+        "SELECT version, wraps_reserved FROM key_versions WHERE key_id = $1 ORDER BY version",
+        &[crate::common::db::Cell::Text(key_id.clone())],
+    )?;
+    let versions: Vec<i64> = rows.iter().map(|r| r[0].as_i64()).collect();
+    let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+    assert_eq!(versions, expected, "versions are not contiguous");
+    assert!(
+        versions.len() >= 2,
+        "180 wraps at a budget of 40 never rotated"
+    );
+    // Every crossing was rotated: the primary is within its budget once the load stopped.
+    let primary = &rows[rows.len() - 1];
+    assert!(
+        primary[1].as_i64() < 40,
+        "the primary version {} is past its budget ({} reserved) and was not rotated",
+        primary[0].as_i64(),
+        primary[1].as_i64()
+    );
+    for r in &rows[..rows.len() - 1] {
+        assert!(
+            r[1].as_i64() >= 40,
+            "version {} was rotated before its budget was used ({} reserved): a rotation ran twice",
+            r[0].as_i64(),
+            r[1].as_i64()
+        );
+    }
+    // Every data key named a version that existed, and all three nodes' wraps were counted.
+    let reserved: i64 = rows.iter().map(|r| r[1].as_i64()).sum();
+    assert!(
+        reserved >= used.len() as i64,
+        "{reserved} reserved for {} wraps",
+        used.len()
+    );
+    Ok(())
+}

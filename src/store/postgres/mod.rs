@@ -528,6 +528,38 @@ impl KeyStore for PostgresStore {
         autocommit!(self, |db| keys::due_rotations(&db, now, limit))
     }
 
+    async fn budget_rotations(
+        &self,
+        threshold: u64,
+        limit: u32,
+    ) -> Result<Vec<(KeyId, KeyVersion)>, StoreError> {
+        let threshold = i64::try_from(threshold).unwrap_or(i64::MAX);
+        autocommit!(self, |db| async {
+            let rows = db
+                .query(
+                    "SELECT k.id, k.primary_version FROM keys k
+             JOIN key_versions v ON v.key_id = k.id AND v.version = k.primary_version
+             WHERE k.state = 'enabled' AND v.wraps_reserved >= $1
+             ORDER BY k.id LIMIT $2",
+                    &[&threshold, &i64::from(limit)],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let id = r
+                        .try_get::<_, &str>(0)?
+                        .parse()
+                        .map_err(|_| corrupt("keys.id"))?;
+                    let version = u32::try_from(r.try_get::<_, i64>(1)?)
+                        .ok()
+                        .and_then(KeyVersion::new)
+                        .ok_or(corrupt("keys.primary_version"))?;
+                    Ok((id, version))
+                })
+                .collect()
+        })
+    }
+
     async fn due_key_deletions(
         &self,
         now: OffsetDateTime,

@@ -283,6 +283,41 @@ impl KeyStore for SqliteStore {
             .await
     }
 
+    async fn budget_rotations(
+        &self,
+        threshold: u64,
+        limit: u32,
+    ) -> Result<Vec<(KeyId, KeyVersion)>, StoreError> {
+        let threshold = i64::try_from(threshold).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT k.id, k.primary_version FROM keys k
+             JOIN key_versions v ON v.key_id = k.id AND v.version = k.primary_version
+             WHERE k.state = 'enabled' AND v.wraps_reserved >= ?1
+             ORDER BY k.id LIMIT ?2",
+                )?
+                .query_map(rusqlite::params![threshold, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(id, v)| {
+                    Ok((
+                        id.parse()
+                            .map_err(|_| StoreError::Corrupt { column: "keys.id" })?,
+                        u32::try_from(v).ok().and_then(KeyVersion::new).ok_or(
+                            StoreError::Corrupt {
+                                column: "keys.primary_version",
+                            },
+                        )?,
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn due_key_deletions(
         &self,
         now: OffsetDateTime,
