@@ -39,6 +39,9 @@ pub const WRITER_THREAD: &str = "custodian-audit";
 const MAX_BATCH: usize = 1024;
 /// Times a batch is chained again after another node took its sequence numbers.
 const MAX_APPEND_RACES: u32 = 100;
+/// After a race with another node, batches are appended under the database's head lock for this
+/// long (renewed by every race): contended appends wait their turn instead of retrying.
+const CONTENDED_FOR: Duration = Duration::from_secs(10);
 /// Records read per page when re-checking the chain before a checkpoint.
 const CHECK_PAGE: u32 = 1000;
 
@@ -175,6 +178,7 @@ impl AuditLog {
             floor: tail.archive.map(|a| (a.through, a.head)),
             in_doubt: false,
             raced: false,
+            contended_until: None,
         };
         let writer = std::thread::Builder::new()
             .name(WRITER_THREAD.to_owned())
@@ -300,6 +304,8 @@ struct Writer {
     in_doubt: bool,
     /// The last append lost a race to another node (not a failure).
     raced: bool,
+    /// Until when batches are appended under the head lock (another node appended lately).
+    contended_until: Option<Instant>,
 }
 
 impl Writer {
@@ -367,6 +373,35 @@ impl Writer {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
+            if self.contended_until.is_some_and(|t| Instant::now() < t) {
+                // Other nodes are appending too: under the database's head lock, the batch is
+                // chained on the head read in the same transaction.
+                match self.appender.append_serialized(&entries) {
+                    Ok(Some(records)) => match records.last().map(|r| (r.sequence, r.hash_bytes()))
+                    {
+                        Some((seq, Some(hash))) => {
+                            self.in_doubt = false;
+                            self.raced = false;
+                            break Ok((seq, hash));
+                        }
+                        _ => {
+                            break Err(StoreError::Corrupt {
+                                column: "audit_records.hash",
+                            })
+                        }
+                    },
+                    Ok(None) => self.contended_until = None,
+                    Err(StoreError::Conflict { constraint })
+                        if constraint.contains("audit_records") && attempt < MAX_APPEND_RACES =>
+                    {
+                        continue;
+                    }
+                    Err(e) => {
+                        self.in_doubt = true;
+                        break Err(e);
+                    }
+                }
+            }
             if self.in_doubt {
                 if let Err(e) = self.resync() {
                     break Err(e);
@@ -385,10 +420,15 @@ impl Writer {
                 Err(StoreError::Conflict { constraint })
                     if constraint.contains("audit_records") && attempt < MAX_APPEND_RACES =>
                 {
-                    // Another node took these sequence numbers: read where the chain ends now.
-                    tracing::debug!(attempt, "audit append raced another node; chaining again");
+                    // Another node took these sequence numbers: append under the head lock for a
+                    // while (several nodes are writing).
+                    tracing::debug!(
+                        attempt,
+                        "audit append raced another node; chaining again under the head lock"
+                    );
                     self.in_doubt = true;
                     self.raced = true;
+                    self.contended_until = Some(Instant::now() + CONTENDED_FOR);
                     entries = records.into_iter().map(|r| r.entry).collect();
                 }
                 Err(e) => break Err(e),

@@ -162,6 +162,21 @@ pub trait AuditAppender: Send {
     /// Database errors.
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError>;
 
+    /// Appends `entries` after the stored chain's end under the database's chain-head lock, in
+    /// one transaction: reads the head, chains, inserts, commits. For several nodes appending at
+    /// once (the writer uses it after losing a race); `Ok(None)` where the store has no such
+    /// lock (SQLite: one node).
+    ///
+    /// # Errors
+    /// Database errors; `Conflict` when a writer that did not take the lock took the numbers.
+    fn append_serialized(
+        &mut self,
+        entries: &[crate::audit::AuditEntry],
+    ) -> Result<Option<Vec<AuditRecord>>, StoreError> {
+        let _ = entries;
+        Ok(None)
+    }
+
     /// Stores a signed checkpoint.
     ///
     /// # Errors

@@ -96,6 +96,15 @@ impl AuditAppender for Appender {
         self.run(|c| Box::pin(append(c, records)))
     }
 
+    fn append_serialized(
+        &mut self,
+        entries: &[AuditEntry],
+    ) -> Result<Option<Vec<AuditRecord>>, StoreError> {
+        let entries = entries.to_vec();
+        self.run(|c| Box::pin(append_under_lock(c, entries)))
+            .map(Some)
+    }
+
     /// Another node may have signed the same head already (nodes share the chain): its
     /// checkpoint stands, and this one, over the same sequence and head, is not needed.
     fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
@@ -186,99 +195,182 @@ static LAST_ARCHIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("SELECT {ARCHIVE_COLUMNS} FROM audit_archives ORDER BY through_sequence DESC LIMIT 1")
 });
 
+/// The advisory lock key of the chain's head: writers that take it append one after another.
+const AUDIT_HEAD_LOCK: i64 = 0x6375_7374_6f64_6961 + 2;
+
+/// [`AuditAppender::append_serialized`]: in one transaction, the head lock, the stored head (or
+/// the archive floor, or genesis), the batch chained on it and inserted, the commit. The lock and
+/// the head read go out together, and so do the insert and the commit (two round trips).
+async fn append_under_lock(
+    c: &mut Connected,
+    entries: Vec<AuditEntry>,
+) -> Result<Vec<AuditRecord>, Error> {
+    let statement = c.statement().await?;
+    let tx = c.client.transaction().await?;
+    let (_, last) = futures_util::future::try_join(
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_HEAD_LOCK]),
+        tx.query_opt(LAST, &[]),
+    )
+    .await?;
+    let (mut seq, mut prev) = match last {
+        Some(r) => (
+            to_u64(r.try_get(0)?, "audit_records.sequence")?,
+            crate::audit::record::decode_hash(r.try_get(1)?)
+                .ok_or(corrupt("audit_records.hash"))?,
+        ),
+        None => match tx.query_opt(LAST_ARCHIVE.as_str(), &[]).await? {
+            Some(r) => {
+                let a = archive(&r)?;
+                let head = crate::audit::record::decode_hash(&a.head)
+                    .ok_or(corrupt("audit_archives.head"))?;
+                (a.through, head)
+            }
+            None => (0, crate::audit::record::GENESIS),
+        },
+    };
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in entries {
+        seq += 1;
+        let record = AuditRecord::chain(seq, entry, &prev);
+        prev = record.hash_bytes().ok_or(corrupt("audit_records.hash"))?;
+        records.push(record);
+    }
+    {
+        let columns = Columns::of(&records)?;
+        let params = columns.params();
+        tx.execute(&statement, &params).await?;
+    }
+    tx.commit().await?;
+    Ok(records)
+}
+
 /// One statement for the whole batch (group commit): each column travels as one array and
 /// `unnest` turns the arrays back into rows. A single statement outside an explicit transaction
 /// is its own transaction, so the batch costs one round trip and one WAL flush, and is durable
 /// (`synchronous_commit = on`) when the answer arrives. The statement is prepared once per
 /// connection ([`Connected`]).
 async fn append(c: &mut Connected, records: Vec<AuditRecord>) -> Result<(), Error> {
-    let n = records.len();
-    let mut sequence = Vec::with_capacity(n);
-    let mut key_version = Vec::with_capacity(n);
-    let mut status = Vec::with_capacity(n);
-    let (mut other_keys, mut context_keys, mut details) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for r in &records {
-        let e = &r.entry;
-        sequence.push(big(r.sequence));
-        key_version.push(e.key_version.map(i64::from));
-        status.push(i64::from(e.status));
-        other_keys.push(
-            serde_json::to_string(&e.other_keys)
-                .map_err(|_| corrupt("audit_records.other_keys"))?,
-        );
-        context_keys.push(
-            serde_json::to_string(&e.context_keys)
-                .map_err(|_| corrupt("audit_records.context_keys"))?,
-        );
-        details
-            .push(serde_json::to_string(&e.details).map_err(|_| corrupt("audit_records.details"))?);
-    }
-    let text = |f: fn(&AuditRecord) -> &str| records.iter().map(f).collect::<Vec<&str>>();
-    let opt =
-        |f: fn(&AuditRecord) -> Option<&str>| records.iter().map(f).collect::<Vec<Option<&str>>>();
-    let (time, node, request_id) = (
-        text(|r| &r.entry.time),
-        text(|r| &r.entry.node),
-        text(|r| &r.entry.request_id),
-    );
-    let (method, route, outcome) = (
-        text(|r| &r.entry.method),
-        text(|r| &r.entry.route),
-        text(|r| r.entry.outcome.as_str()),
-    );
-    let (prev_hash, hash) = (text(|r| &r.prev_hash), text(|r| &r.hash));
-    let (principal, credential, source) = (
-        opt(|r| r.entry.principal.as_deref()),
-        opt(|r| r.entry.credential.as_deref()),
-        opt(|r| r.entry.source.as_deref()),
-    );
-    let (action, resource, key_id) = (
-        opt(|r| r.entry.action.as_deref()),
-        opt(|r| r.entry.resource.as_deref()),
-        opt(|r| r.entry.key_id.as_deref()),
-    );
-    let (error_code, context_digest) = (
-        opt(|r| r.entry.error_code.as_deref()),
-        opt(|r| r.entry.context_digest.as_deref()),
-    );
-    let params: [&(dyn ToSql + Sync); 22] = [
-        &sequence,
-        &time,
-        &node,
-        &request_id,
-        &method,
-        &route,
-        &principal,
-        &credential,
-        &source,
-        &action,
-        &resource,
-        &key_id,
-        &key_version,
-        &other_keys,
-        &outcome,
-        &status,
-        &error_code,
-        &context_digest,
-        &context_keys,
-        &prev_hash,
-        &hash,
-        &details,
-    ];
-    let statement = match &c.append {
-        Some(s) => s.clone(),
-        None => {
-            let s = c.client.prepare_typed(&APPEND, &APPEND_TYPES).await?;
-            c.append = Some(s.clone());
-            s
-        }
-    };
-    c.client.execute(&statement, &params).await?;
+    let statement = c.statement().await?;
+    let columns = Columns::of(&records)?;
+    c.client.execute(&statement, &columns.params()).await?;
     Ok(())
+}
+
+impl Connected {
+    /// The append statement, prepared at its first use on this connection.
+    async fn statement(&mut self) -> Result<tokio_postgres::Statement, Error> {
+        Ok(match &self.append {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client.prepare_typed(&APPEND, &APPEND_TYPES).await?;
+                self.append = Some(s.clone());
+                s
+            }
+        })
+    }
+}
+
+/// A batch of records as [`APPEND`]'s column arrays.
+struct Columns<'r> {
+    sequence: Vec<i64>,
+    key_version: Vec<Option<i64>>,
+    status: Vec<i64>,
+    other_keys: Vec<String>,
+    context_keys: Vec<String>,
+    details: Vec<String>,
+    texts: [Vec<&'r str>; 8],
+    opts: [Vec<Option<&'r str>>; 8],
+}
+
+impl<'r> Columns<'r> {
+    fn of(records: &'r [AuditRecord]) -> Result<Self, Error> {
+        let n = records.len();
+        let mut c = Columns {
+            sequence: Vec::with_capacity(n),
+            key_version: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            other_keys: Vec::with_capacity(n),
+            context_keys: Vec::with_capacity(n),
+            details: Vec::with_capacity(n),
+            texts: Default::default(),
+            opts: Default::default(),
+        };
+        for r in records {
+            let e = &r.entry;
+            c.sequence.push(big(r.sequence));
+            c.key_version.push(e.key_version.map(i64::from));
+            c.status.push(i64::from(e.status));
+            c.other_keys.push(
+                serde_json::to_string(&e.other_keys)
+                    .map_err(|_| corrupt("audit_records.other_keys"))?,
+            );
+            c.context_keys.push(
+                serde_json::to_string(&e.context_keys)
+                    .map_err(|_| corrupt("audit_records.context_keys"))?,
+            );
+            c.details.push(
+                serde_json::to_string(&e.details).map_err(|_| corrupt("audit_records.details"))?,
+            );
+            let texts: [&'r str; 8] = [
+                &e.time,
+                &e.node,
+                &e.request_id,
+                &e.method,
+                &e.route,
+                e.outcome.as_str(),
+                &r.prev_hash,
+                &r.hash,
+            ];
+            for (col, v) in c.texts.iter_mut().zip(texts) {
+                col.push(v);
+            }
+            let opts: [Option<&'r str>; 8] = [
+                e.principal.as_deref(),
+                e.credential.as_deref(),
+                e.source.as_deref(),
+                e.action.as_deref(),
+                e.resource.as_deref(),
+                e.key_id.as_deref(),
+                e.error_code.as_deref(),
+                e.context_digest.as_deref(),
+            ];
+            for (col, v) in c.opts.iter_mut().zip(opts) {
+                col.push(v);
+            }
+        }
+        Ok(c)
+    }
+
+    /// The parameters in [`RECORD_COLUMNS`] order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 22] {
+        let [time, node, request_id, method, route, outcome, prev_hash, hash] = &self.texts;
+        let [principal, credential, source, action, resource, key_id, error_code, context_digest] =
+            &self.opts;
+        [
+            &self.sequence,
+            time,
+            node,
+            request_id,
+            method,
+            route,
+            principal,
+            credential,
+            source,
+            action,
+            resource,
+            key_id,
+            &self.key_version,
+            &self.other_keys,
+            outcome,
+            &self.status,
+            error_code,
+            context_digest,
+            &self.context_keys,
+            prev_hash,
+            hash,
+            &self.details,
+        ]
+    }
 }
 
 /// The parameter types of [`APPEND`], in column order (`bigint[]` for the three integer
