@@ -126,18 +126,29 @@ impl App {
     }
 
     async fn build_with(config: &Config, auditing: Auditing) -> Result<Self, StartError> {
+        // One registry for the process: the backends, the store and the audit writer record
+        // into it, and `GET /metrics` renders it.
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let backend: Arc<dyn KeyBackend> = match &config.backend {
             BackendConfig::Pkcs11(p) => Arc::new(Pkcs11Backend::start(p.clone()).await?),
         };
         let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+            StoreConfig::Sqlite { path } => Arc::new(
+                SqliteStore::open(path)
+                    .await?
+                    .with_timer(metrics.store_timer("sqlite")),
+            ),
             StoreConfig::Postgres { settings, password } => {
                 let mut settings = settings.clone();
                 settings.password = password
                     .as_ref()
                     .map(|p| p.read("store.password_file"))
                     .transpose()?;
-                Arc::new(PostgresStore::open(&settings).await?)
+                Arc::new(
+                    PostgresStore::open(&settings)
+                        .await?
+                        .with_timer(metrics.store_timer("postgres")),
+                )
             }
         };
         // The signing key is found or generated in the device before anything is served: no
@@ -147,10 +158,17 @@ impl App {
             None => None,
             Some(t) => Some(open_tpm(t).await?),
         };
-        let backends = Backends::new(backend, tpm, &config.keys.kek_cache);
+        let backends =
+            Backends::new(backend, tpm, &config.keys.kek_cache).metered(&metrics.device());
         let audit = match auditing {
             Auditing::On => {
-                AuditLog::start(Arc::clone(&store), signer, config.audit.clone()).await?
+                AuditLog::start(
+                    Arc::clone(&store),
+                    signer,
+                    config.audit.clone(),
+                    metrics.audit(),
+                )
+                .await?
             }
             Auditing::DiscardForBenchmarks => {
                 AuditLog::dangerous_discarding_for_benchmarks(&config.audit.node)
@@ -164,7 +182,8 @@ impl App {
                 config.secrets.clone(),
                 config.keys.clone(),
             )
-            .with_access_key_default(config.aws.access_key_key.clone()),
+            .with_access_key_default(config.aws.access_key_key.clone())
+            .with_metrics(Arc::clone(&metrics)),
         );
         if let Some(token) = service.bootstrap().await? {
             // Shown once, on stdout (never through tracing): the operator stores it.
@@ -231,6 +250,7 @@ impl App {
                 anonymous: Arc::clone(&anonymous),
                 vault: config.vault.clone().map(Arc::new),
                 aws: Arc::new(config.aws.clone()),
+                metrics,
             },
             limits,
         );

@@ -142,6 +142,7 @@ impl AuditLog {
         store: Arc<dyn Store>,
         signer: Arc<dyn AuditSigner>,
         settings: AuditSettings,
+        metrics: crate::metrics::AuditMetrics,
     ) -> Result<Self, AuditError> {
         let tail = store.audit_tail().await.map_err(AuditError::Store)?;
         let head_hash = match &tail.last {
@@ -172,6 +173,7 @@ impl AuditLog {
             last_export_checkpoint: None,
             floor: tail.archive.map(|a| (a.through, a.head)),
             in_doubt: false,
+            metrics,
         };
         let writer = std::thread::Builder::new()
             .name(WRITER_THREAD.to_owned())
@@ -295,6 +297,8 @@ struct Writer {
     /// The last append failed: whether it committed is unknown (a connection lost during the
     /// commit), so the next one first reads where the stored chain ends.
     in_doubt: bool,
+    /// Commit latency, batch sizes and failures.
+    metrics: crate::metrics::AuditMetrics,
 }
 
 impl Writer {
@@ -372,8 +376,10 @@ impl Writer {
             records.push(record);
             acks.push((seq, ack));
         }
+        let started = Instant::now();
         match self.appender.append(&records) {
             Ok(()) => {
+                self.metrics.committed(records.len(), started);
                 self.head = (seq, prev);
                 self.shared.head.store(seq, Ordering::Release);
                 self.shared.writable.store(true, Ordering::Release);
@@ -382,6 +388,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                self.metrics.failed();
                 tracing::error!(error = %e, records = acks.len(), "audit write failed; the requests fail");
                 self.in_doubt = true;
                 self.shared.writable.store(false, Ordering::Release);

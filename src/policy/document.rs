@@ -26,6 +26,7 @@ pub const RESOURCE_KINDS: &[&str] = &[
     "job",
     "audit",
     "custody",
+    "metrics",
 ];
 
 /// Allow or deny.

@@ -833,4 +833,20 @@ pub trait Store:
     /// # Errors
     /// Database errors.
     async fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// How the connection pool is used now, for metrics.
+    fn pool_usage(&self) -> PoolUsage;
+}
+
+/// A store's connection pool, as metrics show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// The most connections the pool opens.
+    pub max: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Connections checked out now.
+    pub in_use: u64,
+    /// Callers waiting for a connection now.
+    pub waiting: u64,
 }

@@ -25,6 +25,7 @@ mod hardening;
 mod hygiene;
 mod layers;
 mod lifecycle;
+mod metrics;
 mod openapi;
 mod policy;
 mod restart;
