@@ -127,3 +127,21 @@ ensure_python_clients() {
   fi
   echo "$PWD/$venv/bin/python"
 }
+
+# The test tools, pinned, in a virtual environment of their own (so that their dependencies and
+# the clients' cannot constrain each other): selenium drives Debian's headless Chromium through
+# chromedriver for the auditor's page test (tests/it/ui.rs); schemathesis checks the API against
+# docs/openapi.json on a running server (scripts/schemathesis). Prints the venv's python.
+PY_TOOLS="selenium==4.38.0 schemathesis==4.32.5"
+ensure_python_tools() {
+  ensure_packages python3 python3-venv chromium chromium-driver
+  local venv=target/py-tools stamp
+  stamp="$venv/.pins"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$PY_TOOLS" ]; then
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $PY_TOOLS >&2
+    echo "$PY_TOOLS" >"$stamp"
+  fi
+  echo "$PWD/$venv/bin/python"
+}

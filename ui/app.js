@@ -41,9 +41,11 @@ async function api(path) {
     let code = "error";
     let message = res.statusText;
     try {
-      const body = await res.json();
+      // The API's error body: {"error": {"code", "message", "request_id"}}.
+      const body = (await res.json()).error || {};
       code = body.code || code;
       message = body.message || message;
+      if (body.request_id) message += ` (request id ${body.request_id})`;
     } catch {
       // Not a JSON error body: keep the status text.
     }

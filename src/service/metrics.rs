@@ -387,16 +387,16 @@ impl KeyService {
         }
         out.push(jobs_family);
         out.push(items);
+        // Declared always, with a sample once a job has failed.
+        let mut failure = Sampled::new(
+            "custodian_rewrap_job_last_failure_timestamp_seconds",
+            "When the most recent re-wrap job failed (Unix time)",
+            Kind::Gauge,
+        );
         if let Some(at) = last_failure {
-            out.push(
-                Sampled::new(
-                    "custodian_rewrap_job_last_failure_timestamp_seconds",
-                    "When the most recent re-wrap job failed (Unix time)",
-                    Kind::Gauge,
-                )
-                .with(&[], at.unix_timestamp() as f64),
-            );
+            failure.push(&[], at.unix_timestamp() as f64);
         }
+        out.push(failure);
         Ok(())
     }
 }

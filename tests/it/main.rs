@@ -7,6 +7,7 @@
 
 mod common;
 
+mod alerts;
 mod api_errors;
 mod api_roundtrip;
 mod audit;
@@ -40,6 +41,7 @@ mod throttle;
 mod tls;
 mod tpm_device;
 mod transport;
+mod ui;
 mod vault;
 mod vault_openbao;
 mod vectors;

@@ -324,9 +324,13 @@ async fn rewrap_job_progress_and_failures_are_exported() -> anyhow::Result<()> {
         scraped.value("custodian_rewrap_jobs{state=\"running\"}"),
         1.0
     );
+    assert!(scraped.has_type(
+        "custodian_rewrap_job_last_failure_timestamp_seconds",
+        "gauge"
+    ));
     assert!(!scraped
-        .text
-        .contains("custodian_rewrap_job_last_failure_timestamp_seconds"));
+        .samples
+        .contains_key("custodian_rewrap_job_last_failure_timestamp_seconds"));
 
     // The job fails (as the store records it): it leaves the progress gauges, the failed count
     // and the time of the last failure say so.
