@@ -4,7 +4,9 @@ use std::io::IsTerminal as _;
 
 use clap::Subcommand;
 
+use super::progress::{fail_if_failed, follow, Stream};
 use super::{print_json, Conn};
+use custodian::cli::client::LineWatcher;
 use custodian::domain::job::JobState;
 
 /// `jobs …`.
@@ -31,6 +33,23 @@ pub enum JobsCommand {
         #[arg(long)]
         watch: bool,
         /// Milliseconds between polls with --watch (100 to 60000).
+        #[arg(
+            long,
+            value_name = "MS",
+            default_value_t = 1000,
+            value_parser = clap::value_parser!(u64).range(100..=60_000)
+        )]
+        interval_ms: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Follow a job until it completes or fails: a progress bar with rate and ETA on a
+    /// terminal, a plain line per change otherwise (both on stdout), then a closing line. Exits
+    /// non-zero if the job fails.
+    Watch {
+        /// Job id.
+        id: String,
+        /// Milliseconds between polls (100 to 60000).
         #[arg(
             long,
             value_name = "MS",
@@ -68,8 +87,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
                 .watch_job(
                     &id,
                     std::time::Duration::from_millis(interval_ms),
-                    &mut stderr.lock(),
-                    redraw,
+                    &mut LineWatcher::new(stderr.lock(), redraw),
                 )
                 .await?;
             print_json(&serde_json::to_value(&job)?)?;
@@ -78,6 +96,16 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
                 anyhow::bail!("job {id} failed: {why}");
             }
             Ok(())
+        }
+        JobsCommand::Watch {
+            id,
+            interval_ms,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let interval = std::time::Duration::from_millis(interval_ms);
+            let job = follow(&client, &id, interval, Stream::Stdout).await?;
+            fail_if_failed(&job)
         }
     }
 }

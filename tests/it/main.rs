@@ -17,6 +17,7 @@ mod background;
 mod cli;
 mod cli_lifecycle;
 mod cli_policy;
+mod cli_progress;
 mod cli_secrets;
 mod cli_tpm;
 mod conformance;
