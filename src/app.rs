@@ -246,7 +246,9 @@ impl App {
             AppState {
                 door: door.clone(),
                 max_secret_bytes: config.secrets.max_value_bytes,
-                throttle: Arc::default(),
+                throttle: Arc::new(api::throttle::AuthThrottle::new(
+                    config.server.auth_failures_per_minute.get(),
+                )),
                 anonymous: Arc::clone(&anonymous),
                 vault: config.vault.clone().map(Arc::new),
                 aws: Arc::new(config.aws.clone()),

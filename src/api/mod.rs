@@ -422,11 +422,19 @@ async fn not_found(State(state): State<AppState>, req: Request) -> ApiError {
     ApiError::client(StatusCode::NOT_FOUND, "route_not_found", "no such route")
 }
 
-async fn method_not_allowed(State(state): State<AppState>, req: Request) -> ApiError {
+async fn method_not_allowed(State(state): State<AppState>, req: Request) -> Response {
+    // The router sets `Allow` to the route's methods unless the answer has one already.
+    let allow = v1::secrets::allow_for(req.uri().path());
     attribute(&state, req).await;
-    ApiError::client(
+    let mut res = ApiError::client(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "method not allowed on this route",
     )
+    .into_response();
+    if let Some(allow) = allow {
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    res
 }

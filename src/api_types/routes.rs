@@ -295,8 +295,8 @@ impl Refusal {
             Self::MethodNotAllowed => {
                 "The route exists but not with this method; the Allow header lists the methods \
                     (on the secrets routes, a method the addressed sub-resource does not take is \
-                    answered after authentication and without Allow). Codes: \
-                    `method_not_allowed`."
+                    answered after authentication, its Allow naming what that sub-resource \
+                    takes). Codes: `method_not_allowed`."
             }
             Self::Conflict => {
                 "The request conflicts with the current state. Codes: `key_name_taken`, \
@@ -599,7 +599,9 @@ pub const AUDIT_AFTER: SharedParam = SharedParam {
         location: Location::Query,
         required: false,
         description: "Records after this sequence.",
-        schema: Schema::Json(r#"{"type": "integer", "minimum": 0}"#),
+        schema: Schema::Json(
+            r#"{"type": "integer", "minimum": 0, "maximum": 18446744073709551615}"#,
+        ),
         example: None,
     },
 };
@@ -1443,7 +1445,7 @@ pub const DELETE_SECRET_VERSIONS: Operation = Operation {
             location: Location::Query,
             required: false,
             description: "Comma-separated version numbers (1 to 1000), e.g. `1,3`.",
-            schema: Schema::Json(r#"{"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}"#),
+            schema: Schema::Json(r#"{"type": "string", "pattern": "^[0-9]{1,9}(,[0-9]{1,9})*$"}"#),
             example: Some(r#""1,3""#),
         }),
     ],
@@ -2714,7 +2716,9 @@ pub const AUDIT_EXPORT: Operation = Operation {
             required: false,
             description: "Start after this sequence (not below the last archive: \
                 `audit_archived`).",
-            schema: Schema::Json(r#"{"type": "integer", "minimum": 0}"#),
+            schema: Schema::Json(
+                r#"{"type": "integer", "minimum": 0, "maximum": 18446744073709551615}"#,
+            ),
             example: None,
         }),
         ParamUse::Own(Param {
@@ -2722,7 +2726,9 @@ pub const AUDIT_EXPORT: Operation = Operation {
             location: Location::Query,
             required: false,
             description: "Stop at the last checkpoint at or before this sequence.",
-            schema: Schema::Json(r#"{"type": "integer", "minimum": 0}"#),
+            schema: Schema::Json(
+                r#"{"type": "integer", "minimum": 0, "maximum": 18446744073709551615}"#,
+            ),
             example: None,
         }),
     ],

@@ -8,6 +8,7 @@
 mod common;
 
 mod alerts;
+mod api_contract;
 mod api_errors;
 mod api_roundtrip;
 mod audit;
