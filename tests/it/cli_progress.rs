@@ -187,8 +187,10 @@ async fn a_failed_job_makes_watch_and_rotate_wait_exit_non_zero() -> anyhow::Res
     // A disabled key cannot be re-wrapped to: the job's next batch fails it.
     s.post("/v1/keys/f-key/disable", json!({})).await.ok();
 
-    let rotate = tokio::task::spawn_blocking(move || rotate.wait_with_output()).await??;
-    let watch = tokio::task::spawn_blocking(move || watch.wait_with_output()).await??;
+    let (rotate, watch) =
+        tokio::task::spawn_blocking(move || (rotate.wait_with_output(), watch.wait_with_output()))
+            .await?;
+    let (rotate, watch) = (rotate?, watch?);
     for (name, out) in [("keys rotate --wait", &rotate), ("jobs watch", &watch)] {
         assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out.stderr));
         let stderr = text(&out.stderr);
