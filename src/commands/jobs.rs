@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 
 use clap::Subcommand;
 
-use super::progress::{fail_if_failed, follow, Stream};
+use super::progress::{fail_if_failed, follow, PollInterval, Stream};
 use super::{print_json, Conn};
 use custodian::cli::client::LineWatcher;
 use custodian::domain::job::JobState;
@@ -32,14 +32,9 @@ pub enum JobsCommand {
         /// Follow the job until it completes or fails.
         #[arg(long)]
         watch: bool,
-        /// Milliseconds between polls with --watch (100 to 60000).
-        #[arg(
-            long,
-            value_name = "MS",
-            default_value_t = 1000,
-            value_parser = clap::value_parser!(u64).range(100..=60_000)
-        )]
-        interval_ms: u64,
+        /// With --watch.
+        #[command(flatten)]
+        interval: PollInterval,
         #[command(flatten)]
         conn: Conn,
     },
@@ -49,14 +44,8 @@ pub enum JobsCommand {
     Watch {
         /// Job id.
         id: String,
-        /// Milliseconds between polls (100 to 60000).
-        #[arg(
-            long,
-            value_name = "MS",
-            default_value_t = 1000,
-            value_parser = clap::value_parser!(u64).range(100..=60_000)
-        )]
-        interval_ms: u64,
+        #[command(flatten)]
+        interval: PollInterval,
         #[command(flatten)]
         conn: Conn,
     },
@@ -77,7 +66,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Show {
             id,
             watch: true,
-            interval_ms,
+            interval,
             conn,
         } => {
             let client = conn.client()?;
@@ -86,7 +75,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
             let job = client
                 .watch_job(
                     &id,
-                    std::time::Duration::from_millis(interval_ms),
+                    interval.duration(),
                     &mut LineWatcher::new(stderr.lock(), redraw),
                 )
                 .await?;
@@ -97,14 +86,9 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        JobsCommand::Watch {
-            id,
-            interval_ms,
-            conn,
-        } => {
+        JobsCommand::Watch { id, interval, conn } => {
             let client = conn.client()?;
-            let interval = std::time::Duration::from_millis(interval_ms);
-            let job = follow(&client, &id, interval, Stream::Stdout).await?;
+            let job = follow(&client, &id, interval.duration(), Stream::Stdout).await?;
             fail_if_failed(&job)
         }
     }

@@ -11,6 +11,26 @@ use custodian::api_types::lifecycle::Job;
 use custodian::cli::client::{progress_line, Client, JobWatcher, LineWatcher};
 use custodian::domain::job::JobState;
 
+/// `--interval-ms`: how often a job is polled.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct PollInterval {
+    /// Milliseconds between polls (100 to 60000).
+    #[arg(
+        long = "interval-ms",
+        value_name = "MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(100..=60_000)
+    )]
+    ms: u64,
+}
+
+impl PollInterval {
+    /// As a duration.
+    pub fn duration(self) -> Duration {
+        Duration::from_millis(self.ms)
+    }
+}
+
 /// Where the progress goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
