@@ -95,6 +95,9 @@ async fn every_operation_answers_as_documented_under_schemathesis() -> anyhow::R
         .arg(&reports)
         .env("CUSTODIAN_TOKEN", &runner)
         .env("NO_COLOR", "1")
+        // schemathesis keeps a cache of crashes in `.schemathesis/` under its working
+        // directory and replays them: the deployment's directory, not the checkout.
+        .current_dir(d.path())
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
