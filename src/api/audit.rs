@@ -35,12 +35,71 @@ fn throttled(retry: u64) -> Response {
     )
 }
 
-/// Routes that are not audited: unauthenticated probes that carry no data.
+/// Routes that are not audited: unauthenticated probes and static files that carry no data.
 fn is_public(path: &str) -> bool {
     matches!(
         path,
-        "/v1/health/live" | "/v1/health/ready" | "/v1/openapi.json" | "/v1/sys/health"
+        "/v1/health/live"
+            | "/v1/health/ready"
+            | "/v1/openapi.json"
+            | "/v1/sys/health"
+            | "/ui/"
+            | "/ui/app.js"
+            | "/ui/verify.js"
+            | "/ui/style.css"
     )
+}
+
+/// The compatible front door that serves `route`, if it is not the native API's.
+fn front_door(state: &AppState, route: &str) -> Option<&'static str> {
+    if state.vault.as_ref().is_some_and(|m| m.serves(route)) {
+        Some("vault")
+    } else if route == crate::aws::ROUTE {
+        Some(crate::aws::DOOR)
+    } else {
+        None
+    }
+}
+
+/// The route template a request matched, never the raw path: an unmatched path is caller input
+/// of any shape.
+fn route_of(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned())
+}
+
+/// Counts and times every answer (`custodian_http_requests_total`,
+/// `custodian_http_request_duration_seconds`) by route template, method, front door and the
+/// outcome its audit record gives. Outside the audit layer, so what is counted is what the
+/// client got (a `503 audit_unavailable` included).
+pub async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = route_of(&req);
+    let door = front_door(&state, &route).unwrap_or("native");
+    // A bounded vocabulary: an unknown method is caller input of any shape.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "LIST") => m,
+        _ => "other",
+    }
+    .to_owned();
+    let res = next.run(req).await;
+    let status = res.status().as_u16();
+    let outcome = res
+        .extensions()
+        .get::<Outcome>()
+        .copied()
+        .unwrap_or_else(|| Outcome::from_status(status));
+    state.metrics.request(
+        crate::metrics::RequestLabels {
+            route,
+            method,
+            door,
+            outcome: outcome.as_str(),
+        },
+        started,
+    );
+    res
 }
 
 /// The middleware.
@@ -49,11 +108,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         return next.run(req).await;
     }
     let method = req.method().as_str().to_owned();
-    // The route template, never the raw path: an unmatched path is caller input of any shape.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
+    let route = route_of(&req);
     let request_id = req
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -74,13 +129,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     }
     // The service builds and appends the record; this door only says how the request ended.
     // The compatible doors are named in the record (native records carry no such field).
-    let front_door = if state.vault.as_ref().is_some_and(|m| m.serves(&route)) {
-        Some("vault")
-    } else if route == crate::aws::ROUTE {
-        Some(crate::aws::DOOR)
-    } else {
-        None
-    };
+    let front_door = front_door(&state, &route);
     let scope = state.door.request(RequestMeta {
         request_id,
         method,

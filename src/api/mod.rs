@@ -9,6 +9,7 @@ pub mod extract;
 pub mod serve;
 pub mod throttle;
 pub mod tls;
+pub mod ui;
 pub mod v1;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub vault: Option<Arc<crate::vault::Mounts>>,
     /// The AWS KMS door's settings (ARNs, the region clients sign for).
     pub aws: Arc<crate::config::AwsConfig>,
+    /// Where requests are counted and timed (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Limits the router enforces.
@@ -110,6 +113,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         })
         // Failures are logged once, with their cause, by `ApiError`.
         .on_failure(()))
+        // Outside the audit layer: the answer counted is the one the client gets.
+        .layer(middleware::from_fn_with_state(state.clone(), audit::count))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -249,7 +254,12 @@ fn table() -> (Served, Served) {
         .serve(&[&op::DECRYPT], v1::crypto::decrypt)
         .serve(&[&op::LIVE], v1::health::live)
         .serve(&[&op::READY], v1::health::ready)
-        .serve(&[&op::OPENAPI], openapi);
+        .serve(&[&op::OPENAPI], openapi)
+        .serve(&[&op::METRICS], v1::metrics::metrics)
+        .serve(&[&op::UI_PAGE], ui::page)
+        .serve(&[&op::UI_SCRIPT], ui::script)
+        .serve(&[&op::UI_VERIFIER], ui::verifier)
+        .serve(&[&op::UI_STYLE], ui::style);
     // One catch-all serves the secrets and their sub-resources; its handlers tell them apart by
     // the last segment.
     let secrets = Served::new()
@@ -412,11 +422,19 @@ async fn not_found(State(state): State<AppState>, req: Request) -> ApiError {
     ApiError::client(StatusCode::NOT_FOUND, "route_not_found", "no such route")
 }
 
-async fn method_not_allowed(State(state): State<AppState>, req: Request) -> ApiError {
+async fn method_not_allowed(State(state): State<AppState>, req: Request) -> Response {
+    // The router sets `Allow` to the route's methods unless the answer has one already.
+    let allow = v1::secrets::allow_for(req.uri().path());
     attribute(&state, req).await;
-    ApiError::client(
+    let mut res = ApiError::client(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "method not allowed on this route",
     )
+    .into_response();
+    if let Some(allow) = allow {
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    res
 }

@@ -24,7 +24,8 @@ use time::OffsetDateTime;
 use crate::config::AnonymousLimit;
 use crate::service::Throttled;
 
-/// Failures allowed per source address (and per token id) and window.
+/// Failures allowed per source address (and per token id) and window, unless configured
+/// (`server.auth_failures_per_minute`).
 pub const MAX_FAILURES: u32 = 20;
 /// The counting window of both throttles.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -55,9 +56,9 @@ impl<K> Default for Failures<K> {
 
 impl<K: Hash + Eq> Failures<K> {
     /// Seconds until `key` may fail without a 429, when it is over the limit now.
-    fn blocked_for(&self, key: &K) -> Option<u64> {
+    fn blocked_for(&self, key: &K, max: u32) -> Option<u64> {
         let (count, since) = self.counts.get(key)?;
-        (*count >= MAX_FAILURES && since.elapsed() < WINDOW).then(|| retry_after(*since))
+        (*count >= max && since.elapsed() < WINDOW).then(|| retry_after(*since))
     }
 
     fn count(&mut self, key: K) {
@@ -78,13 +79,30 @@ impl<K: Hash + Eq> Failures<K> {
 }
 
 /// Failed authentications per source address and per token id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuthThrottle {
+    max_failures: u32,
     sources: Mutex<Failures<IpAddr>>,
     token_ids: Mutex<Failures<String>>,
 }
 
+impl Default for AuthThrottle {
+    /// [`MAX_FAILURES`] a minute.
+    fn default() -> Self {
+        Self::new(MAX_FAILURES)
+    }
+}
+
 impl AuthThrottle {
+    /// `max_failures` per source and per token id a minute.
+    pub fn new(max_failures: u32) -> Self {
+        Self {
+            max_failures,
+            sources: Mutex::default(),
+            token_ids: Mutex::default(),
+        }
+    }
+
     /// Counts a failed authentication from `source` naming `token_id` (when the credential
     /// had a well-formed one). Returns the seconds to put in `Retry-After` when the source or
     /// the token id was already over the limit: the failure is then answered 429, not 401.
@@ -92,12 +110,12 @@ impl AuthThrottle {
     pub fn fail(&self, source: Option<IpAddr>, token_id: Option<&str>) -> Option<u64> {
         let mut blocked = None;
         if let (Some(s), Ok(mut map)) = (source, self.sources.lock()) {
-            blocked = map.blocked_for(&s);
+            blocked = map.blocked_for(&s, self.max_failures);
             map.count(s);
         }
         if let (Some(id), Ok(mut map)) = (token_id, self.token_ids.lock()) {
             let key = id.to_owned();
-            blocked = blocked.max(map.blocked_for(&key));
+            blocked = blocked.max(map.blocked_for(&key, self.max_failures));
             map.count(key);
         }
         blocked

@@ -255,10 +255,19 @@ fn destination_context_schema() -> RefOr<Schema> {
 fn bytes_schema() -> RefOr<Schema> {
     RefOr::T(Schema::Object(
         ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .enum_values(Some([16, 24, 32]))
+            // `null` is "not given", as an absent member is (the server has always taken it).
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                Type::Integer,
+                Type::Null,
+            ]))
+            .enum_values(Some([
+                serde_json::json!(16),
+                serde_json::json!(24),
+                serde_json::json!(32),
+                serde_json::Value::Null,
+            ]))
             .default(Some(32.into()))
-            .description(Some("Data key length in bytes."))
+            .description(Some("Data key length in bytes; `null` or absent: 32."))
             .build(),
     ))
 }

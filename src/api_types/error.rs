@@ -91,6 +91,7 @@ pub const CODES: &[&str] = &[
     "access_key_revoked",
     "access_key_not_found",
     "too_many_auth_failures",
+    "too_many_unauthenticated_requests",
     "invalid_policy",
     "policy_not_found",
     "invalid_policy_name",

@@ -295,8 +295,8 @@ impl Refusal {
             Self::MethodNotAllowed => {
                 "The route exists but not with this method; the Allow header lists the methods \
                     (on the secrets routes, a method the addressed sub-resource does not take is \
-                    answered after authentication and without Allow). Codes: \
-                    `method_not_allowed`."
+                    answered after authentication, its Allow naming what that sub-resource \
+                    takes). Codes: `method_not_allowed`."
             }
             Self::Conflict => {
                 "The request conflicts with the current state. Codes: `key_name_taken`, \
@@ -599,7 +599,9 @@ pub const AUDIT_AFTER: SharedParam = SharedParam {
         location: Location::Query,
         required: false,
         description: "Records after this sequence.",
-        schema: Schema::Json(r#"{"type": "integer", "minimum": 0}"#),
+        schema: Schema::Json(
+            r#"{"type": "integer", "minimum": 0, "maximum": 18446744073709551615}"#,
+        ),
         example: None,
     },
 };
@@ -1443,7 +1445,7 @@ pub const DELETE_SECRET_VERSIONS: Operation = Operation {
             location: Location::Query,
             required: false,
             description: "Comma-separated version numbers (1 to 1000), e.g. `1,3`.",
-            schema: Schema::Json(r#"{"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}"#),
+            schema: Schema::Json(r#"{"type": "string", "pattern": "^[0-9]{1,9}(,[0-9]{1,9})*$"}"#),
             example: Some(r#""1,3""#),
         }),
     ],
@@ -2714,7 +2716,9 @@ pub const AUDIT_EXPORT: Operation = Operation {
             required: false,
             description: "Start after this sequence (not below the last archive: \
                 `audit_archived`).",
-            schema: Schema::Json(r#"{"type": "integer", "minimum": 0}"#),
+            schema: Schema::Json(
+                r#"{"type": "integer", "minimum": 0, "maximum": 18446744073709551615}"#,
+            ),
             example: None,
         }),
         ParamUse::Own(Param {
@@ -2722,7 +2726,9 @@ pub const AUDIT_EXPORT: Operation = Operation {
             location: Location::Query,
             required: false,
             description: "Stop at the last checkpoint at or before this sequence.",
-            schema: Schema::Json(r#"{"type": "integer", "minimum": 0}"#),
+            schema: Schema::Json(
+                r#"{"type": "integer", "minimum": 0, "maximum": 18446744073709551615}"#,
+            ),
             example: None,
         }),
     ],
@@ -2863,6 +2869,102 @@ pub const CUSTODY_REPORT: Operation = Operation {
     ],
 };
 
+/// `GET /metrics`.
+pub const METRICS: Operation = Operation {
+    id: "metrics",
+    method: Method::Get,
+    path: "/metrics",
+    served_at: None,
+    tags: &["operations"],
+    summary: "This node's Prometheus metrics",
+    description: Some(
+        "Requests, device operations and sessions, the KEK cache, audit commits and the chain \
+        head, store latency and pool use, re-wrap job progress and the key inventory, in the \
+        OpenMetrics text format (docs/operations.md lists every series). Values read at scrape \
+        time (inventory, jobs, pools) are read fresh on each request. Action `metrics:read` on \
+        `metrics/node` (the built-in role `monitoring` has it).",
+    ),
+    access: Access::Authenticated,
+    params: &[],
+    body: None,
+    answers: &[Answer {
+        status: 200,
+        description: "The metrics, ending with `# EOF`.",
+        content: Some(Content {
+            media: "application/openmetrics-text",
+            schema: Schema::Json(r#"{"type": "string"}"#),
+        }),
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// A file of the auditor's page, served from the binary: public (it carries no data; every
+/// value the page shows comes from an API call made with the token typed into it).
+macro_rules! ui_file {
+    ($id:literal, $path:literal, $summary:literal, $media:literal) => {
+        Operation {
+            id: $id,
+            method: Method::Get,
+            path: $path,
+            served_at: None,
+            tags: &["operations"],
+            summary: $summary,
+            description: Some(
+                "Part of the auditor's page (docs/operations.md), checked into the repository \
+                and embedded in the binary; no third-party assets. Served with a strict \
+                Content-Security-Policy (scripts and styles from this origin only, no inline \
+                script, no framing). Public and not audited, like the OpenAPI document.",
+            ),
+            access: Access::Public,
+            params: &[],
+            body: None,
+            answers: &[Answer {
+                status: 200,
+                description: "The file.",
+                content: Some(Content {
+                    media: $media,
+                    schema: Schema::Json(r#"{"type": "string"}"#),
+                }),
+            }],
+            refusals: &[Refusal::MethodNotAllowed],
+        }
+    };
+}
+
+/// `GET /ui/`.
+pub const UI_PAGE: Operation = ui_file!("uiPage", "/ui/", "The auditor's page", "text/html");
+
+/// `GET /ui/app.js`.
+pub const UI_SCRIPT: Operation = ui_file!(
+    "uiScript",
+    "/ui/app.js",
+    "The auditor's page: its script",
+    "text/javascript"
+);
+
+/// `GET /ui/verify.js`.
+pub const UI_VERIFIER: Operation = ui_file!(
+    "uiVerifier",
+    "/ui/verify.js",
+    "The auditor's page: the audit export verifier (WebCrypto)",
+    "text/javascript"
+);
+
+/// `GET /ui/style.css`.
+pub const UI_STYLE: Operation = ui_file!(
+    "uiStyle",
+    "/ui/style.css",
+    "The auditor's page: its style sheet",
+    "text/css"
+);
+
 /// Every operation of the API, in the order of the document's first hand-written version.
 pub const OPERATIONS: &[&Operation] = &[
     &CREATE_KEY,
@@ -2922,4 +3024,9 @@ pub const OPERATIONS: &[&Operation] = &[
     &AUDIT_PUBLIC_KEY,
     &AUDIT_ARCHIVE,
     &CUSTODY_REPORT,
+    &METRICS,
+    &UI_PAGE,
+    &UI_SCRIPT,
+    &UI_VERIFIER,
+    &UI_STYLE,
 ];

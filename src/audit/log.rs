@@ -147,6 +147,7 @@ impl AuditLog {
         store: Arc<dyn Store>,
         signer: Arc<dyn AuditSigner>,
         settings: AuditSettings,
+        metrics: crate::metrics::AuditMetrics,
     ) -> Result<Self, AuditError> {
         let tail = store.audit_tail().await.map_err(AuditError::Store)?;
         let head_hash = match &tail.last {
@@ -179,6 +180,7 @@ impl AuditLog {
             in_doubt: false,
             raced: false,
             contended_until: None,
+            metrics,
         };
         let writer = std::thread::Builder::new()
             .name(WRITER_THREAD.to_owned())
@@ -306,6 +308,8 @@ struct Writer {
     raced: bool,
     /// Until when batches are appended under the head lock (another node appended lately).
     contended_until: Option<Instant>,
+    /// Commit latency, batch sizes and failures.
+    metrics: crate::metrics::AuditMetrics,
 }
 
 impl Writer {
@@ -370,6 +374,7 @@ impl Writer {
     /// the nodes' records form one chain without a lock on the single-node path.
     fn commit(&mut self, batch: Vec<(AuditEntry, oneshot::Sender<Result<u64, AuditError>>)>) {
         let (mut entries, acks): (Vec<AuditEntry>, Vec<_>) = batch.into_iter().unzip();
+        let started = Instant::now();
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
@@ -437,6 +442,7 @@ impl Writer {
         match result {
             Ok((seq, prev)) => {
                 let first = seq + 1 - acks.len() as u64;
+                self.metrics.committed(acks.len(), started);
                 self.head = (seq, prev);
                 self.shared.head.store(seq, Ordering::Release);
                 self.shared.writable.store(true, Ordering::Release);
@@ -445,6 +451,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                self.metrics.failed();
                 tracing::error!(error = %e, records = acks.len(), "audit write failed; the requests fail");
                 self.in_doubt = true;
                 self.shared.writable.store(false, Ordering::Release);

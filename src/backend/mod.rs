@@ -13,6 +13,7 @@
 //! see by its label; a store record without a device object never exists by our doing.
 
 pub mod cached;
+pub mod metered;
 pub mod pkcs11;
 pub mod tpm;
 
@@ -47,6 +48,39 @@ pub struct DeviceHealth {
     pub reinitialisations: u64,
     /// True when a session is usable right now.
     pub usable: bool,
+}
+
+/// How a device's sessions and caches are used now, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DeviceUsage {
+    /// The session pool, for devices that have one.
+    pub sessions: Option<SessionUsage>,
+    /// The version-KEK cache, in cached mode.
+    pub kek_cache: Option<KekCacheUsage>,
+}
+
+/// A session pool's use (counters since start-up).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SessionUsage {
+    /// Sessions in the pool.
+    pub capacity: u64,
+    /// Sessions checked out now.
+    pub in_use: u64,
+    /// Operations that found every session busy and waited.
+    pub waits: u64,
+    /// Seconds spent waiting, summed.
+    pub wait_seconds: f64,
+    /// Waits that ran out (answered `device_busy`).
+    pub timeouts: u64,
+}
+
+/// A version-KEK cache's use.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KekCacheUsage {
+    /// Counters since start-up.
+    pub counters: cached::KekCacheMetrics,
+    /// KEKs held now.
+    pub entries: u64,
 }
 
 /// Why a backend operation failed, grouped by who is at fault.
@@ -166,6 +200,11 @@ pub trait KeyBackend: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// How sessions and caches are used now, for metrics; nothing by default.
+    async fn usage(&self) -> DeviceUsage {
+        DeviceUsage::default()
+    }
+
     /// Labels of key versions whose stored device material the device refused since it last
     /// accepted it (a TPM blob from another TPM, a damaged wrapped KEK), for readiness.
     fn rejected_key_blobs(&self) -> Vec<String> {
@@ -185,11 +224,9 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// `TPM2_GetRandom`), never the host's.
     ///
     /// # Errors
-    /// `Unsupported` by default; `Invariant` above the device's per-request limit; device errors.
-    async fn random(&self, n: usize) -> Result<SecretBytes, BackendError> {
-        let _ = n;
-        Err(BackendError::Unsupported("random bytes"))
-    }
+    /// `Invariant` above the device's per-request limit; device errors. (No default: a
+    /// decorator that forgot to forward it would answer "unsupported" instead of the device.)
+    async fn random(&self, n: usize) -> Result<SecretBytes, BackendError>;
 
     /// What the device says about itself now, for the custody report.
     ///
@@ -247,6 +284,22 @@ impl Backends {
                 (t, c)
             }),
             pkcs11,
+        }
+    }
+
+    /// The same backends, each behind [`metered::MeteredBackend`] recording its operations
+    /// into `metrics`.
+    #[must_use]
+    pub fn metered(self, metrics: &crate::metrics::DeviceMetrics) -> Self {
+        let m = |b: Arc<dyn KeyBackend>, mode: WrapMode| -> Arc<dyn KeyBackend> {
+            Arc::new(metered::MeteredBackend::new(b, mode, metrics.clone()))
+        };
+        Self {
+            pkcs11: m(self.pkcs11, WrapMode::Direct),
+            pkcs11_cached: m(self.pkcs11_cached, WrapMode::Cached),
+            tpm: self
+                .tpm
+                .map(|(d, c)| (m(d, WrapMode::Direct), m(c, WrapMode::Cached))),
         }
     }
 

@@ -1325,47 +1325,32 @@ impl Client {
         self.call(Method::GET, &url).await
     }
 
-    /// Polls `GET /v1/jobs/{id}` every `interval` until the job is no longer `running`, writing
-    /// its [`progress_line`] to `progress` (redrawn in place when `redraw`, else a new line
-    /// whenever the counts or state change). Returns the final job. Once one poll succeeded,
-    /// polls that fail with an unreachable server or a 503 are retried for up to 30 s
-    /// (`WATCH_OUTAGE`; noted once on `progress`), so a server restart does not end the watch.
+    /// Polls `GET /v1/jobs/{id}` every `interval` until the job is no longer `running`,
+    /// reporting each poll to `watcher`. Returns the final job. Once one poll succeeded, polls
+    /// that fail with an unreachable server or a 503 are retried for up to 30 s
+    /// (`WATCH_OUTAGE`; reported once to `watcher`), so a server restart does not end the watch.
     ///
     /// # Errors
     /// [`ClientError`]: the last poll error once the outage lasts too long, or any other API
-    /// error.
+    /// error; the watcher's I/O errors.
     pub async fn watch_job(
         &self,
         id: &str,
         interval: std::time::Duration,
-        progress: &mut impl Write,
-        redraw: bool,
+        watcher: &mut impl JobWatcher,
     ) -> Result<Job, ClientError> {
         let mut seen = false;
         let mut failing_since: Option<std::time::Instant> = None;
-        let mut shown = None;
-        let mut open_line = false;
         loop {
             match self.job(id).await {
                 Ok(job) => {
                     seen = true;
                     failing_since = None;
-                    let line = progress_line(&job);
-                    if redraw {
-                        // Return to the start of the line and clear it, then draw.
-                        write!(progress, "\r\x1b[2K{line}")?;
-                        open_line = true;
-                    } else if shown.as_ref() != Some(&progress_key(&job)) {
-                        writeln!(progress, "{line}")?;
-                        shown = Some(progress_key(&job));
-                    }
-                    progress.flush()?;
                     if job.state != JobState::Running {
-                        if open_line {
-                            writeln!(progress)?;
-                        }
+                        watcher.finished(&job)?;
                         return Ok(job);
                     }
+                    watcher.progress(&job)?;
                 }
                 // A server never reached (e.g. a wrong --addr) fails at once.
                 Err(e)
@@ -1375,28 +1360,104 @@ impl Client {
                 {
                     if failing_since.is_none() {
                         failing_since = Some(std::time::Instant::now());
-                        if open_line {
-                            writeln!(progress)?;
-                            open_line = false;
-                        }
-                        writeln!(
-                            progress,
+                        watcher.retrying(&format!(
                             "{e}; retrying for up to {} s",
                             WATCH_OUTAGE.as_secs()
-                        )?;
-                        // The progress line is printed again once the server answers.
-                        shown = None;
+                        ))?;
                     }
                 }
                 Err(e) => {
-                    if open_line {
-                        writeln!(progress)?;
-                    }
+                    watcher.abandoned()?;
                     return Err(e);
                 }
             }
             tokio::time::sleep(interval).await;
         }
+    }
+}
+
+/// Where [`Client::watch_job`] reports what it sees.
+pub trait JobWatcher {
+    /// The job, still running, as last polled.
+    ///
+    /// # Errors
+    /// Output errors.
+    fn progress(&mut self, job: &Job) -> std::io::Result<()>;
+    /// The job, no longer running.
+    ///
+    /// # Errors
+    /// Output errors.
+    fn finished(&mut self, job: &Job) -> std::io::Result<()>;
+    /// A poll failed and will be retried (`note` says why and for how long).
+    ///
+    /// # Errors
+    /// Output errors.
+    fn retrying(&mut self, note: &str) -> std::io::Result<()>;
+    /// The watch ends on an error.
+    ///
+    /// # Errors
+    /// Output errors.
+    fn abandoned(&mut self) -> std::io::Result<()>;
+}
+
+/// A [`JobWatcher`] writing each [`progress_line`] to a writer: redrawn in place when `redraw`
+/// (a terminal), else a new line whenever the counts or state change.
+pub struct LineWatcher<W> {
+    out: W,
+    redraw: bool,
+    shown: Option<(JobState, u64, u64, u64)>,
+    open_line: bool,
+}
+
+impl<W: Write> LineWatcher<W> {
+    /// Lines on `out`, redrawn in place when `redraw`.
+    pub fn new(out: W, redraw: bool) -> Self {
+        Self {
+            out,
+            redraw,
+            shown: None,
+            open_line: false,
+        }
+    }
+
+    fn close_line(&mut self) -> std::io::Result<()> {
+        if self.open_line {
+            writeln!(self.out)?;
+            self.open_line = false;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> JobWatcher for LineWatcher<W> {
+    fn progress(&mut self, job: &Job) -> std::io::Result<()> {
+        let line = progress_line(job);
+        if self.redraw {
+            // Return to the start of the line and clear it, then draw.
+            write!(self.out, "\r\x1b[2K{line}")?;
+            self.open_line = true;
+        } else if self.shown.as_ref() != Some(&progress_key(job)) {
+            writeln!(self.out, "{line}")?;
+            self.shown = Some(progress_key(job));
+        }
+        self.out.flush()
+    }
+
+    fn finished(&mut self, job: &Job) -> std::io::Result<()> {
+        self.progress(job)?;
+        self.close_line()
+    }
+
+    fn retrying(&mut self, note: &str) -> std::io::Result<()> {
+        self.close_line()?;
+        writeln!(self.out, "{note}")?;
+        // The progress line is printed again once the server answers.
+        self.shown = None;
+        self.out.flush()
+    }
+
+    fn abandoned(&mut self) -> std::io::Result<()> {
+        self.close_line()
     }
 }
 

@@ -4,7 +4,9 @@ use std::io::IsTerminal as _;
 
 use clap::Subcommand;
 
+use super::progress::{fail_if_failed, follow, PollInterval, Stream};
 use super::{print_json, Conn};
+use custodian::cli::client::LineWatcher;
 use custodian::domain::job::JobState;
 
 /// `jobs …`.
@@ -30,14 +32,20 @@ pub enum JobsCommand {
         /// Follow the job until it completes or fails.
         #[arg(long)]
         watch: bool,
-        /// Milliseconds between polls with --watch (100 to 60000).
-        #[arg(
-            long,
-            value_name = "MS",
-            default_value_t = 1000,
-            value_parser = clap::value_parser!(u64).range(100..=60_000)
-        )]
-        interval_ms: u64,
+        /// With --watch.
+        #[command(flatten)]
+        interval: PollInterval,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Follow a job until it completes or fails: a progress bar with rate and ETA on a
+    /// terminal, a plain line per change otherwise (both on stdout), then a closing line. Exits
+    /// non-zero if the job fails.
+    Watch {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        interval: PollInterval,
         #[command(flatten)]
         conn: Conn,
     },
@@ -58,7 +66,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Show {
             id,
             watch: true,
-            interval_ms,
+            interval,
             conn,
         } => {
             let client = conn.client()?;
@@ -67,9 +75,8 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
             let job = client
                 .watch_job(
                     &id,
-                    std::time::Duration::from_millis(interval_ms),
-                    &mut stderr.lock(),
-                    redraw,
+                    interval.duration(),
+                    &mut LineWatcher::new(stderr.lock(), redraw),
                 )
                 .await?;
             print_json(&serde_json::to_value(&job)?)?;
@@ -78,6 +85,11 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<()> {
                 anyhow::bail!("job {id} failed: {why}");
             }
             Ok(())
+        }
+        JobsCommand::Watch { id, interval, conn } => {
+            let client = conn.client()?;
+            let job = follow(&client, &id, interval.duration(), Stream::Stdout).await?;
+            fail_if_failed(&job)
         }
     }
 }

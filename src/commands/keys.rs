@@ -6,6 +6,7 @@ use clap::{ArgGroup, Subcommand};
 use custodian::cli::client::{KeyAction, KeyChange, KeyPlacementArgs, VersionAction};
 use custodian::domain::{BackendKind, WrapMode};
 
+use super::progress::{fail_if_failed, follow, Stream};
 use super::{print_json, Conn, KEY_HELP};
 
 /// `keys create --backend`.
@@ -87,9 +88,29 @@ pub enum KeysCommand {
     /// Rotate now: a new root key in the device becomes the primary version; older versions
     /// still decrypt. Starts a re-wrap job unless the server's keys.rewrap_after_rotation is
     /// off. Prints the key as JSON.
+    ///
+    /// With --rewrap, also asks for the re-wrap job to the new version (the one the server
+    /// started, if it did) and prints {"key": …, "job": …}; with --wait, follows that job
+    /// until it ends (a progress bar with rate and ETA on stderr when it is a terminal, plain
+    /// lines otherwise) and prints the finished job; a failed job makes the command fail.
     Rotate {
         #[arg(help = KEY_HELP)]
         key: String,
+        /// Start (or find) the re-wrap job of stored data keys to the new version.
+        #[arg(long)]
+        rewrap: bool,
+        /// Follow the re-wrap job until it completes or fails.
+        #[arg(long, requires = "rewrap")]
+        wait: bool,
+        /// Milliseconds between polls with --wait (100 to 60000).
+        #[arg(
+            long,
+            value_name = "MS",
+            default_value_t = 1000,
+            requires = "wait",
+            value_parser = clap::value_parser!(u64).range(100..=60_000)
+        )]
+        interval_ms: u64,
         #[command(flatten)]
         conn: Conn,
     },
@@ -232,8 +253,32 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
             conn.client()?.list_keys(limit, after.as_deref()).await?
         }
         KeysCommand::Show { key, conn } => conn.client()?.show_key(&key).await?,
-        KeysCommand::Rotate { key, conn } => {
-            conn.client()?.key_action(&key, KeyAction::Rotate).await?
+        KeysCommand::Rotate {
+            key,
+            rewrap,
+            wait,
+            interval_ms,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let rotated = client.key_action(&key, KeyAction::Rotate).await?;
+            if !rewrap {
+                rotated
+            } else {
+                // By id: the name could be given to another key meanwhile.
+                let id = rotated["id"].as_str().unwrap_or(key.as_str()).to_owned();
+                let job = client.key_action(&id, KeyAction::Rewrap).await?;
+                if !wait {
+                    serde_json::json!({ "key": rotated, "job": job })
+                } else {
+                    let job_id = job["id"].as_str().unwrap_or_default().to_owned();
+                    let interval = std::time::Duration::from_millis(interval_ms);
+                    let finished = follow(&client, &job_id, interval, Stream::Stderr).await?;
+                    // The rotation stands whatever became of the job: print both, then fail.
+                    print_json(&serde_json::json!({ "key": rotated, "job": finished }))?;
+                    return fail_if_failed(&finished);
+                }
+            }
         }
         KeysCommand::Update {
             key,

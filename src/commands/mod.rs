@@ -12,7 +12,7 @@
 //! | `token.rs` | `token init` (PKCS#11 token provisioning) |
 //! | `keys.rs` | `keys …` (lifecycle, versions, re-wrap) |
 //! | `aliases.rs` | `aliases …` |
-//! | `jobs.rs` | `jobs …` |
+//! | `jobs.rs` | `jobs …` (`jobs watch`: `progress.rs` draws the bar or the lines) |
 //! | `crypto.rs` | `datakey`, `encrypt`, `decrypt`, `reencrypt` |
 //! | `secrets.rs` | `secrets …` |
 //! | `principals.rs` | `principals …` |
@@ -23,6 +23,7 @@
 //! | `audit.rs` | `audit …` |
 //! | `custody.rs` | `custody …` |
 //! | `store.rs` | `store migrate` (SQLite to PostgreSQL, offline) |
+//! | `generate.rs` | `completions bash\|zsh\|fish`, `man` (from this command tree) |
 
 use std::future::Future;
 use std::io::Write as _;
@@ -39,11 +40,13 @@ pub mod aliases;
 pub mod audit;
 pub mod crypto;
 pub mod custody;
+pub mod generate;
 pub mod jobs;
 pub mod keys;
 pub mod login;
 pub mod policies;
 pub mod principals;
+pub mod progress;
 pub mod secrets;
 pub mod serve;
 pub mod store;

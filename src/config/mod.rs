@@ -197,6 +197,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// The throttle on unauthenticated requests.
     pub anonymous: AnonymousLimit,
+    /// Failed authentications per source (and per token id) and minute before 429.
+    pub auth_failures_per_minute: std::num::NonZeroU32,
 }
 
 /// How many unauthenticated requests get an audit record each (`[server] anonymous_*`).
@@ -681,8 +683,15 @@ impl Config {
         let max_sources = NonZeroUsize::new(raw.server.anonymous_max_sources)
             .filter(|n| n.get() <= 1_000_000)
             .ok_or_else(|| invalid("server.anonymous_max_sources", "must be 1 to 1000000"))?;
+        let auth_failures_per_minute =
+            std::num::NonZeroU32::new(raw.server.auth_failures_per_minute)
+                .filter(|n| n.get() <= 1_000_000)
+                .ok_or_else(|| {
+                    invalid("server.auth_failures_per_minute", "must be 1 to 1000000")
+                })?;
         let server = ServerConfig {
             listen,
+            auth_failures_per_minute,
             max_body_bytes,
             request_timeout: Duration::from_millis(raw.server.request_timeout_ms),
             header_read_timeout,

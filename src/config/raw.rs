@@ -149,6 +149,9 @@ pub struct RawServer {
     pub anonymous_flush_interval: String,
     /// Most sources tracked by that throttle; further sources share one `(many)` budget.
     pub anonymous_max_sources: usize,
+    /// Failed authentications per source address (and per token id) and minute before further
+    /// failures are answered 429.
+    pub auth_failures_per_minute: u32,
 }
 
 /// `[server.tls]`
@@ -193,6 +196,7 @@ impl Default for RawServer {
             anonymous_requests_per_minute: 60,
             anonymous_flush_interval: "60s".to_owned(),
             anonymous_max_sources: 10_000,
+            auth_failures_per_minute: 20,
         }
     }
 }

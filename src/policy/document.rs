@@ -27,6 +27,7 @@ pub const RESOURCE_KINDS: &[&str] = &[
     "audit",
     "custody",
     "random",
+    "metrics",
 ];
 
 /// Allow or deny.

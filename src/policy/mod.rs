@@ -88,6 +88,7 @@ actions! {
     AuditRead => "audit:read", "`audit:read`: audit events, export, signing public key";
     AuditArchive => "audit:archive", "`audit:archive`: export and remove audit records up to a checkpoint";
     CustodyRead => "custody:read", "`custody:read`: the signed custody report";
+    MetricsRead => "metrics:read", "`metrics:read`: this node's Prometheus metrics (`GET /metrics`)";
 }
 
 impl fmt::Display for Action {

@@ -587,6 +587,8 @@ authorized_operations! {
     fn audit_archive(&self, through: u64, export_sha256: &str, request_id: &str) -> AuditArchive;
     /// The signed custody report.
     fn custody_report(&self) -> SignedReport;
+    /// This node's metrics (OpenMetrics text).
+    fn metrics_text(&self) -> String;
 }
 
 /// The background workers' handle: rotations, deletions, device-object destruction, re-wrap

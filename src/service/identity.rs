@@ -30,6 +30,10 @@ pub const BUILT_IN_POLICIES: &[(&str, &str)] = &[
         "auditor",
         include_str!("../../config/policies/auditor.json"),
     ),
+    (
+        "monitoring",
+        include_str!("../../config/policies/monitoring.json"),
+    ),
 ];
 
 /// Most attributes on a principal, and policies attached to one.

@@ -10,6 +10,7 @@ pub mod door;
 mod error;
 pub mod identity;
 pub mod lifecycle;
+pub mod metrics;
 pub mod random;
 pub mod rewrap;
 pub mod secrets;
@@ -280,6 +281,8 @@ pub struct KeyService {
     /// Striped per-path write locks: writes to one secret path are serialised on this node.
     path_locks: Vec<tokio::sync::Mutex<()>>,
     last_readiness: tokio::sync::Mutex<Option<(Instant, Readiness)>>,
+    /// The process's metrics (`GET /metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How long one readiness probe answers for.
@@ -392,7 +395,16 @@ impl KeyService {
             key_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             path_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             last_readiness: tokio::sync::Mutex::new(None),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Renders `metrics` at `GET /metrics` (the registry the backends, the store and the audit
+    /// writer record into).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Seals access keys' secrets under `key` when a request names none (else under

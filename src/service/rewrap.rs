@@ -174,7 +174,7 @@ impl KeyService {
         Ok(out)
     }
 
-    async fn status(&self, job: Job) -> Result<JobStatus, ServiceError> {
+    pub(super) async fn status(&self, job: Job) -> Result<JobStatus, ServiceError> {
         let counts = self.store.references(job.key_id).await?;
         let remaining = counts
             .iter()

@@ -929,6 +929,9 @@ pub trait Store:
     async fn watch(&self, changes: tokio::sync::mpsc::UnboundedSender<Change>) {
         let _ = changes;
     }
+
+    /// How the connection pool is used now, for metrics.
+    fn pool_usage(&self) -> PoolUsage;
 }
 
 /// Held while a node does its one-time start-up work (see [`Store::startup_guard`]); the lock
@@ -964,4 +967,17 @@ impl Change {
             _ => Self::Resync,
         }
     }
+}
+
+/// A store's connection pool, as metrics show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// The most connections the pool opens.
+    pub max: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Connections checked out now.
+    pub in_use: u64,
+    /// Callers waiting for a connection now.
+    pub waiting: u64,
 }

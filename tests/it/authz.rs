@@ -355,6 +355,7 @@ fn calls(f: &Fixture) -> Vec<Call> {
             "/v1/custody/report",
             None,
         ),
+        c(Method::GET, "/metrics", "/metrics", None),
         c(Method::GET, "/v1/secrets", "/v1/secrets", None),
         c(Method::GET, "/v1/secrets/{path}", "/v1/secrets/s/a", None),
         c(
@@ -418,8 +419,17 @@ fn is_list(c: &Call) -> bool {
         )
 }
 
-/// Routes anyone may call without a token.
-const PUBLIC: &[&str] = &["/v1/health/live", "/v1/health/ready", "/v1/openapi.json"];
+/// Routes anyone may call without a token (the health probes, the OpenAPI document and the
+/// auditor's page's files, which carry no data).
+const PUBLIC: &[&str] = &[
+    "/v1/health/live",
+    "/v1/health/ready",
+    "/v1/openapi.json",
+    "/ui/",
+    "/ui/app.js",
+    "/ui/verify.js",
+    "/ui/style.css",
+];
 
 /// Sends `c` as `token` and checks that it was refused by policy and changed nothing: `403
 /// forbidden`, the store as it was, and an audit record `denied` that names the action and no

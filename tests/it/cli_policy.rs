@@ -702,7 +702,16 @@ async fn principals_policies_and_tokens_are_managed_from_the_cli() -> anyhow::Re
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     names.sort_unstable();
-    assert_eq!(names, ["admin", "application", "auditor", "key-operator"]);
+    assert_eq!(
+        names,
+        [
+            "admin",
+            "application",
+            "auditor",
+            "key-operator",
+            "monitoring"
+        ]
+    );
     let auditor = json_of(&run(&admin, &["policies", "show", "auditor"], b""));
     assert_eq!(auditor["version"], 1);
     assert_eq!(

@@ -7,6 +7,8 @@
 
 mod common;
 
+mod alerts;
+mod api_contract;
 mod api_errors;
 mod api_roundtrip;
 mod audit;
@@ -16,6 +18,7 @@ mod background;
 mod cli;
 mod cli_lifecycle;
 mod cli_policy;
+mod cli_progress;
 mod cli_secrets;
 mod cli_tpm;
 mod conformance;
@@ -25,6 +28,7 @@ mod hardening;
 mod hygiene;
 mod layers;
 mod lifecycle;
+mod metrics;
 mod nodes;
 mod openapi;
 mod policy;
@@ -41,6 +45,7 @@ mod throttle;
 mod tls;
 mod tpm_device;
 mod transport;
+mod ui;
 mod vault;
 mod vault_openbao;
 mod vectors;

@@ -214,31 +214,46 @@ fn cases(blob: &str) -> Vec<Case> {
             "/v1/principals",
             None,
         ),
+        c(
+            "read metrics",
+            "metrics:read",
+            "metrics/node",
+            Method::GET,
+            "/metrics",
+            None,
+        ),
     ]
 }
 
 /// Expected outcome per role, in the order of `cases`.
-const EXPECTED: &[(&str, [bool; 16])] = &[
-    ("admin", [true; 16]),
+const EXPECTED: &[(&str, [bool; 17])] = &[
+    ("admin", [true; 17]),
     (
         "key-operator",
         [
             true, true, true, false, false, false, false, false, true, true, false, false, false,
-            false, false, false,
+            false, false, false, false,
         ],
     ),
     (
         "application",
         [
             false, false, false, true, true, true, true, true, false, false, false, false, false,
-            false, false, false,
+            false, false, false, false,
         ],
     ),
     (
         "auditor",
         [
             false, true, true, false, false, false, false, false, false, false, false, false, true,
-            true, false, false,
+            true, false, false, false,
+        ],
+    ),
+    (
+        "monitoring",
+        [
+            false, false, false, false, false, false, false, false, false, false, false, false,
+            false, false, false, false, true,
         ],
     ),
 ];

@@ -20,6 +20,7 @@ fn principal_name(code: &'static str, raw: String) -> Result<KeyName, ApiError> 
 }
 
 impl RequestBody for CreateAccessKeyRequest {
+    const NULLABLE: &'static [&'static str] = &["key"];
     const FIELDS: &'static [&'static str] = CreateAccessKeyRequest::FIELDS;
 }
 

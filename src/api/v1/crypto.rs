@@ -16,6 +16,7 @@ use crate::secret::SecretBytes;
 use crate::service::{DataKeyLen, PlaintextCopy, Sealing};
 
 impl RequestBody for DataKeyRequest {
+    const NULLABLE: &'static [&'static str] = &["bytes", "plaintext"];
     const FIELDS: &'static [&'static str] = DataKeyRequest::FIELDS;
     fn field_code(field: &str) -> &'static str {
         match field {

@@ -65,6 +65,7 @@ pub async fn rotate(Caller(p): Caller, KeyPath(key): KeyPath) -> Result<Json<Key
 }
 
 impl RequestBody for PatchKeyRequest {
+    const NULLABLE: &'static [&'static str] = &["rotation_period"];
     const FIELDS: &'static [&'static str] = PatchKeyRequest::FIELDS;
 }
 
@@ -327,6 +328,7 @@ pub async fn list_aliases(Caller(p): Caller) -> Result<Json<AliasList>, ApiError
 }
 
 impl RequestBody for ReencryptRequest {
+    const NULLABLE: &'static [&'static str] = &["destination_key"];
     const FIELDS: &'static [&'static str] = ReencryptRequest::FIELDS;
 }
 

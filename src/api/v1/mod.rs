@@ -7,6 +7,7 @@ pub mod health;
 pub mod identity;
 pub mod keys;
 pub mod lifecycle;
+pub mod metrics;
 pub mod secrets;
 #[cfg(test)]
 mod wire;

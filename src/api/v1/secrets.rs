@@ -71,12 +71,49 @@ impl<S: Send + Sync> FromRequestParts<S> for SecretUrl {
     }
 }
 
-fn method_not_allowed() -> ApiError {
-    ApiError::client(
+/// `Allow` of a secret's value, of its metadata, and of its actions.
+const ALLOW_VALUE: &str = "GET, HEAD, PUT, DELETE";
+const ALLOW_METADATA: &str = "GET, HEAD, PUT";
+const ALLOW_ACTION: &str = "POST";
+
+impl Target {
+    /// The methods the addressed sub-resource takes.
+    fn allow(&self) -> &'static str {
+        match self {
+            Self::Value(_) => ALLOW_VALUE,
+            Self::Metadata(_) => ALLOW_METADATA,
+            Self::Undelete(_) | Self::Destroy(_) | Self::Rotate(_) => ALLOW_ACTION,
+        }
+    }
+}
+
+/// The `Allow` of the secrets URL `path` (a request path under `/v1/secrets/`), by its
+/// sub-resource as [`SecretUrl`] splits it; `None` for any other path. For the router's own
+/// 405s: the catch-all route takes the union of every sub-resource's methods, which is not
+/// what any one of them takes.
+pub fn allow_for(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/v1/secrets/")?;
+    Some(match rest.rsplit_once('/') {
+        Some((_, "metadata")) => ALLOW_METADATA,
+        Some((_, last)) if SecretPath::RESERVED.contains(&last) => ALLOW_ACTION,
+        _ => ALLOW_VALUE,
+    })
+}
+
+/// 405 for a method `target` does not take, with the `Allow` header RFC 9110 requires (the
+/// router's own 405s carry one; these are decided after the catch-all matched).
+fn method_not_allowed(target: &Target) -> Response {
+    let mut res = ApiError::client(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "method not allowed on this route",
     )
+    .into_response();
+    res.headers_mut().insert(
+        axum::http::header::ALLOW,
+        axum::http::HeaderValue::from_static(target.allow()),
+    );
+    res
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -127,7 +164,7 @@ pub async fn get(
             }
             Ok(Json(SecretRecord::from(&p.secret_metadata(&path).await?)).into_response())
         }
-        _ => Err(method_not_allowed()),
+        other => Ok(method_not_allowed(&other)),
     }
 }
 
@@ -136,6 +173,7 @@ impl RequestBody for PutSecretRequest {
 }
 
 impl RequestBody for PutSecretMetadataRequest {
+    const NULLABLE: &'static [&'static str] = &["expires_after", "generate"];
     const FIELDS: &'static [&'static str] = PutSecretMetadataRequest::FIELDS;
 }
 
@@ -157,8 +195,14 @@ pub async fn put(
     State(state): State<AppState>,
     Caller(p): Caller,
     SecretUrl(target): SecretUrl,
-    JsonBody(body): JsonBody,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    // The method is checked before the body: a sub-resource that takes no PUT answers 405
+    // whatever was sent.
+    if !matches!(target, Target::Value(_) | Target::Metadata(_)) {
+        return Ok(method_not_allowed(&target));
+    }
+    let JsonBody(body) = JsonBody::from_request(req, &()).await?;
     match target {
         Target::Value(path) => {
             let b: PutSecretRequest = parse(&body)?;
@@ -194,7 +238,7 @@ pub async fn put(
             let record = p.put_secret_metadata(&path, req).await?;
             Ok(Json(SecretRecord::from(&record)).into_response())
         }
-        _ => Err(method_not_allowed()),
+        other => Ok(method_not_allowed(&other)),
     }
 }
 
@@ -253,7 +297,7 @@ pub async fn post(
             let changed = p.destroy_secret_versions(&path, versions).await?;
             Ok(Json(SecretChanged { path, changed }).into_response())
         }
-        _ => Err(method_not_allowed()),
+        other => Ok(method_not_allowed(&other)),
     }
 }
 
@@ -262,9 +306,9 @@ pub async fn delete(
     Caller(p): Caller,
     SecretUrl(target): SecretUrl,
     q: Result<Query<DeleteSecretQuery>, QueryRejection>,
-) -> Result<Json<SecretChanged>, ApiError> {
+) -> Result<Response, ApiError> {
     let Target::Value(path) = target else {
-        return Err(method_not_allowed());
+        return Ok(method_not_allowed(&target));
     };
     let which = match query(q)?.versions {
         None => Versions::Latest,
@@ -283,7 +327,7 @@ pub async fn delete(
         }
     };
     let changed = p.delete_secret_versions(&path, which).await?;
-    Ok(Json(SecretChanged { path, changed }))
+    Ok(Json(SecretChanged { path, changed }).into_response())
 }
 
 /// `GET /v1/secrets?prefix=&limit=&after=`: paths and metadata, never values.

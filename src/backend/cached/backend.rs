@@ -121,6 +121,17 @@ impl KeyBackend for CachedBackend {
         self.inner.kind()
     }
 
+    /// The KEK cache only: the device's sessions are reported by its direct-mode backend.
+    async fn usage(&self) -> crate::backend::DeviceUsage {
+        crate::backend::DeviceUsage {
+            sessions: None,
+            kek_cache: Some(crate::backend::KekCacheUsage {
+                counters: self.cache.metrics(),
+                entries: self.cache.len().await as u64,
+            }),
+        }
+    }
+
     fn algorithm(&self) -> Algorithm {
         Algorithm::Aes256KwpCached
     }

@@ -60,6 +60,11 @@ struct Inner {
     next_generation: AtomicU64,
     reinitialisations: AtomicU64,
     wake: Notify,
+    /// Session waits, for metrics: operations that found every session busy, the nanoseconds
+    /// they waited, and the waits that ran out.
+    waits: AtomicU64,
+    wait_nanos: AtomicU64,
+    wait_timeouts: AtomicU64,
 }
 
 /// A failure inside an operation, before classification.
@@ -140,6 +145,9 @@ impl Pkcs11Backend {
             next_generation: AtomicU64::new(1),
             reinitialisations: AtomicU64::new(0),
             wake: Notify::new(),
+            waits: AtomicU64::new(0),
+            wait_nanos: AtomicU64::new(0),
+            wait_timeouts: AtomicU64::new(0),
         });
         tokio::spawn(supervise(Arc::clone(&inner)));
         Ok(Self { inner })
@@ -165,6 +173,26 @@ impl Pkcs11Backend {
         }
     }
 
+    /// Waits up to [`SESSION_WAIT`] for a session permit, counting the wait for metrics.
+    async fn wait_for_session(&self) -> Result<tokio::sync::OwnedSemaphorePermit, BackendError> {
+        let started = std::time::Instant::now();
+        let waited = tokio::time::timeout(
+            SESSION_WAIT,
+            Arc::clone(&self.inner.permits).acquire_owned(),
+        )
+        .await;
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.inner.waits.fetch_add(1, Ordering::Relaxed);
+        self.inner.wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+        match waited {
+            Ok(permit) => permit.map_err(|_| BackendError::Unavailable),
+            Err(_) => {
+                self.inner.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(BackendError::Busy)
+            }
+        }
+    }
+
     /// Runs `op` with a pooled session on the blocking pool, then classifies any failure.
     async fn with_session<T, F>(&self, errors: RequestErrors, op: F) -> Result<T, BackendError>
     where
@@ -173,13 +201,10 @@ impl Pkcs11Backend {
     {
         // Fail fast while down, without queueing for a permit.
         self.current()?;
-        let permit = tokio::time::timeout(
-            SESSION_WAIT,
-            Arc::clone(&self.inner.permits).acquire_owned(),
-        )
-        .await
-        .map_err(|_| BackendError::Busy)?
-        .map_err(|_| BackendError::Unavailable)?;
+        let permit = match Arc::clone(&self.inner.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => self.wait_for_session().await?,
+        };
         let device = self.current()?;
         let inner = Arc::clone(&self.inner);
         run_blocking(move || {
@@ -508,6 +533,21 @@ impl KeyBackend for Pkcs11Backend {
             }
         })
         .await
+    }
+
+    async fn usage(&self) -> crate::backend::DeviceUsage {
+        let capacity = self.inner.config.sessions.get() as u64;
+        let available = self.inner.permits.available_permits() as u64;
+        crate::backend::DeviceUsage {
+            sessions: Some(crate::backend::SessionUsage {
+                capacity,
+                in_use: capacity.saturating_sub(available),
+                waits: self.inner.waits.load(Ordering::Relaxed),
+                wait_seconds: self.inner.wait_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+                timeouts: self.inner.wait_timeouts.load(Ordering::Relaxed),
+            }),
+            kek_cache: None,
+        }
     }
 
     async fn health(&self) -> DeviceHealth {

@@ -160,6 +160,8 @@ pub struct PostgresStore {
     pool: Pool,
     connector: Connector,
     url: String,
+    /// Times every pooled call (metrics).
+    timer: crate::metrics::StoreTimer,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -230,13 +232,16 @@ impl Db<'_> {
 /// Runs `$body` (an expression using `$db: Db`) on a pooled connection outside a transaction.
 macro_rules! autocommit {
     ($store:expr, |$db:ident| $body:expr) => {{
+        let started = std::time::Instant::now();
         let result: Result<_, Error> = async {
             let client = $store.pool.get().await?;
             let $db = Db::Client(&client);
             $body.await
         }
         .await;
-        result.map_err(Error::into_store)
+        let result = result.map_err(Error::into_store);
+        $store.timer.observe(started, &result);
+        result
     }};
 }
 
@@ -245,7 +250,8 @@ macro_rules! autocommit {
 macro_rules! transaction {
     ($store:expr, |$db:ident| $body:expr) => {{
         let mut attempt = 1;
-        loop {
+        let started = std::time::Instant::now();
+        let result = loop {
             let result: Result<_, Error> = async {
                 let mut client = $store.pool.get().await?;
                 let tx = client.transaction().await?;
@@ -268,7 +274,9 @@ macro_rules! transaction {
                 }
                 other => break other.map_err(Error::into_store),
             }
-        }
+        };
+        $store.timer.observe(started, &result);
+        result
     }};
 }
 
@@ -348,7 +356,15 @@ impl PostgresStore {
             pool,
             connector,
             url: settings.url.clone(),
+            timer: crate::metrics::StoreTimer::unregistered("postgres"),
         })
+    }
+
+    /// The same store, its calls timed by `timer` (metrics).
+    #[must_use]
+    pub fn with_timer(mut self, timer: crate::metrics::StoreTimer) -> Self {
+        self.timer = timer;
+        self
     }
 }
 
@@ -852,6 +868,16 @@ impl AuditStore for PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn pool_usage(&self) -> crate::store::PoolUsage {
+        let s = self.pool.status();
+        crate::store::PoolUsage {
+            max: s.max_size as u64,
+            open: s.size as u64,
+            in_use: s.size.saturating_sub(s.available) as u64,
+            waiting: s.waiting as u64,
+        }
+    }
+
     async fn check_writable(&self) -> Result<(), StoreError> {
         autocommit!(self, |db| async {
             db.execute(

@@ -42,6 +42,7 @@ use super::codec::{from_millis, millis, now_text, parse_time, time_text};
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    timer: crate::metrics::StoreTimer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -87,7 +88,15 @@ impl SqliteStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
+            timer: crate::metrics::StoreTimer::unregistered("sqlite"),
         })
+    }
+
+    /// The same store, its calls timed by `timer` (metrics).
+    #[must_use]
+    pub fn with_timer(mut self, timer: crate::metrics::StoreTimer) -> Self {
+        self.timer = timer;
+        self
     }
 
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -96,14 +105,18 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        run_blocking(move || {
+        let started = std::time::Instant::now();
+        let result = run_blocking(move || {
             // A poisoned lock means a panic mid-query; the connection itself is still valid
             // because every write runs in a transaction that rolled back.
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut guard)
         })
-        .await?
-        .map_err(Error::into_store)
+        .await
+        .map_err(StoreError::from)
+        .and_then(|r| r.map_err(Error::into_store));
+        self.timer.observe(started, &result);
+        result
     }
 }
 
@@ -637,6 +650,17 @@ impl AuditStore for SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// One connection behind a lock: in use while a call holds it.
+    fn pool_usage(&self) -> crate::store::PoolUsage {
+        let in_use = u64::from(self.conn.try_lock().is_err());
+        crate::store::PoolUsage {
+            max: 1,
+            open: 1,
+            in_use,
+            waiting: 0,
+        }
+    }
+
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.with_conn(|conn| {
             conn.execute(
