@@ -5,4 +5,6 @@
 
 pub mod secret;
 
-pub use custodian_types::format::{blob, context, Blob, BlobError, ContextError, EncryptionContext};
+pub use custodian_types::format::{
+    blob, context, Blob, BlobError, ContextError, EncryptionContext,
+};

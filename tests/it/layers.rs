@@ -122,9 +122,17 @@ fn lock_closure(lock: &str, root: &str) -> anyhow::Result<std::collections::BTre
         .ok_or_else(|| anyhow::anyhow!("Cargo.lock has no [[package]]"))?;
     let mut deps: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for p in packages {
-        let name = p.get("name").and_then(toml::Value::as_str).unwrap_or_default();
+        let name = p
+            .get("name")
+            .and_then(toml::Value::as_str)
+            .unwrap_or_default();
         let entry = deps.entry(name.to_owned()).or_default();
-        for d in p.get("dependencies").and_then(toml::Value::as_array).into_iter().flatten() {
+        for d in p
+            .get("dependencies")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             // "name" or "name version" or "name version (source)".
             let d = d.as_str().unwrap_or_default();
             entry.push(d.split(' ').next().unwrap_or_default().to_owned());
@@ -155,7 +163,10 @@ fn the_client_library_links_no_device_database_or_server_crate() -> anyhow::Resu
     ];
     for crate_name in ["custodian-client", "custodian-types"] {
         let linked = lock_closure(&lock, crate_name)?;
-        let found: Vec<_> = server_only.iter().filter(|c| linked.contains(**c)).collect();
+        let found: Vec<_> = server_only
+            .iter()
+            .filter(|c| linked.contains(**c))
+            .collect();
         assert!(found.is_empty(), "{crate_name} links {found:?}");
     }
     // The check can fail: the server links each of them (but itself).
