@@ -62,7 +62,7 @@ fn principal_uri(name: &str) -> SanType {
 }
 
 /// A client certificate naming principal `name` the default way (one URI SAN, clientAuth).
-fn leaf_for(ca: &Ca, name: &str) -> (String, String) {
+pub(crate) fn leaf_for(ca: &Ca, name: &str) -> (String, String) {
     client_cert(ca, "ignored-cn", &[principal_uri(name)], Eku::ClientAuth)
 }
 

@@ -9,16 +9,21 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use custodian_types::format::EncryptionContext;
 
-use super::{Decryptor, Encryptor, Header, OpenState, SealState, StreamError, FIXED_HEADER_LEN};
+use super::{
+    Decryptor, Encryptor, Header, OpenState, SealState, StreamError, FIXED_HEADER_LEN, PREFIX_LEN,
+};
 
 /// Reads a header from an async `input` (see [`read_header`](super::read_header)).
 ///
 /// # Errors
 /// As [`read_header`](super::read_header).
 pub async fn read_header_async<R: AsyncRead + Unpin + ?Sized>(input: &mut R) -> io::Result<Header> {
-    let mut fixed = [0u8; FIXED_HEADER_LEN];
+    let mut prefix = [0u8; PREFIX_LEN];
+    exact(input, &mut prefix).await?;
+    Header::check_prefix(&prefix)?;
+    let mut fixed = [0u8; FIXED_HEADER_LEN - PREFIX_LEN];
     exact(input, &mut fixed).await?;
-    let (frame_size, salt, wlen) = Header::parse_fixed(&fixed)?;
+    let (frame_size, salt, wlen) = Header::parse_fixed_rest(&fixed)?;
     let mut wrapped_key = vec![0u8; wlen];
     exact(input, &mut wrapped_key).await?;
     let mut clen = [0u8; 4];

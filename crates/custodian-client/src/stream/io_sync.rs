@@ -5,7 +5,9 @@ use std::io::{self, Read, Write};
 
 use custodian_types::format::EncryptionContext;
 
-use super::{Decryptor, Encryptor, Header, OpenState, SealState, StreamError, FIXED_HEADER_LEN};
+use super::{
+    Decryptor, Encryptor, Header, OpenState, SealState, StreamError, FIXED_HEADER_LEN, PREFIX_LEN,
+};
 
 /// Reads a header from `input`, leaving it positioned at the first frame. Reads exactly the
 /// header's bytes, each length checked against its bound before anything is allocated.
@@ -14,9 +16,12 @@ use super::{Decryptor, Encryptor, Header, OpenState, SealState, StreamError, FIX
 /// `InvalidData` wrapping a [`StreamError`] for a malformed header (an input that ends inside
 /// it: [`StreamError::TruncatedHeader`]); other kinds as `input` fails.
 pub fn read_header<R: Read + ?Sized>(input: &mut R) -> io::Result<Header> {
-    let mut fixed = [0u8; FIXED_HEADER_LEN];
+    let mut prefix = [0u8; PREFIX_LEN];
+    exact(input, &mut prefix)?;
+    Header::check_prefix(&prefix)?;
+    let mut fixed = [0u8; FIXED_HEADER_LEN - PREFIX_LEN];
     exact(input, &mut fixed)?;
-    let (frame_size, salt, wlen) = Header::parse_fixed(&fixed)?;
+    let (frame_size, salt, wlen) = Header::parse_fixed_rest(&fixed)?;
     let mut wrapped_key = vec![0u8; wlen];
     exact(input, &mut wrapped_key)?;
     let mut clen = [0u8; 4];

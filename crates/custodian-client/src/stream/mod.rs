@@ -68,6 +68,8 @@ pub const MAX_CONTEXT_LEN: usize = 4 + EncryptionContext::MAX_PAIRS
     * (8 + EncryptionContext::MAX_KEY_LEN + EncryptionContext::MAX_VALUE_LEN);
 /// Bytes before the wrapped key: magic, version, suite, frame size, salt, its length.
 pub const FIXED_HEADER_LEN: usize = 4 + 1 + 1 + 4 + SALT_LEN + 2;
+/// Bytes of magic, version and suite.
+const PREFIX_LEN: usize = 6;
 /// The HKDF info label; the header's SHA-256 follows it.
 pub const KDF_LABEL: &[u8] = b"custodian/stream/v1";
 
@@ -187,11 +189,9 @@ impl Header {
         Blob::parse(&self.wrapped_key).map_err(StreamError::WrappedKey)
     }
 
-    /// Checks the fixed part (the first [`FIXED_HEADER_LEN`] bytes) and returns the frame
-    /// size, salt and wrapped key length.
-    fn parse_fixed(
-        b: &[u8; FIXED_HEADER_LEN],
-    ) -> Result<(u32, [u8; SALT_LEN], usize), StreamError> {
+    /// Checks magic, version and suite: the first [`PREFIX_LEN`] bytes, read before the rest so
+    /// that a short file of another kind is named for what it is.
+    fn check_prefix(b: &[u8; PREFIX_LEN]) -> Result<(), StreamError> {
         if b[..4] != MAGIC {
             return Err(StreamError::BadMagic);
         }
@@ -201,11 +201,19 @@ impl Header {
         if b[5] != SUITE_AES256GCM_HKDF_SHA256 {
             return Err(StreamError::UnsupportedSuite(b[5]));
         }
-        let frame_size = u32::from_be_bytes([b[6], b[7], b[8], b[9]]);
+        Ok(())
+    }
+
+    /// Checks the rest of the fixed part (bytes [`PREFIX_LEN`]..[`FIXED_HEADER_LEN`]) and
+    /// returns the frame size, salt and wrapped key length.
+    fn parse_fixed_rest(
+        b: &[u8; FIXED_HEADER_LEN - PREFIX_LEN],
+    ) -> Result<(u32, [u8; SALT_LEN], usize), StreamError> {
+        let frame_size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         check_frame_size(frame_size)?;
         let mut salt = [0u8; SALT_LEN];
-        salt.copy_from_slice(&b[10..10 + SALT_LEN]);
-        let wlen = usize::from(u16::from_be_bytes([b[42], b[43]]));
+        salt.copy_from_slice(&b[4..4 + SALT_LEN]);
+        let wlen = usize::from(u16::from_be_bytes([b[36], b[37]]));
         if wlen == 0 {
             return Err(StreamError::WrappedKey(BlobError::Truncated));
         }
