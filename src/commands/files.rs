@@ -304,5 +304,5 @@ fn context_of(pairs: &[String]) -> anyhow::Result<EncryptionContext> {
         .into_iter()
         .flatten()
         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()));
-    Ok(EncryptionContext::from_pairs(pairs).context("--context")?)
+    EncryptionContext::from_pairs(pairs).context("--context")
 }
