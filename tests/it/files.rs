@@ -39,6 +39,23 @@ fn others(dir: &Path, keep: &[&str]) -> Vec<String> {
     v
 }
 
+/// Writes `plain` to `dir/in`, runs `encrypt-file KEY dir/in dir/enc --context tenant=acme`
+/// and returns the encrypted file.
+fn encrypt_in_dir(s: &Server, key: &str, plain: &[u8], dir: &Path) -> Vec<u8> {
+    let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    std::fs::write(p("in"), plain).unwrap();
+    let args = [
+        "encrypt-file",
+        key,
+        &p("in"),
+        &p("enc"),
+        "--context",
+        "tenant=acme",
+    ];
+    ok(&run(s, &args));
+    std::fs::read(p("enc")).unwrap()
+}
+
 fn run(s: &Server, args: &[&str]) -> std::process::Output {
     cli(s, args, b"")
 }
@@ -63,19 +80,7 @@ async fn files_of_any_size_round_trip_through_the_cli() -> anyhow::Result<()> {
     let f = 64 * 1024;
     for len in [0, 1, f - 1, f, f + 1, 3 * f + 7, 5 << 20] {
         let plain = data(len);
-        std::fs::write(p("in"), &plain)?;
-        ok(&run(
-            &s,
-            &[
-                "encrypt-file",
-                &key,
-                &p("in"),
-                &p("enc"),
-                "--context",
-                "tenant=acme",
-            ],
-        ));
-        let file = std::fs::read(p("enc"))?;
+        let file = encrypt_in_dir(&s, &key, &plain, dir.path());
         // One data key, named in the header with its key and version; the context is there in
         // the clear; the data is not.
         let mut input = &file[..];
@@ -156,19 +161,7 @@ async fn bad_files_and_refused_requests_leave_nothing_under_the_output_name() ->
     let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
     let f = 64 * 1024;
     let plain = data(3 * f + 100);
-    std::fs::write(p("in"), &plain)?;
-    ok(&run(
-        &s,
-        &[
-            "encrypt-file",
-            &key,
-            &p("in"),
-            &p("enc"),
-            "--context",
-            "tenant=acme",
-        ],
-    ));
-    let file = std::fs::read(p("enc"))?;
+    let file = encrypt_in_dir(&s, &key, &plain, dir.path());
     let h = {
         let mut input = &file[..];
         read_header(&mut input)?;
@@ -500,18 +493,7 @@ async fn a_long_retry_after_ends_the_call_at_once_with_the_servers_answer() -> a
 #[tokio::test]
 async fn the_library_authenticates_with_a_client_certificate() -> anyhow::Result<()> {
     let root = crate::tls::ca("custodian test CA");
-    let server = crate::tls::server_cert(&root);
-    let mut d = Deployment::new()?;
-    for (name, text) in [
-        ("server.pem", &server.0),
-        ("server.key", &server.1),
-        ("clients-ca.pem", &root.cert.pem()),
-    ] {
-        std::fs::write(d.path().join(name), text)?;
-    }
-    d.append_config("[server.tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\nclient_ca_file = \"clients-ca.pem\"\nclient_auth = \"optional\"\n")?;
-    let s = d.start().await?;
-    let base = s.base.replace("http://", "https://");
+    let (_d, s, base) = crate::tls::tls_server(&root).await?;
     let key = unique("mtls");
     let admin = Client::builder(&base)
         .ca_certificate_pem(root.cert.pem().as_bytes())?

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,52 @@ struct DecryptEntry {
     key: Arc<SecretBytes>,
     issued: Instant,
     last_used: Instant,
+}
+
+/// What the bounded insert needs of an entry.
+trait Aged {
+    fn issued(&self) -> Instant;
+    fn last_used(&self) -> Instant;
+}
+
+impl Aged for EncryptEntry {
+    fn issued(&self) -> Instant {
+        self.issued
+    }
+    fn last_used(&self) -> Instant {
+        self.last_used
+    }
+}
+
+impl Aged for DecryptEntry {
+    fn issued(&self) -> Instant {
+        self.issued
+    }
+    fn last_used(&self) -> Instant {
+        self.last_used
+    }
+}
+
+/// Inserts `entry` under `id` at `now`: expired entries go first, then, when the map is full
+/// and `id` is new, the least recently used one.
+fn insert_bounded<K: Eq + Hash + Clone, E: Aged>(
+    map: &mut HashMap<K, E>,
+    id: K,
+    entry: E,
+    now: Instant,
+    limits: CacheLimits,
+) {
+    map.retain(|_, e| now.saturating_duration_since(e.issued()) < limits.max_age);
+    if !map.contains_key(&id) && map.len() >= limits.max_entries {
+        if let Some(lru) = map
+            .iter()
+            .min_by_key(|(_, e)| e.last_used())
+            .map(|(k, _)| k.clone())
+        {
+            map.remove(&lru);
+        }
+    }
+    map.insert(id, entry);
 }
 
 #[derive(Default)]
@@ -189,29 +236,15 @@ impl DataKeyCache {
         if l.max_entries == 0 || l.max_messages < 1 || bytes > l.max_bytes || l.max_age.is_zero() {
             return;
         }
-        let mut entries = self.lock();
-        let map = &mut entries.encrypt;
-        map.retain(|_, e| now.saturating_duration_since(e.issued) < l.max_age);
         let id = (key.to_owned(), context.canonical());
-        if !map.contains_key(&id) && map.len() >= l.max_entries {
-            if let Some(lru) = map
-                .iter()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&lru);
-            }
-        }
-        map.insert(
-            id,
-            EncryptEntry {
-                key: data_key,
-                issued: now,
-                last_used: now,
-                messages: 1,
-                bytes,
-            },
-        );
+        let entry = EncryptEntry {
+            key: data_key,
+            issued: now,
+            last_used: now,
+            messages: 1,
+            bytes,
+        };
+        insert_bounded(&mut self.lock().encrypt, id, entry, now, l);
     }
 
     /// The unwrapped key of `wrapped` under `context`, when cached and younger than
@@ -264,27 +297,13 @@ impl DataKeyCache {
         if l.max_entries == 0 || l.max_age.is_zero() {
             return;
         }
-        let mut entries = self.lock();
-        let map = &mut entries.decrypt;
-        map.retain(|_, e| now.saturating_duration_since(e.issued) < l.max_age);
         let id = (wrapped.to_vec(), context.canonical());
-        if !map.contains_key(&id) && map.len() >= l.max_entries {
-            if let Some(lru) = map
-                .iter()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&lru);
-            }
-        }
-        map.insert(
-            id,
-            DecryptEntry {
-                key,
-                issued: now,
-                last_used: now,
-            },
-        );
+        let entry = DecryptEntry {
+            key,
+            issued: now,
+            last_used: now,
+        };
+        insert_bounded(&mut self.lock().decrypt, id, entry, now, l);
     }
 }
 

@@ -7,8 +7,6 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-use custodian_types::format::EncryptionContext;
-
 use super::{
     Decryptor, Encryptor, Header, OpenState, SealState, StreamError, FIXED_HEADER_LEN, PREFIX_LEN,
 };
@@ -30,15 +28,7 @@ pub async fn read_header_async<R: AsyncRead + Unpin + ?Sized>(input: &mut R) -> 
     exact(input, &mut clen).await?;
     let mut ctx = vec![0u8; Header::parse_context_len(clen)?];
     exact(input, &mut ctx).await?;
-    let context = EncryptionContext::from_canonical(&ctx).ok_or(StreamError::Context)?;
-    let header = Header {
-        frame_size,
-        salt,
-        wrapped_key,
-        context,
-    };
-    header.blob()?;
-    Ok(header)
+    Ok(Header::from_parts(frame_size, salt, wrapped_key, &ctx)?)
 }
 
 async fn exact<R: AsyncRead + Unpin + ?Sized>(input: &mut R, buf: &mut [u8]) -> io::Result<()> {
@@ -143,14 +133,17 @@ impl<R: AsyncRead + Unpin> AsyncRead for AsyncDecryptReader<R> {
                 out.advance(n);
                 return Poll::Ready(Ok(()));
             }
-            if this.state.done {
-                return Poll::Ready(Ok(()));
+            if let Some(e) = this.state.failure() {
+                return Poll::Ready(Err(e.into()));
             }
             while this.state.wants_input() {
                 let mut rb = ReadBuf::new(this.state.space());
                 ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
                 let n = rb.filled().len();
                 this.state.filled(n);
+            }
+            if !this.state.ready() {
+                return Poll::Ready(Ok(()));
             }
             this.state.open()?;
         }

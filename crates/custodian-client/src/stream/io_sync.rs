@@ -3,8 +3,6 @@
 
 use std::io::{self, Read, Write};
 
-use custodian_types::format::EncryptionContext;
-
 use super::{
     Decryptor, Encryptor, Header, OpenState, SealState, StreamError, FIXED_HEADER_LEN, PREFIX_LEN,
 };
@@ -28,15 +26,7 @@ pub fn read_header<R: Read + ?Sized>(input: &mut R) -> io::Result<Header> {
     exact(input, &mut clen)?;
     let mut ctx = vec![0u8; Header::parse_context_len(clen)?];
     exact(input, &mut ctx)?;
-    let context = EncryptionContext::from_canonical(&ctx).ok_or(StreamError::Context)?;
-    let header = Header {
-        frame_size,
-        salt,
-        wrapped_key,
-        context,
-    };
-    header.blob()?;
-    Ok(header)
+    Ok(Header::from_parts(frame_size, salt, wrapped_key, &ctx)?)
 }
 
 /// `read_exact`, with an early end reported as [`StreamError::TruncatedHeader`].
@@ -145,8 +135,8 @@ impl<R: Read> Read for DecryptReader<R> {
             if !self.state.available().is_empty() || out.is_empty() {
                 return Ok(self.state.take(out));
             }
-            if self.state.done {
-                return Ok(0);
+            if let Some(e) = self.state.failure() {
+                return Err(e.into());
             }
             while self.state.wants_input() {
                 match self.inner.read(self.state.space()) {
@@ -154,6 +144,9 @@ impl<R: Read> Read for DecryptReader<R> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
+            }
+            if !self.state.ready() {
+                return Ok(0);
             }
             self.state.open()?;
         }

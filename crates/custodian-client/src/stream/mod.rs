@@ -223,6 +223,25 @@ impl Header {
         Ok((frame_size, salt, wlen))
     }
 
+    /// The header from its read parts: the context must be canonical and the wrapped key a
+    /// blob.
+    fn from_parts(
+        frame_size: u32,
+        salt: [u8; SALT_LEN],
+        wrapped_key: Vec<u8>,
+        context: &[u8],
+    ) -> Result<Self, StreamError> {
+        let context = EncryptionContext::from_canonical(context).ok_or(StreamError::Context)?;
+        let header = Self {
+            frame_size,
+            salt,
+            wrapped_key,
+            context,
+        };
+        header.blob()?;
+        Ok(header)
+    }
+
     /// The context length that follows the wrapped key.
     fn parse_context_len(b: [u8; 4]) -> Result<usize, StreamError> {
         let len = usize::try_from(u32::from_be_bytes(b)).map_err(|_| StreamError::Context)?;
@@ -275,45 +294,114 @@ impl FrameCipher {
         Ok(Self { aead, next: 0 })
     }
 
-    /// Seals `buf` (plaintext in, ciphertext ‖ tag out) as the next frame.
-    fn seal(&mut self, buf: &mut Vec<u8>, last: bool) -> Result<(), StreamError> {
-        let index = self.next;
-        self.next = index.checked_add(1).ok_or(StreamError::TooManyFrames)?;
+    /// Seals frame `index` in place: `slot` holds the plaintext in its first `len` bytes and
+    /// room for the tag after it.
+    fn seal_slot(
+        &self,
+        index: u64,
+        last: bool,
+        slot: &mut [u8],
+        len: usize,
+    ) -> Result<(), StreamError> {
+        let (body, rest) = slot.split_at_mut(len);
         let tag = self
             .aead
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce(index, last)), &[], buf)
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce(index, last)), &[], body)
             .map_err(|_| StreamError::TooManyFrames)?;
-        buf.extend_from_slice(&tag);
+        rest[..TAG_LEN].copy_from_slice(&tag);
         Ok(())
     }
 
-    /// Opens the next frame: `ct` is ciphertext ‖ tag; the plaintext replaces `out`'s content.
-    fn open(&mut self, ct: &[u8], out: &mut Vec<u8>, last: bool) -> Result<(), StreamError> {
-        let index = self.next;
-        let body = ct
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(StreamError::Truncated)?;
-        if last && body == 0 && index > 0 {
+    /// Opens frame `index` in place: `slot` holds `len` ciphertext bytes and the tag after
+    /// them. On failure the slot is left as it was (GCM checks the tag before decrypting).
+    fn open_slot(
+        &self,
+        index: u64,
+        last: bool,
+        slot: &mut [u8],
+        len: usize,
+    ) -> Result<(), StreamError> {
+        if last && len == 0 && index > 0 {
             return Err(StreamError::EmptyFinalFrame { index });
         }
-        out.clear();
-        out.extend_from_slice(&ct[..body]);
+        let (body, rest) = slot.split_at_mut(len);
+        let tag = Tag::clone_from_slice(&rest[..TAG_LEN]);
         self.aead
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&nonce(index, last)),
-                &[],
-                out,
-                Tag::from_slice(&ct[body..]),
-            )
-            .map_err(|_| {
-                // Nothing unauthenticated is left behind.
-                zeroize::Zeroize::zeroize(out);
-                StreamError::Frame { index }
-            })?;
-        self.next = index.checked_add(1).ok_or(StreamError::TooManyFrames)?;
-        Ok(())
+            .decrypt_in_place_detached(Nonce::from_slice(&nonce(index, last)), &[], body, &tag)
+            .map_err(|_| StreamError::Frame { index })
     }
+}
+
+/// Plaintext bytes a batch of frames holds at most: frames are sealed and opened a batch at a
+/// time, spread over the CPU's cores (each frame is independent given its index), so that a
+/// file goes at the speed of several cores rather than one. Memory stays two batches.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Threads a batch is spread over: the cores available, at most 4 (read once).
+fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+}
+
+/// One frame of a batch: its index, whether it is the final frame, its slot (body ‖ tag room)
+/// and its body length.
+struct Slot<'a> {
+    index: u64,
+    last: bool,
+    bytes: &'a mut [u8],
+    len: usize,
+}
+
+/// Runs `work` on every slot, the slots split into contiguous runs over [`threads`] threads
+/// (the calling thread takes the first run). Returns each slot's result, in order.
+fn each_slot<F>(slots: Vec<Slot<'_>>, work: F) -> Vec<Result<(), StreamError>>
+where
+    F: Fn(&mut Slot<'_>) -> Result<(), StreamError> + Sync,
+{
+    let n = threads().min(slots.len()).max(1);
+    if n == 1 {
+        return slots.into_iter().map(|mut s| work(&mut s)).collect();
+    }
+    let per = slots.len().div_ceil(n);
+    let mut runs: Vec<Vec<Slot<'_>>> = Vec::with_capacity(n);
+    let mut rest = slots.into_iter();
+    loop {
+        let run: Vec<Slot<'_>> = rest.by_ref().take(per).collect();
+        if run.is_empty() {
+            break;
+        }
+        runs.push(run);
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let mut runs = runs.into_iter();
+        let first = runs.next().unwrap_or_default();
+        let others: Vec<_> = runs
+            .map(|run| {
+                scope.spawn(move || {
+                    run.into_iter()
+                        .map(|mut s| work(&mut s))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut results: Vec<Result<(), StreamError>> =
+            first.into_iter().map(|mut s| work(&mut s)).collect();
+        for h in others {
+            // A panic in a worker (none of the AEAD calls panics) is reported as a failed
+            // frame, never as success.
+            match h.join() {
+                Ok(r) => results.extend(r),
+                Err(_) => results.push(Err(StreamError::Frame { index: u64::MAX })),
+            }
+        }
+        results
+    })
+}
+
+/// Frames per batch for `frame` bytes of plaintext per frame.
+fn batch_frames(frame: usize) -> usize {
+    (BATCH_BYTES / frame).max(1)
 }
 
 /// What seals one file: its header and its file key. Made by
@@ -438,51 +526,54 @@ impl Decryptor {
     }
 }
 
-/// The sealing state shared by the sync and async writers: the frame being filled and the
-/// sealed bytes not yet written.
+/// The sealing state shared by the sync and async writers: a batch of frames being filled
+/// (each in a slot of frame + tag bytes, so sealing happens in place) and the sealed bytes not
+/// yet written.
 struct SealState {
     cipher: FrameCipher,
     frame: usize,
-    /// Plaintext of the frame being filled (capacity frame + tag, so sealing never
-    /// reallocates).
+    batch: usize,
+    /// Slots of the batch being filled; `len` plaintext bytes so far.
     plain: Zeroizing<Vec<u8>>,
-    /// Sealed bytes waiting to be written, from `out_pos`.
+    len: usize,
+    /// Bytes waiting to be written: `out[out_pos..out_end]` (first the header).
     out: Zeroizing<Vec<u8>>,
     out_pos: usize,
+    out_end: usize,
     finished: bool,
 }
 
 impl SealState {
     fn new(enc: Encryptor) -> Self {
         let frame = enc.header.frame_size as usize;
-        let mut out = Zeroizing::new(Vec::with_capacity(frame + TAG_LEN));
-        out.extend_from_slice(&enc.header.to_bytes());
+        let batch = batch_frames(frame);
+        let header = enc.header.to_bytes();
+        let out_end = header.len();
         Self {
             cipher: enc.cipher,
             frame,
-            plain: Zeroizing::new(Vec::with_capacity(frame + TAG_LEN)),
-            out,
+            batch,
+            plain: Zeroizing::new(vec![0; batch * (frame + TAG_LEN)]),
+            len: 0,
+            out: Zeroizing::new(header),
             out_pos: 0,
+            out_end,
             finished: false,
         }
     }
 
     /// Bytes waiting to be written.
     fn pending(&self) -> &[u8] {
-        &self.out[self.out_pos..]
+        &self.out[self.out_pos..self.out_end]
     }
 
     /// `n` pending bytes were written.
     fn consumed(&mut self, n: usize) {
         self.out_pos += n;
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        }
     }
 
-    /// Takes plaintext; call only with nothing pending. A full frame is sealed as non-final
-    /// only once more data arrives, since only then is it known not to be the last.
+    /// Takes plaintext; call only with nothing pending. Full frames are sealed as non-final
+    /// only once more data arrives, since only then is it known none of them is the last.
     fn accept(&mut self, data: &[u8]) -> Result<usize, StreamError> {
         if self.finished {
             return Err(StreamError::Finished);
@@ -490,15 +581,22 @@ impl SealState {
         if data.is_empty() {
             return Ok(0);
         }
-        if self.plain.len() == self.frame {
+        if self.len == self.batch * self.frame {
             self.seal(false)?;
         }
-        let n = (self.frame - self.plain.len()).min(data.len());
-        self.plain.extend_from_slice(&data[..n]);
-        Ok(n)
+        let mut taken = 0;
+        while taken < data.len() && self.len < self.batch * self.frame {
+            let (slot, off) = (self.len / self.frame, self.len % self.frame);
+            let n = (self.frame - off).min(data.len() - taken);
+            let at = slot * (self.frame + TAG_LEN) + off;
+            self.plain[at..at + n].copy_from_slice(&data[taken..taken + n]);
+            self.len += n;
+            taken += n;
+        }
+        Ok(taken)
     }
 
-    /// Seals what is buffered as the final frame (once); call only with nothing pending.
+    /// Seals what is buffered, the last frame as final (once); call only with nothing pending.
     fn finish(&mut self) -> Result<(), StreamError> {
         if !self.finished {
             self.seal(true)?;
@@ -507,58 +605,146 @@ impl SealState {
         Ok(())
     }
 
+    /// Seals the batch: all full frames when not `last`; else every frame there is (one,
+    /// maybe empty, at least), the last one final. The sealed bytes become the pending output.
     fn seal(&mut self, last: bool) -> Result<(), StreamError> {
-        self.cipher.seal(&mut self.plain, last)?;
-        // The sealed frame becomes the pending output; the emptied buffer takes new plaintext.
+        let (f, stride) = (self.frame, self.frame + TAG_LEN);
+        let count = if last {
+            self.len.div_ceil(f).max(1)
+        } else {
+            self.batch
+        };
+        let first = self.cipher.next;
+        let end_index = first
+            .checked_add(count as u64)
+            .ok_or(StreamError::TooManyFrames)?;
+        let last_len = self.len - (count - 1) * f;
+        let slots: Vec<Slot<'_>> = self
+            .plain
+            .chunks_mut(stride)
+            .take(count)
+            .enumerate()
+            .map(|(j, bytes)| Slot {
+                index: first + j as u64,
+                last: last && j + 1 == count,
+                bytes,
+                len: if j + 1 == count { last_len } else { f },
+            })
+            .collect();
+        let cipher = &self.cipher;
+        for r in each_slot(slots, |s| cipher.seal_slot(s.index, s.last, s.bytes, s.len)) {
+            r?;
+        }
+        self.cipher.next = end_index;
+        // The sealed batch becomes the pending output; the written-out buffer takes new
+        // plaintext (grown to a batch the first time, when it held the header).
         std::mem::swap(&mut self.plain, &mut self.out);
         self.out_pos = 0;
-        self.plain.clear();
+        self.out_end = (count - 1) * stride + last_len + TAG_LEN;
+        self.plain.resize(self.batch * stride, 0);
+        self.len = 0;
         Ok(())
     }
 }
 
-/// The opening state shared by the sync and async readers: ciphertext being gathered (a frame,
-/// its tag and one byte beyond, which tells whether more follows) and the opened plaintext.
+/// The opening state shared by the sync and async readers: a batch of frames gathered (with
+/// one byte beyond, which tells whether more follows), opened in place, and handed out frame by
+/// frame.
 struct OpenState {
     cipher: FrameCipher,
-    ct: Vec<u8>,
+    frame: usize,
+    /// The batch's bytes; `filled` of them read.
+    ct: Zeroizing<Vec<u8>>,
     filled: usize,
     eof: bool,
-    plain: Zeroizing<Vec<u8>>,
+    /// The byte read beyond a full batch: the start of the next one.
+    carry: Option<u8>,
+    /// Body lengths of the opened frames that may be handed out; `cur` and `pos` say where.
+    opened: Vec<usize>,
+    cur: usize,
     pos: usize,
+    /// A frame of this batch failed: reported once the frames before it are handed out.
+    failed: Option<StreamError>,
+    /// The batch is consumed and the next must be read.
+    refill: bool,
     done: bool,
 }
 
 impl OpenState {
     fn new(dec: Decryptor) -> Self {
         let frame = dec.header.frame_size as usize;
+        let batch = batch_frames(frame);
         Self {
             cipher: dec.cipher,
-            ct: vec![0; frame + TAG_LEN + 1],
+            frame,
+            ct: Zeroizing::new(vec![0; batch * (frame + TAG_LEN) + 1]),
             filled: 0,
             eof: false,
-            plain: Zeroizing::new(Vec::with_capacity(frame + TAG_LEN)),
+            carry: None,
+            opened: Vec::with_capacity(batch),
+            cur: 0,
             pos: 0,
+            failed: None,
+            refill: true,
             done: false,
         }
     }
 
-    /// Opened plaintext not yet handed out.
+    /// Opened plaintext of the current frame not yet handed out.
     fn available(&self) -> &[u8] {
-        &self.plain[self.pos..]
+        match self.opened.get(self.cur) {
+            Some(&len) => {
+                let start = self.cur * (self.frame + TAG_LEN);
+                &self.ct[start + self.pos..start + len]
+            }
+            None => &[],
+        }
     }
 
-    /// Hands out up to `out.len()` opened bytes.
+    /// Hands out up to `out.len()` opened bytes (from one frame).
     fn take(&mut self, out: &mut [u8]) -> usize {
-        let n = self.available().len().min(out.len());
-        out[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+        let avail = self.available();
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
         self.pos += n;
+        if self
+            .opened
+            .get(self.cur)
+            .is_some_and(|&len| self.pos == len)
+        {
+            self.cur += 1;
+            self.pos = 0;
+        }
         n
     }
 
-    /// True while the next frame needs more input.
-    fn wants_input(&self) -> bool {
-        !self.done && !self.eof && self.filled < self.ct.len()
+    /// The error of a failed frame, once every frame before it was handed out.
+    fn failure(&mut self) -> Option<StreamError> {
+        if self.cur >= self.opened.len() {
+            self.failed.take()
+        } else {
+            None
+        }
+    }
+
+    /// True while the next batch needs more input (starting it when the last one is
+    /// consumed).
+    fn wants_input(&mut self) -> bool {
+        if self.done || self.failed.is_some() {
+            return false;
+        }
+        if self.refill && self.cur >= self.opened.len() {
+            self.refill = false;
+            self.opened.clear();
+            self.cur = 0;
+            self.pos = 0;
+            self.filled = 0;
+            if let Some(b) = self.carry.take() {
+                self.ct[0] = b;
+                self.filled = 1;
+            }
+        }
+        !self.refill && !self.eof && self.filled < self.ct.len()
     }
 
     /// Where the next input goes.
@@ -575,25 +761,66 @@ impl OpenState {
         }
     }
 
-    /// Opens the gathered frame once no more input is wanted: with a byte beyond it, a
-    /// non-final frame (the byte is kept for the next one); without, the final frame.
+    /// True when a gathered batch waits to be opened.
+    fn ready(&self) -> bool {
+        !self.done && !self.refill && self.failed.is_none()
+    }
+
+    /// Opens the gathered batch once no more input is wanted: with a byte beyond it, all its
+    /// frames are non-final (the byte is kept for the next batch); without, its last frame is
+    /// the final frame.
     fn open(&mut self) -> Result<(), StreamError> {
+        let (f, stride) = (self.frame, self.frame + TAG_LEN);
         let full = self.ct.len();
-        if self.filled == full {
-            self.cipher
-                .open(&self.ct[..full - 1], &mut self.plain, false)?;
-            self.ct[0] = self.ct[full - 1];
-            self.filled = 1;
+        let (count, last, last_body) = if self.filled == full {
+            self.carry = Some(self.ct[full - 1]);
+            ((full - 1) / stride, false, f)
         } else {
-            if self.filled < TAG_LEN {
+            let n = self.filled;
+            let count = n.div_ceil(stride).max(1);
+            let last_chunk = n.saturating_sub((count - 1) * stride);
+            if last_chunk < TAG_LEN {
                 return Err(StreamError::Truncated);
             }
-            self.cipher
-                .open(&self.ct[..self.filled], &mut self.plain, true)?;
-            self.filled = 0;
             self.done = true;
+            (count, true, last_chunk - TAG_LEN)
+        };
+        let first = self.cipher.next;
+        let slots: Vec<Slot<'_>> = self
+            .ct
+            .chunks_mut(stride)
+            .take(count)
+            .enumerate()
+            .map(|(j, bytes)| Slot {
+                index: first + j as u64,
+                last: last && j + 1 == count,
+                bytes,
+                len: if j + 1 == count { last_body } else { f },
+            })
+            .collect();
+        let cipher = &self.cipher;
+        let results = each_slot(slots, |s| cipher.open_slot(s.index, s.last, s.bytes, s.len));
+        self.opened.clear();
+        for (j, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(()) => self.opened.push(if j + 1 == count { last_body } else { f }),
+                Err(e) => {
+                    self.failed = Some(e);
+                    self.done = true;
+                    break;
+                }
+            }
         }
+        self.cipher.next = first
+            .checked_add(count as u64)
+            .ok_or(StreamError::TooManyFrames)?;
+        self.cur = 0;
         self.pos = 0;
+        self.refill = true;
+        // An empty final frame hands out nothing: skip past it.
+        while self.opened.get(self.cur) == Some(&0) {
+            self.cur += 1;
+        }
         Ok(())
     }
 }

@@ -141,6 +141,42 @@ fn truncation_at_each_frame_boundary_names_the_frame_not_sealed_final() {
     assert_eq!(decrypt(&longer), Err(StreamError::Frame { index: 4 }));
 }
 
+#[test]
+fn failures_across_batches_release_exactly_the_frames_before_them() {
+    let f = 4096usize;
+    let batch = batch_frames(f);
+    assert!(batch > 1);
+    let plain = data(3 * batch * f + 100);
+    let file = encrypt(&plain, 4096, &ctx(&[]));
+    let h = header_len(&file);
+    assert_eq!(decrypt(&file).unwrap(), plain);
+    // A frame in the second batch: the frames before it come out, then the error.
+    let target = batch + 5;
+    let mut bad = file.clone();
+    bad[h + target * (f + TAG_LEN) + 3] ^= 1;
+    let mut input = &bad[..];
+    let header = read_header(&mut input).unwrap();
+    let mut r = Decryptor::new(&KEY, header).unwrap().reader(input);
+    let mut out = Vec::new();
+    let err = r.read_to_end(&mut out).unwrap_err();
+    assert_eq!(
+        to_stream(err),
+        StreamError::Frame {
+            index: target as u64
+        }
+    );
+    assert_eq!(out, plain[..target * f]);
+    // Cut at a batch boundary, and one byte into the next batch.
+    let cut = h + batch * (f + TAG_LEN);
+    assert_eq!(
+        decrypt(&file[..cut]),
+        Err(StreamError::Frame {
+            index: batch as u64 - 1
+        })
+    );
+    assert_eq!(decrypt(&file[..cut + 1]), Err(StreamError::Truncated));
+}
+
 /// The file as header and frames.
 fn split(file: &[u8], frame: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
     let h = header_len(file);
