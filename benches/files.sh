@@ -4,7 +4,10 @@
 # 64 KiB chunks) and `openssl enc -aes-256-ctr` on the same file, in the same run. Each tool
 # reads the file from the page cache and writes to /dev/null, so what is compared is the
 # tools' own work; each is run RUNS times (default 3) and the best and median wall times, the
-# throughput of the best, and the peak RSS (GNU time's %M) are printed as a Markdown table.
+# throughput of the best, the CPU time (user + system) of the least costly run with the
+# throughput per CPU-second (what a contended machine still shows fairly), and the peak RSS
+# (GNU time's %M) are printed as a Markdown table. Custodian seals and opens frames on every
+# core, so on an idle machine its wall time is about its CPU time divided by the cores.
 # Custodian's data key comes from a throw-away server (SoftHSM2 token, SQLite) in a temporary
 # directory: one request per file, so the server's share is a few milliseconds.
 #
@@ -73,9 +76,9 @@ age -r "$age_recipient" -o "$work/plain.age" "$in"
 openssl enc "${ossl[@]}" -in "$in" -out "$work/plain.ctr"
 cat "$in" "$work/plain.cstf" "$work/plain.age" "$work/plain.ctr" >/dev/null
 
-# One timed run: "<seconds> <peak RSS KiB>".
+# One timed run: "<wall seconds> <peak RSS KiB> <user s> <system s>".
 timed() {
-  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" >/dev/null
   cat "$work/time"
 }
 
@@ -87,11 +90,12 @@ row() {
     results+=("$(timed "$@")")
   done
   printf '%s\n' "${results[@]}" | sort -n | awk -v label="$label" -v mib="$size_mib" -v n="$runs" '
-    { t[NR] = $1; if ($2 > rss) rss = $2 }
+    { t[NR] = $1; if ($2 > rss) rss = $2; c = $3 + $4; if (NR == 1 || c < cpu) cpu = c }
     END {
       best = t[1]; med = t[int((n + 1) / 2)]
       if (best <= 0) best = 0.01
-      printf "| %s | %.2f | %.2f | %.0f | %.1f |\n", label, best, med, mib / best, rss / 1024
+      if (cpu <= 0) cpu = 0.01
+      printf "| %s | %.2f | %.2f | %.0f | %.2f | %.0f | %.1f |\n", label, best, med, mib / best, cpu, mib / cpu, rss / 1024
     }'
 }
 
@@ -99,8 +103,9 @@ echo
 echo "file: ${size_mib} MiB of random bytes, page-cached; output to /dev/null; best of $runs runs"
 echo "($(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
 echo
-echo "| tool | best s | median s | MiB/s (best) | peak RSS MiB |"
-echo "|---|---:|---:|---:|---:|"
+echo "| tool | best s | median s | MiB/s (best) | CPU s | MiB per CPU-s | peak RSS MiB |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "(load average before: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 row "custodian encrypt-file" "$bin" encrypt-file bench-files "$in" - --context bench=files --no-progress
 row "custodian decrypt-file" "$bin" decrypt-file "$work/plain.cstf" - --no-progress
 row "age -e (X25519)" age -r "$age_recipient" "$in"
