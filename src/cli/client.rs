@@ -738,7 +738,7 @@ impl Client {
     }
 
     /// Sends `body`, one of the [`crate::api_types`] request types, and reads a JSON answer or
-    /// the API error. Retried on `503` only when the method is idempotent.
+    /// the API error. Retried on `503` only for reads (`Retry::for_method`).
     async fn call_typed<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,

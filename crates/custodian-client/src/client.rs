@@ -94,8 +94,8 @@ fn jitter() -> f64 {
 /// Whether a request may be sent again after a `503` or a lost connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
-    /// Repeating it cannot do twice what was meant once: reads, `PUT`/`DELETE`, and the
-    /// cryptographic operations (a second data key or blob is as good as the first).
+    /// Repeating it cannot do twice what was meant once: reads, and the cryptographic
+    /// operations (a second data key or blob is as good as the first).
     Safe,
     /// It may have changed something before failing (create, rotate, ...): retried only on
     /// `429` and on connections never made.
@@ -103,12 +103,11 @@ pub enum Retry {
 }
 
 impl Retry {
-    /// The usual answer for `method`: `Safe` for `GET`, `HEAD`, `PUT` and `DELETE`.
+    /// The usual answer for `method`: `Safe` for `GET` and `HEAD` only. Custodian's `PUT` and
+    /// `DELETE` are not idempotent where it matters: `PUT /v1/secrets/{path}` writes a new
+    /// version each time, `DELETE` of a secret soft-deletes the newest live version.
     pub fn for_method(method: &Method) -> Self {
-        if matches!(
-            *method,
-            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
-        ) {
+        if matches!(*method, Method::GET | Method::HEAD) {
             Self::Safe
         } else {
             Self::Unsafe
@@ -537,10 +536,12 @@ mod tests {
     }
 
     #[test]
-    fn only_reads_puts_and_deletes_are_safe_by_method() {
+    fn only_reads_are_safe_by_method() {
         assert_eq!(Retry::for_method(&Method::GET), Retry::Safe);
-        assert_eq!(Retry::for_method(&Method::PUT), Retry::Safe);
-        assert_eq!(Retry::for_method(&Method::DELETE), Retry::Safe);
+        assert_eq!(Retry::for_method(&Method::HEAD), Retry::Safe);
+        // A secret PUT writes a new version, a secret DELETE removes the newest: not repeated.
+        assert_eq!(Retry::for_method(&Method::PUT), Retry::Unsafe);
+        assert_eq!(Retry::for_method(&Method::DELETE), Retry::Unsafe);
         assert_eq!(Retry::for_method(&Method::POST), Retry::Unsafe);
         assert_eq!(Retry::for_method(&Method::PATCH), Retry::Unsafe);
     }
