@@ -509,6 +509,128 @@ pub fn urlencode(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A scripted HTTP peer on loopback (it stands in for no Custodian behaviour: these tests
+    /// are about what the client does with answers): answers each connection's request with
+    /// the next of `answers` (`None`: read the request and never answer), one request per
+    /// connection. Returns the address and the number of requests seen.
+    fn peer(
+        answers: Vec<Option<String>>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = seen.clone();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                match answer {
+                    Some(text) => {
+                        let _ = conn.write_all(text.as_bytes());
+                    }
+                    None => std::thread::sleep(Duration::from_secs(3)),
+                }
+            }
+        });
+        (addr, seen)
+    }
+
+    fn answer(status: &str, extra: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\nx-request-id: hdr-id\r\n{extra}\r\n{body}",
+            body.len()
+        )
+    }
+
+    const BUSY: &str = r#"{"error":{"code":"device_busy","message":"busy","request_id":"r-503"}}"#;
+
+    #[tokio::test]
+    async fn a_503_with_retry_after_is_waited_out_then_the_answer_read() {
+        let (addr, seen) = peer(vec![
+            Some(answer(
+                "503 Service Unavailable",
+                "retry-after: 1\r\n",
+                BUSY,
+            )),
+            Some(answer("200 OK", "", r#"{"ok":true}"#)),
+        ]);
+        let c = Client::builder(&addr).build().unwrap();
+        let started = std::time::Instant::now();
+        let v: serde_json::Value = c.get("/v1/x").await.unwrap();
+        assert_eq!(v["ok"], true);
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unsafe_request_is_not_repeated_after_a_503_but_is_after_a_429() {
+        let (addr, seen) = peer(vec![Some(answer("503 Service Unavailable", "", BUSY))]);
+        let c = Client::builder(&addr).build().unwrap();
+        let e = c
+            .call::<_, serde_json::Value>(Method::POST, "/v1/keys", &"x", Retry::Unsafe)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some("device_busy"));
+        assert_eq!(e.request_id(), Some("r-503"));
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let (addr, seen) = peer(vec![
+            Some(answer("429 Too Many Requests", "retry-after: 0\r\n", BUSY)),
+            Some(answer("201 Created", "", "{}")),
+        ]);
+        let c = Client::builder(&addr).build().unwrap();
+        c.call::<_, serde_json::Value>(Method::POST, "/v1/keys", &"x", Retry::Unsafe)
+            .await
+            .unwrap();
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn attempts_are_bounded_and_a_silent_server_times_out() {
+        let (addr, seen) = peer(vec![
+            Some(answer("503 Service Unavailable", "", BUSY)),
+            Some(answer("503 Service Unavailable", "", BUSY)),
+            Some(answer("503 Service Unavailable", "", BUSY)),
+        ]);
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        };
+        let c = Client::builder(&addr).retry(policy).build().unwrap();
+        let e = c.get::<serde_json::Value>("/v1/x").await.unwrap_err();
+        assert_eq!(e.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // Not Custodian's error body: the header's request id, and the text cut short.
+        let (addr, _) = peer(vec![Some(answer("502 Bad Gateway", "", "upstream gone"))]);
+        let c = Client::builder(&addr).build().unwrap();
+        let e = c.get::<serde_json::Value>("/v1/x").await.unwrap_err();
+        assert_eq!(e.code(), Some("unexpected_response"));
+        assert_eq!(e.request_id(), Some("hdr-id"));
+        // A peer that never answers: the request timeout ends the attempt.
+        let (addr, _) = peer(vec![None]);
+        let c = Client::builder(&addr)
+            .timeout(Duration::from_millis(300))
+            .retry(RetryPolicy::none())
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        match c.get::<serde_json::Value>("/v1/x").await {
+            Err(Error::Http(e)) => assert!(e.is_timeout(), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
     #[test]
     fn back_off_grows_to_its_cap_and_retry_after_is_followed_up_to_its_cap() {
         let p = RetryPolicy {
