@@ -294,7 +294,12 @@ reinit_backoff_max_ms = 400
             child,
             base: format!("http://{addr}"),
             token,
-            http: reqwest::Client::new(),
+            // Idle pooled connections are dropped before the server's header-read timeout
+            // (10 s) closes them: reusing one the server is closing fails the request
+            // (`IncompleteMessage`), as a slow step between two requests can make happen.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(4))
+                .build()?,
             stdout,
             stderr,
         })
