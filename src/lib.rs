@@ -31,20 +31,20 @@
 //! - `unsafe` is forbidden; the FFI lives inside `cryptoki`.
 
 pub mod api;
-pub mod api_types;
+pub use custodian_types::api_types;
 pub mod app;
 pub mod audit;
 pub mod aws;
 pub mod backend;
 pub mod cli;
 pub mod config;
-pub mod domain;
+pub use custodian_types::domain;
 pub mod format;
 pub mod metrics;
 pub mod policy;
 pub mod process;
 pub mod rotation;
-pub mod secret;
+pub use custodian_types::secret;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -14,6 +14,7 @@ use commands::aliases::AliasesCommand;
 use commands::audit::AuditCommand;
 use commands::crypto::{DatakeyArgs, DecryptArgs, EncryptArgs, ReencryptArgs};
 use commands::custody::CustodyCommand;
+use commands::files::{DecryptFileArgs, EncryptFileArgs};
 use commands::generate::{CompletionsArgs, ManArgs};
 use commands::jobs::JobsCommand;
 use commands::keys::KeysCommand;
@@ -26,8 +27,8 @@ use commands::store::StoreCommand;
 use commands::token::TokenCommand;
 use commands::tokens::TokensCommand;
 use commands::{
-    access_keys, aliases, audit, block_on, crypto, custody, generate, jobs, keys, login, policies,
-    principals, secrets, serve, store, token, tokens,
+    access_keys, aliases, audit, block_on, crypto, custody, files, generate, jobs, keys, login,
+    policies, principals, secrets, serve, store, token, tokens,
 };
 
 mod commands;
@@ -62,6 +63,14 @@ enum Command {
     /// Decrypt a ciphertext blob read from stdin; writes the plaintext to stdout. The blob
     /// names its key; the context must match the one used to encrypt.
     Decrypt(DecryptArgs),
+    /// Encrypt a file of any size under KEY (envelope encryption: one data key from the server,
+    /// the data encrypted here in frames; docs/formats.md). IN and OUT may be - for stdin and
+    /// stdout; OUT is written under a temporary name and renamed when complete.
+    EncryptFile(EncryptFileArgs),
+    /// Decrypt a file made by encrypt-file: the server unwraps its data key under the context
+    /// stored in the file; every frame is authenticated. OUT is renamed into place only after
+    /// the final frame authenticated (with - for stdout, a bad file ends in an error).
+    DecryptFile(DecryptFileArgs),
     /// Store and read versioned secrets by path (e.g. team/app/db-password). Values come from
     /// stdin or a file, never from an argument.
     #[command(subcommand)]
@@ -130,6 +139,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encrypt(args) => block_on(crypto::encrypt(args)),
         Command::Decrypt(args) => block_on(crypto::decrypt(args)),
         Command::Reencrypt(args) => block_on(crypto::reencrypt(args)),
+        Command::EncryptFile(args) => block_on(files::encrypt(args)),
+        Command::DecryptFile(args) => block_on(files::decrypt(args)),
         Command::Secrets(command) => block_on(secrets::run(command)),
         Command::Aliases(command) => block_on(aliases::run(command)),
         Command::Jobs(command) => block_on(jobs::run(command)),

@@ -1,4 +1,6 @@
-//! A small API client for the CLI subcommands.
+//! The CLI subcommands' API calls, over the transport of the `custodian-client` library
+//! ([`custodian_client::Client`]: retries on `429`/`503` with `Retry-After`, timeouts, errors
+//! with request ids, the optional CA and client certificate).
 //!
 //! Secret values (plaintexts, data keys, secret versions, freshly minted bearer tokens) are held
 //! in zeroising buffers on this side of the HTTP client. The buffers inside `reqwest` and
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use custodian_client::client::{key_url, segment, urlencode, Retry};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -29,7 +32,6 @@ use crate::api_types::crypto::{
     DataKeyRequest, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
     ReencryptRequest, ReencryptResponse,
 };
-use crate::api_types::error::ErrorBody;
 use crate::api_types::identity::{
     Attributes, CreatePrincipalRequest, CreateTokenRequest, ExplainRequest, PatchPrincipalRequest,
     TokenCreated, TokenInfo,
@@ -80,29 +82,10 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    /// The server answered with an error.
-    #[error(
-        "{status}: {code}: {message}{} (request {request_id})",
-        current_suffix(*.current_version)
-    )]
-    Api {
-        /// HTTP status.
-        status: StatusCode,
-        /// Stable error code.
-        code: String,
-        /// Message.
-        message: String,
-        /// Request id for the operator.
-        request_id: String,
-        /// The secret's current version, sent with `cas_mismatch`.
-        current_version: Option<u64>,
-    },
-    /// A request body could not be encoded as JSON.
-    #[error("cannot encode the request: {0}")]
-    Encode(#[source] serde_json::Error),
-    /// The server could not be reached or answered something unreadable.
-    #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
+    /// The API call failed: the server's error (with its code and request id), an
+    /// unreachable server, or an answer the client cannot use.
+    #[error(transparent)]
+    Client(#[from] custodian_client::Error),
     /// Reading stdin or writing stdout failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -136,15 +119,6 @@ pub enum ClientError {
         /// Cause.
         #[source]
         source: std::io::Error,
-    },
-    /// A key, alias, job id, principal, policy or token id that no URL can address faithfully
-    /// (empty, `.` or `..`).
-    #[error("no {what} is named {value:?}")]
-    InvalidName {
-        /// What was named: `key`, `alias`, `job id`, `principal`, `policy` or `token id`.
-        what: &'static str,
-        /// The value as given.
-        value: String,
     },
     /// A `--custom` argument is not `key=value`.
     #[error("--custom expects key=value, got {0:?}")]
@@ -200,12 +174,6 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// ` (current_version=N)` after a `cas_mismatch` message: the structured field, for scripts
-/// that retry with it.
-fn current_suffix(current: Option<u64>) -> String {
-    current.map_or_else(String::new, |v| format!(" (current_version={v})"))
 }
 
 /// The file `custodian login` writes and later commands read: `$HOME/.config/custodian/token`.
@@ -732,32 +700,32 @@ fn progress_key(job: &Job) -> (JobState, u64, u64, u64) {
 /// A poll failure that may pass: the server unreachable or a 503.
 fn transient(e: &ClientError) -> bool {
     match e {
-        ClientError::Http(_) => true,
-        ClientError::Api { status, .. } => *status == StatusCode::SERVICE_UNAVAILABLE,
+        ClientError::Client(custodian_client::Error::Http(_)) => true,
+        ClientError::Client(e) => e.status() == Some(StatusCode::SERVICE_UNAVAILABLE),
         _ => false,
     }
 }
 
-/// An API client.
+/// The CLI's API client: the library's [`custodian_client::Client`] (transport, retries, TLS,
+/// errors) and the calls of every subcommand.
 pub struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: BearerToken,
+    api: custodian_client::Client,
 }
 
 impl Client {
-    /// A client for the server at `base` (e.g. `http://127.0.0.1:8200`).
-    pub fn new(base: &str, token: BearerToken) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-        }
+    /// A CLI client over `api`.
+    pub fn new(api: custodian_client::Client) -> Self {
+        Self { api }
+    }
+
+    /// The library client (for the typed calls: data keys, streaming files).
+    pub fn api(&self) -> &custodian_client::Client {
+        &self.api
     }
 
     /// The token this client sends (for `login`, to store it once the server accepted it).
-    pub fn token(&self) -> &BearerToken {
-        &self.token
+    pub fn token(&self) -> Option<&BearerToken> {
+        self.api.token()
     }
 
     /// Sends a request without a body and reads a JSON answer or the API error.
@@ -770,15 +738,25 @@ impl Client {
     }
 
     /// Sends `body`, one of the [`crate::api_types`] request types, and reads a JSON answer or
-    /// the API error.
+    /// the API error. Retried on `503` only for reads (`Retry::for_method`).
     async fn call_typed<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let body = serde_json::to_vec(body).map_err(ClientError::Encode)?;
-        self.send(method, path, Some(body)).await
+        let retry = Retry::for_method(&method);
+        Ok(self.api.call(method, path, body, retry).await?)
+    }
+
+    /// [`call_typed`](Self::call_typed) for a cryptographic operation, which changes nothing
+    /// stored and so is retried on `503` too.
+    async fn call_crypto<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        Ok(self.api.call(Method::POST, path, body, Retry::Safe).await?)
     }
 
     /// Sends `body` (JSON text) and reads a JSON answer or the API error.
@@ -788,7 +766,11 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
-        Ok(self.execute(method, path, body).await?.json().await?)
+        let retry = Retry::for_method(&method);
+        Ok(self
+            .api
+            .send(method, path, body.map(Zeroizing::new), retry)
+            .await?)
     }
 
     /// Sends `body` (JSON text); a success status hands back the response unread, anything else
@@ -799,37 +781,11 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(self.token.expose_secret());
-        if let Some(b) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(b);
-        }
-        let res = req.send().await?;
-        let status = res.status();
-        if status.is_success() {
-            return Ok(res);
-        }
-        let text = res.text().await.unwrap_or_default();
-        Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => ClientError::Api {
-                status,
-                code: b.error.code,
-                message: b.error.message,
-                request_id: b.error.request_id,
-                current_version: b.error.current_version,
-            },
-            Err(_) => ClientError::Api {
-                status,
-                code: "unexpected_response".to_owned(),
-                message: text.chars().take(200).collect(),
-                request_id: String::new(),
-                current_version: None,
-            },
-        })
+        let retry = Retry::for_method(&method);
+        Ok(self
+            .api
+            .execute(method, path, body.map(Zeroizing::new), retry)
+            .await?)
     }
 
     /// `POST /v1/keys`
@@ -901,7 +857,7 @@ impl Client {
         };
         // Printed as the server sent it.
         let v: Value = self
-            .call_typed(Method::POST, &format!("{}/datakey", key_url(key)?), &body)
+            .call_crypto(&format!("{}/datakey", key_url(key)?), &body)
             .await?;
         let text = Zeroizing::new(serde_json::to_string_pretty(&v).unwrap_or_default());
         writeln!(out, "{}", text.as_str())?;
@@ -928,7 +884,7 @@ impl Client {
             context,
         };
         let r: EncryptResponse = self
-            .call_typed(Method::POST, &format!("{}/encrypt", key_url(key)?), &body)
+            .call_crypto(&format!("{}/encrypt", key_url(key)?), &body)
             .await?;
         let ct = r.ciphertext;
         if base64_out {
@@ -962,8 +918,7 @@ impl Client {
             STANDARD.encode(&data)
         };
         let r: DecryptResponse = self
-            .call_typed(
-                Method::POST,
+            .call_crypto(
                 "/v1/decrypt",
                 &DecryptRequest {
                     ciphertext: ct,
@@ -1227,9 +1182,7 @@ impl Client {
             destination_key: request.destination_key.clone(),
             destination_context: request.destination_context.as_ref(),
         };
-        let r: ReencryptResponse = self
-            .call_typed(Method::POST, "/v1/reencrypt", &body)
-            .await?;
+        let r: ReencryptResponse = self.call_crypto("/v1/reencrypt", &body).await?;
         if base64 {
             writeln!(out, "{}", r.ciphertext)?;
         } else {
@@ -1677,15 +1630,17 @@ impl Client {
     pub async fn check_token(&self) -> Result<TokenCheck, ClientError> {
         match self.list_keys(Some(1), None).await {
             Ok(_) => Ok(TokenCheck::KeyReadAllowed),
-            Err(ClientError::Api { status, .. }) if status == StatusCode::FORBIDDEN => {
+            Err(ClientError::Client(custodian_client::Error::Api { status, .. }))
+                if status == StatusCode::FORBIDDEN =>
+            {
                 Ok(TokenCheck::KeyReadDenied)
             }
-            Err(ClientError::Api {
+            Err(ClientError::Client(custodian_client::Error::Api {
                 status,
                 code,
                 message,
                 ..
-            }) if status == StatusCode::UNAUTHORIZED => {
+            })) if status == StatusCode::UNAUTHORIZED => {
                 Err(ClientError::TokenRefused { code, message })
             }
             Err(e) => Err(e),
@@ -1782,7 +1737,7 @@ impl Client {
         let mut res = self
             .execute(Method::GET, &export_url(after, until), None)
             .await?;
-        while let Some(chunk) = res.chunk().await? {
+        while let Some(chunk) = res.chunk().await.map_err(custodian_client::Error::from)? {
             out.write_all(&chunk)?;
         }
         out.flush()?;
@@ -1798,7 +1753,8 @@ impl Client {
             .execute(Method::GET, "/v1/audit/public-key", None)
             .await?
             .text()
-            .await?)
+            .await
+            .map_err(custodian_client::Error::from)?)
     }
 
     /// `POST /v1/audit/archive`: removes the records up to the checkpoint `through`, given the
@@ -1829,7 +1785,8 @@ impl Client {
             .execute(Method::GET, "/v1/custody/report", None)
             .await?
             .bytes()
-            .await?
+            .await
+            .map_err(custodian_client::Error::from)?
             .to_vec())
     }
 }
@@ -1855,32 +1812,13 @@ pub fn check_policy_name(name: &str) -> Result<(), ClientError> {
     if name == "explain" {
         return Err(ClientError::ReservedPolicyName);
     }
-    segment("policy", name).map(drop)
-}
-
-/// `/v1/keys/{key}`, the key (an id, a name or `alias/<name>`) percent-encoded as one segment:
-/// `alias/x` becomes `alias%2Fx`.
-fn key_url(key: &str) -> Result<String, ClientError> {
-    Ok(format!("/v1/keys/{}", segment("key", key)?))
+    segment("policy", name)?;
+    Ok(())
 }
 
 /// `/v1/aliases/{name}`, the name percent-encoded.
 fn alias_url(name: &str) -> Result<String, ClientError> {
     Ok(format!("/v1/aliases/{}", segment("alias", name)?))
-}
-
-/// `value` percent-encoded as one path segment. An empty, `.` or `..` value is refused before
-/// any request: URL parsing resolves dot segments (percent-encoded ones too), so `keys versions
-/// .` would address `/v1/keys/versions`, the key named `versions`. No key, alias or job has such
-/// a name.
-fn segment(what: &'static str, value: &str) -> Result<String, ClientError> {
-    if matches!(value, "" | "." | "..") {
-        return Err(ClientError::InvalidName {
-            what,
-            value: value.to_owned(),
-        });
-    }
-    Ok(urlencode(value))
 }
 
 /// `/v1/secrets/{path}[/{sub}]` with each path segment percent-encoded and `/` kept between
@@ -1921,20 +1859,6 @@ fn secret_url(path: &str, sub: Option<&str>) -> Result<String, ClientError> {
         url.push_str(sub);
     }
     Ok(url)
-}
-
-/// Percent-encodes a path or query component (key names are `[A-Za-z0-9._-]`, ids are UUIDs;
-/// anything else is encoded so the server rejects it cleanly).
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -2013,12 +1937,6 @@ mod tests {
     }
 
     #[test]
-    fn path_components_are_encoded() {
-        assert_eq!(urlencode("billing-1.x_y"), "billing-1.x_y");
-        assert_eq!(urlencode("a/b c"), "a%2Fb%20c");
-    }
-
-    #[test]
     fn keys_and_aliases_are_one_encoded_segment() {
         assert_eq!(key_url("billing").unwrap(), "/v1/keys/billing");
         assert_eq!(
@@ -2039,7 +1957,7 @@ mod tests {
         for bad in ["", ".", ".."] {
             assert!(matches!(
                 key_url(bad),
-                Err(ClientError::InvalidName { what: "key", .. })
+                Err(custodian_client::Error::InvalidName { what: "key", .. })
             ));
             assert!(alias_url(bad).is_err());
             assert!(segment("job id", bad).is_err());
@@ -2116,12 +2034,15 @@ mod tests {
 
     #[test]
     fn only_unreachable_servers_and_503s_are_retried_while_watching() {
-        let api = |status| ClientError::Api {
-            status,
-            code: "x".into(),
-            message: "m".into(),
-            request_id: String::new(),
-            current_version: None,
+        let api = |status| {
+            ClientError::Client(custodian_client::Error::Api {
+                status,
+                code: "x".into(),
+                message: "m".into(),
+                request_id: String::new(),
+                current_version: None,
+                retry_after: None,
+            })
         };
         assert!(transient(&api(StatusCode::SERVICE_UNAVAILABLE)));
         assert!(!transient(&api(StatusCode::NOT_FOUND)));
@@ -2372,13 +2293,14 @@ mod tests {
 
     #[test]
     fn cas_mismatches_show_the_current_version() {
-        let e = ClientError::Api {
+        let e = ClientError::Client(custodian_client::Error::Api {
             status: StatusCode::CONFLICT,
             code: "cas_mismatch".into(),
             message: "check-and-set failed: the current version is 4".into(),
             request_id: "r1".into(),
             current_version: Some(4),
-        };
+            retry_after: None,
+        });
         assert_eq!(
             e.to_string(),
             "409 Conflict: cas_mismatch: check-and-set failed: the current version is 4 \

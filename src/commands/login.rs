@@ -42,9 +42,15 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         // Piped or redirected: no prompt, and the terminal (if any) is left alone.
         read_token_line(stdin)?
     };
-    let client = Client::new(addr, token);
+    let client = Client::new(
+        custodian_client::Client::builder(addr)
+            .bearer_token(token)
+            .build()?,
+    );
     let check = client.check_token().await?;
-    store_token(&path, client.token())?;
+    if let Some(token) = client.token() {
+        store_token(&path, token)?;
+    }
     eprintln!(
         "token accepted by {addr}; stored in {} (mode 0600)",
         path.display()

@@ -14,6 +14,7 @@
 //! | `aliases.rs` | `aliases …` |
 //! | `jobs.rs` | `jobs …` (`jobs watch`: `progress.rs` draws the bar or the lines) |
 //! | `crypto.rs` | `datakey`, `encrypt`, `decrypt`, `reencrypt` |
+//! | `files.rs` | `encrypt-file`, `decrypt-file` (streaming envelope encryption) |
 //! | `secrets.rs` | `secrets …` |
 //! | `principals.rs` | `principals …` |
 //! | `policies.rs` | `policies …` |
@@ -33,13 +34,14 @@ use anyhow::Context as _;
 use clap::Args;
 
 use custodian::cli::audit::PendingFile;
-use custodian::cli::client::{load_token, Client};
+use custodian::cli::client::{load_token, Client, ClientError};
 
 pub mod access_keys;
 pub mod aliases;
 pub mod audit;
 pub mod crypto;
 pub mod custody;
+pub mod files;
 pub mod generate;
 pub mod jobs;
 pub mod keys;
@@ -67,15 +69,37 @@ pub struct Conn {
     /// `custodian login` wrote, ~/.config/custodian/token).
     #[arg(long, env = "CUSTODIAN_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM file of the CA that issued the server's certificate (for https:// addresses).
+    #[arg(long, env = "CUSTODIAN_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// PEM file holding a client certificate and its private key, presented to a server that
+    /// maps certificates to principals (mTLS). With it, no bearer token is needed.
+    #[arg(long, env = "CUSTODIAN_CLIENT_IDENTITY")]
+    client_identity: Option<PathBuf>,
 }
 
 impl Conn {
-    /// A client for the server, with the token found as described on [`Conn`].
+    /// A client for the server, with the token found as described on [`Conn`] and the TLS
+    /// files given.
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(
-            &self.addr,
-            load_token(self.token_file.as_deref())?,
-        ))
+        let mut builder = custodian_client::Client::builder(&self.addr);
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            builder = builder.ca_certificate_pem(&pem)?;
+        }
+        match load_token(self.token_file.as_deref()) {
+            Ok(token) => builder = builder.bearer_token(token),
+            // A client certificate is a credential of its own.
+            Err(ClientError::NoToken) if self.client_identity.is_some() => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(path) = &self.client_identity {
+            let pem = zeroize::Zeroizing::new(
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            );
+            builder = builder.client_identity_pem(&pem)?;
+        }
+        Ok(Client::new(builder.build()?))
     }
 }
 

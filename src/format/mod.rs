@@ -1,9 +1,10 @@
-//! Wire formats: the versioned ciphertext blob and the canonical encryption-context encoding.
-//! Byte-by-byte documentation lives in `docs/formats.md`; test vectors in `tests/vectors/`.
+//! Wire formats: the versioned ciphertext blob and the canonical encryption-context encoding
+//! (shared with the client, from `custodian-types`), and the server's sealing of stored secret
+//! values ([`secret`]). Byte-by-byte documentation lives in `docs/formats.md`; test vectors in
+//! `tests/vectors/`.
 
-pub mod blob;
-pub mod context;
 pub mod secret;
 
-pub use blob::{Blob, BlobError};
-pub use context::{ContextError, EncryptionContext};
+pub use custodian_types::format::{
+    blob, context, Blob, BlobError, ContextError, EncryptionContext,
+};

@@ -746,7 +746,8 @@ fn secrets_subcommands_explain_themselves_and_take_no_value_argument() {
     }
 
     // `put` takes the path as its only argument, and exactly these options: none carries the
-    // value itself.
+    // value itself (`--ca-file` and `--client-identity` name files: the server's CA, and a
+    // client certificate with its key, read from the file, never from the argument).
     let out = Command::new(BIN)
         .args(["secrets", "put", "--help"])
         .output()
@@ -764,7 +765,9 @@ fn secrets_subcommands_explain_themselves_and_take_no_value_argument() {
         options,
         [
             "--addr",
+            "--ca-file",
             "--cas",
+            "--client-identity",
             "--file",
             "--help",
             "--key",

@@ -24,6 +24,7 @@ mod cli_tpm;
 mod conformance;
 mod custody;
 mod device;
+mod files;
 mod hardening;
 mod hygiene;
 mod layers;

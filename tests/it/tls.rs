@@ -62,7 +62,7 @@ fn principal_uri(name: &str) -> SanType {
 }
 
 /// A client certificate naming principal `name` the default way (one URI SAN, clientAuth).
-fn leaf_for(ca: &Ca, name: &str) -> (String, String) {
+pub(crate) fn leaf_for(ca: &Ca, name: &str) -> (String, String) {
     client_cert(ca, "ignored-cn", &[principal_uri(name)], Eku::ClientAuth)
 }
 
@@ -253,7 +253,9 @@ fn a_bad_tls_setup_refuses_to_start() -> anyhow::Result<()> {
 }
 
 /// A TLS deployment (optional client certificates from `root`), its server, and the HTTPS base.
-async fn tls_server(root: &Ca) -> anyhow::Result<(Deployment, crate::common::Server, String)> {
+pub(crate) async fn tls_server(
+    root: &Ca,
+) -> anyhow::Result<(Deployment, crate::common::Server, String)> {
     let server = server_cert(root);
     let mut d = Deployment::new()?;
     for (name, text) in [

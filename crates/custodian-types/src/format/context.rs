@@ -128,6 +128,42 @@ impl EncryptionContext {
     }
 }
 
+impl EncryptionContext {
+    /// Reads back a [`canonical`](Self::canonical) encoding (e.g. from a streaming file's
+    /// header): `None` unless `bytes` is exactly the canonical encoding of a valid context, so
+    /// pairs out of order, a repeated key, a length past the end, trailing bytes, text that is
+    /// not UTF-8 and out-of-bounds sizes are all refused.
+    pub fn from_canonical(bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            *rest = tail;
+            Some(head)
+        }
+        fn len(rest: &mut &[u8]) -> Option<usize> {
+            let b = take(rest, 4)?;
+            usize::try_from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok()
+        }
+        fn text(rest: &mut &[u8]) -> Option<String> {
+            let n = len(rest)?;
+            String::from_utf8(take(rest, n)?.to_vec()).ok()
+        }
+        let mut rest = bytes;
+        let count = len(&mut rest)?;
+        if count > Self::MAX_PAIRS {
+            return None;
+        }
+        let mut pairs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let k = text(&mut rest)?;
+            let v = text(&mut rest)?;
+            pairs.push((k, v));
+        }
+        let ctx = Self::from_pairs(pairs).ok()?;
+        // Sorted, unique and nothing left over: the one encoding of this context.
+        (ctx.canonical() == bytes).then_some(ctx)
+    }
+}
+
 /// Appends a length as u32 BE. Every length here is bounded far below `u32::MAX` by the
 /// constructor's checks, so the conversion cannot saturate in practice.
 fn push_len(out: &mut Vec<u8>, len: usize) {
@@ -171,6 +207,37 @@ impl<'de> Deserialize<'de> for EncryptionContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_encodings_read_back_and_nothing_else_does() {
+        for c in [
+            ctx(&[]),
+            ctx(&[("a", "")]),
+            ctx(&[("tenant", "acme"), ("app", "billing")]),
+        ] {
+            assert_eq!(EncryptionContext::from_canonical(&c.canonical()), Some(c));
+        }
+        let two = ctx(&[("a", "1"), ("b", "2")]).canonical();
+        // Trailing byte, cut short, pairs swapped, a repeated key, an empty key, not UTF-8.
+        let mut trailing = two.clone();
+        trailing.push(0);
+        let swapped = [&[0, 0, 0, 2][..], &two[4 + 10..], &two[4..4 + 10]].concat();
+        let repeated = [&[0, 0, 0, 2][..], &two[4..4 + 10], &two[4..4 + 10]].concat();
+        let empty_key = [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0].to_vec();
+        let not_utf8 = [0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0, 0, 0, 0].to_vec();
+        for bad in [
+            trailing,
+            two[..two.len() - 1].to_vec(),
+            swapped,
+            repeated,
+            empty_key,
+            not_utf8,
+            vec![],
+            vec![0, 0, 0, 65],
+        ] {
+            assert_eq!(EncryptionContext::from_canonical(&bad), None, "{bad:?}");
+        }
+    }
 
     fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
         EncryptionContext::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
