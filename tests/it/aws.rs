@@ -228,7 +228,9 @@ async fn access_keys_are_created_listed_revoked_and_expire() -> anyhow::Result<(
     }
 
     // An expiring key works until it expires; a revoked one stops at once.
-    let brief = access_key(&s, "aws-limited", json!({ "ttl": "2s" })).await;
+    // Long enough for a first probe on a loaded machine (boto3 starts in about a second).
+    let brief = access_key(&s, "aws-limited", json!({ "ttl": "6s" })).await;
+    let made = std::time::Instant::now();
     let probe = |k: &AccessKey| {
         run_client(
             "boto3_probe.py",
@@ -238,7 +240,7 @@ async fn access_keys_are_created_listed_revoked_and_expire() -> anyhow::Result<(
     };
     let (ok, out) = probe(&brief);
     assert!(ok && out.contains("OK"), "{out}");
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(6500).saturating_sub(made.elapsed())).await;
     let (_, out) = probe(&brief);
     assert!(out.contains("UnrecognizedClientException"), "{out}");
 

@@ -67,24 +67,30 @@ pub struct PrivateCluster {
 const PG_CTL: &str = "/usr/lib/postgresql/15/bin/pg_ctl";
 
 impl PrivateCluster {
-    /// Initialises and starts a cluster on a free port.
+    /// Initialises and starts a cluster on a free port. Tries again (in a new directory) when
+    /// the port was taken between being found free and being bound: tests that start clusters
+    /// run in parallel.
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lib.sh");
-        let out = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(format!(". {lib} && start_test_postgres \"$1\""))
-            .arg("bash")
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "start_test_postgres: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        Self { dir, url }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dir = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!(". {lib} && start_test_postgres \"$1\""))
+                .arg("bash")
+                .arg(dir.path())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() && stderr.contains("Address already in use") && attempt < 3 {
+                continue;
+            }
+            assert!(out.status.success(), "start_test_postgres: {stderr}");
+            let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+            return Self { dir, url };
+        }
     }
 
     fn pg_ctl(&self, args: &[&str]) {
