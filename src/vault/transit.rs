@@ -98,6 +98,12 @@ fn refuse_flags(body: &Value, flags: &[&str]) -> Result<()> {
     }
 }
 
+/// A count as Vault clients send it: a JSON number or a string of digits.
+fn number(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
 fn field<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
     v.get(name)
         .and_then(Value::as_str)
@@ -293,8 +299,7 @@ async fn config_key(
     let min = match body.get("min_decryption_version") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            number(v)
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or_else(|| {
                     VaultError::invalid(
@@ -526,10 +531,7 @@ async fn datakey(
     };
     let bits = match body.get("bits") {
         None | Some(Value::Null) => 256,
-        Some(v) => v
-            .as_u64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .unwrap_or(0),
+        Some(v) => number(v).unwrap_or(0),
     };
     let len =
         match bits {
@@ -616,9 +618,7 @@ async fn random_answer(
         })?,
         None => match body.get("bytes") {
             None | Some(Value::Null) => DEFAULT_RANDOM_BYTES,
-            Some(v) => v
-                .as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            Some(v) => number(v)
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| VaultError::invalid("invalid_bytes", "'bytes' must be a number"))?,
         },
