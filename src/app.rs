@@ -151,6 +151,7 @@ impl App {
     }
 
     async fn build_with(config: &Config, auditing: Auditing) -> Result<Self, StartError> {
+        crate::clock::follow_test_offset();
         // One registry for the process: the backends, the store and the audit writer record
         // into it, and `GET /metrics` renders it.
         let metrics = Arc::new(crate::metrics::Metrics::new());

@@ -37,6 +37,7 @@ pub mod audit;
 pub mod aws;
 pub mod backend;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub use custodian_types::domain;
 pub mod format;

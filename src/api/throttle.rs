@@ -166,7 +166,7 @@ impl Budget {
     }
 
     fn count_throttled(&mut self) {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         Pending::merge(
             &mut self.throttled,
             Pending {

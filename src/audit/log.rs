@@ -548,7 +548,7 @@ impl Writer {
         }
         self.recheck_marking()?;
         let head = hex::encode(self.head.1);
-        let time = format_time(time::OffsetDateTime::now_utc());
+        let time = format_time(crate::clock::now());
         let message = Checkpoint::message(self.head.0, &head, &time, &self.settings.node);
         let signature = self
             .runtime

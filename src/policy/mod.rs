@@ -412,7 +412,7 @@ mod tests {
                 resource,
                 context,
                 source: None,
-                now: OffsetDateTime::now_utc(),
+                now: crate::clock::now(),
             },
         )
     }
@@ -516,7 +516,7 @@ mod tests {
         )]);
         let r = Resource::all_keys();
         let at = |h: u8, src: &str| {
-            let now = OffsetDateTime::now_utc().replace_hour(h).unwrap();
+            let now = crate::clock::now().replace_hour(h).unwrap();
             evaluate(
                 &s,
                 &Request {
@@ -598,7 +598,7 @@ mod tests {
             let context = EncryptionContext::from_pairs([(a, v)]).unwrap();
             let mut s = subject(&[]);
             s.policies.push(("p".into(), Arc::new(doc.clone())));
-            let req = Request { action, resource: &resource, context: Some(&context), source: None, now: OffsetDateTime::now_utc() };
+            let req = Request { action, resource: &resource, context: Some(&context), source: None, now: crate::clock::now() };
             let before = evaluate(&s, &req);
             let mut with_deny = doc;
             with_deny.statements.push(deny);

@@ -16,8 +16,6 @@
 
 use std::time::Duration;
 
-use time::OffsetDateTime;
-
 use crate::service::rewrap::Progress;
 use crate::service::{Internal, KeyService};
 
@@ -52,7 +50,7 @@ pub async fn run(internal: Internal, secrets_interval: Duration, keys_interval: 
             continue;
         }
         rotate_due_secrets(service).await;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         if let Err(e) = service.run_due_key_rotations(now).await {
             tracing::error!(error = %e, "listing due key rotations failed");
         }
@@ -67,7 +65,7 @@ pub async fn run(internal: Internal, secrets_interval: Duration, keys_interval: 
 
 async fn rotate_due_secrets(service: &KeyService) {
     let due = match service
-        .due_secret_rotations(OffsetDateTime::now_utc(), BATCH)
+        .due_secret_rotations(crate::clock::now(), BATCH)
         .await
     {
         Ok(due) => due,

@@ -18,7 +18,6 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::error::{AuthFailure, ServiceError};
@@ -151,7 +150,7 @@ impl KeyService {
             )
             .await?;
         let sealing = super::seal_result(header, sealed);
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let record = AccessKeyRecord {
             id,
             principal: principal.to_string(),
@@ -227,7 +226,7 @@ impl KeyService {
         .await?;
         self.changing().await?;
         self.store
-            .revoke_access_key(id, OffsetDateTime::now_utc())
+            .revoke_access_key(id, crate::clock::now())
             .await?;
         tracing::info!(access_key_id = id, principal = %key.principal, "access key revoked");
         Ok(())
@@ -253,7 +252,7 @@ impl KeyService {
             .access_key(&request.access_key_id)
             .await?
             .ok_or_else(unknown)?;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         if !request.is_fresh(now) {
             return Err(ServiceError::Unauthenticated(AuthFailure::SignatureExpired));
         }
@@ -347,7 +346,7 @@ mod tests {
                     principal: "p".into(),
                     description: String::new(),
                     key_id: crate::domain::KeyId::generate(),
-                    created_at: OffsetDateTime::now_utc(),
+                    created_at: crate::clock::now(),
                     expires_at: None,
                     revoked_at: None,
                 },

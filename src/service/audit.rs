@@ -216,7 +216,7 @@ impl KeyService {
             through,
             head: checkpoint.head,
             export_sha256: computed,
-            archived_at: crate::audit::record::format_time(time::OffsetDateTime::now_utc()),
+            archived_at: crate::audit::record::format_time(crate::clock::now()),
             principal: p.name.clone(),
             request_id: request_id.to_owned(),
         };

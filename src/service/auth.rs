@@ -16,7 +16,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::error::{AuthFailure, ServiceError};
@@ -103,7 +102,7 @@ pub fn mint(
         id,
         principal: principal.to_owned(),
         description: description.to_owned(),
-        created_at: OffsetDateTime::now_utc(),
+        created_at: crate::clock::now(),
         expires_at: None,
         revoked_at: None,
     };
@@ -156,10 +155,7 @@ impl Authenticator {
         if record.revoked_at.is_some() {
             return Err(ServiceError::Unauthenticated(AuthFailure::Revoked));
         }
-        if record
-            .expires_at
-            .is_some_and(|t| t <= OffsetDateTime::now_utc())
-        {
+        if record.expires_at.is_some_and(|t| t <= crate::clock::now()) {
             return Err(ServiceError::Unauthenticated(AuthFailure::Expired));
         }
         Ok(Principal {

@@ -169,7 +169,7 @@ impl KeyService {
         let public = signer.public_key();
         let report = CustodyReport {
             format: FORMAT,
-            generated_at: format_time(time::OffsetDateTime::now_utc()),
+            generated_at: format_time(crate::clock::now()),
             node: self.audit.node().to_owned(),
             devices,
             signing_key: SigningKeyFacts {

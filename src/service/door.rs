@@ -173,7 +173,7 @@ impl FrontDoor {
         ]);
         let log = self.service.audit();
         let entry = AuditEntry {
-            time: format_time(OffsetDateTime::now_utc()),
+            time: format_time(crate::clock::now()),
             node: log.node().to_owned(),
             request_id: uuid::Uuid::new_v4().to_string(),
             method: "*".to_owned(),
@@ -254,7 +254,7 @@ fn entry_of(noted: note::Noted, node: &str, ended: Ending) -> AuditEntry {
         None => (None, None),
     };
     AuditEntry {
-        time: format_time(OffsetDateTime::now_utc()),
+        time: format_time(crate::clock::now()),
         node: node.to_owned(),
         request_id: noted.request.request_id,
         method: noted.request.method,

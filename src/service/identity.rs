@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use time::OffsetDateTime;
-
 use super::{auth, KeyService, ServiceError};
 use crate::domain::secret::HumanDuration;
 use crate::domain::{KeyName, PolicyRecord, PrincipalRecord, TokenInfo};
@@ -138,7 +136,7 @@ impl KeyService {
     /// # Errors
     /// `Store`; an invalid built-in document is a bug reported as `InvalidPolicy`.
     pub async fn install_built_in_policies(&self) -> Result<(), ServiceError> {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         for (name, text) in BUILT_IN_POLICIES {
             let doc =
                 PolicyDocument::parse(text.as_bytes()).map_err(ServiceError::InvalidPolicy)?;
@@ -153,7 +151,7 @@ impl KeyService {
 
     /// Makes sure the bootstrap principal exists with the `admin` policy.
     pub(crate) async fn ensure_bootstrap_principal(&self) -> Result<(), ServiceError> {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let name = KeyName::try_from(policy::BOOTSTRAP_ADMIN.to_owned())
             .map_err(|_| ServiceError::InvalidLifecycleValue("bootstrap name"))?;
         let admin = KeyName::try_from("admin".to_owned())
@@ -229,7 +227,7 @@ impl KeyService {
         let policies = req.policies.unwrap_or_default();
         let changed: Vec<&KeyName> = policies.iter().collect();
         self.check_attachable(p, &policies, &changed).await?;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let record = PrincipalRecord {
             name: name.clone(),
             attributes,
@@ -285,7 +283,7 @@ impl KeyService {
             self.check_attachable(p, &pol, &changed).await?;
             record.policies = pol;
         }
-        record.updated_at = OffsetDateTime::now_utc();
+        record.updated_at = crate::clock::now();
         self.changing().await?;
         let out = match self.store.put_principal(&record, false).await {
             Err(StoreError::NotFound) => {
@@ -351,7 +349,7 @@ impl KeyService {
         self.changing().await?;
         if !self
             .store
-            .delete_principal(name.as_str(), OffsetDateTime::now_utc())
+            .delete_principal(name.as_str(), crate::clock::now())
             .await?
         {
             return Err(ServiceError::PrincipalNotFound(name.to_string()));
@@ -385,7 +383,7 @@ impl KeyService {
         self.changing().await?;
         let out = self
             .store
-            .put_policy(name, &value, false, OffsetDateTime::now_utc())
+            .put_policy(name, &value, false, crate::clock::now())
             .await?;
         self.forget_subjects();
         tracing::info!(policy = %name, version = out.version, "policy written");
@@ -527,9 +525,7 @@ impl KeyService {
         )
         .await?;
         self.changing().await?;
-        self.store
-            .revoke_token(id, OffsetDateTime::now_utc())
-            .await?;
+        self.store.revoke_token(id, crate::clock::now()).await?;
         self.auth.forget(id);
         tracing::info!(token_id = id, principal = %token.principal, "token revoked");
         Ok(())

@@ -193,7 +193,7 @@ impl KeyService {
             material: material.clone(),
             ..bare
         };
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let record = KeyVersionRecord {
             version,
             state: VersionState::Primary,
@@ -258,7 +258,7 @@ impl KeyService {
         if key.state == KeyState::Destroyed {
             return Err(ServiceError::KeyDestroyed(key.id.to_string()));
         }
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let mut update = KeyUpdate {
             expected_state: Some(key.state),
             description: patch.description,
@@ -300,7 +300,7 @@ impl KeyService {
         let key = self.resolve(p, policy, r).await?;
         let _serialised = self.key_lock(key.id).lock().await;
         let key = self.fresh_key(key.id).await?;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let refuse = || ServiceError::InvalidKeyState {
             key: key.id.to_string(),
             state: key.state.as_str(),
@@ -393,7 +393,7 @@ impl KeyService {
                 })
             }
         }
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let update = KeyUpdate {
             expected_state: Some(key.state),
             state: Some(KeyState::PendingDeletion),
@@ -469,7 +469,7 @@ impl KeyService {
             VersionState::Destroyed => return Err(ServiceError::KeyVersionDestroyed(version)),
             _ => {}
         }
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let unchanged = matches!(
             (action, record.state),
             (VersionAction::Disable, VersionState::Disabled)
@@ -737,7 +737,7 @@ impl KeyService {
         self.changing().await?;
         match self
             .store
-            .put_alias(&name, key.id, create, OffsetDateTime::now_utc())
+            .put_alias(&name, key.id, create, crate::clock::now())
             .await
         {
             Ok(a) => {

@@ -267,7 +267,7 @@ impl KeyService {
 
     async fn sample_keys(&self, out: &mut Vec<Sampled>) -> Result<(), ServiceError> {
         let keys = self.inventory().await?;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let mut by_state: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
         let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
         let (mut near_budget, mut max_ratio, mut overdue) = (0u64, 0f64, 0u64);

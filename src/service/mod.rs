@@ -520,7 +520,7 @@ impl KeyService {
             subject: self.subject(&p.name).await?,
             action,
             source: p.source,
-            now: OffsetDateTime::now_utc(),
+            now: crate::clock::now(),
         })
     }
 
@@ -541,7 +541,7 @@ impl KeyService {
             resource,
             context,
             source: p.source,
-            now: OffsetDateTime::now_utc(),
+            now: crate::clock::now(),
         };
         Ok(policy::evaluate(&subject, &request))
     }
@@ -565,7 +565,7 @@ impl KeyService {
             return Err(ServiceError::KeyNameTaken(name.to_string()));
         }
         let backend = Arc::clone(self.backends.get(placement.backend, placement.mode)?);
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let mut key = Key {
             id: KeyId::generate(),
             name,

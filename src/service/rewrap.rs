@@ -7,8 +7,6 @@
 
 use std::collections::HashSet;
 
-use time::OffsetDateTime;
-
 use super::noted;
 use super::{check_unwrap, seal_result, usable_header, KeyService, ServiceError};
 use crate::backend::BackendError;
@@ -82,7 +80,7 @@ impl KeyService {
                 return Ok(job);
             }
         }
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let job = Job {
             id: uuid::Uuid::new_v4().to_string(),
             kind: JobKind::Rewrap,
@@ -181,7 +179,7 @@ impl KeyService {
             .filter(|(v, _)| *v != job.target_version)
             .map(|(_, c)| c)
             .sum();
-        let end = job.finished_at.unwrap_or_else(OffsetDateTime::now_utc);
+        let end = job.finished_at.unwrap_or_else(crate::clock::now);
         let secs = (end - job.created_at).as_seconds_f64().max(0.001);
         Ok(JobStatus {
             rate_per_second: job.done as f64 / secs,
@@ -218,7 +216,7 @@ impl KeyService {
     /// `Backend` (device down: the batch is retried later) and `Store`.
     pub async fn rewrap_batch(&self, job: &Job) -> Result<Progress, ServiceError> {
         let key = self.fresh_key(job.key_id).await?;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         if key.primary_version != job.target_version {
             let note = format!("superseded: key rotated to version {}", key.primary_version);
             return self.end_job(job, JobState::Completed, Some(note)).await;
@@ -341,7 +339,7 @@ impl KeyService {
         crate::audit::note::detail("job_state", state.as_str());
         self.changing().await?;
         self.store
-            .finish_job(&job.id, state, note, OffsetDateTime::now_utc())
+            .finish_job(&job.id, state, note, crate::clock::now())
             .await?;
         if let Ok(mut passes) = self.rewrap_passes.lock() {
             passes.remove(&job.id);

@@ -253,7 +253,7 @@ impl KeyService {
             crate::audit::note::detail("secret_version", version.to_string());
             self.changing().await?;
             let (wrapped_dek, ciphertext) = self.seal_secret(&key, path, version, value).await?;
-            let created_at = OffsetDateTime::now_utc();
+            let created_at = crate::clock::now();
             let new = NewSecretVersion {
                 path: path.clone(),
                 version,
@@ -360,7 +360,7 @@ impl KeyService {
                 .latest_live()
                 .ok_or_else(|| ServiceError::SecretNotFound(path.to_string()))?,
         };
-        if record.is_expired(v, OffsetDateTime::now_utc()) {
+        if record.is_expired(v, crate::clock::now()) {
             return Err(ServiceError::SecretVersionExpired(v.version));
         }
         let sealed = match data {
@@ -541,7 +541,7 @@ impl KeyService {
             .await?;
         // A named key becomes the secret's key for later writes, on a new or an existing path.
         let key_change = req.key.as_ref().map(|_| key.id);
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let generate = req.generate.clone().map(|g| {
             let next = g.as_ref().map(|g| now + g.rotate_every.0);
             (g, next)
@@ -630,7 +630,7 @@ impl KeyService {
             .map_err(|e| ServiceError::Backend(BackendError::Device(Box::new(e))))?;
         let claim = RotationClaim {
             expected,
-            next: OffsetDateTime::now_utc() + spec.rotate_every.0,
+            next: crate::clock::now() + spec.rotate_every.0,
         };
         let written = self
             .write_version_serialised(writer, path, &value, None, None, Some(claim))
@@ -743,7 +743,7 @@ impl KeyService {
         self.changing().await?;
         let changed = self
             .store
-            .update_secret_versions(path, &versions, op, OffsetDateTime::now_utc())
+            .update_secret_versions(path, &versions, op, crate::clock::now())
             .await
             .map_err(|e| store_to_service(path, e))?;
         tracing::info!(path = %path, ?op, ?changed, "secret versions changed");

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::StoreError;
 
 pub(crate) fn now_text() -> String {
-    time_text(OffsetDateTime::now_utc())
+    time_text(crate::clock::now())
 }
 
 pub(crate) fn time_text(t: OffsetDateTime) -> String {

@@ -321,7 +321,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "performance_standby": false,
         "replication_performance_mode": "disabled",
         "replication_dr_mode": "disabled",
-        "server_time_utc": time::OffsetDateTime::now_utc().unix_timestamp(),
+        "server_time_utc": crate::clock::now().unix_timestamp(),
         "version": concat!("custodian-", env!("CARGO_PKG_VERSION")),
         "cluster_name": "custodian",
     });

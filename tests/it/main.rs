@@ -21,6 +21,7 @@ mod cli_policy;
 mod cli_progress;
 mod cli_secrets;
 mod cli_tpm;
+mod clock;
 mod conformance;
 mod custody;
 mod device;

@@ -250,7 +250,7 @@ impl KeyBackend for TpmBackend {
             Err(BackendError::KeyBlobRejected(_)) => return Ok(Some(rejected(&label))),
             Err(e) => return Err(e),
         };
-        let now = crate::audit::record::format_time(time::OffsetDateTime::now_utc());
+        let now = crate::audit::record::format_time(crate::clock::now());
         let qualifying = Sha256::digest(format!("{label}\n{now}").as_bytes()).to_vec();
         let certification = match self.device.certify(&blob, &label, &qualifying).await {
             Ok(c) => json!({
