@@ -451,6 +451,7 @@ impl ServiceError {
                 StoreError::Unavailable(_) | StoreError::Io(_) | StoreError::Blocking(_) => {
                     (K::Unavailable, "store_unavailable")
                 }
+                StoreError::Full(_) => (K::Unavailable, "storage_full"),
                 StoreError::Corrupt { .. }
                 | StoreError::Migration { .. }
                 | StoreError::SchemaTooNew { .. } => (K::Internal, "internal_error"),

@@ -78,6 +78,10 @@ pub enum StoreError {
     /// logs still show it.
     #[error("database error")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database's disk is full: the write was not made. Reads keep working (see
+    /// `docs/store.md#a-full-disk`); writes resume once space returns.
+    #[error("the database's disk is full")]
+    Full(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The database file could not be prepared.
     #[error("database file: {0}")]
     Io(#[from] std::io::Error),

@@ -25,6 +25,7 @@ mod clock;
 mod conformance;
 mod custody;
 mod device;
+mod faults;
 mod files;
 mod hardening;
 mod hygiene;

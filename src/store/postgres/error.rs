@@ -78,8 +78,12 @@ pub(super) fn map(e: tokio_postgres::Error) -> StoreError {
         .as_db_error()
         .filter(|db| *db.code() == SqlState::UNIQUE_VIOLATION)
         .map(|db| rule_name(db.constraint().unwrap_or("unknown")));
+    let full = e
+        .as_db_error()
+        .is_some_and(|db| *db.code() == SqlState::DISK_FULL);
     match unique {
         Some(constraint) => StoreError::Conflict { constraint },
+        None if full => StoreError::Full(Box::new(e)),
         None => StoreError::Unavailable(Box::new(e)),
     }
 }

@@ -7,16 +7,21 @@ use super::error::Error;
 use crate::audit::{AuditArchive, AuditEntry, AuditFilter, AuditRecord, Checkpoint, Outcome};
 use crate::store::{AuditAppender, AuditTail, StaleKind, StoreError};
 
-/// The audit writer's own connection.
-pub struct Appender(pub Connection);
+/// The audit writer's own connection; it writes whatever the disk reserve allows.
+pub struct Appender {
+    pub(super) conn: Connection,
+    pub(super) space: std::sync::Arc<super::space::Space>,
+}
 
 impl AuditAppender for Appender {
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        append(&mut self.0, records).map_err(Error::into_store)
+        let result = append(&mut self.conn, records).map_err(Error::into_store);
+        self.space.after_audit(result)
     }
 
     fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        insert_checkpoint(&self.0, checkpoint).map_err(Error::into_store)
+        let result = insert_checkpoint(&self.conn, checkpoint).map_err(Error::into_store);
+        self.space.after_audit(result)
     }
 
     fn range(
@@ -25,11 +30,11 @@ impl AuditAppender for Appender {
         until: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        range(&self.0, after, until, limit).map_err(Error::into_store)
+        range(&self.conn, after, until, limit).map_err(Error::into_store)
     }
 
     fn tail(&mut self) -> Result<AuditTail, StoreError> {
-        tail(&self.0).map_err(Error::into_store)
+        tail(&self.conn).map_err(Error::into_store)
     }
 }
 

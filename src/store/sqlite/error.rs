@@ -8,6 +8,7 @@
 //!   The writes in this module check the rules they know before inserting and report the same
 //!   name, so the database's own check fires only for a rule they do not pre-check, with the
 //!   same result.
+//! - A full disk (`SQLITE_FULL`) is `Full` (see `space.rs`).
 //! - Everything else the database says is `Unavailable`, with the rusqlite error kept as the
 //!   source: busy or locked past the busy timeout, I/O and full-disk errors, a file that is not
 //!   a database or is corrupt, and the constraint kinds that mean a bug here rather than a
@@ -65,7 +66,16 @@ impl Error {
 pub(super) fn map(e: rusqlite::Error) -> StoreError {
     match unique_rule(&e) {
         Some(constraint) => StoreError::Conflict { constraint },
+        None if code(&e) == Some(ffi::ErrorCode::DiskFull) => StoreError::Full(Box::new(e)),
         None => StoreError::Unavailable(Box::new(e)),
+    }
+}
+
+/// The primary result code of a database failure.
+pub(super) fn code(e: &rusqlite::Error) -> Option<ffi::ErrorCode> {
+    match e {
+        rusqlite::Error::SqliteFailure(failure, _) => Some(failure.code),
+        _ => None,
     }
 }
 

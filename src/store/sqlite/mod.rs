@@ -17,6 +17,7 @@ mod identity;
 mod jobs;
 mod keys;
 mod secrets;
+mod space;
 
 use self::error::Error;
 use super::migrations::{Migration, SQLITE};
@@ -43,6 +44,8 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     timer: crate::metrics::StoreTimer,
+    /// The disk reserve and whether the disk filled up.
+    space: Arc<space::Space>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -82,13 +85,16 @@ impl SqliteStore {
 
     async fn open_with(path: &Path, migrations: &'static [Migration]) -> Result<Self, StoreError> {
         let owned = path.to_owned();
-        let conn = run_blocking(move || open_blocking(&owned, migrations))
-            .await?
-            .map_err(Error::into_store)?;
+        let (conn, space) = run_blocking(move || {
+            open_blocking(&owned, migrations).map(|c| (c, space::Space::open(&owned)))
+        })
+        .await?
+        .map_err(Error::into_store)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             timer: crate::metrics::StoreTimer::unregistered("sqlite"),
+            space: Arc::new(space),
         })
     }
 
@@ -105,16 +111,18 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
+        let space = Arc::clone(&self.space);
         let started = std::time::Instant::now();
         let result = run_blocking(move || {
             // A poisoned lock means a panic mid-query; the connection itself is still valid
             // because every write runs in a transaction that rolled back.
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
+            let result = space.prepare(&guard).and_then(|()| f(&mut guard));
+            space.after(result)
         })
         .await
         .map_err(StoreError::from)
-        .and_then(|r| r.map_err(Error::into_store));
+        .and_then(|r| r);
         self.timer.observe(started, &result);
         result
     }
@@ -610,7 +618,10 @@ impl AuditStore for SqliteStore {
         let conn = run_blocking(move || connect(&path))
             .await?
             .map_err(Error::into_store)?;
-        Ok(Box::new(audit::Appender(conn)))
+        Ok(Box::new(audit::Appender {
+            conn,
+            space: Arc::clone(&self.space),
+        }))
     }
 
     async fn audit_tail(&self) -> Result<AuditTail, StoreError> {
