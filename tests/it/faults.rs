@@ -210,3 +210,304 @@ async fn a_full_disk_refuses_writes_keeps_reads_fails_audit_closed_and_recovers(
     drop(disk);
     Ok(())
 }
+
+/// What one request of a load got.
+enum Answer {
+    /// A data key: its plaintext and blob, checked after the fault.
+    Made { plaintext: String, blob: String },
+    /// A 503 with this code.
+    Refused(String),
+}
+
+/// Requests data keys from `key` in `workers` loops until `stop` is set.
+async fn datakey_load(
+    s: &Server,
+    key: &str,
+    workers: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<Answer> {
+    let one = |_| async {
+        let mut answers = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let r = s
+                .post(
+                    &format!("/v1/keys/{key}/datakey"),
+                    json!({ "context": { "load": "fault" } }),
+                )
+                .await;
+            if r.status.is_success() {
+                answers.push(Answer::Made {
+                    plaintext: r.body["plaintext"].as_str().unwrap_or_default().to_owned(),
+                    blob: r.body["ciphertext"].as_str().unwrap_or_default().to_owned(),
+                });
+            } else {
+                assert_eq!(r.status.as_u16(), 503, "only 503 under a fault: {}", r.body);
+                r.assert_error(503, r.body["error"]["code"].as_str().unwrap_or("?"));
+                answers.push(Answer::Refused(
+                    r.body["error"]["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                ));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        answers
+    };
+    let all = futures_util::future::join_all((0..workers).map(one)).await;
+    all.into_iter().flatten().collect()
+}
+
+/// Every data key the load was given opens to the plaintext it was given with; the refusals
+/// carry only the codes a device fault may give; the fault bit and service came back.
+async fn check_load(s: &Server, answers: &[Answer], allowed: &[&str]) {
+    let refused: Vec<&str> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Answer::Refused(code) => Some(code.as_str()),
+            Answer::Made { .. } => None,
+        })
+        .collect();
+    assert!(!refused.is_empty(), "the fault never showed");
+    assert!(
+        refused.iter().all(|c| allowed.contains(c)),
+        "unexpected refusals: {refused:?}"
+    );
+    assert!(
+        matches!(answers.last(), Some(Answer::Made { .. }))
+            || answers
+                .iter()
+                .rev()
+                .take(8)
+                .any(|a| matches!(a, Answer::Made { .. })),
+        "no data key after the fault was healed"
+    );
+    for a in answers {
+        if let Answer::Made { plaintext, blob } = a {
+            let opened = s
+                .post(
+                    "/v1/decrypt",
+                    json!({ "ciphertext": blob, "context": { "load": "fault" } }),
+                )
+                .await;
+            assert_eq!(opened.ok()["plaintext"].as_str(), Some(plaintext.as_str()));
+        }
+    }
+}
+
+/// Waits until `ready` answers `status`, or panics after `within`.
+async fn until_ready(s: &Server, status: u16, within: Duration) {
+    let r = s.wait_ready(status, within).await;
+    assert_eq!(r.status.as_u16(), status, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_token_that_vanishes_mid_load_gives_only_503s_then_every_answer_checks_out(
+) -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    let s = d.start().await?;
+    s.create_key("loaded").await;
+    let tokens = d.token_dir();
+    let away = tokens.with_extension("away");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let fault = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        std::fs::rename(&tokens, &away).expect("token directory moved away");
+        until_ready(&s, 503, Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::fs::rename(&away, &tokens).expect("token directory back");
+        until_ready(&s, 200, Duration::from_secs(15)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let (answers, ()) = tokio::join!(datakey_load(&s, "loaded", 3, &stop), fault);
+    check_load(&s, &answers, &["device_unavailable"]).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tpm_killed_and_restarted_mid_load_gives_only_503s_then_every_answer_checks_out(
+) -> anyhow::Result<()> {
+    let mut tpm = crate::common::swtpm::Swtpm::start()?;
+    let mut d = Deployment::new()?;
+    d.append_config(&format!("[tpm]\ntcti = \"{}\"\n", tpm.tcti()))?;
+    let s = d.start().await?;
+    s.post(
+        "/v1/keys",
+        json!({ "name": "tpm-loaded", "backend": "tpm", "mode": "direct" }),
+    )
+    .await
+    .ok();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let tpm_ref = &mut tpm;
+    let fault = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        tpm_ref.stop();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tpm_ref.restart().expect("swtpm restarts");
+        until_ready(&s, 200, Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let (answers, ()) = tokio::join!(datakey_load(&s, "tpm-loaded", 3, &stop), fault);
+    check_load(&s, &answers, &["device_unavailable", "device_busy"]).await;
+    Ok(())
+}
+
+/// Sends SIGSTOP or SIGCONT to a process.
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// The device sessions checked out now, from `/metrics`.
+async fn sessions_in_use(s: &Server, device: &str) -> f64 {
+    let (status, body) = s.get_bytes("/metrics").await;
+    assert_eq!(status.as_u16(), 200);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let prefix = format!("custodian_device_sessions_in_use{{device=\"{device}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_slow_hsm_answers_503_at_the_deadline_and_the_session_pool_recovers() -> anyhow::Result<()>
+{
+    let shim = std::path::Path::new(crate::common::server::BIN).with_file_name("libslow_pkcs11.so");
+    anyhow::ensure!(
+        shim.exists(),
+        "{} is missing: scripts/test builds it (cargo build -p slow-pkcs11)",
+        shim.display()
+    );
+    let mut d = Deployment::new()?;
+    let delay = d.path().join("device-delay-ms");
+    std::fs::write(&delay, "0")?;
+    let config = std::fs::read_to_string(d.config())?;
+    let config = config
+        .replacen(
+            &format!("module = \"{}\"", crate::common::module()),
+            &format!("module = \"{}\"", shim.display()),
+            1,
+        )
+        .replacen(
+            "max_body_bytes = 65536",
+            "max_body_bytes = 65536\nrequest_timeout_ms = 1500",
+            1,
+        );
+    anyhow::ensure!(config.contains("libslow_pkcs11") && config.contains("request_timeout_ms"));
+    std::fs::write(d.config(), config)?;
+    d.env
+        .push(("SLOW_PKCS11_MODULE".into(), crate::common::module()));
+    d.env
+        .push(("SLOW_PKCS11_DELAY_FILE".into(), delay.display().to_string()));
+    let s = d.start().await?;
+    s.create_key("slowed").await;
+    let made = s
+        .post(
+            "/v1/keys/slowed/encrypt",
+            json!({ "plaintext": b64(b"before the slowdown") }),
+        )
+        .await;
+    let blob = made.ok()["ciphertext"].clone();
+
+    // Every device call now takes 3 s, twice the request deadline.
+    std::fs::write(&delay, "3000")?;
+    let slow = |_| async { s.post("/v1/keys/slowed/datakey", json!({})).await };
+    let answers = futures_util::future::join_all((0..6).map(slow)).await;
+    for r in &answers {
+        r.assert_error(503, "request_timeout");
+    }
+    s.post("/v1/decrypt", json!({ "ciphertext": blob }))
+        .await
+        .assert_error(503, "request_timeout");
+
+    // Fast again: the calls that were under way finish, their sessions come back to the pool
+    // (none leaked), and every request is served.
+    std::fs::write(&delay, "0")?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sessions_in_use(&s, "pkcs11").await > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "device sessions were not returned to the pool"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let served = futures_util::future::join_all(
+        (0..8).map(|_| async { s.post("/v1/keys/slowed/datakey", json!({})).await }),
+    )
+    .await;
+    for r in &served {
+        assert_eq!(unb64(r.ok()["plaintext"].as_str().unwrap()).len(), 32);
+    }
+    let opened = s.post("/v1/decrypt", json!({ "ciphertext": blob })).await;
+    assert_eq!(
+        unb64(opened.ok()["plaintext"].as_str().unwrap()),
+        b"before the slowdown"
+    );
+    assert_eq!(sessions_in_use(&s, "pkcs11").await, 0.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_paused_tpm_answers_503_at_the_deadline_then_serves_again() -> anyhow::Result<()> {
+    let tpm = crate::common::swtpm::Swtpm::start()?;
+    let mut d = Deployment::new()?;
+    d.append_config(&format!("[tpm]\ntcti = \"{}\"\n", tpm.tcti()))?;
+    let config = std::fs::read_to_string(d.config())?.replacen(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\nrequest_timeout_ms = 1500",
+        1,
+    );
+    std::fs::write(d.config(), config)?;
+    let s = d.start().await?;
+    s.post(
+        "/v1/keys",
+        json!({ "name": "tpm-paused", "backend": "tpm", "mode": "direct" }),
+    )
+    .await
+    .ok();
+    let made = s
+        .post(
+            "/v1/keys/tpm-paused/encrypt",
+            json!({ "plaintext": b64(b"before the pause") }),
+        )
+        .await;
+    let blob = made.ok()["ciphertext"].clone();
+
+    let pid = tpm.pid().expect("swtpm runs");
+    signal(pid, "STOP");
+    let paused = futures_util::future::join_all(
+        (0..3).map(|_| async { s.post("/v1/keys/tpm-paused/datakey", json!({})).await }),
+    )
+    .await;
+    signal(pid, "CONT");
+    for r in &paused {
+        r.assert_error(503, "request_timeout");
+    }
+    // Resumed: the calls that waited complete and new ones are served.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let opened = loop {
+        let r = s.post("/v1/decrypt", json!({ "ciphertext": blob })).await;
+        if r.status.is_success() || Instant::now() > deadline {
+            break r;
+        }
+        assert_eq!(r.status.as_u16(), 503, "{}", r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        unb64(opened.ok()["plaintext"].as_str().unwrap()),
+        b"before the pause"
+    );
+    for _ in 0..5 {
+        let r = s.post("/v1/keys/tpm-paused/datakey", json!({})).await;
+        assert_eq!(unb64(r.ok()["plaintext"].as_str().unwrap()).len(), 32);
+    }
+    until_ready(&s, 200, Duration::from_secs(5)).await;
+    Ok(())
+}

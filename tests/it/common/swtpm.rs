@@ -63,6 +63,11 @@ impl Swtpm {
         }
     }
 
+    /// The running simulator's process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills swtpm (SIGKILL, like a crash) and waits for it; the state directory stays.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
