@@ -61,6 +61,7 @@
 //! | `--rewrap-pause-ms MS` | `CUSTODIAN_BENCH_REWRAP_PAUSE_MS` | 20 (server `keys.rewrap_pause_ms`) |
 //! | `--audit-secs S` | `CUSTODIAN_BENCH_AUDIT_SECS` | the `--secs` value (each audit-cost row; 0 skips the audit phase) |
 //! | `--tpm true\|false` | `CUSTODIAN_BENCH_TPM` | `true` (`false`: no swtpm, no `[tpm]`, no TPM keys or rows) |
+//! | `--soak MINUTES` | `CUSTODIAN_BENCH_SOAK_MINUTES` | none (set: run only the soak of `scripts/soak`, see `service/soak.rs`) |
 //!
 //! `CUSTODIAN_BENCH_PKCS11_MODULE` names the module (default: SoftHSM2's Debian path). With
 //! `--tpm true` the `swtpm` binary must be on `PATH` (`scripts/lib.sh` installs it).
@@ -93,6 +94,9 @@ use custodian::config::PinSource;
 use custodian::domain::{Algorithm, RootKeyRef};
 use custodian::format::{Blob, EncryptionContext};
 use custodian::service::READINESS_TTL;
+
+#[path = "service/soak.rs"]
+mod soak;
 
 /// Token label of the bench install.
 const TOKEN_LABEL: &str = "bench";
@@ -149,6 +153,9 @@ fn run(args: &[String]) -> Result<()> {
     if let Some(nodes) = knobs.nodes {
         print!("{}", node_comparison(&install, &knobs, nodes)?);
         return Ok(());
+    }
+    if let Some(minutes) = knobs.soak {
+        return soak::soak(&install, minutes);
     }
     if knobs.store.is_some() {
         print!("{}", store_comparison(&install, &knobs)?);
@@ -214,6 +221,8 @@ struct Knobs {
     /// `--nodes N`: run only the node comparison (one node, then N, on one PostgreSQL database
     /// and one token, in this run).
     nodes: Option<usize>,
+    /// `--soak MINUTES`: run only the soak (`scripts/soak`).
+    soak: Option<u32>,
 }
 
 impl Knobs {
@@ -232,6 +241,7 @@ impl Knobs {
         let mut tpm = env_knob("CUSTODIAN_BENCH_TPM")?;
         let mut store = env_knob("CUSTODIAN_BENCH_STORE")?;
         let mut nodes = env_knob("CUSTODIAN_BENCH_NODES")?;
+        let mut soak = env_knob("CUSTODIAN_BENCH_SOAK_MINUTES")?;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let slot = match arg.as_str() {
@@ -250,11 +260,12 @@ impl Knobs {
                 "--tpm" => &mut tpm,
                 "--store" => &mut store,
                 "--nodes" => &mut nodes,
+                "--soak" => &mut soak,
                 other => bail!(
                     "unknown argument {other:?}; knobs: --sessions N, --secs S, --raw-secs S, \
                      --concurrency 1,8,32, --max-requests N, --log-filter F, --rewrap-secrets N, \
                      --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS, --audit-secs S, \
-                     --tpm true|false, --store postgres, --nodes N"
+                     --tpm true|false, --store postgres, --nodes N, --soak MINUTES"
                 ),
             };
             *slot = Some(
@@ -328,6 +339,14 @@ impl Knobs {
                     let n: usize = parse_knob("nodes", Some(text.to_owned()), "")?;
                     ensure!((2..=8).contains(&n), "--nodes must be 2 to 8");
                     Some(n)
+                }
+            },
+            soak: match soak.as_deref() {
+                None => None,
+                Some(text) => {
+                    let m: u32 = parse_knob("soak", Some(text.to_owned()), "")?;
+                    ensure!((1..=1440).contains(&m), "--soak must be 1 to 1440 minutes");
+                    Some(m)
                 }
             },
             store: match store.as_deref() {
