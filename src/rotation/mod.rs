@@ -10,7 +10,8 @@
 //!   so foreground requests keep their latency.
 //!
 //! On a database several nodes share, each duty runs on the one node that holds its lease
-//! ([`LIFECYCLE_LEASE`], [`REWRAP_LEASE`]; timed by the database's clock). The lease is not the
+//! ([`LIFECYCLE_LEASE`], [`REWRAP_LEASE`]; timed by the database's clock), except that a TPM
+//! key's rotations, deletion and device destructions run on the node whose TPM holds it. The lease is not the
 //! only guard: every effect is still fenced by the conditional write described above, so a
 //! node that lost its lease while paused cannot apply a rotation or a batch twice.
 
@@ -41,23 +42,22 @@ pub async fn run(internal: Internal, secrets_interval: Duration, keys_interval: 
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if !service
+        let holder = service
             .holds_lease(LIFECYCLE_LEASE, lease_ttl(interval))
-            .await
-        {
-            // The holder finds this node's wrap-budget crossings in the database.
-            drop(service.take_wanted_rotations());
-            continue;
+            .await;
+        if holder {
+            rotate_due_secrets(service).await;
         }
-        rotate_due_secrets(service).await;
+        // Every node looks: the keys in its own TPM are its duty whoever holds the lease (the
+        // holder finds this node's other wrap-budget crossings in the database).
         let now = crate::clock::now();
-        if let Err(e) = service.run_due_key_rotations(now).await {
+        if let Err(e) = service.run_due_key_rotations(now, holder).await {
             tracing::error!(error = %e, "listing due key rotations failed");
         }
-        if let Err(e) = service.run_due_deletions(now).await {
+        if let Err(e) = service.run_due_deletions(now, holder).await {
             tracing::error!(error = %e, "listing due key deletions failed");
         }
-        if let Err(e) = service.retry_device_destroys().await {
+        if let Err(e) = service.retry_device_destroys(holder).await {
             tracing::error!(error = %e, "listing pending device destructions failed");
         }
     }

@@ -553,8 +553,11 @@ impl KeyService {
     ///
     /// # Errors
     /// `Store`.
-    pub async fn retry_device_destroys(&self) -> Result<(), ServiceError> {
+    pub async fn retry_device_destroys(&self, holder: bool) -> Result<(), ServiceError> {
         for root in self.store.pending_device_destroys().await? {
+            if !self.runs_duty_of(root.key_id, holder).await? {
+                continue;
+            }
             let resource = format!("key/{}", root.key_id);
             let unit = async {
                 let key = self.fresh_key(root.key_id).await?;
@@ -578,8 +581,15 @@ impl KeyService {
     ///
     /// # Errors
     /// `Store`.
-    pub async fn run_due_deletions(&self, now: OffsetDateTime) -> Result<(), ServiceError> {
+    pub async fn run_due_deletions(
+        &self,
+        now: OffsetDateTime,
+        holder: bool,
+    ) -> Result<(), ServiceError> {
         for id in self.store.due_key_deletions(now, 100).await? {
+            if !self.runs_duty_of(id, holder).await? {
+                continue;
+            }
             let resource = format!("key/{id}");
             let unit = self.delete_due_key(id, now);
             if let Err(e) = self
@@ -648,8 +658,15 @@ impl KeyService {
     ///
     /// # Errors
     /// `Store`.
-    pub async fn run_due_key_rotations(&self, now: OffsetDateTime) -> Result<(), ServiceError> {
+    pub async fn run_due_key_rotations(
+        &self,
+        now: OffsetDateTime,
+        holder: bool,
+    ) -> Result<(), ServiceError> {
         for (id, seen) in self.store.due_key_rotations(now, 100).await? {
+            if !self.runs_duty_of(id, holder).await? {
+                continue;
+            }
             let resource = format!("key/{id}");
             let unit = self.rotate(id, Trigger::Schedule(seen));
             if let Err(e) = self
@@ -673,6 +690,9 @@ impl KeyService {
             }
         }
         for (id, version) in wanted {
+            if !self.runs_duty_of(id, holder).await? {
+                continue;
+            }
             let resource = format!("key/{id}");
             let unit = self.rotate(id, Trigger::WrapBudget(version));
             if let Err(e) = self
@@ -683,6 +703,17 @@ impl KeyService {
             }
         }
         Ok(())
+    }
+
+    /// Whether this node runs the background duties (rotations, deletion) of key `id`: a TPM
+    /// key's run on the node whose TPM holds its versions, whichever node holds the lifecycle
+    /// lease (no other node can reach that TPM); every other key's on the lease holder. Either
+    /// way each duty is still fenced by its conditional write, so it runs once.
+    async fn runs_duty_of(&self, id: KeyId, holder: bool) -> Result<bool, ServiceError> {
+        Ok(match self.tpm_key_node(id).await? {
+            Some(owner) => owner == self.audit.node(),
+            None => holder,
+        })
     }
 
     /// Creates an alias pointing at `target`.

@@ -120,6 +120,9 @@ pub struct KeyPage {
     pub next: Option<KeyName>,
 }
 
+/// Most TPM keys readiness lists.
+const READINESS_TPM_KEYS: u32 = 1000;
+
 /// Readiness of the service's dependencies.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Readiness {
@@ -128,6 +131,10 @@ pub struct Readiness {
     /// The TPM's state, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tpm: Option<DeviceHealth>,
+    /// The TPM keys this node serves (their versions are in this node's TPM), by name, when a
+    /// TPM is configured; other nodes answer `key_on_other_node` for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpm_keys: Option<Vec<String>>,
     /// Key versions whose stored device material was refused (named; other keys still work).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rejected_key_blobs: Vec<String>,
@@ -795,6 +802,20 @@ impl KeyService {
             .collect();
         rejected_key_blobs.sort();
         rejected_key_blobs.dedup();
+        let tpm_keys = match tpm {
+            None => None,
+            Some(_) => match self
+                .store
+                .tpm_keys_on_node(self.audit.node(), READINESS_TPM_KEYS)
+                .await
+            {
+                Ok(names) => Some(names),
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing this node's TPM keys failed");
+                    None
+                }
+            },
+        };
         let store_writable = match self.store.check_writable().await {
             Ok(()) => true,
             Err(e) => {
@@ -805,6 +826,7 @@ impl KeyService {
         Readiness {
             device,
             tpm,
+            tpm_keys,
             rejected_key_blobs,
             store_writable,
             audit: self.audit.status(),

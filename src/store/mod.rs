@@ -912,6 +912,13 @@ pub trait Store:
     /// Database errors.
     async fn tpm_key_node(&self, key: KeyId) -> Result<Option<String>, StoreError>;
 
+    /// The names of the keys not destroyed whose versions the TPM of `node` holds, in name
+    /// order, at most `limit`.
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn tpm_keys_on_node(&self, node: &str, limit: u32) -> Result<Vec<String>, StoreError>;
+
     /// Serialises one-time start-up work (finding or creating the audit signing key in a shared
     /// HSM, the bootstrap principal) across nodes starting at the same moment: held until the
     /// returned guard drops. `None` where no other node shares the database.

@@ -854,3 +854,120 @@ async fn three_busy_nodes_share_one_audit_chain() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A TPM key's scheduled rotation runs on the node whose TPM holds it even while another node
+/// holds the lifecycle lease (that node cannot reach the TPM), and runs once; a token key's runs
+/// once on the lease holder. The clock jump reaches both nodes through the debug build's test
+/// clock. Readiness of the TPM node lists the key; the node without a TPM lists none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tpm_keys_duties_run_on_its_node_whoever_holds_the_lease() -> anyhow::Result<()> {
+    let (mut d, db) = shared_deployment().await?;
+    let tpm = crate::common::swtpm::Swtpm::start()?;
+    let clock = d.path().join("clock-offset");
+    std::fs::write(&clock, "0")?;
+    let env = |n: usize| {
+        vec![
+            ("CUSTODIAN__AUDIT__NODE".to_owned(), format!("node-{n}")),
+            (
+                "CUSTODIAN_TEST_CLOCK_OFFSET_FILE".to_owned(),
+                clock.display().to_string(),
+            ),
+        ]
+    };
+    // Node 2 (no TPM) starts first and takes the lifecycle lease.
+    d.env = env(2);
+    let n2 = d.start().await?;
+    let holder = || -> anyhow::Result<Option<String>> {
+        Ok(db
+            .query("SELECT holder FROM leases WHERE name = 'lifecycle'", &[])?
+            .first()
+            .map(|r| {
+                r[0].as_text()
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            }))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while holder()?.as_deref() != Some("node-2") {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node 2 never took the lifecycle lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.env = env(1);
+    d.env.push(("CUSTODIAN__TPM__TCTI".to_owned(), tpm.tcti()));
+    let n1 = d.start().await?;
+
+    let created = n1
+        .post("/v1/keys", json!({ "name": "in-tpm-1", "backend": "tpm" }))
+        .await;
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    let tpm_key_id = created.body["id"].as_str().unwrap().to_owned();
+    let token_key_id = n1.create_key("in-token").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for name in ["in-tpm-1", "in-token"] {
+        n1.send_json(
+            Method::PATCH,
+            &format!("/v1/keys/{name}"),
+            json!({ "rotation_period": "1d" }),
+        )
+        .await
+        .ok();
+    }
+    // Readiness: node 1 serves the TPM key, node 2 has no TPM and lists nothing.
+    let listed = within(Duration::from_secs(5), || async {
+        n1.get_public("/v1/health/ready").await.body["tpm_keys"] == json!(["in-tpm-1"])
+    })
+    .await;
+    assert!(
+        listed.is_some(),
+        "{}",
+        n1.get_public("/v1/health/ready").await.body
+    );
+    assert!(n2
+        .get_public("/v1/health/ready")
+        .await
+        .body
+        .get("tpm_keys")
+        .is_none());
+
+    // A day and an hour later, on both nodes: each key rotates once, each on its own node.
+    std::fs::write(&clock, (25 * 3600).to_string())?;
+    let rotated = within(Duration::from_secs(20), || async {
+        let a = n2.get("/v1/keys/in-tpm-1").await;
+        let b = n2.get("/v1/keys/in-token").await;
+        a.body["primary_version"] == 2 && b.body["primary_version"] == 2
+    })
+    .await;
+    assert!(
+        rotated.is_some(),
+        "{} {}",
+        n2.get("/v1/keys/in-tpm-1").await.body,
+        n2.get("/v1/keys/in-token").await.body
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(holder()?.as_deref(), Some("node-2"), "the lease moved");
+    let runs = |key_id: &str| -> anyhow::Result<Vec<String>> {
+        Ok(db
+            .query(
+                "SELECT node FROM audit_records WHERE action = 'key:rotate' AND resource = $1 \
+                 AND outcome = 'success' ORDER BY sequence",
+                &[crate::common::db::Cell::Text(format!("key/{key_id}"))],
+            )?
+            .iter()
+            .map(|r| r[0].as_text().to_owned())
+            .collect())
+    };
+    assert_eq!(runs(&tpm_key_id)?, ["node-1"], "the TPM key's rotation");
+    assert_eq!(runs(&token_key_id)?, ["node-2"], "the token key's rotation");
+    for n in [&n1, &n2] {
+        assert_eq!(n.get("/v1/keys/in-tpm-1").await.ok()["primary_version"], 2);
+    }
+    n1.post("/v1/keys/in-tpm-1/datakey", json!({})).await.ok();
+    Ok(())
+}

@@ -129,6 +129,10 @@ macro_rules! conformance {
                 super::a_lease_has_one_holder_until_it_expires::<$harness>().await;
             }
             #[tokio::test]
+            async fn tpm_keys_are_listed_by_their_node() {
+                super::tpm_keys_are_listed_by_their_node::<$harness>().await;
+            }
+            #[tokio::test]
             async fn a_read_gets_the_record_and_the_wanted_data() {
                 super::a_read_gets_the_record_and_the_wanted_data::<$harness>().await;
             }
@@ -616,6 +620,52 @@ async fn secret_check_and_set<H: Harness>() {
 
 /// A duty lease has one holder: it renews its own, another node cannot take it until it has
 /// expired (by the database's clock), then can; leases of different duties are independent.
+/// A TPM key's node is recorded once and read back; a node lists its TPM keys by name, not
+/// another node's, and not destroyed ones.
+async fn tpm_keys_are_listed_by_their_node<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let (b, a, other, gone) = (
+        stored_key(&*store, "b-key").await,
+        stored_key(&*store, "a-key").await,
+        stored_key(&*store, "elsewhere").await,
+        stored_key(&*store, "gone").await,
+    );
+    assert_eq!(store.tpm_key_node(a.id).await.unwrap(), None);
+    for k in [&b, &a, &gone] {
+        store.set_tpm_key_node(k.id, "node-1").await.unwrap();
+    }
+    store.set_tpm_key_node(other.id, "node-2").await.unwrap();
+    // Idempotent.
+    store.set_tpm_key_node(a.id, "node-1").await.unwrap();
+    assert_eq!(
+        store.tpm_key_node(a.id).await.unwrap().as_deref(),
+        Some("node-1")
+    );
+    let destroy = custodian::store::KeyUpdate {
+        state: Some(KeyState::Destroyed),
+        ..Default::default()
+    };
+    store.update_key(gone.id, &destroy, now()).await.unwrap();
+    assert_eq!(
+        store.tpm_keys_on_node("node-1", 10).await.unwrap(),
+        ["a-key", "b-key"]
+    );
+    assert_eq!(
+        store.tpm_keys_on_node("node-1", 1).await.unwrap(),
+        ["a-key"]
+    );
+    assert_eq!(
+        store.tpm_keys_on_node("node-2", 10).await.unwrap(),
+        ["elsewhere"]
+    );
+    assert!(store
+        .tpm_keys_on_node("node-3", 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn a_lease_has_one_holder_until_it_expires<H: Harness>() {
     let h = H::create().await;
     let store = h.open().await.unwrap();

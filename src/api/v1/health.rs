@@ -54,6 +54,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
             status: word.to_owned(),
             store_writable: r.store_writable,
             tpm: r.tpm.as_ref().map(device),
+            tpm_keys: r.tpm_keys,
         }),
     )
 }

@@ -382,6 +382,7 @@ fn readiness() -> Result {
             status: "not_ready".into(),
             store_writable: true,
             tpm: tpm.map(super::health::device),
+            tpm_keys: None,
         };
         same(&old, &wire)?;
     }

@@ -913,6 +913,22 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn tpm_keys_on_node(&self, node: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        let limit = i64::from(limit);
+        autocommit!(self, |db| async {
+            Ok(db
+                .query(
+                    "SELECT k.name FROM tpm_key_nodes t JOIN keys k ON k.id = t.key_id
+                     WHERE t.node = $1 AND k.state <> 'destroyed' ORDER BY k.name LIMIT $2",
+                    &[&node, &limit],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect())
+        })
+    }
+
     async fn acquire_lease(
         &self,
         name: &str,

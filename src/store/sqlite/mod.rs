@@ -712,6 +712,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn tpm_keys_on_node(&self, node: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        let node = node.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT k.name FROM tpm_key_nodes t JOIN keys k ON k.id = t.key_id
+                 WHERE t.node = ?1 AND k.state <> 'destroyed' ORDER BY k.name LIMIT ?2",
+            )?;
+            let names = stmt
+                .query_map(rusqlite::params![node, limit], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(names)
+        })
+        .await
+    }
+
     async fn acquire_lease(
         &self,
         name: &str,

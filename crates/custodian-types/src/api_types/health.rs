@@ -41,6 +41,11 @@ pub struct Ready {
     /// The TPM's state (a one-byte TPM2_GetRandom); `null` when no `[tpm]` is configured.
     #[schema(schema_with = tpm_schema, required = true)]
     pub tpm: Option<DeviceHealth>,
+    /// The TPM keys this node serves (their versions are in this node's TPM), by name, at most
+    /// 1000; present only when a `[tpm]` is configured. Other nodes answer
+    /// `key_on_other_node` for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_keys: Option<Vec<String>>,
 }
 
 /// What a device (the PKCS#11 token, or the TPM) says about its own health. The members are
