@@ -61,6 +61,7 @@
 //! | `--rewrap-pause-ms MS` | `CUSTODIAN_BENCH_REWRAP_PAUSE_MS` | 20 (server `keys.rewrap_pause_ms`) |
 //! | `--audit-secs S` | `CUSTODIAN_BENCH_AUDIT_SECS` | the `--secs` value (each audit-cost row; 0 skips the audit phase) |
 //! | `--tpm true\|false` | `CUSTODIAN_BENCH_TPM` | `true` (`false`: no swtpm, no `[tpm]`, no TPM keys or rows) |
+//! | `--peer openbao` | `CUSTODIAN_BENCH_PEER` | none (set: run only the side-by-side comparison with OpenBao, see `service/peer.rs`) |
 //! | `--soak MINUTES` | `CUSTODIAN_BENCH_SOAK_MINUTES` | none (set: run only the soak of `scripts/soak`, see `service/soak.rs`) |
 //!
 //! `CUSTODIAN_BENCH_PKCS11_MODULE` names the module (default: SoftHSM2's Debian path). With
@@ -95,6 +96,8 @@ use custodian::domain::{Algorithm, RootKeyRef};
 use custodian::format::{Blob, EncryptionContext};
 use custodian::service::READINESS_TTL;
 
+#[path = "service/peer.rs"]
+mod peer;
 #[path = "service/soak.rs"]
 mod soak;
 
@@ -156,6 +159,10 @@ fn run(args: &[String]) -> Result<()> {
     }
     if let Some(minutes) = knobs.soak {
         return soak::soak(&install, minutes);
+    }
+    if knobs.peer {
+        print!("{}", peer::peer_comparison(&install, &knobs)?);
+        return Ok(());
     }
     if knobs.store.is_some() {
         print!("{}", store_comparison(&install, &knobs)?);
@@ -223,6 +230,8 @@ struct Knobs {
     nodes: Option<usize>,
     /// `--soak MINUTES`: run only the soak (`scripts/soak`).
     soak: Option<u32>,
+    /// `--peer openbao`: run only the side-by-side comparison with OpenBao.
+    peer: bool,
 }
 
 impl Knobs {
@@ -242,6 +251,7 @@ impl Knobs {
         let mut store = env_knob("CUSTODIAN_BENCH_STORE")?;
         let mut nodes = env_knob("CUSTODIAN_BENCH_NODES")?;
         let mut soak = env_knob("CUSTODIAN_BENCH_SOAK_MINUTES")?;
+        let mut peer = env_knob("CUSTODIAN_BENCH_PEER")?;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let slot = match arg.as_str() {
@@ -261,11 +271,12 @@ impl Knobs {
                 "--store" => &mut store,
                 "--nodes" => &mut nodes,
                 "--soak" => &mut soak,
+                "--peer" => &mut peer,
                 other => bail!(
                     "unknown argument {other:?}; knobs: --sessions N, --secs S, --raw-secs S, \
                      --concurrency 1,8,32, --max-requests N, --log-filter F, --rewrap-secrets N, \
                      --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS, --audit-secs S, \
-                     --tpm true|false, --store postgres, --nodes N, --soak MINUTES"
+                     --tpm true|false, --store postgres, --nodes N, --soak MINUTES, --peer openbao"
                 ),
             };
             *slot = Some(
@@ -340,6 +351,11 @@ impl Knobs {
                     ensure!((2..=8).contains(&n), "--nodes must be 2 to 8");
                     Some(n)
                 }
+            },
+            peer: match peer.as_deref() {
+                None => false,
+                Some("openbao") => true,
+                Some(other) => bail!("--peer {other:?}: the peer is openbao"),
             },
             soak: match soak.as_deref() {
                 None => None,
