@@ -671,20 +671,58 @@ impl Server {
 
     /// `VmRSS` and `VmHWM` of the server, in KiB.
     fn memory(&self) -> Result<Memory> {
-        let path = format!("/proc/{}/status", self.pid());
-        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        let field = |name: &str| -> Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-                .with_context(|| format!("no {name} in {path}"))
-        };
-        Ok(Memory {
-            rss_kib: field("VmRSS:")?,
-            hwm_kib: field("VmHWM:")?,
-        })
+        memory_of(self.pid())
     }
+}
+
+/// `VmRSS` and `VmHWM` of process `pid`, in KiB.
+fn memory_of(pid: u32) -> Result<Memory> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in {path}"))
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
+}
+
+/// Sends `req` and reads the answer: `Ok` on 200, else the status and body (or the transport
+/// error) as text.
+async fn send_expecting_ok(req: reqwest::RequestBuilder) -> std::result::Result<(), String> {
+    let res = req.send().await.map_err(|e| e.to_string())?;
+    let status = res.status();
+    let bytes = res.bytes().await.map_err(|e| e.to_string())?;
+    if status == StatusCode::OK {
+        Ok(())
+    } else {
+        Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)))
+    }
+}
+
+/// Stores `value` at secret `path` under the bench key (what the read rows fetch).
+async fn put_bench_secret(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    path: &str,
+    value: &str,
+) -> Result<()> {
+    expect_json(
+        client
+            .put(server.url(&format!("/v1/secrets/{path}")))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "value_text": value, "key": KEY_NAME })),
+        "PUT the secret the reads fetch",
+        StatusCode::OK,
+    )
+    .await
+    .map(drop)
 }
 
 impl Drop for Server {
@@ -1651,14 +1689,7 @@ async fn load_spread(
                         Some(auth) => req.header(AUTHORIZATION, auth.clone()),
                         None => req,
                     };
-                    let res = req.send().await.map_err(|e| e.to_string())?;
-                    let status = res.status();
-                    let bytes = res.bytes().await.map_err(|e| e.to_string())?;
-                    if status == StatusCode::OK {
-                        Ok(())
-                    } else {
-                        Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)))
-                    }
+                    send_expecting_ok(req).await
                 }
                 .await;
                 match outcome {
@@ -1976,15 +2007,7 @@ fn node_comparison(install: &Install, knobs: &Knobs, nodes: usize) -> Result<Str
     rt.block_on(async {
         first.wait_ready(&client).await?;
         first_round_trip(&client, &first, token.clone()).await?;
-        expect_json(
-            client
-                .put(first.url("/v1/secrets/bench/read"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({ "value_text": "bench", "key": KEY_NAME })),
-            "PUT a secret",
-            StatusCode::OK,
-        )
-        .await?;
+        put_bench_secret(&client, &first, &token, "bench/read", "bench").await?;
         Ok::<_, anyhow::Error>(())
     })?;
     let auth = HeaderValue::from_str(&format!("Bearer {token}"))

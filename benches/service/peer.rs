@@ -36,20 +36,7 @@ impl Bao {
 }
 
 fn rss_mib(pid: u32) -> Result<f64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map(|kib| kib / 1024.0)
-        .with_context(|| format!("no VmRSS in {path}"))
+    Ok(memory_of(pid)?.rss_kib as f64 / 1024.0)
 }
 
 /// Sends a JSON request to bao and returns the answer's JSON (`{}` for an empty body).
@@ -330,15 +317,7 @@ pub(super) fn peer_comparison(install: &Install, knobs: &Knobs) -> Result<String
     let (ours, bao, theirs) = rt.block_on(async {
         server.wait_ready(&client).await?;
         let setup = first_round_trip(&client, &server, token.clone()).await?;
-        expect_json(
-            client
-                .put(server.url("/v1/secrets/bench/read"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({ "value_text": "bench", "key": KEY_NAME })),
-            "PUT the read secret",
-            StatusCode::OK,
-        )
-        .await?;
+        put_bench_secret(&client, &server, &token, "bench/read", "bench").await?;
         let auth = HeaderValue::from_str(&format!("Bearer {token}"))
             .context("the bootstrap token is not a valid header value")?;
         let ours = targets(&server.url(""), &auth, false, &setup.blob_b64);

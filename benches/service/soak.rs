@@ -88,18 +88,7 @@ impl Mix {
             Op::Get => self.client.get(url("/v1/secrets/soak/read")),
             Op::KeyRead => self.client.get(url(&format!("/v1/keys/{KEY_NAME}"))),
         };
-        let res = req
-            .header(AUTHORIZATION, self.auth.clone())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| e.to_string())?;
-        if status == StatusCode::OK {
-            Ok(())
-        } else {
-            Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)))
-        }
+        send_expecting_ok(req.header(AUTHORIZATION, self.auth.clone())).await
     }
 }
 
@@ -156,15 +145,7 @@ pub(super) fn soak(install: &Install, minutes: u32) -> Result<()> {
             StatusCode::CREATED,
         )
         .await?;
-        expect_json(
-            client
-                .put(server.url("/v1/secrets/soak/read"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({ "value_text": "soak", "key": KEY_NAME })),
-            "PUT the read secret",
-            StatusCode::OK,
-        )
-        .await?;
+        put_bench_secret(&client, &server, &token, "soak/read", "soak").await?;
         let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
         Ok::<_, anyhow::Error>(Mix {
             client: client.clone(),
