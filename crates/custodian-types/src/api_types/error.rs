@@ -50,6 +50,7 @@ pub const CODES: &[&str] = &[
     "device_unavailable",
     "device_busy",
     "store_unavailable",
+    "storage_full",
     "key_material_missing",
     "default_key_missing",
     "internal_error",
