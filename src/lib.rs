@@ -38,6 +38,7 @@ pub mod aws;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod database;
 pub use custodian_types::domain;
 pub mod format;
 pub mod metrics;

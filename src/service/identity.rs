@@ -532,6 +532,15 @@ impl KeyService {
             .await?;
         self.auth.forget(id);
         tracing::info!(token_id = id, principal = %token.principal, "token revoked");
+        // Database leases the token created end with it (unless their role keeps them); the
+        // background duty revokes them within its interval.
+        match self.end_token_leases(id).await {
+            Ok(0) => {}
+            Ok(n) => crate::audit::note::detail("db_leases_ended", n.to_string()),
+            Err(e) => {
+                tracing::error!(token_id = id, error = %e, "the token is revoked, but its database leases could not be ended; they run to their own expiry")
+            }
+        }
         Ok(())
     }
 
