@@ -23,6 +23,7 @@ mod cli_secrets;
 mod cli_tpm;
 mod conformance;
 mod custody;
+mod dbcreds;
 mod device;
 mod files;
 mod hardening;
