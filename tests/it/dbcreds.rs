@@ -611,3 +611,137 @@ async fn kill_9_during_20_rotations_leaves_a_password_that_logs_in() -> anyhow::
     }
     Ok(())
 }
+
+/// `PGUSER=` and `PGPASSWORD=` from a `db static-creds`/`db creds` run.
+fn login_lines(out: &std::process::Output) -> (String, String) {
+    let text = String::from_utf8(crate::common::cli::bytes_of(out)).unwrap();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in the output"))
+            .to_owned()
+    };
+    (get("PGUSER="), get("PGPASSWORD="))
+}
+
+/// The README's example, through the CLI: an operator sets up a connection and two roles; an
+/// application reads its login, survives a rotation by reading it again (no restart), and
+/// loses access when its lease ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_follows_rotations_and_loses_access_with_its_lease() -> anyhow::Result<()> {
+    use crate::common::cli::{admin_cli, fails_with, json_of};
+    let t = target().await;
+    let (d, s) = deployment().await?;
+    let password_file = d.path().join("admin.pw");
+    std::fs::write(&password_file, format!("{ADMIN_PASSWORD}\n"))?;
+    let wrong_file = d.path().join("wrong.pw");
+    std::fs::write(&wrong_file, "not-it\n")?;
+    let pw = password_file.to_str().unwrap();
+    let create = |file: &str| {
+        admin_cli(
+            &s,
+            &[
+                "db",
+                "connections",
+                "create",
+                "orders",
+                "--url",
+                &t.url,
+                "--admin-user",
+                "custodian_admin",
+                "--admin-password-file",
+                file,
+            ],
+            b"",
+        )
+    };
+    fails_with(
+        &create(wrong_file.to_str().unwrap()),
+        "database_login_failed",
+    );
+    let missing = create("/nonexistent/admin.pw");
+    assert!(!missing.status.success());
+    let created = json_of(&create(pw));
+    assert_eq!(created["admin_user"], "custodian_admin");
+    assert!(!created.to_string().contains(ADMIN_PASSWORD));
+
+    json_of(&admin_cli(
+        &s,
+        &[
+            "db",
+            "roles",
+            "put",
+            "app-static",
+            "--connection",
+            "orders",
+            "--kind",
+            "static",
+            "--username",
+            "app",
+        ],
+        b"",
+    ));
+    json_of(&admin_cli(
+        &s,
+        &[
+            "db",
+            "roles",
+            "put",
+            "reader",
+            "--connection",
+            "orders",
+            "--kind",
+            "dynamic",
+            "--creation-statement",
+            "CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}}",
+            "--creation-statement",
+            "GRANT SELECT ON orders TO {{name}}",
+            "--default-ttl",
+            "3s",
+            "--max-ttl",
+            "5s",
+        ],
+        b"",
+    ));
+
+    // The application reads its login and uses it.
+    let (user, first) = login_lines(&admin_cli(&s, &["db", "static-creds", "app-static"], b""));
+    assert_eq!(user, "app");
+    assert_eq!(t.login(&user, &first).await, Ok(2));
+    // A rotation: the old login is refused; reading again (no restart) gets one that works.
+    let rotated = json_of(&admin_cli(&s, &["db", "rotate", "app-static"], b""));
+    assert_eq!(rotated["version"], 2);
+    assert!(t.login(&user, &first).await.is_err());
+    let (_, second) = login_lines(&admin_cli(&s, &["db", "static-creds", "app-static"], b""));
+    assert_eq!(t.login(&user, &second).await, Ok(2));
+
+    // Dynamic credentials work until the lease ends, then the login is refused.
+    let out = admin_cli(&s, &["db", "creds", "reader"], b"");
+    let lease: Value = serde_json::from_slice(&out.stderr)?;
+    let (dyn_user, dyn_pw) = login_lines(&out);
+    assert_eq!(t.login(&dyn_user, &dyn_pw).await, Ok(2));
+    fails_with(
+        &admin_cli(
+            &s,
+            &[
+                "db",
+                "leases",
+                "renew",
+                lease["id"].as_str().unwrap(),
+                "--increment",
+                "1h",
+            ],
+            b"",
+        ),
+        "lease_max_ttl_exceeded",
+    );
+    eventually("the lease ends", 20, || async {
+        t.login(&dyn_user, &dyn_pw).await.is_err()
+    })
+    .await;
+    eventually("the user is dropped", 20, || async {
+        !t.has_role(&dyn_user).await
+    })
+    .await;
+    Ok(())
+}
