@@ -106,46 +106,7 @@ pub enum RolesCommand {
     /// password is set at once. Dynamic: one --creation-statement or more, with {{name}},
     /// {{password}} and {{expiration}} placeholders (quoted by the database: write no quotes
     /// around them).
-    Put {
-        /// The role's name.
-        name: String,
-        /// Its connection.
-        #[arg(long)]
-        connection: String,
-        /// static or dynamic.
-        #[arg(long)]
-        kind: String,
-        /// Static: the existing database role.
-        #[arg(long)]
-        username: Option<String>,
-        /// Static: rotation period, e.g. 30d.
-        #[arg(long, value_name = "DURATION")]
-        rotation_period: Option<String>,
-        /// Static: how long the previous password stays readable, e.g. 1h.
-        #[arg(long, value_name = "DURATION")]
-        overlap: Option<String>,
-        /// Dynamic: a creation statement (repeat for several).
-        #[arg(long = "creation-statement")]
-        creation: Vec<String>,
-        /// Dynamic: a revocation statement (repeat; default: end sessions, DROP OWNED, DROP
-        /// ROLE).
-        #[arg(long = "revocation-statement")]
-        revocation: Vec<String>,
-        /// Dynamic: a renewal statement (repeat; default: ALTER ROLE … VALID UNTIL).
-        #[arg(long = "renew-statement")]
-        renew: Vec<String>,
-        /// Dynamic: default lease TTL (default 1h).
-        #[arg(long, value_name = "DURATION")]
-        default_ttl: Option<String>,
-        /// Dynamic: longest lease, renewals included (default 24h).
-        #[arg(long, value_name = "DURATION")]
-        max_ttl: Option<String>,
-        /// Dynamic: revoke (default) or keep leases when their token is revoked.
-        #[arg(long)]
-        on_token_revoke: Option<String>,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Put(Box<RolePut>),
     /// Print the roles as JSON.
     List {
         #[command(flatten)]
@@ -158,6 +119,49 @@ pub enum RolesCommand {
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+/// `db roles put …`.
+#[derive(clap::Args)]
+pub struct RolePut {
+    /// The role's name.
+    name: String,
+    /// Its connection.
+    #[arg(long)]
+    connection: String,
+    /// static or dynamic.
+    #[arg(long)]
+    kind: String,
+    /// Static: the existing database role.
+    #[arg(long)]
+    username: Option<String>,
+    /// Static: rotation period, e.g. 30d.
+    #[arg(long, value_name = "DURATION")]
+    rotation_period: Option<String>,
+    /// Static: how long the previous password stays readable, e.g. 1h.
+    #[arg(long, value_name = "DURATION")]
+    overlap: Option<String>,
+    /// Dynamic: a creation statement (repeat for several).
+    #[arg(long = "creation-statement")]
+    creation: Vec<String>,
+    /// Dynamic: a revocation statement (repeat; default: end sessions, DROP OWNED, DROP
+    /// ROLE).
+    #[arg(long = "revocation-statement")]
+    revocation: Vec<String>,
+    /// Dynamic: a renewal statement (repeat; default: ALTER ROLE … VALID UNTIL).
+    #[arg(long = "renew-statement")]
+    renew: Vec<String>,
+    /// Dynamic: default lease TTL (default 1h).
+    #[arg(long, value_name = "DURATION")]
+    default_ttl: Option<String>,
+    /// Dynamic: longest lease, renewals included (default 24h).
+    #[arg(long, value_name = "DURATION")]
+    max_ttl: Option<String>,
+    /// Dynamic: revoke (default) or keep leases when their token is revoked.
+    #[arg(long)]
+    on_token_revoke: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 /// `db leases …`.
@@ -295,21 +299,22 @@ async fn connections(command: ConnectionsCommand) -> anyhow::Result<()> {
 
 async fn roles(command: RolesCommand) -> anyhow::Result<()> {
     match command {
-        RolesCommand::Put {
-            name,
-            connection,
-            kind,
-            username,
-            rotation_period,
-            overlap,
-            creation,
-            revocation,
-            renew,
-            default_ttl,
-            max_ttl,
-            on_token_revoke,
-            conn,
-        } => {
+        RolesCommand::Put(put) => {
+            let RolePut {
+                name,
+                connection,
+                kind,
+                username,
+                rotation_period,
+                overlap,
+                creation,
+                revocation,
+                renew,
+                default_ttl,
+                max_ttl,
+                on_token_revoke,
+                conn,
+            } = *put;
             let role = PutDbRoleRequest {
                 connection,
                 kind,

@@ -328,6 +328,23 @@ impl KeyService {
         database::plugin(&connection.plugin, target).map_err(ServiceError::Database)
     }
 
+    /// Authorises `db:admin` on the connection `name` for `p`, and notes it for the record.
+    async fn authorize_connection(
+        &self,
+        p: &Principal,
+        name: &KeyName,
+    ) -> Result<(), ServiceError> {
+        self.authorize(
+            p,
+            Action::DbAdmin,
+            &connection_resource(name.as_str()),
+            None,
+        )
+        .await?;
+        note::detail("db_connection", name.as_str());
+        Ok(())
+    }
+
     async fn connection_record(&self, name: &str) -> Result<DbConnectionRecord, ServiceError> {
         self.store
             .db_connection(name)
@@ -373,14 +390,7 @@ impl KeyService {
     ) -> Result<DbConnection, ServiceError> {
         let name = KeyName::try_from(req.name)
             .map_err(|e| ServiceError::InvalidDbConnection(format!("name: {e}")))?;
-        self.authorize(
-            p,
-            Action::DbAdmin,
-            &connection_resource(name.as_str()),
-            None,
-        )
-        .await?;
-        note::detail("db_connection", name.as_str());
+        self.authorize_connection(p, &name).await?;
         let invalid = |m: &str| ServiceError::InvalidDbConnection(m.to_owned());
         if !database::PLUGINS.contains(&req.plugin.as_str()) {
             return Err(invalid("plugin must be postgresql"));
@@ -479,13 +489,7 @@ impl KeyService {
         p: &Principal,
         name: &KeyName,
     ) -> Result<DbConnection, ServiceError> {
-        self.authorize(
-            p,
-            Action::DbAdmin,
-            &connection_resource(name.as_str()),
-            None,
-        )
-        .await?;
+        self.authorize_connection(p, name).await?;
         Ok(connection_view(
             &self.connection_record(name.as_str()).await?,
         ))
@@ -500,14 +504,7 @@ impl KeyService {
         p: &Principal,
         name: &KeyName,
     ) -> Result<(), ServiceError> {
-        self.authorize(
-            p,
-            Action::DbAdmin,
-            &connection_resource(name.as_str()),
-            None,
-        )
-        .await?;
-        note::detail("db_connection", name.as_str());
+        self.authorize_connection(p, name).await?;
         let record = self.connection_record(name.as_str()).await?;
         if !self
             .store

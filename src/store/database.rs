@@ -9,6 +9,32 @@ use time::OffsetDateTime;
 use super::StoreError;
 use crate::domain::KeyId;
 
+/// A record as the JSON document its row keeps.
+pub(super) fn encode<T: Serialize>(record: &T) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|_| StoreError::Corrupt { column: "doc" })
+}
+
+/// A record from the JSON document in `column`.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    text: &str,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::Corrupt { column })
+}
+
+/// A role's `next_rotation_at` column: only static roles fall due.
+pub(super) fn next_rotation_millis(role: &DbRoleRecord) -> Option<i64> {
+    match role.spec {
+        RoleSpec::Static(_) => role.next_rotation_at.map(super::codec::millis),
+        RoleSpec::Dynamic(_) => None,
+    }
+}
+
+/// A revision as the database's signed integer.
+pub(super) fn revision_column(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// A target database and the admin Custodian changes it as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbConnectionRecord {

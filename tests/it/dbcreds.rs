@@ -76,13 +76,19 @@ impl Target {
         Ok(row.get(0))
     }
 
-    /// Whether `pg_roles` has `name`.
-    async fn has_role(&self, name: &str) -> bool {
+    /// A connection as the cluster's superuser.
+    async fn superuser(&self) -> tokio_postgres::Client {
         let (client, connection) =
             tokio_postgres::connect(&self.cluster.url, tokio_postgres::NoTls)
                 .await
                 .unwrap();
         tokio::spawn(connection);
+        client
+    }
+
+    /// Whether `pg_roles` has `name`.
+    async fn has_role(&self, name: &str) -> bool {
+        let client = self.superuser().await;
         client
             .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
             .await
@@ -92,11 +98,7 @@ impl Target {
 
     /// Whether the orders table is still there (nothing was injected).
     async fn orders_intact(&self) -> bool {
-        let (client, connection) =
-            tokio_postgres::connect(&self.cluster.url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
+        let client = self.superuser().await;
         client
             .query_one("SELECT count(*) FROM orders", &[])
             .await

@@ -7,12 +7,12 @@ use super::error::Error;
 use super::Db;
 use crate::store::codec::millis;
 use crate::store::database::{
-    DbConnectionRecord, DbLeaseFilter, DbLeaseRecord, DbRoleRecord, RoleSpec,
+    decode, encode, next_rotation_millis, revision_column, DbConnectionRecord, DbLeaseFilter,
+    DbLeaseRecord, DbRoleRecord,
 };
-use crate::store::StoreError;
 
 fn doc<T: serde::Serialize>(value: &T) -> Result<String, Error> {
-    serde_json::to_string(value).map_err(|_| Error::Store(StoreError::Corrupt { column: "doc" }))
+    Ok(encode(value)?)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
@@ -20,18 +20,7 @@ fn parse<T: serde::de::DeserializeOwned>(
     column: &'static str,
 ) -> Result<T, Error> {
     let text: String = row.try_get(0)?;
-    serde_json::from_str(&text).map_err(|_| Error::Store(StoreError::Corrupt { column }))
-}
-
-fn next_rotation(role: &DbRoleRecord) -> Option<i64> {
-    match role.spec {
-        RoleSpec::Static(_) => role.next_rotation_at.map(millis),
-        RoleSpec::Dynamic(_) => None,
-    }
-}
-
-fn revision(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    Ok(decode(&text, column)?)
 }
 
 pub(super) async fn insert_connection(db: &Db<'_>, c: &DbConnectionRecord) -> Result<(), Error> {
@@ -77,8 +66,8 @@ pub(super) async fn put_role(
     expected: Option<u64>,
 ) -> Result<bool, Error> {
     let text = doc(role)?;
-    let next = next_rotation(role);
-    let rev = revision(role.revision);
+    let next = next_rotation_millis(role);
+    let rev = revision_column(role.revision);
     let n = match expected {
         None => {
             db.execute(
@@ -107,7 +96,7 @@ pub(super) async fn put_role(
                     &next,
                     &rev,
                     &text,
-                    &revision(seen),
+                    &revision_column(seen),
                 ],
             )
             .await?

@@ -8,16 +8,17 @@ use time::OffsetDateTime;
 use super::error::Error;
 use super::{millis, SqliteStore};
 use crate::store::database::{
-    DatabaseStore, DbConnectionRecord, DbLeaseFilter, DbLeaseRecord, DbRoleRecord, RoleSpec,
+    decode, encode, next_rotation_millis, revision_column, DatabaseStore, DbConnectionRecord,
+    DbLeaseFilter, DbLeaseRecord, DbRoleRecord,
 };
 use crate::store::StoreError;
 
 fn doc<T: serde::Serialize>(value: &T) -> Result<String, Error> {
-    serde_json::to_string(value).map_err(|_| Error::Store(StoreError::Corrupt { column: "doc" }))
+    Ok(encode(value)?)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str, column: &'static str) -> Result<T, Error> {
-    serde_json::from_str(text).map_err(|_| Error::Store(StoreError::Corrupt { column }))
+    Ok(decode(text, column)?)
 }
 
 fn docs<T: serde::de::DeserializeOwned>(
@@ -46,15 +47,9 @@ fn one<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-fn next_rotation(role: &DbRoleRecord) -> Option<i64> {
-    match role.spec {
-        RoleSpec::Static(_) => role.next_rotation_at.map(millis),
-        RoleSpec::Dynamic(_) => None,
-    }
-}
-
-fn revision(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// Deletes the row of `table` whose `column` is `key`; false when there was none.
+fn delete_row(conn: &Connection, table: &str, column: &str, key: &str) -> Result<bool, Error> {
+    Ok(conn.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [key])? > 0)
 }
 
 #[async_trait]
@@ -98,10 +93,8 @@ impl DatabaseStore for SqliteStore {
 
     async fn delete_db_connection(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.with_conn(move |conn| {
-            Ok(conn.execute("DELETE FROM db_connections WHERE name = ?1", [name])? > 0)
-        })
-        .await
+        self.with_conn(move |conn| delete_row(conn, "db_connections", "name", &name))
+            .await
     }
 
     async fn put_db_role(
@@ -120,8 +113,8 @@ impl DatabaseStore for SqliteStore {
                         role.name,
                         role.connection,
                         role.spec.kind(),
-                        next_rotation(&role),
-                        revision(role.revision),
+                        next_rotation_millis(&role),
+                        revision_column(role.revision),
                         text
                     ],
                 )?,
@@ -133,10 +126,10 @@ impl DatabaseStore for SqliteStore {
                         role.name,
                         role.connection,
                         role.spec.kind(),
-                        next_rotation(&role),
-                        revision(role.revision),
+                        next_rotation_millis(&role),
+                        revision_column(role.revision),
                         text,
-                        revision(seen)
+                        revision_column(seen)
                     ],
                 )?,
             };
@@ -177,10 +170,8 @@ impl DatabaseStore for SqliteStore {
 
     async fn delete_db_role(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.with_conn(move |conn| {
-            Ok(conn.execute("DELETE FROM db_roles WHERE name = ?1", [name])? > 0)
-        })
-        .await
+        self.with_conn(move |conn| delete_row(conn, "db_roles", "name", &name))
+            .await
     }
 
     async fn due_db_rotations(
