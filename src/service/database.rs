@@ -59,6 +59,9 @@ const BATCH: u32 = 100;
 /// The prefix of lease ids.
 pub const LEASE_PREFIX: &str = "dbl_";
 const LEASE_RANDOM_CHARS: usize = 26;
+/// How long after a static role's creation the background duty retries a first rotation that
+/// did not complete (the request itself normally completes it at once).
+const FIRST_ROTATION_GRACE: Duration = Duration::from_secs(30);
 /// The renewal statement when a role gives none.
 const DEFAULT_RENEW: &str = "ALTER ROLE {{name}} VALID UNTIL {{expiration}}";
 
@@ -611,12 +614,15 @@ impl KeyService {
                 )));
             }
         }
+        let is_static = matches!(spec, RoleSpec::Static(_));
         let record = DbRoleRecord {
             name: name.to_string(),
             connection: conn.name.clone(),
             spec,
             state: StaticState::default(),
-            next_rotation_at: None,
+            // A static role's first rotation runs below; should it not complete, the
+            // background duty retries it from then on.
+            next_rotation_at: is_static.then(|| now + FIRST_ROTATION_GRACE),
             revision: 1,
             created_at: now,
             updated_at: now,
@@ -631,7 +637,7 @@ impl KeyService {
             }
         }
         tracing::info!(db_role = %record.name, db_connection = %record.connection, kind = record.spec.kind(), "database role created");
-        if matches!(record.spec, RoleSpec::Static(_)) {
+        if is_static {
             self.rotate_static(name.as_str(), Step::Rotate).await?;
         }
         let stored = self

@@ -514,6 +514,24 @@ async fn dynamic_credentials_log_in_and_end_with_their_lease() -> anyhow::Result
         !t.has_role(&my_user).await
     })
     .await;
+    // Deleting a principal revokes its tokens, and so ends their leases too.
+    let app2 = principal(&s, "app2", &["app"], json!({})).await;
+    let theirs = call(
+        &s,
+        &app2,
+        Method::POST,
+        "/v1/db/creds/reader",
+        Some(json!({ "ttl": "8s" })),
+    )
+    .await;
+    let their_user = theirs.body["username"].as_str().unwrap().to_owned();
+    assert!(t.has_role(&their_user).await);
+    let r = s.send(Method::DELETE, "/v1/principals/app2").await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.body);
+    eventually("the deleted principal's lease is revoked", 6, || async {
+        !t.has_role(&their_user).await
+    })
+    .await;
     Ok(())
 }
 
