@@ -38,10 +38,11 @@ async fn target() -> Target {
             "CREATE ROLE custodian_admin LOGIN SUPERUSER PASSWORD '{ADMIN_PASSWORD}';
              CREATE ROLE weak_admin LOGIN PASSWORD '{ADMIN_PASSWORD}';
              CREATE ROLE app LOGIN PASSWORD '{APP_INITIAL}';
+             CREATE ROLE sched_app LOGIN PASSWORD '{APP_INITIAL}';
              CREATE ROLE \"{weird}\" LOGIN PASSWORD '{APP_INITIAL}';
              CREATE TABLE orders (id int);
              INSERT INTO orders VALUES (1), (2);
-             GRANT SELECT ON orders TO app, \"{weird}\";"
+             GRANT SELECT ON orders TO app, sched_app, \"{weird}\";"
         ))
         .await;
     cluster.configure(
@@ -306,6 +307,31 @@ async fn static_roles_rotate_in_postgres_and_nothing_leaks() -> anyhow::Result<(
     let listed = call(&s, &reader, Method::GET, "/v1/db/roles", None).await;
     assert!(listed.ok()["roles"].as_array().unwrap().is_empty());
 
+    // A schedule rotates by itself (the background duty, recorded as the system): the password
+    // handed out after two scheduled rotations logs in.
+    put_role(
+        &s,
+        "sched",
+        json!({ "connection": "orders", "kind": "static", "username": "sched_app",
+                "rotation_period": "1s" }),
+    )
+    .await
+    .ok();
+    eventually("two scheduled rotations", 15, || async {
+        s.get("/v1/db/roles/sched").await.body["current_version"]
+            .as_u64()
+            .is_some_and(|v| v >= 3)
+    })
+    .await;
+    let (sched_pw, _) = static_password(&s, "sched").await;
+    let mut logged_in = t.login("sched_app", &sched_pw).await;
+    if logged_in.is_err() {
+        // A scheduled rotation may land between the read and the login: read again.
+        let (again, _) = static_password(&s, "sched").await;
+        logged_in = t.login("sched_app", &again).await;
+    }
+    assert_eq!(logged_in, Ok(2));
+
     // The audit trail names connection, role and database user, never a password.
     let records = crate::throttle::all_after(&s, 0).await;
     let rotation = records
@@ -319,6 +345,13 @@ async fn static_roles_rotate_in_postgres_and_nothing_leaks() -> anyhow::Result<(
     assert_eq!(rotation["details"]["db_connection"], "orders");
     assert_eq!(rotation["details"]["db_user"], "app");
     assert_eq!(rotation["resource"], "db/orders/app-static");
+    let scheduled = records
+        .iter()
+        .find(|r| r["credential"] == "worker:db-rotation" && r["outcome"] == "success")
+        .expect("a scheduled rotation record");
+    assert_eq!(scheduled["principal"], "system");
+    assert_eq!(scheduled["details"]["db_user"], "sched_app");
+    assert_eq!(scheduled["resource"], "db/orders/sched");
 
     // The admin password (and the role passwords) are in no response, log, audit export or
     // database file.
