@@ -408,6 +408,30 @@ impl SecretRecord {
 mod tests {
     use super::*;
 
+    #[test]
+    fn internal_paths_cannot_be_named_by_a_request() {
+        let own = SecretPath::internal("orders/roles/app").unwrap();
+        assert_eq!(own.as_str(), "custodian:db/orders/roles/app");
+        assert!(own.is_internal());
+        // A request's parser refuses it; only the store's reader takes it back.
+        assert!(SecretPath::try_from(own.as_str().to_owned()).is_err());
+        assert_eq!(
+            SecretPath::from_stored(own.as_str().to_owned()).unwrap(),
+            own
+        );
+        assert!(!SecretPath::try_from("custodian/db".to_owned())
+            .unwrap()
+            .is_internal());
+        // The rest follows a request's rules.
+        assert!(SecretPath::internal("orders/../x").is_err());
+        assert!(SecretPath::internal("a\"b").is_err());
+        assert!(SecretPath::from_stored("custodian:db/".to_owned()).is_err());
+        assert!(SecretPath::from_stored("custodian:dbx/a".to_owned()).is_err());
+        let deep = vec!["s"; SecretPath::MAX_DEPTH].join("/");
+        assert!(SecretPath::try_from(deep.clone()).is_ok());
+        assert!(SecretPath::internal(&deep).is_err());
+    }
+
     fn path(s: &str) -> Result<SecretPath, InvalidSecretPath> {
         SecretPath::try_from(s.to_owned())
     }
