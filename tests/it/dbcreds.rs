@@ -396,9 +396,12 @@ async fn dynamic_credentials_log_in_and_end_with_their_lease() -> anyhow::Result
     let t = target().await;
     let (_d, s) = deployment().await?;
     create_connection(&s, &t, "orders").await;
+    // The admin's SQL passes through as written (a quote, a %, a semicolon inside a literal);
+    // only the placeholders are replaced, by values PostgreSQL quotes.
     let creation = json!([
         "CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}}",
-        "GRANT SELECT ON orders TO {{name}}"
+        "GRANT SELECT ON orders TO {{name}}",
+        "COMMENT ON ROLE {{name}} IS 'Custodian''s 100% lease; -- not a comment'"
     ]);
     // Templates are checked when the role is written.
     put_role(
@@ -426,6 +429,19 @@ async fn dynamic_credentials_log_in_and_end_with_their_lease() -> anyhow::Result
     let lease = r.body["lease"]["id"].as_str().unwrap().to_owned();
     assert!(user.starts_with("c_reader_"), "{user}");
     assert_eq!(t.login(&user, &password).await, Ok(2));
+    let comment: Option<String> = t
+        .superuser()
+        .await
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            &[&user],
+        )
+        .await?
+        .get(0);
+    assert_eq!(
+        comment.as_deref(),
+        Some("Custodian's 100% lease; -- not a comment")
+    );
 
     // Renewal within the max TTL works; past it is refused; a TTL over the max is refused.
     let renewed = s
