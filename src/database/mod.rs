@@ -102,16 +102,13 @@ pub trait DatabasePlugin: Send + Sync {
     /// As [`DatabasePlugin::verify`].
     async fn role_exists(&self, username: &str) -> Result<bool, DatabaseError>;
 
-    /// Sets the password of the existing role `username` (idempotent: setting the same
-    /// password twice leaves the same state).
+    /// Takes the database-side lock on `username`'s password: while the returned hold lives,
+    /// no other holder (on any node) changes that role's password. Dropping it releases the
+    /// lock (so does a crash: the lock belongs to the holder's session).
     ///
     /// # Errors
-    /// `RoleMissing`, `Statement`, or a connection error.
-    async fn set_password(
-        &self,
-        username: &str,
-        password: &SecretString,
-    ) -> Result<(), DatabaseError>;
+    /// A connection error, or `Unavailable` when the lock is not granted in time.
+    async fn lock_password(&self, username: &str) -> Result<Box<dyn PasswordHold>, DatabaseError>;
 
     /// Runs `statements` (creation or renewal templates) for `user` in one transaction.
     ///
@@ -129,6 +126,17 @@ pub trait DatabasePlugin: Send + Sync {
     /// # Errors
     /// `Statement`, or a connection error.
     async fn revoke(&self, statements: &[String], username: &str) -> Result<(), DatabaseError>;
+}
+
+/// A held lock on one database role's password ([`DatabasePlugin::lock_password`]).
+#[async_trait]
+pub trait PasswordHold: Send + Sync {
+    /// Sets the role's password (idempotent: setting the same password twice leaves the same
+    /// state).
+    ///
+    /// # Errors
+    /// `RoleMissing`, `Statement`, or a connection error.
+    async fn set_password(&self, password: &SecretString) -> Result<(), DatabaseError>;
 }
 
 /// The plugin for `kind` connecting to `target`.

@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use time::format_description::well_known::Rfc3339;
 use tokio_postgres::error::SqlState;
 
-use super::{DatabaseError, DatabasePlugin, NewUser, Target};
+use super::{DatabaseError, DatabasePlugin, NewUser, PasswordHold, Target};
 use crate::store::postgres::tls::Tls;
 use crate::store::postgres::{PostgresSettings, SslMode};
 
@@ -218,6 +218,40 @@ fn statement_error(e: tokio_postgres::Error) -> DatabaseError {
     }
 }
 
+/// A connection holding the advisory lock on one role's password.
+struct Hold {
+    client: tokio_postgres::Client,
+    username: String,
+}
+
+#[async_trait]
+impl PasswordHold for Hold {
+    async fn set_password(&self, password: &SecretString) -> Result<(), DatabaseError> {
+        let set = async {
+            let verifier = verifier(password);
+            let sql = Postgres::format(
+                &self.client,
+                "ALTER ROLE %1$I WITH PASSWORD %2$L",
+                [self.username.as_str(), verifier.as_str(), ""],
+            )
+            .await?;
+            match self.client.batch_execute(&sql).await {
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
+                    Err(DatabaseError::RoleMissing(self.username.clone()))
+                }
+                other => other.map_err(statement_error),
+            }
+        };
+        tokio::time::timeout(OPERATION_TIMEOUT, set)
+            .await
+            .unwrap_or_else(|_| {
+                Err(DatabaseError::Unavailable(
+                    "the operation timed out".to_owned(),
+                ))
+            })
+    }
+}
+
 #[async_trait]
 impl DatabasePlugin for Postgres {
     async fn verify(&self) -> Result<(), DatabaseError> {
@@ -249,26 +283,21 @@ impl DatabasePlugin for Postgres {
         .await
     }
 
-    async fn set_password(
-        &self,
-        username: &str,
-        password: &SecretString,
-    ) -> Result<(), DatabaseError> {
+    async fn lock_password(&self, username: &str) -> Result<Box<dyn PasswordHold>, DatabaseError> {
         self.bounded(async {
             let client = self.connect().await?;
-            let verifier = verifier(password);
-            let sql = Self::format(
-                &client,
-                "ALTER ROLE %1$I WITH PASSWORD %2$L",
-                [username, verifier.as_str(), ""],
-            )
-            .await?;
-            match client.batch_execute(&sql).await {
-                Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
-                    Err(DatabaseError::RoleMissing(username.to_owned()))
-                }
-                other => other.map_err(statement_error),
-            }
+            // A session-level advisory lock: released when this connection closes.
+            client
+                .execute(
+                    "SELECT pg_advisory_lock(hashtextextended('custodian:password:' || $1, 0))",
+                    &[&username],
+                )
+                .await
+                .map_err(statement_error)?;
+            Ok(Box::new(Hold {
+                client,
+                username: username.to_owned(),
+            }) as Box<dyn PasswordHold>)
         })
         .await
     }

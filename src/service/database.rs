@@ -843,20 +843,47 @@ impl KeyService {
             };
             note::detail("db_password_version", pending.to_string());
             self.changing().await?;
-            let applied = async {
-                let password = self.read_internal_secret(&path, pending).await?;
-                let text = std::str::from_utf8(password.expose_secret()).map_err(|_| {
-                    ServiceError::Backend(crate::backend::BackendError::Invariant(
-                        "a stored role password is not UTF-8",
-                    ))
-                })?;
-                let plugin = self.plugin_for(&conn).await?;
-                plugin
-                    .set_password(&spec.username, &SecretString::from(text.to_owned()))
+            // The password is set, and the step recorded, under the database's lock on the
+            // role's password: a holder that finds the role moved on while it waited does not
+            // set a password that is no longer the one to hand out.
+            let hold = match self.plugin_for(&conn).await {
+                Ok(plugin) => plugin
+                    .lock_password(&spec.username)
                     .await
-                    .map_err(ServiceError::Database)
-            }
-            .await;
+                    .map_err(ServiceError::Database),
+                Err(e) => Err(e),
+            };
+            let applied = match hold {
+                Ok(hold) => {
+                    let fresh = self
+                        .store
+                        .db_role(name)
+                        .await?
+                        .ok_or_else(|| ServiceError::DbRoleNotFound(name.to_owned()))?;
+                    if fresh.revision != role.revision {
+                        drop(hold);
+                        if fresh.state.pending.is_none() && fresh.state.current == Some(pending) {
+                            // Another holder finished this very step.
+                            return Ok(Some(pending));
+                        }
+                        continue;
+                    }
+                    let set = async {
+                        let password = self.read_internal_secret(&path, pending).await?;
+                        let text = std::str::from_utf8(password.expose_secret()).map_err(|_| {
+                            ServiceError::Backend(crate::backend::BackendError::Invariant(
+                                "a stored role password is not UTF-8",
+                            ))
+                        })?;
+                        hold.set_password(&SecretString::from(text.to_owned()))
+                            .await
+                            .map_err(ServiceError::Database)
+                    }
+                    .await;
+                    set.map(|()| hold)
+                }
+                Err(e) => Err(e),
+            };
             let now = OffsetDateTime::now_utc();
             let mut next = role.clone();
             next.revision = role.revision + 1;
@@ -883,15 +910,16 @@ impl KeyService {
             next.next_rotation_at = spec
                 .rotation_period_secs
                 .map(|s| now + Duration::from_secs(s));
-            if self.store.put_db_role(&next, Some(role.revision)).await? {
+            let recorded = self.store.put_db_role(&next, Some(role.revision)).await;
+            // Released only once the step is recorded (or not): see above.
+            drop(applied);
+            if recorded? {
                 note::detail("db_rotated", "true");
                 tracing::info!(db_role = %role.name, version = pending, "database role password rotated");
                 return Ok(Some(pending));
             }
-            // Someone else completed (or moved past) this step: look again.
-            if step == Step::CompletePending {
-                continue;
-            }
+            // The role changed (its settings were written) between the check and the record:
+            // look again; the pending version is set again, which changes nothing.
         }
         Err(ServiceError::ConcurrentChange)
     }
