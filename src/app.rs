@@ -297,6 +297,10 @@ impl App {
                 config.keys.rewrap_pause,
                 config.keys.lifecycle_check_interval,
             )),
+            tokio::spawn(crate::rotation::run_database(
+                internal.clone(),
+                config.secrets.rotation_check_interval,
+            )),
             tokio::spawn(sweep_keks(internal, config.keys.kek_cache.ttl)),
             tokio::spawn(crate::service::coherence::follow(Arc::clone(&service))),
             tokio::spawn(api::audit::flush_aggregates(

@@ -39,6 +39,7 @@ pub mod backend;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod database;
 pub use custodian_types::domain;
 pub mod format;
 pub mod metrics;

@@ -14,6 +14,7 @@ use commands::aliases::AliasesCommand;
 use commands::audit::AuditCommand;
 use commands::crypto::{DatakeyArgs, DecryptArgs, EncryptArgs, ReencryptArgs};
 use commands::custody::CustodyCommand;
+use commands::database::DbCommand;
 use commands::files::{DecryptFileArgs, EncryptFileArgs};
 use commands::generate::{CompletionsArgs, ManArgs};
 use commands::jobs::JobsCommand;
@@ -27,8 +28,8 @@ use commands::store::StoreCommand;
 use commands::token::TokenCommand;
 use commands::tokens::TokensCommand;
 use commands::{
-    access_keys, aliases, audit, block_on, crypto, custody, files, generate, jobs, keys, login,
-    policies, principals, secrets, serve, store, token, tokens,
+    access_keys, aliases, audit, block_on, crypto, custody, database, files, generate, jobs, keys,
+    login, policies, principals, secrets, serve, store, token, tokens,
 };
 
 mod commands;
@@ -100,6 +101,10 @@ enum Command {
     /// KMS-compatible door; see docs/compat.md).
     #[command(subcommand)]
     AccessKeys(AccessKeysCommand),
+    /// Database credentials: connections, static roles rotated in the database, dynamic users
+    /// under leases (see docs/database-credentials.md).
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Read, export, verify and archive the audit log: one hash-chained record per API
     /// request, with checkpoints signed by a key generated in the device (docs/audit.md).
     #[command(subcommand)]
@@ -148,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policies(command) => block_on(policies::run(command)),
         Command::Tokens(command) => block_on(tokens::run(command)),
         Command::AccessKeys(command) => block_on(access_keys::run(command)),
+        Command::Db(command) => block_on(database::run(command)),
         Command::Login(args) => block_on(login::run(args)),
         Command::Completions(args) => generate::completions(&args, Cli::command()),
         Command::Man(args) => generate::man(&args, Cli::command()),

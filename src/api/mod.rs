@@ -244,6 +244,25 @@ fn table() -> (Served, Served) {
         .serve(&[&op::CREATE_ACCESS_KEY], v1::access_keys::create)
         .serve(&[&op::LIST_ACCESS_KEYS], v1::access_keys::list)
         .serve(&[&op::REVOKE_ACCESS_KEY], v1::access_keys::revoke)
+        .serve(
+            &[&op::CREATE_DB_CONNECTION],
+            v1::database::create_connection,
+        )
+        .serve(&[&op::LIST_DB_CONNECTIONS], v1::database::list_connections)
+        .serve(&[&op::SHOW_DB_CONNECTION], v1::database::show_connection)
+        .serve(
+            &[&op::DELETE_DB_CONNECTION],
+            v1::database::delete_connection,
+        )
+        .serve(&[&op::PUT_DB_ROLE], v1::database::put_role)
+        .serve(&[&op::LIST_DB_ROLES], v1::database::list_roles)
+        .serve(&[&op::SHOW_DB_ROLE], v1::database::show_role)
+        .serve(&[&op::DELETE_DB_ROLE], v1::database::delete_role)
+        .serve(&[&op::READ_STATIC_CREDS], v1::database::static_creds)
+        .serve(&[&op::ROTATE_DB_ROLE], v1::database::rotate_role)
+        .serve(&[&op::CREATE_DB_CREDS], v1::database::create_creds)
+        .serve(&[&op::RENEW_DB_LEASE], v1::database::renew_lease)
+        .serve(&[&op::REVOKE_DB_LEASE], v1::database::revoke_lease)
         .serve(&[&op::AUDIT_EVENTS], v1::audit::events)
         .serve(&[&op::AUDIT_EXPORT], v1::audit::export)
         .serve(&[&op::AUDIT_PUBLIC_KEY], v1::audit::public_key)

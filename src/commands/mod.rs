@@ -20,6 +20,7 @@
 //! | `policies.rs` | `policies …` |
 //! | `tokens.rs` | `tokens …` (bearer tokens) |
 //! | `access_keys.rs` | `access-keys …` (AWS SigV4 access keys) |
+//! | `database.rs` | `db …` (database connections, roles, credentials, leases) |
 //! | `login.rs` | `login` |
 //! | `audit.rs` | `audit …` |
 //! | `custody.rs` | `custody …` |
@@ -41,6 +42,7 @@ pub mod aliases;
 pub mod audit;
 pub mod crypto;
 pub mod custody;
+pub mod database;
 pub mod files;
 pub mod generate;
 pub mod jobs;

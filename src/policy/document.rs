@@ -28,6 +28,7 @@ pub const RESOURCE_KINDS: &[&str] = &[
     "custody",
     "random",
     "metrics",
+    "db",
 ];
 
 /// Allow or deny.

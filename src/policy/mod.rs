@@ -89,6 +89,9 @@ actions! {
     AuditArchive => "audit:archive", "`audit:archive`: export and remove audit records up to a checkpoint";
     CustodyRead => "custody:read", "`custody:read`: the signed custody report";
     MetricsRead => "metrics:read", "`metrics:read`: this node's Prometheus metrics (`GET /metrics`)";
+    DbCreds => "db:creds", "`db:creds` on `db/<connection>/<role>`: read a static role's password, create dynamic credentials, renew and revoke their leases";
+    DbRotate => "db:rotate", "`db:rotate` on `db/<connection>/<role>`: rotate a static role's password now";
+    DbAdmin => "db:admin", "`db:admin` on `db/<connection>` (connections) and `db/<connection>/<role>` (roles): create, show, list, delete";
 }
 
 impl fmt::Display for Action {

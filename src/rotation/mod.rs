@@ -6,12 +6,17 @@
 //!   restarts; each rotation is recorded together with its new version in one transaction that
 //!   checks the schedule it saw, so a rotation never runs twice (across restarts, or across
 //!   nodes sharing one database).
+//! - [`run_database`]: every tick, rotates static database roles whose schedule (or retry) is
+//!   due, finishing any rotation left pending, and revokes database leases that have ended. A
+//!   revocation is recorded by the one write that finds the lease unrevoked, so it is done once
+//!   whichever node runs it.
 //! - [`run_rewrap`]: works through running re-wrap jobs batch by batch, pausing between batches
 //!   so foreground requests keep their latency.
 //!
 //! On a database several nodes share, each duty runs on the one node that holds its lease
-//! ([`LIFECYCLE_LEASE`], [`REWRAP_LEASE`]; timed by the database's clock), except that a TPM
-//! key's rotations, deletion and device destructions run on the node whose TPM holds it. The lease is not the
+//! ([`LIFECYCLE_LEASE`], [`REWRAP_LEASE`], [`DATABASE_LEASE`]; timed by the database's clock),
+//! except that a TPM key's rotations, deletion and device destructions run on the node whose
+//! TPM holds it. The lease is not the
 //! only guard: every effect is still fenced by the conditional write described above, so a
 //! node that lost its lease while paused cannot apply a rotation or a batch twice.
 
@@ -26,6 +31,8 @@ const BATCH: u32 = 100;
 pub const LIFECYCLE_LEASE: &str = "lifecycle";
 /// The lease of re-wrap batches.
 pub const REWRAP_LEASE: &str = "rewrap";
+/// The lease of the database-credential duties (static role rotations, lease revocations).
+pub const DATABASE_LEASE: &str = "database";
 
 /// How long a duty lease lasts: three of the duty's intervals (at least 3 s), so a holder that
 /// renews every interval keeps it through a missed renewal, and a node that died is replaced
@@ -85,6 +92,24 @@ async fn rotate_due_secrets(service: &KeyService) {
             Ok(None) => tracing::debug!(path = %path, "rotation already done elsewhere"),
             Err(e) => tracing::error!(path = %path, error = %e, "scheduled secret rotation failed"),
         }
+    }
+}
+
+/// Runs the database-credential duties every `interval` on the node holding
+/// [`DATABASE_LEASE`], until the task is aborted.
+pub async fn run_database(internal: Internal, interval: Duration) {
+    let service = internal.service();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if !service
+            .holds_lease(DATABASE_LEASE, lease_ttl(interval))
+            .await
+        {
+            continue;
+        }
+        service.run_database_duties(crate::clock::now()).await;
     }
 }
 

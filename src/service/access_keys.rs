@@ -84,22 +84,18 @@ fn random_failed(e: getrandom::Error) -> ServiceError {
 }
 
 impl KeyService {
-    /// The key an access key's secret is sealed under: the one named, else the configured
-    /// default, authorised as `secret:use-key` for `p`.
-    async fn access_key_key(
+    /// The key something Custodian keeps sealed is sealed under: the one named, else `default`,
+    /// authorised as `secret:use-key` for `p`. A `default` that does not exist is the
+    /// operator's problem (`DefaultKeyMissing`), not the caller's.
+    pub(super) async fn sealing_key(
         &self,
         p: &Principal,
         named: Option<&KeyRef>,
+        default: Option<KeyRef>,
     ) -> Result<std::sync::Arc<Key>, ServiceError> {
         let (r, is_default) = match named {
             Some(r) => (r.clone(), false),
-            None => (
-                self.access_key_default
-                    .clone()
-                    .or_else(|| self.secrets.default_key.clone())
-                    .ok_or(ServiceError::KeyRequired)?,
-                true,
-            ),
+            None => (default.ok_or(ServiceError::KeyRequired)?, true),
         };
         match self.resolve_with(p, Action::SecretUseKey, &r, None).await {
             Err(ServiceError::KeyNotFound(_)) if is_default => {
@@ -133,7 +129,11 @@ impl KeyService {
         if self.store.principal(principal.as_str()).await?.is_none() {
             return Err(ServiceError::PrincipalNotFound(principal.to_string()));
         }
-        let key = self.access_key_key(p, key).await?;
+        let default = self
+            .access_key_default
+            .clone()
+            .or_else(|| self.secrets.default_key.clone());
+        let key = self.sealing_key(p, key, default).await?;
         let header = super::usable_header(&key)?;
         let id = random_id().map_err(random_failed)?;
         let secret = random_secret().map_err(random_failed)?;

@@ -41,6 +41,10 @@ use super::lifecycle::{KeyPatch, Reencrypted, VersionAction, VersionUsage};
 use super::rewrap::JobStatus;
 use super::secrets::{MetadataRequest, SecretPage, SecretValue, Versions, Written};
 use super::sigv4::SignedRequest;
+use crate::api_types::database::{
+    CreateDbConnectionRequest, DbConnection, DbCreds, DbLease, DbRole, PutDbRoleRequest,
+    RotatedRole, StaticCreds,
+};
 use crate::audit::custody::SignedReport;
 
 /// What a client presented to prove who it is, as its front door read it.
@@ -567,6 +571,32 @@ authorized_operations! {
     fn access_keys(&self, principal: Option<&KeyName>) -> Vec<AccessKeyInfo>;
     /// Revokes an access key.
     fn revoke_access_key(&self, id: &str) -> ();
+    /// Creates a database connection.
+    fn create_db_connection(&self, req: CreateDbConnectionRequest) -> DbConnection;
+    /// The database connections the principal may administer.
+    fn db_connections(&self) -> Vec<DbConnection>;
+    /// One database connection.
+    fn db_connection(&self, name: &KeyName) -> DbConnection;
+    /// Deletes a database connection.
+    fn delete_db_connection(&self, name: &KeyName) -> ();
+    /// Creates or changes a database role.
+    fn put_db_role(&self, name: &KeyName, req: PutDbRoleRequest) -> DbRole;
+    /// The database roles the principal may administer.
+    fn db_roles(&self) -> Vec<DbRole>;
+    /// One database role.
+    fn db_role(&self, name: &KeyName) -> DbRole;
+    /// Deletes a database role.
+    fn delete_db_role(&self, name: &KeyName) -> ();
+    /// A static role's password.
+    fn static_creds(&self, name: &KeyName, version: Option<u32>) -> StaticCreds;
+    /// Rotates a static role's password now.
+    fn rotate_db_role(&self, name: &KeyName) -> RotatedRole;
+    /// Creates dynamic database credentials.
+    fn create_db_creds(&self, name: &KeyName, ttl: Option<HumanDuration>) -> DbCreds;
+    /// Renews a lease.
+    fn renew_db_lease(&self, id: &str, increment: Option<HumanDuration>) -> DbLease;
+    /// Revokes a lease.
+    fn revoke_db_lease(&self, id: &str) -> ();
     /// Explains a decision.
     fn explain(
         &self,

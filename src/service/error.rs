@@ -147,6 +147,58 @@ pub enum ServiceError {
     /// No access key with that id.
     #[error("access key {0} not found")]
     AccessKeyNotFound(String),
+    /// No such database connection.
+    #[error("no database connection named {0:?}")]
+    DbConnectionNotFound(String),
+    /// A database connection of that name exists.
+    #[error("a database connection named {0:?} exists")]
+    DbConnectionExists(String),
+    /// Roles still name the connection.
+    #[error("database connection {0:?} is named by roles; delete them first")]
+    DbConnectionInUse(String),
+    /// A connection's settings are unusable.
+    #[error("invalid database connection: {0}")]
+    InvalidDbConnection(String),
+    /// No such database role.
+    #[error("no database role named {0:?}")]
+    DbRoleNotFound(String),
+    /// A database role of that name exists for another connection or kind.
+    #[error("database role {0:?} exists with another connection or kind; delete it first")]
+    DbRoleExists(String),
+    /// Leases of the role are live.
+    #[error("database role {0:?} has live leases")]
+    DbRoleInUse(String),
+    /// A role definition is not usable.
+    #[error("invalid database role: {0}")]
+    InvalidDbRole(String),
+    /// The operation needs a role of the other kind.
+    #[error("database role {role:?} is not a {wanted} role")]
+    DbRoleKind {
+        /// The role.
+        role: String,
+        /// The kind the operation needs.
+        wanted: &'static str,
+    },
+    /// No such lease.
+    #[error("no database lease {0:?}")]
+    DbLeaseNotFound(String),
+    /// The lease was revoked or has expired.
+    #[error("the lease has ended")]
+    DbLeaseEnded,
+    /// A renewal past the lease's max TTL.
+    #[error("renewing for {asked}s would pass the lease's max TTL ({left}s left)")]
+    LeaseMaxTtlExceeded {
+        /// Seconds asked for.
+        asked: u64,
+        /// Seconds left to the max TTL.
+        left: u64,
+    },
+    /// A password version that is neither current nor previous within its overlap.
+    #[error("password version {0} is not available")]
+    DbPasswordVersionNotFound(u32),
+    /// The target database failed or refused.
+    #[error(transparent)]
+    Database(#[from] crate::database::DatabaseError),
     /// No job by that id.
     #[error("job {0} not found")]
     JobNotFound(String),
@@ -397,6 +449,30 @@ impl ServiceError {
             Self::PrincipalExists(_) => (K::Conflict, "principal_exists"),
             Self::TokenNotFound(_) => (K::NotFound, "token_not_found"),
             Self::AccessKeyNotFound(_) => (K::NotFound, "access_key_not_found"),
+            Self::DbConnectionNotFound(_) => (K::NotFound, "db_connection_not_found"),
+            Self::DbConnectionExists(_) => (K::Conflict, "db_connection_exists"),
+            Self::DbConnectionInUse(_) => (K::Conflict, "db_connection_in_use"),
+            Self::InvalidDbConnection(_) => (K::Invalid, "invalid_db_connection"),
+            Self::DbRoleNotFound(_) => (K::NotFound, "db_role_not_found"),
+            Self::DbRoleExists(_) => (K::Conflict, "db_role_exists"),
+            Self::DbRoleInUse(_) => (K::Conflict, "db_role_in_use"),
+            Self::InvalidDbRole(_) => (K::Invalid, "invalid_db_role"),
+            Self::DbRoleKind { .. } => (K::Invalid, "db_role_wrong_kind"),
+            Self::DbLeaseNotFound(_) => (K::NotFound, "db_lease_not_found"),
+            Self::DbLeaseEnded => (K::Gone, "db_lease_ended"),
+            Self::LeaseMaxTtlExceeded { .. } => (K::Invalid, "lease_max_ttl_exceeded"),
+            Self::DbPasswordVersionNotFound(_) => (K::NotFound, "db_password_version_not_found"),
+            Self::Database(d) => {
+                use crate::database::DatabaseError as D;
+                match d {
+                    D::Unavailable(_) => (K::Unavailable, "database_unavailable"),
+                    D::LoginFailed(_) => (K::Invalid, "database_login_failed"),
+                    D::Privileges(_) => (K::Invalid, "database_privileges_insufficient"),
+                    D::RoleMissing(_) => (K::Invalid, "database_role_missing"),
+                    D::Statement { .. } => (K::Conflict, "database_statement_failed"),
+                    D::Settings(_) => (K::Invalid, "invalid_db_connection"),
+                }
+            }
             Self::JobNotFound(_) => (K::NotFound, "job_not_found"),
             Self::PlaintextTooLarge { .. } => (K::Invalid, "plaintext_too_large"),
             Self::PlaintextEmpty => (K::Invalid, "plaintext_empty"),

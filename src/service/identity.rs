@@ -346,6 +346,15 @@ impl KeyService {
             None,
         )
         .await?;
+        // Its tokens, to end the database leases they created once they are revoked.
+        let tokens: Vec<String> = self
+            .store
+            .list_tokens(Some(name.as_str()))
+            .await?
+            .into_iter()
+            .filter(|t| t.revoked_at.is_none())
+            .map(|t| t.id)
+            .collect();
         self.changing().await?;
         if !self
             .store
@@ -357,6 +366,7 @@ impl KeyService {
         self.forget_subjects();
         self.auth.forget_all();
         tracing::info!(principal = %name, "principal deleted; its tokens revoked");
+        self.end_leases_of_tokens(&tokens).await;
         Ok(())
     }
 
@@ -528,7 +538,26 @@ impl KeyService {
         self.store.revoke_token(id, crate::clock::now()).await?;
         self.auth.forget(id);
         tracing::info!(token_id = id, principal = %token.principal, "token revoked");
+        self.end_leases_of_tokens(&[id.to_owned()]).await;
         Ok(())
+    }
+
+    /// Ends the database leases that revoked `tokens` created (unless their role keeps them);
+    /// the background duty revokes them within its interval. A failure is logged: the tokens
+    /// stay revoked and the leases run to their own end.
+    async fn end_leases_of_tokens(&self, tokens: &[String]) {
+        let mut ended = 0;
+        for id in tokens {
+            match self.end_token_leases(id).await {
+                Ok(n) => ended += n,
+                Err(e) => {
+                    tracing::error!(token_id = %id, error = %e, "a token is revoked, but its database leases could not be ended; they run to their own expiry")
+                }
+            }
+        }
+        if ended > 0 {
+            crate::audit::note::detail("db_leases_ended", ended.to_string());
+        }
     }
 
     /// The resource `kind/name` as enforcement would see it for `p`: a key is known by its id

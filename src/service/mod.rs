@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod coherence;
 pub mod custody;
+pub mod database;
 pub mod door;
 mod error;
 pub mod identity;

@@ -223,6 +223,57 @@ impl KeyService {
             .ok_or(ServiceError::WriteConflict)
     }
 
+    /// Writes a version of one of Custodian's own paths (`custodian:db/…`, a database password)
+    /// as the service, sealed under `key` by the same path as every secret version: a data key
+    /// of its own from the device, wrapped under the key's primary version. The caller has
+    /// authorised its use of the key. Returns the version written.
+    ///
+    /// # Errors
+    /// `KeyNotFound`, `KeyDisabled`, `WriteConflict`, `Backend`, `Store`.
+    pub(super) async fn write_internal_secret(
+        &self,
+        path: &SecretPath,
+        value: &SecretBytes,
+        key: crate::domain::KeyId,
+    ) -> Result<u32, ServiceError> {
+        debug_assert!(path.is_internal());
+        let _serialised = self.path_lock(path).lock().await;
+        let written = self
+            .write_version_serialised(
+                Writer::System,
+                path,
+                value,
+                Some(&KeyRef::Id(key)),
+                None,
+                None,
+            )
+            .await?
+            .ok_or(ServiceError::WriteConflict)?;
+        Ok(written.version)
+    }
+
+    /// Reads `version` of one of Custodian's own paths.
+    ///
+    /// # Errors
+    /// `SecretNotFound`, `SecretVersionDestroyed`, `SecretIntegrity`, `Backend`, `Store`.
+    pub(super) async fn read_internal_secret(
+        &self,
+        path: &SecretPath,
+        version: u32,
+    ) -> Result<SecretBytes, ServiceError> {
+        let (_, data) = self
+            .store
+            .secret_for_read(path, Some(version))
+            .await?
+            .ok_or_else(|| ServiceError::SecretNotFound(path.to_string()))?;
+        let sealed = match data {
+            Some((n, sealed)) if n == version => sealed,
+            _ => return Err(ServiceError::SecretVersionDestroyed(version)),
+        };
+        self.open_secret(path, version, &sealed.wrapped_dek, &sealed.ciphertext)
+            .await
+    }
+
     /// The one write path, for a caller that holds the path's lock. Before any device work,
     /// a principal's use of the key and any destruction of old versions are authorised.
     /// `Ok(None)` only when a rotation claim was already taken.
@@ -436,7 +487,8 @@ impl KeyService {
                 store.list_secrets(prefix, after.as_ref(), n).await
             },
             |s: &SecretRecord| s.path.clone(),
-            |s: &SecretRecord| filter.allows(&Resource::secret(&s.path)),
+            // Custodian's own paths (database passwords) are never listed.
+            |s: &SecretRecord| !s.path.is_internal() && filter.allows(&Resource::secret(&s.path)),
         )
         .await?;
         Ok(SecretPage { secrets, next })

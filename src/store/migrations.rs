@@ -54,6 +54,11 @@ pub const SQLITE: &[Migration] = &[
         name: "nodes",
         sql: include_str!("migrations/sqlite/0008_nodes.sql"),
     },
+    Migration {
+        version: 9,
+        name: "database_credentials",
+        sql: include_str!("migrations/sqlite/0009_database_credentials.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first: the same versions as [`SQLITE`], in PostgreSQL's dialect.
@@ -97,6 +102,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         name: "nodes",
         sql: include_str!("migrations/postgres/0008_nodes.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "database_credentials",
+        sql: include_str!("migrations/postgres/0009_database_credentials.sql"),
     },
 ];
 

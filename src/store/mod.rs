@@ -1,5 +1,5 @@
 //! Metadata storage, split by concern into one trait each — [`KeyStore`], [`IdentityStore`],
-//! [`SecretStore`], [`JobStore`], [`AuditStore`] — and [`Store`], which is all of them and what
+//! [`SecretStore`], [`JobStore`], [`AuditStore`], [`database::DatabaseStore`] — and [`Store`], which is all of them and what
 //! the service holds (`Arc<dyn Store>`). SQLite now ([`sqlite`]); PostgreSQL when several nodes
 //! share work.
 //!
@@ -18,6 +18,7 @@
 //! `tests/it/store_conformance.rs`.
 
 mod codec;
+pub mod database;
 pub mod migrate;
 pub mod migrations;
 pub mod postgres;
@@ -879,7 +880,15 @@ pub trait AuditStore: Send + Sync {
 /// [`sqlite::SqliteStore`]) implements every concern; readiness belongs to the whole database.
 #[async_trait]
 pub trait Store:
-    KeyStore + IdentityStore + SecretStore + JobStore + AuditStore + Send + Sync + 'static
+    KeyStore
+    + IdentityStore
+    + SecretStore
+    + JobStore
+    + AuditStore
+    + database::DatabaseStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Proves the database accepts a durable write now (readiness).
     ///

@@ -69,6 +69,45 @@ struct Fixture {
     job: String,
     token_id: String,
     access_key_id: String,
+    lease_id: String,
+}
+
+/// A database connection (`walk-conn`, to the test cluster as its superuser), a static role on
+/// a database role made for the walk, and a dynamic role with one lease.
+async fn database_fixture(s: &Server) -> String {
+    let mut cfg: tokio_postgres::Config = crate::common::postgres::admin_url().parse().unwrap();
+    cfg.user("postgres");
+    let url = crate::common::postgres::url_of(&cfg).replace("postgres@", "");
+    let db_role = format!("walk_{}", uuid::Uuid::new_v4().simple());
+    crate::common::postgres::admin(None)
+        .await
+        .batch_execute(&format!("CREATE ROLE {db_role} LOGIN"))
+        .await
+        .unwrap();
+    s.post(
+        "/v1/db/connections",
+        json!({ "name": "walk-conn", "url": url, "admin_user": "postgres", "admin_password": "trust",
+                "key": "k-b" }),
+    )
+    .await
+    .ok();
+    s.send_json(
+        Method::PUT,
+        "/v1/db/roles/walk-static",
+        json!({ "connection": "walk-conn", "kind": "static", "username": db_role }),
+    )
+    .await
+    .ok();
+    s.send_json(
+        Method::PUT,
+        "/v1/db/roles/walk-dyn",
+        json!({ "connection": "walk-conn", "kind": "dynamic",
+                "creation_statements": ["CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}}"] }),
+    )
+    .await
+    .ok();
+    let creds = s.post("/v1/db/creds/walk-dyn", json!({})).await;
+    creds.ok()["lease"]["id"].as_str().unwrap().to_owned()
 }
 
 async fn fixture(s: &Server) -> Fixture {
@@ -108,6 +147,7 @@ async fn fixture(s: &Server) -> Fixture {
         )
         .await;
     let access_key_id = access_key.ok()["id"].as_str().unwrap().to_owned();
+    let lease_id = database_fixture(s).await;
     let job = s.post("/v1/keys/k-a/rewrap", json!({})).await;
     assert_eq!(job.status.as_u16(), 202, "{}", job.body);
     let job = job.body["id"].as_str().unwrap().to_owned();
@@ -118,6 +158,7 @@ async fn fixture(s: &Server) -> Fixture {
         job,
         token_id,
         access_key_id,
+        lease_id,
     }
 }
 
@@ -331,6 +372,83 @@ fn calls(f: &Fixture) -> Vec<Call> {
             None,
         ),
         c(
+            Method::POST,
+            "/v1/db/connections",
+            "/v1/db/connections",
+            Some(
+                json!({ "name": "walk-conn2", "url": "postgres://127.0.0.1:1/x",
+                         "admin_user": "postgres", "admin_password": "x", "key": "k-b" }),
+            ),
+        ),
+        c(
+            Method::GET,
+            "/v1/db/connections",
+            "/v1/db/connections",
+            None,
+        ),
+        c(
+            Method::GET,
+            "/v1/db/connections/{name}",
+            "/v1/db/connections/walk-conn",
+            None,
+        ),
+        c(
+            Method::DELETE,
+            "/v1/db/connections/{name}",
+            "/v1/db/connections/walk-conn",
+            None,
+        ),
+        c(
+            Method::PUT,
+            "/v1/db/roles/{name}",
+            "/v1/db/roles/walk-dyn",
+            Some(json!({ "connection": "walk-conn", "kind": "dynamic",
+                         "creation_statements": ["CREATE ROLE {{name}}"] })),
+        ),
+        c(Method::GET, "/v1/db/roles", "/v1/db/roles", None),
+        c(
+            Method::GET,
+            "/v1/db/roles/{name}",
+            "/v1/db/roles/walk-static",
+            None,
+        ),
+        c(
+            Method::DELETE,
+            "/v1/db/roles/{name}",
+            "/v1/db/roles/walk-static",
+            None,
+        ),
+        c(
+            Method::GET,
+            "/v1/db/static-creds/{name}",
+            "/v1/db/static-creds/walk-static",
+            None,
+        ),
+        c(
+            Method::POST,
+            "/v1/db/rotate-role/{name}",
+            "/v1/db/rotate-role/walk-static",
+            None,
+        ),
+        c(
+            Method::POST,
+            "/v1/db/creds/{name}",
+            "/v1/db/creds/walk-dyn",
+            Some(json!({})),
+        ),
+        c(
+            Method::POST,
+            "/v1/db/leases/{id}/renew",
+            &format!("/v1/db/leases/{}/renew", f.lease_id),
+            Some(json!({})),
+        ),
+        c(
+            Method::DELETE,
+            "/v1/db/leases/{id}",
+            &format!("/v1/db/leases/{}", f.lease_id),
+            None,
+        ),
+        c(
             Method::DELETE,
             "/v1/tokens/{id}",
             &format!("/v1/tokens/{}", f.token_id),
@@ -417,6 +535,8 @@ fn is_list(c: &Call) -> bool {
                 | "/v1/tokens"
                 | "/v1/access-keys"
                 | "/v1/secrets"
+                | "/v1/db/connections"
+                | "/v1/db/roles"
         )
 }
 
@@ -540,6 +660,9 @@ async fn every_route_authorises_every_resource() -> anyhow::Result<()> {
         "/v1/policies/no-such-policy",
         "/v1/principals/no-such-principal",
         "/v1/secrets/no/such/secret",
+        "/v1/db/connections/no-such-connection",
+        "/v1/db/roles/no-such-role",
+        "/v1/db/static-creds/no-such-role",
     ];
     for path in unknown {
         call(&s, &nobody, Method::GET, path, None)

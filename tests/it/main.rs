@@ -24,6 +24,7 @@ mod cli_tpm;
 mod clock;
 mod conformance;
 mod custody;
+mod dbcreds;
 mod device;
 mod faults;
 mod files;

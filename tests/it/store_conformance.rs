@@ -19,6 +19,10 @@ use custodian::domain::{
     KeyVersionRecord, PrincipalRecord, RootKeyRef, RootMaterial, TokenRecord, VersionState,
     WrapMode,
 };
+use custodian::store::database::{
+    DbConnectionRecord, DbLeaseFilter, DbLeaseRecord, DbRoleRecord, DynamicSpec, OnTokenRevoke,
+    RoleSpec, StaticSpec, StaticState,
+};
 use custodian::store::postgres::{PostgresSettings, PostgresStore};
 use custodian::store::sqlite::SqliteStore;
 use custodian::store::{
@@ -119,6 +123,14 @@ macro_rules! conformance {
             #[tokio::test]
             async fn access_keys_are_unique_revocable_and_referenced() {
                 super::access_keys_are_unique_revocable_and_referenced::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn db_connections_and_roles_are_unique_and_fenced() {
+                super::db_connections_and_roles_are_unique_and_fenced::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn a_db_lease_is_revoked_once() {
+                super::a_db_lease_is_revoked_once::<$harness>().await;
             }
             #[tokio::test]
             async fn secret_check_and_set() {
@@ -683,6 +695,226 @@ async fn a_lease_has_one_holder_until_it_expires<H: Harness>() {
     assert!(!store.acquire_lease("rewrap", "a", long).await.unwrap());
 }
 
+fn db_connection(conn_name: &str, key: &Key) -> DbConnectionRecord {
+    DbConnectionRecord {
+        name: conn_name.to_owned(),
+        plugin: "postgresql".into(),
+        url: "postgres://db:5432/app".into(),
+        admin_user: "admin".into(),
+        sslmode: "disable".into(),
+        ca_pem: None,
+        key_id: key.id,
+        admin_version: 1,
+        created_at: now(),
+    }
+}
+
+fn db_role(
+    role_name: &str,
+    conn: &str,
+    spec: RoleSpec,
+    next: Option<OffsetDateTime>,
+) -> DbRoleRecord {
+    DbRoleRecord {
+        name: role_name.to_owned(),
+        connection: conn.to_owned(),
+        spec,
+        state: StaticState::default(),
+        next_rotation_at: next,
+        revision: 1,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn static_spec() -> RoleSpec {
+    RoleSpec::Static(StaticSpec {
+        username: "app".into(),
+        rotation_period_secs: Some(3600),
+        overlap_secs: 0,
+    })
+}
+
+fn dynamic_spec() -> RoleSpec {
+    RoleSpec::Dynamic(DynamicSpec {
+        creation: vec!["CREATE ROLE {{name}}".into()],
+        revocation: Vec::new(),
+        renew: Vec::new(),
+        default_ttl_secs: 60,
+        max_ttl_secs: 600,
+        on_token_revoke: OnTokenRevoke::Revoke,
+    })
+}
+
+/// Connection and role names are unique; a role write names the revision it read, and a write
+/// that read an older revision changes nothing; only static roles fall due, when their time has
+/// come.
+async fn db_connections_and_roles_are_unique_and_fenced<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "db-key").await;
+    let conn = db_connection("orders", &key);
+    store.insert_db_connection(&conn).await.unwrap();
+    assert_conflict(
+        store.insert_db_connection(&conn).await,
+        "db_connections.name",
+    );
+    assert_eq!(
+        store.db_connection("orders").await.unwrap(),
+        Some(conn.clone())
+    );
+    assert_eq!(store.db_connection("nope").await.unwrap(), None);
+    store
+        .insert_db_connection(&db_connection("billing", &key))
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_db_connections()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["billing", "orders"]);
+
+    let past = now() - time::Duration::minutes(1);
+    let future = now() + time::Duration::hours(1);
+    let due = db_role("due", "orders", static_spec(), Some(past));
+    assert!(store.put_db_role(&due, None).await.unwrap());
+    assert_conflict(store.put_db_role(&due, None).await, "db_roles.name");
+    let later = db_role("later", "orders", static_spec(), Some(future));
+    assert!(store.put_db_role(&later, None).await.unwrap());
+    // A dynamic role never falls due, whatever its record says.
+    let dynamic = db_role("dyn", "billing", dynamic_spec(), Some(past));
+    assert!(store.put_db_role(&dynamic, None).await.unwrap());
+    let due_now: Vec<String> = store
+        .due_db_rotations(now(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(due_now, ["due"]);
+
+    // Fenced writes: revision 1 → 2 succeeds; a second writer that also read 1 changes nothing.
+    let mut first = due.clone();
+    first.state.pending = Some(7);
+    first.next_rotation_at = None;
+    first.revision = 2;
+    assert!(store.put_db_role(&first, Some(1)).await.unwrap());
+    let mut second = due.clone();
+    second.state.current = Some(9);
+    second.revision = 2;
+    assert!(!store.put_db_role(&second, Some(1)).await.unwrap());
+    assert_eq!(store.db_role("due").await.unwrap(), Some(first));
+    assert!(store.due_db_rotations(now(), 10).await.unwrap().is_empty());
+    assert!(!store
+        .put_db_role(&db_role("missing", "orders", static_spec(), None), Some(1))
+        .await
+        .unwrap());
+
+    let of_orders: Vec<String> = store
+        .list_db_roles(Some("orders"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(of_orders, ["due", "later"]);
+    assert_eq!(store.list_db_roles(None).await.unwrap().len(), 3);
+    assert!(store.delete_db_role("later").await.unwrap());
+    assert!(!store.delete_db_role("later").await.unwrap());
+    assert!(store.delete_db_connection("billing").await.unwrap());
+    assert!(!store.delete_db_connection("billing").await.unwrap());
+    assert_eq!(store.db_role("later").await.unwrap(), None);
+}
+
+fn db_lease(id: &str, credential: &str, expires_at: OffsetDateTime) -> DbLeaseRecord {
+    DbLeaseRecord {
+        id: id.to_owned(),
+        role: "reader".into(),
+        connection: "orders".into(),
+        username: format!("c_reader_{id}"),
+        principal: "app".into(),
+        credential_id: credential.to_owned(),
+        created_at: now(),
+        expires_at,
+        max_expires_at: expires_at + time::Duration::hours(1),
+        retry_at: None,
+        failures: 0,
+        revoked_at: None,
+    }
+}
+
+/// Lease ids are unique; a lease is revoked by exactly one write (a second revocation, or a
+/// renewal after it, changes nothing); listings find due, live, per-token leases, and a lease
+/// waiting for a retry is not due before its retry time.
+async fn a_db_lease_is_revoked_once<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let past = now() - time::Duration::seconds(5);
+    let future = now() + time::Duration::hours(1);
+    let ended = db_lease("dbl_a", "tok-1", past);
+    store.insert_db_lease(&ended).await.unwrap();
+    assert_conflict(store.insert_db_lease(&ended).await, "db_leases.id");
+    let running = db_lease("dbl_b", "tok-1", future);
+    store.insert_db_lease(&running).await.unwrap();
+    let mut waiting = db_lease("dbl_c", "tok-2", past);
+    waiting.retry_at = Some(future);
+    store.insert_db_lease(&waiting).await.unwrap();
+
+    let ids = |v: Vec<DbLeaseRecord>| v.into_iter().map(|l| l.id).collect::<Vec<_>>();
+    let due = DbLeaseFilter {
+        due_at: Some(now()),
+        limit: 10,
+        ..DbLeaseFilter::default()
+    };
+    assert_eq!(ids(store.list_db_leases(&due).await.unwrap()), ["dbl_a"]);
+    let of_token = DbLeaseFilter {
+        credential_id: Some("tok-1"),
+        live: true,
+        limit: 10,
+        ..DbLeaseFilter::default()
+    };
+    assert_eq!(
+        ids(store.list_db_leases(&of_token).await.unwrap()),
+        ["dbl_a", "dbl_b"]
+    );
+
+    // A renewal rewrites a live lease.
+    let mut renewed = running.clone();
+    renewed.expires_at = future + time::Duration::minutes(5);
+    assert!(store.update_db_lease(&renewed).await.unwrap());
+    assert_eq!(
+        store.db_lease("dbl_b").await.unwrap(),
+        Some(renewed.clone())
+    );
+
+    // Two revocations of one lease: one wins, the other changes nothing.
+    let mut one = ended.clone();
+    one.revoked_at = Some(now());
+    let mut other = ended.clone();
+    other.revoked_at = Some(now() + time::Duration::seconds(1));
+    assert!(store.update_db_lease(&one).await.unwrap());
+    assert!(!store.update_db_lease(&other).await.unwrap());
+    assert_eq!(store.db_lease("dbl_a").await.unwrap(), Some(one.clone()));
+    let mut late_renewal = ended.clone();
+    late_renewal.expires_at = future;
+    assert!(!store.update_db_lease(&late_renewal).await.unwrap());
+    assert!(store.list_db_leases(&due).await.unwrap().is_empty());
+    assert_eq!(
+        ids(store.list_db_leases(&of_token).await.unwrap()),
+        ["dbl_b"]
+    );
+    let all_of_role = DbLeaseFilter {
+        role: Some("reader"),
+        limit: 10,
+        ..DbLeaseFilter::default()
+    };
+    assert_eq!(store.list_db_leases(&all_of_role).await.unwrap().len(), 3);
+    assert_eq!(store.db_lease("dbl_none").await.unwrap(), None);
+}
+
 /// `secret_for_read` returns the record with the sealed data of the version asked for, or of the
 /// latest live one: skipping deleted versions, nothing for a destroyed one or a secret with no
 /// live version, `None` for a path that does not exist.
@@ -1112,8 +1344,8 @@ async fn migrates_from_the_previous_schema<H: Harness>() {
     old.insert_access_key(&ak).await.unwrap();
     let ttl = std::time::Duration::from_secs(30);
     assert!(
-        old.acquire_lease("lifecycle", "node-a", ttl).await.is_err(),
-        "schema {previous} has no leases"
+        old.list_db_connections().await.is_err(),
+        "schema {previous} has no database credentials"
     );
     drop(old);
 
@@ -1126,6 +1358,10 @@ async fn migrates_from_the_previous_schema<H: Harness>() {
         .acquire_lease("lifecycle", "node-a", ttl)
         .await
         .unwrap());
+    store
+        .insert_db_connection(&db_connection("after-upgrade", &key))
+        .await
+        .unwrap();
     let records = chain(1, 2, [0; 32]);
     let mut appender = store.audit_appender().await.unwrap();
     let batch = records.clone();

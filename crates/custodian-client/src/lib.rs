@@ -43,6 +43,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod database;
 pub mod datakey;
 pub mod error;
 pub mod stream;

@@ -51,7 +51,10 @@ pub(super) fn job_status(s: &JobStatus) -> Job {
 }
 
 /// Parses an optional JSON body: empty means "no body"; anything else must be JSON.
-fn optional_body<T: RequestBody>(headers: &HeaderMap, body: &Bytes) -> Result<Option<T>, ApiError> {
+pub(super) fn optional_body<T: RequestBody>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Option<T>, ApiError> {
     if body.is_empty() {
         return Ok(None);
     }

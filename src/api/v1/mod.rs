@@ -3,6 +3,7 @@
 pub mod access_keys;
 pub mod audit;
 pub mod crypto;
+pub mod database;
 pub mod health;
 pub mod identity;
 pub mod keys;

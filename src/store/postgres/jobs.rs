@@ -174,7 +174,7 @@ pub(super) async fn candidates(
     .iter()
     .map(|r| {
         Ok(RewrapItem {
-            path: SecretPath::try_from(r.try_get::<_, String>(0)?)
+            path: SecretPath::from_stored(r.try_get::<_, String>(0)?)
                 .map_err(|_| corrupt("secret_versions.path"))?,
             version: to_u32(r.try_get(1)?, "secret_versions.version")?,
             key_version: KeyVersion::new(to_u32(r.try_get(2)?, "secret_versions.key_version")?)

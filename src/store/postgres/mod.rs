@@ -23,12 +23,13 @@
 //! starting together apply each one once.
 
 mod audit;
+mod database;
 mod error;
 mod identity;
 mod jobs;
 mod keys;
 mod secrets;
-mod tls;
+pub(crate) mod tls;
 
 use std::time::Duration;
 
@@ -115,7 +116,7 @@ impl PostgresSettings {
     /// `Unavailable` for a URL that does not parse or that carries a password (passwords come
     /// from `password_file` or the environment, never from a URL that ends up in logs and
     /// process listings).
-    fn pg_config(&self) -> Result<tokio_postgres::Config, StoreError> {
+    pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config, StoreError> {
         let mut pg: tokio_postgres::Config = self
             .url
             .parse()
@@ -863,6 +864,95 @@ impl AuditStore for PostgresStore {
 
     async fn archive_audit(&self, archive: &AuditArchive) -> Result<u64, StoreError> {
         transaction!(self, |db| audit::archive_through(&db, archive))
+    }
+}
+
+#[async_trait]
+impl crate::store::database::DatabaseStore for PostgresStore {
+    async fn insert_db_connection(
+        &self,
+        c: &crate::store::database::DbConnectionRecord,
+    ) -> Result<(), StoreError> {
+        autocommit!(self, |db| database::insert_connection(&db, c))
+    }
+
+    async fn db_connection(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::store::database::DbConnectionRecord>, StoreError> {
+        autocommit!(self, |db| database::connection(&db, name))
+    }
+
+    async fn list_db_connections(
+        &self,
+    ) -> Result<Vec<crate::store::database::DbConnectionRecord>, StoreError> {
+        autocommit!(self, |db| database::connections(&db))
+    }
+
+    async fn delete_db_connection(&self, name: &str) -> Result<bool, StoreError> {
+        autocommit!(self, |db| database::delete_connection(&db, name))
+    }
+
+    async fn put_db_role(
+        &self,
+        role: &crate::store::database::DbRoleRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| database::put_role(&db, role, expected))
+    }
+
+    async fn db_role(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::store::database::DbRoleRecord>, StoreError> {
+        autocommit!(self, |db| database::role(&db, name))
+    }
+
+    async fn list_db_roles(
+        &self,
+        connection: Option<&str>,
+    ) -> Result<Vec<crate::store::database::DbRoleRecord>, StoreError> {
+        autocommit!(self, |db| database::roles(&db, connection))
+    }
+
+    async fn delete_db_role(&self, name: &str) -> Result<bool, StoreError> {
+        autocommit!(self, |db| database::delete_role(&db, name))
+    }
+
+    async fn due_db_rotations(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<crate::store::database::DbRoleRecord>, StoreError> {
+        autocommit!(self, |db| database::due_rotations(&db, now, limit))
+    }
+
+    async fn insert_db_lease(
+        &self,
+        lease: &crate::store::database::DbLeaseRecord,
+    ) -> Result<(), StoreError> {
+        autocommit!(self, |db| database::insert_lease(&db, lease))
+    }
+
+    async fn db_lease(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::store::database::DbLeaseRecord>, StoreError> {
+        autocommit!(self, |db| database::lease(&db, id))
+    }
+
+    async fn update_db_lease(
+        &self,
+        lease: &crate::store::database::DbLeaseRecord,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| database::update_lease(&db, lease))
+    }
+
+    async fn list_db_leases(
+        &self,
+        filter: &crate::store::database::DbLeaseFilter<'_>,
+    ) -> Result<Vec<crate::store::database::DbLeaseRecord>, StoreError> {
+        autocommit!(self, |db| database::leases(&db, filter))
     }
 }
 

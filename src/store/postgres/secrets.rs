@@ -56,7 +56,7 @@ fn version_of(r: &Row) -> Result<Option<SecretVersionInfo>, Error> {
 
 fn record_of(r: &Row) -> Result<SecretRecord, Error> {
     Ok(SecretRecord {
-        path: SecretPath::try_from(r.try_get::<_, String>(0)?)
+        path: SecretPath::from_stored(r.try_get::<_, String>(0)?)
             .map_err(|_| corrupt("secrets.path"))?,
         key_id: r
             .try_get::<_, &str>(1)?
@@ -491,7 +491,7 @@ pub(super) async fn due(
     .iter()
     .map(|r| {
         Ok((
-            SecretPath::try_from(r.try_get::<_, String>(0)?)
+            SecretPath::from_stored(r.try_get::<_, String>(0)?)
                 .map_err(|_| corrupt("secrets.path"))?,
             from_millis(r.try_get(1)?, "secrets.next_rotation_at")?,
         ))

@@ -30,7 +30,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    pub(super) fn driver_mode(&self) -> tokio_postgres::config::SslMode {
+    pub(crate) fn driver_mode(&self) -> tokio_postgres::config::SslMode {
         match self {
             Self::Disable => tokio_postgres::config::SslMode::Disable,
             Self::Require | Self::VerifyFull { .. } => tokio_postgres::config::SslMode::Require,
@@ -40,7 +40,7 @@ impl SslMode {
 
 /// The connector the pool and the dedicated connections use.
 #[derive(Clone)]
-pub(super) enum Tls {
+pub(crate) enum Tls {
     Plain,
     Rustls(MakeRustlsConnect),
 }
@@ -50,32 +50,41 @@ fn unusable(what: String) -> StoreError {
 }
 
 impl Tls {
-    pub(super) fn new(mode: &SslMode) -> Result<Self, StoreError> {
+    pub(crate) fn new(mode: &SslMode) -> Result<Self, StoreError> {
+        match mode {
+            SslMode::Disable => Ok(Self::Plain),
+            SslMode::Require => Self::with_verifier(None, "store"),
+            SslMode::VerifyFull { ca_file } => {
+                let shown = format!("store.ca_file {}", ca_file.display());
+                let pem = std::fs::read(ca_file).map_err(|e| unusable(format!("{shown}: {e}")))?;
+                Self::with_verifier(Some(&pem), &shown)
+            }
+        }
+    }
+
+    /// TLS that checks the server's certificate against the CA(s) in `ca_pem` (`verify-full`)
+    /// or, without one, accepts any certificate (`require`). `shown` names the setting in
+    /// errors. Also used for target databases (`crate::database`), whose CA comes as PEM text.
+    pub(crate) fn with_verifier(ca_pem: Option<&[u8]>, shown: &str) -> Result<Self, StoreError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| unusable(format!("TLS to PostgreSQL: {e}")))?;
-        let config = match mode {
-            SslMode::Disable => return Ok(Self::Plain),
-            SslMode::Require => builder
+        let config = match ca_pem {
+            None => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
                 .with_no_client_auth(),
-            SslMode::VerifyFull { ca_file } => {
-                let shown = ca_file.display();
-                let pem = std::fs::read(ca_file)
-                    .map_err(|e| unusable(format!("store.ca_file {shown}: {e}")))?;
+            Some(mut pem) => {
                 let mut roots = RootCertStore::empty();
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    let cert = cert.map_err(|e| unusable(format!("store.ca_file {shown}: {e}")))?;
+                for cert in rustls_pemfile::certs(&mut pem) {
+                    let cert = cert.map_err(|e| unusable(format!("{shown}: {e}")))?;
                     roots
                         .add(cert)
-                        .map_err(|e| unusable(format!("store.ca_file {shown}: {e}")))?;
+                        .map_err(|e| unusable(format!("{shown}: {e}")))?;
                 }
                 if roots.is_empty() {
-                    return Err(unusable(format!(
-                        "store.ca_file {shown}: no certificate in the file"
-                    )));
+                    return Err(unusable(format!("{shown}: no certificate in it")));
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
@@ -92,7 +101,7 @@ impl Tls {
     }
 
     /// A connection outside the pool; its driver task runs on the current runtime.
-    pub(super) async fn connect(
+    pub(crate) async fn connect(
         &self,
         pg: &tokio_postgres::Config,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

@@ -222,7 +222,7 @@ pub(super) fn candidates(
     rows.into_iter()
         .map(|(path, version, kv, wrapped)| {
             Ok(RewrapItem {
-                path: SecretPath::try_from(path).map_err(|_| corrupt("secret_versions.path"))?,
+                path: SecretPath::from_stored(path).map_err(|_| corrupt("secret_versions.path"))?,
                 version,
                 key_version: KeyVersion::new(kv).ok_or(corrupt("secret_versions.key_version"))?,
                 wrapped_dek: wrapped,

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use time::OffsetDateTime;
 
 mod audit;
+mod database;
 mod error;
 mod identity;
 mod jobs;

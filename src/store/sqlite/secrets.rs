@@ -92,7 +92,7 @@ fn versions(conn: &Connection, path: &str) -> Result<Vec<SecretVersionInfo>, Err
 fn record(conn: &Connection, r: Row) -> Result<SecretRecord, Error> {
     let versions = versions(conn, &r.path)?;
     Ok(SecretRecord {
-        path: SecretPath::try_from(r.path).map_err(|_| corrupt("secrets.path"))?,
+        path: SecretPath::from_stored(r.path).map_err(|_| corrupt("secrets.path"))?,
         key_id: r.key_id.parse().map_err(|_| corrupt("secrets.key_id"))?,
         current_version: r.current_version,
         max_versions: r.max_versions,
@@ -450,7 +450,7 @@ pub(super) fn due(
     rows.into_iter()
         .map(|(p, t)| {
             Ok((
-                SecretPath::try_from(p).map_err(|_| corrupt("secrets.path"))?,
+                SecretPath::from_stored(p).map_err(|_| corrupt("secrets.path"))?,
                 from_millis(t, "secrets.next_rotation_at")?,
             ))
         })

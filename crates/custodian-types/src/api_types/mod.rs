@@ -17,6 +17,7 @@
 pub mod access_keys;
 pub mod audit;
 pub mod crypto;
+pub mod database;
 pub mod error;
 pub mod health;
 pub mod identity;

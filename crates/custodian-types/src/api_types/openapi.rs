@@ -26,6 +26,10 @@ use super::crypto::{
     DataKeyRequest, DataKeyResponse, DecryptRequest, DecryptResponse, EncryptRequest,
     EncryptResponse, ReencryptRequest, ReencryptResponse,
 };
+use super::database::{
+    CreateDbConnectionRequest, DbConnection, DbConnectionList, DbCreds, DbCredsRequest, DbLease,
+    DbRole, DbRoleList, PutDbRoleRequest, RenewLeaseRequest, RotatedRole, StaticCreds,
+};
 use super::error::{ErrorBody, ErrorDetail};
 use super::health::{DeviceHealth, Live, Ready};
 use super::identity::{
@@ -116,6 +120,18 @@ pub const BASE: &str = include_str!("openapi_base.json");
     AuditArchiveRequest,
     AuditArchive,
     AuditStatus,
+    CreateDbConnectionRequest,
+    DbConnection,
+    DbConnectionList,
+    PutDbRoleRequest,
+    DbRole,
+    DbRoleList,
+    StaticCreds,
+    RotatedRole,
+    DbCredsRequest,
+    DbLease,
+    DbCreds,
+    RenewLeaseRequest,
 )))]
 struct Typed;
 
@@ -158,6 +174,14 @@ const CLOSED_ANSWERS: &[&str] = &[
     "TokenList",
     "AccessKeyList",
     "AuditEventList",
+    "DbConnection",
+    "DbConnectionList",
+    "DbRole",
+    "DbRoleList",
+    "StaticCreds",
+    "RotatedRole",
+    "DbLease",
+    "DbCreds",
     // Schema-only: the wire type is `UndeleteSecretRequest`'s, which is closed.
     "DestroySecretRequest",
 ];

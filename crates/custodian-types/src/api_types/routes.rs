@@ -21,6 +21,10 @@ use super::crypto::{
     DataKeyRequest, DataKeyResponse, DecryptRequest, DecryptResponse, EncryptRequest,
     EncryptResponse, ReencryptRequest, ReencryptResponse,
 };
+use super::database::{
+    CreateDbConnectionRequest, DbConnection, DbConnectionList, DbCreds, DbCredsRequest, DbLease,
+    DbRole, DbRoleList, PutDbRoleRequest, RenewLeaseRequest, RotatedRole, StaticCreds,
+};
 use super::health::{Live, Ready};
 use super::identity::{
     CreatePrincipalRequest, CreateTokenRequest, ExplainRequest, ExplainResponse,
@@ -587,6 +591,47 @@ pub const ACCESS_KEY_PRINCIPAL: SharedParam = SharedParam {
         description: "Only this principal's access keys (`invalid_query` for a name that breaks \
             the name rules).",
         schema: Schema::Named("KeyName"),
+        example: None,
+    },
+};
+
+/// `#/components/parameters/DbConnectionName`.
+pub const DB_CONNECTION_NAME: SharedParam = SharedParam {
+    component: "DbConnectionName",
+    param: Param {
+        name: "name",
+        location: Location::Path,
+        required: true,
+        description: "A database connection's name (key name rules; otherwise 404 \
+            `db_connection_not_found`).",
+        schema: Schema::of::<KeyName>(),
+        example: None,
+    },
+};
+
+/// `#/components/parameters/DbRoleName`.
+pub const DB_ROLE_NAME: SharedParam = SharedParam {
+    component: "DbRoleName",
+    param: Param {
+        name: "name",
+        location: Location::Path,
+        required: true,
+        description: "A database role's name (key name rules; otherwise 404 `db_role_not_found`).",
+        schema: Schema::of::<KeyName>(),
+        example: None,
+    },
+};
+
+/// `#/components/parameters/DbLeaseId`.
+pub const DB_LEASE_ID: SharedParam = SharedParam {
+    component: "DbLeaseId",
+    param: Param {
+        name: "id",
+        location: Location::Path,
+        required: true,
+        description: "A lease id: `dbl_` and 26 characters of `a-z2-7`. Anything else is 404 \
+            `db_lease_not_found`.",
+        schema: Schema::Json(r#"{"type": "string", "pattern": "^dbl_[a-z2-7]{26}$"}"#),
         example: None,
     },
 };
@@ -2595,6 +2640,445 @@ pub const REVOKE_ACCESS_KEY: Operation = Operation {
     ],
 };
 
+/// `POST /v1/db/connections`.
+pub const CREATE_DB_CONNECTION: Operation = Operation {
+    id: "createDbConnection",
+    method: Method::Post,
+    path: "/v1/db/connections",
+    served_at: None,
+    tags: &["database"],
+    summary: "Create a database connection",
+    description: Some("Connects to the database as the admin and checks that it may manage roles (`CREATEROLE` or superuser) before anything is stored; the admin password is sealed like a secret (a data key of its own under `key`, else `secrets.default_key`) and never returned. Action `db:admin` on `db/{name}`, and `secret:use-key` on the sealing key."),
+    access: Access::Authenticated,
+    params: &[],
+    body: Some(Body {
+        schema: Schema::of::<CreateDbConnectionRequest>(),
+        required: true,
+        examples: Examples::One(r#"{"name": "orders", "url": "postgres://db.internal:5432/orders", "admin_user": "custodian_admin", "admin_password": "(read from a file)", "sslmode": "require"}"#),
+    }),
+    answers: &[Answer {
+        status: 201,
+        description: "The connection (never its password).",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<DbConnection>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::BadRequest,
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::Conflict,
+        Refusal::UnsupportedMediaType,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// `GET /v1/db/connections`.
+pub const LIST_DB_CONNECTIONS: Operation = Operation {
+    id: "listDbConnections",
+    method: Method::Get,
+    path: "/v1/db/connections",
+    served_at: None,
+    tags: &["database"],
+    summary: "List database connections",
+    description: Some(
+        "The connections the caller may administer (`db:admin` on `db/{name}`), by name.",
+    ),
+    access: Access::Authenticated,
+    params: &[],
+    body: None,
+    answers: &[Answer {
+        status: 200,
+        description: "The connections.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<DbConnectionList>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// `GET /v1/db/connections/{name}`.
+pub const SHOW_DB_CONNECTION: Operation = Operation {
+    id: "showDbConnection",
+    method: Method::Get,
+    path: "/v1/db/connections/{name}",
+    served_at: None,
+    tags: &["database"],
+    summary: "Show a database connection",
+    description: Some("Action `db:admin` on `db/{name}`."),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&DB_CONNECTION_NAME)],
+    body: None,
+    answers: &[Answer {
+        status: 200,
+        description: "The connection.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<DbConnection>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// `DELETE /v1/db/connections/{name}`.
+pub const DELETE_DB_CONNECTION: Operation = Operation {
+    id: "deleteDbConnection",
+    method: Method::Delete,
+    path: "/v1/db/connections/{name}",
+    served_at: None,
+    tags: &["database"],
+    summary: "Delete a database connection",
+    description: Some(
+        "Refused (`db_connection_in_use`) while a role names it. Action `db:admin` on `db/{name}`.",
+    ),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&DB_CONNECTION_NAME)],
+    body: None,
+    answers: &[Answer {
+        status: 204,
+        description: "The connection was deleted.",
+        content: None,
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+        Refusal::Conflict,
+    ],
+};
+
+/// `PUT /v1/db/roles/{name}`.
+pub const PUT_DB_ROLE: Operation = Operation {
+    id: "putDbRole",
+    method: Method::Put,
+    path: "/v1/db/roles/{name}",
+    served_at: None,
+    tags: &["database"],
+    summary: "Create or change a database role",
+    description: Some("A static role takes over the password of an existing database role: its first password is generated and set in the database at once. A dynamic role stores SQL templates. Action `db:admin` on `db/{connection}/{name}`."),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&DB_ROLE_NAME)],
+    body: Some(Body {
+        schema: Schema::of::<PutDbRoleRequest>(),
+        required: true,
+        examples: Examples::One(r#"{"connection": "orders", "kind": "dynamic", "creation_statements": ["CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}}", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{name}}"], "default_ttl": "1h", "max_ttl": "24h"}"#),
+    }),
+    answers: &[Answer {
+        status: 200,
+        description: "The role.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<DbRole>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::BadRequest,
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::Conflict,
+        Refusal::UnsupportedMediaType,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// `GET /v1/db/roles`.
+pub const LIST_DB_ROLES: Operation = Operation {
+    id: "listDbRoles",
+    method: Method::Get,
+    path: "/v1/db/roles",
+    served_at: None,
+    tags: &["database"],
+    summary: "List database roles",
+    description: Some(
+        "The roles the caller may administer (`db:admin` on `db/{connection}/{name}`), by name.",
+    ),
+    access: Access::Authenticated,
+    params: &[],
+    body: None,
+    answers: &[Answer {
+        status: 200,
+        description: "The roles.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<DbRoleList>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// `GET /v1/db/roles/{name}`.
+pub const SHOW_DB_ROLE: Operation = Operation {
+    id: "showDbRole",
+    method: Method::Get,
+    path: "/v1/db/roles/{name}",
+    served_at: None,
+    tags: &["database"],
+    summary: "Show a database role",
+    description: Some("Action `db:admin` on `db/{connection}/{name}`."),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&DB_ROLE_NAME)],
+    body: None,
+    answers: &[Answer {
+        status: 200,
+        description: "The role.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<DbRole>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// `DELETE /v1/db/roles/{name}`.
+pub const DELETE_DB_ROLE: Operation = Operation {
+    id: "deleteDbRole",
+    method: Method::Delete,
+    path: "/v1/db/roles/{name}",
+    served_at: None,
+    tags: &["database"],
+    summary: "Delete a database role",
+    description: Some("Refused (`db_role_in_use`) while a lease of the role is live. A static role's database role keeps its last password. Action `db:admin` on `db/{connection}/{name}`."),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&DB_ROLE_NAME)],
+    body: None,
+    answers: &[Answer {
+        status: 204,
+        description: "The role was deleted.",
+        content: None,
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+        Refusal::Conflict,
+    ],
+};
+
+/// `GET /v1/db/static-creds/{name}`.
+pub const READ_STATIC_CREDS: Operation = Operation {
+    id: "readStaticCreds",
+    method: Method::Get,
+    path: "/v1/db/static-creds/{name}",
+    served_at: None,
+    tags: &["database"],
+    summary: "Read a static role's password",
+    description: Some("The current password and its version (or, with `version`, the previous one within its overlap). A rotation left unfinished (a crash, the database down) is finished first. Action `db:creds` on `db/{connection}/{name}`."),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&DB_ROLE_NAME),
+        ParamUse::Own(Param {
+            name: "version",
+            location: Location::Query,
+            required: false,
+            description: "A password version (`db_password_version_not_found` unless it is the \
+                current one or the previous one within its overlap).",
+            schema: Schema::Json(r#"{"type": "integer", "minimum": 1}"#),
+            example: None,
+        }),],
+    body: None,
+    answers: &[Answer {
+        status: 200,
+        description: "The password.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<StaticCreds>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+        Refusal::BadRequest,
+    ],
+};
+
+/// `POST /v1/db/rotate-role/{name}`.
+pub const ROTATE_DB_ROLE: Operation = Operation {
+    id: "rotateDbRole",
+    method: Method::Post,
+    path: "/v1/db/rotate-role/{name}",
+    served_at: None,
+    tags: &["database"],
+    summary: "Rotate a static role's password now",
+    description: Some("Generates a password, records it as pending, sets it in the database, then makes it current. With the database down: 503 `database_unavailable`, the old password stays current and the rotation is retried in the background. Action `db:rotate` on `db/{connection}/{name}`."),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&DB_ROLE_NAME)],
+    body: None,
+    answers: &[Answer {
+        status: 200,
+        description: "The version now current.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<RotatedRole>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+        Refusal::Conflict,
+    ],
+};
+
+/// `POST /v1/db/creds/{name}`.
+pub const CREATE_DB_CREDS: Operation = Operation {
+    id: "createDbCreds",
+    method: Method::Post,
+    path: "/v1/db/creds/{name}",
+    served_at: None,
+    tags: &["database"],
+    summary: "Create dynamic database credentials",
+    description: Some("Creates a database user with the creation statements of the role and returns it with a lease; at the end of the lease a background duty revokes it. Action `db:creds` on `db/{connection}/{name}`."),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&DB_ROLE_NAME)],
+    body: Some(Body {
+        schema: Schema::of::<DbCredsRequest>(),
+        required: false,
+        examples: Examples::One(r#"{"ttl": "15m"}"#),
+    }),
+    answers: &[Answer {
+        status: 201,
+        description: "The user, its password and its lease.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<DbCreds>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::BadRequest,
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::Conflict,
+        Refusal::UnsupportedMediaType,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// `POST /v1/db/leases/{id}/renew`.
+pub const RENEW_DB_LEASE: Operation = Operation {
+    id: "renewDbLease",
+    method: Method::Post,
+    path: "/v1/db/leases/{id}/renew",
+    served_at: None,
+    tags: &["database"],
+    summary: "Renew a lease",
+    description: Some("Moves the end of the lease (and the user's `VALID UNTIL`) to now + `increment`; past the max TTL is refused (`lease_max_ttl_exceeded`). Action `db:creds` on `db/{connection}/{role}`."),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&DB_LEASE_ID)],
+    body: Some(Body {
+        schema: Schema::of::<RenewLeaseRequest>(),
+        required: false,
+        examples: Examples::One(r#"{"increment": "30m"}"#),
+    }),
+    answers: &[Answer {
+        status: 200,
+        description: "The lease.",
+        content: Some(Content {
+            media: "application/json",
+            schema: Schema::of::<DbLease>(),
+        }),
+    }],
+    refusals: &[
+        Refusal::BadRequest,
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::Conflict,
+        Refusal::UnsupportedMediaType,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
+/// `DELETE /v1/db/leases/{id}`.
+pub const REVOKE_DB_LEASE: Operation = Operation {
+    id: "revokeDbLease",
+    method: Method::Delete,
+    path: "/v1/db/leases/{id}",
+    served_at: None,
+    tags: &["database"],
+    summary: "Revoke a lease",
+    description: Some("Runs the revocation statements of the role now; revoking a revoked lease changes nothing. Action `db:creds` on `db/{connection}/{role}`."),
+    access: Access::Authenticated,
+    params: &[ParamUse::Shared(&DB_LEASE_ID)],
+    body: None,
+    answers: &[Answer {
+        status: 204,
+        description: "The lease was revoked.",
+        content: None,
+    }],
+    refusals: &[
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::TooManyRequests,
+        Refusal::Unavailable,
+        Refusal::InternalError,
+    ],
+};
+
 /// `GET /v1/audit/events`.
 pub const AUDIT_EVENTS: Operation = Operation {
     id: "auditEvents",
@@ -3019,6 +3503,19 @@ pub const OPERATIONS: &[&Operation] = &[
     &CREATE_ACCESS_KEY,
     &LIST_ACCESS_KEYS,
     &REVOKE_ACCESS_KEY,
+    &CREATE_DB_CONNECTION,
+    &LIST_DB_CONNECTIONS,
+    &SHOW_DB_CONNECTION,
+    &DELETE_DB_CONNECTION,
+    &PUT_DB_ROLE,
+    &LIST_DB_ROLES,
+    &SHOW_DB_ROLE,
+    &DELETE_DB_ROLE,
+    &READ_STATIC_CREDS,
+    &ROTATE_DB_ROLE,
+    &CREATE_DB_CREDS,
+    &RENEW_DB_LEASE,
+    &REVOKE_DB_LEASE,
     &AUDIT_EVENTS,
     &AUDIT_EXPORT,
     &AUDIT_PUBLIC_KEY,

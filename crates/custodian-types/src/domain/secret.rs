@@ -54,9 +54,50 @@ impl SecretPath {
     /// Last segments that name sub-resources in the API and so cannot end a path.
     pub const RESERVED: &'static [&'static str] = &["metadata", "undelete", "destroy", "rotate"];
 
+    /// The first segment of the paths under which Custodian keeps secrets of its own (database
+    /// passwords). `:` is outside the characters a request may use, so no request can name,
+    /// read or overwrite them; only the service builds them ([`SecretPath::internal`]).
+    pub const INTERNAL_ROOT: &'static str = "custodian:db";
+
     /// The path as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `custodian:db/<rest>`, a path of Custodian's own, where `rest` follows the rules of a
+    /// request's path (one segment less, to leave room for the root).
+    ///
+    /// # Errors
+    /// As [`SecretPath::try_from`] for `rest`.
+    pub fn internal(rest: &str) -> Result<Self, InvalidSecretPath> {
+        let checked = Self::try_from(rest.to_owned())?;
+        if checked.0.split('/').count() >= Self::MAX_DEPTH
+            || checked.0.len() + Self::INTERNAL_ROOT.len() + 1 > Self::MAX_LEN
+        {
+            return Err(InvalidSecretPath::Depth);
+        }
+        Ok(Self(format!("{}/{}", Self::INTERNAL_ROOT, checked.0)))
+    }
+
+    /// A path read back from the store: a request's path or one of Custodian's own.
+    ///
+    /// # Errors
+    /// As [`SecretPath::try_from`].
+    pub fn from_stored(s: String) -> Result<Self, InvalidSecretPath> {
+        match s
+            .strip_prefix(Self::INTERNAL_ROOT)
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            Some(rest) => Self::internal(rest),
+            None => Self::try_from(s),
+        }
+    }
+
+    /// Whether this is one of Custodian's own paths (never listed to a caller).
+    pub fn is_internal(&self) -> bool {
+        self.0
+            .strip_prefix(Self::INTERNAL_ROOT)
+            .is_some_and(|r| r.starts_with('/'))
     }
 }
 
@@ -366,6 +407,30 @@ impl SecretRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_paths_cannot_be_named_by_a_request() {
+        let own = SecretPath::internal("orders/roles/app").unwrap();
+        assert_eq!(own.as_str(), "custodian:db/orders/roles/app");
+        assert!(own.is_internal());
+        // A request's parser refuses it; only the store's reader takes it back.
+        assert!(SecretPath::try_from(own.as_str().to_owned()).is_err());
+        assert_eq!(
+            SecretPath::from_stored(own.as_str().to_owned()).unwrap(),
+            own
+        );
+        assert!(!SecretPath::try_from("custodian/db".to_owned())
+            .unwrap()
+            .is_internal());
+        // The rest follows a request's rules.
+        assert!(SecretPath::internal("orders/../x").is_err());
+        assert!(SecretPath::internal("a\"b").is_err());
+        assert!(SecretPath::from_stored("custodian:db/".to_owned()).is_err());
+        assert!(SecretPath::from_stored("custodian:dbx/a".to_owned()).is_err());
+        let deep = vec!["s"; SecretPath::MAX_DEPTH].join("/");
+        assert!(SecretPath::try_from(deep.clone()).is_ok());
+        assert!(SecretPath::internal(&deep).is_err());
+    }
 
     fn path(s: &str) -> Result<SecretPath, InvalidSecretPath> {
         SecretPath::try_from(s.to_owned())
