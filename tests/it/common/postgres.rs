@@ -84,7 +84,10 @@ impl PrivateCluster {
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
-            if !out.status.success() && stderr.contains("Address already in use") && attempt < 3 {
+            // Up to ten tries, a little apart: the clusters of the database-credential, outage
+            // and several-node tests all start at once.
+            if !out.status.success() && stderr.contains("Address already in use") && attempt < 10 {
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
                 continue;
             }
             assert!(out.status.success(), "start_test_postgres: {stderr}");
