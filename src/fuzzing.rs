@@ -196,17 +196,6 @@ pub fn context(data: &[u8]) {
     }
 }
 
-/// Resource kinds policy statements name.
-const RESOURCE_KINDS: &[&str] = &[
-    "key",
-    "alias",
-    "secret",
-    "policy",
-    "principal",
-    "token",
-    "job",
-];
-
 /// A policy document and its evaluation. The input's first byte `n` says how many of the
 /// following bytes draw the request (action, resource, context, source, time) and the
 /// principal's attributes; the rest is the document. A parsed document serialises and
@@ -288,7 +277,7 @@ struct PolicyRequest {
 /// Draws a [`PolicyRequest`].
 fn policy_request(u: &mut Unstructured<'_>) -> arbitrary::Result<PolicyRequest> {
     let action = *u.choose(Action::ALL)?;
-    let kind = *u.choose(RESOURCE_KINDS)?;
+    let kind = *u.choose(crate::policy::document::RESOURCE_KINDS)?;
     let names: Vec<String> = (0..u.int_in_range(1..=3)?)
         .map(|_| u.arbitrary::<String>())
         .collect::<arbitrary::Result<_>>()?;
@@ -495,7 +484,7 @@ pub fn aws_request(data: &[u8]) {
 /// SigV4: the input is an HTTP request as the AWS test suite writes one (request line,
 /// `Name:value` header lines, a blank line, the body). Its `Authorization` and date are parsed
 /// and its canonical request and string to sign built, then the signature checked under the
-/// suite's secret key. Signing the same string twice gives the same signature.
+/// suite's secret key, twice with the same verdict.
 pub fn sigv4(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
