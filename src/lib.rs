@@ -19,6 +19,8 @@
 //! - [`domain`]: identifiers and states shared by every layer; no I/O.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`process`]: start-up hardening (no core dumps, `RLIMIT_NOFILE` raised).
+//! - `fuzzing` (hidden): the bodies of the fuzz targets in `fuzz/`, shared with the stable
+//!   corpus replay test.
 //!
 //! # Safety and secrets
 //!
@@ -42,6 +44,8 @@ pub mod config;
 pub mod database;
 pub use custodian_types::domain;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod process;

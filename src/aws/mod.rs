@@ -20,6 +20,9 @@
 
 mod ops;
 
+#[doc(hidden)]
+pub use ops::{read_for_fuzzing, OPERATIONS};
+
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};

@@ -27,6 +27,61 @@ const MAX_RANDOM: u64 = 1024;
 /// AWS's bounds on `CiphertextBlob`.
 const MAX_CIPHERTEXT: usize = 6144;
 
+/// One AWS KMS operation's request, read from its JSON body and nothing else (no service call).
+enum Operation {
+    Encrypt(EncryptRequest),
+    Decrypt(DecryptRequest),
+    DataKey(DataKeyRequest, PlaintextCopy),
+    ReEncrypt(ReEncryptRequest),
+    CreateKey(CreateKeyRequest),
+    DescribeKey(KeyIdRequest),
+    ListKeys(ListRequest),
+    CreateAlias(CreateAliasRequest),
+    ListAliases(ListAliasesRequest),
+    EnableKey(KeyIdRequest),
+    DisableKey(KeyIdRequest),
+    ScheduleDeletion(ScheduleDeletionRequest),
+    CancelDeletion(KeyIdRequest),
+    EnableRotation(EnableRotationRequest),
+    DisableRotation(KeyIdRequest),
+    RotationStatus(KeyIdRequest),
+    Rotate(KeyIdRequest),
+    Random(RandomRequest),
+}
+
+/// Reads operation `op`'s request from `body`.
+fn read(op: &str, body: &[u8]) -> Result<Operation> {
+    use Operation as O;
+    Ok(match op {
+        "Encrypt" => O::Encrypt(parse(body)?),
+        "Decrypt" => O::Decrypt(parse(body)?),
+        "GenerateDataKey" => O::DataKey(parse(body)?, PlaintextCopy::Include),
+        "GenerateDataKeyWithoutPlaintext" => O::DataKey(parse(body)?, PlaintextCopy::Omit),
+        "ReEncrypt" => O::ReEncrypt(parse(body)?),
+        "CreateKey" => O::CreateKey(parse(body)?),
+        "DescribeKey" => O::DescribeKey(parse(body)?),
+        "ListKeys" => O::ListKeys(parse(body)?),
+        "CreateAlias" => O::CreateAlias(parse(body)?),
+        "ListAliases" => O::ListAliases(parse(body)?),
+        "EnableKey" => O::EnableKey(parse(body)?),
+        "DisableKey" => O::DisableKey(parse(body)?),
+        "ScheduleKeyDeletion" => O::ScheduleDeletion(parse(body)?),
+        "CancelKeyDeletion" => O::CancelDeletion(parse(body)?),
+        "EnableKeyRotation" => O::EnableRotation(parse(body)?),
+        "DisableKeyRotation" => O::DisableRotation(parse(body)?),
+        "GetKeyRotationStatus" => O::RotationStatus(parse(body)?),
+        "RotateKeyOnDemand" => O::Rotate(parse(body)?),
+        "GenerateRandom" => O::Random(parse(body)?),
+        other => {
+            return Err(AwsError::rejected(
+                "UnknownOperationException",
+                "route_not_found",
+                format!("operation {other:?} is not supported by Custodian (docs/compat.md)"),
+            ))
+        }
+    })
+}
+
 /// Runs operation `op` for `p` on the JSON `body`.
 pub(super) async fn dispatch(
     cfg: &AwsConfig,
@@ -35,31 +90,98 @@ pub(super) async fn dispatch(
     body: &[u8],
 ) -> Result<Value> {
     let d = Door { cfg, p };
-    match op {
-        "Encrypt" => d.encrypt(parse(body)?).await,
-        "Decrypt" => d.decrypt(parse(body)?).await,
-        "GenerateDataKey" => d.data_key(parse(body)?, PlaintextCopy::Include).await,
-        "GenerateDataKeyWithoutPlaintext" => d.data_key(parse(body)?, PlaintextCopy::Omit).await,
-        "ReEncrypt" => d.reencrypt(parse(body)?).await,
-        "CreateKey" => d.create_key(parse(body)?).await,
-        "DescribeKey" => d.describe_key(parse(body)?).await,
-        "ListKeys" => d.list_keys(parse(body)?).await,
-        "CreateAlias" => d.create_alias(parse(body)?).await,
-        "ListAliases" => d.list_aliases(parse(body)?).await,
-        "EnableKey" => d.enable_key(parse(body)?).await,
-        "DisableKey" => d.disable_key(parse(body)?).await,
-        "ScheduleKeyDeletion" => d.schedule_deletion(parse(body)?).await,
-        "CancelKeyDeletion" => d.cancel_deletion(parse(body)?).await,
-        "EnableKeyRotation" => d.enable_rotation(parse(body)?).await,
-        "DisableKeyRotation" => d.disable_rotation(parse(body)?).await,
-        "GetKeyRotationStatus" => d.rotation_status(parse(body)?).await,
-        "RotateKeyOnDemand" => d.rotate(parse(body)?).await,
-        "GenerateRandom" => d.random(parse(body)?).await,
-        other => Err(AwsError::rejected(
-            "UnknownOperationException",
-            "route_not_found",
-            format!("operation {other:?} is not supported by Custodian (docs/compat.md)"),
-        )),
+    use Operation as O;
+    match read(op, body)? {
+        O::Encrypt(r) => d.encrypt(r).await,
+        O::Decrypt(r) => d.decrypt(r).await,
+        O::DataKey(r, copy) => d.data_key(r, copy).await,
+        O::ReEncrypt(r) => d.reencrypt(r).await,
+        O::CreateKey(r) => d.create_key(r).await,
+        O::DescribeKey(r) => d.describe_key(r).await,
+        O::ListKeys(r) => d.list_keys(r).await,
+        O::CreateAlias(r) => d.create_alias(r).await,
+        O::ListAliases(r) => d.list_aliases(r).await,
+        O::EnableKey(r) => d.enable_key(r).await,
+        O::DisableKey(r) => d.disable_key(r).await,
+        O::ScheduleDeletion(r) => d.schedule_deletion(r).await,
+        O::CancelDeletion(r) => d.cancel_deletion(r).await,
+        O::EnableRotation(r) => d.enable_rotation(r).await,
+        O::DisableRotation(r) => d.disable_rotation(r).await,
+        O::RotationStatus(r) => d.rotation_status(r).await,
+        O::Rotate(r) => d.rotate(r).await,
+        O::Random(r) => d.random(r).await,
+    }
+}
+
+/// The operations [`read`] knows, for the fuzzer to choose from (an unknown name is one more
+/// case it tries).
+#[doc(hidden)]
+pub const OPERATIONS: &[&str] = &[
+    "Encrypt",
+    "Decrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncrypt",
+    "CreateKey",
+    "DescribeKey",
+    "ListKeys",
+    "CreateAlias",
+    "ListAliases",
+    "EnableKey",
+    "DisableKey",
+    "ScheduleKeyDeletion",
+    "CancelKeyDeletion",
+    "EnableKeyRotation",
+    "DisableKeyRotation",
+    "GetKeyRotationStatus",
+    "RotateKeyOnDemand",
+    "GenerateRandom",
+];
+
+/// What the door reads from a request before the service is called: the body for `op`, then
+/// every key reference, ciphertext and algorithm name in it. For `custodian::fuzzing`; no
+/// request path calls it. The result says only whether the request was readable.
+#[doc(hidden)]
+pub fn read_for_fuzzing(cfg: &AwsConfig, op: &str, body: &[u8]) -> bool {
+    use Operation as O;
+    let key = |k: &str| named_in(cfg, k).is_ok();
+    let Ok(operation) = read(op, body) else {
+        return false;
+    };
+    match operation {
+        O::Encrypt(r) => {
+            check_algorithm(r.encryption_algorithm.as_ref()).is_ok()
+                && key(&r.key_id)
+                && STANDARD.decode(r.plaintext.expose_secret()).is_ok()
+        }
+        O::Decrypt(r) => {
+            check_algorithm(r.encryption_algorithm.as_ref()).is_ok()
+                && ciphertext_of(&r.ciphertext_blob).is_ok()
+                && r.key_id.as_deref().is_none_or(key)
+        }
+        O::DataKey(r, _) => key(&r.key_id),
+        O::ReEncrypt(r) => {
+            ciphertext_of(&r.ciphertext_blob).is_ok()
+                && r.source_key_id.as_deref().is_none_or(key)
+                && key(&r.destination_key_id)
+        }
+        O::CreateAlias(r) => {
+            r.alias_name
+                .strip_prefix("alias/")
+                .is_some_and(|n| name_of(n).is_ok())
+                && key(&r.target_key_id)
+        }
+        O::ListAliases(r) => r.key_id.as_deref().is_none_or(key),
+        O::ScheduleDeletion(ScheduleDeletionRequest { key_id, .. })
+        | O::EnableRotation(EnableRotationRequest { key_id, .. })
+        | O::DescribeKey(KeyIdRequest { key_id })
+        | O::EnableKey(KeyIdRequest { key_id })
+        | O::DisableKey(KeyIdRequest { key_id })
+        | O::CancelDeletion(KeyIdRequest { key_id })
+        | O::DisableRotation(KeyIdRequest { key_id })
+        | O::RotationStatus(KeyIdRequest { key_id })
+        | O::Rotate(KeyIdRequest { key_id }) => key(&key_id),
+        O::CreateKey(_) | O::ListKeys(_) | O::Random(_) => true,
     }
 }
 

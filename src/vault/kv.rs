@@ -480,3 +480,15 @@ async fn config(headers: HeaderMap, Extension(_p): Extension<Authorized>) -> Res
         json!({ "cas_required": false, "delete_version_after": "0s", "max_versions": 0 }),
     )
 }
+
+/// What the KV routes read from a request before the service is called: the secret path in the
+/// URL, the body as an object, the `versions` list, and a stored value's `data` object. For
+/// `custodian::fuzzing`: no request path calls it. Returns how many parts were readable.
+#[doc(hidden)]
+pub fn read_for_fuzzing(raw_path: &str, body: &[u8]) -> usize {
+    let data_is_object = data_of(body).is_object();
+    usize::from(path_of(raw_path).is_ok())
+        + usize::from(body_of(body).is_ok())
+        + usize::from(versions_of(body).is_ok())
+        + usize::from(data_is_object)
+}

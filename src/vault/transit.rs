@@ -84,6 +84,9 @@ fn key_ref(name: &str) -> Result<KeyRef> {
     Ok(KeyRef::Name(key_name(name)?))
 }
 
+/// Key creation options refused when true: a Custodian key never leaves its device.
+const CREATE_FLAGS_REFUSED: &[&str] = &["exportable", "allow_plaintext_backup"];
+
 /// 400 for any of `flags` set true: options Custodian's keys do not have.
 fn refuse_flags(body: &Value, flags: &[&str]) -> Result<()> {
     match flags
@@ -295,7 +298,7 @@ async fn config_key(
 ) -> Result<Response> {
     let body = body_of(&body)?;
     let r = key_ref(&name)?;
-    refuse_flags(&body, &["exportable", "allow_plaintext_backup"])?;
+    refuse_flags(&body, CREATE_FLAGS_REFUSED)?;
     let min = match body.get("min_decryption_version") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -413,7 +416,8 @@ async fn encrypt(
     answer(&headers, results, batch)
 }
 
-async fn encrypt_one(p: &Authorized, r: &KeyRef, item: &EncryptItem) -> Result<Value> {
+/// What one encrypt item asks for: the plaintext and its context, read and checked.
+fn read_encrypt_item(item: &EncryptItem) -> Result<(SecretBytes, EncryptionContext)> {
     if item.key_version.is_some_and(|v| v != 0) {
         return Err(VaultError::invalid(
             "unsupported_option",
@@ -436,6 +440,11 @@ async fn encrypt_one(p: &Authorized, r: &KeyRef, item: &EncryptItem) -> Result<V
         "context": item.context,
         "associated_data": item.associated_data,
     }))?;
+    Ok((plaintext, context))
+}
+
+async fn encrypt_one(p: &Authorized, r: &KeyRef, item: &EncryptItem) -> Result<Value> {
+    let (plaintext, context) = read_encrypt_item(item)?;
     let sealed = p
         .encrypt(r, plaintext, &context)
         .await
@@ -656,4 +665,36 @@ async fn random_answer(
         STANDARD.encode(bytes.expose_secret())
     };
     Ok(ok(headers, json!({ "random_bytes": text })))
+}
+
+/// What the transit routes read from a request before the service is called: the key name in
+/// the path; an encrypt body and its items (plaintext, context); a decrypt or rewrap body and
+/// its items (the `vault:v<N>:` prefix, the blob, the context); a data key's or random request's
+/// count. For `custodian::fuzzing`: no request path calls it. Returns how many parts were
+/// readable.
+#[doc(hidden)]
+pub fn read_for_fuzzing(name: &str, body: &[u8]) -> usize {
+    let mut readable = usize::from(key_ref(name).is_ok());
+    if let Ok(b) = serde_json::from_slice::<EncryptBody>(body) {
+        let items = b.batch_input.unwrap_or_else(|| vec![b.item]);
+        readable += items
+            .iter()
+            .filter(|i| read_encrypt_item(i).is_ok())
+            .count();
+    }
+    if let Ok(v) = body_of(body) {
+        if let Ok((items, _)) = items(&v) {
+            readable += items
+                .iter()
+                .filter(|i| ciphertext_field(i).and_then(blob_of).is_ok() && context_of(i).is_ok())
+                .count();
+        }
+        readable += usize::from(refuse_flags(&v, CREATE_FLAGS_REFUSED).is_ok());
+        readable += ["bits", "bytes"]
+            .iter()
+            .filter_map(|f| v.get(*f))
+            .filter(|n| number(n).is_some())
+            .count();
+    }
+    readable
 }

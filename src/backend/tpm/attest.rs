@@ -262,7 +262,22 @@ pub fn verify_certification(
     // p256's Verifier hashes the message with SHA-256 (ECDSA-SHA256).
     key.verify(&cert.attest, &signature)
         .map_err(|_| CertifyError::BadSignature)?;
+    check_statement(cert, key_public, qualifying_data)
+}
 
+/// The checks of [`verify_certification`] after the signature: what the signed `TPMS_ATTEST`
+/// says (magic, type, `extraData`, the certified Name) against `key_public` and
+/// `qualifying_data`. Public so that the fuzzer reaches the TPM structure parsers without
+/// forging signatures; on its own it proves nothing about who made the statement.
+///
+/// # Errors
+/// The first [`CertifyError`] found.
+#[doc(hidden)]
+pub fn check_statement(
+    cert: &Certification,
+    key_public: &[u8],
+    qualifying_data: &[u8],
+) -> Result<(), CertifyError> {
     let (magic, rest) = cert
         .attest
         .split_first_chunk::<4>()
