@@ -419,6 +419,23 @@ fn batch_frames(frame: usize) -> usize {
     (BATCH_BYTES / frame).max(1)
 }
 
+/// What a batch buffer starts with: it grows (doubling) to a whole batch only as the data
+/// fills it, so a small file costs a small buffer whatever its frame size.
+const FIRST_BUFFER: usize = 4096;
+
+/// Grows `buf` to at least `need` bytes (doubling, at most `cap`) by copying into a new
+/// buffer: the old one is zeroized as it is dropped, where `Vec::resize` would free it
+/// unwiped.
+fn grow_to(buf: &mut Zeroizing<Vec<u8>>, need: usize, cap: usize) {
+    if buf.len() >= need {
+        return;
+    }
+    let len = need.max(buf.len() * 2).max(FIRST_BUFFER).min(cap.max(need));
+    let mut bigger = Zeroizing::new(vec![0; len]);
+    bigger[..buf.len()].copy_from_slice(buf);
+    *buf = bigger;
+}
+
 /// What seals one file: its header and its file key. Made by
 /// [`Client::file_encryptor`](crate::Client::file_encryptor), or by [`Encryptor::new`] from a
 /// data key the caller holds.
@@ -568,7 +585,7 @@ impl SealState {
             cipher: enc.cipher,
             frame,
             batch,
-            plain: Zeroizing::new(vec![0; batch * (frame + TAG_LEN)]),
+            plain: Zeroizing::new(Vec::new()),
             len: 0,
             out: Zeroizing::new(header),
             out_pos: 0,
@@ -604,6 +621,11 @@ impl SealState {
             let (slot, off) = (self.len / self.frame, self.len % self.frame);
             let n = (self.frame - off).min(data.len() - taken);
             let at = slot * (self.frame + TAG_LEN) + off;
+            grow_to(
+                &mut self.plain,
+                at + n + TAG_LEN,
+                self.batch * (self.frame + TAG_LEN),
+            );
             self.plain[at..at + n].copy_from_slice(&data[taken..taken + n]);
             self.len += n;
             taken += n;
@@ -634,6 +656,9 @@ impl SealState {
             .checked_add(count as u64)
             .ok_or(StreamError::TooManyFrames)?;
         let last_len = self.len - (count - 1) * f;
+        // Room for the last frame's tag (an empty file's buffer was never grown).
+        let end = (count - 1) * stride + last_len + TAG_LEN;
+        grow_to(&mut self.plain, end, self.batch * stride);
         let slots: Vec<Slot<'_>> = self
             .plain
             .chunks_mut(stride)
@@ -652,11 +677,10 @@ impl SealState {
         }
         self.cipher.next = end_index;
         // The sealed batch becomes the pending output; the written-out buffer takes new
-        // plaintext (grown to a batch the first time, when it held the header).
+        // plaintext (growing as it comes, the first time, when it held the header).
         std::mem::swap(&mut self.plain, &mut self.out);
         self.out_pos = 0;
-        self.out_end = (count - 1) * stride + last_len + TAG_LEN;
-        self.plain.resize(self.batch * stride, 0);
+        self.out_end = end;
         self.len = 0;
         Ok(())
     }
@@ -668,9 +692,11 @@ impl SealState {
 struct OpenState {
     cipher: FrameCipher,
     frame: usize,
-    /// The batch's bytes; `filled` of them read.
+    /// The batch's bytes; `filled` of them read. It grows to `full` bytes as input comes.
     ct: Zeroizing<Vec<u8>>,
     filled: usize,
+    /// A whole batch and one byte beyond.
+    full: usize,
     eof: bool,
     /// The byte read beyond a full batch: the start of the next one.
     carry: Option<u8>,
@@ -692,8 +718,9 @@ impl OpenState {
         Self {
             cipher: dec.cipher,
             frame,
-            ct: Zeroizing::new(vec![0; batch * (frame + TAG_LEN) + 1]),
+            ct: Zeroizing::new(Vec::new()),
             filled: 0,
+            full: batch * (frame + TAG_LEN) + 1,
             eof: false,
             carry: None,
             opened: Vec::with_capacity(batch),
@@ -759,11 +786,12 @@ impl OpenState {
                 self.filled = 1;
             }
         }
-        !self.refill && !self.eof && self.filled < self.ct.len()
+        !self.refill && !self.eof && self.filled < self.full
     }
 
-    /// Where the next input goes.
+    /// Where the next input goes (never empty while input is wanted).
     fn space(&mut self) -> &mut [u8] {
+        grow_to(&mut self.ct, self.filled + 1, self.full);
         &mut self.ct[self.filled..]
     }
 
@@ -786,7 +814,7 @@ impl OpenState {
     /// the final frame.
     fn open(&mut self) -> Result<(), StreamError> {
         let (f, stride) = (self.frame, self.frame + TAG_LEN);
-        let full = self.ct.len();
+        let full = self.full;
         let (count, last, last_body) = if self.filled == full {
             self.carry = Some(self.ct[full - 1]);
             ((full - 1) / stride, false, f)

@@ -141,6 +141,66 @@ fn truncation_at_each_frame_boundary_names_the_frame_not_sealed_final() {
     assert_eq!(decrypt(&longer), Err(StreamError::Frame { index: 4 }));
 }
 
+/// The largest buffer the opening state used for `file`, driven the way the readers drive it.
+fn open_buffer_len(file: &[u8]) -> usize {
+    let mut input = file;
+    let header = read_header(&mut input).unwrap();
+    let mut state = OpenState::new(Decryptor::new(&KEY, header).unwrap());
+    let mut largest = 0;
+    loop {
+        while state.wants_input() {
+            let n = input.read(state.space()).unwrap();
+            state.filled(n);
+        }
+        largest = largest.max(state.ct.len());
+        if !state.ready() {
+            return largest;
+        }
+        state.open().unwrap();
+        while !state.available().is_empty() {
+            let mut sink = [0; 4096];
+            state.take(&mut sink);
+        }
+    }
+}
+
+#[test]
+fn batch_buffers_grow_with_the_data_up_to_one_batch() {
+    let f = DEFAULT_FRAME_SIZE as usize;
+    let stride = f + TAG_LEN;
+    let full = batch_frames(f) * stride;
+    // A small file: a small buffer each way, not a batch of frames.
+    let small = data(100);
+    let enc = Encryptor::new(&KEY, &test_blob(), &ctx(&[]), DEFAULT_FRAME_SIZE).unwrap();
+    let mut seal = SealState::new(enc);
+    assert_eq!(seal.accept(&small).unwrap(), small.len());
+    seal.finish().unwrap();
+    assert_eq!(seal.out.len(), FIRST_BUFFER);
+    assert_eq!(
+        open_buffer_len(&encrypt(&small, DEFAULT_FRAME_SIZE, &ctx(&[]))),
+        FIRST_BUFFER
+    );
+    assert_eq!(
+        open_buffer_len(&encrypt(&[], DEFAULT_FRAME_SIZE, &ctx(&[]))),
+        FIRST_BUFFER
+    );
+    // Three batches and a bit: the buffers reach one batch (and the byte beyond) and no more.
+    let big = data(3 * batch_frames(f) * f + 100);
+    let enc = Encryptor::new(&KEY, &test_blob(), &ctx(&[]), DEFAULT_FRAME_SIZE).unwrap();
+    let mut seal = SealState::new(enc);
+    let mut taken = 0;
+    while taken < big.len() {
+        taken += seal.accept(&big[taken..]).unwrap();
+        assert!(seal.plain.len() <= full);
+        seal.consumed(seal.pending().len());
+    }
+    assert_eq!(seal.plain.len(), full);
+    assert_eq!(
+        open_buffer_len(&encrypt(&big, DEFAULT_FRAME_SIZE, &ctx(&[]))),
+        full + 1
+    );
+}
+
 #[test]
 fn failures_across_batches_release_exactly_the_frames_before_them() {
     let f = 4096usize;
