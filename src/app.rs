@@ -63,10 +63,11 @@ async fn sweep_keks(internal: Internal, ttl: std::time::Duration) {
 }
 
 /// Opens the TPM (blocking: it connects and creates the storage primary) on the blocking pool.
-/// Opens the PKCS#11 token, trying again for a few seconds while no token matches: SoftHSM2
-/// rewrites a token's file at every `C_Login`, so a node starting while other nodes log in to a
-/// shared token can briefly find none. Nothing else is retried (a wrong PIN tried again could
-/// lock the token).
+/// Opens the PKCS#11 token, trying again for a few seconds while no token matches or the token
+/// list cannot be read: SoftHSM2 rewrites a token's file at every `C_Login`, so a node starting
+/// while other nodes log in to a shared token can briefly find none, or read a half-written
+/// file (`CKR_GENERAL_ERROR`). Nothing else is retried (a wrong PIN tried again could lock the
+/// token).
 async fn start_pkcs11(
     p: &crate::config::Pkcs11Config,
 ) -> Result<Pkcs11Backend, crate::backend::BackendError> {
@@ -76,7 +77,9 @@ async fn start_pkcs11(
         match Pkcs11Backend::start(p.clone()).await {
             Ok(b) => return Ok(b),
             Err(crate::backend::BackendError::Open(m))
-                if attempt < ATTEMPTS && m.starts_with(crate::backend::pkcs11::NO_TOKEN) =>
+                if attempt < ATTEMPTS
+                    && (m.starts_with(crate::backend::pkcs11::NO_TOKEN)
+                        || m.starts_with(crate::backend::pkcs11::TOKEN_UNREADABLE)) =>
             {
                 let e = crate::backend::BackendError::Open(m);
                 tracing::warn!(attempt, error = %e, "opening the PKCS#11 token failed; trying again");

@@ -67,8 +67,23 @@ fn required_mechanisms(m: WrapMechanism) -> &'static [(MechanismType, &'static s
 /// How an open that found no matching token begins (start-up retries on it).
 pub const NO_TOKEN: &str = "no initialised token matches";
 
+/// How an open begins whose reading of the token list failed with `CKR_GENERAL_ERROR`:
+/// SoftHSM2 answers so while another process rewrites the token's file (start-up retries on
+/// it, as on [`NO_TOKEN`]).
+pub const TOKEN_UNREADABLE: &str = "the token list could not be read";
+
 fn open_error(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Open(format!("{what}: {e}"))
+}
+
+/// An error reading the slot and token list: [`TOKEN_UNREADABLE`] for `CKR_GENERAL_ERROR`.
+fn list_error(what: &str, e: CkError) -> BackendError {
+    match e {
+        CkError::Pkcs11(RvError::GeneralError, _) => {
+            BackendError::Open(format!("{TOKEN_UNREADABLE} ({what}: {e})"))
+        }
+        e => open_error(what, e),
+    }
 }
 
 impl Device {
@@ -251,12 +266,12 @@ impl Device {
 fn find_token(ctx: &Pkcs11, selector: &TokenSelector) -> Result<(Slot, TokenFacts), BackendError> {
     let slots = ctx
         .get_slots_with_initialized_token()
-        .map_err(|e| open_error("C_GetSlotList", e))?;
+        .map_err(|e| list_error("C_GetSlotList", e))?;
     let mut matches = Vec::new();
     for slot in slots {
         let info = ctx
             .get_token_info(slot)
-            .map_err(|e| open_error("C_GetTokenInfo", e))?;
+            .map_err(|e| list_error("C_GetTokenInfo", e))?;
         let facts = TokenFacts {
             label: info.label().trim_end().to_owned(),
             manufacturer: info.manufacturer_id().trim_end().to_owned(),
@@ -311,5 +326,24 @@ pub fn login(session: &Session, pin: &Pin) -> Result<(), CkError> {
     match session.login(UserType::User, Some(pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cryptoki::context::Function;
+
+    use super::*;
+
+    #[test]
+    fn a_general_error_reading_the_token_list_is_retried_at_start_up_and_nothing_else_is() {
+        let open = |e| match list_error("C_GetTokenInfo", e) {
+            BackendError::Open(m) => m,
+            other => panic!("{other:?}"),
+        };
+        let busy = open(CkError::Pkcs11(RvError::GeneralError, Function::GetTokenInfo));
+        assert!(busy.starts_with(TOKEN_UNREADABLE), "{busy}");
+        let other = open(CkError::Pkcs11(RvError::PinIncorrect, Function::GetTokenInfo));
+        assert!(!other.starts_with(TOKEN_UNREADABLE) && !other.starts_with(NO_TOKEN), "{other}");
     }
 }

@@ -36,7 +36,7 @@ use crate::format::blob::GCM_IV_LEN;
 use crate::secret::{Pin, SecretBytes};
 use crate::telemetry::run_blocking;
 
-pub use device::{Device, TokenFacts, NO_TOKEN};
+pub use device::{Device, TokenFacts, NO_TOKEN, TOKEN_UNREADABLE};
 use encrypt::GcmError;
 use error::Class;
 
