@@ -29,7 +29,8 @@ use crate::service::{Internal, KeyService};
 const BATCH: u32 = 100;
 /// The lease of the lifecycle duties (rotations, deletions, device destructions).
 pub const LIFECYCLE_LEASE: &str = "lifecycle";
-/// The lease of re-wrap batches.
+/// The prefix of the re-wrap leases, one per part of a job (`rewrap/0` … `rewrap/7`;
+/// [`crate::service::rewrap::shard_lease`]).
 pub const REWRAP_LEASE: &str = "rewrap";
 /// The lease of the database-credential duties (static role rotations, lease revocations).
 pub const DATABASE_LEASE: &str = "database";
@@ -113,8 +114,9 @@ pub async fn run_database(internal: Internal, interval: Duration) {
     }
 }
 
-/// Works through running re-wrap jobs, one batch at a time with `pause` between batches;
-/// checks for new jobs every `idle` when there is nothing to do.
+/// Works through running re-wrap jobs, one batch at a time with `pause` between batches, each
+/// batch from the part of the job whose lease this node holds (several nodes work on one job
+/// at once, each on its own part); checks for new jobs every `idle` when there is nothing to do.
 pub async fn run_rewrap(internal: Internal, pause: Duration, idle: Duration) {
     let service = internal.service();
     loop {
@@ -129,25 +131,40 @@ pub async fn run_rewrap(internal: Internal, pause: Duration, idle: Duration) {
             tokio::time::sleep(idle).await;
             continue;
         }
+        let mut worked = false;
         for job in jobs {
-            // One node works through re-wrap batches at a time; the lease is renewed per batch.
-            if !service.holds_lease(REWRAP_LEASE, lease_ttl(idle)).await {
-                tokio::time::sleep(idle).await;
-                break;
-            }
             let resource = format!("job/{}", job.id);
-            let unit = service.rewrap_batch(&job);
+            let Some(shard) = service.claim_rewrap_shard(&job, lease_ttl(idle)).await else {
+                // Every part settled here or held by another node: end the job if nothing is
+                // left that another node could still move.
+                if service.rewrap_settled_here(&job.id) {
+                    let unit = service.finish_rewrap_job(&job);
+                    if let Err(e) = service
+                        .in_background("rewrap", "key:rewrap-batch", &resource, unit)
+                        .await
+                    {
+                        tracing::warn!(job_id = %job.id, error = %e, "ending a re-wrap job failed; retrying later");
+                    }
+                }
+                continue;
+            };
+            let unit = service.rewrap_batch(&job, shard);
             match service
                 .in_background("rewrap", "key:rewrap-batch", &resource, unit)
                 .await
             {
-                Ok(Progress::More) | Ok(Progress::Finished) => {}
+                Ok(Progress::Settled) => {
+                    service.settle_rewrap_shard(&job.id, shard);
+                    worked = true;
+                }
+                Ok(Progress::More | Progress::Finished) => worked = true,
                 Err(e) => {
                     tracing::warn!(job_id = %job.id, error = %e, "re-wrap batch failed; retrying later");
                     tokio::time::sleep(idle).await;
                 }
             }
-            tokio::time::sleep(pause).await;
         }
+        // Nothing this node could take: every part is held elsewhere or settled here.
+        tokio::time::sleep(if worked { pause } else { idle }).await;
     }
 }

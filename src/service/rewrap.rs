@@ -4,6 +4,11 @@
 //! re-wrapped, so the job is idempotent and resumable: after a crash the next run picks up the
 //! rows still under older versions, and nothing is lost or written twice. The value ciphertexts
 //! never change: only their data keys are re-wrapped, with the same path/version binding.
+//!
+//! A job's items are split into [`REWRAP_SHARDS`] parts (by the store; decision 0022). A node
+//! works on one part at a time, the one whose lease (`rewrap/<part>`) it holds, so several nodes
+//! sharing a database work through one job at once, each on its own rows; a node killed
+//! mid-batch loses its lease and another takes the part over from the rows still left.
 
 use std::collections::HashSet;
 
@@ -16,14 +21,26 @@ use crate::domain::{Key, KeyRef, KeyVersion};
 use crate::format::secret::data_key_context;
 use crate::format::Blob;
 use crate::policy::{Action, Principal, Resource};
-use crate::store::RewrapItem;
+use crate::store::{RewrapItem, RewrapShard};
 
-/// Where a job's walk over its candidates stands on this node.
+/// How many parts a re-wrap job is split into: at most this many nodes work on one job at once.
+pub const REWRAP_SHARDS: u32 = 8;
+
+/// The duty lease of part `index` of every running re-wrap job.
+pub fn shard_lease(index: u32) -> String {
+    format!("{}/{index}", crate::rotation::REWRAP_LEASE)
+}
+
+/// Where this node stands on one job: the part it works on and its walk over that part.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RewrapPass {
+    shard: Option<u32>,
     cursor: Option<(SecretPath, u32)>,
-    failed: HashSet<(SecretPath, u32)>,
     progressed: bool,
+    /// Parts walked to their end here with nothing more this node can do.
+    settled: HashSet<u32>,
+    /// Items that failed on this node: skipped for the rest of the job here.
+    failed: HashSet<(SecretPath, u32)>,
 }
 
 /// A job with its live progress.
@@ -55,6 +72,8 @@ pub struct VersionCount {
 pub enum Progress {
     /// Call again.
     More,
+    /// This node can do nothing more in this part: take another.
+    Settled,
     /// Finished (completed or failed).
     Finished,
 }
@@ -203,18 +222,133 @@ impl KeyService {
         Ok(self.store.list_jobs(Some(JobState::Running), 100).await?)
     }
 
-    /// Re-wraps one batch of `job`, continuing after the last batch of the current pass.
+    /// The part of `job` this node works on next: the one it holds, else the first free part
+    /// it has not settled (starting at a place of its own, so nodes spread over the parts).
+    /// `None` when every part is settled here or held by other nodes.
+    pub async fn claim_rewrap_shard(
+        &self,
+        job: &Job,
+        ttl: std::time::Duration,
+    ) -> Option<RewrapShard> {
+        let pass = self.pass_state(&job.id);
+        let part = |index| RewrapShard {
+            index,
+            of: REWRAP_SHARDS,
+        };
+        if let Some(k) = pass.shard.filter(|k| !pass.settled.contains(k)) {
+            if self.holds_lease(&shard_lease(k), ttl).await {
+                return Some(part(k));
+            }
+        }
+        let start = self
+            .instance
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        for i in 0..REWRAP_SHARDS {
+            let k = start.wrapping_add(i) % REWRAP_SHARDS;
+            if Some(k) == pass.shard || pass.settled.contains(&k) {
+                continue;
+            }
+            if self.holds_lease(&shard_lease(k), ttl).await {
+                if let Ok(mut passes) = self.rewrap_passes.lock() {
+                    let pass = passes.entry(job.id.clone()).or_default();
+                    pass.shard = Some(k);
+                    pass.cursor = None;
+                    pass.progressed = false;
+                }
+                return Some(part(k));
+            }
+        }
+        None
+    }
+
+    /// True when this node has settled every part of `job`.
+    pub fn rewrap_settled_here(&self, job_id: &str) -> bool {
+        self.pass_state(job_id).settled.len() as u32 >= REWRAP_SHARDS
+    }
+
+    /// Marks a part of `job` as settled here.
+    pub fn settle_rewrap_shard(&self, job_id: &str, shard: RewrapShard) {
+        if let Ok(mut passes) = self.rewrap_passes.lock() {
+            let pass = passes.entry(job_id.to_owned()).or_default();
+            pass.settled.insert(shard.index);
+            pass.shard = None;
+            pass.cursor = None;
+            pass.progressed = false;
+        }
+    }
+
+    /// Ends `job` once every part is settled here: `completed` when nothing is left under older
+    /// versions; `failed` when all that is left failed on this node. Otherwise other nodes are
+    /// still at work (or know failures this node has not met): the parts are opened again
+    /// here, to be taken up when their leases are free.
     ///
-    /// A pass walks the candidates in (path, version) order. Items that fail (a tampered or
-    /// unreadable row) are remembered and skipped for the rest of the job on this node, so they
-    /// cannot block the rows behind them. When a pass finds nothing but such items, the job
-    /// ends `failed` with their count; when nothing is left under older versions, `completed`.
-    /// After a restart the walk starts over, which is safe: rows already moved are no longer
-    /// candidates.
+    /// # Errors
+    /// `Store`.
+    pub async fn finish_rewrap_job(&self, job: &Job) -> Result<Progress, ServiceError> {
+        let key = self.fresh_key(job.key_id).await?;
+        if key.primary_version != job.target_version {
+            let note = format!("superseded: key rotated to version {}", key.primary_version);
+            return self.end_job(job, JobState::Completed, Some(note)).await;
+        }
+        let failed = self.pass_state(&job.id).failed;
+        let page = self.keys_config.rewrap_batch_size.max(1);
+        let mut after = None;
+        let mut left = 0usize;
+        loop {
+            let items = self
+                .store
+                .rewrap_candidates(
+                    key.id,
+                    job.target_version,
+                    RewrapShard::ALL,
+                    after.as_ref(),
+                    page,
+                )
+                .await?;
+            if items
+                .iter()
+                .any(|i| !failed.contains(&(i.path.clone(), i.version)))
+            {
+                if let Ok(mut passes) = self.rewrap_passes.lock() {
+                    if let Some(pass) = passes.get_mut(&job.id) {
+                        pass.settled.clear();
+                    }
+                }
+                return Ok(Progress::More);
+            }
+            left += items.len();
+            match items.last() {
+                Some(last) if items.len() == page as usize => {
+                    after = Some((last.path.clone(), last.version));
+                }
+                _ => break,
+            }
+        }
+        if left == 0 {
+            return self.end_job(job, JobState::Completed, None).await;
+        }
+        let note = format!("{left} stored data keys could not be re-wrapped; see the job's trail and the server log");
+        self.end_job(job, JobState::Failed, Some(note)).await
+    }
+
+    /// Re-wraps one batch of part `shard` of `job`, continuing after the last batch of the
+    /// current pass over that part.
+    ///
+    /// A pass walks the part's candidates in (path, version) order. Items that fail (a tampered
+    /// or unreadable row) are remembered and skipped for the rest of the job on this node, so
+    /// they cannot block the rows behind them. A pass that moved something is followed by
+    /// another; one that moved nothing settles the part here ([`Progress::Settled`]), and once
+    /// every part is settled [`KeyService::finish_rewrap_job`] ends the job. After a restart the
+    /// walk starts over, which is safe: rows already moved are no longer candidates.
     ///
     /// # Errors
     /// `Backend` (device down: the batch is retried later) and `Store`.
-    pub async fn rewrap_batch(&self, job: &Job) -> Result<Progress, ServiceError> {
+    pub async fn rewrap_batch(
+        &self,
+        job: &Job,
+        shard: RewrapShard,
+    ) -> Result<Progress, ServiceError> {
         let key = self.fresh_key(job.key_id).await?;
         let now = crate::clock::now();
         if key.primary_version != job.target_version {
@@ -231,6 +365,7 @@ impl KeyService {
         };
         let RewrapPass {
             cursor,
+            progressed,
             failed: skip,
             ..
         } = self.pass_state(&job.id);
@@ -239,28 +374,18 @@ impl KeyService {
             .rewrap_candidates(
                 key.id,
                 job.target_version,
+                shard,
                 cursor.as_ref(),
                 self.keys_config.rewrap_batch_size,
             )
             .await?;
         if items.is_empty() {
-            return match (cursor, skip.is_empty()) {
-                // Nothing left at all.
-                (None, _) => self.end_job(job, JobState::Completed, None).await,
-                (Some(_), true) => {
-                    self.restart_pass(&job.id, false);
-                    Ok(Progress::More)
-                }
-                // End of a pass: go round again unless the pass only met known failures.
-                (Some(_), false) => {
-                    if self.restart_pass(&job.id, true) {
-                        Ok(Progress::More)
-                    } else {
-                        let note = format!("{} stored data keys could not be re-wrapped; see the job's trail and the server log", skip.len());
-                        self.end_job(job, JobState::Failed, Some(note)).await
-                    }
-                }
-            };
+            // The end of a pass over the part: another if this one moved something.
+            if cursor.is_some() && progressed {
+                self.restart_pass(&job.id);
+                return Ok(Progress::More);
+            }
+            return Ok(Progress::Settled);
         }
         let last = items.last().map(|i| (i.path.clone(), i.version));
         let mut moved: Vec<(RewrapItem, Vec<u8>)> = Vec::with_capacity(items.len());
@@ -312,6 +437,7 @@ impl KeyService {
         crate::audit::note::detail("items_rewrapped", batch.items.len().to_string());
         crate::audit::note::detail("items_failed", failed.to_string());
         crate::audit::note::detail("target_version", job.target_version.get().to_string());
+        crate::audit::note::detail("shard", format!("{}/{}", shard.index, shard.of));
         self.changing().await?;
         match self.store.apply_rewrap(&batch).await {
             Ok(_) => {}
@@ -376,19 +502,13 @@ impl KeyService {
         }
     }
 
-    /// Starts a new pass from the beginning. With `need_progress`, returns false (and starts
-    /// nothing) when the pass that just ended moved nothing.
-    fn restart_pass(&self, job_id: &str, need_progress: bool) -> bool {
-        let Ok(mut passes) = self.rewrap_passes.lock() else {
-            return true;
-        };
-        let pass = passes.entry(job_id.to_owned()).or_default();
-        if need_progress && !pass.progressed {
-            return false;
+    /// Starts a new pass over the current part from its beginning.
+    fn restart_pass(&self, job_id: &str) {
+        if let Ok(mut passes) = self.rewrap_passes.lock() {
+            let pass = passes.entry(job_id.to_owned()).or_default();
+            pass.cursor = None;
+            pass.progressed = false;
         }
-        pass.cursor = None;
-        pass.progressed = false;
-        true
     }
 
     /// Unwraps one stored data key with its version and wraps it under the primary version,

@@ -294,6 +294,23 @@ pub struct KeyUpdate {
     pub deletion_blocked: Option<Option<String>>,
 }
 
+/// One of the parts a re-wrap job's stored data keys are split into, so that several nodes
+/// work through one job at once, each on the parts whose lease it holds (decision 0022). Which
+/// part an item falls in is the store's choice, fixed for the item: PostgreSQL hashes the
+/// secret's path; SQLite, never shared by several nodes, puts every item in part 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RewrapShard {
+    /// This part, `0..of`.
+    pub index: u32,
+    /// How many parts the items are split into (at least 1).
+    pub of: u32,
+}
+
+impl RewrapShard {
+    /// Every item: the job as one part.
+    pub const ALL: Self = Self { index: 0, of: 1 };
+}
+
 /// A stored wrapped data key that a re-wrap job must move.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewrapItem {
@@ -778,7 +795,8 @@ pub trait JobStore: Send + Sync {
     async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>, StoreError>;
 
     /// Up to `limit` stored data keys of `key_id` wrapped under a version other than `target`,
-    /// in (path, version) order, after `after` when given.
+    /// in part `shard` of the split, in (path, version) order, after `after` when given. The
+    /// parts of one split are disjoint and together hold every candidate.
     ///
     /// # Errors
     /// Database errors.
@@ -786,6 +804,7 @@ pub trait JobStore: Send + Sync {
         &self,
         key_id: KeyId,
         target: KeyVersion,
+        shard: RewrapShard,
         after: Option<&(SecretPath, u32)>,
         limit: u32,
     ) -> Result<Vec<RewrapItem>, StoreError>;

@@ -489,6 +489,101 @@ async fn nodes_killed_at_random_moments_lose_and_duplicate_nothing() -> anyhow::
     Ok(())
 }
 
+/// One re-wrap job, three nodes: each node takes parts of the job (its batches' audit records
+/// name the node and the part), no two nodes work on one part, and together they move every
+/// item exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_work_through_one_rewrap_job_at_once() -> anyhow::Result<()> {
+    let (mut d, db) = shared_deployment_with(
+        "rewrap_after_rotation = false\nrewrap_batch_size = 4\nrewrap_pause_ms = 40",
+    )
+    .await?;
+    let mut servers = Vec::new();
+    for n in 1..=3 {
+        servers.push(start_node(&mut d, n).await?);
+    }
+    let first = &servers[0];
+    first.create_key("spread").await;
+    const SECRETS: usize = 240;
+    for i in 0..SECRETS {
+        let r = first
+            .send_json(
+                Method::PUT,
+                &format!("/v1/secrets/spread/{i}"),
+                json!({ "value_text": format!("spread {i}"), "key": "spread" }),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+    let r = first.post("/v1/keys/spread/rotate", json!({})).await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let r = first.post("/v1/keys/spread/rewrap", json!({})).await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let job_id = r.ok()["id"].as_str().unwrap().to_owned();
+    let job = crate::common::server::wait_job_done(&servers[2], "spread").await;
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(
+        (job["done"].as_u64(), job["failed_items"].as_u64()),
+        (Some(SECRETS as u64), Some(0)),
+        "{job}"
+    );
+
+    // Who moved what: the batches' records name their node and part.
+    let rows = db.query(
+        "SELECT node, details FROM audit_records WHERE action = 'key:rewrap-batch' \
+         AND outcome = 'success' ORDER BY sequence",
+        &[],
+    )?;
+    let mut moved_by_node: BTreeMap<String, u64> = BTreeMap::new();
+    let mut nodes_of_part: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    for row in &rows {
+        let details: Value = serde_json::from_str(row[1].as_text())?;
+        if details["job_id"] != job_id.as_str() {
+            continue;
+        }
+        let Some(moved) = details["items_rewrapped"].as_str() else {
+            continue;
+        };
+        let node = row[0].as_text().to_owned();
+        *moved_by_node.entry(node.clone()).or_default() += moved.parse::<u64>()?;
+        nodes_of_part
+            .entry(details["shard"].as_str().unwrap_or("?").to_owned())
+            .or_default()
+            .insert(node);
+    }
+    assert_eq!(
+        moved_by_node.values().sum::<u64>(),
+        SECRETS as u64,
+        "the records account for every item: {moved_by_node:?}"
+    );
+    assert!(
+        moved_by_node.len() >= 2,
+        "one node did the whole job: {moved_by_node:?}"
+    );
+    assert!(
+        nodes_of_part.len() >= 3 && !nodes_of_part.contains_key("?"),
+        "the job was not split into parts: {nodes_of_part:?}"
+    );
+    for (part, nodes) in &nodes_of_part {
+        assert_eq!(
+            nodes.len(),
+            1,
+            "part {part} worked by {nodes:?} (no node was killed)"
+        );
+    }
+    let left = db.query_one(
+        "SELECT count(*) FROM secret_versions v JOIN keys k ON k.id = v.key_id
+         WHERE k.name = 'spread' AND v.key_version = 1 AND v.wrapped_dek IS NOT NULL",
+        &[],
+    )?;
+    assert_eq!(left[0].as_i64(), 0);
+    for i in (0..SECRETS).step_by(23) {
+        let r = servers[i % 3].get(&format!("/v1/secrets/spread/{i}")).await;
+        assert_eq!(r.ok()["value"], b64(format!("spread {i}").as_bytes()));
+    }
+    Ok(())
+}
+
 /// Three nodes under load while a shared part goes away for 5 s: every node answers only
 /// successes or 503 with a down code, readiness is red on each, and each serves again by itself
 /// (same process) when the part returns.

@@ -26,7 +26,8 @@ use custodian::store::database::{
 use custodian::store::postgres::{PostgresSettings, PostgresStore};
 use custodian::store::sqlite::SqliteStore;
 use custodian::store::{
-    NewSecretVersion, RewrapBatch, SealedSecret, StaleKind, Store, StoreError, VersionOp,
+    NewSecretVersion, RewrapBatch, RewrapShard, SealedSecret, StaleKind, Store, StoreError,
+    VersionOp,
 };
 use time::OffsetDateTime;
 use tokio::sync::Barrier;
@@ -159,6 +160,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn rewrap_batch_commits_rows_and_progress_together() {
                 super::rewrap_batch_commits_rows_and_progress_together::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn rewrap_parts_split_the_candidates() {
+                super::rewrap_parts_split_the_candidates::<$harness>().await;
             }
             #[tokio::test]
             async fn destroy_refused_while_references_exist() {
@@ -1110,7 +1115,7 @@ async fn rewrap_batch_commits_rows_and_progress_together<H: Harness>() {
     let job = rewrap_job(&key, 2);
     store.create_job(&job).await.unwrap();
     let items = store
-        .rewrap_candidates(key.id, version(2), None, 10)
+        .rewrap_candidates(key.id, version(2), RewrapShard::ALL, None, 10)
         .await
         .unwrap();
     assert_eq!(items.len(), 3);
@@ -1179,6 +1184,74 @@ async fn rewrap_batch_commits_rows_and_progress_together<H: Harness>() {
 /// A version that wraps stored data keys cannot be destroyed: `InUse { count }`, and it stays
 /// as it was with no device destruction pending. Once its data keys are re-wrapped it can.
 /// The primary version cannot be destroyed on its own (`Stale { PrimaryVersion }`).
+/// The parts of a split are disjoint, together hold every candidate, each in (path, version)
+/// order and paged by its cursor; an item stays in its part.
+async fn rewrap_parts_split_the_candidates<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+    for i in 0..60 {
+        for v in 1..=2 {
+            store
+                .insert_secret_version(&secret_version(&key, &format!("s/{i}"), v, None, 1))
+                .await
+                .unwrap();
+        }
+    }
+    rotate(&*store, &key, 1).await;
+    let all = store
+        .rewrap_candidates(key.id, version(2), RewrapShard::ALL, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 120);
+    let of = 8;
+    let mut union = Vec::new();
+    for index in 0..of {
+        let part = RewrapShard { index, of };
+        let whole = store
+            .rewrap_candidates(key.id, version(2), part, None, 1000)
+            .await
+            .unwrap();
+        // Paged by the cursor, three at a time: the same items.
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .rewrap_candidates(key.id, version(2), part, after.as_ref(), 3)
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some((last.path.clone(), last.version));
+            paged.extend(page);
+        }
+        assert_eq!(paged, whole, "part {index}");
+        // Both versions of a secret fall in the same part.
+        for item in &whole {
+            assert!(whole
+                .iter()
+                .any(|o| o.path == item.path && o.version != item.version));
+        }
+        union.extend(whole);
+    }
+    union.sort_by(|a, b| (a.path.as_str(), a.version).cmp(&(b.path.as_str(), b.version)));
+    assert_eq!(
+        union, all,
+        "the parts are disjoint and hold every candidate"
+    );
+    // Out of range: nothing.
+    assert!(store
+        .rewrap_candidates(
+            key.id,
+            version(2),
+            RewrapShard { index: of, of },
+            None,
+            1000
+        )
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn destroy_refused_while_references_exist<H: Harness>() {
     let h = H::create().await;
     let store = h.open().await.unwrap();
@@ -1214,7 +1287,7 @@ async fn destroy_refused_while_references_exist<H: Harness>() {
     let job = rewrap_job(&key, 2);
     store.create_job(&job).await.unwrap();
     let items = store
-        .rewrap_candidates(key.id, version(2), None, 10)
+        .rewrap_candidates(key.id, version(2), RewrapShard::ALL, None, 10)
         .await
         .unwrap();
     let batch = RewrapBatch {

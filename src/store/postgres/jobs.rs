@@ -8,7 +8,7 @@ use super::{big, corrupt, millis, parse_time, time_text, to_u32, to_u64, Db};
 use crate::domain::job::{Job, JobEvent, JobKind, JobState};
 use crate::domain::secret::SecretPath;
 use crate::domain::{KeyId, KeyVersion, VersionState};
-use crate::store::{RewrapBatch, RewrapItem};
+use crate::store::{RewrapBatch, RewrapItem, RewrapShard};
 
 const JOB_COLUMNS: &str = "id, kind, key_id, target_version, state, done, failed_items, \
                            last_error, created_at, updated_at, finished_at";
@@ -153,14 +153,18 @@ pub(super) async fn candidates(
     db: &Db<'_>,
     key_id: KeyId,
     target: KeyVersion,
+    shard: RewrapShard,
     after: Option<&(SecretPath, u32)>,
     limit: u32,
 ) -> Result<Vec<RewrapItem>, Error> {
     let (after_path, after_version) = after.map_or(("", 0), |(p, v)| (p.as_str(), *v));
+    // The part of a path: its `hashtext` (stable across nodes and restarts) made non-negative,
+    // modulo the number of parts.
     db.query(
         "SELECT path, version, key_version, wrapped_dek FROM secret_versions
          WHERE key_id = $1 AND key_version != $2 AND wrapped_dek IS NOT NULL
            AND (path, version) > ($3, $4)
+           AND (hashtext(path)::bigint & 2147483647) % $6 = $7
          ORDER BY path, version LIMIT $5",
         &[
             &key_id.to_string(),
@@ -168,6 +172,8 @@ pub(super) async fn candidates(
             &after_path,
             &i64::from(after_version),
             &i64::from(limit),
+            &i64::from(shard.of.max(1)),
+            &i64::from(shard.index),
         ],
     )
     .await?

@@ -45,8 +45,8 @@ pub use self::tls::SslMode;
 use super::migrations::{Migration, POSTGRES};
 use super::{
     AuditAppender, AuditStore, AuditTail, IdentityStore, JobStore, KeyStore, KeyUpdate,
-    MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RotationClaim, SealedSecret,
-    SecretStore, Store, StoreError, VersionOp,
+    MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RewrapShard, RotationClaim,
+    SealedSecret, SecretStore, Store, StoreError, VersionOp,
 };
 use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
@@ -796,11 +796,12 @@ impl JobStore for PostgresStore {
         &self,
         key_id: KeyId,
         target: KeyVersion,
+        shard: RewrapShard,
         after: Option<&(SecretPath, u32)>,
         limit: u32,
     ) -> Result<Vec<RewrapItem>, StoreError> {
         autocommit!(self, |db| jobs::candidates(
-            &db, key_id, target, after, limit
+            &db, key_id, target, shard, after, limit
         ))
     }
 

@@ -24,8 +24,8 @@ use self::error::Error;
 use super::migrations::{Migration, SQLITE};
 use super::{
     AuditAppender, AuditStore, AuditTail, IdentityStore, JobStore, KeyStore, KeyUpdate,
-    MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RotationClaim, SealedSecret,
-    SecretStore, Store, StoreError, VersionOp,
+    MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RewrapShard, RotationClaim,
+    SealedSecret, SecretStore, Store, StoreError, VersionOp,
 };
 use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
@@ -581,9 +581,14 @@ impl JobStore for SqliteStore {
         &self,
         key_id: KeyId,
         target: KeyVersion,
+        shard: RewrapShard,
         after: Option<&(SecretPath, u32)>,
         limit: u32,
     ) -> Result<Vec<RewrapItem>, StoreError> {
+        // One node owns an SQLite database: the whole job is part 0.
+        if shard.index != 0 {
+            return Ok(Vec::new());
+        }
         let after = after.cloned();
         self.with_conn(move |conn| jobs::candidates(conn, key_id, target, after.as_ref(), limit))
             .await
