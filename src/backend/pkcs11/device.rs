@@ -341,9 +341,18 @@ mod tests {
             BackendError::Open(m) => m,
             other => panic!("{other:?}"),
         };
-        let busy = open(CkError::Pkcs11(RvError::GeneralError, Function::GetTokenInfo));
+        let busy = open(CkError::Pkcs11(
+            RvError::GeneralError,
+            Function::GetTokenInfo,
+        ));
         assert!(busy.starts_with(TOKEN_UNREADABLE), "{busy}");
-        let other = open(CkError::Pkcs11(RvError::PinIncorrect, Function::GetTokenInfo));
-        assert!(!other.starts_with(TOKEN_UNREADABLE) && !other.starts_with(NO_TOKEN), "{other}");
+        let other = open(CkError::Pkcs11(
+            RvError::PinIncorrect,
+            Function::GetTokenInfo,
+        ));
+        assert!(
+            !other.starts_with(TOKEN_UNREADABLE) && !other.starts_with(NO_TOKEN),
+            "{other}"
+        );
     }
 }
