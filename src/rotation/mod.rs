@@ -134,33 +134,37 @@ pub async fn run_rewrap(internal: Internal, pause: Duration, idle: Duration) {
         let mut worked = false;
         for job in jobs {
             let resource = format!("job/{}", job.id);
-            let Some(shard) = service.claim_rewrap_shard(&job, lease_ttl(idle)).await else {
-                // Every part settled here or held by another node: end the job if nothing is
-                // left that another node could still move.
-                if service.rewrap_settled_here(&job.id) {
-                    let unit = service.finish_rewrap_job(&job);
-                    if let Err(e) = service
-                        .in_background("rewrap", "key:rewrap-batch", &resource, unit)
-                        .await
-                    {
-                        tracing::warn!(job_id = %job.id, error = %e, "ending a re-wrap job failed; retrying later");
+            // A settled part costs one query: take the next at once (at most every part).
+            loop {
+                let Some(shard) = service.claim_rewrap_shard(&job, lease_ttl(idle)).await else {
+                    // Every part settled here or held by another node: end the job if nothing
+                    // is left that another node could still move.
+                    if service.rewrap_settled_here(&job.id) {
+                        let unit = service.finish_rewrap_job(&job);
+                        if let Err(e) = service
+                            .in_background("rewrap", "key:rewrap-batch", &resource, unit)
+                            .await
+                        {
+                            tracing::warn!(job_id = %job.id, error = %e, "ending a re-wrap job failed; retrying later");
+                        }
                     }
-                }
-                continue;
-            };
-            let unit = service.rewrap_batch(&job, shard);
-            match service
-                .in_background("rewrap", "key:rewrap-batch", &resource, unit)
-                .await
-            {
-                Ok(Progress::Settled) => {
-                    service.settle_rewrap_shard(&job.id, shard);
-                    worked = true;
-                }
-                Ok(Progress::More | Progress::Finished) => worked = true,
-                Err(e) => {
-                    tracing::warn!(job_id = %job.id, error = %e, "re-wrap batch failed; retrying later");
-                    tokio::time::sleep(idle).await;
+                    break;
+                };
+                let unit = service.rewrap_batch(&job, shard);
+                match service
+                    .in_background("rewrap", "key:rewrap-batch", &resource, unit)
+                    .await
+                {
+                    Ok(Progress::Settled) => service.settle_rewrap_shard(&job.id, shard),
+                    Ok(Progress::More | Progress::Finished) => {
+                        worked = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(job_id = %job.id, error = %e, "re-wrap batch failed; retrying later");
+                        tokio::time::sleep(idle).await;
+                        break;
+                    }
                 }
             }
         }
