@@ -349,7 +349,8 @@ impl FrameCipher {
 
 /// Plaintext bytes a batch of frames holds at most: frames are sealed and opened a batch at a
 /// time, spread over the CPU's cores (each frame is independent given its index), so that a
-/// file goes at the speed of several cores rather than one. Memory stays two batches.
+/// file goes at the speed of several cores rather than one. Memory stays within two batches
+/// (the buffers grow to a batch only as data fills them: see [`grow_to`]).
 const BATCH_BYTES: usize = 1 << 20;
 
 /// Threads a batch is spread over: the cores available, at most 4 (read once).
