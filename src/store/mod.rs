@@ -311,6 +311,12 @@ impl RewrapShard {
     pub const ALL: Self = Self { index: 0, of: 1 };
 }
 
+/// Destroyed versions older than every version a secret keeps that stay listed (as
+/// `destroyed`, read as 410) after a pruning write; older ones are removed entirely (404), so a
+/// secret written for years under `max_versions` keeps a bounded number of rows and its reads
+/// and writes do not slow down (found by the soak: 1,571 rows per path after 9 minutes).
+pub const KEPT_TOMBSTONES: u32 = 100;
+
 /// A stored wrapped data key that a re-wrap job must move.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewrapItem {
@@ -721,7 +727,8 @@ pub trait SecretStore: Send + Sync {
 
     /// Records a version in one transaction: creates the path if needed, checks `cas`, the
     /// version number and the rotation claim, inserts, then destroys the oldest versions beyond
-    /// `max_versions`. Returns the versions that pruning destroyed.
+    /// `max_versions` and removes all but the newest [`KEPT_TOMBSTONES`] destroyed versions
+    /// older than every kept one. Returns the versions that pruning destroyed.
     ///
     /// # Errors
     /// `CheckAndSet { current }`; `Stale` with `SecretVersion`, `RotationSchedule` or

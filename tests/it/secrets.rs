@@ -290,6 +290,39 @@ async fn max_versions_prunes_the_oldest() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A secret written more than `max_versions` + 100 times: the newest 100 destroyed versions stay
+/// listed (410), older ones are removed (404) and the metadata stays bounded.
+#[tokio::test]
+async fn old_tombstones_are_removed_beyond_the_newest_100() -> anyhow::Result<()> {
+    let (_d, s) = secrets_server("").await?;
+    s.send_json(
+        Method::PUT,
+        "/v1/secrets/churn/metadata",
+        json!({ "max_versions": 1 }),
+    )
+    .await
+    .ok();
+    for i in 1..=105 {
+        put_text(&s, "churn", &format!("value-{i}")).await;
+    }
+    let meta = s.get("/v1/secrets/churn/metadata").await;
+    let versions: Vec<u64> = meta.ok()["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, (5..=105).collect::<Vec<u64>>());
+    read(&s, "churn?version=4")
+        .await
+        .assert_error(404, "secret_version_not_found");
+    read(&s, "churn?version=5")
+        .await
+        .assert_error(410, "secret_version_destroyed");
+    assert_eq!(read_text(&s, "churn").await, "value-105");
+    Ok(())
+}
+
 #[tokio::test]
 async fn expired_versions_are_gone_with_410() -> anyhow::Result<()> {
     let (_d, s) = secrets_server("").await?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use custodian::audit::{AuditArchive, AuditEntry, AuditRecord, Outcome};
 use custodian::domain::job::{Job, JobKind, JobState};
-use custodian::domain::secret::SecretPath;
+use custodian::domain::secret::{SecretPath, SecretVersionState};
 use custodian::domain::{
     AccessKeyRecord, Algorithm, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion,
     KeyVersionRecord, PrincipalRecord, RootKeyRef, RootMaterial, TokenRecord, VersionState,
@@ -148,6 +148,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn a_read_gets_the_record_and_the_wanted_data() {
                 super::a_read_gets_the_record_and_the_wanted_data::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn pruning_keeps_a_bounded_number_of_tombstones() {
+                super::pruning_keeps_a_bounded_number_of_tombstones::<$harness>().await;
             }
             #[tokio::test]
             async fn secret_version_numbers_are_checked() {
@@ -973,6 +977,63 @@ async fn a_read_gets_the_record_and_the_wanted_data<H: Harness>() {
     let (record, data) = read(None).await;
     assert_eq!(record.versions.len(), 3);
     assert_eq!(data, None);
+}
+
+/// A secret written many times under `max_versions`: the versions beyond it are destroyed,
+/// the newest `KEPT_TOMBSTONES` of them stay listed as destroyed and older ones are removed, so
+/// the rows of one path stay bounded however long it is written.
+async fn pruning_keeps_a_bounded_number_of_tombstones<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(store.as_ref(), "churn").await;
+    let p = path("app/churn");
+    let kept = custodian::store::KEPT_TOMBSTONES;
+    let writes = kept + 40;
+    for n in 1..=writes {
+        let mut v = secret_version(&key, "app/churn", n, None, 1);
+        v.default_max_versions = 3;
+        let pruned = store.insert_secret_version(&v).await.unwrap();
+        assert_eq!(pruned, if n > 3 { vec![n - 3] } else { vec![] });
+    }
+    let (record, data) = store.secret_for_read(&p, None).await.unwrap().unwrap();
+    assert_eq!(record.current_version, writes);
+    assert_eq!(data.map(|d| d.0), Some(writes));
+    let listed: Vec<(u32, SecretVersionState)> = record
+        .versions
+        .iter()
+        .map(|v| (v.version, v.state))
+        .collect();
+    let first_listed = writes - 3 - kept + 1;
+    let expected: Vec<(u32, SecretVersionState)> = (first_listed..=writes)
+        .map(|n| {
+            let state = if n + 3 > writes {
+                SecretVersionState::Live
+            } else {
+                SecretVersionState::Destroyed
+            };
+            (n, state)
+        })
+        .collect();
+    assert_eq!(listed, expected);
+    // A removed version is no longer there; a listed tombstone has no data either.
+    assert_eq!(
+        store
+            .secret_for_read(&p, Some(first_listed - 1))
+            .await
+            .unwrap()
+            .unwrap()
+            .1,
+        None
+    );
+    assert_eq!(
+        store
+            .secret_for_read(&p, Some(first_listed))
+            .await
+            .unwrap()
+            .unwrap()
+            .1,
+        None
+    );
 }
 
 /// The version a writer names must be the current one plus one: a number already taken or one

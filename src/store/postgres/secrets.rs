@@ -246,7 +246,21 @@ async fn prune(db: &Db<'_>, path: &str, max_versions: u32, now: &str) -> Result<
         .map(|r| to_u32(r.try_get(0)?, "secret_versions.version"))
         .collect::<Result<Vec<_>, _>>()?;
     let excess = kept.len().saturating_sub(max_versions as usize);
-    destroy(db, path, kept.get(..excess).unwrap_or(&[]), now).await
+    let pruned = destroy(db, path, kept.get(..excess).unwrap_or(&[]), now).await?;
+    if let Some(&oldest_kept) = kept.get(excess) {
+        db.execute(
+            &format!(
+                "DELETE FROM secret_versions WHERE path = $1 AND state = 'destroyed'
+                   AND version < $2 AND version < (SELECT version FROM secret_versions
+                     WHERE path = $1 AND state = 'destroyed' AND version < $2
+                     ORDER BY version DESC LIMIT 1 OFFSET {})",
+                crate::store::KEPT_TOMBSTONES - 1
+            ),
+            &[&path, &i64::from(oldest_kept)],
+        )
+        .await?;
+    }
+    Ok(pruned)
 }
 
 /// The secret row's `(current_version, max_versions, next_rotation_at)`, locked for the rest of

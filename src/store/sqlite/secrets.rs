@@ -211,7 +211,18 @@ fn prune(
         .query_map([path], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let excess = kept.len().saturating_sub(max_versions as usize);
-    destroy(tx, path, &kept[..excess], now)
+    let pruned = destroy(tx, path, &kept[..excess], now)?;
+    if let Some(&oldest_kept) = kept.get(excess) {
+        tx.prepare_cached(&format!(
+            "DELETE FROM secret_versions WHERE path = ?1 AND state = 'destroyed'
+               AND version < ?2 AND version < (SELECT version FROM secret_versions
+                 WHERE path = ?1 AND state = 'destroyed' AND version < ?2
+                 ORDER BY version DESC LIMIT 1 OFFSET {})",
+            crate::store::KEPT_TOMBSTONES - 1
+        ))?
+        .execute(params![path, oldest_kept])?;
+    }
+    Ok(pruned)
 }
 
 /// Records a version (see the trait docs).
