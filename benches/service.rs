@@ -1391,6 +1391,11 @@ fn http_client(concurrency: usize) -> Result<reqwest::Client> {
         .http1_only()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(concurrency)
+        // Below the server's idle timeout (`server.idle_timeout_ms`, 60 s): a connection left in
+        // the pool is dropped here before the server closes it, so a request is never sent on a
+        // connection the server is closing (the soak saw two such errors at 90 s, reqwest's
+        // default).
+        .pool_idle_timeout(Duration::from_secs(30))
         .timeout(Duration::from_secs(30))
         .build()
         .context("building the HTTP client")

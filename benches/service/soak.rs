@@ -125,14 +125,7 @@ pub(super) fn soak(install: &Install, minutes: u32) -> Result<()> {
         .context("starting the client runtime")?;
     let (mut server, token) = Server::start(install, 40)?;
     let token = token.context("no bootstrap token printed")?;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(IN_FLIGHT)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?;
+    let client = http_client(IN_FLIGHT)?;
     let mix = rt.block_on(async {
         server.wait_ready(&client).await?;
         let setup = first_round_trip(&client, &server, token.clone()).await?;

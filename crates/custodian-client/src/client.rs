@@ -20,6 +20,10 @@ use crate::error::Error;
 /// The response header carrying the server's request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// How long an unused connection stays in the pool: half the server's default idle timeout
+/// (`server.idle_timeout_ms`, 60 s).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// When and how long to retry.
 ///
 /// A request is retried when the server answers `429` (it did nothing), when it answers `503`
@@ -223,6 +227,9 @@ impl ClientBuilder {
         let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
+            // Below the server's idle timeout (60 s by default): a pooled connection is dropped
+            // here before the server closes it, so no request goes out on a closing connection.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .use_rustls_tls();
         for ca in self.ca {
             http = http.add_root_certificate(ca);
