@@ -29,7 +29,7 @@ use crate::service::{Internal, KeyService};
 const BATCH: u32 = 100;
 /// The lease of the lifecycle duties (rotations, deletions, device destructions).
 pub const LIFECYCLE_LEASE: &str = "lifecycle";
-/// The prefix of the re-wrap leases, one per part of a job (`rewrap/0` … `rewrap/7`;
+/// The prefix of the re-wrap leases, one per part of a job (`rewrap/<job>/0` … `/7`;
 /// [`crate::service::rewrap::shard_lease`]).
 pub const REWRAP_LEASE: &str = "rewrap";
 /// The lease of the database-credential duties (static role rotations, lease revocations).
@@ -138,15 +138,13 @@ pub async fn run_rewrap(internal: Internal, pause: Duration, idle: Duration) {
             loop {
                 let Some(shard) = service.claim_rewrap_shard(&job, lease_ttl(idle)).await else {
                     // Every part settled here or held by another node: end the job if nothing
-                    // is left that another node could still move.
-                    if service.rewrap_settled_here(&job.id) {
-                        let unit = service.finish_rewrap_job(&job);
-                        if let Err(e) = service
-                            .in_background("rewrap", "key:rewrap-batch", &resource, unit)
-                            .await
-                        {
-                            tracing::warn!(job_id = %job.id, error = %e, "ending a re-wrap job failed; retrying later");
-                        }
+                    // is left, or nothing another node could still move.
+                    let unit = service.finish_rewrap_job(&job);
+                    if let Err(e) = service
+                        .in_background("rewrap", "key:rewrap-batch", &resource, unit)
+                        .await
+                    {
+                        tracing::warn!(job_id = %job.id, error = %e, "ending a re-wrap job failed; retrying later");
                     }
                     break;
                 };

@@ -6,7 +6,7 @@
 //! never change: only their data keys are re-wrapped, with the same path/version binding.
 //!
 //! A job's items are split into [`REWRAP_SHARDS`] parts (by the store; decision 0022). A node
-//! works on one part at a time, the one whose lease (`rewrap/<part>`) it holds, so several nodes
+//! works on one part at a time, the one whose lease (`rewrap/<job>/<part>`) it holds, so several nodes
 //! sharing a database work through one job at once, each on its own rows; a node killed
 //! mid-batch loses its lease and another takes the part over from the rows still left.
 
@@ -26,9 +26,10 @@ use crate::store::{RewrapItem, RewrapShard};
 /// How many parts a re-wrap job is split into: at most this many nodes work on one job at once.
 pub const REWRAP_SHARDS: u32 = 8;
 
-/// The duty lease of part `index` of every running re-wrap job.
-pub fn shard_lease(index: u32) -> String {
-    format!("{}/{index}", crate::rotation::REWRAP_LEASE)
+/// The duty lease of part `index` of job `job_id`: per job, so that a node busy with other
+/// jobs does not keep renewing a part it settled in this one.
+pub fn shard_lease(job_id: &str, index: u32) -> String {
+    format!("{}/{job_id}/{index}", crate::rotation::REWRAP_LEASE)
 }
 
 /// Where this node stands on one job: the part it works on and its walk over that part.
@@ -236,7 +237,7 @@ impl KeyService {
             of: REWRAP_SHARDS,
         };
         if let Some(k) = pass.shard.filter(|k| !pass.settled.contains(k)) {
-            if self.holds_lease(&shard_lease(k), ttl).await {
+            if self.holds_lease(&shard_lease(&job.id, k), ttl).await {
                 return Some(part(k));
             }
         }
@@ -249,7 +250,7 @@ impl KeyService {
             if Some(k) == pass.shard || pass.settled.contains(&k) {
                 continue;
             }
-            if self.holds_lease(&shard_lease(k), ttl).await {
+            if self.holds_lease(&shard_lease(&job.id, k), ttl).await {
                 if let Ok(mut passes) = self.rewrap_passes.lock() {
                     let pass = passes.entry(job.id.clone()).or_default();
                     pass.shard = Some(k);
@@ -278,10 +279,11 @@ impl KeyService {
         }
     }
 
-    /// Ends `job` once every part is settled here: `completed` when nothing is left under older
-    /// versions; `failed` when all that is left failed on this node. Otherwise other nodes are
-    /// still at work (or know failures this node has not met): the parts are opened again
-    /// here, to be taken up when their leases are free.
+    /// Called when this node finds no part of `job` to take: ends the job `completed` when
+    /// nothing is left under older versions (whichever nodes moved it); once every part is
+    /// settled here, `failed` when all that is left failed on this node. Otherwise other nodes
+    /// are still at work (or know failures this node has not met): with every part settled
+    /// here, the parts are opened again, to be taken up when their leases fall free.
     ///
     /// # Errors
     /// `Store`.
@@ -291,6 +293,7 @@ impl KeyService {
             let note = format!("superseded: key rotated to version {}", key.primary_version);
             return self.end_job(job, JobState::Completed, Some(note)).await;
         }
+        let settled_here = self.rewrap_settled_here(&job.id);
         let failed = self.pass_state(&job.id).failed;
         let page = self.keys_config.rewrap_batch_size.max(1);
         let mut after = None;
@@ -306,13 +309,16 @@ impl KeyService {
                     page,
                 )
                 .await?;
-            if items
-                .iter()
-                .any(|i| !failed.contains(&(i.path.clone(), i.version)))
+            if !settled_here && !items.is_empty()
+                || items
+                    .iter()
+                    .any(|i| !failed.contains(&(i.path.clone(), i.version)))
             {
-                if let Ok(mut passes) = self.rewrap_passes.lock() {
-                    if let Some(pass) = passes.get_mut(&job.id) {
-                        pass.settled.clear();
+                if settled_here {
+                    if let Ok(mut passes) = self.rewrap_passes.lock() {
+                        if let Some(pass) = passes.get_mut(&job.id) {
+                            pass.settled.clear();
+                        }
                     }
                 }
                 return Ok(Progress::More);
