@@ -66,8 +66,8 @@ async fn sweep_keks(internal: Internal, ttl: std::time::Duration) {
 /// Opens the PKCS#11 token, trying again for a few seconds while no token matches or the token
 /// list cannot be read: SoftHSM2 rewrites a token's file at every `C_Login`, so a node starting
 /// while other nodes log in to a shared token can briefly find none, or read a half-written
-/// file (`CKR_GENERAL_ERROR`). Nothing else is retried (a wrong PIN tried again could lock the
-/// token).
+/// file (`CKR_GENERAL_ERROR`, from the token list or `C_Login`). Nothing else is retried (a
+/// wrong PIN tried again could lock the token).
 async fn start_pkcs11(
     p: &crate::config::Pkcs11Config,
 ) -> Result<Pkcs11Backend, crate::backend::BackendError> {

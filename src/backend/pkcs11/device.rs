@@ -67,16 +67,18 @@ fn required_mechanisms(m: WrapMechanism) -> &'static [(MechanismType, &'static s
 /// How an open that found no matching token begins (start-up retries on it).
 pub const NO_TOKEN: &str = "no initialised token matches";
 
-/// How an open begins whose reading of the token list failed with `CKR_GENERAL_ERROR`:
-/// SoftHSM2 answers so while another process rewrites the token's file (start-up retries on
-/// it, as on [`NO_TOKEN`]).
-pub const TOKEN_UNREADABLE: &str = "the token list could not be read";
+/// How an open begins whose reading of the token list, or whose login, failed with
+/// `CKR_GENERAL_ERROR`: SoftHSM2 answers so while another process rewrites the token's file
+/// (start-up retries on it, as on [`NO_TOKEN`]; it is not a wrong PIN, so retrying it cannot
+/// lock the token).
+pub const TOKEN_UNREADABLE: &str = "the token could not be read";
 
 fn open_error(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Open(format!("{what}: {e}"))
 }
 
-/// An error reading the slot and token list: [`TOKEN_UNREADABLE`] for `CKR_GENERAL_ERROR`.
+/// An error reading the slot and token list or logging in: [`TOKEN_UNREADABLE`] for
+/// `CKR_GENERAL_ERROR`.
 fn list_error(what: &str, e: CkError) -> BackendError {
     match e {
         CkError::Pkcs11(RvError::GeneralError, _) => {
@@ -152,7 +154,7 @@ impl Device {
             .first()
             .ok_or(BackendError::Invariant("session pool is empty"))?;
         // Login is per application and token: one login covers every session of the pool.
-        login(first, pin).map_err(|e| open_error("C_Login", e))?;
+        login(first, pin).map_err(|e| list_error("C_Login", e))?;
         let handles = index_root_keys(first).map_err(|e| open_error("indexing root keys", e))?;
         tracing::info!(
             token = %token.label,
@@ -336,7 +338,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_general_error_reading_the_token_list_is_retried_at_start_up_and_nothing_else_is() {
+    fn a_general_error_reading_the_token_or_logging_in_is_retried_at_start_up_and_a_wrong_pin_is_not(
+    ) {
         let open = |e| match list_error("C_GetTokenInfo", e) {
             BackendError::Open(m) => m,
             other => panic!("{other:?}"),
@@ -346,10 +349,9 @@ mod tests {
             Function::GetTokenInfo,
         ));
         assert!(busy.starts_with(TOKEN_UNREADABLE), "{busy}");
-        let other = open(CkError::Pkcs11(
-            RvError::PinIncorrect,
-            Function::GetTokenInfo,
-        ));
+        let login = open(CkError::Pkcs11(RvError::GeneralError, Function::Login));
+        assert!(login.starts_with(TOKEN_UNREADABLE), "{login}");
+        let other = open(CkError::Pkcs11(RvError::PinIncorrect, Function::Login));
         assert!(
             !other.starts_with(TOKEN_UNREADABLE) && !other.starts_with(NO_TOKEN),
             "{other}"
