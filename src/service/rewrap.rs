@@ -263,11 +263,6 @@ impl KeyService {
         None
     }
 
-    /// True when this node has settled every part of `job`.
-    pub fn rewrap_settled_here(&self, job_id: &str) -> bool {
-        self.pass_state(job_id).settled.len() as u32 >= REWRAP_SHARDS
-    }
-
     /// Marks a part of `job` as settled here.
     pub fn settle_rewrap_shard(&self, job_id: &str, shard: RewrapShard) {
         if let Ok(mut passes) = self.rewrap_passes.lock() {
@@ -293,8 +288,8 @@ impl KeyService {
             let note = format!("superseded: key rotated to version {}", key.primary_version);
             return self.end_job(job, JobState::Completed, Some(note)).await;
         }
-        let settled_here = self.rewrap_settled_here(&job.id);
-        let failed = self.pass_state(&job.id).failed;
+        let pass = self.pass_state(&job.id);
+        let settled_here = pass.settled.len() as u32 >= REWRAP_SHARDS;
         let page = self.keys_config.rewrap_batch_size.max(1);
         let mut after = None;
         let mut left = 0usize;
@@ -309,11 +304,11 @@ impl KeyService {
                     page,
                 )
                 .await?;
-            if !settled_here && !items.is_empty()
-                || items
-                    .iter()
-                    .any(|i| !failed.contains(&(i.path.clone(), i.version)))
-            {
+            // Left: an item not seen failing here, or any item while a part is unsettled here.
+            let unknown = items
+                .iter()
+                .any(|i| !pass.failed.contains(&(i.path.clone(), i.version)));
+            if unknown || (!settled_here && !items.is_empty()) {
                 if settled_here {
                     if let Ok(mut passes) = self.rewrap_passes.lock() {
                         if let Some(pass) = passes.get_mut(&job.id) {

@@ -249,14 +249,15 @@ async fn prune(db: &Db<'_>, path: &str, max_versions: u32, now: &str) -> Result<
     let pruned = destroy(db, path, kept.get(..excess).unwrap_or(&[]), now).await?;
     if let Some(&oldest_kept) = kept.get(excess) {
         db.execute(
-            &format!(
-                "DELETE FROM secret_versions WHERE path = $1 AND state = 'destroyed'
-                   AND version < $2 AND version < (SELECT version FROM secret_versions
-                     WHERE path = $1 AND state = 'destroyed' AND version < $2
-                     ORDER BY version DESC LIMIT 1 OFFSET {})",
-                crate::store::KEPT_TOMBSTONES - 1
-            ),
-            &[&path, &i64::from(oldest_kept)],
+            "DELETE FROM secret_versions WHERE path = $1 AND state = 'destroyed'
+               AND version < $2 AND version < (SELECT version FROM secret_versions
+                 WHERE path = $1 AND state = 'destroyed' AND version < $2
+                 ORDER BY version DESC LIMIT 1 OFFSET $3)",
+            &[
+                &path,
+                &i64::from(oldest_kept),
+                &i64::from(crate::store::KEPT_TOMBSTONES - 1),
+            ],
         )
         .await?;
     }

@@ -213,14 +213,17 @@ fn prune(
     let excess = kept.len().saturating_sub(max_versions as usize);
     let pruned = destroy(tx, path, &kept[..excess], now)?;
     if let Some(&oldest_kept) = kept.get(excess) {
-        tx.prepare_cached(&format!(
+        tx.prepare_cached(
             "DELETE FROM secret_versions WHERE path = ?1 AND state = 'destroyed'
                AND version < ?2 AND version < (SELECT version FROM secret_versions
                  WHERE path = ?1 AND state = 'destroyed' AND version < ?2
-                 ORDER BY version DESC LIMIT 1 OFFSET {})",
+                 ORDER BY version DESC LIMIT 1 OFFSET ?3)",
+        )?
+        .execute(params![
+            path,
+            oldest_kept,
             crate::store::KEPT_TOMBSTONES - 1
-        ))?
-        .execute(params![path, oldest_kept])?;
+        ])?;
     }
     Ok(pruned)
 }
