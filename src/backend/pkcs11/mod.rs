@@ -216,16 +216,17 @@ impl Pkcs11Backend {
                 tracing::info!("a cached PKCS#11 object handle went stale; finding the object again by CKA_ID");
                 device.forget_all();
                 result = op(&device, &session);
-                if matches!(&result, Err(OpFailure::Backend(BackendError::RootKeyMissing(_)))) {
-                    // Gone by CKA_ID too: either another node destroyed it, or the token itself
-                    // went away. Only a healthy device makes it the former.
-                    if let Err(probe) = device.confirm_health() {
-                        tracing::error!(error = %probe, "the token is gone; re-initialising");
-                        device.return_session(session);
-                        mark_down(&inner, device.generation, "device_error");
-                        drop(permit);
-                        return Err(BackendError::Unavailable);
-                    }
+            }
+            if matches!(&result, Err(OpFailure::Backend(BackendError::RootKeyMissing(_)))) {
+                // Not found by CKA_ID: either another node destroyed it, or the token itself went
+                // away (a call that finds the cache just emptied by another lands here without a
+                // stale handle of its own). Only a healthy device makes it the former.
+                if let Err(probe) = device.confirm_health() {
+                    tracing::error!(error = %probe, "the token is gone; re-initialising");
+                    device.return_session(session);
+                    mark_down(&inner, device.generation, "device_error");
+                    drop(permit);
+                    return Err(BackendError::Unavailable);
                 }
             }
             device.return_session(session);
