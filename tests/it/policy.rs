@@ -546,6 +546,51 @@ async fn deny_wins_and_policy_changes_apply_at_once() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A deleted policy can be written again under its name, its version going on from the kept
+/// history; a deleted built-in role is installed again at the next start (the start-up that
+/// installs it must not collide with its history either).
+#[tokio::test]
+async fn deleted_policies_are_written_again_and_deleted_roles_return_at_restart(
+) -> anyhow::Result<()> {
+    let mut d = Deployment::new()?;
+    let s = d.start().await?;
+    let doc = |action: &str| json!({ "statements": [{ "effect": "allow", "actions": [action], "resources": ["*"] }] });
+    assert_eq!(
+        put_policy(&s, "scratch", doc("key:read")).await.ok()["version"],
+        1
+    );
+    assert_eq!(
+        put_policy(&s, "scratch", doc("secret:read")).await.ok()["version"],
+        2
+    );
+    let deleted = s.send(Method::DELETE, "/v1/policies/scratch").await;
+    assert_eq!(deleted.status.as_u16(), 204, "{}", deleted.body);
+    s.get("/v1/policies/scratch")
+        .await
+        .assert_error(404, "policy_not_found");
+    let again = put_policy(&s, "scratch", doc("key:read")).await;
+    assert_eq!(again.ok()["version"], 3, "the history goes on");
+    assert_eq!(
+        s.get("/v1/policies/scratch").await.ok()["document"],
+        doc("key:read")
+    );
+
+    let deleted = s.send(Method::DELETE, "/v1/policies/monitoring").await;
+    assert_eq!(deleted.status.as_u16(), 204, "{}", deleted.body);
+    s.get("/v1/policies/monitoring")
+        .await
+        .assert_error(404, "policy_not_found");
+    s.kill();
+    let s = d.start().await?;
+    let back = s.get("/v1/policies/monitoring").await;
+    assert_eq!(back.ok()["version"], 2, "installed again after version 1");
+    assert_eq!(
+        back.body["document"]["statements"][0]["actions"],
+        json!(["metrics:read"])
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn malformed_policies_are_refused_naming_the_path() -> anyhow::Result<()> {
     let mut d = Deployment::new()?;

@@ -263,17 +263,21 @@ pub(super) async fn put_policy(
     let text = serde_json::to_string(document).map_err(|_| corrupt("policies.document"))?;
     let now = time_text(now);
     let n = name.as_str();
+    // New, or written again after a delete: the history (kept in `policy_versions`) goes on
+    // from its last version rather than colliding with it.
     let created = db
         .execute(
             "INSERT INTO policies (name, version, document, created_at, updated_at)
-             VALUES ($1, 1, $2, $3, $3) ON CONFLICT (name) DO NOTHING",
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $3
+               FROM policy_versions WHERE name = $1
+             ON CONFLICT (name) DO NOTHING",
             &[&n, &text, &now],
         )
         .await?
         > 0;
     let existing = policy_row(db, n, true).await?.ok_or(StoreError::NotFound)?;
     let version = if created {
-        1
+        existing.version
     } else if only_if_absent {
         return Ok(existing);
     } else {

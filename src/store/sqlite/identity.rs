@@ -273,7 +273,16 @@ pub(super) fn put_policy(
     if let (Some(e), true) = (&existing, only_if_absent) {
         return Ok(e.clone());
     }
-    let version = existing.as_ref().map_or(1, |e| e.version + 1);
+    let version = match &existing {
+        Some(e) => e.version + 1,
+        // New, or written again after a delete: the history (kept in `policy_versions`) goes on
+        // from its last version rather than colliding with it.
+        None => tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions WHERE name = ?1",
+            [name.as_str()],
+            |r| r.get(0),
+        )?,
+    };
     let created = existing.map_or(now, |e| e.created_at);
     let text = serde_json::to_string(document).map_err(|_| corrupt("policies.document"))?;
     tx.execute(

@@ -706,7 +706,8 @@ pub struct PrincipalRecord {
 pub struct PolicyRecord {
     /// Unique name (key-name rules).
     pub name: KeyName,
-    /// Version, from 1; every write adds one.
+    /// Version, from 1; every write adds one (a policy written again after a delete goes on
+    /// from its last version: the history keeps every one).
     pub version: u32,
     /// The document as JSON.
     pub document: serde_json::Value,
