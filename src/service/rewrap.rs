@@ -26,6 +26,10 @@ use crate::store::{RewrapItem, RewrapShard};
 /// How many parts a re-wrap job is split into: at most this many nodes work on one job at once.
 pub const REWRAP_SHARDS: u32 = 8;
 
+/// How long a lease must have been expired before a job's end removes it (any expired lease is
+/// free to take; the hour only leaves alone those a node is about to renew).
+const SWEPT_LEASE_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The duty lease of part `index` of job `job_id`: per job, so that a node busy with other
 /// jobs does not keep renewing a part it settled in this one.
 pub fn shard_lease(job_id: &str, index: u32) -> String {
@@ -470,6 +474,13 @@ impl KeyService {
             .await?;
         if let Ok(mut passes) = self.rewrap_passes.lock() {
             passes.remove(&job.id);
+        }
+        // Each job leaves a lease row per part; those of jobs ended long ago go here. Housekeeping
+        // only (an expired lease is free either way), so a failure does not undo the job's end.
+        match self.store.remove_expired_leases(SWEPT_LEASE_AGE).await {
+            Ok(0) => {}
+            Ok(n) => crate::audit::note::detail("leases_removed", n.to_string()),
+            Err(e) => tracing::warn!(error = %e, "expired leases were not removed"),
         }
         tracing::info!(job_id = %job.id, state = state.as_str(), "re-wrap job ended");
         Ok(Progress::Finished)

@@ -935,6 +935,18 @@ pub trait Store:
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError>;
 
+    /// Removes the leases that expired more than `expired_for` ago (on the database's clock);
+    /// returns how many. An expired lease is free to take and a missing one is taken the same
+    /// way, so no holder changes: this only keeps the table from growing by the leases of
+    /// finished work (a re-wrap job leaves one per part).
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn remove_expired_leases(
+        &self,
+        expired_for: std::time::Duration,
+    ) -> Result<u64, StoreError>;
+
     /// Records that the TPM of `node` holds key `key`'s versions (a TPM key). Idempotent.
     ///
     /// # Errors

@@ -122,6 +122,11 @@ macro_rules! conformance {
                 super::token_ids_are_unique::<$harness>().await;
             }
             #[tokio::test]
+            async fn a_policy_written_again_after_a_delete_continues_its_history() {
+                super::a_policy_written_again_after_a_delete_continues_its_history::<$harness>()
+                    .await;
+            }
+            #[tokio::test]
             async fn access_keys_are_unique_revocable_and_referenced() {
                 super::access_keys_are_unique_revocable_and_referenced::<$harness>().await;
             }
@@ -140,6 +145,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn a_lease_has_one_holder_until_it_expires() {
                 super::a_lease_has_one_holder_until_it_expires::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn only_long_expired_leases_are_removed() {
+                super::only_long_expired_leases_are_removed::<$harness>().await;
             }
             #[tokio::test]
             async fn tpm_keys_are_listed_by_their_node() {
@@ -497,6 +506,44 @@ async fn principal_names_are_unique<H: Harness>() {
     assert_eq!(store.list_principals().await.unwrap().len(), 1);
 }
 
+/// A policy deleted and written again under its name takes the version after its last one
+/// (the history stays; its version numbers are not reused), on both the new and the built-in
+/// (`only_if_absent`) path.
+async fn a_policy_written_again_after_a_delete_continues_its_history<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let doc = |n: u32| serde_json::json!({ "statements": [], "n": n });
+    for n in 1..=2 {
+        let written = store.put_policy(&name("ops"), &doc(n), false, now()).await;
+        assert_eq!(written.unwrap().version, n);
+    }
+    assert!(store.delete_policy("ops").await.unwrap());
+    assert!(store.policy("ops").await.unwrap().is_none());
+
+    let again = store.put_policy(&name("ops"), &doc(3), false, now()).await;
+    assert_eq!(again.unwrap().version, 3);
+    let read = store.policy("ops").await.unwrap().unwrap();
+    assert_eq!(
+        (read.version, read.document["n"].clone()),
+        (3, serde_json::json!(3))
+    );
+    assert_eq!(
+        store
+            .put_policy(&name("ops"), &doc(4), false, now())
+            .await
+            .unwrap()
+            .version,
+        4
+    );
+
+    assert!(store.delete_policy("ops").await.unwrap());
+    let installed = store.put_policy(&name("ops"), &doc(5), true, now()).await;
+    assert_eq!(installed.unwrap().version, 5);
+    // A name never used starts at 1.
+    let fresh = store.put_policy(&name("new"), &doc(1), false, now()).await;
+    assert_eq!(fresh.unwrap().version, 1);
+}
+
 /// A token id collision is refused naming `tokens.id` and stores nothing; another id is stored.
 async fn token_ids_are_unique<H: Harness>() {
     let h = H::create().await;
@@ -702,6 +749,34 @@ async fn a_lease_has_one_holder_until_it_expires<H: Harness>() {
     assert!(store.acquire_lease("lifecycle", "b", long).await.unwrap());
     assert!(!store.acquire_lease("lifecycle", "a", short).await.unwrap());
     assert!(!store.acquire_lease("rewrap", "a", long).await.unwrap());
+}
+
+/// Removing expired leases takes only those expired longer than asked, counts them, and
+/// leaves every held lease with its holder; a removed lease is free to take.
+async fn only_long_expired_leases_are_removed<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let (short, long) = (
+        std::time::Duration::from_millis(300),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(store
+        .acquire_lease("rewrap/j1/0", "a", short)
+        .await
+        .unwrap());
+    assert!(store.acquire_lease("rewrap/j1/1", "a", long).await.unwrap());
+    assert!(store.acquire_lease("lifecycle", "a", long).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    // Expired for about 600 ms: not yet an hour.
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(store.remove_expired_leases(hour).await.unwrap(), 0);
+    let tenth = std::time::Duration::from_millis(100);
+    assert_eq!(store.remove_expired_leases(tenth).await.unwrap(), 1);
+    assert_eq!(store.remove_expired_leases(tenth).await.unwrap(), 0);
+    // The held ones keep their holder; the removed one is free.
+    assert!(!store.acquire_lease("rewrap/j1/1", "b", long).await.unwrap());
+    assert!(!store.acquire_lease("lifecycle", "b", long).await.unwrap());
+    assert!(store.acquire_lease("rewrap/j1/0", "b", long).await.unwrap());
 }
 
 fn db_connection(conn_name: &str, key: &Key) -> DbConnectionRecord {

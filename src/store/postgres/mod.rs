@@ -1044,6 +1044,21 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn remove_expired_leases(
+        &self,
+        expired_for: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let ms = i64::try_from(expired_for.as_millis()).unwrap_or(i64::MAX);
+        autocommit!(self, |db| async {
+            let now = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+            db.execute(
+                &format!("DELETE FROM leases WHERE expires_at < {now} - $1"),
+                &[&ms],
+            )
+            .await
+        })
+    }
+
     fn shared(&self) -> bool {
         true
     }

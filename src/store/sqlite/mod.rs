@@ -761,4 +761,20 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn remove_expired_leases(
+        &self,
+        expired_for: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let ms = i64::try_from(expired_for.as_millis()).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            let now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+            let n = conn.execute(
+                &format!("DELETE FROM leases WHERE expires_at < {now} - ?1"),
+                [ms],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
 }
