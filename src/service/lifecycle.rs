@@ -31,6 +31,10 @@ use crate::store::{KeyUpdate, RotationClaim, StaleKind, StoreError};
 pub const PENDING_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
 /// Pending-deletion window when none is given.
 pub const DEFAULT_PENDING_DAYS: u32 = 30;
+/// How long a device destruction is left to the request (or deletion) that marked it before
+/// the lifecycle worker retries it: twice the default request deadline. A slower device than
+/// that costs at most a second attempt, which finds the object gone and is harmless.
+pub const DEVICE_DESTROY_GRACE: time::Duration = time::Duration::seconds(60);
 
 /// What a PATCH of a key asks for.
 #[derive(Debug, Clone, Default)]
@@ -549,12 +553,14 @@ impl KeyService {
     }
 
     /// Retries device destructions that did not complete, each recorded as background work of
-    /// the lifecycle worker.
+    /// the lifecycle worker: those marked more than [`DEVICE_DESTROY_GRACE`] ago, so that one
+    /// the marking request is still carrying out is not destroyed twice and recorded twice.
     ///
     /// # Errors
     /// `Store`.
     pub async fn retry_device_destroys(&self, holder: bool) -> Result<(), ServiceError> {
-        for root in self.store.pending_device_destroys().await? {
+        let marked_before = crate::clock::now() - DEVICE_DESTROY_GRACE;
+        for root in self.store.pending_device_destroys(marked_before).await? {
             if !self.runs_duty_of(root.key_id, holder).await? {
                 continue;
             }

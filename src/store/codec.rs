@@ -21,6 +21,18 @@ pub(crate) fn parse_time(s: &str, column: &'static str) -> Result<OffsetDateTime
     OffsetDateTime::parse(s, &Rfc3339).map_err(|_| StoreError::Corrupt { column })
 }
 
+/// True when a version marked for device destruction at `destroyed_at` was marked after
+/// `before` (a version with no time is old enough).
+pub(crate) fn marked_after(
+    destroyed_at: Option<&str>,
+    before: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    Ok(destroyed_at
+        .map(|t| parse_time(t, "key_versions.destroyed_at"))
+        .transpose()?
+        .is_some_and(|at| at > before))
+}
+
 pub(crate) fn millis(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }

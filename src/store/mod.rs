@@ -459,11 +459,16 @@ pub trait KeyStore: Send + Sync {
     /// Database errors.
     async fn mark_device_destroyed(&self, root: &RootKeyRef) -> Result<(), StoreError>;
 
-    /// Device objects marked for destruction whose destruction has not been confirmed.
+    /// Device objects marked for destruction at or before `marked_before` whose destruction has
+    /// not been confirmed (a version marked later may still be in the hands of the request that
+    /// marked it).
     ///
     /// # Errors
     /// Database errors.
-    async fn pending_device_destroys(&self) -> Result<Vec<RootKeyRef>, StoreError>;
+    async fn pending_device_destroys(
+        &self,
+        marked_before: OffsetDateTime,
+    ) -> Result<Vec<RootKeyRef>, StoreError>;
 
     /// Reserves `n` more wraps under a version; returns the new total reserved.
     ///

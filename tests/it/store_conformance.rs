@@ -1412,7 +1412,11 @@ async fn destroy_refused_while_references_exist<H: Harness>() {
         kept.version(version(1)).unwrap().state,
         VersionState::Active
     );
-    assert!(store.pending_device_destroys().await.unwrap().is_empty());
+    assert!(store
+        .pending_device_destroys(now() + time::Duration::hours(1))
+        .await
+        .unwrap()
+        .is_empty());
     assert_stale(
         store
             .destroy_versions(key.id, &[version(2)], false, now())
@@ -1445,8 +1449,18 @@ async fn destroy_refused_while_references_exist<H: Harness>() {
         destroyed.version(version(1)).unwrap().state,
         VersionState::Destroyed
     );
-    let pending = store.pending_device_destroys().await.unwrap();
+    let marked = now();
+    let pending = store
+        .pending_device_destroys(marked + time::Duration::seconds(1))
+        .await
+        .unwrap();
     assert_eq!(pending, vec![RootKeyRef::bare(key.id, version(1))]);
+    // Marked after the cut-off: still the marking request's to carry out.
+    let early = store
+        .pending_device_destroys(marked - time::Duration::seconds(60))
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "{early:?}");
 }
 
 /// Appended records come back from `range` in order and bounded by `after`, `until` and

@@ -13,6 +13,7 @@ use crate::domain::{
     Algorithm, Alias, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion,
     KeyVersionRecord, RootKeyRef, RootMaterial, VersionState, WrapMode,
 };
+use crate::store::codec::marked_after;
 use crate::store::{KeyUpdate, RotationClaim, StaleKind, StoreError};
 
 /// A key's columns (`k.`) then its versions' (`v.`), one row per version.
@@ -439,25 +440,31 @@ pub(super) async fn mark_device_destroyed(db: &Db<'_>, root: &RootKeyRef) -> Res
     Ok(())
 }
 
-/// Device objects whose destruction is pending.
-pub(super) async fn pending_device_destroys(db: &Db<'_>) -> Result<Vec<RootKeyRef>, Error> {
+/// Device objects whose destruction is pending, marked at or before `marked_before`.
+pub(super) async fn pending_device_destroys(
+    db: &Db<'_>,
+    marked_before: OffsetDateTime,
+) -> Result<Vec<RootKeyRef>, Error> {
     let rows = db
         .query(
-            "SELECT key_id, version FROM key_versions WHERE device_object = 'destroy_pending'
-             ORDER BY key_id, version",
+            "SELECT key_id, version, destroyed_at FROM key_versions
+             WHERE device_object = 'destroy_pending' ORDER BY key_id, version",
             &[],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(RootKeyRef::bare(
-                r.try_get::<_, &str>(0)?
-                    .parse()
-                    .map_err(|_| corrupt("key_versions.key_id"))?,
-                version(r.try_get(1)?, "key_versions.version")?,
-            ))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for r in &rows {
+        if marked_after(r.try_get(2)?, marked_before)? {
+            continue;
+        }
+        out.push(RootKeyRef::bare(
+            r.try_get::<_, &str>(0)?
+                .parse()
+                .map_err(|_| corrupt("key_versions.key_id"))?,
+            version(r.try_get(1)?, "key_versions.version")?,
+        ));
+    }
+    Ok(out)
 }
 
 /// Stored data keys per version.

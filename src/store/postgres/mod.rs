@@ -529,8 +529,11 @@ impl KeyStore for PostgresStore {
         autocommit!(self, |db| keys::mark_device_destroyed(&db, root))
     }
 
-    async fn pending_device_destroys(&self) -> Result<Vec<RootKeyRef>, StoreError> {
-        autocommit!(self, |db| keys::pending_device_destroys(&db))
+    async fn pending_device_destroys(
+        &self,
+        marked_before: OffsetDateTime,
+    ) -> Result<Vec<RootKeyRef>, StoreError> {
+        autocommit!(self, |db| keys::pending_device_destroys(&db, marked_before))
     }
 
     async fn reserve_wraps(&self, root: &RootKeyRef, n: u64) -> Result<u64, StoreError> {

@@ -10,6 +10,7 @@ use crate::domain::{
     Algorithm, Alias, BackendKind, Key, KeyId, KeyName, KeyRef, KeyState, KeyVersion,
     KeyVersionRecord, RootKeyRef, VersionState, WrapMode,
 };
+use crate::store::codec::marked_after;
 use crate::store::{KeyUpdate, RotationClaim, StaleKind, StoreError};
 
 fn corrupt(column: &'static str) -> Error {
@@ -482,22 +483,35 @@ pub(super) fn mark_device_destroyed(conn: &Connection, root: &RootKeyRef) -> Res
     Ok(())
 }
 
-/// Device objects whose destruction is pending.
-pub(super) fn pending_device_destroys(conn: &Connection) -> Result<Vec<RootKeyRef>, Error> {
+/// Device objects whose destruction is pending, marked at or before `marked_before`.
+pub(super) fn pending_device_destroys(
+    conn: &Connection,
+    marked_before: OffsetDateTime,
+) -> Result<Vec<RootKeyRef>, Error> {
     let rows = conn
         .prepare_cached(
-            "SELECT key_id, version FROM key_versions WHERE device_object = 'destroy_pending'",
+            "SELECT key_id, version, destroyed_at FROM key_versions
+             WHERE device_object = 'destroy_pending'",
         )?
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.into_iter()
-        .map(|(id, v)| {
-            Ok(RootKeyRef::bare(
-                id.parse().map_err(|_| corrupt("key_versions.key_id"))?,
-                version(v, "key_versions.version")?,
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, Option<String>>(2)?,
             ))
-        })
-        .collect()
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for (id, v, marked) in rows {
+        if marked_after(marked.as_deref(), marked_before)? {
+            continue;
+        }
+        out.push(RootKeyRef::bare(
+            id.parse().map_err(|_| corrupt("key_versions.key_id"))?,
+            version(v, "key_versions.version")?,
+        ));
+    }
+    Ok(out)
 }
 
 /// Stored data keys per version.

@@ -285,8 +285,11 @@ impl KeyStore for SqliteStore {
             .await
     }
 
-    async fn pending_device_destroys(&self) -> Result<Vec<RootKeyRef>, StoreError> {
-        self.with_conn(|conn| keys::pending_device_destroys(conn))
+    async fn pending_device_destroys(
+        &self,
+        marked_before: OffsetDateTime,
+    ) -> Result<Vec<RootKeyRef>, StoreError> {
+        self.with_conn(move |conn| keys::pending_device_destroys(conn, marked_before))
             .await
     }
 
