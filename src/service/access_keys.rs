@@ -14,7 +14,12 @@
 //! - A signed request is checked in this order: the access key exists (`UnknownAccessKey`),
 //!   its signing time is within 15 minutes of the clock (`SignatureExpired`), the signature
 //!   matches in constant time (`SignatureMismatch`), and only then revocation and expiry (so
-//!   nobody without the secret learns the key's state).
+//!   nobody without the secret learns the key's state). The one exception: a revoked key whose
+//!   secret no longer opens (its version destroyed; revoked keys do not hold their version) is
+//!   refused as revoked, since no signature can be checked.
+//! - A re-wrap job moves the live access keys sealed under the key's older versions to its
+//!   primary version when it ends (naming them in its record), so retiring or destroying an old
+//!   version does not lock their holders out.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -137,19 +142,15 @@ impl KeyService {
         let header = super::usable_header(&key)?;
         let id = random_id().map_err(random_failed)?;
         let secret = random_secret().map_err(random_failed)?;
-        let context = secret_context(&id)?;
         self.changing().await?;
-        self.charge_wrap(&key).await?;
-        let sealed = self
-            .serving_backend(&key)
-            .await?
-            .seal(
-                noted(&key.primary_root()),
-                header.aad(&context),
+        let sealing = self
+            .seal_access_key_secret(
+                &key,
+                header,
+                &id,
                 SecretBytes::copy_from(secret.expose_secret()),
             )
             .await?;
-        let sealing = super::seal_result(header, sealed);
         let now = crate::clock::now();
         let record = AccessKeyRecord {
             id,
@@ -256,7 +257,16 @@ impl KeyService {
         if !request.is_fresh(now) {
             return Err(ServiceError::Unauthenticated(AuthFailure::SignatureExpired));
         }
-        let secret = self.open_access_key_secret(&record).await?;
+        let secret = match self.open_access_key_secret(&record).await {
+            Ok(secret) => secret,
+            // A revoked access key holds no key version, so its version may have been destroyed
+            // since (and a re-wrap leaves it behind): no signature can be checked any more, and
+            // it is refused as what it is rather than as a key-state error.
+            Err(_) if record.revoked_at.is_some() => {
+                return Err(ServiceError::Unauthenticated(AuthFailure::AccessKeyRevoked));
+            }
+            Err(e) => return Err(e),
+        };
         if !request.verify(secret.expose_secret()) {
             return Err(ServiceError::Unauthenticated(
                 AuthFailure::SignatureMismatch,
@@ -273,6 +283,87 @@ impl KeyService {
             credential_id: format!("access-key:{}", record.id),
             source: None,
         })
+    }
+
+    /// Seals access key `id`'s secret under `key`'s primary version (`header`), charging the
+    /// version's wrap budget.
+    async fn seal_access_key_secret(
+        &self,
+        key: &Key,
+        header: Header,
+        id: &str,
+        secret: SecretBytes,
+    ) -> Result<super::Sealing, ServiceError> {
+        let context = secret_context(id)?;
+        self.charge_wrap(key).await?;
+        let sealed = self
+            .serving_backend(key)
+            .await?
+            .seal(noted(&key.primary_root()), header.aad(&context), secret)
+            .await?;
+        Ok(super::seal_result(header, sealed))
+    }
+
+    /// Moves the live access keys sealed under an older version of `key` to its primary
+    /// version (the end of a re-wrap job: access keys are stored data keys too, and a version
+    /// they still use can be neither retired nor destroyed). Each is opened, sealed again and
+    /// replaced only if its row still holds the bytes opened, so two nodes ending the same job
+    /// move each once. Returns the ids moved and how many could not be.
+    ///
+    /// # Errors
+    /// `Store` when the access keys cannot be listed.
+    pub(crate) async fn move_access_keys(
+        &self,
+        key: &Key,
+    ) -> Result<(Vec<String>, u64), ServiceError> {
+        let (mut moved, mut failed) = (Vec::new(), 0);
+        let stale: Vec<AccessKeyRecord> = self
+            .store
+            .list_access_keys(None)
+            .await?
+            .into_iter()
+            .filter(|a| {
+                a.key_id == key.id && a.key_version != key.primary_version && a.revoked_at.is_none()
+            })
+            .collect();
+        if stale.is_empty() {
+            return Ok((moved, failed));
+        }
+        // Announced before the first change, as every change is.
+        self.changing().await?;
+        for record in stale {
+            let result = async {
+                let secret = self.open_access_key_secret(&record).await?;
+                let header = super::usable_header(key)?;
+                let sealing = self
+                    .seal_access_key_secret(key, header, &record.id, secret)
+                    .await?;
+                Ok::<bool, ServiceError>(
+                    self.store
+                        .reseal_access_key(
+                            &record.id,
+                            &record.sealed_secret,
+                            &sealing.ciphertext,
+                            sealing.key_version,
+                        )
+                        .await?,
+                )
+            }
+            .await;
+            match result {
+                Ok(true) => {
+                    tracing::info!(access_key_id = %record.id, from = record.key_version.get(), "access key moved to the primary version");
+                    moved.push(record.id);
+                }
+                // Changed meanwhile (moved by another node, or revoked): nothing to do.
+                Ok(false) => {}
+                Err(e) => {
+                    failed += 1;
+                    tracing::error!(access_key_id = %record.id, error = %e, "an access key could not be moved to the primary version");
+                }
+            }
+        }
+        Ok((moved, failed))
     }
 
     /// Opens the sealed secret of `record` (not noted as a key use of the request: the request

@@ -330,6 +330,14 @@ impl KeyService {
                 _ => break,
             }
         }
+        // Access keys sealed under the key's older versions are stored data keys too: moved at
+        // the end (they are few), so the old versions can be retired and destroyed after.
+        crate::audit::note::detail("job_id", job.id.clone());
+        let (moved, unmoved) = self.move_access_keys(&key).await?;
+        if !moved.is_empty() {
+            crate::audit::note::detail("access_keys_moved", moved.join(","));
+        }
+        let left = left + unmoved as usize;
         if left == 0 {
             return self.end_job(job, JobState::Completed, None).await;
         }

@@ -664,6 +664,20 @@ pub trait IdentityStore: Send + Sync {
     /// # Errors
     /// Database errors.
     async fn revoke_access_key(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Replaces a live access key's sealed secret by `sealed` under version `key_version` of
+    /// the same key, only if the row still holds `old` (a re-wrap); false when it does not (moved
+    /// already, revoked, or gone).
+    ///
+    /// # Errors
+    /// Database errors.
+    async fn reseal_access_key(
+        &self,
+        id: &str,
+        old: &[u8],
+        sealed: &[u8],
+        key_version: KeyVersion,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Versioned secrets: ciphertexts and wrapped data keys only, never a value or a data key.

@@ -281,6 +281,83 @@ async fn access_keys_are_created_listed_revoked_and_expire() -> anyhow::Result<(
     Ok(())
 }
 
+/// A re-wrap job moves the live access keys sealed under the key's older versions too, naming
+/// them in its record: afterwards the old version can be retired and destroyed while the access
+/// key still signs. (Before, an access key held its version: retiring it locked the key's holder
+/// out, destroying it was refused.) A revoked access key is left where it is.
+#[tokio::test]
+async fn a_rewrap_moves_access_keys_so_their_old_version_can_go() -> anyhow::Result<()> {
+    let (_d, s, admin, limited) = deployment().await?;
+    let probe = |k: &AccessKey| {
+        run_client(
+            "boto3_probe.py",
+            &s,
+            &[("ADMIN_KEY_ID", &k.id), ("ADMIN_SECRET", &k.secret)],
+        )
+    };
+    assert_eq!(
+        s.send(Method::DELETE, &format!("/v1/access-keys/{}", limited.id))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    s.send(Method::POST, "/v1/keys/access-keys/rotate")
+        .await
+        .ok();
+    let job = s.send(Method::POST, "/v1/keys/access-keys/rewrap").await;
+    assert_eq!(job.status.as_u16(), 202, "{}", job.body);
+    let done = crate::common::server::wait_job_done(&s, "access-keys").await;
+    assert_eq!(done["state"], "completed", "{done}");
+
+    let records = crate::throttle::all_after(&s, 0).await;
+    let moved: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["details"]["access_keys_moved"].is_string())
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "one job end names the moved keys: {moved:?}"
+    );
+    assert_eq!(moved[0]["details"]["access_keys_moved"], admin.id.as_str());
+    let versions = s.get("/v1/keys/access-keys/versions").await;
+    let body = versions.ok().clone();
+    let held = |v: u64| {
+        body["versions"]
+            .as_array()
+            .and_then(|vs| vs.iter().find(|x| x["version"] == v))
+            .map(|x| x["stored_data_keys"].clone())
+    };
+    assert_eq!(held(1), Some(json!(0)), "{body}");
+    assert_eq!(held(2), Some(json!(1)), "{body}");
+
+    let r = s
+        .send_json(
+            Method::PATCH,
+            "/v1/keys/access-keys",
+            json!({ "min_decryption_version": 2 }),
+        )
+        .await;
+    assert_eq!(r.ok()["min_decryption_version"], 2);
+    let (ok, out) = probe(&admin);
+    assert!(
+        ok && out.contains("OK"),
+        "signs after version 1 is retired: {out}"
+    );
+    s.send(Method::POST, "/v1/keys/access-keys/versions/1/destroy")
+        .await
+        .ok();
+    let (ok, out) = probe(&admin);
+    assert!(
+        ok && out.contains("OK"),
+        "signs after version 1 is destroyed: {out}"
+    );
+    // The revoked key stayed under version 1 and still fails as revoked.
+    let (_, out) = probe(&limited);
+    assert!(out.contains("UnrecognizedClientException"), "{out}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_cli_creates_lists_and_revokes_access_keys() -> anyhow::Result<()> {
     use crate::common::cli::{admin_cli, json_of};

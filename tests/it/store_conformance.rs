@@ -575,7 +575,8 @@ fn access_key(id: &str, principal_name: &str, key: &Key) -> AccessKeyRecord {
 /// Access keys: an id collision is refused naming `access_keys.id` and stores nothing; records
 /// come back as stored, listed newest first and by principal; revocation keeps its first time;
 /// deleting the principal revokes them; an access key not revoked counts as a reference to the
-/// key version that sealed it, so the version cannot be destroyed under it.
+/// key version that sealed it, so the version cannot be destroyed under it; a re-wrap moves a
+/// live one to another version only from the bytes it holds.
 async fn access_keys_are_unique_revocable_and_referenced<H: Harness>() {
     let h = H::create().await;
     let store = h.open().await.unwrap();
@@ -612,6 +613,25 @@ async fn access_keys_are_unique_revocable_and_referenced<H: Harness>() {
         matches!(refused, Err(StoreError::InUse { count: 2 })),
         "{refused:?}"
     );
+    // A re-wrap moves a2 to version 2, only from the bytes it holds and once; then only a1
+    // holds version 1.
+    let reseal = |old: &'static [u8], new: &'static [u8]| {
+        let store = &store;
+        let id = a2.id.clone();
+        async move {
+            store
+                .reseal_access_key(&id, old, new, version(2))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!reseal(b"not these bytes", b"moved").await);
+    assert!(reseal(b"sealed CKIAAAAAAAAAAAAAAAA2", b"moved").await);
+    assert!(!reseal(b"sealed CKIAAAAAAAAAAAAAAAA2", b"again").await);
+    let moved = store.access_key(&a2.id).await.unwrap().unwrap();
+    assert_eq!(moved.sealed_secret, b"moved".to_vec());
+    assert_eq!(moved.key_version, version(2));
+    assert_eq!(store.references(key.id).await.unwrap()[0], (version(1), 1));
 
     // Revocation: the first time stays; an unknown id is false.
     let first = now();
@@ -626,6 +646,11 @@ async fn access_keys_are_unique_revocable_and_referenced<H: Harness>() {
     );
     assert!(!store
         .revoke_access_key("CKIAAAAAAAAAAAAAAAA9", first)
+        .await
+        .unwrap());
+    // A revoked access key is not moved.
+    assert!(!store
+        .reseal_access_key(&a1.id, &a1.sealed_secret, b"moved", version(2))
         .await
         .unwrap());
     // Deleting the principal revokes its access keys in the same transaction.

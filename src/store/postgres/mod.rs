@@ -705,6 +705,25 @@ impl IdentityStore for PostgresStore {
     async fn revoke_access_key(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
         autocommit!(self, |db| identity::revoke_access_key(&db, id, now))
     }
+
+    async fn reseal_access_key(
+        &self,
+        id: &str,
+        old: &[u8],
+        sealed: &[u8],
+        key_version: KeyVersion,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| async {
+            Ok(db
+                .execute(
+                    "UPDATE access_keys SET sealed_secret = $3, key_version = $4
+                     WHERE id = $1 AND sealed_secret = $2 AND revoked_at IS NULL",
+                    &[&id, &old, &sealed, &i64::from(key_version.get())],
+                )
+                .await?
+                > 0)
+        })
+    }
 }
 
 #[async_trait]

@@ -491,6 +491,24 @@ impl IdentityStore for SqliteStore {
         self.with_conn(move |conn| identity::revoke_access_key(conn, &id, now))
             .await
     }
+
+    async fn reseal_access_key(
+        &self,
+        id: &str,
+        old: &[u8],
+        sealed: &[u8],
+        key_version: KeyVersion,
+    ) -> Result<bool, StoreError> {
+        let (id, old, sealed) = (id.to_owned(), old.to_vec(), sealed.to_vec());
+        self.with_conn(move |conn| {
+            Ok(conn.execute(
+                "UPDATE access_keys SET sealed_secret = ?3, key_version = ?4
+                 WHERE id = ?1 AND sealed_secret = ?2 AND revoked_at IS NULL",
+                rusqlite::params![id, old, sealed, key_version.get()],
+            )? > 0)
+        })
+        .await
+    }
 }
 
 #[async_trait]
