@@ -12,6 +12,8 @@
 
 use std::collections::HashSet;
 
+use futures_util::StreamExt as _;
+
 use super::noted;
 use super::{check_unwrap, seal_result, usable_header, KeyService, ServiceError};
 use crate::backend::BackendError;
@@ -25,6 +27,10 @@ use crate::store::{RewrapItem, RewrapShard};
 
 /// How many parts a re-wrap job is split into: at most this many nodes work on one job at once.
 pub const REWRAP_SHARDS: u32 = 8;
+
+/// Items of one re-wrap batch in flight at once (each an unwrap then a wrap in the device):
+/// two keep both cores of a small node busy and leave the other device sessions to requests.
+const REWRAP_PARALLEL: usize = 2;
 
 /// How long a lease must have been expired before a job's end removes it (any expired lease is
 /// free to take; the hour only leaves alone those a node is about to renew).
@@ -405,11 +411,24 @@ impl KeyService {
         let mut newly_failed = Vec::new();
         let mut last_error = None;
         let mut device_down = None;
-        for item in items {
-            if skip.contains(&(item.path.clone(), item.version)) {
-                continue;
-            }
-            match self.rewrap_one(&key, header, &item).await {
+        // Several items at once, in order: their device calls overlap on the device's sessions
+        // and the machine's cores. The results are taken in item order, so a device outage
+        // still ends the batch at the first item it hit.
+        let wanted = items
+            .into_iter()
+            .filter(|i| !skip.contains(&(i.path.clone(), i.version)));
+        let key_ref = &key;
+        let results: Vec<(RewrapItem, Result<Vec<u8>, ServiceError>)> =
+            futures_util::stream::iter(wanted)
+                .map(|item| async move {
+                    let result = self.rewrap_one(key_ref, header, &item).await;
+                    (item, result)
+                })
+                .buffered(REWRAP_PARALLEL)
+                .collect()
+                .await;
+        for (item, result) in results {
+            match result {
                 Ok(blob) => moved.push((item, blob)),
                 Err(ServiceError::Backend(
                     e @ (BackendError::Unavailable | BackendError::Busy),
