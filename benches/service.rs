@@ -612,6 +612,12 @@ impl Server {
 
     /// Polls `GET /v1/health/ready` until it answers 200.
     async fn wait_ready(&mut self, client: &reqwest::Client) -> Result<()> {
+        self.wait_ready_every(client, Duration::from_millis(50))
+            .await
+    }
+
+    /// Polls `GET /v1/health/ready` every `every` until it answers 200.
+    async fn wait_ready_every(&mut self, client: &reqwest::Client, every: Duration) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         let url = self.url("/v1/health/ready");
         let mut last = String::from("no answer yet");
@@ -624,7 +630,7 @@ impl Server {
                 Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
                 Err(e) => last = e.to_string(),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(every).await;
         }
         bail!(
             "the server was not ready in {START_TIMEOUT:?} (last: {last}){}",
@@ -1171,6 +1177,9 @@ struct Report {
     rewrap: Option<RewrapReport>,
     /// The audit phase, unless `--audit-secs 0` skipped it.
     audit: Option<AuditReport>,
+    /// The restart before the load: from spawning the process to the first 200 from
+    /// `/v1/health/ready` (polled every 2 ms), and the memory right then, before any load.
+    startup: (Duration, Memory),
 }
 
 /// What the first server start handed us.
@@ -1226,6 +1235,7 @@ fn measure(install: &Install, knobs: &Knobs, swtpm: Option<&Swtpm>) -> Result<Re
 
     // 4. Restart and load.
     eprintln!("bench: restarting the server");
+    let spawned = Instant::now();
     let (mut server, again) = Server::start(install, 2)?;
     ensure!(
         again.is_none(),
@@ -1233,7 +1243,8 @@ fn measure(install: &Install, knobs: &Knobs, swtpm: Option<&Swtpm>) -> Result<Re
     );
     let max_concurrency = knobs.concurrency.iter().copied().max().unwrap_or(1);
     let client = http_client(max_concurrency)?;
-    rt.block_on(server.wait_ready(&client))?;
+    rt.block_on(server.wait_ready_every(&client, Duration::from_millis(2)))?;
+    let startup = (spawned.elapsed(), server.memory()?);
     let auth = HeaderValue::from_str(&format!("Bearer {}", setup.token))
         .context("the bootstrap token is not a valid header value")?;
     let context = serde_json::from_str::<serde_json::Value>(CONTEXT_JSON)?;
@@ -1381,6 +1392,7 @@ fn measure(install: &Install, knobs: &Knobs, swtpm: Option<&Swtpm>) -> Result<Re
         http,
         rewrap,
         audit,
+        startup,
     })
 }
 
@@ -3996,6 +4008,16 @@ impl Report {
             out,
             "- load generator: the bench process, one thread, HTTP/1.1 keep-alive to 127.0.0.1 \
              (same machine as the server)"
+        )?;
+        let (startup, idle) = &self.startup;
+        writeln!(
+            out,
+            "- restart before the load: {:.1} ms from spawning `custodian serve` to the first 200 \
+             from `/v1/health/ready` (polled every 2 ms; existing token, store and key); idle \
+             RSS then {:.1} MiB (VmHWM {:.1} MiB)",
+            startup.as_secs_f64() * 1000.0,
+            idle.rss_kib as f64 / 1024.0,
+            idle.hwm_kib as f64 / 1024.0
         )?;
         writeln!(out)?;
         writeln!(
