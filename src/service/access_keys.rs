@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 use super::error::{AuthFailure, ServiceError};
 use super::sigv4::SignedRequest;
-use super::{noted, KeyService};
+use super::KeyService;
 use crate::backend::BackendError;
 use crate::domain::secret::HumanDuration;
 use crate::domain::{AccessKeyInfo, AccessKeyRecord, Key, KeyName, KeyRef};
@@ -142,12 +142,13 @@ impl KeyService {
         let header = super::usable_header(&key)?;
         let id = random_id().map_err(random_failed)?;
         let secret = random_secret().map_err(random_failed)?;
+        let context = secret_context(&id)?;
         self.changing().await?;
         let sealing = self
-            .seal_access_key_secret(
+            .seal_under_primary(
                 &key,
                 header,
-                &id,
+                &context,
                 SecretBytes::copy_from(secret.expose_secret()),
             )
             .await?;
@@ -285,25 +286,6 @@ impl KeyService {
         })
     }
 
-    /// Seals access key `id`'s secret under `key`'s primary version (`header`), charging the
-    /// version's wrap budget.
-    async fn seal_access_key_secret(
-        &self,
-        key: &Key,
-        header: Header,
-        id: &str,
-        secret: SecretBytes,
-    ) -> Result<super::Sealing, ServiceError> {
-        let context = secret_context(id)?;
-        self.charge_wrap(key).await?;
-        let sealed = self
-            .serving_backend(key)
-            .await?
-            .seal(noted(&key.primary_root()), header.aad(&context), secret)
-            .await?;
-        Ok(super::seal_result(header, sealed))
-    }
-
     /// Moves the live access keys sealed under an older version of `key` to its primary
     /// version (the end of a re-wrap job: access keys are stored data keys too, and a version
     /// they still use can be neither retired nor destroyed). Each is opened, sealed again and
@@ -336,7 +318,7 @@ impl KeyService {
                 let secret = self.open_access_key_secret(&record).await?;
                 let header = super::usable_header(key)?;
                 let sealing = self
-                    .seal_access_key_secret(key, header, &record.id, secret)
+                    .seal_under_primary(key, header, &secret_context(&record.id)?, secret)
                     .await?;
                 Ok::<bool, ServiceError>(
                     self.store

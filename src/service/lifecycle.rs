@@ -12,10 +12,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::noted;
-use super::{
-    check_state, check_unwrap, seal_result, usable_header, KeyService, Sealing, ServiceError,
-};
+use super::{check_state, check_unwrap, usable_header, KeyService, Sealing, ServiceError};
 use crate::backend::BackendError;
 use crate::config::MAX_WRAPS_PER_VERSION;
 use crate::domain::secret::HumanDuration;
@@ -892,18 +889,11 @@ impl KeyService {
         let source_version = blob.key_version;
         let aad = blob.header().aad(context);
         let plaintext = self.open_blob(&source, blob, aad).await?;
-        self.charge_wrap(&dest).await?;
-        let sealed = self
-            .serving_backend(&dest)
-            .await?
-            .seal(
-                noted(&dest.primary_root()),
-                header.aad(dest_context),
-                plaintext,
-            )
+        let sealing = self
+            .seal_under_primary(&dest, header, dest_context, plaintext)
             .await?;
         Ok(Reencrypted {
-            sealed: seal_result(header, sealed),
+            sealed: sealing,
             source_key_id: source.id,
             source_key_version: source_version,
         })

@@ -727,9 +727,25 @@ impl KeyService {
             return Err(ServiceError::PlaintextEmpty);
         }
         let header = usable_header(&key)?;
-        self.charge_wrap(&key).await?;
+        self.seal_under_primary(&key, header, context, plaintext)
+            .await
+    }
+
+    /// Seals `plaintext` under `key`'s primary version (`header`, from [`usable_header`]) bound
+    /// to `context`, charging the version's wrap budget and noting the key's use.
+    ///
+    /// # Errors
+    /// `WrapLimitReached` and the like from the budget, `Backend`, `Store`.
+    pub(crate) async fn seal_under_primary(
+        &self,
+        key: &Key,
+        header: Header,
+        context: &EncryptionContext,
+        plaintext: SecretBytes,
+    ) -> Result<Sealing, ServiceError> {
+        self.charge_wrap(key).await?;
         let sealed = self
-            .serving_backend(&key)
+            .serving_backend(key)
             .await?
             .seal(noted(&key.primary_root()), header.aad(context), plaintext)
             .await?;

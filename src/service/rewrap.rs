@@ -14,8 +14,7 @@ use std::collections::HashSet;
 
 use futures_util::StreamExt as _;
 
-use super::noted;
-use super::{check_unwrap, seal_result, usable_header, KeyService, ServiceError};
+use super::{check_unwrap, usable_header, KeyService, ServiceError};
 use crate::backend::BackendError;
 use crate::domain::job::{Job, JobEvent, JobKind, JobState};
 use crate::domain::secret::SecretPath;
@@ -574,12 +573,7 @@ impl KeyService {
             Err(ServiceError::DecryptionFailed) => return Err(integrity()),
             Err(e) => return Err(e),
         };
-        self.charge_wrap(key).await?;
-        let sealed = self
-            .serving_backend(key)
-            .await?
-            .seal(noted(&key.primary_root()), header.aad(&context), dek)
-            .await?;
-        Ok(seal_result(header, sealed).ciphertext)
+        let sealing = self.seal_under_primary(key, header, &context, dek).await?;
+        Ok(sealing.ciphertext)
     }
 }
