@@ -213,6 +213,10 @@ pub struct AuditTail {
     pub archive: Option<AuditArchive>,
 }
 
+/// A secret's record with the sealed data of the version a read wants (its number and bytes),
+/// `None` when there is no such live version.
+pub type SecretForRead = (SecretRecord, Option<(u32, SealedSecret)>);
+
 /// The stored, encrypted form of one secret version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedSecret {
@@ -732,7 +736,7 @@ pub trait SecretStore: Send + Sync {
         &self,
         path: &SecretPath,
         version: Option<u32>,
-    ) -> Result<Option<(SecretRecord, Option<(u32, SealedSecret)>)>, StoreError> {
+    ) -> Result<Option<SecretForRead>, StoreError> {
         let Some(record) = self.secret(path).await? else {
             return Ok(None);
         };

@@ -106,6 +106,10 @@ macro_rules! conformance {
             use super::*;
 
             #[tokio::test]
+            async fn versions_written_at_once_are_answered_each_on_its_own() {
+                super::versions_written_at_once_are_answered_each_on_its_own::<$harness>().await;
+            }
+            #[tokio::test]
             async fn key_names_are_unique() {
                 super::key_names_are_unique::<$harness>().await;
             }
@@ -1256,6 +1260,74 @@ async fn concurrent_version_allocation<H: Harness>() {
             format!("writer {} round {number}", w[0]).into_bytes()
         );
     }
+}
+
+/// Many versions written at once (what a store may commit together): each good one is written
+/// and reads back as written; each bad one (a check-and-set that does not hold, a version
+/// number already taken) gets its own error and leaves nothing, and takes none of the others
+/// down with it.
+async fn versions_written_at_once_are_answered_each_on_its_own<H: Harness>() {
+    const WRITERS: u32 = 48;
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+    store
+        .insert_secret_version(&secret_version(&key, "taken", 1, None, 1))
+        .await
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(WRITERS as usize));
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let (store, key, barrier) = (Arc::clone(&store), key.clone(), Arc::clone(&barrier));
+        tasks.push(tokio::spawn(async move {
+            let v = match writer % 4 {
+                // A check-and-set on a path that does not exist yet names version 0.
+                1 => secret_version(&key, &format!("bad-cas/{writer}"), 1, Some(5), 1),
+                // Version 1 of `taken` exists: a second version 1 is stale.
+                2 => secret_version(&key, "taken", 1, None, 1),
+                _ => secret_version(&key, &format!("good/{writer}"), 1, Some(0), 1),
+            };
+            barrier.wait().await;
+            (writer, store.insert_secret_version(&v).await)
+        }));
+    }
+    for task in tasks {
+        let (writer, result) = task.await.unwrap();
+        match (writer % 4, result) {
+            (1, Err(StoreError::CheckAndSet { current: 0 })) => {
+                let written = store
+                    .secret(&path(&format!("bad-cas/{writer}")))
+                    .await
+                    .unwrap();
+                assert!(written.is_none(), "writer {writer}: {written:?}");
+            }
+            (
+                2,
+                Err(StoreError::Stale {
+                    what: StaleKind::SecretVersion,
+                }),
+            ) => {}
+            (0 | 3, Ok(pruned)) => {
+                assert!(pruned.is_empty());
+                let secret = path(&format!("good/{writer}"));
+                let record = store.secret(&secret).await.unwrap().unwrap();
+                assert_eq!(record.current_version, 1);
+                let data = store
+                    .secret_version_data(&secret, 1)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(
+                    data.ciphertext,
+                    format!("ciphertext good/{writer} 1").into_bytes()
+                );
+            }
+            (_, other) => panic!("writer {writer}: {other:?}"),
+        }
+    }
+    let taken = store.secret(&path("taken")).await.unwrap().unwrap();
+    assert_eq!(taken.current_version, 1);
+    assert_eq!(taken.versions.len(), 1);
 }
 
 /// A re-wrap batch moves its rows, advances the job's `done` and adds a `batch` event in one

@@ -46,7 +46,7 @@ use super::migrations::{Migration, POSTGRES};
 use super::{
     AuditAppender, AuditStore, AuditTail, IdentityStore, JobStore, KeyStore, KeyUpdate,
     MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RewrapShard, RotationClaim,
-    SealedSecret, SecretStore, Store, StoreError, VersionOp,
+    SealedSecret, SecretForRead, SecretStore, Store, StoreError, VersionOp,
 };
 use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
@@ -753,7 +753,7 @@ impl SecretStore for PostgresStore {
         &self,
         path: &SecretPath,
         version: Option<u32>,
-    ) -> Result<Option<(SecretRecord, Option<(u32, SealedSecret)>)>, StoreError> {
+    ) -> Result<Option<SecretForRead>, StoreError> {
         autocommit!(self, |db| secrets::get_for_read(&db, path, version))
     }
 

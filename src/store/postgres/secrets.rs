@@ -15,7 +15,7 @@ use crate::domain::secret::{
 };
 use crate::domain::{KeyId, KeyVersion, VersionState};
 use crate::store::{
-    MetadataUpdate, NewSecretVersion, SealedSecret, StaleKind, StoreError, VersionOp,
+    MetadataUpdate, NewSecretVersion, SealedSecret, SecretForRead, StaleKind, StoreError, VersionOp,
 };
 
 /// A secret's columns (`s.`) then one version's (`v.`, NULL for a secret with none).
@@ -126,7 +126,7 @@ pub(super) async fn get_for_read(
     db: &Db<'_>,
     path: &SecretPath,
     version: Option<u32>,
-) -> Result<Option<(SecretRecord, Option<(u32, SealedSecret)>)>, Error> {
+) -> Result<Option<SecretForRead>, Error> {
     let rows = db
         .query(
             &format!(

@@ -1,5 +1,7 @@
-//! The SQLite store (rusqlite): WAL journal, a file created with mode 0600, one connection
-//! behind a mutex, every query on the blocking pool.
+//! The SQLite store (rusqlite): WAL journal, a file created with mode 0600, every query on the
+//! blocking pool. One connection behind a mutex writes (and reads what a write decides on); a
+//! few `query_only` connections serve the hot reads beside it, so a read never waits behind a
+//! commit's flush; secret versions written at once share one commit (`secrets::insert_queued`).
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -25,7 +27,7 @@ use super::migrations::{Migration, SQLITE};
 use super::{
     AuditAppender, AuditStore, AuditTail, IdentityStore, JobStore, KeyStore, KeyUpdate,
     MetadataUpdate, NewSecretVersion, RewrapBatch, RewrapItem, RewrapShard, RotationClaim,
-    SealedSecret, SecretStore, Store, StoreError, VersionOp,
+    SealedSecret, SecretForRead, SecretStore, Store, StoreError, VersionOp,
 };
 use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
@@ -39,10 +41,56 @@ use crate::telemetry::run_blocking;
 // Children (`keys`, `secrets`, …) read these through `super::`.
 use super::codec::{from_millis, millis, now_text, parse_time, time_text};
 
+/// Read-only connections to the same file, used round-robin (WAL lets them read while the
+/// writing connection commits).
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// How many read-only connections a store opens.
+const READERS: usize = 4;
+
+impl Readers {
+    fn open(path: &Path) -> Result<Self, Error> {
+        let conns = (0..READERS)
+            .map(|_| {
+                let conn = connect(path)?;
+                conn.pragma_update(None, "query_only", true)?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Self {
+            conns,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A free connection if there is one, else the next in turn (waiting for it).
+    fn take(&self) -> std::sync::MutexGuard<'_, Connection> {
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.conns.len();
+        for i in 0..n {
+            if let Ok(guard) = self.conns[(start + i) % n].try_lock() {
+                return guard;
+            }
+        }
+        // A poisoned lock means a panic mid-read; the connection itself is still valid.
+        self.conns[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
+    /// Stops (and closes its connection) when the last clone of the store is dropped.
+    _checkpointer: Arc<Checkpointer>,
+    /// Secret versions waiting for the next group commit (`secrets::insert_queued`).
+    queued_versions: Arc<Mutex<Vec<secrets::Queued>>>,
     path: PathBuf,
     timer: crate::metrics::StoreTimer,
     /// The disk reserve and whether the disk filled up.
@@ -86,13 +134,19 @@ impl SqliteStore {
 
     async fn open_with(path: &Path, migrations: &'static [Migration]) -> Result<Self, StoreError> {
         let owned = path.to_owned();
-        let (conn, space) = run_blocking(move || {
-            open_blocking(&owned, migrations).map(|c| (c, space::Space::open(&owned)))
+        let (conn, readers, checkpointer, space) = run_blocking(move || {
+            let conn = open_blocking(&owned, migrations)?;
+            let readers = Readers::open(&owned)?;
+            let checkpointer = connect(&owned)?;
+            Ok::<_, Error>((conn, readers, checkpointer, space::Space::open(&owned)))
         })
         .await?
         .map_err(Error::into_store)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
+            _checkpointer: Arc::new(Checkpointer::start(checkpointer)?),
+            queued_versions: Arc::new(Mutex::new(Vec::new())),
             path: path.to_owned(),
             timer: crate::metrics::StoreTimer::unregistered("sqlite"),
             space: Arc::new(space),
@@ -127,6 +181,22 @@ impl SqliteStore {
         self.timer.observe(started, &result);
         result
     }
+
+    /// Runs a read on one of the read-only connections.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let started = std::time::Instant::now();
+        let result = run_blocking(move || f(&readers.take()).map_err(Error::into_store))
+            .await
+            .map_err(StoreError::from)
+            .and_then(|r| r);
+        self.timer.observe(started, &result);
+        result
+    }
 }
 
 fn open_blocking(path: &Path, migrations: &[Migration]) -> Result<Connection, Error> {
@@ -154,14 +224,127 @@ fn open_blocking(path: &Path, migrations: &[Migration]) -> Result<Connection, Er
 /// A connection to an existing database file with the settings every connection uses.
 fn connect(path: &Path) -> Result<Connection, Error> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_handler(Some(wait_for_lock))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // Every commit is durable (fsync of the WAL) before it returns.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Deleted content (destroyed secret versions) is overwritten with zeros, not left in free pages.
     conn.pragma_update(None, "secure_delete", "ON")?;
+    // No connection copies the WAL back into the database as it commits: the store's own
+    // checkpointer thread does (`spawn_checkpointer`). Left to the committing connection, once
+    // the WAL passed 1,000 pages under steady reads every commit paid for a checkpoint as well
+    // (two more flushes).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(conn)
+}
+
+/// A WAL with more frames (pages) than this is started over: 8,192 pages of 4 KiB, 32 MiB.
+const WAL_RESTART_FRAMES: i64 = 8192;
+
+/// How often the checkpointer copies what the WAL holds back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// The thread that checkpoints the WAL every [`CHECKPOINT_EVERY`]: passive (it never waits
+/// for, nor blocks, the writing connections), and a restart once the WAL passed
+/// [`WAL_RESTART_FRAMES`]. Dropping it stops the thread and waits for it, so the file is no
+/// longer open once the last clone of the store is gone (`store migrate` needs it alone).
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection) -> Result<Self, StoreError> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("custodian-sqlite-checkpoint".to_owned())
+            .spawn(move || {
+                let mut failing = false;
+                // Nothing is ever sent: the sender's drop ends the wait at once.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    failing = checkpoint_once(&conn, failing);
+                }
+            })
+            .map_err(StoreError::Io)?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // A panic in the thread has been reported already; nothing is left to do.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One round of the checkpointer; returns whether it is failing now (logged when that changes).
+fn checkpoint_once(conn: &Connection, failing: bool) -> bool {
+    // (busy, frames in the WAL, frames copied back)
+    let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+    // Under steady writes a passive checkpoint never quite catches up, and the WAL never
+    // starts over: past the bound, wait for the readers and writers of the moment (the busy
+    // handler's wait) and start it over.
+    let result = match passive {
+        Ok(frames) if frames > WAL_RESTART_FRAMES => {
+            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+        }
+        other => other.map(drop),
+    };
+    match (result, failing) {
+        (Err(e), false) => {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+            true
+        }
+        (Ok(()), true) => {
+            tracing::info!("WAL checkpoint works again");
+            false
+        }
+        (result, _) => result.is_err(),
+    }
+}
+
+/// How long a connection waits for another one's write lock (the audit writer's connection
+/// and the store's writing one take turns; an offline command may hold it too) before its
+/// statement fails busy.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// The first polls are this short: the other connection here holds the lock for one commit,
+/// a fraction of a millisecond. SQLite's own `busy_timeout` sleeps 1, 2, 5, 10 … ms, a whole
+/// commit's time or more lost at every turn.
+const LOCK_POLL_SHORT: Duration = Duration::from_micros(50);
+/// Short polls come first, then [`LOCK_POLL_LONG`] ones until [`LOCK_WAIT`] is spent.
+const LOCK_POLLS_SHORT: u32 = 100;
+const LOCK_POLL_LONG: Duration = Duration::from_millis(1);
+
+/// SQLite's busy handler: `tries` earlier polls found the database locked; sleep and try
+/// again (`true`) until about [`LOCK_WAIT`] has passed, then give up (`false`: `SQLITE_BUSY`).
+fn wait_for_lock(tries: i32) -> bool {
+    match lock_poll(u32::try_from(tries).unwrap_or(0)) {
+        Some(pause) => {
+            std::thread::sleep(pause);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The pause before poll `tries + 1`, or `None` once [`LOCK_WAIT`] is spent.
+fn lock_poll(tries: u32) -> Option<Duration> {
+    let short = tries.min(LOCK_POLLS_SHORT);
+    let waited = LOCK_POLL_SHORT * short + LOCK_POLL_LONG * (tries - short);
+    (waited < LOCK_WAIT).then_some(if tries < LOCK_POLLS_SHORT {
+        LOCK_POLL_SHORT
+    } else {
+        LOCK_POLL_LONG
+    })
 }
 
 /// Applies every migration newer than the recorded version, each in its own transaction.
@@ -515,7 +698,18 @@ impl IdentityStore for SqliteStore {
 impl SecretStore for SqliteStore {
     async fn secret(&self, path: &SecretPath) -> Result<Option<SecretRecord>, StoreError> {
         let path = path.clone();
-        self.with_conn(move |conn| secrets::get(conn, &path)).await
+        self.with_reader(move |conn| secrets::get(conn, &path))
+            .await
+    }
+
+    async fn secret_for_read(
+        &self,
+        path: &SecretPath,
+        version: Option<u32>,
+    ) -> Result<Option<SecretForRead>, StoreError> {
+        let path = path.clone();
+        self.with_reader(move |conn| secrets::for_read(conn, &path, version))
+            .await
     }
 
     async fn list_secrets(
@@ -535,13 +729,28 @@ impl SecretStore for SqliteStore {
         version: u32,
     ) -> Result<Option<SealedSecret>, StoreError> {
         let path = path.clone();
-        self.with_conn(move |conn| secrets::data(conn, &path, version))
+        self.with_reader(move |conn| secrets::data(conn, &path, version))
             .await
     }
 
     async fn insert_secret_version(&self, v: &NewSecretVersion) -> Result<Vec<u32>, StoreError> {
-        let v = v.clone();
-        self.with_conn(move |conn| secrets::insert(conn, &v)).await
+        let (queued, done) = secrets::Queued::new(v.clone());
+        self.queued_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(queued);
+        // One group commit of whatever is queued when it gets the connection: ours, unless
+        // the group commit before it already took ours along.
+        let queue = Arc::clone(&self.queued_versions);
+        let space = Arc::clone(&self.space);
+        self.with_conn(move |conn| {
+            secrets::insert_queued(conn, &queue, &space);
+            Ok(())
+        })
+        .await?;
+        done.await.map_err(|_| {
+            StoreError::Unavailable("the group commit ended without an answer".into())
+        })?
     }
 
     async fn put_secret_metadata(
@@ -797,5 +1006,60 @@ impl Store for SqliteStore {
             Ok(n as u64)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_database_is_polled_briefly_at_first_and_given_up_after_five_seconds() {
+        let pauses: Vec<Duration> = (0..).map_while(lock_poll).collect();
+        assert!(pauses[..100]
+            .iter()
+            .all(|p| *p == Duration::from_micros(50)));
+        assert!(pauses[100..].iter().all(|p| *p == Duration::from_millis(1)));
+        let total: Duration = pauses.iter().sum();
+        assert!(
+            total >= LOCK_WAIT && total <= LOCK_WAIT + Duration::from_millis(1),
+            "{total:?}"
+        );
+    }
+
+    /// No commit checkpoints (`wal_autocheckpoint = 0`): the store's thread copies the WAL back
+    /// into the database file, and stops with the store.
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_back_and_stops_with_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("custodian.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        store
+            .with_conn(|conn| {
+                conn.execute_batch("CREATE TABLE filler (b BLOB)")?;
+                for _ in 0..200 {
+                    conn.execute("INSERT INTO filler VALUES (zeroblob(4000))", [])?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            before,
+            "a commit checkpointed"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(&path).unwrap().len() < before + 200 * 4000 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint in 5 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(store);
+        // Every connection of the store is closed: the file can be held exclusively at once.
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE; COMMIT").unwrap();
     }
 }

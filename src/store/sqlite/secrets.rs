@@ -1,9 +1,13 @@
 //! The secrets tables: records, versions, pruning, destruction and due rotations.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 use super::error::Error;
+use super::space::Space;
 use super::{from_millis, millis, parse_time, time_text};
 use crate::domain::secret::{
     CustomMetadata, GenerateSpec, HumanDuration, SecretPath, SecretRecord, SecretVersionInfo,
@@ -11,7 +15,7 @@ use crate::domain::secret::{
 };
 use crate::domain::{KeyId, KeyVersion, VersionState};
 use crate::store::{
-    MetadataUpdate, NewSecretVersion, SealedSecret, StaleKind, StoreError, VersionOp,
+    MetadataUpdate, NewSecretVersion, SealedSecret, SecretForRead, StaleKind, StoreError, VersionOp,
 };
 
 const SECRET_COLUMNS: &str = "path, key_id, current_version, max_versions, expires_after_s, \
@@ -171,13 +175,28 @@ pub(super) fn data(
         .optional()?)
 }
 
+/// The record at `path` and the sealed data of `version` (default: the newest live one), read
+/// in one transaction so the two agree.
+pub(super) fn for_read(
+    conn: &Connection,
+    path: &SecretPath,
+    version: Option<u32>,
+) -> Result<Option<SecretForRead>, Error> {
+    let tx = conn.unchecked_transaction()?;
+    let Some(record) = get(&tx, path)? else {
+        return Ok(None);
+    };
+    let wanted = version.or_else(|| record.latest_live().map(|v| v.version));
+    let sealed = match wanted {
+        Some(n) => data(&tx, path, n)?.map(|d| (n, d)),
+        None => None,
+    };
+    tx.finish()?;
+    Ok(Some((record, sealed)))
+}
+
 /// Erases versions: state destroyed, ciphertext and wrapped data key gone.
-fn destroy(
-    tx: &Transaction<'_>,
-    path: &str,
-    versions: &[u32],
-    now: &str,
-) -> Result<Vec<u32>, Error> {
+fn destroy(tx: &Connection, path: &str, versions: &[u32], now: &str) -> Result<Vec<u32>, Error> {
     let mut changed = Vec::new();
     for v in versions {
         let n = tx.execute(
@@ -194,12 +213,7 @@ fn destroy(
 }
 
 /// Destroys the oldest versions beyond `max_versions` (0 = unlimited).
-fn prune(
-    tx: &Transaction<'_>,
-    path: &str,
-    max_versions: u32,
-    now: &str,
-) -> Result<Vec<u32>, Error> {
+fn prune(tx: &Connection, path: &str, max_versions: u32, now: &str) -> Result<Vec<u32>, Error> {
     if max_versions == 0 {
         return Ok(Vec::new());
     }
@@ -228,9 +242,88 @@ fn prune(
     Ok(pruned)
 }
 
-/// Records a version (see the trait docs).
-pub(super) fn insert(conn: &mut Connection, v: &NewSecretVersion) -> Result<Vec<u32>, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// A secret version waiting for a group commit, and where its answer goes.
+pub(super) struct Queued {
+    version: NewSecretVersion,
+    done: oneshot::Sender<Result<Vec<u32>, StoreError>>,
+}
+
+impl Queued {
+    /// The queued version and the receiver of its answer: the versions pruning destroyed,
+    /// once the commit that holds it returned, or why it was not written.
+    pub(super) fn new(
+        version: NewSecretVersion,
+    ) -> (Self, oneshot::Receiver<Result<Vec<u32>, StoreError>>) {
+        let (done, answer) = oneshot::channel();
+        (Self { version, done }, answer)
+    }
+}
+
+/// Writes every queued version in one transaction, each under a savepoint of its own so one
+/// that fails (check-and-set, a stale version, a retired key) is undone alone and answered with
+/// its error, and answers each once the commit returned: group commit, one flush for all the
+/// versions written while the previous commit was flushing. A failed commit fails them all.
+/// Each is decided on the state the ones before it left, so two versions of one path in one
+/// group get what they would get one after the other (the service writes a path under its
+/// lock, so only callers of the store itself send such pairs).
+pub(super) fn insert_queued(conn: &mut Connection, queue: &Mutex<Vec<Queued>>, space: &Space) {
+    let batch = std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
+    if batch.is_empty() {
+        return;
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    let committed = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .and_then(|mut tx| {
+            for q in &batch {
+                let mut sp = tx.savepoint()?;
+                let result = insert(&sp, &q.version);
+                if result.is_ok() {
+                    sp.commit()?;
+                } else {
+                    sp.rollback()?;
+                }
+                results.push(result);
+            }
+            tx.commit()
+        });
+    let pruned_any = results
+        .iter()
+        .any(|r| r.as_ref().is_ok_and(|p| !p.is_empty()));
+    match committed {
+        Ok(()) => {
+            if pruned_any {
+                checkpoint(conn);
+            }
+            for (q, result) in batch.into_iter().zip(results) {
+                // A caller that gave up waiting has no one to tell.
+                let _ = q.done.send(space.after(result));
+            }
+        }
+        Err(e) => {
+            // Nothing was written: every version gets the commit's failure.
+            let failure = space.after::<()>(Err(Error::Sql(e)));
+            for q in batch {
+                let _ = q
+                    .done
+                    .send(failure.as_ref().map(|()| Vec::new()).map_err(shared));
+            }
+        }
+    }
+}
+
+/// The failure of a commit, once for each version it held.
+fn shared(e: &StoreError) -> StoreError {
+    let text: Box<dyn std::error::Error + Send + Sync> =
+        format!("group commit: {e}: {:?}", std::error::Error::source(e)).into();
+    match e {
+        StoreError::Full(_) => StoreError::Full(text),
+        _ => StoreError::Unavailable(text),
+    }
+}
+
+/// Records a version inside the caller's transaction (see the trait docs).
+fn insert(tx: &Connection, v: &NewSecretVersion) -> Result<Vec<u32>, Error> {
     let path = v.path.as_str();
     let now = time_text(v.created_at);
     let existing: Option<(u32, u32, Option<i64>)> = tx
@@ -247,7 +340,7 @@ pub(super) fn insert(conn: &mut Connection, v: &NewSecretVersion) -> Result<Vec<
         }
     }
     super::keys::require_version(
-        &tx,
+        tx,
         v.key_id,
         v.key_version,
         &[VersionState::Primary, VersionState::Active],
@@ -306,12 +399,7 @@ pub(super) fn insert(conn: &mut Connection, v: &NewSecretVersion) -> Result<Vec<
             params![path, millis(claim.next)],
         )?;
     }
-    let pruned = prune(&tx, path, max_versions, &now)?;
-    tx.commit()?;
-    if !pruned.is_empty() {
-        checkpoint(conn);
-    }
-    Ok(pruned)
+    prune(tx, path, max_versions, &now)
 }
 
 /// Creates (if absent) and updates metadata (see the trait docs).
@@ -473,7 +561,8 @@ pub(super) fn due(
 
 /// Moves every WAL frame into the database file and truncates the WAL, so erased values do not
 /// linger in the journal (`secure_delete` zeroes them in the database file itself). Failure is
-/// logged, not fatal: the next automatic checkpoint does the same.
+/// logged, not fatal: the store's checkpointer thread copies the frames back within moments,
+/// and the WAL is written over from its start once it starts over.
 fn checkpoint(conn: &Connection) {
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
         tracing::warn!(error = %e, "WAL checkpoint after destroying secret versions failed");
