@@ -740,7 +740,8 @@ impl SecretStore for SqliteStore {
             .unwrap_or_else(|p| p.into_inner())
             .push(queued);
         // One group commit of whatever is queued when it gets the connection: ours, unless
-        // the group commit before it already took ours along.
+        // the group commit before it already took ours along. If this one cannot run, the
+        // error is the answer and `done` is dropped, so no later group writes ours.
         let queue = Arc::clone(&self.queued_versions);
         let space = Arc::clone(&self.space);
         self.with_conn(move |conn| {

@@ -267,7 +267,10 @@ impl Queued {
 /// group get what they would get one after the other (the service writes a path under its
 /// lock, so only callers of the store itself send such pairs).
 pub(super) fn insert_queued(conn: &mut Connection, queue: &Mutex<Vec<Queued>>, space: &Space) {
-    let batch = std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut batch = std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
+    // A caller that stopped waiting (its request was cancelled, or its own group commit could
+    // not run and it answered with that error) is not written behind its back.
+    batch.retain(|q| !q.done.is_closed());
     if batch.is_empty() {
         return;
     }
