@@ -309,7 +309,12 @@ pub(super) async fn insert(db: &Db<'_>, v: &NewSecretVersion) -> Result<Vec<u32>
     let path = v.path.as_str();
     let now = time_text(v.created_at);
     let created = create_if_absent(db, path, v.key_id, v.default_max_versions, &now).await?;
-    let locked = lock(db, path).await?.ok_or(StoreError::NotFound)?;
+    // A row this transaction created is locked by its insert and holds what it was given.
+    let locked = if created {
+        (0, v.default_max_versions, None)
+    } else {
+        lock(db, path).await?.ok_or(StoreError::NotFound)?
+    };
     let existing = (!created).then_some(locked);
     let current = existing.map_or(0, |e| e.0);
     if let Some(cas) = v.cas {
@@ -367,7 +372,11 @@ pub(super) async fn insert(db: &Db<'_>, v: &NewSecretVersion) -> Result<Vec<u32>
         )
         .await?;
     }
-    prune(db, path, max_versions, &now).await
+    if crate::store::pruning_may_apply(v.version, max_versions) {
+        prune(db, path, max_versions, &now).await
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 /// Creates (if absent) and updates metadata (see the trait docs).

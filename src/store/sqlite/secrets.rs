@@ -402,7 +402,11 @@ fn insert(tx: &Connection, v: &NewSecretVersion) -> Result<Vec<u32>, Error> {
             params![path, millis(claim.next)],
         )?;
     }
-    prune(tx, path, max_versions, &now)
+    if crate::store::pruning_may_apply(v.version, max_versions) {
+        prune(tx, path, max_versions, &now)
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 /// Creates (if absent) and updates metadata (see the trait docs).
