@@ -395,3 +395,21 @@ pub(super) async fn revoke_access_key(
         .await?
         > 0)
 }
+
+/// Replaces a live access key's sealed secret if the row still holds `old` (see the trait).
+pub(super) async fn reseal_access_key(
+    db: &Db<'_>,
+    id: &str,
+    old: &[u8],
+    sealed: &[u8],
+    key_version: KeyVersion,
+) -> Result<bool, Error> {
+    Ok(db
+        .execute(
+            "UPDATE access_keys SET sealed_secret = $3, key_version = $4
+             WHERE id = $1 AND sealed_secret = $2 AND revoked_at IS NULL",
+            &[&id, &old, &sealed, &i64::from(key_version.get())],
+        )
+        .await?
+        > 0)
+}

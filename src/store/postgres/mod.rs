@@ -713,16 +713,13 @@ impl IdentityStore for PostgresStore {
         sealed: &[u8],
         key_version: KeyVersion,
     ) -> Result<bool, StoreError> {
-        autocommit!(self, |db| async {
-            Ok(db
-                .execute(
-                    "UPDATE access_keys SET sealed_secret = $3, key_version = $4
-                     WHERE id = $1 AND sealed_secret = $2 AND revoked_at IS NULL",
-                    &[&id, &old, &sealed, &i64::from(key_version.get())],
-                )
-                .await?
-                > 0)
-        })
+        autocommit!(self, |db| identity::reseal_access_key(
+            &db,
+            id,
+            old,
+            sealed,
+            key_version
+        ))
     }
 }
 

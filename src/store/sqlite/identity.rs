@@ -426,3 +426,18 @@ pub(super) fn revoke_access_key(
         params![id, time_text(now)],
     )? > 0)
 }
+
+/// Replaces a live access key's sealed secret if the row still holds `old` (see the trait).
+pub(super) fn reseal_access_key(
+    conn: &Connection,
+    id: &str,
+    old: &[u8],
+    sealed: &[u8],
+    key_version: KeyVersion,
+) -> Result<bool, Error> {
+    Ok(conn.execute(
+        "UPDATE access_keys SET sealed_secret = ?3, key_version = ?4
+         WHERE id = ?1 AND sealed_secret = ?2 AND revoked_at IS NULL",
+        params![id, old, sealed, key_version.get()],
+    )? > 0)
+}

@@ -167,8 +167,7 @@ impl SqliteStore {
     {
         let conn = Arc::clone(&self.conn);
         let space = Arc::clone(&self.space);
-        let started = std::time::Instant::now();
-        let result = run_blocking(move || {
+        self.timed(move || {
             // A poisoned lock means a panic mid-query; the connection itself is still valid
             // because every write runs in a transaction that rolled back.
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -176,8 +175,19 @@ impl SqliteStore {
             space.after(result)
         })
         .await
-        .map_err(StoreError::from)
-        .and_then(|r| r);
+    }
+
+    /// Runs `f` on the blocking pool, timed by the store's metrics.
+    async fn timed<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    {
+        let started = std::time::Instant::now();
+        let result = run_blocking(f)
+            .await
+            .map_err(StoreError::from)
+            .and_then(|r| r);
         self.timer.observe(started, &result);
         result
     }
@@ -189,13 +199,8 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     {
         let readers = Arc::clone(&self.readers);
-        let started = std::time::Instant::now();
-        let result = run_blocking(move || f(&readers.take()).map_err(Error::into_store))
+        self.timed(move || f(&readers.take()).map_err(Error::into_store))
             .await
-            .map_err(StoreError::from)
-            .and_then(|r| r);
-        self.timer.observe(started, &result);
-        result
     }
 }
 
@@ -232,7 +237,7 @@ fn connect(path: &Path) -> Result<Connection, Error> {
     // Deleted content (destroyed secret versions) is overwritten with zeros, not left in free pages.
     conn.pragma_update(None, "secure_delete", "ON")?;
     // No connection copies the WAL back into the database as it commits: the store's own
-    // checkpointer thread does (`spawn_checkpointer`). Left to the committing connection, once
+    // checkpointer thread does (`Checkpointer`). Left to the committing connection, once
     // the WAL passed 1,000 pages under steady reads every commit paid for a checkpoint as well
     // (two more flushes).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -684,11 +689,7 @@ impl IdentityStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, old, sealed) = (id.to_owned(), old.to_vec(), sealed.to_vec());
         self.with_conn(move |conn| {
-            Ok(conn.execute(
-                "UPDATE access_keys SET sealed_secret = ?3, key_version = ?4
-                 WHERE id = ?1 AND sealed_secret = ?2 AND revoked_at IS NULL",
-                rusqlite::params![id, old, sealed, key_version.get()],
-            )? > 0)
+            identity::reseal_access_key(conn, &id, &old, &sealed, key_version)
         })
         .await
     }
