@@ -59,6 +59,11 @@ pub const SQLITE: &[Migration] = &[
         name: "database_credentials",
         sql: include_str!("migrations/sqlite/0009_database_credentials.sql"),
     },
+    Migration {
+        version: 10,
+        name: "rewrap_walk",
+        sql: include_str!("migrations/sqlite/0010_rewrap_walk.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first: the same versions as [`SQLITE`], in PostgreSQL's dialect.
@@ -107,6 +112,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 9,
         name: "database_credentials",
         sql: include_str!("migrations/postgres/0009_database_credentials.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "rewrap_walk",
+        sql: include_str!("migrations/postgres/0010_rewrap_walk.sql"),
     },
 ];
 

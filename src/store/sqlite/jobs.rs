@@ -185,6 +185,14 @@ pub(super) fn list(
     rows.into_iter().map(job_of).collect()
 }
 
+/// The next stored data keys of a key (?1) not under the target version (?2) after the cursor
+/// (?3, ?4), at most ?5: a range scan of `secret_versions_rewrap_walk` (migration 10).
+pub(super) const CANDIDATES: &str =
+    "SELECT path, version, key_version, wrapped_dek FROM secret_versions
+     WHERE key_id = ?1 AND key_version != ?2 AND wrapped_dek IS NOT NULL
+       AND (path, version) > (?3, ?4)
+     ORDER BY path, version LIMIT ?5";
+
 /// Stored data keys not yet under `target`.
 pub(super) fn candidates(
     conn: &Connection,
@@ -195,12 +203,7 @@ pub(super) fn candidates(
 ) -> Result<Vec<RewrapItem>, Error> {
     let (after_path, after_version) = after.map_or(("", 0), |(p, v)| (p.as_str(), *v));
     let rows = conn
-        .prepare_cached(
-            "SELECT path, version, key_version, wrapped_dek FROM secret_versions
-             WHERE key_id = ?1 AND key_version != ?2 AND wrapped_dek IS NOT NULL
-               AND (path, version) > (?3, ?4)
-             ORDER BY path, version LIMIT ?5",
-        )?
+        .prepare_cached(CANDIDATES)?
         .query_map(
             params![
                 key_id.to_string(),

@@ -1029,6 +1029,33 @@ mod tests {
         );
     }
 
+    /// A re-wrap batch reads the next rows from its cursor through an index; it does not read
+    /// and sort every row of the key (which made a job's reads grow with the square of its size).
+    #[tokio::test]
+    async fn rewrap_candidates_are_a_range_scan_from_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("custodian.db"))
+            .await
+            .unwrap();
+        let plan = store
+            .with_conn(|conn| {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", jobs::CANDIDATES))?;
+                let rows =
+                    stmt.query_map(params!["k", 2, "a/b", 1, 100], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
+            })
+            .await
+            .unwrap();
+        assert!(
+            plan.contains(
+                "SEARCH secret_versions USING INDEX secret_versions_rewrap_walk \
+                 (key_id=? AND (path,version)>(?,?))"
+            ),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
     /// No commit checkpoints (`wal_autocheckpoint = 0`): the store's thread copies the WAL back
     /// into the database file, and stops with the store.
     #[tokio::test]
