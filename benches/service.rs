@@ -2781,7 +2781,8 @@ impl RewrapReport {
             out,
             "- server: `keys.rewrap_batch_size = {}`, `keys.rewrap_pause_ms = {}`, \
              `keys.rewrap_after_rotation = false` (the bench starts each job with `POST \
-             /v1/keys/{REWRAP_KEY}/rewrap`); the worker checks for new jobs every {:.1} s \
+             /v1/keys/{REWRAP_KEY}/rewrap`); the node's worker starts on a job the node starts at \
+             once, and looks for jobs started elsewhere every {:.1} s \
              (`keys.lifecycle_check_interval_ms`, default)",
             knobs.rewrap_batch,
             knobs.rewrap_pause_ms,
@@ -2796,8 +2797,9 @@ impl RewrapReport {
         )?;
         writeln!(
             out,
-            "- job: {batches} batches of at most {batch} data keys, two device calls each \
-             (unwrap with the old version, wrap with the new), one transaction per batch; the \
+            "- job: {batches} batches of at most {batch} data keys, each handed to the device in \
+             chunks of up to 25 (one `reseal` call, one session: an unwrap with the old version \
+             and a wrap with the new per item), one transaction per batch; the \
              pauses alone add up to at least {:.2} s",
             pause_total.as_secs_f64()
         )?;

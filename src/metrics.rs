@@ -57,7 +57,8 @@ pub struct DeviceLabels {
     pub device: &'static str,
     /// `direct` or `cached`.
     pub mode: &'static str,
-    /// `seal`, `generate_and_seal`, `open`, `create_root_key`, `destroy_root_key`.
+    /// `seal`, `generate_and_seal`, `open`, `reseal`, `random`, `create_root_key`,
+    /// `destroy_root_key`.
     pub op: &'static str,
     /// `ok` or the error's kind (`unavailable`, `busy`, `rejected`, `failed`).
     pub result: &'static str,

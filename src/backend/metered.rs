@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     AuditSigner, BackendError, DeviceDescription, DeviceHealth, DeviceUsage, KeyBackend,
-    ObjectFacts, Sealed,
+    ObjectFacts, Reseal, Resealed, Sealed,
 };
 use crate::domain::{
     Algorithm, BackendKind, KeyId, KeyVersion, RootKeyRef, RootMaterial, WrapMode,
@@ -119,6 +119,14 @@ impl KeyBackend for MeteredBackend {
         let started = Instant::now();
         let r = self.inner.open(root, iv, aad, ciphertext).await;
         self.record("open", started, &r);
+        r
+    }
+
+    /// Recorded once per call (`op="reseal"`), whatever the number of items.
+    async fn reseal(&self, from: &RootKeyRef, to: &RootKeyRef, items: Vec<Reseal>) -> Resealed {
+        let started = Instant::now();
+        let r = self.inner.reseal(from, to, items).await;
+        self.record("reseal", started, &r);
         r
     }
 

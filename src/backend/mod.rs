@@ -35,6 +35,24 @@ pub struct Sealed {
     pub ciphertext: Vec<u8>,
 }
 
+/// One stored data key to move to another root key ([`KeyBackend::reseal`]). Holds no
+/// plaintext: the sealed form and the two AADs only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reseal {
+    /// The IV it was sealed with.
+    pub iv: [u8; 12],
+    /// Its ciphertext ‖ tag.
+    pub ciphertext: Vec<u8>,
+    /// The AAD it was sealed with.
+    pub open_aad: Vec<u8>,
+    /// The AAD to seal it with.
+    pub seal_aad: Vec<u8>,
+}
+
+/// What [`KeyBackend::reseal`] answers: a verdict per item, in item order, or one error for
+/// the whole call.
+pub type Resealed = Result<Vec<Result<Sealed, BackendError>>, BackendError>;
+
 /// What the device says about its own health.
 ///
 /// The fields are in name order: readiness answers list members that way (as when the answer
@@ -130,6 +148,27 @@ pub enum BackendError {
     Invariant(&'static str),
 }
 
+impl BackendError {
+    /// The same error again, for reporting one failure against several items (a device error's
+    /// source is kept as its message).
+    #[must_use]
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::AuthenticationFailed => Self::AuthenticationFailed,
+            Self::RootKeyMissing(l) => Self::RootKeyMissing(l.clone()),
+            Self::KeyBlobRejected(l) => Self::KeyBlobRejected(l.clone()),
+            Self::Unavailable => Self::Unavailable,
+            Self::Busy => Self::Busy,
+            Self::Device(e) => Self::Device(e.to_string().into()),
+            Self::MissingMechanism(m) => Self::MissingMechanism(m),
+            Self::Open(m) => Self::Open(m.clone()),
+            Self::Unsupported(c) => Self::Unsupported(c),
+            Self::NotConfigured(b) => Self::NotConfigured(b),
+            Self::Invariant(m) => Self::Invariant(m),
+        }
+    }
+}
+
 /// A device that holds root keys and seals/opens under them.
 ///
 /// Every method may block on the device; implementations run device calls on the blocking pool
@@ -190,6 +229,17 @@ pub trait KeyBackend: Send + Sync + 'static {
         aad: Vec<u8>,
         ciphertext: Vec<u8>,
     ) -> Result<SecretBytes, BackendError>;
+
+    /// Opens each item under `from` and seals what it holds under `to`, with a fresh IV each,
+    /// in as few trips to the device as the device allows (PKCS#11: one session for the lot);
+    /// the plaintext never leaves the call. An item that does not open answers
+    /// `AuthenticationFailed` and the others go on. The whole call fails when the device is
+    /// down or busy (`Unavailable`, `Busy`) or a root key cannot be used, and then nothing it
+    /// did counts. No default: a decorator that forgot to forward it would lose the batching.
+    ///
+    /// # Errors
+    /// As [`KeyBackend::seal`] and [`KeyBackend::open`], for the whole call.
+    async fn reseal(&self, from: &RootKeyRef, to: &RootKeyRef, items: Vec<Reseal>) -> Resealed;
 
     /// Checks that a session is usable now (a cheap device call).
     async fn health(&self) -> DeviceHealth;
@@ -367,6 +417,33 @@ pub(crate) async fn seal_drawn_key(
     let copy = SecretBytes::new(zeroize::Zeroizing::new(key.expose_secret().to_vec()));
     let sealed = backend.seal(root, aad, copy).await?;
     Ok((key, sealed))
+}
+
+/// [`KeyBackend::reseal`] as an open then a seal per item, for devices with nothing better.
+///
+/// # Errors
+/// `Unavailable` or `Busy` from either call ends the whole call with that error.
+pub(crate) async fn reseal_each(
+    backend: &(impl KeyBackend + ?Sized),
+    from: &RootKeyRef,
+    to: &RootKeyRef,
+    items: Vec<Reseal>,
+) -> Resealed {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let moved = match backend
+            .open(from, item.iv, item.open_aad, item.ciphertext)
+            .await
+        {
+            Ok(plaintext) => backend.seal(to, item.seal_aad, plaintext).await,
+            Err(e) => Err(e),
+        };
+        match moved {
+            Err(e @ (BackendError::Unavailable | BackendError::Busy)) => return Err(e),
+            other => out.push(other),
+        }
+    }
+    Ok(out)
 }
 
 /// Signs with a device-resident key (ECDSA P-256 over SHA-256); never exposes the key.

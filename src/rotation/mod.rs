@@ -116,7 +116,8 @@ pub async fn run_database(internal: Internal, interval: Duration) {
 
 /// Works through running re-wrap jobs, one batch at a time with `pause` between batches, each
 /// batch from the part of the job whose lease this node holds (several nodes work on one job
-/// at once, each on its own part); checks for new jobs every `idle` when there is nothing to do.
+/// at once, each on its own part); when there is nothing to do, starts at once on a job this
+/// node starts and checks for jobs started elsewhere every `idle`.
 pub async fn run_rewrap(internal: Internal, pause: Duration, idle: Duration) {
     let service = internal.service();
     loop {
@@ -128,7 +129,7 @@ pub async fn run_rewrap(internal: Internal, pause: Duration, idle: Duration) {
             }
         };
         if jobs.is_empty() {
-            tokio::time::sleep(idle).await;
+            service.wait_for_rewrap_job(idle).await;
             continue;
         }
         let mut worked = false;
@@ -167,6 +168,10 @@ pub async fn run_rewrap(internal: Internal, pause: Duration, idle: Duration) {
             }
         }
         // Nothing this node could take: every part is held elsewhere or settled here.
-        tokio::time::sleep(if worked { pause } else { idle }).await;
+        if worked {
+            tokio::time::sleep(pause).await;
+        } else {
+            service.wait_for_rewrap_job(idle).await;
+        }
     }
 }

@@ -284,6 +284,8 @@ pub struct KeyService {
     subjects: std::sync::RwLock<HashMap<String, (Arc<policy::Subject>, Instant)>>,
     /// Per running re-wrap job: its pass over the candidates on this node.
     rewrap_passes: std::sync::Mutex<HashMap<String, rewrap::RewrapPass>>,
+    /// Woken when this node starts a re-wrap job, so its worker begins at once.
+    rewrap_started: tokio::sync::Notify,
     /// Striped per-key locks: lifecycle changes of one key are serialised on this node.
     key_locks: Vec<tokio::sync::Mutex<()>>,
     /// Striped per-path write locks: writes to one secret path are serialised on this node.
@@ -399,6 +401,7 @@ impl KeyService {
             wrap_budgets: std::sync::Mutex::new(HashMap::new()),
             wanted_rotations: std::sync::Mutex::new(std::collections::HashSet::new()),
             rewrap_passes: std::sync::Mutex::new(HashMap::new()),
+            rewrap_started: tokio::sync::Notify::new(),
             subjects: std::sync::RwLock::new(HashMap::new()),
             key_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             path_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),

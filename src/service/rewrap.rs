@@ -10,12 +10,12 @@
 //! sharing a database work through one job at once, each on its own rows; a node killed
 //! mid-batch loses its lease and another takes the part over from the rows still left.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use futures_util::StreamExt as _;
 
-use super::{check_unwrap, usable_header, KeyService, ServiceError};
-use crate::backend::BackendError;
+use super::{check_unwrap, noted, seal_result, usable_header, KeyService, ServiceError};
+use crate::backend::{BackendError, Reseal, Resealed};
 use crate::domain::job::{Job, JobEvent, JobKind, JobState};
 use crate::domain::secret::SecretPath;
 use crate::domain::{Key, KeyRef, KeyVersion};
@@ -27,9 +27,15 @@ use crate::store::{RewrapItem, RewrapShard};
 /// How many parts a re-wrap job is split into: at most this many nodes work on one job at once.
 pub const REWRAP_SHARDS: u32 = 8;
 
-/// Items of one re-wrap batch in flight at once (each an unwrap then a wrap in the device):
-/// two keep both cores of a small node busy and leave the other device sessions to requests.
+/// Chunks of one re-wrap batch in the device at once (each holds one device session while its
+/// items are unwrapped and wrapped again): two keep both cores of a small node busy and leave
+/// the other sessions to requests.
 const REWRAP_PARALLEL: usize = 2;
+
+/// The most items one device call re-wraps ([`crate::backend::KeyBackend::reseal`]): enough
+/// that the hand-off to the device's thread is paid once for many items, few enough that a
+/// session is back for requests within a few milliseconds.
+const RESEAL_CHUNK: usize = 25;
 
 /// How long a lease must have been expired before a job's end removes it (any expired lease is
 /// free to take; the hour only leaves alone those a node is about to renew).
@@ -126,6 +132,7 @@ impl KeyService {
         crate::audit::note::detail("job_id", job.id.clone());
         self.changing().await?;
         self.store.create_job(&job).await?;
+        self.rewrap_started.notify_one();
         tracing::info!(job_id = %job.id, key_id = %key.id, target_version = key.primary_version.get(), "re-wrap job started");
         Ok(job)
     }
@@ -222,6 +229,12 @@ impl KeyService {
                 .collect(),
             job,
         })
+    }
+
+    /// Waits up to `idle` for this node to start a re-wrap job (jobs started on other nodes
+    /// are found when it runs out).
+    pub async fn wait_for_rewrap_job(&self, idle: std::time::Duration) {
+        let _ = tokio::time::timeout(idle, self.rewrap_started.notified()).await;
     }
 
     /// Running jobs, for the worker.
@@ -410,22 +423,11 @@ impl KeyService {
         let mut newly_failed = Vec::new();
         let mut last_error = None;
         let mut device_down = None;
-        // Several items at once, in order: their device calls overlap on the device's sessions
-        // and the machine's cores. The results are taken in item order, so a device outage
-        // still ends the batch at the first item it hit.
-        let wanted = items
+        let wanted: Vec<RewrapItem> = items
             .into_iter()
-            .filter(|i| !skip.contains(&(i.path.clone(), i.version)));
-        let key_ref = &key;
-        let results: Vec<(RewrapItem, Result<Vec<u8>, ServiceError>)> =
-            futures_util::stream::iter(wanted)
-                .map(|item| async move {
-                    let result = self.rewrap_one(key_ref, header, &item).await;
-                    (item, result)
-                })
-                .buffered(REWRAP_PARALLEL)
-                .collect()
-                .await;
+            .filter(|i| !skip.contains(&(i.path.clone(), i.version)))
+            .collect();
+        let results = self.reseal_items(&key, header, wanted).await;
         for (item, result) in results {
             match result {
                 Ok(blob) => moved.push((item, blob)),
@@ -549,14 +551,109 @@ impl KeyService {
         }
     }
 
-    /// Unwraps one stored data key with its version and wraps it under the primary version,
-    /// keeping its path/version binding.
-    async fn rewrap_one(
+    /// Moves each item's data key to the primary version, keeping its path/version binding:
+    /// the items are checked one by one, then handed to the device in chunks of at most
+    /// [`RESEAL_CHUNK`] per old version ([`crate::backend::KeyBackend::reseal`]), up to
+    /// [`REWRAP_PARALLEL`] chunks at once. Answers the new wrapped data key, or why not, per
+    /// item, in item order.
+    async fn reseal_items(
+        &self,
+        key: &Key,
+        header: crate::format::blob::Header,
+        items: Vec<RewrapItem>,
+    ) -> Vec<(RewrapItem, Result<Vec<u8>, ServiceError>)> {
+        let backend = match self.serving_backend(key).await {
+            Ok(b) => b,
+            // Not this node's device (a TPM key of another node), or none: every item fails
+            // with the reason, as each would on its own.
+            Err(_) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    let e = self
+                        .serving_backend(key)
+                        .await
+                        .err()
+                        .unwrap_or(ServiceError::Backend(BackendError::Unavailable));
+                    out.push((item, Err(e)));
+                }
+                return out;
+            }
+        };
+        let mut results: Vec<Option<Result<Vec<u8>, ServiceError>>> = Vec::new();
+        let mut by_version: BTreeMap<KeyVersion, Vec<(usize, Reseal)>> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            match self.prepare_reseal(key, header, item).await {
+                Ok((version, reseal)) => {
+                    by_version.entry(version).or_default().push((i, reseal));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let chunks: Vec<(KeyVersion, Vec<(usize, Reseal)>)> = by_version
+            .into_iter()
+            .flat_map(|(version, mut all)| {
+                let mut chunks = Vec::new();
+                while !all.is_empty() {
+                    let rest = all.split_off(all.len().min(RESEAL_CHUNK));
+                    chunks.push((version, std::mem::replace(&mut all, rest)));
+                }
+                chunks
+            })
+            .collect();
+        let integrity = |item: &RewrapItem| ServiceError::SecretIntegrity {
+            path: item.path.to_string(),
+            version: item.version,
+        };
+        let done: Vec<(Vec<usize>, Resealed)> = futures_util::stream::iter(chunks)
+            .map(|(version, chunk)| async move {
+                let (places, chunk): (Vec<usize>, Vec<Reseal>) = chunk.into_iter().unzip();
+                let (from, to) = (key.root(version), key.primary_root());
+                let resealed = backend.reseal(noted(&from), noted(&to), chunk).await;
+                (places, resealed)
+            })
+            .buffer_unordered(REWRAP_PARALLEL)
+            .collect()
+            .await;
+        for (places, resealed) in done {
+            match resealed {
+                Ok(verdicts) => {
+                    for (i, verdict) in places.into_iter().zip(verdicts) {
+                        results[i] = Some(match verdict {
+                            Ok(sealed) => Ok(seal_result(header, sealed).ciphertext),
+                            Err(BackendError::AuthenticationFailed) => Err(integrity(&items[i])),
+                            Err(e) => Err(ServiceError::Backend(e)),
+                        });
+                    }
+                }
+                Err(e) => {
+                    for i in places {
+                        results[i] = Some(Err(ServiceError::Backend(e.duplicate())));
+                    }
+                }
+            }
+        }
+        items
+            .into_iter()
+            .zip(results)
+            .map(|(item, result)| {
+                let result = result.unwrap_or(Err(ServiceError::Backend(BackendError::Invariant(
+                    "a re-wrap item got no verdict",
+                ))));
+                (item, result)
+            })
+            .collect()
+    }
+
+    /// Checks one stored data key (its blob names this key and the version the store says,
+    /// that version may unwrap, its algorithm is that version's) and charges the wrap it will
+    /// cost to the primary version's budget; answers its version and what the device needs.
+    async fn prepare_reseal(
         &self,
         key: &Key,
         header: crate::format::blob::Header,
         item: &RewrapItem,
-    ) -> Result<Vec<u8>, ServiceError> {
+    ) -> Result<(KeyVersion, Reseal), ServiceError> {
         let integrity = || ServiceError::SecretIntegrity {
             path: item.path.to_string(),
             version: item.version,
@@ -566,14 +663,17 @@ impl KeyService {
             return Err(integrity());
         }
         check_unwrap(key, blob.key_version)?;
+        if key.version(blob.key_version).map(|v| v.algorithm) != Some(blob.algorithm) {
+            return Err(integrity());
+        }
         let context = data_key_context(&item.path, item.version).map_err(|_| integrity())?;
-        let aad = blob.header().aad(&context);
-        let dek = match self.open_blob(key, blob, aad).await {
-            Ok(dek) => dek,
-            Err(ServiceError::DecryptionFailed) => return Err(integrity()),
-            Err(e) => return Err(e),
+        self.charge_wrap(key).await?;
+        let reseal = Reseal {
+            iv: blob.iv,
+            open_aad: blob.header().aad(&context),
+            seal_aad: header.aad(&context),
+            ciphertext: blob.ciphertext,
         };
-        let sealing = self.seal_under_primary(key, header, &context, dek).await?;
-        Ok(sealing.ciphertext)
+        Ok((blob.key_version, reseal))
     }
 }

@@ -550,3 +550,96 @@ async fn custody_report_certifies_tpm_keys_and_the_statement_verifies() -> anyho
     assert!(verify_certification(&forged, &public, &qualifying).is_err());
     Ok(())
 }
+
+#[tokio::test]
+async fn rewrap_moves_data_keys_a_chunk_per_device_call_and_a_bad_row_fails_alone(
+) -> anyhow::Result<()> {
+    const SECRETS: usize = 30;
+    let tpm = Swtpm::start()?;
+    let mut d = with_tpm(
+        &tpm,
+        "[keys]\nrewrap_after_rotation = false\nrewrap_pause_ms = 0\n",
+    )?;
+    let s = d.start().await?;
+    let db = d.db()?;
+    for (backend, mode, _, _) in PLACEMENTS {
+        let name = unique(&format!("chunks-{backend}-{mode}"));
+        create(&s, &name, backend, mode).await;
+        for i in 0..SECRETS {
+            let r = s
+                .send_json(
+                    Method::PUT,
+                    &format!("/v1/secrets/{name}/{i:02}"),
+                    json!({ "value_text": format!("v{i}"), "key": name }),
+                )
+                .await;
+            assert!(r.status.is_success(), "{}", r.body);
+        }
+        // Two rows' tags are damaged: the device refuses those two, inside chunks whose other
+        // rows it moves.
+        let bad = [3usize, 27];
+        for i in bad {
+            let path = format!("{name}/{i:02}");
+            let mut blob = db
+                .query_one(
+                    "SELECT wrapped_dek FROM secret_versions WHERE path = $1",
+                    &[path.as_str().into()],
+                )?
+                .remove(0)
+                .into_bytes();
+            let last = blob.len() - 1;
+            blob[last] ^= 0x55;
+            db.execute(
+                "UPDATE secret_versions SET wrapped_dek = $2 WHERE path = $1",
+                &[path.into(), blob.into()],
+            )?;
+        }
+        s.post(&format!("/v1/keys/{name}/rotate"), json!({}))
+            .await
+            .ok();
+        let ops = |m: &crate::metrics::Scrape, op: &str| {
+            m.value_or_zero(&format!(
+                "custodian_device_operations_total{{device=\"{backend}\",mode=\"{mode}\",op=\"{op}\",result=\"ok\"}}"
+            ))
+        };
+        let before = crate::metrics::scrape(&s, &s.token).await;
+        s.post(&format!("/v1/keys/{name}/rewrap"), json!({}))
+            .await
+            .ok();
+        let job = crate::common::server::wait_job_done(&s, &name).await;
+        let after = crate::metrics::scrape(&s, &s.token).await;
+        assert_eq!(job["state"], "failed", "{backend}/{mode}: {job}");
+        assert_eq!(job["done"], SECRETS - bad.len(), "{backend}/{mode}: {job}");
+        assert_eq!(job["failed_items"], bad.len(), "{backend}/{mode}: {job}");
+        // The job's items are split into 8 parts, each walked in batches of up to 100 and
+        // handed to the device in chunks: at most a call per part here, where an unwrap and a
+        // wrap per item would be 28 of each.
+        let calls = ops(&after, "reseal") - ops(&before, "reseal");
+        assert!(
+            (1.0..=8.0).contains(&calls),
+            "{backend}/{mode}: {SECRETS} items in {calls} reseal calls"
+        );
+        for op in ["open", "seal"] {
+            assert_eq!(
+                ops(&after, op) - ops(&before, op),
+                0.0,
+                "{backend}/{mode}: no {op} per item"
+            );
+        }
+        let versions = s.get(&format!("/v1/keys/{name}/versions")).await;
+        assert_eq!(versions.ok()["versions"][0]["stored_data_keys"], bad.len());
+        assert_eq!(
+            versions.body["versions"][1]["stored_data_keys"],
+            SECRETS - bad.len()
+        );
+        for i in 0..SECRETS {
+            let r = s.get(&format!("/v1/secrets/{name}/{i:02}?text=true")).await;
+            if bad.contains(&i) {
+                r.assert_error(500, "secret_integrity_failed");
+            } else {
+                assert_eq!(r.ok()["value_text"], format!("v{i}"), "{backend}/{mode}");
+            }
+        }
+    }
+    Ok(())
+}

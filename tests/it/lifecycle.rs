@@ -791,3 +791,51 @@ async fn tampered_rows_do_not_block_the_rows_behind_them() -> anyhow::Result<()>
         .assert_error(500, "secret_integrity_failed");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_device_outage_during_rewrap_pauses_the_job_and_loses_nothing() -> anyhow::Result<()> {
+    const SECRETS: u64 = 60;
+    let (d, s) = secrets_server(
+        "outage",
+        "rewrap_batch_size = 5\nrewrap_after_rotation = false\n",
+    )
+    .await?;
+    for i in 0..SECRETS {
+        put_secret(&s, &format!("o/{i:02}"), &format!("v{i}")).await;
+    }
+    post_empty(&s, "/v1/keys/outage/rotate").await.ok();
+    // The token goes away before the job starts: every batch meets a device that is down.
+    let tokens = d.token_dir();
+    let away = tokens.with_extension("away");
+    std::fs::rename(&tokens, &away)?;
+    let ready = s.wait_ready(503, Duration::from_secs(10)).await;
+    assert_eq!(ready.status.as_u16(), 503, "{}", ready.body);
+    let started = post_empty(&s, "/v1/keys/outage/rewrap").await;
+    let job_id = started.ok()["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let job = s.get(&format!("/v1/jobs/{job_id}")).await;
+    assert_eq!(job.ok()["state"], "running", "{}", job.body);
+    assert_eq!(
+        job.body["done"], 0,
+        "nothing moves while the device is down"
+    );
+    assert_eq!(
+        job.body["failed_items"], 0,
+        "an outage is not an item's failure"
+    );
+    std::fs::rename(&away, &tokens)?;
+    let ready = s.wait_ready(200, Duration::from_secs(15)).await;
+    assert_eq!(ready.status.as_u16(), 200, "{}", ready.body);
+    let job = crate::common::server::wait_job_done(&s, "outage").await;
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["done"], SECRETS, "{job}");
+    assert_eq!(job["failed_items"], 0, "{job}");
+    let versions = s.get("/v1/keys/outage/versions").await;
+    assert_eq!(versions.ok()["versions"][0]["stored_data_keys"], 0);
+    assert_eq!(versions.body["versions"][1]["stored_data_keys"], SECRETS);
+    for i in 0..SECRETS {
+        let r = s.get(&format!("/v1/secrets/o/{i:02}?text=true")).await;
+        assert_eq!(r.ok()["value_text"], format!("v{i}"));
+    }
+    Ok(())
+}

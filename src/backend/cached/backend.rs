@@ -13,7 +13,8 @@ use async_trait::async_trait;
 
 use super::{kwp, KekCache, KekCacheConfig, KwpError, VersionKek};
 use crate::backend::{
-    AuditSigner, BackendError, DeviceDescription, DeviceHealth, KeyBackend, ObjectFacts, Sealed,
+    AuditSigner, BackendError, DeviceDescription, DeviceHealth, KeyBackend, ObjectFacts, Reseal,
+    Resealed, Sealed,
 };
 use crate::domain::{Algorithm, BackendKind, KeyId, KeyVersion, RootKeyRef, RootMaterial};
 use crate::format::blob::{GCM_IV_LEN, HEADER_LEN};
@@ -83,21 +84,41 @@ impl CachedBackend {
             .await;
         self.rejected.track(&label, kek)
     }
+}
 
-    /// Splits the blob AAD (header ‖ canonical context) into its parts.
-    fn split(aad: &[u8]) -> Result<(&[u8], &[u8]), BackendError> {
-        if aad.len() < HEADER_LEN {
-            return Err(BackendError::Invariant("blob AAD shorter than its header"));
-        }
-        Ok(aad.split_at(HEADER_LEN))
+/// Splits the blob AAD (header ‖ canonical context) into its parts.
+fn split(aad: &[u8]) -> Result<(&[u8], &[u8]), BackendError> {
+    if aad.len() < HEADER_LEN {
+        return Err(BackendError::Invariant("blob AAD shorter than its header"));
     }
+    Ok(aad.split_at(HEADER_LEN))
+}
 
-    /// KWP's "header" input: the blob header followed by the nonce.
-    fn bound_header(header: &[u8], nonce: &[u8; GCM_IV_LEN]) -> Vec<u8> {
-        let mut h = header.to_vec();
-        h.extend_from_slice(nonce);
-        h
-    }
+/// KWP's "header" input: the blob header followed by the nonce.
+fn bound_header(header: &[u8], nonce: &[u8; GCM_IV_LEN]) -> Vec<u8> {
+    let mut h = header.to_vec();
+    h.extend_from_slice(nonce);
+    h
+}
+
+/// Wraps `plaintext` under `kek` with a fresh nonce, bound to `aad` (header ‖ context).
+fn wrap_under(kek: &VersionKek, aad: &[u8], plaintext: &[u8]) -> Result<Sealed, BackendError> {
+    let (header, context) = split(aad)?;
+    let iv = nonce()?;
+    let ciphertext =
+        kwp::wrap(kek, &bound_header(header, &iv), context, plaintext).map_err(kwp_error)?;
+    Ok(Sealed { iv, ciphertext })
+}
+
+/// Unwraps what [`wrap_under`] made with nonce `iv` and the same `aad`.
+fn unwrap_under(
+    kek: &VersionKek,
+    iv: [u8; GCM_IV_LEN],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Result<SecretBytes, BackendError> {
+    let (header, context) = split(aad)?;
+    kwp::unwrap(kek, &bound_header(header, &iv), context, ciphertext).map_err(kwp_error)
 }
 
 fn kwp_error(e: KwpError) -> BackendError {
@@ -181,17 +202,8 @@ impl KeyBackend for CachedBackend {
         aad: Vec<u8>,
         plaintext: SecretBytes,
     ) -> Result<Sealed, BackendError> {
-        let (header, context) = Self::split(&aad)?;
         let kek = self.kek(root).await?;
-        let iv = nonce()?;
-        let ciphertext = kwp::wrap(
-            &kek,
-            &Self::bound_header(header, &iv),
-            context,
-            plaintext.expose_secret(),
-        )
-        .map_err(kwp_error)?;
-        Ok(Sealed { iv, ciphertext })
+        wrap_under(&kek, &aad, plaintext.expose_secret())
     }
 
     async fn generate_and_seal(
@@ -214,9 +226,20 @@ impl KeyBackend for CachedBackend {
         aad: Vec<u8>,
         ciphertext: Vec<u8>,
     ) -> Result<SecretBytes, BackendError> {
-        let (header, context) = Self::split(&aad)?;
         let kek = self.kek(root).await?;
-        kwp::unwrap(&kek, &Self::bound_header(header, &iv), context, &ciphertext).map_err(kwp_error)
+        unwrap_under(&kek, iv, &aad, &ciphertext)
+    }
+
+    /// Both version-KEKs once, then every item in memory: no device call once they are cached.
+    async fn reseal(&self, from: &RootKeyRef, to: &RootKeyRef, items: Vec<Reseal>) -> Resealed {
+        let (old, new) = (self.kek(from).await?, self.kek(to).await?);
+        Ok(items
+            .iter()
+            .map(|item| {
+                let plaintext = unwrap_under(&old, item.iv, &item.open_aad, &item.ciphertext)?;
+                wrap_under(&new, &item.seal_aad, plaintext.expose_secret())
+            })
+            .collect())
     }
 
     async fn health(&self) -> DeviceHealth {

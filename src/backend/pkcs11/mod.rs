@@ -28,7 +28,8 @@ use tokio::sync::{Notify, Semaphore};
 use zeroize::Zeroizing;
 
 use crate::backend::{
-    AuditSigner, BackendError, DeviceDescription, DeviceHealth, KeyBackend, ObjectFacts, Sealed,
+    AuditSigner, BackendError, DeviceDescription, DeviceHealth, KeyBackend, ObjectFacts, Reseal,
+    Resealed, Sealed,
 };
 use crate::config::{Pkcs11Config, RandomSource};
 use crate::domain::{BackendKind, RootKeyRef};
@@ -358,6 +359,57 @@ fn root_handle(
     })
 }
 
+/// What one item's failure inside a many-item operation means: `Ok` with the item's own error
+/// when the device is fine (the others go on), `Err` with the failure when the whole operation
+/// must stop for [`Pkcs11Backend::with_session`] to handle (a dead module, a stale handle).
+fn item_failure(
+    device: &Device,
+    failure: OpFailure,
+    errors: RequestErrors,
+) -> Result<BackendError, OpFailure> {
+    let e = match failure {
+        OpFailure::Backend(e) => return Ok(e),
+        OpFailure::Module(e) => e,
+    };
+    let request = match error::classify(&e) {
+        Class::Request => true,
+        Class::Ambiguous => device.confirm_health().is_ok(),
+        Class::Fatal | Class::StaleHandle => false,
+    };
+    if !request {
+        return Err(OpFailure::Module(e));
+    }
+    Ok(match errors {
+        RequestErrors::Authentication => BackendError::AuthenticationFailed,
+        RequestErrors::DeviceFault => BackendError::Device(Box::new(e)),
+    })
+}
+
+/// Opens `item` under `from` and seals what it holds under `to` with a fresh IV, in `session`.
+fn reseal_one(
+    device: &Device,
+    session: &Session,
+    (from, to): (ObjectHandle, ObjectHandle),
+    iv_source: RandomSource,
+    item: &Reseal,
+) -> Result<Result<Sealed, BackendError>, OpFailure> {
+    let plaintext =
+        match encrypt::gcm_open(session, from, item.iv, &item.open_aad, &item.ciphertext) {
+            Ok(p) => p,
+            Err(e) => {
+                return item_failure(device, e.into(), RequestErrors::Authentication).map(Err)
+            }
+        };
+    let sealed = fresh_iv(iv_source, session).and_then(|iv| {
+        let ciphertext = encrypt::gcm_seal_with_iv(session, to, iv, &item.seal_aad, &plaintext)?;
+        Ok(Sealed { iv, ciphertext })
+    });
+    match sealed {
+        Ok(s) => Ok(Ok(s)),
+        Err(f) => item_failure(device, f, RequestErrors::DeviceFault).map(Err),
+    }
+}
+
 /// The most random bytes one [`KeyBackend::random`] call may ask of the token.
 pub const MAX_RANDOM: usize = 128 * 1024;
 
@@ -479,6 +531,23 @@ impl KeyBackend for Pkcs11Backend {
             let handle = root_handle(device, session, &root)?;
             let plaintext = encrypt::gcm_open(session, handle, iv, &aad, &ciphertext)?;
             Ok(SecretBytes::new(plaintext))
+        })
+        .await
+    }
+
+    /// One session for every item: one hand-off to the blocking pool for the lot.
+    async fn reseal(&self, from: &RootKeyRef, to: &RootKeyRef, items: Vec<Reseal>) -> Resealed {
+        let (from, to) = (from.clone(), to.clone());
+        let iv_source = self.inner.config.iv_source;
+        self.with_session(RequestErrors::DeviceFault, move |device, session| {
+            let handles = (
+                root_handle(device, session, &from)?,
+                root_handle(device, session, &to)?,
+            );
+            items
+                .iter()
+                .map(|item| reseal_one(device, session, handles, iv_source, item))
+                .collect()
         })
         .await
     }

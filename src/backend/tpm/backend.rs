@@ -206,6 +206,16 @@ impl KeyBackend for TpmBackend {
         Ok(SecretBytes::new(out))
     }
 
+    /// An open then a seal per item: each loads the version's key for one HMAC anyway.
+    async fn reseal(
+        &self,
+        from: &RootKeyRef,
+        to: &RootKeyRef,
+        items: Vec<crate::backend::Reseal>,
+    ) -> crate::backend::Resealed {
+        crate::backend::reseal_each(self, from, to, items).await
+    }
+
     async fn health(&self) -> DeviceHealth {
         self.device.health().await
     }
