@@ -1663,10 +1663,14 @@ async fn migrates_from_the_previous_schema<H: Harness>() {
     let ak = access_key("CKIAAAAAAAAAAAAAAAA1", "app", &key);
     old.insert_access_key(&ak).await.unwrap();
     let ttl = std::time::Duration::from_secs(30);
-    assert!(
-        old.list_db_connections().await.is_err(),
-        "schema {previous} has no database credentials"
-    );
+    old.insert_db_connection(&db_connection("before-upgrade", &key))
+        .await
+        .unwrap();
+    for secret in ["b", "a", "c"] {
+        old.insert_secret_version(&secret_version(&key, secret, 1, None, 1))
+            .await
+            .unwrap();
+    }
     drop(old);
 
     let store = h.open().await.unwrap();
@@ -1674,6 +1678,24 @@ async fn migrates_from_the_previous_schema<H: Harness>() {
     let kept = store.key(&KeyRef::Id(key.id)).await.unwrap().unwrap();
     assert_eq!(kept.name, name("written-before"));
     assert_eq!(store.access_key(&ak.id).await.unwrap().unwrap(), ak);
+    assert_eq!(
+        store.list_db_connections().await.unwrap().len(),
+        1,
+        "the connection written at schema {previous}"
+    );
+    // Schema 10 indexes the re-wrap walk: rows written before it are walked in order.
+    rotate(&*store, &key, 1).await;
+    let walked: Vec<String> = store
+        .rewrap_candidates(key.id, version(2), RewrapShard::ALL, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.path.to_string())
+        .collect();
+    assert_eq!(
+        walked,
+        [path("a"), path("b"), path("c")].map(|p| p.to_string())
+    );
     assert!(store
         .acquire_lease("lifecycle", "node-a", ttl)
         .await

@@ -74,6 +74,57 @@ async fn many_keys_used_in_turn_never_run_out_of_object_slots() -> anyhow::Resul
 }
 
 #[tokio::test]
+async fn the_last_hmac_key_stays_loaded_and_only_the_same_blob_uses_it() -> anyhow::Result<()> {
+    let tpm = Swtpm::start()?;
+    let dev = open(tpm.config()).await?;
+    let k1 = dev.create_version_key().await?;
+    let k2 = dev.create_version_key().await?;
+    let loads = dev.hmac_key_loads();
+    let first = dev.hmac(&k1, "k1/v1", b"kept").await?;
+    for _ in 0..20 {
+        assert_eq!(*dev.hmac(&k1, "k1/v1", b"kept").await?, *first);
+    }
+    assert_eq!(
+        dev.hmac_key_loads() - loads,
+        1,
+        "21 HMACs under one key, one load"
+    );
+    // Another key takes the slot; the first comes back with the same results.
+    let other = dev.hmac(&k2, "k2/v1", b"kept").await?;
+    assert_ne!(*other, *first);
+    assert_eq!(*dev.hmac(&k1, "k1/v1", b"kept").await?, *first);
+    assert_eq!(dev.hmac_key_loads() - loads, 3);
+    // A blob that differs from the kept one in any byte is loaded, not served by the kept key:
+    // a damaged private part is refused by the TPM.
+    let mut damaged = k1.clone();
+    let last = damaged.private.len() - 1;
+    damaged.private[last] ^= 0x01;
+    match dev.hmac(&damaged, "k1/v1", b"kept").await {
+        Err(BackendError::KeyBlobRejected(label)) => assert_eq!(label, "k1/v1"),
+        other => panic!("expected KeyBlobRejected, got {other:?}"),
+    }
+    assert_eq!(*dev.hmac(&k1, "k1/v1", b"kept").await?, *first);
+    // Certification needs all three slots: it releases the kept key first.
+    let cert = dev.certify(&k2, "k2/v1", b"nonce").await?;
+    verify_certification(&cert, &k2.public, b"nonce")?;
+    let before = dev.hmac_key_loads();
+    assert_eq!(*dev.hmac(&k1, "k1/v1", b"kept").await?, *first);
+    assert_eq!(
+        dev.hmac_key_loads() - before,
+        1,
+        "loaded again after the certification"
+    );
+    // Unloading another key leaves the kept one; unloading the kept one frees its slot.
+    dev.unload(&k2).await?;
+    dev.hmac(&k1, "k1/v1", b"kept").await?;
+    assert_eq!(dev.hmac_key_loads() - before, 1);
+    dev.unload(&k1).await?;
+    dev.hmac(&k1, "k1/v1", b"kept").await?;
+    assert_eq!(dev.hmac_key_loads() - before, 2);
+    Ok(())
+}
+
+#[tokio::test]
 async fn blobs_reload_after_a_swtpm_restart_and_a_fresh_open() -> anyhow::Result<()> {
     let mut tpm = Swtpm::start()?;
     let dev = open(tpm.config()).await?;
@@ -155,10 +206,11 @@ async fn a_stopped_tpm_is_unavailable_and_the_device_recovers_without_reopening(
     let before = *dev.hmac(&key, "r/v1", b"recover").await?;
 
     tpm.stop();
-    assert!(matches!(
-        dev.hmac(&key, "r/v1", b"recover").await,
-        Err(BackendError::Unavailable)
-    ));
+    let stopped = dev.hmac(&key, "r/v1", b"recover").await;
+    assert!(
+        matches!(stopped, Err(BackendError::Unavailable)),
+        "{stopped:?}"
+    );
     assert!(matches!(
         dev.random(8).await,
         Err(BackendError::Unavailable)

@@ -154,9 +154,13 @@ impl KeyBackend for TpmBackend {
         })
     }
 
-    /// Nothing stays loaded in the TPM: the key exists only as the stored blob, which the store
-    /// erases when the version is destroyed. Without the blob the TPM cannot use the key again.
+    /// The key exists only as the stored blob, which the store erases when the version is
+    /// destroyed; without the blob the TPM cannot use the key again. If it is the version key
+    /// kept loaded after the last HMAC, it is flushed now, so nothing of it stays in the TPM.
     async fn destroy_root_key(&self, root: &RootKeyRef) -> Result<(), BackendError> {
+        if let Ok(blob) = Self::blob(root) {
+            self.device.unload(&blob).await?;
+        }
         tracing::info!(label = %root.label(), "TPM version key retired (its blob is erased by the store)");
         Ok(())
     }

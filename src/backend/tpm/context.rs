@@ -6,9 +6,12 @@
 //!   library, so it is neither `Send` nor `Sync`: it must be created, used and dropped on one
 //!   thread. A thread that owns it outright needs no lock and can't be poisoned.
 //! - The TPM (swtpm, and many hardware TPMs without a resource manager) holds only 3 loaded
-//!   objects. One owner serialises every operation; each operation loads what it needs and
-//!   flushes it before returning, so at most the storage primary plus two objects are ever
-//!   loaded and `TPM_RC_OBJECT_MEMORY` can't happen.
+//!   objects. One owner serialises every operation. The storage primary takes one slot; the
+//!   version key of the last HMAC stays loaded in a second, so a run of HMACs under one key
+//!   version loads it once ([`Connection::hmac_key`]); every other object an operation loads is
+//!   flushed before it returns, and an operation that needs two slots of its own releases the
+//!   kept key first. At most three objects are ever loaded and `TPM_RC_OBJECT_MEMORY` can't
+//!   happen.
 //! - Callers await a oneshot reply; nothing blocks a tokio worker, and the queue is bounded
 //!   ([`QUEUE_DEPTH`]) so a flood of requests is answered `Busy` instead of piling up.
 //!
@@ -42,7 +45,7 @@ use zeroize::Zeroizing;
 
 use super::error::{classify, tpm_kind, Stage};
 use super::keys::storage_primary_template;
-use super::TpmConfig;
+use super::{TpmConfig, TpmKeyBlob};
 use crate::backend::BackendError;
 
 /// Requests that may wait for the owner before callers are told `Busy`.
@@ -58,12 +61,72 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// First handle of the transient range (TPM 2.0 Part 2, `TPM_HT_TRANSIENT`).
 const TRANSIENT_FIRST: u32 = 0x8000_0000;
 
-/// A live connection: the ESAPI context and the storage primary it loaded.
+/// A live connection: the ESAPI context, the storage primary it loaded, and the version key
+/// the last HMAC used, still loaded.
 pub struct Connection {
     /// The ESAPI context; only the owner thread ever touches it.
     pub ctx: Context,
     /// The storage primary (transient, or the configured persistent handle).
     pub primary: KeyHandle,
+    /// The version key of the last HMAC, kept loaded for the next ([`Connection::hmac_key`]).
+    /// It takes the second of the TPM's three object slots; an operation that needs two slots
+    /// of its own (TPM2_Certify: the attestation key and the version key) releases it first.
+    loaded: Option<(TpmKeyBlob, KeyHandle)>,
+    /// Version keys loaded for HMACs since start-up (shared with [`ContextHandle::loads`]).
+    loads: Arc<AtomicU64>,
+}
+
+impl Connection {
+    /// The handle of the version key in `blob`: the one still loaded when it is the same key,
+    /// else the blob loaded now in place of the one before (flushed).
+    ///
+    /// # Errors
+    /// `KeyBlobRejected(label)` when the TPM refuses the blob; classified TSS errors.
+    pub fn hmac_key(&mut self, blob: &TpmKeyBlob, label: &str) -> Result<KeyHandle, BackendError> {
+        if let Some((held, handle)) = &self.loaded {
+            if held == blob {
+                return Ok(*handle);
+            }
+        }
+        // Another key is kept: flush it first, so the primary and one key are all that is
+        // loaded.
+        self.release_loaded()?;
+        let handle = super::keys::load(&mut self.ctx, self.primary, blob, label)?;
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        self.loaded = Some((blob.clone(), handle));
+        Ok(handle)
+    }
+
+    /// Whether the version key in `blob` is the one kept loaded.
+    pub fn holds(&self, blob: &TpmKeyBlob) -> bool {
+        matches!(&self.loaded, Some((held, _)) if held == blob)
+    }
+
+    /// Flushes the kept version key if it is the one in `blob`.
+    ///
+    /// # Errors
+    /// Classified TSS errors of the flush.
+    pub fn release_if(&mut self, blob: &TpmKeyBlob) -> Result<(), BackendError> {
+        if self.holds(blob) {
+            self.release_loaded()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Flushes the kept version key, if any, freeing its slot.
+    ///
+    /// # Errors
+    /// Classified TSS errors of the flush.
+    pub fn release_loaded(&mut self) -> Result<(), BackendError> {
+        match self.loaded.take() {
+            Some((_, handle)) => self
+                .ctx
+                .flush_context(handle.into())
+                .map_err(|e| classify(e, Stage::Other)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A unit of work for the owner. It receives the live connection (or the reason there is none).
@@ -78,12 +141,14 @@ pub struct Owner {
     failures: u32,
     next_attempt: Option<Instant>,
     reconnects: Arc<AtomicU64>,
+    loads: Arc<AtomicU64>,
 }
 
 /// The caller's side: a sender into the owner's queue.
 pub struct ContextHandle {
     tx: SyncSender<Job>,
     reconnects: Arc<AtomicU64>,
+    loads: Arc<AtomicU64>,
 }
 
 impl ContextHandle {
@@ -100,6 +165,7 @@ impl ContextHandle {
             .as_ref()
             .map(|a| Zeroizing::new(a.expose_secret().as_bytes().to_vec()));
         let reconnects = Arc::new(AtomicU64::new(0));
+        let loads = Arc::new(AtomicU64::new(0));
         let mut owner = Owner {
             tcti,
             owner_auth,
@@ -108,6 +174,7 @@ impl ContextHandle {
             failures: 0,
             next_attempt: None,
             reconnects: Arc::clone(&reconnects),
+            loads: Arc::clone(&loads),
         };
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_DEPTH);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), BackendError>>();
@@ -123,12 +190,21 @@ impl ContextHandle {
             })
             .map_err(|e| BackendError::Open(format!("cannot start the TPM owner thread: {e}")))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self { tx, reconnects }),
+            Ok(Ok(())) => Ok(Self {
+                tx,
+                reconnects,
+                loads,
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(BackendError::Invariant(
                 "the TPM owner thread ended before reporting",
             )),
         }
+    }
+
+    /// How many times a version key was loaded for an HMAC (not found still loaded).
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     /// How many times the owner reconnected after losing the device.
@@ -264,7 +340,12 @@ impl Owner {
             None => create_primary(&mut ctx)?,
             Some(handle) => persistent_primary(&mut ctx, handle)?,
         };
-        Ok(Connection { ctx, primary })
+        Ok(Connection {
+            ctx,
+            primary,
+            loaded: None,
+            loads: Arc::clone(&self.loads),
+        })
     }
 }
 

@@ -1,16 +1,14 @@
 //! TPM2_HMAC with a version key.
 
-use tss_esapi::handles::KeyHandle;
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::MaxBuffer;
-use tss_esapi::Context;
 use zeroize::Zeroizing;
 
 use sha2::{Digest as _, Sha256};
 
+use super::context::Connection;
 use super::error::{classify, Stage};
-use super::keys::with_loaded;
 use super::TpmKeyBlob;
 use crate::backend::BackendError;
 
@@ -18,7 +16,8 @@ use crate::backend::BackendError;
 /// most TPMs); longer inputs are hashed first (see [`hmac`]).
 pub const MAX_HMAC_INPUT: usize = MaxBuffer::MAX_SIZE;
 
-/// HMAC-SHA256 of `data` under the version key in `blob`.
+/// HMAC-SHA256 of `data` under the version key in `blob`, kept loaded on `conn` for the next
+/// call ([`Connection::hmac_key`]).
 ///
 /// Inputs of at most [`MAX_HMAC_INPUT`] bytes are MACed as they are: the result is standard
 /// HMAC-SHA256(key, data). Longer inputs are first hashed with SHA-256 and the 32-byte digest is
@@ -30,8 +29,7 @@ pub const MAX_HMAC_INPUT: usize = MaxBuffer::MAX_SIZE;
 /// # Errors
 /// `KeyBlobRejected(label)` when the blob does not load; classified TSS errors otherwise.
 pub fn hmac(
-    ctx: &mut Context,
-    primary: KeyHandle,
+    conn: &mut Connection,
     blob: &TpmKeyBlob,
     label: &str,
     data: &[u8],
@@ -42,19 +40,52 @@ pub fn hmac(
         MaxBuffer::try_from(data.to_vec())
     }
     .map_err(|_| BackendError::Invariant("HMAC input exceeds the TPM buffer"))?;
-    with_loaded(ctx, primary, blob, label, |ctx, key| {
-        let digest = ctx
-            .execute_with_session(Some(AuthSession::Password), |ctx| {
-                ctx.hmac(key.into(), input, HashingAlgorithm::Sha256)
-            })
-            .map_err(|e| classify(e, Stage::Other))?;
-        let mut out = Zeroizing::new([0u8; 32]);
-        if digest.value().len() != out.len() {
-            return Err(BackendError::Invariant(
-                "TPM2_HMAC returned a non-SHA-256 length",
-            ));
+    let kept = conn.holds(blob);
+    // A lost connection (`Unavailable`) is the owner's to handle: it drops the connection,
+    // and the kept key with it, and tries once more on a fresh one.
+    let lost = |e: &BackendError| matches!(e, BackendError::Unavailable);
+    let digest = match mac(conn, blob, label, &input) {
+        // A kept handle the TPM no longer knows (it was reset under a live connection): load
+        // the key afresh and try once more. An HMAC has no side effects to repeat.
+        Err(e) if kept && !lost(&e) => {
+            release(conn);
+            mac(conn, blob, label, &input)
         }
-        out.copy_from_slice(digest.value());
-        Ok(out)
-    })
+        other => other,
+    };
+    let digest = digest.inspect_err(|e| {
+        if !lost(e) {
+            release(conn);
+        }
+    })?;
+    let mut out = Zeroizing::new([0u8; 32]);
+    if digest.value().len() != out.len() {
+        return Err(BackendError::Invariant(
+            "TPM2_HMAC returned a non-SHA-256 length",
+        ));
+    }
+    out.copy_from_slice(digest.value());
+    Ok(out)
+}
+
+/// One TPM2_HMAC under the version key in `blob`, loaded or kept.
+fn mac(
+    conn: &mut Connection,
+    blob: &TpmKeyBlob,
+    label: &str,
+    input: &MaxBuffer,
+) -> Result<tss_esapi::structures::Digest, BackendError> {
+    let key = conn.hmac_key(blob, label)?;
+    conn.ctx
+        .execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.hmac(key.into(), input.clone(), HashingAlgorithm::Sha256)
+        })
+        .map_err(|e| classify(e, Stage::Other))
+}
+
+/// Forgets the kept version key after a failure, so the next call loads it afresh.
+fn release(conn: &mut Connection) {
+    if let Err(e) = conn.release_loaded() {
+        tracing::debug!(backend = "tpm", error = %e, "flushing the kept version key failed");
+    }
 }

@@ -201,6 +201,23 @@ fn parse_blob(blob: &TpmKeyBlob, label: &str) -> Result<(Public, Private), Backe
     Ok((public, private))
 }
 
+/// Loads `blob` under the primary; the caller flushes it.
+///
+/// # Errors
+/// `KeyBlobRejected(label)` when the TPM refuses the blob; classified TSS errors.
+pub fn load(
+    ctx: &mut Context,
+    primary: KeyHandle,
+    blob: &TpmKeyBlob,
+    label: &str,
+) -> Result<KeyHandle, BackendError> {
+    let (public, private) = parse_blob(blob, label)?;
+    ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+        ctx.load(primary, private, public)
+    })
+    .map_err(|e| classify(e, Stage::LoadBlob { label }))
+}
+
 /// Loads `blob` under the primary, runs `f` with its handle, and flushes it again whatever
 /// `f` returned.
 ///
@@ -214,12 +231,7 @@ pub fn with_loaded<T>(
     label: &str,
     f: impl FnOnce(&mut Context, KeyHandle) -> Result<T, BackendError>,
 ) -> Result<T, BackendError> {
-    let (public, private) = parse_blob(blob, label)?;
-    let handle = ctx
-        .execute_with_session(Some(AuthSession::Password), |ctx| {
-            ctx.load(primary, private, public)
-        })
-        .map_err(|e| classify(e, Stage::LoadBlob { label }))?;
+    let handle = load(ctx, primary, blob, label)?;
     let result = f(ctx, handle);
     let flushed = ctx
         .flush_context(handle.into())

@@ -144,8 +144,24 @@ impl TpmDevice {
         let label = label.to_owned();
         let data = Zeroizing::new(data.to_vec());
         self.owner
-            .call(move |c| hmac::hmac(&mut c.ctx, c.primary, &key, &label, &data))
+            .call(move |c| hmac::hmac(c, &key, &label, &data))
             .await
+    }
+
+    /// How many times a version key was loaded for an HMAC since start-up; an HMAC under the
+    /// key the last one used loads nothing.
+    pub fn hmac_key_loads(&self) -> u64 {
+        self.owner.loads()
+    }
+
+    /// Flushes the version key in `key` if it is the one kept loaded after an HMAC.
+    ///
+    /// # Errors
+    /// `Unavailable`, `Busy`, `Device`.
+    #[tracing::instrument(skip_all, fields(backend = "tpm", op = "unload"))]
+    pub async fn unload(&self, key: &TpmKeyBlob) -> Result<(), BackendError> {
+        let key = key.clone();
+        self.owner.call(move |c| c.release_if(&key)).await
     }
 
     /// `n` random bytes from TPM2_GetRandom.
@@ -195,7 +211,11 @@ impl TpmDevice {
         let label = label.to_owned();
         let qualifying_data = qualifying_data.to_vec();
         self.owner
-            .call(move |c| attest::certify(&mut c.ctx, c.primary, &key, &label, &qualifying_data))
+            .call(move |c| {
+                // Primary, attestation key and version key: all three slots.
+                c.release_loaded()?;
+                attest::certify(&mut c.ctx, c.primary, &key, &label, &qualifying_data)
+            })
             .await
     }
 
