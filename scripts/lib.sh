@@ -89,6 +89,7 @@ start_test_postgres() {
   as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync -E UTF8 >/dev/null
   cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
+port = $port
 unix_socket_directories = '$dir'
 max_connections = 300
 shared_buffers = 128MB
@@ -100,14 +101,15 @@ CONF
   # chosen port lies in the ephemeral range): try another port, up to three times.
   local attempt
   for attempt in 1 2 3; do
-    if as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port" -w -t 60 \
-      start >/dev/null; then
+    if as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
       echo "postgres://postgres@127.0.0.1:$port/postgres"
       return 0
     fi
     grep -q "could not create any TCP/IP sockets" "$dir/server.log" || break
     echo "test PostgreSQL: port $port was taken meanwhile; trying another" >&2
     port=$(free_port)
+    # The port stays in postgresql.conf: tests stop and start the cluster with pg_ctl.
+    as_pg sed -i "s/^port = .*/port = $port/" "$dir/data/postgresql.conf"
   done
   cat "$dir/server.log" >&2
   return 1

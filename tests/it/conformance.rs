@@ -579,20 +579,7 @@ async fn rewrap_moves_data_keys_a_chunk_per_device_call_and_a_bad_row_fails_alon
         // rows it moves.
         let bad = [3usize, 27];
         for i in bad {
-            let path = format!("{name}/{i:02}");
-            let mut blob = db
-                .query_one(
-                    "SELECT wrapped_dek FROM secret_versions WHERE path = $1",
-                    &[path.as_str().into()],
-                )?
-                .remove(0)
-                .into_bytes();
-            let last = blob.len() - 1;
-            blob[last] ^= 0x55;
-            db.execute(
-                "UPDATE secret_versions SET wrapped_dek = $2 WHERE path = $1",
-                &[path.into(), blob.into()],
-            )?;
+            db.damage_wrapped_dek(&format!("{name}/{i:02}"))?;
         }
         s.post(&format!("/v1/keys/{name}/rotate"), json!({}))
             .await

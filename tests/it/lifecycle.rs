@@ -757,20 +757,7 @@ async fn tampered_rows_do_not_block_the_rows_behind_them() -> anyhow::Result<()>
     // The first four rows in the job's order are tampered: more than one batch of them.
     let db = d.db()?;
     for i in 0..4 {
-        let path = format!("m/{i:02}");
-        let mut blob = db
-            .query_one(
-                "SELECT wrapped_dek FROM secret_versions WHERE path = $1",
-                &[path.as_str().into()],
-            )?
-            .remove(0)
-            .into_bytes();
-        let last = blob.len() - 1;
-        blob[last] ^= 0x55; // the GCM tag: the device refuses it
-        db.execute(
-            "UPDATE secret_versions SET wrapped_dek = $2 WHERE path = $1",
-            &[path.into(), blob.into()],
-        )?;
+        db.damage_wrapped_dek(&format!("m/{i:02}"))?; // the GCM tag: the device refuses it
     }
     drop(db);
     post_empty(&s, "/v1/keys/mixed/rotate").await.ok();

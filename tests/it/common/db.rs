@@ -267,6 +267,25 @@ impl Db {
         }
     }
 
+    /// Flips bits in the last byte of the stored wrapped data key of the secret at `path`
+    /// (the GCM tag, or KWP's last block): the device then refuses it.
+    pub fn damage_wrapped_dek(&self, path: &str) -> Result<()> {
+        let mut blob = self
+            .query_one(
+                "SELECT wrapped_dek FROM secret_versions WHERE path = $1",
+                &[path.into()],
+            )?
+            .remove(0)
+            .into_bytes();
+        let last = blob.len() - 1;
+        blob[last] ^= 0x55;
+        self.execute(
+            "UPDATE secret_versions SET wrapped_dek = $2 WHERE path = $1",
+            &[path.into(), blob.into()],
+        )?;
+        Ok(())
+    }
+
     /// Makes every insert into `table` fail with `message` (a trigger `refuse_<table>`) until
     /// [`Db::allow_inserts`].
     pub fn refuse_inserts(&self, table: &str, message: &str) -> Result<()> {
