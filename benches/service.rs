@@ -59,6 +59,7 @@
 //! | `--rewrap-secs S` | `CUSTODIAN_BENCH_REWRAP_SECS` | 15 (foreground window, re-wrap phase) |
 //! | `--rewrap-batch N` | `CUSTODIAN_BENCH_REWRAP_BATCH` | 100 (server `keys.rewrap_batch_size`) |
 //! | `--rewrap-pause-ms MS` | `CUSTODIAN_BENCH_REWRAP_PAUSE_MS` | 20 (server `keys.rewrap_pause_ms`) |
+//! | `--rewrap-mode direct\|cached` | `CUSTODIAN_BENCH_REWRAP_MODE` | `direct` (wrapping mode of the PKCS#11 key the re-wrap phase moves) |
 //! | `--audit-secs S` | `CUSTODIAN_BENCH_AUDIT_SECS` | the `--secs` value (each audit-cost row; 0 skips the audit phase) |
 //! | `--tpm true\|false` | `CUSTODIAN_BENCH_TPM` | `true` (`false`: no swtpm, no `[tpm]`, no TPM keys or rows) |
 //! | `--peer openbao` | `CUSTODIAN_BENCH_PEER` | none (set: run only the side-by-side comparison with OpenBao, see `service/peer.rs`) |
@@ -219,6 +220,8 @@ struct Knobs {
     rewrap_batch: u32,
     /// The server's `keys.rewrap_pause_ms`.
     rewrap_pause_ms: u64,
+    /// The wrapping mode of the re-wrap phase's key (`direct` or `cached`).
+    rewrap_mode: String,
     /// Length of each row of the audit phase; `None` skips the phase.
     audit_time: Option<Duration>,
     /// Start a swtpm and measure the TPM keys and the raw TPM rows.
@@ -246,6 +249,7 @@ impl Knobs {
         let mut rewrap_secs = env_knob("CUSTODIAN_BENCH_REWRAP_SECS")?;
         let mut rewrap_batch = env_knob("CUSTODIAN_BENCH_REWRAP_BATCH")?;
         let mut rewrap_pause_ms = env_knob("CUSTODIAN_BENCH_REWRAP_PAUSE_MS")?;
+        let mut rewrap_mode = env_knob("CUSTODIAN_BENCH_REWRAP_MODE")?;
         let mut audit_secs = env_knob("CUSTODIAN_BENCH_AUDIT_SECS")?;
         let mut tpm = env_knob("CUSTODIAN_BENCH_TPM")?;
         let mut store = env_knob("CUSTODIAN_BENCH_STORE")?;
@@ -266,6 +270,7 @@ impl Knobs {
                 "--rewrap-secs" => &mut rewrap_secs,
                 "--rewrap-batch" => &mut rewrap_batch,
                 "--rewrap-pause-ms" => &mut rewrap_pause_ms,
+                "--rewrap-mode" => &mut rewrap_mode,
                 "--audit-secs" => &mut audit_secs,
                 "--tpm" => &mut tpm,
                 "--store" => &mut store,
@@ -275,7 +280,8 @@ impl Knobs {
                 other => bail!(
                     "unknown argument {other:?}; knobs: --sessions N, --secs S, --raw-secs S, \
                      --concurrency 1,8,32, --max-requests N, --log-filter F, --rewrap-secrets N, \
-                     --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS, --audit-secs S, \
+                     --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS, \
+                     --rewrap-mode direct|cached, --audit-secs S, \
                      --tpm true|false, --store postgres, --nodes N, --soak MINUTES, --peer openbao"
                 ),
             };
@@ -305,6 +311,11 @@ impl Knobs {
         ensure!(
             rewrap_pause_ms <= 10_000,
             "rewrap-pause-ms must be at most 10000"
+        );
+        let rewrap_mode = rewrap_mode.unwrap_or_else(|| "direct".to_owned());
+        ensure!(
+            rewrap_mode == "direct" || rewrap_mode == "cached",
+            "rewrap-mode must be direct or cached"
         );
         let concurrency = concurrency
             .as_deref()
@@ -342,6 +353,7 @@ impl Knobs {
             rewrap_time: seconds("rewrap-secs", parse_knob("rewrap-secs", rewrap_secs, "15")?)?,
             rewrap_batch,
             rewrap_pause_ms,
+            rewrap_mode,
             audit_time,
             tpm: parse_knob("tpm (true or false)", tpm, "true")?,
             nodes: match nodes.as_deref() {
@@ -2344,7 +2356,7 @@ async fn rewrap_phase(
         client
             .post(server.url("/v1/keys"))
             .bearer_auth(token)
-            .json(&serde_json::json!({ "name": REWRAP_KEY })),
+            .json(&serde_json::json!({ "name": REWRAP_KEY, "mode": knobs.rewrap_mode })),
         "POST /v1/keys",
         StatusCode::CREATED,
     )
@@ -2798,10 +2810,12 @@ impl RewrapReport {
         )?;
         writeln!(
             out,
-            "- job: {batches} batches of at most {batch} data keys, each handed to the device in \
-             chunks of up to 25 (one `reseal` call, one session: an unwrap with the old version \
-             and a wrap with the new per item), one transaction per batch; the \
-             pauses alone add up to at least {:.2} s",
+            "- job: the key `{REWRAP_KEY}` is PKCS#11, mode `{}`; {batches} batches of at most \
+             {batch} data keys, each handed to the backend in chunks of up to 25 (one `reseal` \
+             call: an unwrap with the old version and a wrap with the new per item, in one device \
+             session in direct mode, in memory under the cached version-KEKs in cached mode), \
+             one transaction per batch; the pauses alone add up to at least {:.2} s",
+            knobs.rewrap_mode,
             pause_total.as_secs_f64()
         )?;
         writeln!(
