@@ -427,7 +427,7 @@ impl KeyService {
             .into_iter()
             .filter(|i| !skip.contains(&(i.path.clone(), i.version)))
             .collect();
-        let results = self.reseal_items(&key, header, wanted).await;
+        let results = self.reseal_items(&key, header, wanted).await?;
         for (item, result) in results {
             match result {
                 Ok(blob) => moved.push((item, blob)),
@@ -556,28 +556,30 @@ impl KeyService {
     /// [`RESEAL_CHUNK`] per old version ([`crate::backend::KeyBackend::reseal`]), up to
     /// [`REWRAP_PARALLEL`] chunks at once. Answers the new wrapped data key, or why not, per
     /// item, in item order.
+    ///
+    /// # Errors
+    /// `Store` when the store cannot say which node's TPM holds the key (the batch is retried).
     async fn reseal_items(
         &self,
         key: &Key,
         header: crate::format::blob::Header,
         items: Vec<RewrapItem>,
-    ) -> Vec<(RewrapItem, Result<Vec<u8>, ServiceError>)> {
+    ) -> Result<Vec<(RewrapItem, Result<Vec<u8>, ServiceError>)>, ServiceError> {
         let backend = match self.serving_backend(key).await {
             Ok(b) => b,
-            // Not this node's device (a TPM key of another node), or none: every item fails
-            // with the reason, as each would on its own.
-            Err(_) => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    let e = self
-                        .serving_backend(key)
-                        .await
-                        .err()
-                        .unwrap_or(ServiceError::Backend(BackendError::Unavailable));
-                    out.push((item, Err(e)));
-                }
-                return out;
+            // Not this node's device (a TPM key of another node, or no TPM here): every item
+            // fails with the reason, as each would on its own.
+            Err(ServiceError::KeyOnOtherNode { node }) => {
+                let reason = || ServiceError::KeyOnOtherNode { node: node.clone() };
+                return Ok(items.into_iter().map(|i| (i, Err(reason()))).collect());
             }
+            Err(ServiceError::Backend(e)) => {
+                let reason = || ServiceError::Backend(e.duplicate());
+                return Ok(items.into_iter().map(|i| (i, Err(reason()))).collect());
+            }
+            // The store could not say which node holds the key: the batch is retried later,
+            // no item is counted as failed for it.
+            Err(other) => return Err(other),
         };
         let mut results: Vec<Option<Result<Vec<u8>, ServiceError>>> = Vec::new();
         let mut by_version: BTreeMap<KeyVersion, Vec<(usize, Reseal)>> = BTreeMap::new();
@@ -633,7 +635,7 @@ impl KeyService {
                 }
             }
         }
-        items
+        Ok(items
             .into_iter()
             .zip(results)
             .map(|(item, result)| {
@@ -642,7 +644,7 @@ impl KeyService {
                 ))));
                 (item, result)
             })
-            .collect()
+            .collect())
     }
 
     /// Checks one stored data key (its blob names this key and the version the store says,
