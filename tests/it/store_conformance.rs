@@ -110,6 +110,13 @@ macro_rules! conformance {
                 super::versions_written_at_once_are_answered_each_on_its_own::<$harness>().await;
             }
             #[tokio::test]
+            async fn a_first_version_needs_a_usable_key_and_leaves_nothing_when_refused() {
+                super::a_first_version_needs_a_usable_key_and_leaves_nothing_when_refused::<
+                            $harness,
+                        >()
+                        .await;
+            }
+            #[tokio::test]
             async fn key_names_are_unique() {
                 super::key_names_are_unique::<$harness>().await;
             }
@@ -1187,6 +1194,109 @@ async fn secret_version_numbers_are_checked<H: Harness>() {
             .current_version,
         2
     );
+}
+
+/// A secret's first version (the write PostgreSQL does in one statement) is stored only under
+/// an enabled key's primary or active version; refused, it leaves no record behind, so the
+/// path is still absent. A record made by a metadata write first keeps its settings.
+async fn a_first_version_needs_a_usable_key_and_leaves_nothing_when_refused<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+    let first = |secret: &str, key_version: u32| {
+        let mut v = secret_version(&key, secret, 1, Some(0), key_version);
+        v.default_max_versions = 7;
+        v
+    };
+
+    assert_stale(
+        store
+            .insert_secret_version(&first("no-such-version", 9))
+            .await,
+        StaleKind::KeyVersion,
+    );
+    assert_eq!(store.secret(&path("no-such-version")).await.unwrap(), None);
+
+    let state = |state| custodian::store::KeyUpdate {
+        state: Some(state),
+        ..Default::default()
+    };
+    store
+        .update_key(key.id, &state(KeyState::Disabled), now())
+        .await
+        .unwrap();
+    assert_stale(
+        store.insert_secret_version(&first("disabled-key", 1)).await,
+        StaleKind::KeyVersion,
+    );
+    assert_eq!(store.secret(&path("disabled-key")).await.unwrap(), None);
+    store
+        .update_key(key.id, &state(KeyState::Enabled), now())
+        .await
+        .unwrap();
+
+    // Version 1 is active after a rotation: still usable; disabled: not.
+    rotate(&*store, &key, 1).await;
+    assert!(store
+        .insert_secret_version(&first("under-active", 1))
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .set_version_state(
+            key.id,
+            version(1),
+            &[VersionState::Active],
+            VersionState::Disabled,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_stale(
+        store
+            .insert_secret_version(&first("under-disabled", 1))
+            .await,
+        StaleKind::KeyVersion,
+    );
+    assert_eq!(store.secret(&path("under-disabled")).await.unwrap(), None);
+
+    let written = store.secret(&path("under-active")).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            written.current_version,
+            written.max_versions,
+            written.key_id
+        ),
+        (1, 7, key.id)
+    );
+    assert_eq!(written.versions.len(), 1);
+    assert_eq!(written.versions[0].state, SecretVersionState::Live);
+    assert_eq!(
+        written.versions[0].key_version.map(KeyVersion::get),
+        Some(1)
+    );
+    let data = store
+        .secret_version_data(&path("under-active"), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(data.ciphertext, b"ciphertext under-active 1");
+
+    // A record that exists without versions: its first version keeps the record's settings.
+    let update = custodian::store::MetadataUpdate {
+        max_versions: Some(3),
+        ..Default::default()
+    };
+    store
+        .put_secret_metadata(&path("described"), key.id, 7, &update, now())
+        .await
+        .unwrap();
+    store
+        .insert_secret_version(&first("described", 2))
+        .await
+        .unwrap();
+    let described = store.secret(&path("described")).await.unwrap().unwrap();
+    assert_eq!((described.current_version, described.max_versions), (1, 3));
 }
 
 /// Many writers allocate versions of one path at once. In each round every writer reads the

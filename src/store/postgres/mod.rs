@@ -755,6 +755,9 @@ impl SecretStore for PostgresStore {
     }
 
     async fn insert_secret_version(&self, v: &NewSecretVersion) -> Result<Vec<u32>, StoreError> {
+        if secrets::may_insert_first(v) && autocommit!(self, |db| secrets::insert_first(&db, v))? {
+            return Ok(Vec::new());
+        }
         transaction!(self, |db| secrets::insert(&db, v))
     }
 
