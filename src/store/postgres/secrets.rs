@@ -2,7 +2,9 @@
 //!
 //! A write locks the secret's row (creating it when absent) before it reads the current version,
 //! so version numbers are allocated one writer at a time; then it locks the key's row
-//! `FOR SHARE` (see `keys::require_version`).
+//! `FOR SHARE` (see `keys::require_version`). A secret's first version is tried first as one
+//! statement (`insert_first`), which takes the key's row first; decision 0018 says why that
+//! order is safe.
 
 use time::OffsetDateTime;
 use tokio_postgres::Row;
