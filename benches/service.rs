@@ -1912,14 +1912,23 @@ fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
             };
             let (a, b) = (lite.ops_per_sec(), pg.ops_per_sec());
             let ratio = if a > 0.0 { b / a } else { 0.0 };
+            // Each half of the target on its own, and whether SQLite itself meets the p99 on
+            // this machine (when it does not, the bound is the machine's, not the store's).
             let verdict = if concurrency == 32 {
-                if ratio >= 0.70 && pg.p99 <= Duration::from_millis(10) {
-                    "PASS"
+                let limit = Duration::from_millis(10);
+                let mark = |ok: bool| if ok { "ok" } else { "FAIL" };
+                if ratio >= 0.70 && pg.p99 <= limit {
+                    "PASS".to_owned()
                 } else {
-                    "FAIL"
+                    format!(
+                        "ratio {}, p99 {} (SQLite's own p99 {})",
+                        mark(ratio >= 0.70),
+                        mark(pg.p99 <= limit),
+                        mark(lite.p99 <= limit)
+                    )
                 }
             } else {
-                ""
+                String::new()
             };
             writeln!(
                 out,
