@@ -307,12 +307,10 @@ async fn create_if_absent(
 }
 
 /// Whether `v` may try [`insert_first`]: a secret's first version with no check-and-set other
-/// than "absent", no rotation claim and nothing to prune.
+/// than "absent" and no rotation claim (a first version never prunes: see
+/// `store::pruning_may_apply`).
 pub(super) fn may_insert_first(v: &NewSecretVersion) -> bool {
-    v.version == 1
-        && v.cas.is_none_or(|c| c == 0)
-        && v.rotation.is_none()
-        && !crate::store::pruning_may_apply(1, v.default_max_versions)
+    v.version == 1 && v.cas.is_none_or(|c| c == 0) && v.rotation.is_none()
 }
 
 /// A secret's first version in one statement, which is its own transaction: the key row is
