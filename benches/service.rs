@@ -101,6 +101,8 @@ use custodian::service::READINESS_TTL;
 mod peer;
 #[path = "service/soak.rs"]
 mod soak;
+#[path = "service/targets.rs"]
+mod targets;
 
 /// Token label of the bench install.
 const TOKEN_LABEL: &str = "bench";
@@ -4154,6 +4156,7 @@ impl Report {
         if let Some(a) = &self.audit {
             a.write_markdown(out)?;
         }
+        targets::write(self, knobs, out)?;
         writeln!(out)?;
         writeln!(out, "errors, all rows: {}", self.total_errors())?;
         Ok(())
