@@ -1,6 +1,7 @@
 //! The secrets tables: records, versions, pruning, destruction and due rotations.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
@@ -566,12 +567,44 @@ pub(super) fn due(
         .collect()
 }
 
+/// How long a destroy waits, in all, for the checkpoint that takes its pages out of the WAL.
+/// The store's writing connection waits with it, so this stays short.
+const ERASE_WAIT: Duration = Duration::from_secs(1);
+
 /// Moves every WAL frame into the database file and truncates the WAL, so erased values do not
-/// linger in the journal (`secure_delete` zeroes them in the database file itself). Failure is
-/// logged, not fatal: the store's checkpointer thread copies the frames back within moments,
-/// and the WAL is written over from its start once it starts over.
+/// linger in the journal (`secure_delete` zeroes them in the database file itself), and waits
+/// for that to finish: until then the database file may still hold a page from before the
+/// destroy, and a crash in between would leave it there.
+///
+/// SQLite answers busy at once, without the busy handler, while another checkpoint runs (the
+/// store's checkpointer thread, every 200 ms), and reports an unfinished checkpoint in the
+/// row's first column when a reader kept older frames past the busy handler's wait. Both are
+/// tried again, for up to [`ERASE_WAIT`] in all. Past that the failure is logged, not fatal:
+/// the checkpointer thread copies the frames back at its next round.
 fn checkpoint(conn: &Connection) {
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-        tracing::warn!(error = %e, "WAL checkpoint after destroying secret versions failed");
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    loop {
+        let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        let retry = match &result {
+            Ok(0) => return,
+            Ok(_) => true,
+            Err(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            Err(_) => false,
+        };
+        if !retry || started.elapsed() + pause > ERASE_WAIT {
+            match result {
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint after destroying secret versions failed"),
+                Ok(_) => tracing::warn!("WAL checkpoint after destroying secret versions did not finish: a reader held older frames"),
+            }
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
