@@ -1942,6 +1942,27 @@ fn store_comparison(install: &Install, knobs: &Knobs) -> Result<String> {
             )?;
         }
     }
+    // Issue 23, target 1, on the default store: secret writes ≥ 10,000/s with p99 ≤ 10 ms and
+    // reads ≥ 15,000/s, both at concurrency 32.
+    let sqlite_at_32 = |op: usize| {
+        rows.iter()
+            .find(|(r, k, _)| *r == 0 && *k == op * 1000 + 32)
+            .map(|(_, _, s)| s)
+    };
+    if let (Some(put), Some(get)) = (sqlite_at_32(2), sqlite_at_32(3)) {
+        let met = |ok: bool| if ok { "met" } else { "not met" };
+        let put_ok = put.ops_per_sec() >= 10_000.0 && put.p99 <= Duration::from_millis(10);
+        writeln!(
+            out,
+            "\nissue 23 target 1 on SQLite at c=32: secret writes {:.0}/s, p99 {} ms (≥ 10,000/s, \
+             ≤ 10 ms): {}; secret reads {:.0}/s (≥ 15,000/s): {}",
+            put.ops_per_sec(),
+            ms(put.p99),
+            met(put_ok),
+            get.ops_per_sec(),
+            met(get.ops_per_sec() >= 15_000.0)
+        )?;
+    }
     Ok(out)
 }
 

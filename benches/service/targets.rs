@@ -69,7 +69,7 @@ pub(super) fn write(report: &Report, knobs: &Knobs, out: &mut String) -> std::fm
     let mut lines = vec![line(
         "1. secret writes ≥ 10,000/s, reads ≥ 15,000/s at c=32",
         "not in this run",
-        "`scripts/bench --store postgres` (its SQLite rows)",
+        "`scripts/bench --store postgres` (its SQLite rows; it prints this target's line)",
         None,
     )];
     device_lines(report, &mut lines);
