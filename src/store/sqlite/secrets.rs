@@ -576,11 +576,12 @@ const ERASE_WAIT: Duration = Duration::from_secs(1);
 /// for that to finish: until then the database file may still hold a page from before the
 /// destroy, and a crash in between would leave it there.
 ///
-/// SQLite answers busy at once, without the busy handler, while another checkpoint runs (the
-/// store's checkpointer thread, every 200 ms), and reports an unfinished checkpoint in the
-/// row's first column when a reader kept older frames past the busy handler's wait. Both are
-/// tried again, for up to [`ERASE_WAIT`] in all. Past that the failure is logged, not fatal:
-/// the checkpointer thread copies the frames back at its next round.
+/// SQLite refuses at once, without the busy handler, while another checkpoint runs (the
+/// store's checkpointer thread, every 200 ms), and leaves the checkpoint unfinished when a
+/// reader kept older frames past the busy handler's wait. The pragma reports both in its row's
+/// first column (1: busy), not as an error. Both, and a busy error, are tried again for up to
+/// [`ERASE_WAIT`] in all. Past that the failure is logged, not fatal: the checkpointer thread
+/// copies the frames back at its next round.
 fn checkpoint(conn: &Connection) {
     let started = Instant::now();
     let mut pause = Duration::from_micros(50);
