@@ -609,3 +609,61 @@ fn checkpoint(conn: &Connection) {
         pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A destroy's checkpoint finishes although another connection's checkpoint holds the
+    /// checkpoint lock (and a writer the write lock) when it starts: SQLite refuses it at once
+    /// then, in the pragma's row, and the destroyed pages would stay in the WAL only.
+    #[test]
+    fn the_erasing_checkpoint_waits_out_another_checkpoint_and_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("erase.db");
+        let open = |path: &std::path::Path| {
+            let c = Connection::open(path).unwrap();
+            let mode: String = c
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+            c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+            c
+        };
+        let subject = open(&path);
+        subject
+            .execute_batch("CREATE TABLE t (b BLOB); INSERT INTO t VALUES (zeroblob(4000));")
+            .unwrap();
+        // A writer holds the write lock...
+        let writer = open(&path);
+        writer
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (zeroblob(4000));")
+            .unwrap();
+        // ...and a FULL checkpoint on a third connection takes the checkpoint lock and waits
+        // for the writer with its busy handler.
+        let other = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let c = Connection::open(&path).unwrap();
+                c.busy_timeout(Duration::from_secs(10)).unwrap();
+                c.query_row("PRAGMA wal_checkpoint(FULL)", [], |r| r.get::<_, i64>(0))
+                    .unwrap()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            writer.execute_batch("COMMIT").unwrap();
+        });
+        checkpoint(&subject);
+        let wal = std::fs::metadata(dir.path().join("erase.db-wal"))
+            .unwrap()
+            .len();
+        assert_eq!(
+            wal, 0,
+            "the WAL still holds {wal} bytes after the erasing checkpoint"
+        );
+        release.join().unwrap();
+        other.join().unwrap();
+    }
+}
