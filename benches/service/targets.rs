@@ -9,6 +9,11 @@
 
 use super::*;
 
+/// Target 1: secret writes (fresh paths) and reads at c=32 on SQLite, at least, and the
+/// writes' p99 at most.
+const SECRET_WRITES: f64 = 10_000.0;
+const SECRET_WRITE_P99: Duration = Duration::from_millis(10);
+const SECRET_READS: f64 = 15_000.0;
 /// Target 2: `datakey` and `decrypt` at this concurrency against the raw loops.
 const DEVICE_CONCURRENCY: usize = 32;
 /// Target 2: service ÷ raw loop, at least.
@@ -338,4 +343,20 @@ fn tpm_lines(report: &Report, lines: &mut Vec<Line>) {
             Some(ratio >= TPM_RATIO),
         ));
     }
+}
+
+/// Target 1's line, from the SQLite secret rows at c=32 of `scripts/bench --store postgres`.
+pub(super) fn secrets_line(put: &Stats, get: &Stats) -> String {
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    let put_ok = put.ops_per_sec() >= SECRET_WRITES && put.p99 <= SECRET_WRITE_P99;
+    format!(
+        "issue 23 target 1 on SQLite at c=32: secret writes {:.0}/s, p99 {} ms (≥ {SECRET_WRITES:.0}/s, \
+         ≤ {} ms): {}; secret reads {:.0}/s (≥ {SECRET_READS:.0}/s): {}",
+        put.ops_per_sec(),
+        ms(put.p99),
+        SECRET_WRITE_P99.as_millis(),
+        met(put_ok),
+        get.ops_per_sec(),
+        met(get.ops_per_sec() >= SECRET_READS)
+    )
 }
