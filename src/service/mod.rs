@@ -809,22 +809,14 @@ impl KeyService {
     }
 
     async fn probe_readiness(&self) -> Readiness {
-        let device = self.backends.signing().health().await;
-        let tpm = match self.backends.tpm() {
-            Some(t) => Some(t.health().await),
-            None => None,
-        };
-        let mut rejected_key_blobs: Vec<String> = self
-            .backends
-            .all()
-            .into_iter()
-            .flat_map(|b| b.rejected_key_blobs())
-            .collect();
-        rejected_key_blobs.sort();
-        rejected_key_blobs.dedup();
-        let tpm_keys = match tpm {
-            None => None,
-            Some(_) => match self
+        // The device, the TPM and the store are probed side by side: the first probe stands
+        // between a starting node and its first "ready" (issue 23, target 7).
+        let tpm_probe = async {
+            let Some(t) = self.backends.tpm() else {
+                return (None, None);
+            };
+            let health = t.health().await;
+            let keys = match self
                 .store
                 .tpm_keys_on_node(self.audit.node(), READINESS_TPM_KEYS)
                 .await
@@ -834,15 +826,28 @@ impl KeyService {
                     tracing::warn!(error = %e, "listing this node's TPM keys failed");
                     None
                 }
-            },
+            };
+            (Some(health), keys)
         };
-        let store_writable = match self.store.check_writable().await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "database is not writable");
-                false
+        let store_probe = async {
+            match self.store.check_writable().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "database is not writable");
+                    false
+                }
             }
         };
+        let (device, (tpm, tpm_keys), store_writable) =
+            tokio::join!(self.backends.signing().health(), tpm_probe, store_probe);
+        let mut rejected_key_blobs: Vec<String> = self
+            .backends
+            .all()
+            .into_iter()
+            .flat_map(|b| b.rejected_key_blobs())
+            .collect();
+        rejected_key_blobs.sort();
+        rejected_key_blobs.dedup();
         Readiness {
             device,
             tpm,
