@@ -1448,11 +1448,14 @@ fn http_client(concurrency: usize) -> Result<reqwest::Client> {
         .http1_only()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(concurrency)
-        // Below the server's idle timeout (`server.idle_timeout_ms`, 60 s): a connection left in
-        // the pool is dropped here before the server closes it, so a request is never sent on a
-        // connection the server is closing (the soak saw two such errors at 90 s, reqwest's
-        // default).
-        .pool_idle_timeout(Duration::from_secs(30))
+        // Below every limit after which the server closes a kept-alive connection: a connection
+        // left in the pool is dropped here first, so a request is never sent on a connection
+        // the server is closing. The soak saw two such errors with reqwest's default of 90 s,
+        // against `server.idle_timeout_ms` (60 s); a peer run saw one with 30 s, against
+        // `server.header_read_timeout_ms` (10 s), which hyper also runs while a kept-alive
+        // connection waits for its next request (the peer bench leaves Custodian's pool idle
+        // while OpenBao's cell runs).
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()
         .context("building the HTTP client")
