@@ -199,14 +199,15 @@ impl App {
         // The token, the store and the TPM open side by side, each on the blocking pool:
         // start-up waits for the slowest, not their sum (issue 23, target 7). None of them does
         // the one-time set-up that the start-up guard below serialises. A failure is reported in
-        // a fixed order (token, store, TPM), whichever of them failed first.
+        // a fixed order (token, store, TPM), whichever of them failed first; a start refused for
+        // the token has still opened (and migrated) the store.
         let (backend, store, tpm) =
             tokio::join!(open_backend(config), open_store(config, &metrics), async {
                 match &config.tpm {
                     None => Ok(None),
                     Some(t) => open_tpm(t).await.map(Some),
                 }
-            },);
+            });
         let (backend, store, tpm) = (backend?, store?, tpm?);
         // Nodes starting at once on a shared database and HSM do the one-time set-up (the
         // signing key, the bootstrap principal) one after another: held until bootstrap is done.
