@@ -1058,6 +1058,18 @@ struct HttpRow {
     machine: MachineCpu,
 }
 
+impl HttpRow {
+    /// `d` in µs per completed request of the row.
+    fn per_op_us(&self, d: Duration) -> f64 {
+        d.as_secs_f64() * 1e6 / (self.stats.ops.max(1) as f64)
+    }
+
+    /// `d` in cores over the row (1.0 = one core busy throughout).
+    fn cores(&self, d: Duration) -> f64 {
+        d.as_secs_f64() / self.stats.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
 /// What a bench request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -4179,17 +4191,15 @@ impl Report {
             )?;
         }
         for r in &self.http {
-            let secs = r.stats.elapsed.as_secs_f64().max(f64::EPSILON);
-            let per_op = |d: Duration| d.as_secs_f64() * 1e6 / (r.stats.ops.max(1) as f64);
-            let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
+            let pct = |d: Duration| 100.0 * r.cores(d);
             writeln!(
                 out,
                 "| {} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} |",
                 r.op.label(),
                 r.concurrency,
                 pct(r.server_cpu.total()),
-                per_op(r.server_cpu.user),
-                per_op(r.server_cpu.system),
+                r.per_op_us(r.server_cpu.user),
+                r.per_op_us(r.server_cpu.system),
                 pct(r.client_cpu.total()),
                 r.stats.other_cpu_pct(),
                 pct(r.machine.steal)
@@ -4266,7 +4276,6 @@ impl Report {
                     continue;
                 };
                 let ops = r.stats.ops_per_sec();
-                let secs = r.stats.elapsed.as_secs_f64().max(f64::EPSILON);
                 let raw = op.baseline().and_then(|name| self.raw_ops(name));
                 writeln!(
                     out,
@@ -4279,10 +4288,10 @@ impl Report {
                     ratio(ops, service),
                     ratio(ops, p11),
                     ratio(ops, raw),
-                    r.server_cpu.total().as_secs_f64() * 1e6 / (r.stats.ops.max(1) as f64),
+                    r.per_op_us(r.server_cpu.total()),
                     r.swtpm_cpu.map_or_else(
                         || "—".to_owned(),
-                        |t| format!("{:.0}", 100.0 * t.total().as_secs_f64() / secs)
+                        |t| format!("{:.0}", 100.0 * r.cores(t.total()))
                     ),
                     r.stats.other_cpu_pct()
                 )?;

@@ -189,9 +189,8 @@ fn device_lines(report: &Report, lines: &mut Vec<Line>) {
         let Some(row) = report.http_row(op, c) else {
             continue;
         };
-        let per_op = row.server_cpu.total().as_secs_f64() / (row.stats.ops.max(1) as f64);
-        let client = row.client_cpu.total().as_secs_f64()
-            / row.stats.elapsed.as_secs_f64().max(f64::EPSILON);
+        let per_op = row.per_op_us(row.server_cpu.total()) / 1e6;
+        let client = row.cores(row.client_cpu.total());
         lines.push(line(
             format!("2. bound: CPU for {what} at {DEVICE_RATIO} × `{RAW_SEAL}` = {wanted:.0}/s"),
             format!(
