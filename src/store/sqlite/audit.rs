@@ -13,15 +13,31 @@ pub struct Appender {
     pub(super) space: std::sync::Arc<super::space::Space>,
 }
 
+impl Appender {
+    /// Runs one write; when the disk was full and the reserve has been released since it
+    /// began, runs it once more in the freed room (the failed try rolled back).
+    fn write(
+        &mut self,
+        mut f: impl FnMut(&mut Connection) -> Result<(), Error>,
+    ) -> Result<(), StoreError> {
+        let mark = self.space.mark();
+        let result = f(&mut self.conn).map_err(Error::into_store);
+        if !self.space.released_since(mark, &result) {
+            return result;
+        }
+        // Still full: the reserve is used up (the store is low already); the writer's caller
+        // fails closed.
+        f(&mut self.conn).map_err(Error::into_store)
+    }
+}
+
 impl AuditAppender for Appender {
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        let result = append(&mut self.conn, records).map_err(Error::into_store);
-        self.space.after_audit(result)
+        self.write(|conn| append(conn, records))
     }
 
     fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let result = insert_checkpoint(&self.conn, checkpoint).map_err(Error::into_store);
-        self.space.after_audit(result)
+        self.write(|conn| insert_checkpoint(conn, checkpoint))
     }
 
     fn range(

@@ -5,7 +5,8 @@
 //! [`RESERVE_BYTES`] zeros beside the database, written at start-up. The first time SQLite
 //! reports the disk full, the store
 //!
-//! 1. deletes the reserve, so audit records have room again, and
+//! 1. deletes the reserve, so audit records have room again (an audit append that failed for
+//!    want of room is tried once more in it: see [`Space::released_since`]), and
 //! 2. turns the request connection read-only (`PRAGMA query_only`): every write through it
 //!    fails as [`StoreError::Full`] (503 `storage_full`) before touching the disk, so the freed
 //!    room goes to audit records only. Reads and their audit records keep working until the
@@ -19,7 +20,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ pub(super) struct Space {
     low: AtomicBool,
     /// Whether the request connection is read-only now (changed only under its mutex).
     read_only: AtomicBool,
+    /// How many times the reserve was released (see [`Space::released_since`]).
+    releases: AtomicU64,
     checked: Mutex<Instant>,
 }
 
@@ -53,6 +56,7 @@ impl Space {
             reserve: db.with_file_name(name),
             low: AtomicBool::new(false),
             read_only: AtomicBool::new(false),
+            releases: AtomicU64::new(0),
             checked: Mutex::new(Instant::now()),
         };
         if let Err(e) = space.write_reserve() {
@@ -94,6 +98,7 @@ impl Space {
     pub(super) fn filled(&self) {
         if !self.low.swap(true, Ordering::SeqCst) {
             let freed = std::fs::remove_file(&self.reserve);
+            self.releases.fetch_add(1, Ordering::SeqCst);
             tracing::error!(freed = freed.is_ok(),
                 "the database's disk is full: writes are refused; reads and their audit records use the reserve");
         }
@@ -164,12 +169,62 @@ impl Space {
         }
     }
 
-    /// After an audit writer call: a full disk turns the store low (the record itself failed;
-    /// the writer's caller fails closed).
-    pub(super) fn after_audit<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        if matches!(result, Err(StoreError::Full(_))) {
-            self.filled();
+    /// A mark to hand to [`Space::released_since`], taken before an audit writer call.
+    pub(super) fn mark(&self) -> u64 {
+        self.releases.load(Ordering::SeqCst)
+    }
+
+    /// After an audit writer call that began at `mark`: a full disk turns the store low.
+    /// Returns whether the reserve was released since `mark` (by this failure or by a change
+    /// that failed meanwhile): then the record has room it did not have, and is worth one more
+    /// try. An audit record is never what a full disk takes first: if a request's final
+    /// record were refused after its change committed, the change would stand while its
+    /// caller was told it failed.
+    pub(super) fn released_since<T>(&self, mark: u64, result: &Result<T, StoreError>) -> bool {
+        if !matches!(result, Err(StoreError::Full(_))) {
+            return false;
         }
-        result
+        self.filled();
+        self.mark() != mark
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> Result<(), StoreError> {
+        Err(StoreError::Full("disk full".into()))
+    }
+
+    #[test]
+    fn an_audit_write_is_retried_only_when_the_reserve_was_released_since_it_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = Space::open(&dir.path().join("custodian.db"));
+        assert_eq!(
+            std::fs::metadata(&space.reserve).unwrap().len(),
+            RESERVE_BYTES
+        );
+
+        // Anything but a full disk is not retried and leaves the reserve.
+        let mark = space.mark();
+        assert!(!space.released_since(mark, &Ok(())));
+        assert!(!space.released_since(mark, &Err::<(), _>(StoreError::Unavailable("busy".into()))));
+        assert!(space.reserve.exists());
+
+        // The first full disk releases the reserve: the write has room now.
+        assert!(space.released_since(mark, &full()));
+        assert!(!space.reserve.exists());
+        assert!(space.low.load(Ordering::SeqCst));
+
+        // A write that began after the release already had that room: not retried.
+        let later = space.mark();
+        assert!(!space.released_since(later, &full()));
+
+        // A write that began before a release made by someone else is retried.
+        space.low.store(false, Ordering::SeqCst);
+        let before = space.mark();
+        space.filled();
+        assert!(space.released_since(before, &full()));
     }
 }
