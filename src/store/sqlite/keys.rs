@@ -662,12 +662,13 @@ pub(super) fn require_version(
     states: &[VersionState],
 ) -> Result<(), Error> {
     let row: Option<(String, String)> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT k.state, v.state FROM keys k JOIN key_versions v ON v.key_id = k.id
              WHERE k.id = ?1 AND v.version = ?2",
-            params![key_id.to_string(), version.get()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        )?
+        .query_row(params![key_id.to_string(), version.get()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     let usable = row.is_some_and(|(key_state, v_state)| {
         key_state == KeyState::Enabled.as_str()

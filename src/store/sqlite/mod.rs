@@ -241,8 +241,14 @@ fn connect(path: &Path) -> Result<Connection, Error> {
     // the WAL passed 1,000 pages under steady reads every commit paid for a checkpoint as well
     // (two more flushes).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Room for every statement a connection runs often (rusqlite keeps 16 by default; the
+    // request connection alone runs more than that, and one pushed out is parsed again).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
 
 /// A WAL with more frames (pages) than this is started over: 8,192 pages of 4 KiB, 32 MiB.
 const WAL_RESTART_FRAMES: i64 = 8192;

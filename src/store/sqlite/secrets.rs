@@ -330,12 +330,13 @@ fn shared(e: &StoreError) -> StoreError {
 fn insert(tx: &Connection, v: &NewSecretVersion) -> Result<Vec<u32>, Error> {
     let path = v.path.as_str();
     let now = time_text(v.created_at);
+    // Every statement here is prepared once per connection: a group commit runs them for each
+    // version it holds, while the database's write lock is held.
     let existing: Option<(u32, u32, Option<i64>)> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT current_version, max_versions, next_rotation_at FROM secrets WHERE path = ?1",
-            [path],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        )?
+        .query_row([path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let current = existing.map_or(0, |e| e.0);
     if let Some(cas) = v.cas {
@@ -369,39 +370,38 @@ fn insert(tx: &Connection, v: &NewSecretVersion) -> Result<Vec<u32>, Error> {
     let max_versions = match existing {
         Some((_, max, _)) => max,
         None => {
-            tx.execute(
-                &format!(
-                    "INSERT INTO secrets ({SECRET_COLUMNS})
-                     VALUES (?1, ?2, 0, ?3, NULL, '{{}}', NULL, NULL, ?4, ?4)"
-                ),
-                params![path, v.key_id.to_string(), v.default_max_versions, now],
-            )?;
+            tx.prepare_cached(&format!(
+                "INSERT INTO secrets ({SECRET_COLUMNS})
+                 VALUES (?1, ?2, 0, ?3, NULL, '{{}}', NULL, NULL, ?4, ?4)"
+            ))?
+            .execute(params![
+                path,
+                v.key_id.to_string(),
+                v.default_max_versions,
+                now
+            ])?;
             v.default_max_versions
         }
     };
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO secret_versions
              (path, version, state, created_at, key_id, key_version, wrapped_dek, ciphertext)
          VALUES (?1, ?2, 'live', ?3, ?4, ?5, ?6, ?7)",
-        params![
-            path,
-            v.version,
-            now,
-            v.key_id.to_string(),
-            v.key_version.get(),
-            v.wrapped_dek,
-            v.ciphertext
-        ],
-    )?;
-    tx.execute(
-        "UPDATE secrets SET current_version = ?2, updated_at = ?3 WHERE path = ?1",
-        params![path, v.version, now],
-    )?;
+    )?
+    .execute(params![
+        path,
+        v.version,
+        now,
+        v.key_id.to_string(),
+        v.key_version.get(),
+        v.wrapped_dek,
+        v.ciphertext
+    ])?;
+    tx.prepare_cached("UPDATE secrets SET current_version = ?2, updated_at = ?3 WHERE path = ?1")?
+        .execute(params![path, v.version, now])?;
     if let Some(claim) = v.rotation {
-        tx.execute(
-            "UPDATE secrets SET next_rotation_at = ?2 WHERE path = ?1",
-            params![path, millis(claim.next)],
-        )?;
+        tx.prepare_cached("UPDATE secrets SET next_rotation_at = ?2 WHERE path = ?1")?
+            .execute(params![path, millis(claim.next)])?;
     }
     if crate::store::pruning_may_apply(v.version, max_versions) {
         prune(tx, path, max_versions, &now)
