@@ -31,7 +31,7 @@ use super::export::Checkpoint;
 use super::record::{decode_hash, format_time, AuditEntry, AuditRecord, GENESIS};
 use super::signature::{PublicKey, ALGORITHM};
 use crate::backend::{AuditSigner, BackendError};
-use crate::store::{AuditAppender, AuditTail, Store, StoreError};
+use crate::store::{AuditAppender, AuditTail, NewSecretVersion, Store, StoreError, VersionWrite};
 
 /// Name of the writer thread (as `ps -L` and `/proc/<pid>/task/*/comm` show it).
 pub const WRITER_THREAD: &str = "custodian-audit";
@@ -108,8 +108,28 @@ impl AuditStatus {
 }
 
 enum Command {
-    Append(Box<AuditEntry>, oneshot::Sender<Result<u64, AuditError>>),
+    Append(Box<AuditEntry>, Ack),
     Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, AuditError>>),
+}
+
+/// A version's answer from [`AuditLog::append_with_version`]: the record's sequence, and the
+/// versions pruning destroyed or why the version was not written.
+pub type VersionAnswer = (u64, Result<Vec<u32>, StoreError>);
+
+/// Where an entry's answer goes once its version is with the batch's (see [`Writer::commit`]).
+enum Reply {
+    Record(oneshot::Sender<Result<u64, AuditError>>),
+    Version(oneshot::Sender<Result<VersionAnswer, AuditError>>),
+}
+
+/// Where an appended entry's answer goes.
+enum Ack {
+    Record(oneshot::Sender<Result<u64, AuditError>>),
+    /// The entry announces a secret version written in the same commit.
+    Version(
+        Box<NewSecretVersion>,
+        oneshot::Sender<Result<VersionAnswer, AuditError>>,
+    ),
 }
 
 struct Shared {
@@ -128,6 +148,9 @@ pub struct AuditLog {
     shared: Arc<Shared>,
     signer: Option<Arc<dyn AuditSigner>>,
     node: String,
+    /// The appender's [`AuditAppender::writes_versions`]: whether
+    /// [`AuditLog::append_with_version`] may be used.
+    writes_versions: bool,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -167,6 +190,7 @@ impl AuditLog {
         // entries than there are requests in flight.
         let (tx, rx) = mpsc::channel();
         let appender = store.audit_appender().await.map_err(AuditError::Store)?;
+        let writes_versions = appender.writes_versions();
         let writer = Writer {
             appender,
             runtime: tokio::runtime::Handle::current(),
@@ -192,6 +216,7 @@ impl AuditLog {
             shared,
             signer: Some(signer),
             node: settings.node,
+            writes_versions,
         })
     }
 
@@ -210,6 +235,7 @@ impl AuditLog {
             }),
             signer: None,
             node: node.to_owned(),
+            writes_versions: false,
         }
     }
 
@@ -225,8 +251,39 @@ impl AuditLog {
     pub async fn append(&self, entry: AuditEntry) -> Result<u64, AuditError> {
         let Some(tx) = &self.tx else { return Ok(0) };
         let (ack, done) = oneshot::channel();
-        tx.send(Command::Append(Box::new(entry), ack))
+        tx.send(Command::Append(Box::new(entry), Ack::Record(ack)))
             .map_err(|_| AuditError::Stopped)?;
+        done.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Whether [`AuditLog::append_with_version`] writes a version in its record's commit (the
+    /// store's audit writer can write secret versions; SQLite).
+    pub fn writes_versions(&self) -> bool {
+        self.writes_versions
+    }
+
+    /// Appends `entry`, the announcement of `version`, and writes the version in the same
+    /// commit ([`AuditAppender::append_with`]): the record is durable with the version or
+    /// without it, never the version without its record. Returns the record's sequence and the
+    /// version's own answer (as [`crate::store::SecretStore::insert_secret_version`] gives it).
+    ///
+    /// # Errors
+    /// `Unwritable` or `Stopped`: nothing was written and the caller must fail the request.
+    /// `Stopped` also where [`AuditLog::writes_versions`] is false.
+    pub async fn append_with_version(
+        &self,
+        entry: AuditEntry,
+        version: NewSecretVersion,
+    ) -> Result<VersionAnswer, AuditError> {
+        let Some(tx) = self.tx.as_ref().filter(|_| self.writes_versions) else {
+            return Err(AuditError::Stopped);
+        };
+        let (ack, done) = oneshot::channel();
+        tx.send(Command::Append(
+            Box::new(entry),
+            Ack::Version(Box::new(version), ack),
+        ))
+        .map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
@@ -372,13 +429,32 @@ impl Writer {
     /// sequence's primary key lets only one batch take a sequence number. A batch that lost the
     /// race (`Conflict` on the records' key) is chained again on the stored head and retried, so
     /// the nodes' records form one chain without a lock on the single-node path.
-    fn commit(&mut self, batch: Vec<(AuditEntry, oneshot::Sender<Result<u64, AuditError>>)>) {
+    ///
+    /// Versions that ride along ([`Ack::Version`]) are written in the batch's transaction
+    /// ([`AuditAppender::append_with`]); only a store that writes versions receives them, and it
+    /// is never contended (one node), so the head-lock path below never holds one.
+    fn commit(&mut self, batch: Vec<(AuditEntry, Ack)>) {
         let (mut entries, acks): (Vec<AuditEntry>, Vec<_>) = batch.into_iter().unzip();
+        // The versions travel in `versions`, in the order of their replies.
+        let mut versions = Vec::new();
+        let acks: Vec<Reply> = acks
+            .into_iter()
+            .map(|ack| match ack {
+                Ack::Record(done) => Reply::Record(done),
+                Ack::Version(v, done) => {
+                    versions.push(VersionWrite {
+                        version: *v,
+                        result: None,
+                    });
+                    Reply::Version(done)
+                }
+            })
+            .collect();
         let started = Instant::now();
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            if self.contended_until.is_some_and(|t| Instant::now() < t) {
+            if versions.is_empty() && self.contended_until.is_some_and(|t| Instant::now() < t) {
                 // Other nodes are appending too: under the database's head lock, the batch is
                 // chained on the head read in the same transaction.
                 match self.appender.append_serialized(&entries) {
@@ -420,7 +496,7 @@ impl Writer {
                 prev = record.hash_bytes().unwrap_or(GENESIS);
                 records.push(record);
             }
-            match self.appender.append(&records) {
+            match self.appender.append_with(&records, &mut versions) {
                 Ok(()) => break Ok((seq, prev)),
                 Err(StoreError::Conflict { constraint })
                     if constraint.contains("audit_records") && attempt < MAX_APPEND_RACES =>
@@ -446,8 +522,29 @@ impl Writer {
                 self.head = (seq, prev);
                 self.shared.head.store(seq, Ordering::Release);
                 self.shared.writable.store(true, Ordering::Release);
+                let mut answers = versions.into_iter().map(|v| {
+                    v.result.unwrap_or_else(|| {
+                        Err(StoreError::Unavailable(
+                            "the audit writer left a version unanswered".into(),
+                        ))
+                    })
+                });
                 for (i, ack) in acks.into_iter().enumerate() {
-                    let _ = ack.send(Ok(first + i as u64));
+                    let seq = first + i as u64;
+                    // A caller that gave up waiting has no one to tell.
+                    match ack {
+                        Reply::Record(done) => {
+                            let _ = done.send(Ok(seq));
+                        }
+                        Reply::Version(done) => {
+                            let answer = answers.next().unwrap_or_else(|| {
+                                Err(StoreError::Unavailable(
+                                    "the audit writer lost a version's answer".into(),
+                                ))
+                            });
+                            let _ = done.send(Ok((seq, answer)));
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -456,7 +553,14 @@ impl Writer {
                 self.in_doubt = true;
                 self.shared.writable.store(false, Ordering::Release);
                 for ack in acks {
-                    let _ = ack.send(Err(AuditError::Unwritable));
+                    match ack {
+                        Reply::Record(done) => {
+                            let _ = done.send(Err(AuditError::Unwritable));
+                        }
+                        Reply::Version(done) => {
+                            let _ = done.send(Err(AuditError::Unwritable));
+                        }
+                    }
                 }
             }
         }

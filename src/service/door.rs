@@ -33,6 +33,7 @@ use crate::domain::{
 use crate::format::EncryptionContext;
 use crate::policy::{self, Action, Principal};
 use crate::secret::{BearerToken, SecretBytes};
+use crate::store::{NewSecretVersion, StoreError};
 
 use super::access_keys::MintedAccessKey;
 use super::audit::ExportPlan;
@@ -280,6 +281,19 @@ fn entry_of(noted: note::Noted, node: &str, ended: Ending) -> AuditEntry {
     }
 }
 
+/// The announcement of a change: the request's record so far, with outcome `pending`.
+fn pending(noted: note::Noted, node: &str) -> AuditEntry {
+    entry_of(
+        noted,
+        node,
+        Ending {
+            outcome: Outcome::Pending,
+            status: NO_STATUS,
+            error_code: None,
+        },
+    )
+}
+
 /// The principal background work is recorded as.
 pub const SYSTEM_PRINCIPAL: &str = "system";
 
@@ -301,22 +315,45 @@ impl KeyService {
             return Ok(());
         };
         let log = self.audit();
-        let entry = entry_of(
-            noted,
-            log.node(),
-            Ending {
-                outcome: Outcome::Pending,
-                status: NO_STATUS,
-                error_code: None,
-            },
-        );
-        match log.append(entry).await {
+        match log.append(pending(noted, log.node())).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 note::withdraw_change();
                 Err(ServiceError::Audit(e))
             }
         }
+    }
+
+    /// Announces a secret version and writes it: in one commit where the audit writer can
+    /// write versions ([`crate::audit::AuditLog::append_with_version`]; SQLite), so the
+    /// announcement and the version are durable together; else as [`KeyService::changing`]
+    /// and then [`crate::store::SecretStore::insert_secret_version`]. Also the latter when the
+    /// request announced already (a write tried again after a stale read). The outer error is
+    /// the announcement's (nothing was written); the inner one is the version's own.
+    ///
+    /// # Errors
+    /// `Audit` when the announcement could not be written.
+    pub(crate) async fn changing_with_version(
+        &self,
+        version: &NewSecretVersion,
+    ) -> Result<Result<Vec<u32>, StoreError>, ServiceError> {
+        let log = self.audit();
+        if log.writes_versions() {
+            if let Some(noted) = note::announce_change() {
+                return match log
+                    .append_with_version(pending(noted, log.node()), version.clone())
+                    .await
+                {
+                    Ok((_, written)) => Ok(written),
+                    Err(e) => {
+                        note::withdraw_change();
+                        Err(ServiceError::Audit(e))
+                    }
+                };
+            }
+        }
+        self.changing().await?;
+        Ok(self.store.insert_secret_version(version).await)
     }
 
     /// Runs one unit of background work of `worker` (a rotation, a deletion, a re-wrap batch,

@@ -302,7 +302,7 @@ impl KeyService {
                 .await?;
             let version = current + 1;
             crate::audit::note::detail("secret_version", version.to_string());
-            self.changing().await?;
+            // Sealing changes nothing stored: the version is announced with its write below.
             let (wrapped_dek, ciphertext) = self.seal_secret(&key, path, version, value).await?;
             let created_at = crate::clock::now();
             let new = NewSecretVersion {
@@ -317,7 +317,7 @@ impl KeyService {
                 default_max_versions: self.secrets.default_max_versions,
                 rotation,
             };
-            match self.store.insert_secret_version(&new).await {
+            match self.changing_with_version(&new).await? {
                 Ok(pruned) => {
                     if !pruned.is_empty() {
                         let listed: Vec<String> = pruned.iter().map(u32::to_string).collect();

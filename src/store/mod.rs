@@ -167,6 +167,37 @@ pub trait AuditAppender: Send {
     /// Database errors.
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError>;
 
+    /// Whether [`AuditAppender::append_with`] writes secret versions in the records'
+    /// transaction (SQLite: the audit writer's connection is the one writer a version's
+    /// announcement and the version can share a commit on). When false, the service announces
+    /// a secret write and then writes it through [`SecretStore::insert_secret_version`].
+    fn writes_versions(&self) -> bool {
+        false
+    }
+
+    /// Appends chained records and writes `versions` in the same transaction: each version is
+    /// decided as [`SecretStore::insert_secret_version`] decides it, under a savepoint of its
+    /// own, and gets its answer in [`VersionWrite::result`]; a version that fails its checks
+    /// is undone alone, and its record (an announcement) is committed all the same. `Ok` means
+    /// the records and every version answered `Ok` are durable together. On `Err` nothing was
+    /// written and the answers mean nothing.
+    ///
+    /// # Errors
+    /// Database errors. Where [`AuditAppender::writes_versions`] is false, the records are
+    /// appended and every version is answered `Unavailable` (the service never sends them).
+    fn append_with(
+        &mut self,
+        records: &[AuditRecord],
+        versions: &mut [VersionWrite],
+    ) -> Result<(), StoreError> {
+        for v in versions.iter_mut() {
+            v.result = Some(Err(StoreError::Unavailable(
+                "this store does not write versions with audit records".into(),
+            )));
+        }
+        self.append(records)
+    }
+
     /// Appends `entries` after the stored chain's end under the database's chain-head lock, in
     /// one transaction: reads the head, chains, inserts, commits. For several nodes appending at
     /// once (the writer uses it after losing a race); `Ok(None)` where the store has no such
@@ -251,6 +282,16 @@ pub struct NewSecretVersion {
     pub default_max_versions: u32,
     /// For generated secrets: the rotation this write performs.
     pub rotation: Option<RotationClaim>,
+}
+
+/// A secret version the audit writer writes in the same commit as the records of its batch
+/// ([`AuditAppender::append_with`]), and its answer.
+#[derive(Debug)]
+pub struct VersionWrite {
+    /// The version, with the conditions under which it may be recorded.
+    pub version: NewSecretVersion,
+    /// Set by the appender: the versions pruning destroyed, or why this one was not written.
+    pub result: Option<Result<Vec<u32>, StoreError>>,
 }
 
 /// A rotation recorded together with the version it wrote, exactly once.

@@ -27,7 +27,7 @@ use custodian::store::postgres::{PostgresSettings, PostgresStore};
 use custodian::store::sqlite::SqliteStore;
 use custodian::store::{
     NewSecretVersion, RewrapBatch, RewrapShard, SealedSecret, StaleKind, Store, StoreError,
-    VersionOp,
+    VersionOp, VersionWrite,
 };
 use time::OffsetDateTime;
 use tokio::sync::Barrier;
@@ -108,6 +108,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn versions_written_at_once_are_answered_each_on_its_own() {
                 super::versions_written_at_once_are_answered_each_on_its_own::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn versions_written_with_their_records_share_one_commit() {
+                super::versions_written_with_their_records_share_one_commit::<$harness>().await;
             }
             #[tokio::test]
             async fn first_version_needs_a_usable_key() {
@@ -1435,6 +1439,90 @@ async fn versions_written_at_once_are_answered_each_on_its_own<H: Harness>() {
     let taken = store.secret(&path("taken")).await.unwrap().unwrap();
     assert_eq!(taken.current_version, 1);
     assert_eq!(taken.versions.len(), 1);
+}
+
+/// Versions the audit writer writes with its records (`AuditAppender::append_with`, where the
+/// store offers it): each is decided on its own as `insert_secret_version` decides it, the
+/// records are committed with the versions that passed, and a batch whose records are refused
+/// writes no version at all (the announcement and its version are durable together or not at
+/// all). A store that does not offer it writes the records and answers every version
+/// `Unavailable`, writing none.
+async fn versions_written_with_their_records_share_one_commit<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+    store
+        .insert_secret_version(&secret_version(&key, "taken", 1, None, 1))
+        .await
+        .unwrap();
+    let mut appender = store.audit_appender().await.unwrap();
+    let writes = appender.writes_versions();
+    let records = chain(1, 3, [0; 32]);
+    let version = |secret: &str, cas| VersionWrite {
+        version: secret_version(&key, secret, 1, cas, 1),
+        result: None,
+    };
+    let mut versions = vec![
+        version("good/1", Some(0)),
+        version("bad-cas", Some(5)),
+        version("taken", None),
+    ];
+    let batch = records.clone();
+    let (mut appender, result, versions) = tokio::task::spawn_blocking(move || {
+        let result = appender.append_with(&batch, &mut versions);
+        (appender, result, versions)
+    })
+    .await
+    .unwrap();
+    result.unwrap();
+    assert_eq!(store.audit_range(0, 10, 100).await.unwrap(), records);
+    let answers: Vec<_> = versions.into_iter().map(|v| v.result.unwrap()).collect();
+    if !writes {
+        for answer in answers {
+            assert!(
+                matches!(answer, Err(StoreError::Unavailable(_))),
+                "{answer:?}"
+            );
+        }
+        assert!(store.secret(&path("good/1")).await.unwrap().is_none());
+        return;
+    }
+    let mut answers = answers.into_iter();
+    assert_eq!(answers.next().unwrap().unwrap(), Vec::<u32>::new());
+    assert!(matches!(
+        answers.next().unwrap(),
+        Err(StoreError::CheckAndSet { current: 0 })
+    ));
+    assert_stale(answers.next().unwrap(), StaleKind::SecretVersion);
+    let data = store
+        .secret_version_data(&path("good/1"), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(data.ciphertext, b"ciphertext good/1 1".to_vec());
+    assert!(store.secret(&path("bad-cas")).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .secret(&path("taken"))
+            .await
+            .unwrap()
+            .unwrap()
+            .versions
+            .len(),
+        1
+    );
+
+    // Records 3 (a repeat) and 4 are refused: the version that passed its checks in the same
+    // transaction is not written either.
+    let mut overlap = chain(4, 1, records[2].hash_bytes().unwrap());
+    overlap.insert(0, records[2].clone());
+    let mut versions = vec![version("good/2", None)];
+    let result = tokio::task::spawn_blocking(move || appender.append_with(&overlap, &mut versions))
+        .await
+        .unwrap();
+    assert_conflict(result, "audit_records.sequence");
+    assert!(store.secret(&path("good/2")).await.unwrap().is_none());
+    assert_eq!(store.audit_range(0, 10, 100).await.unwrap().len(), 3);
 }
 
 /// A re-wrap batch moves its rows, advances the job's `done` and adds a `batch` event in one

@@ -4,13 +4,14 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::error::Error;
+use super::space::Space;
 use crate::audit::{AuditArchive, AuditEntry, AuditFilter, AuditRecord, Checkpoint, Outcome};
-use crate::store::{AuditAppender, AuditTail, StaleKind, StoreError};
+use crate::store::{AuditAppender, AuditTail, StaleKind, StoreError, VersionWrite};
 
 /// The audit writer's own connection; it writes whatever the disk reserve allows.
 pub struct Appender {
     pub(super) conn: Connection,
-    pub(super) space: std::sync::Arc<super::space::Space>,
+    pub(super) space: std::sync::Arc<Space>,
 }
 
 impl Appender {
@@ -34,6 +35,44 @@ impl Appender {
 impl AuditAppender for Appender {
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
         self.write(|conn| append(conn, records))
+    }
+
+    fn writes_versions(&self) -> bool {
+        true
+    }
+
+    fn append_with(
+        &mut self,
+        records: &[AuditRecord],
+        versions: &mut [VersionWrite],
+    ) -> Result<(), StoreError> {
+        if versions.is_empty() {
+            return self.append(records);
+        }
+        let mark = self.space.mark();
+        let result =
+            append_with(&mut self.conn, records, versions, &self.space).map_err(Error::into_store);
+        match result {
+            Ok(pruned) => {
+                if pruned {
+                    super::secrets::checkpoint(&self.conn);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let failed = Err(e);
+                if !self.space.released_since(mark, &failed) {
+                    return failed;
+                }
+                // The disk filled up under the batch: nothing was written. Its records are
+                // written again in the released reserve, without the versions, which are
+                // refused as every write is while the disk is low.
+                for v in versions.iter_mut() {
+                    v.result = Some(Err(StoreError::Full(LOW.into())));
+                }
+                append(&mut self.conn, records).map_err(Error::into_store)
+            }
+        }
     }
 
     fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
@@ -224,6 +263,48 @@ pub(super) fn tail(conn: &Connection) -> Result<AuditTail, Error> {
 
 pub(super) fn append(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    insert_records(&tx, records)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// [`AuditAppender::append_with`] on SQLite: the versions, each under its savepoint, then the
+/// records, in one transaction. While the disk is low no version is tried (the reserve is for
+/// audit records). Returns whether a version pruned older ones (their erasure is finished by a
+/// checkpoint after the commit).
+fn append_with(
+    conn: &mut Connection,
+    records: &[AuditRecord],
+    versions: &mut [VersionWrite],
+    space: &Space,
+) -> Result<bool, Error> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut pruned = false;
+    for v in versions.iter_mut() {
+        if space.is_low() {
+            v.result = Some(Err(StoreError::Full(LOW.into())));
+            continue;
+        }
+        let mut sp = tx.savepoint()?;
+        let result = super::secrets::insert(&sp, &v.version);
+        if result.is_ok() {
+            sp.commit()?;
+        } else {
+            sp.rollback()?;
+        }
+        let result = space.after(result);
+        pruned |= result.as_ref().is_ok_and(|p| !p.is_empty());
+        v.result = Some(result);
+    }
+    insert_records(&tx, records)?;
+    tx.commit()?;
+    Ok(pruned)
+}
+
+/// Why a version was not tried: the disk is low (or filled up during the batch).
+const LOW: &str = "the database's disk is full: writes are refused";
+
+fn insert_records(tx: &rusqlite::Transaction<'_>, records: &[AuditRecord]) -> Result<(), Error> {
     {
         let mut stmt = tx.prepare_cached(&format!(
             "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES
@@ -263,7 +344,6 @@ pub(super) fn append(conn: &mut Connection, records: &[AuditRecord]) -> Result<(
             ])?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 

@@ -327,7 +327,7 @@ fn shared(e: &StoreError) -> StoreError {
 }
 
 /// Records a version inside the caller's transaction (see the trait docs).
-fn insert(tx: &Connection, v: &NewSecretVersion) -> Result<Vec<u32>, Error> {
+pub(super) fn insert(tx: &Connection, v: &NewSecretVersion) -> Result<Vec<u32>, Error> {
     let path = v.path.as_str();
     let now = time_text(v.created_at);
     // Every statement here is prepared once per connection: a group commit runs them for each
@@ -582,7 +582,7 @@ const ERASE_WAIT: Duration = Duration::from_secs(1);
 /// first column (1: busy), not as an error. Both, and a busy error, are tried again for up to
 /// [`ERASE_WAIT`] in all. Past that the failure is logged, not fatal: the checkpointer thread
 /// copies the frames back at its next round.
-fn checkpoint(conn: &Connection) {
+pub(super) fn checkpoint(conn: &Connection) {
     let started = Instant::now();
     let mut pause = Duration::from_micros(50);
     loop {

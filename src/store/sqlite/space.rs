@@ -141,6 +141,14 @@ impl Space {
         }
     }
 
+    /// Whether writes are refused now (the disk is low), after looking again at the free space
+    /// when it is due ([`RECHECK`]). For the audit writer, which writes secret versions in its
+    /// own transactions ([`crate::store::AuditAppender::append_with`]).
+    pub(super) fn is_low(&self) -> bool {
+        self.recover();
+        self.low.load(Ordering::SeqCst)
+    }
+
     /// Before a call on the request connection: recovers if it can, then makes the
     /// connection read-only while low and writable otherwise.
     pub(super) fn prepare(&self, conn: &Connection) -> Result<(), Error> {
