@@ -434,22 +434,29 @@ impl Writer {
     /// ([`AuditAppender::append_with`]); only a store that writes versions receives them, and it
     /// is never contended (one node), so the head-lock path below never holds one.
     fn commit(&mut self, batch: Vec<(AuditEntry, Ack)>) {
-        let (mut entries, acks): (Vec<AuditEntry>, Vec<_>) = batch.into_iter().unzip();
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
         // The versions travel in `versions`, in the order of their replies.
         let mut versions = Vec::new();
-        let acks: Vec<Reply> = acks
-            .into_iter()
-            .map(|ack| match ack {
-                Ack::Record(done) => Reply::Record(done),
+        for (entry, ack) in batch {
+            match ack {
+                Ack::Record(done) => acks.push(Reply::Record(done)),
+                // A version whose request stopped waiting (it was cancelled) is not written
+                // behind its back, and neither is its announcement: nothing of it happened.
+                Ack::Version(_, done) if done.is_closed() => continue,
                 Ack::Version(v, done) => {
                     versions.push(VersionWrite {
                         version: *v,
                         result: None,
                     });
-                    Reply::Version(done)
+                    acks.push(Reply::Version(done));
                 }
-            })
-            .collect();
+            }
+            entries.push(entry);
+        }
+        if entries.is_empty() {
+            return;
+        }
         let started = Instant::now();
         let mut attempt = 0;
         let result = loop {
@@ -722,5 +729,133 @@ impl AuditTail {
             (None, Some(a)) => a.through,
             (None, None) => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::secret::SecretPath;
+    use crate::domain::{KeyId, KeyVersion};
+    use crate::store::sqlite::SqliteStore;
+
+    /// A signer that is never asked: the tests' logs sign no checkpoint.
+    struct NoSigner(PublicKey);
+
+    #[async_trait::async_trait]
+    impl AuditSigner for NoSigner {
+        fn public_key(&self) -> &PublicKey {
+            &self.0
+        }
+        async fn sign(&self, _: Vec<u8>) -> Result<Vec<u8>, BackendError> {
+            Err(BackendError::RootKeyMissing(
+                "no signer in this test".into(),
+            ))
+        }
+        async fn inspect(&self) -> Result<Option<crate::backend::ObjectFacts>, BackendError> {
+            Ok(None)
+        }
+    }
+
+    fn entry(request_id: &str) -> AuditEntry {
+        AuditEntry {
+            time: "2026-12-07T12:00:00.000000Z".into(),
+            node: "n1".into(),
+            request_id: request_id.into(),
+            method: "PUT".into(),
+            route: "/v1/secrets/{*path}".into(),
+            principal: Some("admin".into()),
+            credential: None,
+            source: None,
+            action: Some("secret:write".into()),
+            resource: Some("secret/a".into()),
+            key_id: None,
+            key_version: None,
+            other_keys: Vec::new(),
+            outcome: super::super::Outcome::Pending,
+            status: 0,
+            error_code: None,
+            context_digest: None,
+            context_keys: Vec::new(),
+            details: BTreeMap::new(),
+        }
+    }
+
+    /// A version whose request was cancelled while it waited in the writer's queue is not
+    /// written, and neither is its announcement; the records around it are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_version_and_its_announcement_are_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("custodian.db");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
+        // P-256's base point: a valid public key, never used.
+        let g = hex::decode(
+            "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
+             4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
+        )
+        .unwrap();
+        let signer = Arc::new(NoSigner(PublicKey::from_sec1(&g).unwrap()));
+        let settings = AuditSettings {
+            node: "n1".into(),
+            checkpoint_interval: Duration::from_secs(3600),
+            checkpoint_records: u64::MAX,
+            export_checkpoint_interval: Duration::from_secs(3600),
+        };
+        let log = Arc::new(
+            AuditLog::start(
+                Arc::clone(&store),
+                signer,
+                settings,
+                crate::metrics::AuditMetrics::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        assert!(log.writes_versions());
+
+        // Another connection holds the write lock: the writer's next batch waits for it.
+        let blocker = rusqlite::Connection::open(&db).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let first = tokio::spawn({
+            let log = Arc::clone(&log);
+            async move { log.append(entry("first")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Queued behind that batch, then given up on.
+        let version = NewSecretVersion {
+            path: SecretPath::try_from("a".to_owned()).unwrap(),
+            version: 1,
+            cas: None,
+            key_id: KeyId::generate(),
+            key_version: KeyVersion::new(1).unwrap(),
+            wrapped_dek: vec![1; 8],
+            ciphertext: vec![2; 8],
+            created_at: crate::clock::now(),
+            default_max_versions: 0,
+            rotation: None,
+        };
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(50),
+            log.append_with_version(entry("cancelled"), version),
+        )
+        .await;
+        assert!(
+            cancelled.is_err(),
+            "the version was answered: {cancelled:?}"
+        );
+        blocker.execute_batch("COMMIT").unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(log.append(entry("after")).await.unwrap(), 2);
+
+        let written: Vec<String> = store
+            .audit_range(0, 10, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.entry.request_id)
+            .collect();
+        assert_eq!(written, ["first", "after"]);
     }
 }
