@@ -13,6 +13,11 @@
 //! checkpoint (after the same re-check of the rows that follow it), so exporting in a loop
 //! neither uses the device nor grows the checkpoint table.
 //!
+//! Where the store's appender can ([`AuditAppender::writes_versions`]: SQLite), an announcement
+//! may carry a secret version ([`AuditLog::append_with_version`]): the writer writes it in the
+//! same transaction as the batch's records, so the two are durable together or not at all
+//! (decision 0026).
+//!
 //! When a write fails, the requests in that batch fail (the API answers 503) and readiness
 //! reports the audit log unwritable until a later write succeeds.
 
