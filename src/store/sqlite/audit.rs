@@ -16,7 +16,8 @@ pub struct Appender {
 
 impl Appender {
     /// Runs one write; when the disk was full and the reserve has been released since it
-    /// began, runs it once more in the freed room (the failed try rolled back).
+    /// began, runs it once more in the freed room (the failed try rolled back). A write whose
+    /// second try differs from its first counts its calls ([`AuditAppender::append_with`]).
     fn write(
         &mut self,
         mut f: impl FnMut(&mut Connection) -> Result<(), Error>,
@@ -46,33 +47,27 @@ impl AuditAppender for Appender {
         records: &[AuditRecord],
         versions: &mut [VersionWrite],
     ) -> Result<(), StoreError> {
-        if versions.is_empty() {
-            return self.append(records);
-        }
-        let mark = self.space.mark();
-        let result =
-            append_with(&mut self.conn, records, versions, &self.space).map_err(Error::into_store);
-        match result {
-            Ok(pruned) => {
-                if pruned {
-                    super::secrets::checkpoint(&self.conn);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                let failed = Err(e);
-                if !self.space.released_since(mark, &failed) {
-                    return failed;
-                }
+        let space = std::sync::Arc::clone(&self.space);
+        let mut first = true;
+        let mut pruned = false;
+        self.write(|conn| {
+            if std::mem::take(&mut first) {
+                pruned = append_with(conn, records, versions, &space)?;
+            } else {
                 // The disk filled up under the batch: nothing was written. Its records are
                 // written again in the released reserve, without the versions, which are
                 // refused as every write is while the disk is low.
                 for v in versions.iter_mut() {
                     v.result = Some(Err(StoreError::Full(LOW.into())));
                 }
-                append(&mut self.conn, records).map_err(Error::into_store)
+                append(conn, records)?;
             }
+            Ok(())
+        })?;
+        if pruned {
+            super::secrets::checkpoint(&self.conn);
         }
+        Ok(())
     }
 
     fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
