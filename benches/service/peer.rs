@@ -357,8 +357,32 @@ pub(super) fn peer_comparison(install: &Install, knobs: &Knobs) -> Result<String
         out,
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
+    // Both servers warmed for the same time once the idle memory is read: Custodian's WAL past
+    // its restart size (see `warm_wal`), OpenBao with the same load for as long.
+    let warm = rt.block_on(warm_wal(
+        &client,
+        &ours[0].1,
+        &install.dir.join("custodian.db-wal"),
+        knobs.max_requests,
+    ))?;
+    let bao_warm = rt.block_on(load(
+        &client,
+        &theirs[0].1,
+        4,
+        warm.took,
+        knobs.max_requests,
+    ))?;
+    writeln!(
+        out,
+        "Before the first cell, after the idle memory was read, each server was warmed with \
+         `datakey` at concurrency 4: Custodian until its WAL had passed its restart size and \
+         started over ({} requests in {:.1} s), OpenBao for as long ({} requests).\n",
+        warm.requests,
+        warm.took.as_secs_f64(),
+        bao_warm.ops
+    )?;
     let mut cell = 0usize;
-    let mut errors = 0u64;
+    let mut errors = bao_warm.errors;
     let mut peak = idle;
     for (i, (row, our_target)) in ours.iter().enumerate() {
         let their_target = &theirs[i].1;
