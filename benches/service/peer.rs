@@ -349,14 +349,6 @@ pub(super) fn peer_comparison(install: &Install, knobs: &Knobs) -> Result<String
         knobs.http_time,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     )?;
-    writeln!(
-        out,
-        "| row | c | Custodian ops/s | p50 ms | p99 ms | OpenBao ops/s | p50 ms | p99 ms | ops ratio | p99 ratio | errors C/O |"
-    )?;
-    writeln!(
-        out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    )?;
     // Both servers warmed for the same time once the idle memory is read: Custodian's WAL past
     // its restart size (see `warm_wal`), OpenBao with the same load for as long.
     let warm = rt.block_on(warm_wal(
@@ -380,6 +372,14 @@ pub(super) fn peer_comparison(install: &Install, knobs: &Knobs) -> Result<String
         warm.requests,
         warm.took.as_secs_f64(),
         bao_warm.ops
+    )?;
+    writeln!(
+        out,
+        "| row | c | Custodian ops/s | p50 ms | p99 ms | OpenBao ops/s | p50 ms | p99 ms | ops ratio | p99 ratio | errors C/O |"
+    )?;
+    writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     let mut cell = 0usize;
     let mut errors = bao_warm.errors;
