@@ -1720,10 +1720,11 @@ async fn load(
     load_until(client, target, concurrency, duration, max_requests, never).await
 }
 
-/// WAL bytes past which the SQLite store's checkpointer starts the WAL over: 8,192 frames of a
-/// 4 KiB page and a 24-byte header, after the 32-byte file header (`WAL_RESTART_FRAMES` in
-/// `src/store/sqlite/mod.rs`).
-const WAL_RESTART_BYTES: u64 = 8192 * (4096 + 24) + 32;
+/// WAL bytes past which the SQLite store's checkpointer starts the WAL over: its restart bound
+/// in frames, each a 4 KiB page (SQLite's default page size, which the store keeps) and a
+/// 24-byte header, after the 32-byte file header.
+const WAL_RESTART_BYTES: u64 =
+    custodian::store::sqlite::WAL_RESTART_FRAMES.unsigned_abs() * (4096 + 24) + 32;
 /// Longest the WAL warm-up may take before the bench gives up.
 const WAL_WARMUP_MAX: Duration = Duration::from_secs(60);
 
