@@ -108,6 +108,8 @@ impl DeviceMetrics {
 #[derive(Clone, Debug)]
 pub struct AuditMetrics {
     commit: Histogram,
+    /// A request's wait for its record: the queue, the group commit and both hand-offs.
+    wait: Histogram,
     batch: Histogram,
     failures: Counter,
 }
@@ -123,6 +125,7 @@ impl AuditMetrics {
     fn new() -> Self {
         Self {
             commit: Histogram::new(latency_buckets()),
+            wait: Histogram::new(latency_buckets()),
             // 1 to 1024 records (the writer's largest batch), doubling.
             batch: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             failures: Counter::default(),
@@ -133,6 +136,12 @@ impl AuditMetrics {
     pub fn committed(&self, records: usize, started: Instant) {
         self.commit.observe(started.elapsed().as_secs_f64());
         self.batch.observe(records as f64);
+    }
+
+    /// Records one request's wait for its record, from `started` (its hand-off to the writer)
+    /// until the writer's answer reached it.
+    pub fn waited(&self, started: Instant) {
+        self.wait.observe(started.elapsed().as_secs_f64());
     }
 
     /// Records one group commit that failed.
@@ -322,6 +331,13 @@ impl Metrics {
             "Audit group commit latency (chain, insert, fsync)",
             Unit::Seconds,
             audit.commit.clone(),
+        );
+        registry.register_with_unit(
+            "custodian_audit_wait_duration",
+            "A request's wait for its audit record to be durable: the writer's queue, the group \
+             commit and the hand-offs to and from the writer thread",
+            Unit::Seconds,
+            audit.wait.clone(),
         );
         registry.register(
             "custodian_audit_commit_batch_records",

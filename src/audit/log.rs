@@ -156,6 +156,8 @@ pub struct AuditLog {
     /// The appender's [`AuditAppender::writes_versions`]: whether
     /// [`AuditLog::append_with_version`] may be used.
     writes_versions: bool,
+    /// Where each append's wait is recorded (shared with the writer's series).
+    metrics: crate::metrics::AuditMetrics,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -209,7 +211,7 @@ impl AuditLog {
             in_doubt: false,
             raced: false,
             contended_until: None,
-            metrics,
+            metrics: metrics.clone(),
         };
         let writer = std::thread::Builder::new()
             .name(WRITER_THREAD.to_owned())
@@ -222,6 +224,7 @@ impl AuditLog {
             signer: Some(signer),
             node: settings.node,
             writes_versions,
+            metrics,
         })
     }
 
@@ -241,6 +244,7 @@ impl AuditLog {
             signer: None,
             node: node.to_owned(),
             writes_versions: false,
+            metrics: crate::metrics::AuditMetrics::default(),
         }
     }
 
@@ -256,9 +260,12 @@ impl AuditLog {
     pub async fn append(&self, entry: AuditEntry) -> Result<u64, AuditError> {
         let Some(tx) = &self.tx else { return Ok(0) };
         let (ack, done) = oneshot::channel();
+        let started = Instant::now();
         tx.send(Command::Append(Box::new(entry), Ack::Record(ack)))
             .map_err(|_| AuditError::Stopped)?;
-        done.await.map_err(|_| AuditError::Stopped)?
+        let answer = done.await.map_err(|_| AuditError::Stopped)?;
+        self.metrics.waited(started);
+        answer
     }
 
     /// Whether [`AuditLog::append_with_version`] writes a version in its record's commit (the
@@ -284,12 +291,15 @@ impl AuditLog {
             return Err(AuditError::Stopped);
         };
         let (ack, done) = oneshot::channel();
+        let started = Instant::now();
         tx.send(Command::Append(
             Box::new(entry),
             Ack::Version(Box::new(version), ack),
         ))
         .map_err(|_| AuditError::Stopped)?;
-        done.await.map_err(|_| AuditError::Stopped)?
+        let answer = done.await.map_err(|_| AuditError::Stopped)?;
+        self.metrics.waited(started);
+        answer
     }
 
     /// The checkpoint an export ends at: signs one over everything written so far, unless the

@@ -240,6 +240,21 @@ async fn a_live_server_exposes_every_family_and_counters_move() -> anyhow::Resul
         5.0
     );
     assert!(second.value("custodian_audit_commit_duration_seconds_count") > commits);
+    // Every record appended between the scrapes was waited for once (the first scrape's and
+    // the four requests' since), and each wait holds its batch's commit.
+    let records = second.value("custodian_audit_chain_head") - head;
+    let waited = second.value("custodian_audit_wait_duration_seconds_count")
+        - first.value("custodian_audit_wait_duration_seconds_count");
+    assert_eq!(waited, records, "one wait per record appended");
+    assert!(records >= 5.0, "{records}");
+    let wait_sum = second.value("custodian_audit_wait_duration_seconds_sum")
+        - first.value("custodian_audit_wait_duration_seconds_sum");
+    let commit_sum = second.value("custodian_audit_commit_duration_seconds_sum")
+        - first.value("custodian_audit_commit_duration_seconds_sum");
+    assert!(
+        wait_sum >= commit_sum && commit_sum > 0.0,
+        "waits {wait_sum} s, commits {commit_sum} s"
+    );
     assert!(second.value("custodian_audit_chain_head") > head);
     assert!(second.value(&store_calls) > first.value(&store_calls));
     assert_eq!(
