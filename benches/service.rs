@@ -3099,6 +3099,11 @@ const APP_THREAD: &str = "bench-app";
 const COMMIT_PROBE: Duration = Duration::from_secs(1);
 /// Most commits the durable-commit probe makes.
 const COMMIT_PROBE_MAX: u64 = 5000;
+/// The idle pause before each of the probe's isolated commits: about as long as the audit
+/// writer sits idle between two requests' commits at concurrency 1.
+const ISOLATED_GAP: Duration = Duration::from_micros(250);
+/// How long the hand-off probe runs.
+const HANDOFF_PROBE: Duration = Duration::from_millis(500);
 /// The issue 6 requirement: audited `datakey` throughput at least this share of unaudited.
 const AUDIT_TARGET: f64 = 2.0 / 3.0;
 
@@ -3140,6 +3145,83 @@ struct AuditRow {
     /// CPU of the rest of this process: the load generator.
     client_cpu: CpuTime,
     machine: MachineCpu,
+    /// The requests' waits for their records and the writer's commits during the row, from
+    /// the app's `/metrics`; `None` unaudited.
+    audit_wait: Option<AuditWait>,
+}
+
+/// What the app's audit histograms gained between two scrapes around a row: every request's
+/// wait for its record (`custodian_audit_wait_duration_seconds`: its hand-off to the writer,
+/// the queue, the group commit, the answer's hand-off back) and every group commit
+/// (`custodian_audit_commit_duration_seconds`: chain, insert, `fdatasync`).
+#[derive(Clone, Copy)]
+struct AuditWait {
+    waits: u64,
+    wait_sum: Duration,
+    commits: u64,
+    commit_sum: Duration,
+}
+
+impl AuditWait {
+    const WAIT: &'static str = "custodian_audit_wait_duration_seconds";
+    const COMMIT: &'static str = "custodian_audit_commit_duration_seconds";
+
+    /// The two histograms' `_sum` and `_count` in a scrape.
+    fn parse(text: &str) -> Result<Self> {
+        let value = |name: &str| -> Result<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .with_context(|| format!("`{name}` is not in the app's /metrics"))
+        };
+        let count = |name: &str| -> Result<u64> {
+            let v = value(&format!("{name}_count"))?;
+            ensure!(v >= 0.0 && v.fract() == 0.0, "`{name}_count` is {v}");
+            Ok(v as u64)
+        };
+        let sum = |name: &str| -> Result<Duration> {
+            let v = value(&format!("{name}_sum"))?;
+            Duration::try_from_secs_f64(v).with_context(|| format!("`{name}_sum` is {v}"))
+        };
+        Ok(Self {
+            waits: count(Self::WAIT)?,
+            wait_sum: sum(Self::WAIT)?,
+            commits: count(Self::COMMIT)?,
+            commit_sum: sum(Self::COMMIT)?,
+        })
+    }
+
+    /// `GET url` (a server's `/metrics`, itself an audited request), parsed.
+    async fn scrape(client: &reqwest::Client, url: &str, auth: &HeaderValue) -> Result<Self> {
+        let response = client
+            .get(url)
+            .header(AUTHORIZATION, auth.clone())
+            .send()
+            .await
+            .context("GET /metrics")?;
+        ensure!(
+            response.status() == StatusCode::OK,
+            "GET /metrics answered {}",
+            response.status()
+        );
+        Self::parse(&response.text().await.context("reading /metrics")?)
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            waits: self.waits.saturating_sub(before.waits),
+            wait_sum: self.wait_sum.saturating_sub(before.wait_sum),
+            commits: self.commits.saturating_sub(before.commits),
+            commit_sum: self.commit_sum.saturating_sub(before.commit_sum),
+        }
+    }
+
+    fn mean_wait(&self) -> Duration {
+        self.wait_sum / u32::try_from(self.waits.max(1)).unwrap_or(u32::MAX)
+    }
+
+    fn mean_commit(&self) -> Duration {
+        self.commit_sum / u32::try_from(self.commits.max(1)).unwrap_or(u32::MAX)
+    }
 }
 
 impl AuditRow {
@@ -3165,6 +3247,13 @@ impl AuditRow {
 struct CommitProbe {
     stats: Stats,
     flushes: Option<u64>,
+    /// The same commits, each after the thread slept [`ISOLATED_GAP`]: a commit issued from
+    /// idle, as the writer issues each at concurrency 1, and not back to back.
+    isolated: Stats,
+    /// Their mean, to set beside the app's mean commit.
+    isolated_mean: Duration,
+    /// [`handoff_probe`]: a round trip to a thread that sleeps on a CPU left idle.
+    handoff: Stats,
 }
 
 impl CommitProbe {
@@ -3173,6 +3262,37 @@ impl CommitProbe {
         self.flushes
             .filter(|f| *f > 0)
             .map(|f| f as f64 / self.stats.ops.max(1) as f64)
+    }
+}
+
+/// Where the audited build's extra p50 at concurrency 1 goes, from the rows' scrapes and the
+/// commit probe.
+struct C1Breakdown {
+    /// Audited p50 − unaudited p50 (means over the passes).
+    gap: Duration,
+    /// The audited c=1 rows' mean wait for a record, and the writer's mean commit.
+    wait: Duration,
+    commit: Duration,
+    /// The probe's commit p50 back to back, and its isolated commits' mean (each after an
+    /// idle pause), to set beside the writer's mean commit.
+    floor: Duration,
+    isolated: Duration,
+    /// The hand-off probe's round trip, p50.
+    round_trip: Duration,
+}
+
+impl C1Breakdown {
+    /// The wait less the commit: both hand-offs (to the writer and back) and the writer's
+    /// batching at c=1, where no other record queues.
+    fn handoffs(&self) -> Duration {
+        self.wait.saturating_sub(self.commit)
+    }
+
+    /// One isolated commit and one bare round trip between two threads, each measured outside
+    /// the app: what the gap costs at least while the record is committed on another thread
+    /// than the request's.
+    fn bound(&self) -> Duration {
+        self.isolated + self.round_trip
     }
 }
 
@@ -3277,6 +3397,12 @@ fn audit_phase(
                     WARMUP,
                     knobs.max_requests,
                 ))?;
+                // Scraped before the head is read and after it is read again: the scrapes'
+                // own records stay out of `records`, and the first one's wait is counted.
+                let waits_before = match auditing {
+                    Auditing::On => Some(rt.block_on(app.audit_wait(&client, &auth))?),
+                    Auditing::Off => None,
+                };
                 let head_before = rt.block_on(app.audit_head(&client))?;
                 let flushes_before = device.as_ref().and_then(BlockDevice::flushes);
                 let (app_before, own_before, machine_before) = (
@@ -3300,6 +3426,20 @@ fn audit_phase(
                     .zip(flushes_before)
                     .map(|(after, before)| after.saturating_sub(before));
                 let head_after = rt.block_on(app.audit_head(&client))?;
+                let audit_wait = match waits_before {
+                    Some(before) => {
+                        let w = rt.block_on(app.audit_wait(&client, &auth))?.since(before);
+                        // Every request and the first scrape waited once for its record.
+                        let records = head_after.saturating_sub(head_before);
+                        ensure!(
+                            w.waits == records + 1,
+                            "the app counted {} audit waits for {records} records and one scrape",
+                            w.waits
+                        );
+                        Some(w)
+                    }
+                    None => None,
+                };
                 let stats = checked(stats, &format!("in audit pass {pass}"))?;
                 ensure!(
                     head_after >= head_before,
@@ -3324,6 +3464,7 @@ fn audit_phase(
                         system: own.system.saturating_sub(app_cpu.system),
                     },
                     machine,
+                    audit_wait,
                 });
             }
             // The app still answers correctly: one checked round trip.
@@ -3445,6 +3586,11 @@ impl InProcessApp {
             .and_then(|a| a.get("head"))
             .and_then(serde_json::Value::as_u64)
             .context("GET /v1/health/ready answered without `audit.head`")
+    }
+
+    /// The audit wait and commit histograms of the app's `GET /metrics` (an audited request).
+    async fn audit_wait(&self, client: &reqwest::Client, auth: &HeaderValue) -> Result<AuditWait> {
+        AuditWait::scrape(client, &self.url("/metrics"), auth).await
     }
 
     /// Stops serving and drops the runtime with everything it runs.
@@ -3573,9 +3719,26 @@ fn commit_probe(path: &Path, device: Option<&BlockDevice>) -> Result<CommitProbe
             .and_then(BlockDevice::flushes)
             .zip(flushes_before)
             .map(|(after, before)| after.saturating_sub(before));
+        let mut isolated = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < COMMIT_PROBE && (isolated.len() as u64) < COMMIT_PROBE_MAX {
+            std::thread::sleep(ISOLATED_GAP);
+            let t = Instant::now();
+            conn.execute_batch("BEGIN IMMEDIATE").context("BEGIN")?;
+            conn.execute("INSERT INTO probe (body) VALUES (?1)", [&body])
+                .context("INSERT")?;
+            conn.execute_batch("COMMIT").context("COMMIT")?;
+            isolated.push(t.elapsed());
+        }
+        // The isolated commits' latencies only: their pauses are not part of any commit.
+        let busy: Duration = isolated.iter().sum();
+        let isolated_mean = busy / u32::try_from(isolated.len().max(1)).unwrap_or(u32::MAX);
         Ok(CommitProbe {
             stats: Stats::from_latencies(latencies, elapsed, 0, None),
             flushes,
+            isolated: Stats::from_latencies(isolated, busy, 0, None),
+            isolated_mean,
+            handoff: handoff_probe()?,
         })
     })();
     for suffix in ["", "-wal", "-shm"] {
@@ -3584,6 +3747,46 @@ fn commit_probe(path: &Path, device: Option<&BlockDevice>) -> Result<CommitProbe
         let _ = std::fs::remove_file(PathBuf::from(p));
     }
     result
+}
+
+/// What the audit's two hand-offs cost at least on this machine: a thread sends a message
+/// to another thread blocked on a channel, which answers at once, as a request's worker and
+/// the audit writer do. Between round trips the sender keeps its CPU busy for
+/// [`ISOLATED_GAP`], so the other thread sleeps and wakes on a CPU of its own, as the writer
+/// does at c=1 while the request's worker runs.
+fn handoff_probe() -> Result<Stats> {
+    let (to_echo, requests) = std::sync::mpsc::channel::<()>();
+    let (to_caller, answers) = std::sync::mpsc::channel::<()>();
+    let echo = std::thread::Builder::new()
+        .name("bench-echo".into())
+        .spawn(move || {
+            while requests.recv().is_ok() {
+                if to_caller.send(()).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the hand-off probe's thread")?;
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    let mut result = Ok(());
+    while start.elapsed() < HANDOFF_PROBE {
+        let busy = Instant::now();
+        while busy.elapsed() < ISOLATED_GAP {
+            std::hint::spin_loop();
+        }
+        let t = Instant::now();
+        if to_echo.send(()).is_err() || answers.recv().is_err() {
+            result = Err(anyhow!("the hand-off probe's thread stopped"));
+            break;
+        }
+        latencies.push(t.elapsed());
+    }
+    drop(to_echo);
+    let _ = echo.join();
+    result?;
+    let busy = latencies.iter().sum();
+    Ok(Stats::from_latencies(latencies, busy, 0, None))
 }
 
 impl AuditReport {
@@ -3612,6 +3815,34 @@ impl AuditReport {
             .iter()
             .map(|&c| (c, self.mean_ops(auditing, c)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// The c=1 gap taken apart; `None` without audited and unaudited c=1 rows.
+    fn c1_breakdown(&self) -> Option<C1Breakdown> {
+        let p50 = |auditing| -> Option<Duration> {
+            let rows = self.rows_of(auditing, 1);
+            let n = u32::try_from(rows.len()).ok().filter(|n| *n > 0)?;
+            Some(rows.iter().map(|r| r.stats.p50).sum::<Duration>() / n)
+        };
+        let (on, off) = (p50(Auditing::On)?, p50(Auditing::Off)?);
+        let waits = self
+            .rows_of(Auditing::On, 1)
+            .iter()
+            .filter_map(|r| r.audit_wait)
+            .reduce(|a, b| AuditWait {
+                waits: a.waits + b.waits,
+                wait_sum: a.wait_sum + b.wait_sum,
+                commits: a.commits + b.commits,
+                commit_sum: a.commit_sum + b.commit_sum,
+            })?;
+        Some(C1Breakdown {
+            gap: on.saturating_sub(off),
+            wait: waits.mean_wait(),
+            commit: waits.mean_commit(),
+            floor: self.probe.stats.p50,
+            isolated: self.probe.isolated_mean,
+            round_trip: self.probe.handoff.p50,
+        })
     }
 
     /// The best ratio a closed-loop client at concurrency 1 can see when each request also
@@ -3682,11 +3913,38 @@ impl AuditReport {
             "- durable commit floor on this file system: one-row transactions on a scratch \
              SQLite database next to the bench's (WAL, `synchronous = FULL`), single-threaded, \
              {:.1} s: {:.0} commits/s, p50 {} ms, p99 {} ms; block-device flushes per commit: \
-             {per_commit}",
+             {per_commit}; then the same commits each after the thread slept {} ms (isolated \
+             commits, issued from idle as the writer issues each at c=1): {} commits, p50 {} \
+             ms, mean {} ms, p99 {} ms",
             p.stats.elapsed.as_secs_f64(),
             p.stats.ops_per_sec(),
             ms(p.stats.p50),
-            ms(p.stats.p99)
+            ms(p.stats.p99),
+            ms(ISOLATED_GAP),
+            p.isolated.ops,
+            ms(p.isolated.p50),
+            ms(p.isolated_mean),
+            ms(p.isolated.p99)
+        )?;
+        writeln!(
+            out,
+            "- hand-off probe: a thread sends to another blocked on a channel, which answers at \
+             once (as a request's worker and the audit writer do); between round trips the \
+             sender keeps its CPU busy for {} ms, so the other thread sleeps on a CPU of its \
+             own: {} round trips, p50 {} ms, p99 {} ms",
+            ms(ISOLATED_GAP),
+            p.handoff.ops,
+            ms(p.handoff.p50),
+            ms(p.handoff.p99)
+        )?;
+        writeln!(
+            out,
+            "- audit wait / commit: the means of the app's `{}` (a request's hand-off to the \
+             writer, the queue, the group commit, the answer's hand-off back) and `{}` (the \
+             writer's chain, insert and `fdatasync`) over the row, from `GET /metrics` before \
+             and after it (the first scrape's own record counted with the row's)",
+            AuditWait::WAIT,
+            AuditWait::COMMIT
         )?;
         writeln!(
             out,
@@ -3708,12 +3966,12 @@ impl AuditReport {
         writeln!(
             out,
             "| pass | build | concurrency | ops/s | p50 ms | p99 ms | errors | records | \
-             records/s | flushes | records per flush | app CPU % | app µs/op | bench client CPU \
-             % | other CPU % | machine busy % |"
+             records/s | flushes | records per flush | audit wait µs | commit µs | app CPU % | \
+             app µs/op | bench client CPU % | other CPU % | machine busy % |"
         )?;
         writeln!(
             out,
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         )?;
         for r in &self.rows {
             let secs = r.stats.elapsed.as_secs_f64().max(f64::EPSILON);
@@ -3725,10 +3983,19 @@ impl AuditReport {
                     format!("{:.1}", r.records as f64 / f.max(1) as f64),
                 ),
             };
+            let (wait, commit) = r.audit_wait.map_or_else(
+                || ("—".to_owned(), "—".to_owned()),
+                |w| {
+                    (
+                        format!("{:.0}", w.mean_wait().as_secs_f64() * 1e6),
+                        format!("{:.0}", w.mean_commit().as_secs_f64() * 1e6),
+                    )
+                },
+            );
             writeln!(
                 out,
                 "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0} | {flushes} | {per_flush} | \
-                 {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                 {wait} | {commit} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 r.pass,
                 r.auditing.label(),
                 r.concurrency,
@@ -3830,6 +4097,30 @@ impl AuditReport {
                 ms(bound.unaudited),
                 ms(bound.commit),
                 bound.ratio()
+            )?;
+        }
+        if let Some(b) = self.c1_breakdown() {
+            let us = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e6);
+            let rest = b.gap.as_secs_f64() - b.wait.as_secs_f64();
+            writeln!(
+                out,
+                "Where the audited c=1 p50's extra {} µs goes: the request waited {} µs (mean) \
+                 for its record, of which the writer's commit took {} µs and the hand-offs to \
+                 the writer and back {} µs; {:.0} µs is the rest (the entry built and sent, and \
+                 mean against median). A commit issued from idle costs more than the probe's \
+                 back-to-back floor ({} µs at p50): the probe's isolated commits took {} µs on \
+                 average. The hand-offs cost what two threads' round trip costs when the other \
+                 thread sleeps on an idle CPU: {} µs at p50 in the hand-off probe. One isolated \
+                 commit and one such round trip: {} µs.\n",
+                us(b.gap),
+                us(b.wait),
+                us(b.commit),
+                us(b.handoffs()),
+                rest * 1e6,
+                us(b.floor),
+                us(b.isolated),
+                us(b.round_trip),
+                us(b.bound())
             )?;
         }
         if let Some((off, on)) = self

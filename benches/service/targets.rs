@@ -316,6 +316,22 @@ fn audit_lines(audit: Option<&AuditReport>, lines: &mut Vec<Line>) {
         ),
         Some(extra <= allowed),
     ));
+    if let Some(b) = a.c1_breakdown() {
+        lines.push(line(
+            "3. bound at c=1: one isolated commit (probe mean) + one round trip to a thread on an \
+             idle CPU (hand-off probe p50)",
+            format!(
+                "{} + {} = {} ms (the gap: {} ms; the app's own hand-offs: {} ms)",
+                ms(b.isolated),
+                ms(b.round_trip),
+                ms(b.bound()),
+                ms(b.gap),
+                ms(b.handoffs())
+            ),
+            "the gap's floor with the record committed off the request's thread",
+            None,
+        ));
+    }
 }
 
 /// Target 4: the job alone with the throttle off (its mode's goal), or the foreground p99 with
