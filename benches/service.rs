@@ -3703,33 +3703,33 @@ fn commit_probe(path: &Path, device: Option<&BlockDevice>) -> Result<CommitProbe
             .context("creating the probe table")?;
         // About the size of an encoded audit record.
         let body = vec![0x5au8; 512];
+        // Commits for COMMIT_PROBE (or COMMIT_PROBE_MAX of them), each after `pause`; their
+        // latencies.
+        let commits = |pause: Option<Duration>| -> Result<Vec<Duration>> {
+            let mut latencies = Vec::new();
+            let start = Instant::now();
+            while start.elapsed() < COMMIT_PROBE && (latencies.len() as u64) < COMMIT_PROBE_MAX {
+                if let Some(pause) = pause {
+                    std::thread::sleep(pause);
+                }
+                let t = Instant::now();
+                conn.execute_batch("BEGIN IMMEDIATE").context("BEGIN")?;
+                conn.execute("INSERT INTO probe (body) VALUES (?1)", [&body])
+                    .context("INSERT")?;
+                conn.execute_batch("COMMIT").context("COMMIT")?;
+                latencies.push(t.elapsed());
+            }
+            Ok(latencies)
+        };
         let flushes_before = device.and_then(BlockDevice::flushes);
-        let mut latencies = Vec::new();
         let start = Instant::now();
-        while start.elapsed() < COMMIT_PROBE && (latencies.len() as u64) < COMMIT_PROBE_MAX {
-            let t = Instant::now();
-            conn.execute_batch("BEGIN IMMEDIATE").context("BEGIN")?;
-            conn.execute("INSERT INTO probe (body) VALUES (?1)", [&body])
-                .context("INSERT")?;
-            conn.execute_batch("COMMIT").context("COMMIT")?;
-            latencies.push(t.elapsed());
-        }
+        let latencies = commits(None)?;
         let elapsed = start.elapsed();
         let flushes = device
             .and_then(BlockDevice::flushes)
             .zip(flushes_before)
             .map(|(after, before)| after.saturating_sub(before));
-        let mut isolated = Vec::new();
-        let start = Instant::now();
-        while start.elapsed() < COMMIT_PROBE && (isolated.len() as u64) < COMMIT_PROBE_MAX {
-            std::thread::sleep(ISOLATED_GAP);
-            let t = Instant::now();
-            conn.execute_batch("BEGIN IMMEDIATE").context("BEGIN")?;
-            conn.execute("INSERT INTO probe (body) VALUES (?1)", [&body])
-                .context("INSERT")?;
-            conn.execute_batch("COMMIT").context("COMMIT")?;
-            isolated.push(t.elapsed());
-        }
+        let isolated = commits(Some(ISOLATED_GAP))?;
         // The isolated commits' latencies only: their pauses are not part of any commit.
         let busy: Duration = isolated.iter().sum();
         let isolated_mean = busy / u32::try_from(isolated.len().max(1)).unwrap_or(u32::MAX);
