@@ -3215,6 +3215,16 @@ impl AuditWait {
         }
     }
 
+    /// Two rows' gains together.
+    fn plus(self, other: Self) -> Self {
+        Self {
+            waits: self.waits + other.waits,
+            wait_sum: self.wait_sum + other.wait_sum,
+            commits: self.commits + other.commits,
+            commit_sum: self.commit_sum + other.commit_sum,
+        }
+    }
+
     fn mean_wait(&self) -> Duration {
         self.wait_sum / u32::try_from(self.waits.max(1)).unwrap_or(u32::MAX)
     }
@@ -3250,13 +3260,17 @@ struct CommitProbe {
     /// The same commits, each after the thread slept [`ISOLATED_GAP`]: a commit issued from
     /// idle, as the writer issues each at concurrency 1, and not back to back.
     isolated: Stats,
-    /// Their mean, to set beside the app's mean commit.
-    isolated_mean: Duration,
     /// [`handoff_probe`]: a round trip to a thread that sleeps on a CPU left idle.
     handoff: Stats,
 }
 
 impl CommitProbe {
+    /// The isolated commits' mean, to set beside the app's mean commit (their `elapsed` is
+    /// the sum of their latencies, without the pauses).
+    fn isolated_mean(&self) -> Duration {
+        self.isolated.elapsed / u32::try_from(self.isolated.ops.max(1)).unwrap_or(u32::MAX)
+    }
+
     /// Block-device flushes per commit, when the device reports them.
     fn flushes_per_commit(&self) -> Option<f64> {
         self.flushes
@@ -3731,13 +3745,11 @@ fn commit_probe(path: &Path, device: Option<&BlockDevice>) -> Result<CommitProbe
             .map(|(after, before)| after.saturating_sub(before));
         let isolated = commits(Some(ISOLATED_GAP))?;
         // The isolated commits' latencies only: their pauses are not part of any commit.
-        let busy: Duration = isolated.iter().sum();
-        let isolated_mean = busy / u32::try_from(isolated.len().max(1)).unwrap_or(u32::MAX);
+        let busy = isolated.iter().sum();
         Ok(CommitProbe {
             stats: Stats::from_latencies(latencies, elapsed, 0, None),
             flushes,
             isolated: Stats::from_latencies(isolated, busy, 0, None),
-            isolated_mean,
             handoff: handoff_probe()?,
         })
     })();
@@ -3829,18 +3841,13 @@ impl AuditReport {
             .rows_of(Auditing::On, 1)
             .iter()
             .filter_map(|r| r.audit_wait)
-            .reduce(|a, b| AuditWait {
-                waits: a.waits + b.waits,
-                wait_sum: a.wait_sum + b.wait_sum,
-                commits: a.commits + b.commits,
-                commit_sum: a.commit_sum + b.commit_sum,
-            })?;
+            .reduce(AuditWait::plus)?;
         Some(C1Breakdown {
             gap: on.saturating_sub(off),
             wait: waits.mean_wait(),
             commit: waits.mean_commit(),
             floor: self.probe.stats.p50,
-            isolated: self.probe.isolated_mean,
+            isolated: self.probe.isolated_mean(),
             round_trip: self.probe.handoff.p50,
         })
     }
@@ -3923,7 +3930,7 @@ impl AuditReport {
             ms(ISOLATED_GAP),
             p.isolated.ops,
             ms(p.isolated.p50),
-            ms(p.isolated_mean),
+            ms(p.isolated_mean()),
             ms(p.isolated.p99)
         )?;
         writeln!(
@@ -3985,12 +3992,7 @@ impl AuditReport {
             };
             let (wait, commit) = r.audit_wait.map_or_else(
                 || ("—".to_owned(), "—".to_owned()),
-                |w| {
-                    (
-                        format!("{:.0}", w.mean_wait().as_secs_f64() * 1e6),
-                        format!("{:.0}", w.mean_commit().as_secs_f64() * 1e6),
-                    )
-                },
+                |w| (us(w.mean_wait()), us(w.mean_commit())),
             );
             writeln!(
                 out,
@@ -4100,7 +4102,6 @@ impl AuditReport {
             )?;
         }
         if let Some(b) = self.c1_breakdown() {
-            let us = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e6);
             let rest = b.gap.as_secs_f64() - b.wait.as_secs_f64();
             writeln!(
                 out,
@@ -4750,6 +4751,11 @@ impl Report {
 /// Milliseconds with three decimals.
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+/// Whole microseconds.
+fn us(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
 }
 
 fn cpu_model() -> String {
