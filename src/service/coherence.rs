@@ -11,6 +11,7 @@
 //! moved), so a stale row cannot slip into the cache after its invalidation.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::KeyService;
 use crate::store::Change;
@@ -91,19 +92,65 @@ impl KeyService {
     }
 }
 
+/// The duty leases this node took or renewed lately, so that a duty asked about many times a
+/// second (a re-wrap part, once per batch) is not renewed in the database each time.
+///
+/// A lease taken or renewed with `ttl` runs in the database until at least `ttl` after the
+/// request was sent (the database sets its expiry when it runs the statement, which is later).
+/// Within the first third of that span the node still holds it for at least two thirds of `ttl`
+/// more, so it answers "held" without asking; after that it renews. A duty asked about once per
+/// interval (the lifecycle and database duties: `ttl` is three intervals) renews every time,
+/// as before.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseMemo {
+    /// Duty → when its last successful take or renewal was sent, and the `ttl` it asked for.
+    renewed: std::sync::Mutex<std::collections::HashMap<String, (Instant, Duration)>>,
+}
+
+impl LeaseMemo {
+    /// Whether `duty` was taken or renewed for `ttl` less than a third of `ttl` before `now`.
+    fn fresh(&self, duty: &str, ttl: Duration, now: Instant) -> bool {
+        self.renewed.lock().is_ok_and(|m| {
+            m.get(duty).is_some_and(|&(sent, asked)| {
+                asked == ttl && now.saturating_duration_since(sent) < ttl / 3
+            })
+        })
+    }
+
+    /// Notes the answer of a take or renewal of `duty` for `ttl` sent at `sent`: remembered if
+    /// held, forgotten otherwise. Entries past their own `ttl` go at the same time.
+    fn answered(&self, duty: &str, ttl: Duration, sent: Instant, held: bool) {
+        if let Ok(mut m) = self.renewed.lock() {
+            m.retain(|_, &mut (at, asked)| sent.saturating_duration_since(at) < asked);
+            if held {
+                m.insert(duty.to_owned(), (sent, ttl));
+            } else {
+                m.remove(duty);
+            }
+        }
+    }
+}
+
 impl KeyService {
     /// Whether this node holds (took or renewed) the lease of background duty `duty` for `ttl`
     /// (see [`crate::store::Store::acquire_lease`]): on a shared database one node at a time
     /// runs each duty, and a node that stops renewing is replaced once `ttl` has passed. A
-    /// database error counts as not holding it.
-    pub async fn holds_lease(&self, duty: &str, ttl: std::time::Duration) -> bool {
-        match self.store.acquire_lease(duty, &self.instance, ttl).await {
+    /// database error counts as not holding it. A lease renewed less than a third of `ttl` ago
+    /// is held without asking the database again ([`LeaseMemo`]).
+    pub async fn holds_lease(&self, duty: &str, ttl: Duration) -> bool {
+        let sent = Instant::now();
+        if self.leases.fresh(duty, ttl, sent) {
+            return true;
+        }
+        let held = match self.store.acquire_lease(duty, &self.instance, ttl).await {
             Ok(held) => held,
             Err(e) => {
                 tracing::warn!(duty, error = %e, "could not take or renew a duty lease");
                 false
             }
-        }
+        };
+        self.leases.answered(duty, ttl, sent, held);
+        held
     }
 }
 
@@ -130,6 +177,51 @@ mod tests {
         c.moved();
         assert!(!c.may_cache(t));
         assert!(c.may_cache(c.ticket()));
+    }
+
+    #[test]
+    fn a_lease_is_renewed_once_a_third_of_its_ttl_has_passed() {
+        let memo = LeaseMemo::default();
+        let ttl = Duration::from_secs(3);
+        let t0 = Instant::now();
+        assert!(
+            !memo.fresh("duty", ttl, t0),
+            "never taken: ask the database"
+        );
+        memo.answered("duty", ttl, t0, true);
+        assert!(memo.fresh("duty", ttl, t0));
+        assert!(memo.fresh("duty", ttl, t0 + Duration::from_millis(999)));
+        assert!(!memo.fresh("duty", ttl, t0 + Duration::from_secs(1)));
+        assert!(!memo.fresh("duty", ttl, t0 + Duration::from_secs(5)));
+        // Another duty, or the same one asked for with another ttl, is not covered.
+        assert!(!memo.fresh("other", ttl, t0));
+        assert!(!memo.fresh("duty", Duration::from_secs(30), t0));
+    }
+
+    #[test]
+    fn a_lease_not_held_is_asked_for_again() {
+        let memo = LeaseMemo::default();
+        let ttl = Duration::from_secs(3);
+        let t0 = Instant::now();
+        memo.answered("duty", ttl, t0, true);
+        // The renewal failed (another node holds it, or the database erred): forget it.
+        memo.answered("duty", ttl, t0 + Duration::from_millis(10), false);
+        assert!(!memo.fresh("duty", ttl, t0 + Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn leases_past_their_ttl_are_dropped() {
+        let memo = LeaseMemo::default();
+        let t0 = Instant::now();
+        memo.answered("job/a/0", Duration::from_secs(3), t0, true);
+        memo.answered(
+            "job/b/0",
+            Duration::from_secs(3),
+            t0 + Duration::from_secs(4),
+            true,
+        );
+        let kept: Vec<String> = memo.renewed.lock().unwrap().keys().cloned().collect();
+        assert_eq!(kept, vec!["job/b/0".to_owned()]);
     }
 
     #[test]

@@ -282,6 +282,8 @@ pub struct KeyService {
     wanted_rotations: std::sync::Mutex<std::collections::HashSet<(KeyId, KeyVersion)>>,
     /// Principals as policy sees them, with when they were loaded.
     subjects: std::sync::RwLock<HashMap<String, (Arc<policy::Subject>, Instant)>>,
+    /// Duty leases taken or renewed lately ([`KeyService::holds_lease`]).
+    leases: coherence::LeaseMemo,
     /// Per running re-wrap job: its pass over the candidates on this node.
     rewrap_passes: std::sync::Mutex<HashMap<String, rewrap::RewrapPass>>,
     /// Woken when this node starts a re-wrap job, so its worker begins at once.
@@ -400,6 +402,7 @@ impl KeyService {
             access_key_default: None,
             wrap_budgets: std::sync::Mutex::new(HashMap::new()),
             wanted_rotations: std::sync::Mutex::new(std::collections::HashSet::new()),
+            leases: coherence::LeaseMemo::default(),
             rewrap_passes: std::sync::Mutex::new(HashMap::new()),
             rewrap_started: tokio::sync::Notify::new(),
             subjects: std::sync::RwLock::new(HashMap::new()),
