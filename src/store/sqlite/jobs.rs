@@ -252,22 +252,25 @@ pub(super) fn apply(conn: &mut Connection, batch: &RewrapBatch) -> Result<u64, E
     let mut from: Vec<u32> = items.iter().map(|(i, _)| i.key_version.get()).collect();
     from.sort_unstable();
     from.dedup();
-    for (item, new_blob) in items {
+    {
         // Only if the row still holds exactly what was re-wrapped: a concurrent write, destroy
         // or an earlier run of this batch makes the update a no-op, never a lost value.
-        let n = tx.execute(
+        // Prepared once per connection, not parsed again for each row.
+        let mut update = tx.prepare_cached(
             "UPDATE secret_versions SET wrapped_dek = ?5, key_version = ?4
              WHERE path = ?1 AND version = ?2 AND key_version = ?3 AND wrapped_dek = ?6",
-            params![
+        )?;
+        for (item, new_blob) in items {
+            let n = update.execute(params![
                 item.path.as_str(),
                 item.version,
                 item.key_version.get(),
                 target.get(),
                 new_blob,
                 item.wrapped_dek
-            ],
-        )?;
-        changed += n as u64;
+            ])?;
+            changed += n as u64;
+        }
     }
     tx.execute(
         "UPDATE jobs SET done = done + ?2, failed_items = failed_items + ?3,
