@@ -57,7 +57,7 @@
 //! | `--log-filter F` | `CUSTODIAN_BENCH_LOG_FILTER` | `info` (server `log.filter`) |
 //! | `--rewrap-secrets N` | `CUSTODIAN_BENCH_REWRAP_SECRETS` | 5000 (0 skips the re-wrap phase) |
 //! | `--rewrap-secs S` | `CUSTODIAN_BENCH_REWRAP_SECS` | 15 (foreground window, re-wrap phase) |
-//! | `--rewrap-batch N` | `CUSTODIAN_BENCH_REWRAP_BATCH` | 100 (server `keys.rewrap_batch_size`) |
+//! | `--rewrap-batch N` | `CUSTODIAN_BENCH_REWRAP_BATCH` | the server's default for the pause: 100, or 500 with `--rewrap-pause-ms 0` (server `keys.rewrap_batch_size`) |
 //! | `--rewrap-pause-ms MS` | `CUSTODIAN_BENCH_REWRAP_PAUSE_MS` | 20 (server `keys.rewrap_pause_ms`) |
 //! | `--rewrap-mode direct\|cached` | `CUSTODIAN_BENCH_REWRAP_MODE` | `direct` (wrapping mode of the PKCS#11 key the re-wrap phase moves) |
 //! | `--audit-secs S` | `CUSTODIAN_BENCH_AUDIT_SECS` | the `--secs` value (each audit-cost row; 0 skips the audit phase) |
@@ -304,15 +304,19 @@ impl Knobs {
         );
         // The server's own limits for `keys.rewrap_batch_size`; the pause is bounded here so
         // that a typo cannot make the phase run for hours.
-        let rewrap_batch: u32 = parse_knob("rewrap-batch", rewrap_batch, "100")?;
-        ensure!(
-            (1..=10_000).contains(&rewrap_batch),
-            "rewrap-batch must be 1 to 10000"
-        );
         let rewrap_pause_ms: u64 = parse_knob("rewrap-pause-ms", rewrap_pause_ms, "20")?;
         ensure!(
             rewrap_pause_ms <= 10_000,
             "rewrap-pause-ms must be at most 10000"
+        );
+        // Unless given, the server's own default for that pause, written into its config so
+        // that the report names it.
+        let default_batch = custodian::config::default_rewrap_batch_size(rewrap_pause_ms);
+        let rewrap_batch: u32 =
+            parse_knob("rewrap-batch", rewrap_batch, &default_batch.to_string())?;
+        ensure!(
+            (1..=10_000).contains(&rewrap_batch),
+            "rewrap-batch must be 1 to 10000"
         );
         let rewrap_mode = rewrap_mode.unwrap_or_else(|| "direct".to_owned());
         ensure!(

@@ -352,8 +352,9 @@ pub struct RawKeys {
     pub wrap_reservation_block: u64,
     /// Start a bulk re-wrap job after every rotation.
     pub rewrap_after_rotation: bool,
-    /// Stored data keys re-wrapped per batch (one transaction each).
-    pub rewrap_batch_size: u32,
+    /// Stored data keys re-wrapped per batch (one transaction each). Unset: the default for
+    /// the pause ([`super::default_rewrap_batch_size`]).
+    pub rewrap_batch_size: Option<u32>,
     /// Pause between re-wrap batches, in milliseconds (throttles the job for foreground work).
     pub rewrap_pause_ms: u64,
     /// How often scheduled rotations, due deletions and pending device destructions are handled.
@@ -371,7 +372,7 @@ impl Default for RawKeys {
             rotate_after_wraps: 1 << 31,
             wrap_reservation_block: 1000,
             rewrap_after_rotation: true,
-            rewrap_batch_size: 100,
+            rewrap_batch_size: None,
             rewrap_pause_ms: 20,
             lifecycle_check_interval_ms: 1_000,
             kek_cache_ttl: "5m".to_owned(),
