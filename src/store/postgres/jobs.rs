@@ -203,28 +203,44 @@ pub(super) async fn apply(db: &Db<'_>, batch: &RewrapBatch) -> Result<u64, Error
         now,
     } = batch;
     super::keys::require_version(db, *key_id, *target, &[VersionState::Primary]).await?;
-    let mut changed = 0u64;
     let mut from: Vec<u32> = items.iter().map(|(i, _)| i.key_version.get()).collect();
     from.sort_unstable();
     from.dedup();
-    for (item, new_blob) in items {
-        // Only if the row still holds exactly what was re-wrapped: a concurrent write, destroy
-        // or an earlier run of this batch makes the update a no-op, never a lost value.
-        changed += db
-            .execute(
-                "UPDATE secret_versions SET wrapped_dek = $5, key_version = $4
-                 WHERE path = $1 AND version = $2 AND key_version = $3 AND wrapped_dek = $6",
-                &[
-                    &item.path.as_str(),
-                    &i64::from(item.version),
-                    &i64::from(item.key_version.get()),
-                    &i64::from(target.get()),
-                    new_blob,
-                    &item.wrapped_dek,
-                ],
-            )
-            .await?;
-    }
+    // One statement for the whole batch, one round trip (`unnest` turns the arrays back into
+    // rows). A row is replaced only if it still holds exactly what was re-wrapped: a concurrent
+    // write, destroy or an earlier run of this batch makes its update a no-op, never a lost
+    // value.
+    let paths: Vec<&str> = items.iter().map(|(i, _)| i.path.as_str()).collect();
+    let versions: Vec<i64> = items.iter().map(|(i, _)| i64::from(i.version)).collect();
+    let old_versions: Vec<i64> = items
+        .iter()
+        .map(|(i, _)| i64::from(i.key_version.get()))
+        .collect();
+    let new_blobs: Vec<&[u8]> = items.iter().map(|(_, b)| b.as_slice()).collect();
+    let old_blobs: Vec<&[u8]> = items
+        .iter()
+        .map(|(i, _)| i.wrapped_dek.as_slice())
+        .collect();
+    let changed = if items.is_empty() {
+        0
+    } else {
+        db.execute(
+            "UPDATE secret_versions AS s SET wrapped_dek = u.new_dek, key_version = $6
+                 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[])
+                   AS u (path, version, key_version, new_dek, old_dek)
+                 WHERE s.path = u.path AND s.version = u.version
+                   AND s.key_version = u.key_version AND s.wrapped_dek = u.old_dek",
+            &[
+                &paths,
+                &versions,
+                &old_versions,
+                &new_blobs,
+                &old_blobs,
+                &i64::from(target.get()),
+            ],
+        )
+        .await?
+    };
     let now = time_text(*now);
     // Locks the job's row, so the event below takes the next number alone.
     db.execute(
