@@ -5,7 +5,8 @@
 //! rows still under older versions, and nothing is lost or written twice. The value ciphertexts
 //! never change: only their data keys are re-wrapped, with the same path/version binding.
 //!
-//! A job's items are split into [`REWRAP_SHARDS`] parts (by the store; decision 0022). A node
+//! A job's items are split into [`REWRAP_SHARDS`] parts (by the store; decision 0022; one part
+//! where the store is not shared, SQLite). A node
 //! works on one part at a time, the one whose lease (`rewrap/<job>/<part>`) it holds, so several nodes
 //! sharing a database work through one job at once, each on its own rows; a node killed
 //! mid-batch loses its lease and another takes the part over from the rows still left.
@@ -254,10 +255,8 @@ impl KeyService {
         ttl: std::time::Duration,
     ) -> Option<RewrapShard> {
         let pass = self.pass_state(&job.id);
-        let part = |index| RewrapShard {
-            index,
-            of: REWRAP_SHARDS,
-        };
+        let parts = self.rewrap_parts();
+        let part = |index| RewrapShard { index, of: parts };
         if let Some(k) = pass.shard.filter(|k| !pass.settled.contains(k)) {
             if self.holds_lease(&shard_lease(&job.id, k), ttl).await {
                 return Some(part(k));
@@ -267,8 +266,8 @@ impl KeyService {
             .instance
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        for i in 0..REWRAP_SHARDS {
-            let k = start.wrapping_add(i) % REWRAP_SHARDS;
+        for i in 0..parts {
+            let k = start.wrapping_add(i) % parts;
             if Some(k) == pass.shard || pass.settled.contains(&k) {
                 continue;
             }
@@ -283,6 +282,16 @@ impl KeyService {
             }
         }
         None
+    }
+
+    /// How many parts a job is split into: [`REWRAP_SHARDS`], or one where the store does not
+    /// split jobs (SQLite, one node).
+    fn rewrap_parts(&self) -> u32 {
+        if self.store.splits_rewrap_jobs() {
+            REWRAP_SHARDS
+        } else {
+            1
+        }
     }
 
     /// Marks a part of `job` as settled here.
@@ -311,7 +320,7 @@ impl KeyService {
             return self.end_job(job, JobState::Completed, Some(note)).await;
         }
         let pass = self.pass_state(&job.id);
-        let settled_here = pass.settled.len() as u32 >= REWRAP_SHARDS;
+        let settled_here = pass.settled.len() as u32 >= self.rewrap_parts();
         let page = self.keys_config.rewrap_batch_size.max(1);
         let mut after = None;
         let mut left = 0usize;

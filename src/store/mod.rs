@@ -875,6 +875,13 @@ pub trait JobStore: Send + Sync {
     /// Database errors.
     async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>, StoreError>;
 
+    /// Whether the store splits a job's items into parts ([`RewrapShard`]) for several nodes to
+    /// work on at once. A store only one node uses (SQLite) puts every item in part 0: its node
+    /// need not take the other parts' leases and find them empty.
+    fn splits_rewrap_jobs(&self) -> bool {
+        true
+    }
+
     /// Up to `limit` stored data keys of `key_id` wrapped under a version other than `target`,
     /// in part `shard` of the split, in (path, version) order, after `after` when given. The
     /// parts of one split are disjoint and together hold every candidate.

@@ -816,6 +816,10 @@ impl JobStore for SqliteStore {
             .await
     }
 
+    fn splits_rewrap_jobs(&self) -> bool {
+        false
+    }
+
     async fn rewrap_candidates(
         &self,
         key_id: KeyId,
