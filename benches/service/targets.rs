@@ -351,12 +351,19 @@ fn rewrap_lines(report: &Report, knobs: &Knobs, lines: &mut Vec<Line>) {
     } else {
         (REWRAP_DIRECT, "direct")
     };
-    let rate = r.alone_job.items_per_sec();
+    // Judged on the job's own clock (`done` over `created_at` → `finished_at`): the bench's wall
+    // time also holds the POST and up to one poll interval after the end, which is a tenth of
+    // a 5,000-item job in direct mode and half of one in cached mode. Both are printed.
+    let rate = r.alone_job.rate_per_second;
+    let wall_rate = r.alone_job.items_per_sec();
     let target = format!("4. re-wrap job alone, {mode} mode, throttle off");
     if knobs.rewrap_pause_ms == 0 {
         lines.push(line(
             target,
-            format!("{rate:.0} items/s"),
+            format!(
+                "{rate:.0} items/s (the job's own start → end; {wall_rate:.0} over the bench's wall time, polled every {} ms)",
+                JOB_POLL.as_millis()
+            ),
             format!("≥ {goal:.0} items/s"),
             Some(rate >= goal),
         ));
