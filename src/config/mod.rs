@@ -130,8 +130,8 @@ pub struct KeysConfig {
 /// sessions for a few milliseconds before the foreground has them back. Without one (0, the
 /// throttle off) the job takes the device and the writing connection back to back whatever
 /// the size, and 500 spreads each batch's fixed work (the job and lease reads, the announcement,
-/// the closing record, one commit) over five times as many items (decision 0025, "The batch
-/// size without a pause").
+/// the closing record, one commit) over five times as many items (decision 0025, "A batch's
+/// fixed work, and the batch size without a pause").
 pub fn default_rewrap_batch_size(pause_ms: u64) -> u32 {
     if pause_ms == 0 {
         500
