@@ -260,9 +260,20 @@ impl AuditLog {
     pub async fn append(&self, entry: AuditEntry) -> Result<u64, AuditError> {
         let Some(tx) = &self.tx else { return Ok(0) };
         let (ack, done) = oneshot::channel();
+        self.submit(tx, Command::Append(Box::new(entry), Ack::Record(ack)), done)
+            .await
+    }
+
+    /// Hands `command` to the writer and waits for its answer on `done`; the wait is recorded
+    /// (`custodian_audit_wait_duration_seconds`).
+    async fn submit<T>(
+        &self,
+        tx: &mpsc::Sender<Command>,
+        command: Command,
+        done: oneshot::Receiver<Result<T, AuditError>>,
+    ) -> Result<T, AuditError> {
         let started = Instant::now();
-        tx.send(Command::Append(Box::new(entry), Ack::Record(ack)))
-            .map_err(|_| AuditError::Stopped)?;
+        tx.send(command).map_err(|_| AuditError::Stopped)?;
         let answer = done.await.map_err(|_| AuditError::Stopped)?;
         self.metrics.waited(started);
         answer
@@ -291,15 +302,8 @@ impl AuditLog {
             return Err(AuditError::Stopped);
         };
         let (ack, done) = oneshot::channel();
-        let started = Instant::now();
-        tx.send(Command::Append(
-            Box::new(entry),
-            Ack::Version(Box::new(version), ack),
-        ))
-        .map_err(|_| AuditError::Stopped)?;
-        let answer = done.await.map_err(|_| AuditError::Stopped)?;
-        self.metrics.waited(started);
-        answer
+        let command = Command::Append(Box::new(entry), Ack::Version(Box::new(version), ack));
+        self.submit(tx, command, done).await
     }
 
     /// The checkpoint an export ends at: signs one over everything written so far, unless the
