@@ -157,6 +157,22 @@ pub(super) async fn candidates(
     after: Option<&(SecretPath, u32)>,
     limit: u32,
 ) -> Result<Vec<RewrapItem>, Error> {
+    // A pass starts without a cursor. Once a job has moved everything, each part's pass that
+    // finds nothing left and the job's last check would each walk every row of the key to
+    // return none; two seeks in `secret_versions_by_key` (the rows with a data key) answer that.
+    if after.is_none() {
+        let any: bool = db
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM secret_versions WHERE key_id = $1 AND key_version < $2)
+                     OR EXISTS (SELECT 1 FROM secret_versions WHERE key_id = $1 AND key_version > $2)",
+                &[&key_id.to_string(), &i64::from(target.get())],
+            )
+            .await?
+            .try_get(0)?;
+        if !any {
+            return Ok(Vec::new());
+        }
+    }
     let (after_path, after_version) = after.map_or(("", 0), |(p, v)| (p.as_str(), *v));
     // The part of a path: its `hashtext` (stable across nodes and restarts) made non-negative,
     // modulo the number of parts.

@@ -193,6 +193,13 @@ pub(super) const CANDIDATES: &str =
        AND (path, version) > (?3, ?4)
      ORDER BY path, version LIMIT ?5";
 
+/// Whether a key (?1) still has a stored data key under a version other than ?2: two seeks in
+/// `secret_versions_by_key`, which holds exactly the rows with a data key (a row loses its key
+/// id when destroyed, migration 2's check).
+pub(super) const ANY_LEFT: &str =
+    "SELECT EXISTS (SELECT 1 FROM secret_versions WHERE key_id = ?1 AND key_version < ?2)
+         OR EXISTS (SELECT 1 FROM secret_versions WHERE key_id = ?1 AND key_version > ?2)";
+
 /// Stored data keys not yet under `target`.
 pub(super) fn candidates(
     conn: &Connection,
@@ -201,6 +208,18 @@ pub(super) fn candidates(
     after: Option<&(SecretPath, u32)>,
     limit: u32,
 ) -> Result<Vec<RewrapItem>, Error> {
+    // A pass starts without a cursor. Once a job has moved everything, the pass that finds
+    // nothing left and the job's last check both start one, and the walk would read every row
+    // of the key (the walk's index leaves `key_version` out) to return none: 18 ms at 20,000
+    // rows. The probe answers that case from the other index.
+    if after.is_none() {
+        let any: bool = conn
+            .prepare_cached(ANY_LEFT)?
+            .query_row(params![key_id.to_string(), target.get()], |r| r.get(0))?;
+        if !any {
+            return Ok(Vec::new());
+        }
+    }
     let (after_path, after_version) = after.map_or(("", 0), |(p, v)| (p.as_str(), *v));
     let rows = conn
         .prepare_cached(CANDIDATES)?

@@ -1067,6 +1067,32 @@ mod tests {
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 
+    /// Whether anything is left to move is two seeks in the index of what each key version
+    /// wraps, not a walk of the key's rows.
+    #[tokio::test]
+    async fn whether_a_key_has_rows_left_is_two_index_seeks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("custodian.db"))
+            .await
+            .unwrap();
+        let plan = store
+            .with_conn(|conn| {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", jobs::ANY_LEFT))?;
+                let rows = stmt.query_map(params!["k", 2], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
+            })
+            .await
+            .unwrap();
+        for side in ["<", ">"] {
+            let seek = format!(
+                "SEARCH secret_versions USING COVERING INDEX secret_versions_by_key \
+                 (key_id=? AND key_version{side}?)"
+            );
+            assert!(plan.contains(&seek), "{plan}");
+        }
+        assert!(!plan.contains("SCAN secret_versions"), "{plan}");
+    }
+
     /// No commit checkpoints (`wal_autocheckpoint = 0`): the store's thread copies the WAL back
     /// into the database file, and stops with the store.
     #[tokio::test]
