@@ -14,9 +14,9 @@
 //! neither uses the device nor grows the checkpoint table.
 //!
 //! Where the store's appender can ([`AuditAppender::writes_versions`]: SQLite), an announcement
-//! may carry a secret version ([`AuditLog::append_with_version`]): the writer writes it in the
-//! same transaction as the batch's records, so the two are durable together or not at all
-//! (decision 0026).
+//! may carry a secret version ([`AuditLog::append_with_version`]) or a re-wrap batch
+//! ([`AuditLog::append_with_rewrap`]): the writer writes it in the same transaction as the
+//! batch's records, so the two are durable together or not at all (decisions 0026 and 0025).
 //!
 //! When a write fails, the requests in that batch fail (the API answers 503) and readiness
 //! reports the audit log unwritable until a later write succeeds.
@@ -36,7 +36,10 @@ use super::export::Checkpoint;
 use super::record::{decode_hash, format_time, AuditEntry, AuditRecord, GENESIS};
 use super::signature::{PublicKey, ALGORITHM};
 use crate::backend::{AuditSigner, BackendError};
-use crate::store::{AuditAppender, AuditTail, NewSecretVersion, Store, StoreError, VersionWrite};
+use crate::store::{
+    AuditAppender, AuditTail, NewSecretVersion, RewrapBatch, RewrapWrite, Store, StoreError,
+    VersionWrite,
+};
 
 /// Name of the writer thread (as `ps -L` and `/proc/<pid>/task/*/comm` show it).
 pub const WRITER_THREAD: &str = "custodian-audit";
@@ -121,10 +124,15 @@ enum Command {
 /// versions pruning destroyed or why the version was not written.
 pub type VersionAnswer = (u64, Result<Vec<u32>, StoreError>);
 
+/// A re-wrap batch's answer from [`AuditLog::append_with_rewrap`]: the record's sequence, and
+/// the rows moved or why nothing was written.
+pub type RewrapAnswer = (u64, Result<u64, StoreError>);
+
 /// Where an entry's answer goes once its version is with the batch's (see [`Writer::commit`]).
 enum Reply {
     Record(oneshot::Sender<Result<u64, AuditError>>),
     Version(oneshot::Sender<Result<VersionAnswer, AuditError>>),
+    Rewrap(oneshot::Sender<Result<RewrapAnswer, AuditError>>),
 }
 
 /// Where an appended entry's answer goes.
@@ -134,6 +142,11 @@ enum Ack {
     Version(
         Box<NewSecretVersion>,
         oneshot::Sender<Result<VersionAnswer, AuditError>>,
+    ),
+    /// The entry announces a re-wrap batch applied in the same commit.
+    Rewrap(
+        Box<RewrapBatch>,
+        oneshot::Sender<Result<RewrapAnswer, AuditError>>,
     ),
 }
 
@@ -306,6 +319,28 @@ impl AuditLog {
         self.submit(tx, command, done).await
     }
 
+    /// Appends `entry`, the announcement of a re-wrap `batch`, and applies the batch in the same
+    /// commit, as [`AuditLog::append_with_version`] writes a version: the record is durable with
+    /// the batch or without it, never the batch without its record. Returns the record's
+    /// sequence and the batch's own answer (as [`crate::store::JobStore::apply_rewrap`] gives
+    /// it).
+    ///
+    /// # Errors
+    /// `Unwritable` or `Stopped`: nothing was written. `Stopped` also where
+    /// [`AuditLog::writes_versions`] is false.
+    pub async fn append_with_rewrap(
+        &self,
+        entry: AuditEntry,
+        batch: RewrapBatch,
+    ) -> Result<RewrapAnswer, AuditError> {
+        let Some(tx) = self.tx.as_ref().filter(|_| self.writes_versions) else {
+            return Err(AuditError::Stopped);
+        };
+        let (ack, done) = oneshot::channel();
+        let command = Command::Append(Box::new(entry), Ack::Rewrap(Box::new(batch), ack));
+        self.submit(tx, command, done).await
+    }
+
     /// The checkpoint an export ends at: signs one over everything written so far, unless the
     /// last one already covers it or an export had one signed less than
     /// [`AuditSettings::export_checkpoint_interval`] ago; in those cases the stored records
@@ -449,14 +484,17 @@ impl Writer {
     /// race (`Conflict` on the records' key) is chained again on the stored head and retried, so
     /// the nodes' records form one chain without a lock on the single-node path.
     ///
-    /// Versions that ride along ([`Ack::Version`]) are written in the batch's transaction
-    /// ([`AuditAppender::append_with`]); only a store that writes versions receives them, and it
-    /// is never contended (one node), so the head-lock path below never holds one.
+    /// Versions and re-wrap batches that ride along ([`Ack::Version`], [`Ack::Rewrap`]) are
+    /// written in the batch's transaction ([`AuditAppender::append_with`]); only a store that
+    /// writes versions receives them, and it is never contended (one node), so the head-lock
+    /// path below never holds one.
     fn commit(&mut self, batch: Vec<(AuditEntry, Ack)>) {
         let mut entries = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
-        // The versions travel in `versions`, in the order of their replies.
+        // The versions travel in `versions` and the re-wrap batches in `rewraps`, each in the
+        // order of their replies.
         let mut versions = Vec::new();
+        let mut rewraps = Vec::new();
         for (entry, ack) in batch {
             match ack {
                 Ack::Record(done) => acks.push(Reply::Record(done)),
@@ -470,6 +508,14 @@ impl Writer {
                     });
                     acks.push(Reply::Version(done));
                 }
+                Ack::Rewrap(_, done) if done.is_closed() => continue,
+                Ack::Rewrap(b, done) => {
+                    rewraps.push(RewrapWrite {
+                        batch: *b,
+                        result: None,
+                    });
+                    acks.push(Reply::Rewrap(done));
+                }
             }
             entries.push(entry);
         }
@@ -480,7 +526,10 @@ impl Writer {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            if versions.is_empty() && self.contended_until.is_some_and(|t| Instant::now() < t) {
+            if versions.is_empty()
+                && rewraps.is_empty()
+                && self.contended_until.is_some_and(|t| Instant::now() < t)
+            {
                 // Other nodes are appending too: under the database's head lock, the batch is
                 // chained on the head read in the same transaction.
                 match self.appender.append_serialized(&entries) {
@@ -522,7 +571,10 @@ impl Writer {
                 prev = record.hash_bytes().unwrap_or(GENESIS);
                 records.push(record);
             }
-            match self.appender.append_with(&records, &mut versions) {
+            match self
+                .appender
+                .append_with(&records, &mut versions, &mut rewraps)
+            {
                 Ok(()) => break Ok((seq, prev)),
                 Err(StoreError::Conflict { constraint })
                     if constraint.contains("audit_records") && attempt < MAX_APPEND_RACES =>
@@ -548,13 +600,14 @@ impl Writer {
                 self.head = (seq, prev);
                 self.shared.head.store(seq, Ordering::Release);
                 self.shared.writable.store(true, Ordering::Release);
-                let mut answers = versions.into_iter().map(|v| {
-                    v.result.unwrap_or_else(|| {
-                        Err(StoreError::Unavailable(
-                            "the audit writer left a version unanswered".into(),
-                        ))
-                    })
-                });
+                let unanswered =
+                    || StoreError::Unavailable("the audit writer left a change unanswered".into());
+                let mut answers = versions
+                    .into_iter()
+                    .map(|v| v.result.unwrap_or_else(|| Err(unanswered())));
+                let mut moved = rewraps
+                    .into_iter()
+                    .map(|r| r.result.unwrap_or_else(|| Err(unanswered())));
                 for (i, ack) in acks.into_iter().enumerate() {
                     let seq = first + i as u64;
                     // A caller that gave up waiting has no one to tell.
@@ -568,6 +621,10 @@ impl Writer {
                                     "the audit writer lost a version's answer".into(),
                                 ))
                             });
+                            let _ = done.send(Ok((seq, answer)));
+                        }
+                        Reply::Rewrap(done) => {
+                            let answer = moved.next().unwrap_or_else(|| Err(unanswered()));
                             let _ = done.send(Ok((seq, answer)));
                         }
                     }
@@ -584,6 +641,9 @@ impl Writer {
                             let _ = done.send(Err(AuditError::Unwritable));
                         }
                         Reply::Version(done) => {
+                            let _ = done.send(Err(AuditError::Unwritable));
+                        }
+                        Reply::Rewrap(done) => {
                             let _ = done.send(Err(AuditError::Unwritable));
                         }
                     }

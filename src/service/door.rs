@@ -356,6 +356,36 @@ impl KeyService {
         Ok(self.store.insert_secret_version(version).await)
     }
 
+    /// Announces a re-wrap batch and applies it: in one commit where the audit writer can
+    /// (SQLite, as [`KeyService::changing_with_version`]), else as [`KeyService::changing`] and
+    /// then [`crate::store::JobStore::apply_rewrap`]. The outer error is the announcement's
+    /// (nothing was written); the inner one is the batch's own.
+    ///
+    /// # Errors
+    /// `Audit` when the announcement could not be written.
+    pub(crate) async fn changing_with_rewrap(
+        &self,
+        batch: crate::store::RewrapBatch,
+    ) -> Result<Result<u64, StoreError>, ServiceError> {
+        let log = self.audit();
+        if log.writes_versions() {
+            if let Some(noted) = note::announce_change() {
+                return match log
+                    .append_with_rewrap(pending(noted, log.node()), batch)
+                    .await
+                {
+                    Ok((_, moved)) => Ok(moved),
+                    Err(e) => {
+                        note::withdraw_change();
+                        Err(ServiceError::Audit(e))
+                    }
+                };
+            }
+        }
+        self.changing().await?;
+        Ok(self.store.apply_rewrap(&batch).await)
+    }
+
     /// Runs one unit of background work of `worker` (a rotation, a deletion, a re-wrap batch,
     /// …) in its own audit scope, as the `system` principal, on `action` and `resource`. When
     /// the work changed something (it announced a change, or noted an event that already took

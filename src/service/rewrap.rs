@@ -480,8 +480,7 @@ impl KeyService {
         crate::audit::note::detail("items_failed", failed.to_string());
         crate::audit::note::detail("target_version", job.target_version.get().to_string());
         crate::audit::note::detail("shard", format!("{}/{}", shard.index, shard.of));
-        self.changing().await?;
-        match self.store.apply_rewrap(&batch).await {
+        match self.changing_with_rewrap(batch).await? {
             Ok(_) => {}
             // The key rotated, was disabled or its primary changed meanwhile: nothing was
             // written; the next call sees the new state.

@@ -167,33 +167,40 @@ pub trait AuditAppender: Send {
     /// Database errors.
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), StoreError>;
 
-    /// Whether [`AuditAppender::append_with`] writes secret versions in the records'
-    /// transaction (SQLite: the audit writer's connection is the one writer a version's
-    /// announcement and the version can share a commit on). When false, the service announces
-    /// a secret write and then writes it through [`SecretStore::insert_secret_version`].
+    /// Whether [`AuditAppender::append_with`] writes secret versions and re-wrap batches in the
+    /// records' transaction (SQLite: the audit writer's connection is the one writer an
+    /// announcement and its change can share a commit on). When false, the service announces
+    /// a secret write and then writes it through [`SecretStore::insert_secret_version`], and a
+    /// re-wrap batch through [`JobStore::apply_rewrap`].
     fn writes_versions(&self) -> bool {
         false
     }
 
-    /// Appends chained records and writes `versions` in the same transaction: each version is
-    /// decided as [`SecretStore::insert_secret_version`] decides it, under a savepoint of its
-    /// own, and gets its answer in [`VersionWrite::result`]; a version that fails its checks
-    /// is undone alone, and its record (an announcement) is committed all the same. `Ok` means
-    /// the records and every version answered `Ok` are durable together. On `Err` nothing was
-    /// written and the answers mean nothing.
+    /// Appends chained records and writes `versions` and `rewraps` in the same transaction:
+    /// each version is decided as [`SecretStore::insert_secret_version`] decides it, and each
+    /// re-wrap batch as [`JobStore::apply_rewrap`] applies it, under a savepoint of its own,
+    /// with its answer in its `result`; one that fails its checks is undone alone, and its
+    /// record (an announcement) is committed all the same. `Ok` means the records and every
+    /// write answered `Ok` are durable together. On `Err` nothing was written and the answers
+    /// mean nothing.
     ///
     /// # Errors
     /// Database errors. Where [`AuditAppender::writes_versions`] is false, the records are
-    /// appended and every version is answered `Unavailable` (the service never sends them).
+    /// appended and every write is answered `Unavailable` (the service never sends them).
     fn append_with(
         &mut self,
         records: &[AuditRecord],
         versions: &mut [VersionWrite],
+        rewraps: &mut [RewrapWrite],
     ) -> Result<(), StoreError> {
+        let refused = || {
+            StoreError::Unavailable("this store does not write changes with audit records".into())
+        };
         for v in versions.iter_mut() {
-            v.result = Some(Err(StoreError::Unavailable(
-                "this store does not write versions with audit records".into(),
-            )));
+            v.result = Some(Err(refused()));
+        }
+        for r in rewraps.iter_mut() {
+            r.result = Some(Err(refused()));
         }
         self.append(records)
     }
@@ -402,6 +409,16 @@ pub struct RewrapBatch {
     pub last_error: Option<String>,
     /// When.
     pub now: OffsetDateTime,
+}
+
+/// A re-wrap batch the audit writer applies in the same commit as the records of its batch
+/// ([`AuditAppender::append_with`]), and its answer.
+#[derive(Debug)]
+pub struct RewrapWrite {
+    /// The batch, applied as [`JobStore::apply_rewrap`] applies it.
+    pub batch: RewrapBatch,
+    /// Set by the appender: the rows moved, or why nothing was written.
+    pub result: Option<Result<u64, StoreError>>,
 }
 
 /// What to do to secret versions.

@@ -26,8 +26,8 @@ use custodian::store::database::{
 use custodian::store::postgres::{PostgresSettings, PostgresStore};
 use custodian::store::sqlite::SqliteStore;
 use custodian::store::{
-    NewSecretVersion, RewrapBatch, RewrapShard, SealedSecret, StaleKind, Store, StoreError,
-    VersionOp, VersionWrite,
+    NewSecretVersion, RewrapBatch, RewrapShard, RewrapWrite, SealedSecret, StaleKind, Store,
+    StoreError, VersionOp, VersionWrite,
 };
 use time::OffsetDateTime;
 use tokio::sync::Barrier;
@@ -112,6 +112,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn versions_written_with_their_records_share_one_commit() {
                 super::versions_written_with_their_records_share_one_commit::<$harness>().await;
+            }
+            #[tokio::test]
+            async fn rewrap_batches_written_with_their_records_share_one_commit() {
+                super::rewrap_batches_written_with_their_records_share_one_commit::<$harness>()
+                    .await;
             }
             #[tokio::test]
             async fn first_version_needs_a_usable_key() {
@@ -1469,7 +1474,7 @@ async fn versions_written_with_their_records_share_one_commit<H: Harness>() {
     ];
     let batch = records.clone();
     let (mut appender, result, versions) = tokio::task::spawn_blocking(move || {
-        let result = appender.append_with(&batch, &mut versions);
+        let result = appender.append_with(&batch, &mut versions, &mut []);
         (appender, result, versions)
     })
     .await
@@ -1517,12 +1522,115 @@ async fn versions_written_with_their_records_share_one_commit<H: Harness>() {
     let mut overlap = chain(4, 1, records[2].hash_bytes().unwrap());
     overlap.insert(0, records[2].clone());
     let mut versions = vec![version("good/2", None)];
-    let result = tokio::task::spawn_blocking(move || appender.append_with(&overlap, &mut versions))
-        .await
-        .unwrap();
+    let result =
+        tokio::task::spawn_blocking(move || appender.append_with(&overlap, &mut versions, &mut []))
+            .await
+            .unwrap();
     assert_conflict(result, "audit_records.sequence");
     assert!(store.secret(&path("good/2")).await.unwrap().is_none());
     assert_eq!(store.audit_range(0, 10, 100).await.unwrap().len(), 3);
+}
+
+/// Re-wrap batches the audit writer applies with its records (`AuditAppender::append_with`,
+/// where the store offers it): each is applied on its own as `apply_rewrap` applies it (a batch
+/// whose target is no longer the primary answers `Stale` and moves nothing), the records are
+/// committed with the batches that passed, and a batch whose records are refused moves no row
+/// (the announcement and its batch are durable together or not at all). A store that does not
+/// offer it writes the records and answers every batch `Unavailable`, moving nothing.
+async fn rewrap_batches_written_with_their_records_share_one_commit<H: Harness>() {
+    let h = H::create().await;
+    let store = h.open().await.unwrap();
+    let key = stored_key(&*store, "k").await;
+    for secret in ["a", "b"] {
+        store
+            .insert_secret_version(&secret_version(&key, secret, 1, None, 1))
+            .await
+            .unwrap();
+    }
+    rotate(&*store, &key, 1).await;
+    let job = rewrap_job(&key, 2);
+    store.create_job(&job).await.unwrap();
+    let items = store
+        .rewrap_candidates(key.id, version(2), RewrapShard::ALL, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 2);
+    let events_before = store.job_events(&job.id).await.unwrap().len();
+    let batch = |item: &custodian::store::RewrapItem, target: u32| RewrapWrite {
+        batch: RewrapBatch {
+            job_id: job.id.clone(),
+            key_id: key.id,
+            target: version(target),
+            items: vec![(item.clone(), format!("moved {}", item.path).into_bytes())],
+            failed: 0,
+            last_error: None,
+            now: now(),
+        },
+        result: None,
+    };
+    let mut appender = store.audit_appender().await.unwrap();
+    let writes = appender.writes_versions();
+    let records = chain(1, 2, [0; 32]);
+    // The first item to the primary; the second to a version that is not the primary.
+    let mut rewraps = vec![batch(&items[0], 2), batch(&items[1], 1)];
+    let sent = records.clone();
+    let (mut appender, result, rewraps) = tokio::task::spawn_blocking(move || {
+        let result = appender.append_with(&sent, &mut [], &mut rewraps);
+        (appender, result, rewraps)
+    })
+    .await
+    .unwrap();
+    result.unwrap();
+    assert_eq!(store.audit_range(0, 10, 100).await.unwrap(), records);
+    let answers: Vec<_> = rewraps.into_iter().map(|r| r.result.unwrap()).collect();
+    if !writes {
+        for answer in answers {
+            assert!(
+                matches!(answer, Err(StoreError::Unavailable(_))),
+                "{answer:?}"
+            );
+        }
+        assert_eq!(
+            store.references(key.id).await.unwrap(),
+            vec![(version(1), 2), (version(2), 0)]
+        );
+        assert_eq!(store.job(&job.id).await.unwrap().unwrap().done, 0);
+        return;
+    }
+    let mut answers = answers.into_iter();
+    assert_eq!(answers.next().unwrap().unwrap(), 1);
+    assert_stale(answers.next().unwrap(), StaleKind::KeyVersion);
+    assert_eq!(
+        store.references(key.id).await.unwrap(),
+        vec![(version(1), 1), (version(2), 1)]
+    );
+    let moved = store.secret_version_data(&items[0].path, 1).await.unwrap();
+    assert_eq!(
+        moved.unwrap().wrapped_dek,
+        format!("moved {}", items[0].path).into_bytes()
+    );
+    assert_eq!(store.job(&job.id).await.unwrap().unwrap().done, 1);
+    assert_eq!(
+        store.job_events(&job.id).await.unwrap().len(),
+        events_before + 1
+    );
+
+    // Records 2 (a repeat) and 3 are refused: the batch that passed its checks in the same
+    // transaction moves nothing either.
+    let mut overlap = chain(3, 1, records[1].hash_bytes().unwrap());
+    overlap.insert(0, records[1].clone());
+    let mut rewraps = vec![batch(&items[1], 2)];
+    let result =
+        tokio::task::spawn_blocking(move || appender.append_with(&overlap, &mut [], &mut rewraps))
+            .await
+            .unwrap();
+    assert_conflict(result, "audit_records.sequence");
+    assert_eq!(
+        store.references(key.id).await.unwrap(),
+        vec![(version(1), 1), (version(2), 1)]
+    );
+    assert_eq!(store.job(&job.id).await.unwrap().unwrap().done, 1);
+    assert_eq!(store.audit_range(0, 10, 100).await.unwrap().len(), 2);
 }
 
 /// A re-wrap batch moves its rows, advances the job's `done` and adds a `batch` event in one

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use super::error::Error;
 use super::space::Space;
 use crate::audit::{AuditArchive, AuditEntry, AuditFilter, AuditRecord, Checkpoint, Outcome};
-use crate::store::{AuditAppender, AuditTail, StaleKind, StoreError, VersionWrite};
+use crate::store::{AuditAppender, AuditTail, RewrapWrite, StaleKind, StoreError, VersionWrite};
 
 /// The audit writer's own connection; it writes whatever the disk reserve allows.
 pub struct Appender {
@@ -46,19 +46,23 @@ impl AuditAppender for Appender {
         &mut self,
         records: &[AuditRecord],
         versions: &mut [VersionWrite],
+        rewraps: &mut [RewrapWrite],
     ) -> Result<(), StoreError> {
         let space = std::sync::Arc::clone(&self.space);
         let mut first = true;
         let mut pruned = false;
         self.write(|conn| {
             if std::mem::take(&mut first) {
-                pruned = append_with(conn, records, versions, &space)?;
+                pruned = append_with(conn, records, versions, rewraps, &space)?;
             } else {
                 // The disk filled up under the batch: nothing was written. Its records are
-                // written again in the released reserve, without the versions, which are
-                // refused as every write is while the disk is low.
+                // written again in the released reserve, without the versions and re-wrap
+                // batches, which are refused as every write is while the disk is low.
                 for v in versions.iter_mut() {
                     v.result = Some(Err(StoreError::Full(LOW.into())));
+                }
+                for r in rewraps.iter_mut() {
+                    r.result = Some(Err(StoreError::Full(LOW.into())));
                 }
                 append(conn, records)?;
             }
@@ -271,10 +275,25 @@ fn append_with(
     conn: &mut Connection,
     records: &[AuditRecord],
     versions: &mut [VersionWrite],
+    rewraps: &mut [RewrapWrite],
     space: &Space,
 ) -> Result<bool, Error> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut pruned = false;
+    for r in rewraps.iter_mut() {
+        if space.is_low() {
+            r.result = Some(Err(StoreError::Full(LOW.into())));
+            continue;
+        }
+        let mut sp = tx.savepoint()?;
+        let result = super::jobs::apply_in(&sp, &r.batch);
+        if result.is_ok() {
+            sp.commit()?;
+        } else {
+            sp.rollback()?;
+        }
+        r.result = Some(space.after(result));
+    }
     for v in versions.iter_mut() {
         if space.is_low() {
             v.result = Some(Err(StoreError::Full(LOW.into())));

@@ -255,6 +255,15 @@ pub(super) fn candidates(
 
 /// Commits one re-wrap batch (see the trait docs).
 pub(super) fn apply(conn: &mut Connection, batch: &RewrapBatch) -> Result<u64, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = apply_in(&tx, batch)?;
+    tx.commit()?;
+    Ok(changed)
+}
+
+/// [`apply`] inside a transaction the caller commits (the audit writer's, with the batch's
+/// announcement: [`crate::store::AuditAppender::append_with`]).
+pub(super) fn apply_in(tx: &Connection, batch: &RewrapBatch) -> Result<u64, Error> {
     let RewrapBatch {
         job_id,
         key_id,
@@ -265,8 +274,7 @@ pub(super) fn apply(conn: &mut Connection, batch: &RewrapBatch) -> Result<u64, E
         now,
     } = batch;
     let (key_id, target, failed, now) = (*key_id, *target, *failed, *now);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    super::keys::require_version(&tx, key_id, target, &[VersionState::Primary])?;
+    super::keys::require_version(tx, key_id, target, &[VersionState::Primary])?;
     let mut changed = 0u64;
     let mut from: Vec<u32> = items.iter().map(|(i, _)| i.key_version.get()).collect();
     from.sort_unstable();
@@ -304,7 +312,7 @@ pub(super) fn apply(conn: &mut Connection, batch: &RewrapBatch) -> Result<u64, E
     )?;
     let detail = format!("from versions {from:?} to {target}");
     event(
-        &tx,
+        tx,
         job_id,
         "batch",
         changed,
@@ -312,7 +320,6 @@ pub(super) fn apply(conn: &mut Connection, batch: &RewrapBatch) -> Result<u64, E
         Some(&detail),
         &time_text(now),
     )?;
-    tx.commit()?;
     Ok(changed)
 }
 
