@@ -311,12 +311,8 @@ impl AuditLog {
         entry: AuditEntry,
         version: NewSecretVersion,
     ) -> Result<VersionAnswer, AuditError> {
-        let Some(tx) = self.tx.as_ref().filter(|_| self.writes_versions) else {
-            return Err(AuditError::Stopped);
-        };
-        let (ack, done) = oneshot::channel();
-        let command = Command::Append(Box::new(entry), Ack::Version(Box::new(version), ack));
-        self.submit(tx, command, done).await
+        self.ride(entry, |ack| Ack::Version(Box::new(version), ack))
+            .await
     }
 
     /// Appends `entry`, the announcement of a re-wrap `batch`, and applies the batch in the same
@@ -333,11 +329,22 @@ impl AuditLog {
         entry: AuditEntry,
         batch: RewrapBatch,
     ) -> Result<RewrapAnswer, AuditError> {
+        self.ride(entry, |ack| Ack::Rewrap(Box::new(batch), ack))
+            .await
+    }
+
+    /// Appends `entry` with the change `ack` carries, where the writer writes changes
+    /// ([`AuditLog::writes_versions`]); `Stopped` elsewhere.
+    async fn ride<T>(
+        &self,
+        entry: AuditEntry,
+        ack: impl FnOnce(oneshot::Sender<Result<T, AuditError>>) -> Ack,
+    ) -> Result<T, AuditError> {
         let Some(tx) = self.tx.as_ref().filter(|_| self.writes_versions) else {
             return Err(AuditError::Stopped);
         };
-        let (ack, done) = oneshot::channel();
-        let command = Command::Append(Box::new(entry), Ack::Rewrap(Box::new(batch), ack));
+        let (sender, done) = oneshot::channel();
+        let command = Command::Append(Box::new(entry), ack(sender));
         self.submit(tx, command, done).await
     }
 

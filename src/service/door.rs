@@ -281,6 +281,15 @@ fn entry_of(noted: note::Noted, node: &str, ended: Ending) -> AuditEntry {
     }
 }
 
+/// The answer of an announcement that carried its change: on failure the request's
+/// announcement is withdrawn (nothing was written) and the request fails `Audit`.
+fn announced<T>(ridden: Result<T, AuditError>) -> Result<T, ServiceError> {
+    ridden.map_err(|e| {
+        note::withdraw_change();
+        ServiceError::Audit(e)
+    })
+}
+
 /// The announcement of a change: the request's record so far, with outcome `pending`.
 fn pending(noted: note::Noted, node: &str) -> AuditEntry {
     entry_of(
@@ -340,16 +349,10 @@ impl KeyService {
         let log = self.audit();
         if log.writes_versions() {
             if let Some(noted) = note::announce_change() {
-                return match log
+                let ridden = log
                     .append_with_version(pending(noted, log.node()), version.clone())
-                    .await
-                {
-                    Ok((_, written)) => Ok(written),
-                    Err(e) => {
-                        note::withdraw_change();
-                        Err(ServiceError::Audit(e))
-                    }
-                };
+                    .await;
+                return announced(ridden).map(|(_, written)| written);
             }
         }
         self.changing().await?;
@@ -370,16 +373,10 @@ impl KeyService {
         let log = self.audit();
         if log.writes_versions() {
             if let Some(noted) = note::announce_change() {
-                return match log
+                let ridden = log
                     .append_with_rewrap(pending(noted, log.node()), batch)
-                    .await
-                {
-                    Ok((_, moved)) => Ok(moved),
-                    Err(e) => {
-                        note::withdraw_change();
-                        Err(ServiceError::Audit(e))
-                    }
-                };
+                    .await;
+                return announced(ridden).map(|(_, moved)| moved);
             }
         }
         self.changing().await?;

@@ -388,6 +388,30 @@ fn token(id: &str, principal_name: &str) -> TokenRecord {
     }
 }
 
+/// A key with a version-1 secret per name, rotated to version 2, a re-wrap job to version 2
+/// and the job's candidates (all of them, checked).
+async fn rewrap_started(
+    store: &dyn Store,
+    secrets: &[&str],
+) -> (Key, Job, Vec<custodian::store::RewrapItem>) {
+    let key = stored_key(store, "k").await;
+    for secret in secrets {
+        store
+            .insert_secret_version(&secret_version(&key, secret, 1, None, 1))
+            .await
+            .unwrap();
+    }
+    rotate(store, &key, 1).await;
+    let job = rewrap_job(&key, 2);
+    store.create_job(&job).await.unwrap();
+    let items = store
+        .rewrap_candidates(key.id, version(2), RewrapShard::ALL, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(items.len(), secrets.len());
+    (key, job, items)
+}
+
 fn rewrap_job(key: &Key, target: u32) -> Job {
     Job {
         id: format!("job-{}", KeyId::generate()),
@@ -429,6 +453,38 @@ fn entry(request_id: &str) -> AuditEntry {
 }
 
 /// `n` records chained after `prev` from sequence `first`.
+/// `append_with` on the blocking pool (the appender blocks), which must succeed; the appender
+/// and the changes with their answers come back.
+async fn append_riding(
+    mut appender: Box<dyn custodian::store::AuditAppender>,
+    records: Vec<AuditRecord>,
+    mut versions: Vec<VersionWrite>,
+    mut rewraps: Vec<RewrapWrite>,
+) -> (
+    Box<dyn custodian::store::AuditAppender>,
+    Vec<VersionWrite>,
+    Vec<RewrapWrite>,
+) {
+    tokio::task::spawn_blocking(move || {
+        appender
+            .append_with(&records, &mut versions, &mut rewraps)
+            .unwrap();
+        (appender, versions, rewraps)
+    })
+    .await
+    .unwrap()
+}
+
+/// Every answer is `Unavailable` (a store whose audit writer does not write changes).
+fn assert_all_unavailable<T: std::fmt::Debug>(answers: &[Result<T, StoreError>]) {
+    for answer in answers {
+        assert!(
+            matches!(answer, Err(StoreError::Unavailable(_))),
+            "{answer:?}"
+        );
+    }
+}
+
 fn chain(first: u64, n: u64, mut prev: [u8; 32]) -> Vec<AuditRecord> {
     (first..first + n)
         .map(|sequence| {
@@ -1460,35 +1516,24 @@ async fn versions_written_with_their_records_share_one_commit<H: Harness>() {
         .insert_secret_version(&secret_version(&key, "taken", 1, None, 1))
         .await
         .unwrap();
-    let mut appender = store.audit_appender().await.unwrap();
+    let appender = store.audit_appender().await.unwrap();
     let writes = appender.writes_versions();
     let records = chain(1, 3, [0; 32]);
     let version = |secret: &str, cas| VersionWrite {
         version: secret_version(&key, secret, 1, cas, 1),
         result: None,
     };
-    let mut versions = vec![
+    let versions = vec![
         version("good/1", Some(0)),
         version("bad-cas", Some(5)),
         version("taken", None),
     ];
-    let batch = records.clone();
-    let (mut appender, result, versions) = tokio::task::spawn_blocking(move || {
-        let result = appender.append_with(&batch, &mut versions, &mut []);
-        (appender, result, versions)
-    })
-    .await
-    .unwrap();
-    result.unwrap();
+    let (mut appender, versions, _) =
+        append_riding(appender, records.clone(), versions, Vec::new()).await;
     assert_eq!(store.audit_range(0, 10, 100).await.unwrap(), records);
     let answers: Vec<_> = versions.into_iter().map(|v| v.result.unwrap()).collect();
     if !writes {
-        for answer in answers {
-            assert!(
-                matches!(answer, Err(StoreError::Unavailable(_))),
-                "{answer:?}"
-            );
-        }
+        assert_all_unavailable(&answers);
         assert!(store.secret(&path("good/1")).await.unwrap().is_none());
         return;
     }
@@ -1540,21 +1585,7 @@ async fn versions_written_with_their_records_share_one_commit<H: Harness>() {
 async fn rewrap_batches_written_with_their_records_share_one_commit<H: Harness>() {
     let h = H::create().await;
     let store = h.open().await.unwrap();
-    let key = stored_key(&*store, "k").await;
-    for secret in ["a", "b"] {
-        store
-            .insert_secret_version(&secret_version(&key, secret, 1, None, 1))
-            .await
-            .unwrap();
-    }
-    rotate(&*store, &key, 1).await;
-    let job = rewrap_job(&key, 2);
-    store.create_job(&job).await.unwrap();
-    let items = store
-        .rewrap_candidates(key.id, version(2), RewrapShard::ALL, None, 10)
-        .await
-        .unwrap();
-    assert_eq!(items.len(), 2);
+    let (key, job, items) = rewrap_started(&*store, &["a", "b"]).await;
     let events_before = store.job_events(&job.id).await.unwrap().len();
     let batch = |item: &custodian::store::RewrapItem, target: u32| RewrapWrite {
         batch: RewrapBatch {
@@ -1568,28 +1599,17 @@ async fn rewrap_batches_written_with_their_records_share_one_commit<H: Harness>(
         },
         result: None,
     };
-    let mut appender = store.audit_appender().await.unwrap();
+    let appender = store.audit_appender().await.unwrap();
     let writes = appender.writes_versions();
     let records = chain(1, 2, [0; 32]);
     // The first item to the primary; the second to a version that is not the primary.
-    let mut rewraps = vec![batch(&items[0], 2), batch(&items[1], 1)];
-    let sent = records.clone();
-    let (mut appender, result, rewraps) = tokio::task::spawn_blocking(move || {
-        let result = appender.append_with(&sent, &mut [], &mut rewraps);
-        (appender, result, rewraps)
-    })
-    .await
-    .unwrap();
-    result.unwrap();
+    let rewraps = vec![batch(&items[0], 2), batch(&items[1], 1)];
+    let (mut appender, _, rewraps) =
+        append_riding(appender, records.clone(), Vec::new(), rewraps).await;
     assert_eq!(store.audit_range(0, 10, 100).await.unwrap(), records);
     let answers: Vec<_> = rewraps.into_iter().map(|r| r.result.unwrap()).collect();
     if !writes {
-        for answer in answers {
-            assert!(
-                matches!(answer, Err(StoreError::Unavailable(_))),
-                "{answer:?}"
-            );
-        }
+        assert_all_unavailable(&answers);
         assert_eq!(
             store.references(key.id).await.unwrap(),
             vec![(version(1), 2), (version(2), 0)]
@@ -1640,21 +1660,7 @@ async fn rewrap_batches_written_with_their_records_share_one_commit<H: Harness>(
 async fn rewrap_batch_commits_rows_and_progress_together<H: Harness>() {
     let h = H::create().await;
     let store = h.open().await.unwrap();
-    let key = stored_key(&*store, "k").await;
-    for secret in ["a", "b", "c"] {
-        store
-            .insert_secret_version(&secret_version(&key, secret, 1, None, 1))
-            .await
-            .unwrap();
-    }
-    rotate(&*store, &key, 1).await;
-    let job = rewrap_job(&key, 2);
-    store.create_job(&job).await.unwrap();
-    let items = store
-        .rewrap_candidates(key.id, version(2), RewrapShard::ALL, None, 10)
-        .await
-        .unwrap();
-    assert_eq!(items.len(), 3);
+    let (key, job, items) = rewrap_started(&*store, &["a", "b", "c"]).await;
     let events_before = store.job_events(&job.id).await.unwrap().len();
 
     // The negative twin first: a target that is not the primary version.

@@ -281,38 +281,39 @@ fn append_with(
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut pruned = false;
     for r in rewraps.iter_mut() {
-        if space.is_low() {
-            r.result = Some(Err(StoreError::Full(LOW.into())));
-            continue;
-        }
-        let mut sp = tx.savepoint()?;
-        let result = super::jobs::apply_in(&sp, &r.batch);
-        if result.is_ok() {
-            sp.commit()?;
-        } else {
-            sp.rollback()?;
-        }
-        r.result = Some(space.after(result));
+        r.result = Some(on_its_own(&mut tx, space, |sp| {
+            super::jobs::apply_in(sp, &r.batch)
+        })?);
     }
     for v in versions.iter_mut() {
-        if space.is_low() {
-            v.result = Some(Err(StoreError::Full(LOW.into())));
-            continue;
-        }
-        let mut sp = tx.savepoint()?;
-        let result = super::secrets::insert(&sp, &v.version);
-        if result.is_ok() {
-            sp.commit()?;
-        } else {
-            sp.rollback()?;
-        }
-        let result = space.after(result);
+        let result = on_its_own(&mut tx, space, |sp| super::secrets::insert(sp, &v.version))?;
         pruned |= result.as_ref().is_ok_and(|p| !p.is_empty());
         v.result = Some(result);
     }
     insert_records(&tx, records)?;
     tx.commit()?;
     Ok(pruned)
+}
+
+/// Runs one change that rides in the records' transaction under a savepoint of its own: kept
+/// if it succeeds, undone alone if not, and not tried while the disk is low. The outer error
+/// is the savepoint's own (the whole transaction fails); the inner one is the change's answer.
+fn on_its_own<T>(
+    tx: &mut rusqlite::Transaction<'_>,
+    space: &Space,
+    change: impl FnOnce(&Connection) -> Result<T, Error>,
+) -> Result<Result<T, StoreError>, Error> {
+    if space.is_low() {
+        return Ok(Err(StoreError::Full(LOW.into())));
+    }
+    let mut sp = tx.savepoint()?;
+    let result = change(&sp);
+    if result.is_ok() {
+        sp.commit()?;
+    } else {
+        sp.rollback()?;
+    }
+    Ok(space.after(result))
 }
 
 /// Why a version was not tried: the disk is low (or filled up during the batch).

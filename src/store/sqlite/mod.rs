@@ -1040,23 +1040,30 @@ mod tests {
         );
     }
 
-    /// A re-wrap batch reads the next rows from its cursor through an index; it does not read
-    /// and sort every row of the key (which made a job's reads grow with the square of its size).
-    #[tokio::test]
-    async fn rewrap_candidates_are_a_range_scan_from_the_cursor() {
+    /// SQLite's plan for `sql` with `params` on a fresh store, one line per step.
+    async fn query_plan<P: rusqlite::Params + Send + 'static>(
+        sql: &'static str,
+        params: P,
+    ) -> String {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("custodian.db"))
             .await
             .unwrap();
-        let plan = store
-            .with_conn(|conn| {
-                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", jobs::CANDIDATES))?;
-                let rows =
-                    stmt.query_map(params!["k", 2, "a/b", 1, 100], |r| r.get::<_, String>(3))?;
+        store
+            .with_conn(move |conn| {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = stmt.query_map(params, |r| r.get::<_, String>(3))?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
             })
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A re-wrap batch reads the next rows from its cursor through an index; it does not read
+    /// and sort every row of the key (which made a job's reads grow with the square of its size).
+    #[tokio::test]
+    async fn rewrap_candidates_are_a_range_scan_from_the_cursor() {
+        let plan = query_plan(jobs::CANDIDATES, ("k", 2, "a/b", 1, 100)).await;
         assert!(
             plan.contains(
                 "SEARCH secret_versions USING INDEX secret_versions_rewrap_walk \
@@ -1071,18 +1078,7 @@ mod tests {
     /// wraps, not a walk of the key's rows.
     #[tokio::test]
     async fn whether_a_key_has_rows_left_is_two_index_seeks() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("custodian.db"))
-            .await
-            .unwrap();
-        let plan = store
-            .with_conn(|conn| {
-                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", jobs::ANY_LEFT))?;
-                let rows = stmt.query_map(params!["k", 2], |r| r.get::<_, String>(3))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
-            })
-            .await
-            .unwrap();
+        let plan = query_plan(jobs::ANY_LEFT, ("k", 2)).await;
         for side in ["<", ">"] {
             let seek = format!(
                 "SEARCH secret_versions USING COVERING INDEX secret_versions_by_key \
