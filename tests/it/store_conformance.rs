@@ -402,14 +402,23 @@ async fn rewrap_started(
             .unwrap();
     }
     rotate(store, &key, 1).await;
-    let job = rewrap_job(&key, 2);
+    let (job, items) = rewrap_started_on(store, &key).await;
+    assert_eq!(items.len(), secrets.len());
+    (key, job, items)
+}
+
+/// A re-wrap job to version 2 of `key`, started, and its first ten candidates.
+async fn rewrap_started_on(
+    store: &dyn Store,
+    key: &Key,
+) -> (Job, Vec<custodian::store::RewrapItem>) {
+    let job = rewrap_job(key, 2);
     store.create_job(&job).await.unwrap();
     let items = store
         .rewrap_candidates(key.id, version(2), RewrapShard::ALL, None, 10)
         .await
         .unwrap();
-    assert_eq!(items.len(), secrets.len());
-    (key, job, items)
+    (job, items)
 }
 
 fn rewrap_job(key: &Key, target: u32) -> Job {
@@ -1830,12 +1839,7 @@ async fn destroy_refused_while_references_exist<H: Harness>() {
         StaleKind::PrimaryVersion,
     );
 
-    let job = rewrap_job(&key, 2);
-    store.create_job(&job).await.unwrap();
-    let items = store
-        .rewrap_candidates(key.id, version(2), RewrapShard::ALL, None, 10)
-        .await
-        .unwrap();
+    let (job, items) = rewrap_started_on(&*store, &key).await;
     let batch = RewrapBatch {
         job_id: job.id.clone(),
         key_id: key.id,
