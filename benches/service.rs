@@ -3630,8 +3630,12 @@ impl InProcessApp {
     }
 }
 
-/// The app's threads: its runtime's workers and blocking pool, and the audit log's writer.
-const APP_THREADS: [&str; 2] = [APP_THREAD, custodian::audit::log::WRITER_THREAD];
+/// The app's threads: its runtime's workers and blocking pool, and the audit log's writer and checkpointer.
+const APP_THREADS: [&str; 3] = [
+    APP_THREAD,
+    custodian::audit::log::WRITER_THREAD,
+    custodian::audit::log::CHECKPOINT_THREAD,
+];
 
 /// Summed CPU time of this process's threads named one of `names`. A thread that exits between
 /// two readings takes its time with it; the app keeps its threads for the whole pass.

@@ -6,9 +6,12 @@
 //! ([`crate::store::AuditAppender`]): it blocks on the commit's fsync without occupying the
 //! async runtime or the connection requests use, and it takes every entry waiting when it starts
 //! a transaction (group commit), so throughput holds under load while each commit is one fsync.
-//! It also signs checkpoints with the device-resident key, at a configured interval and record
-//! count, after re-checking the chain it is about to sign from the stored rows. An export asks
-//! for a checkpoint too, but signs a new one at most once per
+//! Checkpoints are signed with the device-resident key, at a configured interval and record
+//! count, after re-checking the chain about to be signed from the stored rows. That re-check and
+//! the signature run on a second thread with a connection of its own (the checkpointer), so the
+//! writer goes on committing while they run; the writer stores the signed checkpoint when it
+//! comes back. An export asks for a checkpoint too, which the writer makes itself (its answer
+//! ends the export), but signs a new one at most once per
 //! [`AuditSettings::export_checkpoint_interval`]: within it, the export ends at the latest
 //! checkpoint (after the same re-check of the rows that follow it), so exporting in a loop
 //! neither uses the device nor grows the checkpoint table.
@@ -43,6 +46,10 @@ use crate::store::{
 
 /// Name of the writer thread (as `ps -L` and `/proc/<pid>/task/*/comm` show it).
 pub const WRITER_THREAD: &str = "custodian-audit";
+/// Name of the thread that re-checks and signs checkpoints for the writer.
+pub const CHECKPOINT_THREAD: &str = "custodian-ckpt";
+/// While a checkpoint is being signed, the writer looks for it at least this often.
+const SIGNED_POLL: Duration = Duration::from_millis(2);
 /// Most entries committed in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Times a batch is chained again after another node took its sequence numbers.
@@ -211,10 +218,23 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel();
         let appender = store.audit_appender().await.map_err(AuditError::Store)?;
         let writes_versions = appender.writes_versions();
-        let writer = Writer {
-            appender,
+        let signing = Signing {
             runtime: tokio::runtime::Handle::current(),
             signer: Arc::clone(&signer),
+            node: settings.node.clone(),
+        };
+        // The checkpointer only reads the chain: its own connection keeps the re-check's reads
+        // off the writer's.
+        let reader = store.audit_appender().await.map_err(AuditError::Store)?;
+        let background = Background::start(Checkpointer {
+            reader,
+            signing: signing.clone(),
+            shared: Arc::clone(&shared),
+        })?;
+        let writer = Writer {
+            appender,
+            signing,
+            background,
             settings: settings.clone(),
             shared: Arc::clone(&shared),
             head: (tail.head(), head_hash),
@@ -404,11 +424,98 @@ impl Drop for AuditLog {
     }
 }
 
-struct Writer {
-    appender: Box<dyn AuditAppender>,
-    /// For the one async call the writer makes: the device signature of a checkpoint.
+/// What signs a checkpoint: the device-resident key, reached from a plain thread.
+#[derive(Clone)]
+struct Signing {
+    /// For the one async call made off the runtime: the device signature.
     runtime: tokio::runtime::Handle,
     signer: Arc<dyn AuditSigner>,
+    node: String,
+}
+
+impl Signing {
+    /// A checkpoint over `head`, signed now.
+    fn sign(&self, head: (u64, [u8; 32])) -> Result<Checkpoint, AuditError> {
+        let hex_head = hex::encode(head.1);
+        let time = format_time(crate::clock::now());
+        let message = Checkpoint::message(head.0, &hex_head, &time, &self.node);
+        let signature = self
+            .runtime
+            .block_on(self.signer.sign(message))
+            .map_err(AuditError::Signing)?;
+        Ok(Checkpoint {
+            sequence: head.0,
+            head: hex_head,
+            time,
+            node: self.node.clone(),
+            algorithm: ALGORITHM.to_owned(),
+            key_fingerprint: self.signer.public_key().fingerprint(),
+            signature: STANDARD.encode(signature),
+        })
+    }
+}
+
+/// A checkpoint for the checkpointer to make: the stored chain from `from` (the last
+/// checkpoint, the archive floor or the start) must link up to `head` before it is signed.
+struct CheckpointJob {
+    from: (u64, [u8; 32]),
+    head: (u64, [u8; 32]),
+}
+
+/// The checkpointer thread's side: re-checks and signs each job it is handed, one at a time.
+struct Checkpointer {
+    reader: Box<dyn AuditAppender>,
+    signing: Signing,
+    shared: Arc<Shared>,
+}
+
+impl Checkpointer {
+    fn run(
+        mut self,
+        jobs: mpsc::Receiver<CheckpointJob>,
+        signed: mpsc::Sender<Result<Checkpoint, AuditError>>,
+    ) {
+        for job in jobs {
+            let answer = recheck_marking(&mut *self.reader, &self.shared, job.from, job.head)
+                .and_then(|()| self.signing.sign(job.head));
+            if signed.send(answer).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// The writer's side of the checkpointer: the job it handed over, if any, and its answer.
+struct Background {
+    jobs: Option<mpsc::Sender<CheckpointJob>>,
+    signed: mpsc::Receiver<Result<Checkpoint, AuditError>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// A job was handed over and its answer is not yet taken.
+    in_flight: bool,
+}
+
+impl Background {
+    fn start(checkpointer: Checkpointer) -> Result<Self, AuditError> {
+        let (jobs, job_rx) = mpsc::channel();
+        let (signed_tx, signed) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(CHECKPOINT_THREAD.to_owned())
+            .spawn(move || checkpointer.run(job_rx, signed_tx))
+            .map_err(|e| AuditError::Store(StoreError::Io(e)))?;
+        Ok(Self {
+            jobs: Some(jobs),
+            signed,
+            thread: Some(thread),
+            in_flight: false,
+        })
+    }
+}
+
+struct Writer {
+    appender: Box<dyn AuditAppender>,
+    signing: Signing,
+    /// The checkpointer, which re-checks and signs while this thread commits.
+    background: Background,
     settings: AuditSettings,
     shared: Arc<Shared>,
     /// Sequence and hash of the last committed record (or of the archive floor).
@@ -435,41 +542,35 @@ impl Writer {
         let interval = self.settings.checkpoint_interval;
         let mut next_tick = Instant::now() + interval;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            let first = match rx.recv_timeout(wait) {
-                Ok(c) => c,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    next_tick = Instant::now() + interval;
-                    if let Err(e) = self.checkpoint() {
-                        tracing::error!(error = %e, "audit checkpoint failed");
-                    }
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            let mut appends = Vec::new();
+            let mut wait = next_tick.saturating_duration_since(Instant::now());
+            if self.background.in_flight {
+                wait = wait.min(SIGNED_POLL);
+            }
             let mut checkpoints = Vec::new();
-            let mut next = Some(first);
-            while let Some(c) = next.take() {
-                match c {
-                    Command::Append(e, ack) => appends.push((*e, ack)),
-                    Command::Checkpoint(ack) => checkpoints.push(ack),
+            match rx.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut appends = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(c) = next.take() {
+                        match c {
+                            Command::Append(e, ack) => appends.push((*e, ack)),
+                            Command::Checkpoint(ack) => checkpoints.push(ack),
+                        }
+                        if appends.len() < MAX_BATCH {
+                            next = rx.try_recv().ok();
+                        }
+                    }
+                    if !appends.is_empty() {
+                        self.commit(appends);
+                    }
                 }
-                if appends.len() < MAX_BATCH {
-                    next = rx.try_recv().ok();
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            if !appends.is_empty() {
-                self.commit(appends);
-            }
-            let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
-            let due = self.head.0.saturating_sub(covered) >= self.settings.checkpoint_records;
-            if due || !checkpoints.is_empty() {
-                let result = if checkpoints.is_empty() {
-                    self.checkpoint()
-                } else {
-                    self.export_checkpoint()
-                };
+            self.take_signed(false);
+            if !checkpoints.is_empty() {
+                // An export waits for its checkpoint: made here, not handed over.
+                let result = self.export_checkpoint();
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "audit checkpoint failed");
                 }
@@ -481,7 +582,17 @@ impl Writer {
                     });
                 }
             }
+            let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
+            let due = self.head.0.saturating_sub(covered) >= self.settings.checkpoint_records;
+            let ticked = Instant::now() >= next_tick;
+            if ticked {
+                next_tick = Instant::now() + interval;
+            }
+            if due || ticked {
+                self.checkpoint_in_background();
+            }
         }
+        self.stop_background();
     }
 
     /// Chains and commits a batch; acknowledges every entry with its sequence or the failure.
@@ -720,23 +831,32 @@ impl Writer {
         Ok(latest)
     }
 
-    /// [`Writer::recheck`], noting where the chain broke for readiness.
-    fn recheck_marking(&mut self) -> Result<(), AuditError> {
-        self.recheck().map_err(|e| {
-            if let AuditError::ChainBroken(s) = e {
-                if let Ok(mut g) = self.shared.broken_at.lock() {
-                    *g = Some(s);
-                }
+    /// Whether records follow the last checkpoint (or the archive floor): something to sign.
+    fn uncovered(&self) -> bool {
+        let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
+        self.head.0 != covered && self.head.0 != self.floor.as_ref().map_or(0, |f| f.0)
+    }
+
+    /// Where a re-check starts: the last checkpoint, else the archive floor, else the start.
+    fn check_from(&self) -> Result<(u64, [u8; 32]), AuditError> {
+        match (&self.last_checkpoint, &self.floor) {
+            (Some((s, h)), _) | (None, Some((s, h))) => {
+                Ok((*s, decode_hash(h).ok_or(AuditError::ChainBroken(*s))?))
             }
-            e
-        })
+            (None, None) => Ok((0, GENESIS)),
+        }
+    }
+
+    /// [`recheck`] from the last checkpoint to the head, here on the writer's thread.
+    fn recheck_marking(&mut self) -> Result<(), AuditError> {
+        let from = self.check_from()?;
+        recheck_marking(&mut *self.appender, &self.shared, from, self.head)
     }
 
     /// Re-checks the stored chain since the last checkpoint, then signs and stores a
-    /// checkpoint over the head. Returns the latest checkpoint.
+    /// checkpoint over the head, on this thread. Returns the latest checkpoint.
     fn checkpoint(&mut self) -> Result<Option<Checkpoint>, AuditError> {
-        let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
-        if self.head.0 == covered || self.head.0 == self.floor.as_ref().map_or(0, |f| f.0) {
+        if !self.uncovered() {
             return self
                 .appender
                 .tail()
@@ -744,67 +864,144 @@ impl Writer {
                 .map_err(AuditError::Store);
         }
         self.recheck_marking()?;
-        let head = hex::encode(self.head.1);
-        let time = format_time(crate::clock::now());
-        let message = Checkpoint::message(self.head.0, &head, &time, &self.settings.node);
-        let signature = self
-            .runtime
-            .block_on(self.signer.sign(message))
-            .map_err(AuditError::Signing)?;
-        let checkpoint = Checkpoint {
-            sequence: self.head.0,
-            head: head.clone(),
-            time,
-            node: self.settings.node.clone(),
-            algorithm: ALGORITHM.to_owned(),
-            key_fingerprint: self.signer.public_key().fingerprint(),
-            signature: STANDARD.encode(signature),
-        };
-        self.appender
-            .insert_checkpoint(&checkpoint)
-            .map_err(AuditError::Store)?;
-        self.last_checkpoint = Some((checkpoint.sequence, head));
-        self.shared
-            .checkpoint
-            .store(checkpoint.sequence, Ordering::Release);
+        let checkpoint = self.signing.sign(self.head)?;
+        self.store_checkpoint(&checkpoint)?;
         Ok(Some(checkpoint))
     }
 
-    /// Verifies the stored records after the last checkpoint link up to the in-memory head:
-    /// a row edited in the database since then is found before anything is signed over it.
-    fn recheck(&mut self) -> Result<(), AuditError> {
-        let (mut after, mut prev) = match (&self.last_checkpoint, &self.floor) {
-            (Some((s, h)), _) => (*s, decode_hash(h).ok_or(AuditError::ChainBroken(*s))?),
-            (None, Some((s, h))) => (*s, decode_hash(h).ok_or(AuditError::ChainBroken(*s))?),
-            (None, None) => (0, GENESIS),
+    /// Hands a checkpoint over the head to the checkpointer, unless one is being made already
+    /// or nothing follows the last one. Where the checkpointer is gone, signs here.
+    fn checkpoint_in_background(&mut self) {
+        if self.background.in_flight || !self.uncovered() {
+            return;
+        }
+        let job = match self.check_from() {
+            Ok(from) => CheckpointJob {
+                from,
+                head: self.head,
+            },
+            Err(e) => {
+                mark_broken(&self.shared, &e);
+                tracing::error!(error = %e, "audit checkpoint failed");
+                return;
+            }
         };
-        while after < self.head.0 {
-            let page = self
-                .appender
-                .range(after, self.head.0, CHECK_PAGE)
-                .map_err(AuditError::Store)?;
-            if page.is_empty() {
-                return Err(AuditError::ChainBroken(after + 1));
-            }
-            for r in page {
-                let expected = after + 1;
-                let hash = r.hash_bytes();
-                if r.sequence != expected
-                    || decode_hash(&r.prev_hash) != Some(prev)
-                    || hash.is_none()
-                    || r.recompute() != hash
-                {
-                    return Err(AuditError::ChainBroken(expected));
-                }
-                prev = hash.unwrap_or(GENESIS);
-                after = expected;
+        if let Some(jobs) = &self.background.jobs {
+            if jobs.send(job).is_ok() {
+                self.background.in_flight = true;
+                return;
             }
         }
-        if prev != self.head.1 {
-            return Err(AuditError::ChainBroken(self.head.0));
+        tracing::warn!("the audit checkpointer is gone; signing on the writer's thread");
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "audit checkpoint failed");
         }
+    }
+
+    /// Stores the checkpointer's answer if it has come (`wait`: waits for it): a checkpoint
+    /// past the last one is stored; one an export's checkpoint overtook is dropped.
+    fn take_signed(&mut self, wait: bool) {
+        if !self.background.in_flight {
+            return;
+        }
+        let answer = if wait {
+            self.background.signed.recv().ok()
+        } else {
+            match self.background.signed.try_recv() {
+                Ok(a) => Some(a),
+                Err(mpsc::TryRecvError::Empty) => return,
+                Err(mpsc::TryRecvError::Disconnected) => None,
+            }
+        };
+        self.background.in_flight = false;
+        let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
+        let stored = match answer {
+            Some(Ok(c)) if c.sequence > covered => self.store_checkpoint(&c),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e),
+            None => Err(AuditError::CheckpointFailed),
+        };
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "audit checkpoint failed");
+        }
+    }
+
+    /// Stores a signed checkpoint; it becomes the last one.
+    fn store_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), AuditError> {
+        self.appender
+            .insert_checkpoint(checkpoint)
+            .map_err(AuditError::Store)?;
+        self.last_checkpoint = Some((checkpoint.sequence, checkpoint.head.clone()));
+        self.shared
+            .checkpoint
+            .store(checkpoint.sequence, Ordering::Release);
         Ok(())
     }
+
+    /// Stops the checkpointer: a checkpoint it is making is waited for and stored.
+    fn stop_background(&mut self) {
+        drop(self.background.jobs.take());
+        self.take_signed(true);
+        if let Some(t) = self.background.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the audit checkpointer thread panicked");
+            }
+        }
+    }
+}
+
+/// [`recheck`], noting where the chain broke for readiness.
+fn recheck_marking(
+    reader: &mut dyn AuditAppender,
+    shared: &Shared,
+    from: (u64, [u8; 32]),
+    head: (u64, [u8; 32]),
+) -> Result<(), AuditError> {
+    recheck(reader, from, head).inspect_err(|e| mark_broken(shared, e))
+}
+
+/// Notes where the chain broke, if `e` says so.
+fn mark_broken(shared: &Shared, e: &AuditError) {
+    if let AuditError::ChainBroken(s) = e {
+        if let Ok(mut g) = shared.broken_at.lock() {
+            *g = Some(*s);
+        }
+    }
+}
+
+/// Verifies the stored records after `from` link up to `head`: a row edited in the database
+/// since the last checkpoint is found before anything is signed over it.
+fn recheck(
+    reader: &mut dyn AuditAppender,
+    from: (u64, [u8; 32]),
+    head: (u64, [u8; 32]),
+) -> Result<(), AuditError> {
+    let (mut after, mut prev) = from;
+    while after < head.0 {
+        let page = reader
+            .range(after, head.0, CHECK_PAGE)
+            .map_err(AuditError::Store)?;
+        if page.is_empty() {
+            return Err(AuditError::ChainBroken(after + 1));
+        }
+        for r in page {
+            let expected = after + 1;
+            let hash = r.hash_bytes();
+            if r.sequence != expected
+                || decode_hash(&r.prev_hash) != Some(prev)
+                || hash.is_none()
+                || r.recompute() != hash
+            {
+                return Err(AuditError::ChainBroken(expected));
+            }
+            prev = hash.unwrap_or(GENESIS);
+            after = expected;
+        }
+    }
+    if prev != head.1 {
+        return Err(AuditError::ChainBroken(head.0));
+    }
+    Ok(())
 }
 
 impl AuditTail {
@@ -845,6 +1042,155 @@ mod tests {
         }
     }
 
+    /// P-256's base point: a valid public key, never used to verify.
+    fn base_point() -> PublicKey {
+        let g = hex::decode(
+            "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
+             4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
+        )
+        .unwrap();
+        PublicKey::from_sec1(&g).unwrap()
+    }
+
+    /// A SQLite store at `db` and its audit log, signing with `signer` every
+    /// `checkpoint_records` records (and not on a timer).
+    async fn started(
+        db: &std::path::Path,
+        signer: Arc<dyn AuditSigner>,
+        checkpoint_records: u64,
+    ) -> (Arc<dyn Store>, Arc<AuditLog>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db).await.unwrap());
+        let settings = AuditSettings {
+            node: "n1".into(),
+            checkpoint_interval: Duration::from_secs(3600),
+            checkpoint_records,
+            export_checkpoint_interval: Duration::from_secs(3600),
+        };
+        let log = AuditLog::start(
+            Arc::clone(&store),
+            signer,
+            settings,
+            crate::metrics::AuditMetrics::default(),
+        )
+        .await
+        .unwrap();
+        (store, Arc::new(log))
+    }
+
+    /// A signer that signs (a fixed, unverifiable signature) only once the test lets it.
+    struct GatedSigner {
+        key: PublicKey,
+        gate: tokio::sync::Semaphore,
+        asked: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl AuditSigner for GatedSigner {
+        fn public_key(&self) -> &PublicKey {
+            &self.key
+        }
+        async fn sign(&self, _: Vec<u8>) -> Result<Vec<u8>, BackendError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let permit = self.gate.acquire().await;
+            drop(permit);
+            Ok(vec![0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01])
+        }
+        async fn inspect(&self) -> Result<Option<crate::backend::ObjectFacts>, BackendError> {
+            Ok(None)
+        }
+    }
+
+    /// Waits up to 5 s for `done`.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not within 5 s: {what}");
+    }
+
+    /// A checkpoint is re-checked and signed off the writer's thread: while the device takes
+    /// its time over the signature, records are still committed and acknowledged; the signed
+    /// checkpoint is stored when it comes, and the next one covers what was written meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_commit_while_a_checkpoint_is_being_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Arc::new(GatedSigner {
+            key: base_point(),
+            gate: tokio::sync::Semaphore::new(0),
+            asked: AtomicU64::new(0),
+        });
+        let (store, log) = started(&dir.path().join("custodian.db"), signer.clone(), 3).await;
+        for i in 1..=3 {
+            assert_eq!(log.append(entry(&format!("r{i}"))).await.unwrap(), i);
+        }
+        eventually("the third record asks for a signature", || {
+            signer.asked.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // The signature is held back: the writer goes on committing.
+        for i in 4..=8 {
+            let seq =
+                tokio::time::timeout(Duration::from_secs(5), log.append(entry(&format!("r{i}"))))
+                    .await
+                    .expect("a record waited for the checkpoint's signature")
+                    .unwrap();
+            assert_eq!(seq, i);
+        }
+        assert_eq!(log.status().checkpoint, 0);
+        assert_eq!(signer.asked.load(Ordering::SeqCst), 1);
+
+        signer.gate.add_permits(10);
+        eventually("the checkpoint over record 3, then one over 8", || {
+            log.status().checkpoint == 8
+        })
+        .await;
+        let stored: Vec<u64> = store
+            .audit_checkpoints(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.sequence)
+            .collect();
+        assert_eq!(stored, [3, 8]);
+        assert_eq!(signer.asked.load(Ordering::SeqCst), 2);
+    }
+
+    /// A record edited in the database before the checkpointer re-checks it: nothing is
+    /// signed over it, and readiness names the record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_signs_nothing_over_an_edited_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("custodian.db");
+        let signer = Arc::new(GatedSigner {
+            key: base_point(),
+            gate: tokio::sync::Semaphore::new(10),
+            asked: AtomicU64::new(0),
+        });
+        let (store, log) = started(&db, signer.clone(), 3).await;
+        for i in 1..=2 {
+            log.append(entry(&format!("r{i}"))).await.unwrap();
+        }
+        let edit = rusqlite::Connection::open(&db).unwrap();
+        edit.execute(
+            "UPDATE audit_records SET principal = 'mallory' WHERE sequence = 2",
+            [],
+        )
+        .unwrap();
+        log.append(entry("r3")).await.unwrap();
+        eventually("the re-check finds record 2", || {
+            log.status().chain_broken_at == Some(2)
+        })
+        .await;
+        assert_eq!(signer.asked.load(Ordering::SeqCst), 0);
+        assert_eq!(log.status().checkpoint, 0);
+        assert!(store.audit_checkpoints(0, 100).await.unwrap().is_empty());
+        // Records are still written (the chain's break is reported, not hidden).
+        assert_eq!(log.append(entry("r4")).await.unwrap(), 4);
+    }
+
     fn entry(request_id: &str) -> AuditEntry {
         AuditEntry {
             time: "2026-12-07T12:00:00.000000Z".into(),
@@ -875,30 +1221,7 @@ mod tests {
     async fn a_cancelled_version_and_its_announcement_are_not_written() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("custodian.db");
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
-        // P-256's base point: a valid public key, never used.
-        let g = hex::decode(
-            "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
-             4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
-        )
-        .unwrap();
-        let signer = Arc::new(NoSigner(PublicKey::from_sec1(&g).unwrap()));
-        let settings = AuditSettings {
-            node: "n1".into(),
-            checkpoint_interval: Duration::from_secs(3600),
-            checkpoint_records: u64::MAX,
-            export_checkpoint_interval: Duration::from_secs(3600),
-        };
-        let log = Arc::new(
-            AuditLog::start(
-                Arc::clone(&store),
-                signer,
-                settings,
-                crate::metrics::AuditMetrics::default(),
-            )
-            .await
-            .unwrap(),
-        );
+        let (store, log) = started(&db, Arc::new(NoSigner(base_point())), u64::MAX).await;
         assert!(log.writes_versions());
 
         // Another connection holds the write lock: the writer's next batch waits for it.
