@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# benches/datakey-tail.sh [ROUNDS] [BINARY...]
+#
+# The tail of `datakey` at one concurrency, binaries alternated: for each round and each binary,
+# a fresh server (SQLite, a fresh SoftHSM2 token, log filter `warn`), a 3 s warm-up at c=32,
+# then `wrk -t1 -c$C -d${SECS}s` on `POST /v1/keys/bench/datakey`. Prints per row: rate,
+# latency percentiles, the server's CPU ticks, the machine's steal ticks, and how many requests
+# waited over 3.2 / 6.4 / 12.8 ms for their audit record (`custodian_audit_wait_duration_seconds`).
+#
+# Defaults: 3 rounds of target/release/custodian (built first). Environment: C (32), SECS (8),
+# AUDIT (extra lines for the config's [audit] table, e.g. "checkpoint_records = 1000000").
+# Not part of the test command (docs/performance.md, "Checkpoints beside the writer").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_packages softhsm2 wrk curl python3
+ROUNDS=${1:-3}
+shift || true
+if [ $# -eq 0 ]; then
+  cargo build --release --locked --bin custodian >&2
+  set -- "$PWD/target/release/custodian"
+fi
+bins=()
+for b in "$@"; do bins+=("$(readlink -f "$b")"); done
+C=${C:-32}
+SECS=${SECS:-8}
+ROOT=$PWD
+WORK=$(mktemp -d)
+trap 'pkill -f "serve --config $WORK/" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+row() {
+  local bin=$1 d port pid tok
+  d=$(mktemp -d "$WORK/row.XXXX")
+  port=$(free_port)
+  SOFTHSM2_CONF=$("$ROOT/softhsm/setup" "$d/softhsm")
+  export SOFTHSM2_CONF
+  cat > "$d/custodian.toml" <<T
+[server]
+listen = "127.0.0.1:$port"
+[store]
+kind = "sqlite"
+path = "$d/custodian.db"
+[backend]
+kind = "pkcs11"
+module = "$(softhsm_module)"
+token_label = "bench"
+user_pin_file = "$d/user.pin"
+[log]
+format = "text"
+filter = "warn"
+[audit]
+${AUDIT:-}
+T
+  env -u RUST_LOG "$bin" token init --config "$d/custodian.toml" --so-pin-file "$d/so.pin" >/dev/null 2>&1
+  setsid env -u RUST_LOG "$bin" serve --config "$d/custodian.toml" > "$d/out.txt" 2> "$d/err.txt" < /dev/null &
+  pid=$!
+  for _ in $(seq 200); do grep -q listening "$d/out.txt" 2>/dev/null && break; sleep 0.05; done
+  tok=$(grep -i token "$d/out.txt" | head -1 | awk '{print $NF}')
+  curl -sf -X POST -H "Authorization: Bearer $tok" -H 'content-type: application/json' \
+    -d '{"name":"bench"}' "http://127.0.0.1:$port/v1/keys" >/dev/null
+  cat > "$d/datakey.lua" <<L
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer $tok"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"context":{"app":"bench"}}'
+done = function(s, l, r)
+  io.write(string.format("ops/s %.0f p50 %.2f p90 %.2f p99 %.2f p99.9 %.2f max %.2f ms errors %d",
+    s.requests / (s.duration / 1e6), l:percentile(50) / 1000, l:percentile(90) / 1000,
+    l:percentile(99) / 1000, l:percentile(99.9) / 1000, l.max / 1000,
+    s.errors.status + s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout))
+end
+L
+  wrk -t1 -c32 -d3s -s "$d/datakey.lua" "http://127.0.0.1:$port/v1/keys/bench/datakey" >/dev/null
+  local cpu0 steal0 cpu1 steal1 line
+  cpu0=$(awk '{print $14+$15}' "/proc/$pid/stat")
+  steal0=$(awk '/^cpu /{print $9}' /proc/stat)
+  line=$(wrk -t1 -c"$C" -d"${SECS}s" -s "$d/datakey.lua" "http://127.0.0.1:$port/v1/keys/bench/datakey" | tail -1)
+  cpu1=$(awk '{print $14+$15}' "/proc/$pid/stat")
+  steal1=$(awk '/^cpu /{print $9}' /proc/stat)
+  local waits
+  waits=$(curl -sf -H "Authorization: Bearer $tok" "http://127.0.0.1:$port/metrics" | python3 -c '
+import sys
+b = {}
+for l in sys.stdin:
+    if l.startswith("custodian_audit_wait_duration_seconds_bucket"):
+        le = l.split("le=\"")[1].split("\"")[0]
+        b[le] = float(l.split()[-1])
+n = b.get("+Inf", 0)
+print(" ".join(f"{int(n - b.get(le, 0))}/{int(n)} over {ms} ms" for le, ms in (("0.0032", 3.2), ("0.0064", 6.4), ("0.0128", 12.8))))')
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  echo "$(basename "$bin") c=$C: $line | server CPU ticks $((cpu1 - cpu0)), steal ticks $((steal1 - steal0)) | audit waits: $waits"
+}
+
+for _ in $(seq "$ROUNDS"); do
+  for bin in "${bins[@]}"; do row "$bin"; done
+done
