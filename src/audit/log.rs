@@ -50,6 +50,9 @@ pub const WRITER_THREAD: &str = "custodian-audit";
 pub const CHECKPOINT_THREAD: &str = "custodian-ckpt";
 /// While a checkpoint is being signed, the writer looks for it at least this often.
 const SIGNED_POLL: Duration = Duration::from_millis(2);
+/// After a checkpoint failed (the device refused, the chain is broken), the next is tried no
+/// sooner than this: not again after every batch.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 /// Most entries committed in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Times a batch is chained again after another node took its sequence numbers.
@@ -492,6 +495,8 @@ struct Background {
     thread: Option<std::thread::JoinHandle<()>>,
     /// A job was handed over and its answer is not yet taken.
     in_flight: bool,
+    /// The last checkpoint failed: none is handed over before then.
+    retry_after: Option<Instant>,
 }
 
 impl Background {
@@ -507,6 +512,7 @@ impl Background {
             signed,
             thread: Some(thread),
             in_flight: false,
+            retry_after: None,
         })
     }
 }
@@ -872,7 +878,11 @@ impl Writer {
     /// Hands a checkpoint over the head to the checkpointer, unless one is being made already
     /// or nothing follows the last one. Where the checkpointer is gone, signs here.
     fn checkpoint_in_background(&mut self) {
-        if self.background.in_flight || !self.uncovered() {
+        let waiting = self
+            .background
+            .retry_after
+            .is_some_and(|t| Instant::now() < t);
+        if self.background.in_flight || waiting || !self.uncovered() {
             return;
         }
         let job = match self.check_from() {
@@ -883,6 +893,7 @@ impl Writer {
             Err(e) => {
                 mark_broken(&self.shared, &e);
                 tracing::error!(error = %e, "audit checkpoint failed");
+                self.background.retry_after = Some(Instant::now() + CHECKPOINT_RETRY);
                 return;
             }
         };
@@ -921,9 +932,13 @@ impl Writer {
             Some(Err(e)) => Err(e),
             None => Err(AuditError::CheckpointFailed),
         };
-        if let Err(e) = stored {
-            tracing::error!(error = %e, "audit checkpoint failed");
-        }
+        self.background.retry_after = match stored {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "audit checkpoint failed");
+                Some(Instant::now() + CHECKPOINT_RETRY)
+            }
+        };
     }
 
     /// Stores a signed checkpoint; it becomes the last one.
@@ -1189,6 +1204,61 @@ mod tests {
         assert!(store.audit_checkpoints(0, 100).await.unwrap().is_empty());
         // Records are still written (the chain's break is reported, not hidden).
         assert_eq!(log.append(entry("r4")).await.unwrap(), 4);
+    }
+
+    /// A signer that refuses, counting how often it was asked.
+    struct RefusingSigner {
+        key: PublicKey,
+        asked: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl AuditSigner for RefusingSigner {
+        fn public_key(&self) -> &PublicKey {
+            &self.key
+        }
+        async fn sign(&self, _: Vec<u8>) -> Result<Vec<u8>, BackendError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            Err(BackendError::Unavailable)
+        }
+        async fn inspect(&self) -> Result<Option<crate::backend::ObjectFacts>, BackendError> {
+            Ok(None)
+        }
+    }
+
+    /// A checkpoint the device refused is tried again after a pause (with the first batch
+    /// after it), not after every batch; the records are written all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_checkpoint_is_tried_again_after_a_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Arc::new(RefusingSigner {
+            key: base_point(),
+            asked: AtomicU64::new(0),
+        });
+        let (_store, log) = started(&dir.path().join("custodian.db"), signer.clone(), 1).await;
+        log.append(entry("r1")).await.unwrap();
+        eventually("the first checkpoint is asked for", || {
+            signer.asked.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let refused = Instant::now();
+        for i in 2..=20 {
+            log.append(entry(&format!("r{i}"))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if refused.elapsed() < CHECKPOINT_RETRY {
+            assert_eq!(signer.asked.load(Ordering::SeqCst), 1);
+        }
+        assert_eq!(log.status().checkpoint, 0);
+        assert_eq!(log.status().head, 20);
+        // The next record after the pause tries again.
+        let pause = CHECKPOINT_RETRY + Duration::from_millis(200);
+        tokio::time::sleep(pause.saturating_sub(refused.elapsed())).await;
+        log.append(entry("r21")).await.unwrap();
+        eventually("the checkpoint is tried again after the pause", || {
+            signer.asked.load(Ordering::SeqCst) == 2
+        })
+        .await;
     }
 
     fn entry(request_id: &str) -> AuditEntry {
