@@ -994,22 +994,21 @@ fn recheck(
     let (mut after, mut prev) = from;
     while after < head.0 {
         let page = reader
-            .range(after, head.0, CHECK_PAGE)
+            .range_hashes(after, head.0, CHECK_PAGE)
             .map_err(AuditError::Store)?;
         if page.is_empty() {
             return Err(AuditError::ChainBroken(after + 1));
         }
         for r in page {
             let expected = after + 1;
-            let hash = r.hash_bytes();
             if r.sequence != expected
-                || decode_hash(&r.prev_hash) != Some(prev)
-                || hash.is_none()
-                || r.recompute() != hash
+                || r.prev_hash != Some(prev)
+                || r.hash.is_none()
+                || r.recomputed != r.hash
             {
                 return Err(AuditError::ChainBroken(expected));
             }
-            prev = hash.unwrap_or(GENESIS);
+            prev = r.hash.unwrap_or(GENESIS);
             after = expected;
         }
     }

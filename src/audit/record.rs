@@ -170,56 +170,141 @@ impl AuditRecord {
 
 /// 32 bytes from 64 hex digits.
 pub fn decode_hash(s: &str) -> Option<[u8; 32]> {
-    let v = hex::decode(s).ok()?;
-    v.try_into().ok()
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+/// A stored record as the chain's re-check sees it: its sequence, its stored `prev_hash` and
+/// `hash` (`None` where not 32 bytes of hex), and the hash its stored fields give after its
+/// `prev_hash` (`None` where that is not hex), as [`AuditRecord::recompute`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHashes {
+    /// The record's sequence.
+    pub sequence: u64,
+    /// Its stored `prev_hash`.
+    pub prev_hash: Option<[u8; 32]>,
+    /// Its stored `hash`.
+    pub hash: Option<[u8; 32]>,
+    /// The hash recomputed from its stored fields.
+    pub recomputed: Option<[u8; 32]>,
+}
+
+impl StoredHashes {
+    /// The hashes of a record read whole.
+    pub fn of(r: &AuditRecord) -> Self {
+        Self {
+            sequence: r.sequence,
+            prev_hash: decode_hash(&r.prev_hash),
+            hash: r.hash_bytes(),
+            recomputed: r.recompute(),
+        }
+    }
+}
+
+/// The chain hash fed field by field, in the order of the module docs: what [`record_hash`]
+/// computes from an entry, and what a store may compute from a stored row's columns without
+/// building the entry first.
+pub struct FieldHasher(Sha256);
+
+impl FieldHasher {
+    /// Starts the hash of the record after `prev`.
+    pub fn new(prev: &[u8; 32]) -> Self {
+        let mut h = Sha256::new();
+        h.update(RECORD_DOMAIN);
+        h.update(prev);
+        Self(h)
+    }
+
+    /// One field, or an absent one.
+    pub fn field(&mut self, field: Option<&str>) {
+        match field {
+            Some(s) => {
+                self.0.update(field_len(s.len()).to_be_bytes());
+                self.0.update(s.as_bytes());
+            }
+            None => self.0.update(u32::MAX.to_be_bytes()),
+        }
+    }
+
+    /// A number, as its decimal digits.
+    pub fn number(&mut self, n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = n;
+        loop {
+            at -= 1;
+            // A digit: `rest % 10` is below 10.
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        self.field(std::str::from_utf8(&digits[at..]).ok());
+    }
+
+    /// A list: its count, then each element as a field.
+    pub fn list<'a>(&mut self, items: impl ExactSizeIterator<Item = &'a str>) {
+        self.0.update(field_len(items.len()).to_be_bytes());
+        for s in items {
+            self.field(Some(s));
+        }
+    }
+
+    /// The details, in name order; nothing at all when there are none.
+    pub fn details<'a>(&mut self, pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) {
+        if pairs.len() == 0 {
+            return;
+        }
+        self.0.update(field_len(pairs.len()).to_be_bytes());
+        for (name, value) in pairs {
+            self.field(Some(name));
+            self.field(Some(value));
+        }
+    }
+
+    /// The hash.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
 }
 
 /// The chain hash of `entry` at `sequence` after `prev` (module docs).
 pub fn record_hash(sequence: u64, entry: &AuditEntry, prev: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(RECORD_DOMAIN);
-    h.update(prev);
-    let mut put = |field: Option<&str>| match field {
-        Some(s) => {
-            h.update(field_len(s.len()).to_be_bytes());
-            h.update(s.as_bytes());
-        }
-        None => h.update(u32::MAX.to_be_bytes()),
-    };
-    put(Some(&sequence.to_string()));
-    put(Some(&entry.time));
-    put(Some(&entry.node));
-    put(Some(&entry.request_id));
-    put(Some(&entry.method));
-    put(Some(&entry.route));
-    put(entry.principal.as_deref());
-    put(entry.credential.as_deref());
-    put(entry.source.as_deref());
-    put(entry.action.as_deref());
-    put(entry.resource.as_deref());
-    put(entry.key_id.as_deref());
-    put(entry.key_version.map(|v| v.to_string()).as_deref());
-    put(Some(entry.outcome.as_str()));
-    put(Some(&entry.status.to_string()));
-    put(entry.error_code.as_deref());
-    put(entry.context_digest.as_deref());
-    for list in [&entry.context_keys, &entry.other_keys] {
-        h.update(field_len(list.len()).to_be_bytes());
-        for s in list {
-            h.update(field_len(s.len()).to_be_bytes());
-            h.update(s.as_bytes());
-        }
+    let mut h = FieldHasher::new(prev);
+    h.number(sequence);
+    for field in [
+        &entry.time,
+        &entry.node,
+        &entry.request_id,
+        &entry.method,
+        &entry.route,
+    ] {
+        h.field(Some(field));
     }
-    if !entry.details.is_empty() {
-        h.update(field_len(entry.details.len()).to_be_bytes());
-        for (name, value) in &entry.details {
-            for s in [name, value] {
-                h.update(field_len(s.len()).to_be_bytes());
-                h.update(s.as_bytes());
-            }
-        }
+    for field in [
+        &entry.principal,
+        &entry.credential,
+        &entry.source,
+        &entry.action,
+        &entry.resource,
+        &entry.key_id,
+    ] {
+        h.field(field.as_deref());
     }
-    h.finalize().into()
+    match entry.key_version {
+        Some(v) => h.number(u64::from(v)),
+        None => h.field(None),
+    }
+    h.field(Some(entry.outcome.as_str()));
+    h.number(u64::from(entry.status));
+    h.field(entry.error_code.as_deref());
+    h.field(entry.context_digest.as_deref());
+    h.list(entry.context_keys.iter().map(String::as_str));
+    h.list(entry.other_keys.iter().map(String::as_str));
+    h.details(entry.details.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    h.finish()
 }
 
 /// A length as the encoding's u32. Fields are bounded far below 4 GiB by the request limits;

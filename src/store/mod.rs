@@ -30,6 +30,7 @@ use async_trait::async_trait;
 
 use time::OffsetDateTime;
 
+use crate::audit::record::StoredHashes;
 use crate::audit::{AuditArchive, AuditFilter, AuditRecord, Checkpoint};
 use crate::domain::job::{Job, JobEvent, JobState};
 use crate::domain::secret::{
@@ -238,6 +239,26 @@ pub trait AuditAppender: Send {
     /// # Errors
     /// Database errors; `Corrupt` for unreadable rows.
     fn tail(&mut self) -> Result<AuditTail, StoreError>;
+
+    /// What the chain's re-check before a checkpoint reads: the records with
+    /// `after < sequence <= until`, in order, at most `limit`, each as its stored hashes and
+    /// the hash its stored fields give. This reads them through [`AuditAppender::range`]; a
+    /// store may hash its rows' columns where they lie instead of building each record.
+    ///
+    /// # Errors
+    /// As [`AuditAppender::range`].
+    fn range_hashes(
+        &mut self,
+        after: u64,
+        until: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredHashes>, StoreError> {
+        Ok(self
+            .range(after, until, limit)?
+            .iter()
+            .map(StoredHashes::of)
+            .collect())
+    }
 }
 
 /// Where the stored audit chain ends.

@@ -1040,6 +1040,110 @@ mod tests {
         );
     }
 
+    /// The re-check's hashes straight from the rows' columns equal those of the records read
+    /// whole, for records with and without every optional field, escapes in the lists and the
+    /// details, an edited row, and a row whose column no record can hold (`Corrupt` both ways).
+    #[tokio::test]
+    async fn the_rechecks_hashes_from_the_columns_match_the_records() {
+        use crate::audit::record::{AuditEntry, AuditRecord, Outcome, StoredHashes, GENESIS};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("custodian.db");
+        let store = SqliteStore::open(&db).await.unwrap();
+        let mut appender = store.audit_appender().await.unwrap();
+        let bare = AuditEntry {
+            time: "2026-12-07T12:00:00.000000Z".into(),
+            node: "n1".into(),
+            request_id: "r".into(),
+            method: "GET".into(),
+            route: "/v1/keys".into(),
+            principal: None,
+            credential: None,
+            source: None,
+            action: None,
+            resource: None,
+            key_id: None,
+            key_version: None,
+            other_keys: Vec::new(),
+            outcome: Outcome::Unauthenticated,
+            status: 401,
+            error_code: Some("unauthenticated".into()),
+            context_digest: None,
+            context_keys: Vec::new(),
+            details: std::collections::BTreeMap::new(),
+        };
+        let full = AuditEntry {
+            principal: Some("app \"one\" é".into()),
+            credential: Some("token:1".into()),
+            source: Some("127.0.0.1".into()),
+            action: Some("datakey:generate".into()),
+            resource: Some("key/k".into()),
+            key_id: Some("0194".into()),
+            key_version: Some(4_000_000_000),
+            other_keys: vec!["a".into(), "b\\c".into()],
+            outcome: Outcome::Success,
+            status: 200,
+            error_code: None,
+            context_digest: Some("ab".repeat(32)),
+            context_keys: vec!["app".into(), "line\nbreak".into(), "".into()],
+            details: [("z", "1"), ("a", "quote \" here"), ("m", "")]
+                .into_iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+            ..bare.clone()
+        };
+        let mut records = Vec::new();
+        let mut prev = GENESIS;
+        for (i, e) in [bare, full.clone(), full].into_iter().enumerate() {
+            let r = AuditRecord::chain(i as u64 + 1, e, &prev);
+            prev = r.hash_bytes().unwrap();
+            records.push(r);
+        }
+        appender.append(&records).unwrap();
+        let whole = |a: &mut Box<dyn AuditAppender>| -> Vec<StoredHashes> {
+            a.range(0, 10, 10)
+                .unwrap()
+                .iter()
+                .map(StoredHashes::of)
+                .collect()
+        };
+        let expected = whole(&mut appender);
+        assert_eq!(expected.len(), 3);
+        assert!(expected
+            .iter()
+            .all(|h| h.recomputed == h.hash && h.hash.is_some()));
+        assert_eq!(appender.range_hashes(0, 10, 10).unwrap(), expected);
+        assert_eq!(appender.range_hashes(1, 2, 10).unwrap(), expected[1..2]);
+
+        let edit = rusqlite::Connection::open(&db).unwrap();
+        edit.execute(
+            "UPDATE audit_records SET details = '{\"a\":\"quote \\\" there\",\"m\":\"\",\"z\":\"1\"}', \
+             context_keys = '[\"app\"]' WHERE sequence = 3",
+            [],
+        )
+        .unwrap();
+        let edited = whole(&mut appender);
+        assert_ne!(edited[2].recomputed, edited[2].hash);
+        assert_eq!(appender.range_hashes(0, 10, 10).unwrap(), edited);
+
+        edit.execute(
+            "UPDATE audit_records SET other_keys = 'not json' WHERE sequence = 2",
+            [],
+        )
+        .unwrap();
+        assert!(matches!(
+            appender.range(0, 10, 10),
+            Err(StoreError::Corrupt {
+                column: "audit_records.other_keys"
+            })
+        ));
+        assert!(matches!(
+            appender.range_hashes(0, 10, 10),
+            Err(StoreError::Corrupt {
+                column: "audit_records.other_keys"
+            })
+        ));
+    }
+
     /// SQLite's plan for `sql` with `params` on a fresh store, one line per step.
     async fn query_plan<P: rusqlite::Params + Send + 'static>(
         sql: &'static str,
