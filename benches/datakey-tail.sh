@@ -4,8 +4,9 @@
 # The tail of `datakey` at one concurrency, binaries alternated: for each round and each binary,
 # a fresh server (SQLite, a fresh SoftHSM2 token, log filter `warn`), a 3 s warm-up at c=32,
 # then `wrk -t1 -c$C -d${SECS}s` on `POST /v1/keys/bench/datakey`. Prints per row: rate,
-# latency percentiles, the server's CPU ticks, the machine's steal ticks, and how many requests
-# waited over 3.2 / 6.4 / 12.8 ms for their audit record (`custodian_audit_wait_duration_seconds`).
+# latency percentiles, the server's CPU ticks, the machine's steal ticks, how many requests
+# waited over 3.2 / 6.4 / 12.8 ms for their audit record (`custodian_audit_wait_duration_seconds`),
+# and the CPU ticks of the audit writer and checkpointer threads over the whole run.
 #
 # Defaults: 3 rounds of target/release/custodian (built first). Environment: C (32), SECS (8),
 # AUDIT (extra lines for the config's [audit] table, e.g. "checkpoint_records = 1000000").
@@ -87,9 +88,18 @@ for l in sys.stdin:
         b[le] = float(l.split()[-1])
 n = b.get("+Inf", 0)
 print(" ".join(f"{int(n - b.get(le, 0))}/{int(n)} over {ms} ms" for le, ms in (("0.0032", 3.2), ("0.0064", 6.4), ("0.0128", 12.8))))')
+  local writer=0 ckpt=0 t comm ticks
+  for t in /proc/"$pid"/task/*; do
+    comm=$(cat "$t/comm" 2>/dev/null) || continue
+    ticks=$(awk '{print $14+$15}' "$t/stat" 2>/dev/null) || continue
+    case "$comm" in
+      custodian-audit) writer=$((writer + ticks)) ;;
+      custodian-ckpt) ckpt=$((ckpt + ticks)) ;;
+    esac
+  done
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  echo "$(basename "$bin") c=$C: $line | server CPU ticks $((cpu1 - cpu0)), steal ticks $((steal1 - steal0)) | audit waits: $waits"
+  echo "$(basename "$bin") c=$C: $line | server CPU ticks $((cpu1 - cpu0)), steal ticks $((steal1 - steal0)) | audit waits: $waits | whole run incl. warm-up: audit writer $writer ticks, checkpointer $ckpt ticks"
 }
 
 for _ in $(seq "$ROUNDS"); do
