@@ -391,16 +391,21 @@ pub(super) fn insert_checkpoint(conn: &Connection, c: &Checkpoint) -> Result<(),
     Ok(())
 }
 
+/// The records with `after < sequence <= until` (`?1`, `?2`), in order, at most `?3`.
+fn range_statement(conn: &Connection) -> rusqlite::Result<rusqlite::CachedStatement<'_>> {
+    conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM audit_records
+         WHERE sequence > ?1 AND sequence <= ?2 ORDER BY sequence LIMIT ?3"
+    ))
+}
+
 pub(super) fn range(
     conn: &Connection,
     after: u64,
     until: u64,
     limit: u32,
 ) -> Result<Vec<AuditRecord>, Error> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {RECORD_COLUMNS} FROM audit_records
-         WHERE sequence > ?1 AND sequence <= ?2 ORDER BY sequence LIMIT ?3"
-    ))?;
+    let mut stmt = range_statement(conn)?;
     let rows = stmt
         .query_map(params![to_i64(after), to_i64(until), limit], raw_record)?
         .collect::<Result<Vec<_>, _>>()?;
@@ -415,10 +420,7 @@ pub(super) fn range_hashes(
     until: u64,
     limit: u32,
 ) -> Result<Vec<StoredHashes>, Error> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {RECORD_COLUMNS} FROM audit_records
-         WHERE sequence > ?1 AND sequence <= ?2 ORDER BY sequence LIMIT ?3"
-    ))?;
+    let mut stmt = range_statement(conn)?;
     let mut rows = stmt.query(params![to_i64(after), to_i64(until), limit])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
