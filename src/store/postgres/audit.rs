@@ -6,7 +6,9 @@ use tokio_postgres::{Client, Row};
 
 use super::error::Error;
 use super::{big, corrupt, to_u64, Connector, Db};
+use crate::audit::record::StoredHashes;
 use crate::audit::{AuditArchive, AuditEntry, AuditFilter, AuditRecord, Checkpoint, Outcome};
+use crate::store::codec::{self, AuditRow};
 use crate::store::{AuditAppender, AuditTail, StaleKind, StoreError};
 
 const RECORD_COLUMNS: &str = "sequence, time, node, request_id, method, route, principal, \
@@ -142,11 +144,25 @@ impl AuditAppender for Appender {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         self.run(move |c| {
             Box::pin(async move {
-                let rows = c
-                    .client
-                    .query(RANGE, &[&big(after), &big(until), &i64::from(limit)])
-                    .await?;
+                let rows = range_rows(&c.client, after, until, limit).await?;
                 rows.iter().map(record).collect()
+            })
+        })
+    }
+
+    fn range_hashes(
+        &mut self,
+        after: u64,
+        until: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredHashes>, StoreError> {
+        self.run(move |c| {
+            Box::pin(async move {
+                let rows = range_rows(&c.client, after, until, limit).await?;
+                Ok(rows
+                    .iter()
+                    .map(codec::stored_hashes)
+                    .collect::<Result<_, _>>()?)
             })
         })
     }
@@ -427,6 +443,27 @@ fn record(r: &Row) -> Result<AuditRecord, Error> {
         prev_hash: r.try_get(19)?,
         hash: r.try_get(20)?,
     })
+}
+
+/// The rows of the records with `after < sequence <= until`, in order, at most `limit`.
+async fn range_rows(
+    client: &Client,
+    after: u64,
+    until: u64,
+    limit: u32,
+) -> Result<Vec<Row>, Error> {
+    Ok(client
+        .query(RANGE, &[&big(after), &big(until), &i64::from(limit)])
+        .await?)
+}
+
+impl AuditRow for Row {
+    fn text(&self, i: usize) -> Result<Option<&str>, StoreError> {
+        self.try_get(i).map_err(super::error::map)
+    }
+    fn integer(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        self.try_get(i).map_err(super::error::map)
+    }
 }
 
 fn checkpoint(r: &Row) -> Result<Checkpoint, Error> {

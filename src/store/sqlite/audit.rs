@@ -1,15 +1,13 @@
 //! The audit tables: records, checkpoints, archives.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::error::Error;
 use super::space::Space;
-use crate::audit::record::{decode_hash, FieldHasher, StoredHashes, GENESIS};
+use crate::audit::record::StoredHashes;
 use crate::audit::{AuditArchive, AuditEntry, AuditFilter, AuditRecord, Checkpoint, Outcome};
+use crate::store::codec::{self, AuditRow};
 use crate::store::{AuditAppender, AuditTail, RewrapWrite, StaleKind, StoreError, VersionWrite};
 
 /// The audit writer's own connection; it writes whatever the disk reserve allows.
@@ -412,8 +410,8 @@ pub(super) fn range(
     rows.into_iter().map(record).collect()
 }
 
-/// [`AuditAppender::range_hashes`] from the rows' columns where they lie: the same checks and
-/// the same hash as [`range`] and [`AuditRecord::recompute`], without building each record.
+/// [`AuditAppender::range_hashes`] from the rows' columns where they lie
+/// ([`codec::stored_hashes`]), without building each record.
 pub(super) fn range_hashes(
     conn: &Connection,
     after: u64,
@@ -424,109 +422,20 @@ pub(super) fn range_hashes(
     let mut rows = stmt.query(params![to_i64(after), to_i64(until), limit])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(stored_hashes(row)?);
+        out.push(codec::stored_hashes(row)?);
     }
     Ok(out)
 }
 
-/// One row's [`StoredHashes`]; a column [`record`] would refuse is `Corrupt` here too.
-fn stored_hashes(r: &Row<'_>) -> Result<StoredHashes, Error> {
-    let text = |i: usize, column: &'static str| -> Result<&str, Error> {
-        r.get_ref(i)?.as_str().map_err(|_| corrupt(column))
-    };
-    let optional = |i: usize, column: &'static str| -> Result<Option<&str>, Error> {
-        r.get_ref(i)?.as_str_or_null().map_err(|_| corrupt(column))
-    };
-    let sequence =
-        u64::try_from(r.get::<_, i64>(0)?).map_err(|_| corrupt("audit_records.sequence"))?;
-    let prev_hash = decode_hash(text(19, "audit_records.prev_hash")?);
-    let hash = decode_hash(text(20, "audit_records.hash")?);
-    let mut h = FieldHasher::new(prev_hash.as_ref().unwrap_or(&GENESIS));
-    h.number(sequence);
-    for (i, column) in [
-        (1, "audit_records.time"),
-        (2, "audit_records.node"),
-        (3, "audit_records.request_id"),
-        (4, "audit_records.method"),
-        (5, "audit_records.route"),
-    ] {
-        h.field(Some(text(i, column)?));
+impl AuditRow for Row<'_> {
+    fn text(&self, i: usize) -> Result<Option<&str>, StoreError> {
+        let value = self.get_ref(i).map_err(super::error::map)?;
+        value
+            .as_str_or_null()
+            .map_err(|e| super::error::map(e.into()))
     }
-    for (i, column) in [
-        (6, "audit_records.principal"),
-        (7, "audit_records.credential"),
-        (8, "audit_records.source"),
-        (9, "audit_records.action"),
-        (10, "audit_records.resource"),
-        (11, "audit_records.key_id"),
-    ] {
-        h.field(optional(i, column)?);
-    }
-    match r.get::<_, Option<i64>>(12)? {
-        Some(v) => {
-            let v = u32::try_from(v).map_err(|_| corrupt("audit_records.key_version"))?;
-            h.number(u64::from(v));
-        }
-        None => h.field(None),
-    }
-    let outcome = text(14, "audit_records.outcome")?;
-    Outcome::parse(outcome).ok_or(corrupt("audit_records.outcome"))?;
-    h.field(Some(outcome));
-    let status =
-        u16::try_from(r.get::<_, i64>(15)?).map_err(|_| corrupt("audit_records.status"))?;
-    h.number(u64::from(status));
-    h.field(optional(16, "audit_records.error_code")?);
-    h.field(optional(17, "audit_records.context_digest")?);
-    let context_keys = json_list(
-        text(18, "audit_records.context_keys")?,
-        "audit_records.context_keys",
-    )?;
-    let other_keys = json_list(
-        text(13, "audit_records.other_keys")?,
-        "audit_records.other_keys",
-    )?;
-    h.list(context_keys.iter().map(AsRef::as_ref));
-    h.list(other_keys.iter().map(AsRef::as_ref));
-    let details = json_map(text(21, "audit_records.details")?)?;
-    h.details(details.iter().map(|(n, v)| (n.as_ref(), v.as_ref())));
-    Ok(StoredHashes {
-        sequence,
-        prev_hash,
-        hash,
-        recomputed: prev_hash.map(|_| h.finish()),
-    })
-}
-
-/// A JSON list of strings, borrowed where it holds no escapes.
-fn json_list<'a>(s: &'a str, column: &'static str) -> Result<Vec<Cow<'a, str>>, Error> {
-    if s == "[]" {
-        return Ok(Vec::new());
-    }
-    match serde_json::from_str::<Vec<&str>>(s) {
-        Ok(v) => Ok(v.into_iter().map(Cow::Borrowed).collect()),
-        Err(_) => serde_json::from_str::<Vec<String>>(s)
-            .map(|v| v.into_iter().map(Cow::Owned).collect())
-            .map_err(|_| corrupt(column)),
-    }
-}
-
-/// The details' JSON object, in name order, borrowed where it holds no escapes.
-fn json_map(s: &str) -> Result<BTreeMap<Cow<'_, str>, Cow<'_, str>>, Error> {
-    if s == "{}" {
-        return Ok(BTreeMap::new());
-    }
-    match serde_json::from_str::<BTreeMap<&str, &str>>(s) {
-        Ok(m) => Ok(m
-            .into_iter()
-            .map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v)))
-            .collect()),
-        Err(_) => serde_json::from_str::<BTreeMap<String, String>>(s)
-            .map(|m| {
-                m.into_iter()
-                    .map(|(n, v)| (Cow::Owned(n), Cow::Owned(v)))
-                    .collect()
-            })
-            .map_err(|_| corrupt("audit_records.details")),
+    fn integer(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        self.get(i).map_err(super::error::map)
     }
 }
 
