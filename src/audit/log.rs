@@ -588,8 +588,8 @@ impl Writer {
                     });
                 }
             }
-            let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
-            let due = self.head.0.saturating_sub(covered) >= self.settings.checkpoint_records;
+            let due =
+                self.head.0.saturating_sub(self.covered()) >= self.settings.checkpoint_records;
             let ticked = Instant::now() >= next_tick;
             if ticked {
                 next_tick = Instant::now() + interval;
@@ -837,10 +837,14 @@ impl Writer {
         Ok(latest)
     }
 
+    /// The sequence the last checkpoint covers (0 before the first).
+    fn covered(&self) -> u64 {
+        self.last_checkpoint.as_ref().map_or(0, |c| c.0)
+    }
+
     /// Whether records follow the last checkpoint (or the archive floor): something to sign.
     fn uncovered(&self) -> bool {
-        let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
-        self.head.0 != covered && self.head.0 != self.floor.as_ref().map_or(0, |f| f.0)
+        self.head.0 != self.covered() && self.head.0 != self.floor.as_ref().map_or(0, |f| f.0)
     }
 
     /// Where a re-check starts: the last checkpoint, else the archive floor, else the start.
@@ -925,7 +929,7 @@ impl Writer {
             }
         };
         self.background.in_flight = false;
-        let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.0);
+        let covered = self.covered();
         let stored = match answer {
             Some(Ok(c)) if c.sequence > covered => self.store_checkpoint(&c),
             Some(Ok(_)) => Ok(()),
