@@ -14,51 +14,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_packages softhsm2 wrk curl python3
-ROUNDS=${1:-3}
-shift || true
-if [ $# -eq 0 ]; then
-  cargo build --release --locked --bin custodian >&2
-  set -- "$PWD/target/release/custodian"
-fi
-bins=()
-for b in "$@"; do bins+=("$(readlink -f "$b")"); done
+. benches/server.sh
+bench_args "$@"
 C=${C:-32}
 SECS=${SECS:-8}
-ROOT=$PWD
-WORK=$(mktemp -d)
-trap 'pkill -f "serve --config $WORK/" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 row() {
-  local bin=$1 d port pid tok
+  local bin=$1 d pid tok url
   d=$(mktemp -d "$WORK/row.XXXX")
-  port=$(free_port)
-  SOFTHSM2_CONF=$("$ROOT/softhsm/setup" "$d/softhsm")
-  export SOFTHSM2_CONF
-  cat > "$d/custodian.toml" <<T
-[server]
-listen = "127.0.0.1:$port"
-[store]
-kind = "sqlite"
-path = "$d/custodian.db"
-[backend]
-kind = "pkcs11"
-module = "$(softhsm_module)"
-token_label = "bench"
-user_pin_file = "$d/user.pin"
-[log]
-format = "text"
-filter = "warn"
-[audit]
-${AUDIT:-}
-T
-  env -u RUST_LOG "$bin" token init --config "$d/custodian.toml" --so-pin-file "$d/so.pin" >/dev/null 2>&1
-  setsid env -u RUST_LOG "$bin" serve --config "$d/custodian.toml" > "$d/out.txt" 2> "$d/err.txt" < /dev/null &
-  pid=$!
-  for _ in $(seq 200); do grep -q listening "$d/out.txt" 2>/dev/null && break; sleep 0.05; done
-  tok=$(grep -i token "$d/out.txt" | head -1 | awk '{print $NF}')
-  curl -sf -X POST -H "Authorization: Bearer $tok" -H 'content-type: application/json' \
-    -d '{"name":"bench"}' "http://127.0.0.1:$port/v1/keys" >/dev/null
+  start_server "$bin" "$d" "${AUDIT:-}"
+  pid=$SERVER_PID tok=$SERVER_TOKEN url=$SERVER_URL
   cat > "$d/datakey.lua" <<L
 wrk.method = "POST"
 wrk.headers["Authorization"] = "Bearer $tok"
@@ -71,15 +36,15 @@ done = function(s, l, r)
     s.errors.status + s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout))
 end
 L
-  wrk -t1 -c32 -d3s -s "$d/datakey.lua" "http://127.0.0.1:$port/v1/keys/bench/datakey" >/dev/null
+  wrk -t1 -c32 -d3s -s "$d/datakey.lua" "$url/v1/keys/bench/datakey" >/dev/null
   local cpu0 steal0 cpu1 steal1 line
   cpu0=$(awk '{print $14+$15}' "/proc/$pid/stat")
   steal0=$(awk '/^cpu /{print $9}' /proc/stat)
-  line=$(wrk -t1 -c"$C" -d"${SECS}s" -s "$d/datakey.lua" "http://127.0.0.1:$port/v1/keys/bench/datakey" | tail -1)
+  line=$(wrk -t1 -c"$C" -d"${SECS}s" -s "$d/datakey.lua" "$url/v1/keys/bench/datakey" | tail -1)
   cpu1=$(awk '{print $14+$15}' "/proc/$pid/stat")
   steal1=$(awk '/^cpu /{print $9}' /proc/stat)
   local waits
-  waits=$(curl -sf -H "Authorization: Bearer $tok" "http://127.0.0.1:$port/metrics" | python3 -c '
+  waits=$(curl -sf -H "Authorization: Bearer $tok" "$url/metrics" | python3 -c '
 import sys
 b = {}
 for l in sys.stdin:

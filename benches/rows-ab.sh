@@ -15,54 +15,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_packages softhsm2 wrk curl python3
-ROUNDS=${1:-3}
-shift || true
-if [ $# -eq 0 ]; then
-  cargo build --release --locked --bin custodian >&2
-  set -- "$PWD/target/release/custodian"
-fi
-bins=()
-for b in "$@"; do bins+=("$(readlink -f "$b")"); done
+. benches/server.sh
+bench_args "$@"
 C=${C:-32}
 SECS=${SECS:-6}
 ROWS=${ROWS:-"datakey encrypt decrypt get"}
-ROOT=$PWD
-WORK=$(mktemp -d)
-trap 'pkill -f "serve --config $WORK/" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 RESULTS="$WORK/results"
 
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/{s+=$2} END{print s+0}'; }
 
 run() {
-  local n=$1 bin=$2 d port pid tok u pt ct
+  local n=$1 bin=$2 d pid tok u pt ct
   d=$(mktemp -d "$WORK/run.XXXX")
-  port=$(free_port)
-  SOFTHSM2_CONF=$("$ROOT/softhsm/setup" "$d/softhsm")
-  export SOFTHSM2_CONF
-  cat > "$d/custodian.toml" <<T
-[server]
-listen = "127.0.0.1:$port"
-[store]
-kind = "sqlite"
-path = "$d/custodian.db"
-[backend]
-kind = "pkcs11"
-module = "$(softhsm_module)"
-token_label = "bench"
-user_pin_file = "$d/user.pin"
-[log]
-format = "text"
-filter = "warn"
-T
-  env -u RUST_LOG "$bin" token init --config "$d/custodian.toml" --so-pin-file "$d/so.pin" >/dev/null 2>&1
-  setsid env -u RUST_LOG "$bin" serve --config "$d/custodian.toml" > "$d/out.txt" 2> "$d/err.txt" < /dev/null &
-  pid=$!
-  for _ in $(seq 200); do grep -q listening "$d/out.txt" 2>/dev/null && break; sleep 0.05; done
-  tok=$(grep -i token "$d/out.txt" | head -1 | awk '{print $NF}')
-  u="http://127.0.0.1:$port"
+  start_server "$bin" "$d"
+  pid=$SERVER_PID tok=$SERVER_TOKEN u=$SERVER_URL
   local auth=(-H "Authorization: Bearer $tok" -H 'content-type: application/json')
-  curl -sf -X POST "${auth[@]}" -d '{"name":"bench"}' "$u/v1/keys" >/dev/null
   pt=$(head -c 32 /dev/zero | tr '\0' 'B' | base64 -w0)
   ct=$(curl -sf -X POST "${auth[@]}" -d "{\"plaintext\":\"$pt\",\"context\":{\"app\":\"bench\"}}" \
     "$u/v1/keys/bench/encrypt" | python3 -c 'import json, sys; print(json.load(sys.stdin)["ciphertext"])')
