@@ -242,8 +242,9 @@ pub trait AuditAppender: Send {
 
     /// What the chain's re-check before a checkpoint reads: the records with
     /// `after < sequence <= until`, in order, at most `limit`, each as its stored hashes and
-    /// the hash its stored fields give. This reads them through [`AuditAppender::range`]; a
-    /// store may hash its rows' columns where they lie instead of building each record.
+    /// the hash its stored fields give ([`StoredHashes::of`] the records [`AuditAppender::range`]
+    /// returns). Both stores hash their rows' columns where they lie (`codec::stored_hashes`)
+    /// instead of building each record.
     ///
     /// # Errors
     /// As [`AuditAppender::range`].
@@ -252,13 +253,7 @@ pub trait AuditAppender: Send {
         after: u64,
         until: u64,
         limit: u32,
-    ) -> Result<Vec<StoredHashes>, StoreError> {
-        Ok(self
-            .range(after, until, limit)?
-            .iter()
-            .map(StoredHashes::of)
-            .collect())
-    }
+    ) -> Result<Vec<StoredHashes>, StoreError>;
 }
 
 /// Where the stored audit chain ends.
