@@ -127,9 +127,13 @@ async fn open_store(
     metrics: &crate::metrics::Metrics,
 ) -> Result<Arc<dyn Store>, StartError> {
     Ok(match &config.store {
-        StoreConfig::Sqlite { path } => Arc::new(
+        StoreConfig::Sqlite {
+            path,
+            secret_cache_bytes,
+        } => Arc::new(
             SqliteStore::open(path)
                 .await?
+                .with_read_cache(*secret_cache_bytes)
                 .with_timer(metrics.store_timer("sqlite")),
         ),
         StoreConfig::Postgres { settings, password } => {

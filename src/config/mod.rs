@@ -279,6 +279,8 @@ pub enum StoreConfig {
     Sqlite {
         /// Database file.
         path: PathBuf,
+        /// Most bytes of secret reads kept in memory between writes (0: none; decision 0028).
+        secret_cache_bytes: usize,
     },
     /// A PostgreSQL database (several nodes may share it).
     Postgres {
@@ -427,7 +429,17 @@ fn store_config(
         "sqlite" => {
             return Ok(StoreConfig::Sqlite {
                 path: resolve(&raw.path),
+                secret_cache_bytes: raw
+                    .secret_cache_bytes
+                    .unwrap_or(crate::store::sqlite::DEFAULT_READ_CACHE_BYTES),
             })
+        }
+        "postgres" if raw.secret_cache_bytes.is_some() => {
+            // Other nodes write a shared database behind this node's back: no read is kept.
+            return Err(invalid(
+                "store.secret_cache_bytes",
+                "applies to kind = \"sqlite\" only",
+            ));
         }
         "postgres" => {}
         _ => return Err(invalid("store.kind", "must be \"sqlite\" or \"postgres\"")),
@@ -1091,10 +1103,15 @@ mod tests {
         let BackendConfig::Pkcs11(p) = c.backend;
         assert_eq!(p.pin, PinSource::File(PathBuf::from("/etc/custodian/pin")));
         assert_eq!(p.token, TokenSelector::Label("t".to_owned()));
-        let StoreConfig::Sqlite { path } = c.store else {
+        let StoreConfig::Sqlite {
+            path,
+            secret_cache_bytes,
+        } = c.store
+        else {
             panic!("the default store is SQLite");
         };
         assert_eq!(path, PathBuf::from("/etc/custodian/custodian.db"));
+        assert_eq!(secret_cache_bytes, 16 << 20);
     }
 
     #[test]

@@ -223,6 +223,8 @@ pub struct RawStore {
     pub sslmode: String,
     /// PostgreSQL with `sslmode = "verify-full"`: PEM file of the server certificate's CA.
     pub ca_file: Option<PathBuf>,
+    /// SQLite: most bytes of secret reads kept in memory (0: none; default 16 MiB).
+    pub secret_cache_bytes: Option<usize>,
 }
 
 impl Default for RawStore {
@@ -237,6 +239,7 @@ impl Default for RawStore {
             connect_timeout: "5s".to_owned(),
             sslmode: "disable".to_owned(),
             ca_file: None,
+            secret_cache_bytes: None,
         }
     }
 }

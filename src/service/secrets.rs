@@ -420,7 +420,13 @@ impl KeyService {
         };
         let value = self
             .open_secret(path, v.version, &sealed.wrapped_dek, &sealed.ciphertext)
-            .await?;
+            .await
+            .inspect_err(|e| {
+                if matches!(e, ServiceError::SecretIntegrity { .. }) {
+                    // What the store kept may be rows changed behind its back: read them anew.
+                    self.store.forget_read(path);
+                }
+            })?;
         Ok(SecretValue {
             path: path.clone(),
             version: v.version,

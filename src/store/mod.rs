@@ -832,6 +832,13 @@ pub trait SecretStore: Send + Sync {
         Ok(Some((record, data)))
     }
 
+    /// Drops what the store keeps in memory of `path`'s reads, if it keeps any (SQLite:
+    /// decision 0028). The service calls it when the sealed data a read returned failed to
+    /// open, so rows put right behind the store's back are read again from the database.
+    fn forget_read(&self, path: &SecretPath) {
+        let _ = path;
+    }
+
     /// Records a version in one transaction: creates the path if needed, checks `cas`, the
     /// version number and the rotation claim, inserts, then destroys the oldest versions beyond
     /// `max_versions` and removes all but the newest [`KEPT_TOMBSTONES`] destroyed versions

@@ -912,3 +912,85 @@ async fn a_crash_mid_write_leaves_every_version_with_its_announcement() -> anyho
     }
     anyhow::bail!("five crashes caught no write between its announcement and its final record")
 }
+
+/// A read of a secret's newest version that the SQLite store keeps in memory (decision 0028)
+/// follows every change to the secret: a new version, a delete and an undelete, a destroy, new
+/// metadata (expiry set, then cleared), and a re-wrap under a new key version whose old version
+/// is then destroyed, so a kept read of the old wrapped data key could no longer be opened. A
+/// repeated read makes no store call; PostgreSQL nodes keep nothing (other nodes write).
+#[tokio::test]
+async fn a_kept_read_follows_every_change_to_the_secret() -> anyhow::Result<()> {
+    let (_d, s) =
+        secrets_server("[keys]\nrewrap_after_rotation = false\nrewrap_pause_ms = 0\n").await?;
+    let admin = s.token.clone();
+    let store_calls = || async {
+        let scrape = crate::metrics::scrape(&s, &admin).await;
+        let store = if crate::common::server::on_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        scrape.value(&format!(
+            "custodian_store_operation_duration_seconds_count{{store=\"{store}\",result=\"ok\"}}"
+        ))
+    };
+    put_text(&s, "kept/pw", "one").await;
+    assert_eq!(read_text(&s, "kept/pw").await, "one");
+    let before = store_calls().await;
+    for _ in 0..40 {
+        assert_eq!(read_text(&s, "kept/pw").await, "one");
+    }
+    let calls = store_calls().await - before;
+    if crate::common::server::on_postgres() {
+        assert!(
+            calls >= 40.0,
+            "every read goes to PostgreSQL: {calls} store calls"
+        );
+    } else {
+        // The background workers' own calls (every 200 ms here) are all the store saw.
+        assert!(calls < 20.0, "40 repeated reads made {calls} store calls");
+    }
+
+    put_text(&s, "kept/pw", "two").await;
+    assert_eq!(read_text(&s, "kept/pw").await, "two");
+    s.send(Method::DELETE, "/v1/secrets/kept/pw").await.ok();
+    assert_eq!(read_text(&s, "kept/pw").await, "one");
+    s.post("/v1/secrets/kept/pw/undelete", json!({})).await.ok();
+    assert_eq!(read_text(&s, "kept/pw").await, "two");
+    s.post("/v1/secrets/kept/pw/destroy", json!({ "versions": [2] }))
+        .await
+        .ok();
+    assert_eq!(read_text(&s, "kept/pw").await, "one");
+
+    s.send_json(
+        Method::PUT,
+        "/v1/secrets/kept/pw/metadata",
+        json!({ "expires_after": "1s" }),
+    )
+    .await
+    .ok();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    read(&s, "kept/pw")
+        .await
+        .assert_error(410, "secret_version_expired");
+    s.send_json(
+        Method::PUT,
+        "/v1/secrets/kept/pw/metadata",
+        json!({ "expires_after": null }),
+    )
+    .await
+    .ok();
+    assert_eq!(read_text(&s, "kept/pw").await, "one");
+
+    s.post("/v1/keys/sk/rotate", json!({})).await.ok();
+    let job = s.post("/v1/keys/sk/rewrap", json!({})).await;
+    assert_eq!(job.status.as_u16(), 202, "{}", job.body);
+    let done = crate::common::server::wait_job_done(&s, "sk").await;
+    assert_eq!(done["state"], "completed", "{done}");
+    s.post("/v1/keys/sk/versions/1/destroy", json!({}))
+        .await
+        .ok();
+    // The first read after the re-wrap opens the data key under version 2.
+    assert_eq!(read_text(&s, "kept/pw").await, "one");
+    Ok(())
+}

@@ -4,6 +4,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::error::Error;
+use super::read_cache::ReadCache;
 use super::space::Space;
 use crate::audit::record::StoredHashes;
 use crate::audit::{AuditArchive, AuditEntry, AuditFilter, AuditRecord, Checkpoint, Outcome};
@@ -14,6 +15,8 @@ use crate::store::{AuditAppender, AuditTail, RewrapWrite, StaleKind, StoreError,
 pub struct Appender {
     pub(super) conn: Connection,
     pub(super) space: std::sync::Arc<Space>,
+    /// The store's secret reads: the versions and re-wrap batches written here forget theirs.
+    pub(super) read_cache: std::sync::Arc<ReadCache>,
 }
 
 impl Appender {
@@ -53,7 +56,7 @@ impl AuditAppender for Appender {
         let space = std::sync::Arc::clone(&self.space);
         let mut first = true;
         let mut pruned = false;
-        self.write(|conn| {
+        let written = self.write(|conn| {
             if std::mem::take(&mut first) {
                 pruned = append_with(conn, records, versions, rewraps, &space)?;
             } else {
@@ -69,7 +72,16 @@ impl AuditAppender for Appender {
                 append(conn, records)?;
             }
             Ok(())
-        })?;
+        });
+        // After the commit (or its failure) and before the writer answers anyone.
+        self.read_cache.forget(
+            versions.iter().map(|v| &v.version.path).chain(
+                rewraps
+                    .iter()
+                    .flat_map(|r| r.batch.items.iter().map(|(i, _)| &i.path)),
+            ),
+        );
+        written?;
         if pruned {
             super::secrets::checkpoint(&self.conn);
         }

@@ -19,6 +19,7 @@ mod error;
 mod identity;
 mod jobs;
 mod keys;
+mod read_cache;
 mod secrets;
 mod space;
 
@@ -50,6 +51,9 @@ struct Readers {
 
 /// How many read-only connections a store opens.
 const READERS: usize = 4;
+
+/// Bytes of secret reads kept in memory unless `store.secret_cache_bytes` says otherwise.
+pub const DEFAULT_READ_CACHE_BYTES: usize = 16 << 20;
 
 impl Readers {
     fn open(path: &Path) -> Result<Self, Error> {
@@ -95,6 +99,8 @@ pub struct SqliteStore {
     timer: crate::metrics::StoreTimer,
     /// The disk reserve and whether the disk filled up.
     space: Arc<space::Space>,
+    /// Newest-version secret reads, forgotten by every change to their rows (decision 0028).
+    read_cache: Arc<read_cache::ReadCache>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -150,7 +156,15 @@ impl SqliteStore {
             path: path.to_owned(),
             timer: crate::metrics::StoreTimer::unregistered("sqlite"),
             space: Arc::new(space),
+            read_cache: Arc::new(read_cache::ReadCache::new(DEFAULT_READ_CACHE_BYTES)),
         })
+    }
+
+    /// The same store, keeping at most `bytes` of secret reads in memory (0: none).
+    #[must_use]
+    pub fn with_read_cache(mut self, bytes: usize) -> Self {
+        self.read_cache = Arc::new(read_cache::ReadCache::new(bytes));
+        self
     }
 
     /// The same store, its calls timed by `timer` (metrics).
@@ -715,9 +729,21 @@ impl SecretStore for SqliteStore {
         path: &SecretPath,
         version: Option<u32>,
     ) -> Result<Option<SecretForRead>, StoreError> {
-        let path = path.clone();
-        self.with_reader(move |conn| secrets::for_read(conn, &path, version))
-            .await
+        // Only the newest version's read is kept: the one a plain `GET` asks for.
+        if version.is_none() {
+            if let Some(read) = self.read_cache.get(path) {
+                return Ok(Some(read));
+            }
+        }
+        let ticket = self.read_cache.ticket();
+        let owned = path.clone();
+        let read = self
+            .with_reader(move |conn| secrets::for_read(conn, &owned, version))
+            .await?;
+        if let (None, Some(read)) = (version, &read) {
+            self.read_cache.keep(ticket, path, read);
+        }
+        Ok(read)
     }
 
     async fn list_secrets(
@@ -729,6 +755,10 @@ impl SecretStore for SqliteStore {
         let (prefix, after) = (prefix.to_owned(), after.cloned());
         self.with_conn(move |conn| secrets::list(conn, &prefix, after.as_ref(), limit))
             .await
+    }
+
+    fn forget_read(&self, path: &SecretPath) {
+        self.read_cache.forget([path]);
     }
 
     async fn secret_version_data(
@@ -752,8 +782,9 @@ impl SecretStore for SqliteStore {
         // error is the answer and `done` is dropped, so no later group writes ours.
         let queue = Arc::clone(&self.queued_versions);
         let space = Arc::clone(&self.space);
+        let cache = Arc::clone(&self.read_cache);
         self.with_conn(move |conn| {
-            secrets::insert_queued(conn, &queue, &space);
+            secrets::insert_queued(conn, &queue, &space, &cache);
             Ok(())
         })
         .await?;
@@ -771,8 +802,14 @@ impl SecretStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<SecretRecord, StoreError> {
         let (path, update) = (path.clone(), update.clone());
+        let cache = Arc::clone(&self.read_cache);
+        // Forgotten on the blocking thread, after the commit: a request cancelled meanwhile
+        // does not leave the old read kept.
         self.with_conn(move |conn| {
-            secrets::put_metadata(conn, &path, key_id, default_max_versions, &update, now)
+            let result =
+                secrets::put_metadata(conn, &path, key_id, default_max_versions, &update, now);
+            cache.forget([&path]);
+            result
         })
         .await
     }
@@ -785,8 +822,13 @@ impl SecretStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Vec<u32>, StoreError> {
         let (path, versions) = (path.clone(), versions.to_vec());
-        self.with_conn(move |conn| secrets::update_versions(conn, &path, &versions, op, now))
-            .await
+        let cache = Arc::clone(&self.read_cache);
+        self.with_conn(move |conn| {
+            let result = secrets::update_versions(conn, &path, &versions, op, now);
+            cache.forget([&path]);
+            result
+        })
+        .await
     }
 
     async fn due_rotations(
@@ -839,7 +881,13 @@ impl JobStore for SqliteStore {
 
     async fn apply_rewrap(&self, batch: &RewrapBatch) -> Result<u64, StoreError> {
         let batch = batch.clone();
-        self.with_conn(move |conn| jobs::apply(conn, &batch)).await
+        let cache = Arc::clone(&self.read_cache);
+        self.with_conn(move |conn| {
+            let result = jobs::apply(conn, &batch);
+            cache.forget(batch.items.iter().map(|(item, _)| &item.path));
+            result
+        })
+        .await
     }
 
     async fn job_events(&self, id: &str) -> Result<Vec<JobEvent>, StoreError> {
@@ -870,6 +918,7 @@ impl AuditStore for SqliteStore {
         Ok(Box::new(audit::Appender {
             conn,
             space: Arc::clone(&self.space),
+            read_cache: Arc::clone(&self.read_cache),
         }))
     }
 

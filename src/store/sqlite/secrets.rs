@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use super::error::Error;
+use super::read_cache::ReadCache;
 use super::space::Space;
 use super::{from_millis, millis, parse_time, time_text};
 use crate::domain::secret::{
@@ -267,7 +268,12 @@ impl Queued {
 /// Each is decided on the state the ones before it left, so two versions of one path in one
 /// group get what they would get one after the other (the service writes a path under its
 /// lock, so only callers of the store itself send such pairs).
-pub(super) fn insert_queued(conn: &mut Connection, queue: &Mutex<Vec<Queued>>, space: &Space) {
+pub(super) fn insert_queued(
+    conn: &mut Connection,
+    queue: &Mutex<Vec<Queued>>,
+    space: &Space,
+    cache: &ReadCache,
+) {
     let mut batch = std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
     // A caller that stopped waiting (its request was cancelled, or its own group commit could
     // not run and it answered with that error) is not written behind its back.
@@ -291,6 +297,8 @@ pub(super) fn insert_queued(conn: &mut Connection, queue: &Mutex<Vec<Queued>>, s
             }
             tx.commit()
         });
+    // Before anyone is answered: a read after a write's answer never finds the old version.
+    cache.forget(batch.iter().map(|q| &q.version.path));
     let pruned_any = results
         .iter()
         .any(|r| r.as_ref().is_ok_and(|p| !p.is_empty()));
