@@ -63,6 +63,7 @@
 //! | `--audit-secs S` | `CUSTODIAN_BENCH_AUDIT_SECS` | the `--secs` value (each audit-cost row; 0 skips the audit phase) |
 //! | `--tpm true\|false` | `CUSTODIAN_BENCH_TPM` | `true` (`false`: no swtpm, no `[tpm]`, no TPM keys or rows) |
 //! | `--peer openbao` | `CUSTODIAN_BENCH_PEER` | none (set: run only the side-by-side comparison with OpenBao, see `service/peer.rs`) |
+//! | `--peer-client wrk\|reqwest` | `CUSTODIAN_BENCH_PEER_CLIENT` | `wrk` (the peer rows' load generator: `wrk -t1`, or this bench's own client) |
 //! | `--soak MINUTES` | `CUSTODIAN_BENCH_SOAK_MINUTES` | none (set: run only the soak of `scripts/soak`, see `service/soak.rs`) |
 //!
 //! `CUSTODIAN_BENCH_PKCS11_MODULE` names the module (default: SoftHSM2's Debian path). With
@@ -237,6 +238,8 @@ struct Knobs {
     soak: Option<u32>,
     /// `--peer openbao`: run only the side-by-side comparison with OpenBao.
     peer: bool,
+    /// `--peer-client wrk|reqwest`: the peer rows' load generator.
+    peer_client: peer::PeerClient,
 }
 
 impl Knobs {
@@ -258,6 +261,7 @@ impl Knobs {
         let mut nodes = env_knob("CUSTODIAN_BENCH_NODES")?;
         let mut soak = env_knob("CUSTODIAN_BENCH_SOAK_MINUTES")?;
         let mut peer = env_knob("CUSTODIAN_BENCH_PEER")?;
+        let mut peer_client = env_knob("CUSTODIAN_BENCH_PEER_CLIENT")?;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let slot = match arg.as_str() {
@@ -279,12 +283,14 @@ impl Knobs {
                 "--nodes" => &mut nodes,
                 "--soak" => &mut soak,
                 "--peer" => &mut peer,
+                "--peer-client" => &mut peer_client,
                 other => bail!(
                     "unknown argument {other:?}; knobs: --sessions N, --secs S, --raw-secs S, \
                      --concurrency 1,8,32, --max-requests N, --log-filter F, --rewrap-secrets N, \
                      --rewrap-secs S, --rewrap-batch N, --rewrap-pause-ms MS, \
                      --rewrap-mode direct|cached, --audit-secs S, \
-                     --tpm true|false, --store postgres, --nodes N, --soak MINUTES, --peer openbao"
+                     --tpm true|false, --store postgres, --nodes N, --soak MINUTES, --peer openbao, \
+                     --peer-client wrk|reqwest"
                 ),
             };
             *slot = Some(
@@ -375,6 +381,7 @@ impl Knobs {
                 Some("openbao") => true,
                 Some(other) => bail!("--peer {other:?}: the peer is openbao"),
             },
+            peer_client: peer::PeerClient::parse(peer_client.as_deref())?,
             soak: match soak.as_deref() {
                 None => None,
                 Some(text) => {

@@ -12,6 +12,12 @@
 //! OpenBao) and secret get. For each row and concurrency the two servers run back to back,
 //! the order alternating from cell to cell so that drift does not favour one. Printed: both
 //! rates, p50/p99, errors, the ratios, and each server's RSS idle and at the end.
+//!
+//! The load generator is `wrk -t1` (`--peer-client wrk`, the default: how the issue's own
+//! figures were taken), or this bench's reqwest client on one thread (`--peer-client reqwest`,
+//! as runs before 2026-12-08 were recorded). Both share the two cores with the servers; wrk
+//! spends 12 µs of CPU per request here against 30–38 µs for reqwest, which took a larger share
+//! from whichever server answered faster.
 
 use super::*;
 
@@ -300,6 +306,167 @@ fn targets(base: &str, auth: &HeaderValue, bao: bool, blob: &str) -> [(&'static 
     }
 }
 
+/// The load generator of the peer rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PeerClient {
+    /// `wrk -t1` (Debian's `wrk`): one thread, as the issue's own figures were taken; it spends
+    /// about a third of the CPU per request that the bench's own client does, on the same two
+    /// cores as both servers.
+    Wrk,
+    /// The bench's own client (reqwest on one thread), as earlier recorded runs used.
+    Reqwest,
+}
+
+impl PeerClient {
+    pub(super) fn parse(text: Option<&str>) -> Result<Self> {
+        match text {
+            None | Some("wrk") => Ok(Self::Wrk),
+            Some("reqwest") => Ok(Self::Reqwest),
+            Some(other) => bail!("--peer-client {other:?}: wrk or reqwest"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Wrk => "`wrk -t1`",
+            Self::Reqwest => "the bench's reqwest client on one thread",
+        }
+    }
+}
+
+/// `[[ … ]]` with enough `=` that `text` cannot close it: a Lua long string.
+fn lua_string(text: &str) -> String {
+    let mut level = String::new();
+    while text.contains(&format!("]{level}]")) {
+        level.push('=');
+    }
+    format!("[{level}[{text}]{level}]")
+}
+
+/// Runs `target` under `wrk -t1 -c{concurrency}` for `duration` (whole seconds, at least one)
+/// and reads its counts and percentiles from the script's `done`. A request counts as done when
+/// it answered 2xx or 3xx (wrk reads every body); every other answer and every socket error is
+/// an error. Fresh-path puts go to `{url}{cell}-{n}`, `cell` unique per call.
+fn wrk_load(dir: &Path, target: &Target, concurrency: usize, duration: Duration) -> Result<Stats> {
+    static CELL: AtomicU64 = AtomicU64::new(0);
+    let cell = CELL.fetch_add(1, Ordering::Relaxed);
+    let (origin, path) = match target.url.find("/v1/") {
+        Some(i) => target.url.split_at(i),
+        None => bail!("{}: no /v1/ path", target.url),
+    };
+    let mut script = String::new();
+    let method = match (&target.body, target.put_fresh) {
+        (Some(_), true) => "PUT",
+        (Some(_), false) => "POST",
+        (None, _) => "GET",
+    };
+    writeln!(script, "wrk.method = \"{method}\"")?;
+    if let Some(auth) = &target.auth {
+        let auth = auth
+            .to_str()
+            .context("the Authorization value is not text")?;
+        writeln!(
+            script,
+            "wrk.headers[\"Authorization\"] = {}",
+            lua_string(auth)
+        )?;
+    }
+    if let Some(body) = &target.body {
+        writeln!(
+            script,
+            "wrk.headers[\"Content-Type\"] = \"application/json\""
+        )?;
+        writeln!(script, "wrk.body = {}", lua_string(body))?;
+    }
+    if target.put_fresh {
+        writeln!(
+            script,
+            "local n = 0\nrequest = function()\n  n = n + 1\n               return wrk.format(nil, {} .. n)\nend",
+            lua_string(&format!("{path}{cell}-"))
+        )?;
+    }
+    script.push_str(
+        "done = function(s, latency, requests)\n           io.write(string.format(\"peer-wrk %d %d %d %d %d %d\\n\", s.requests, s.duration, \
+         latency:percentile(50), latency:percentile(99), s.errors.status, \
+         s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout))\nend\n",
+    );
+    let file = dir.join(format!("peer-{cell}.lua"));
+    std::fs::write(&file, script).with_context(|| format!("writing {}", file.display()))?;
+    let secs = duration.as_secs_f64().round().max(1.0);
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{concurrency}"),
+            &format!("-d{secs}s"),
+            "--timeout",
+            "30s",
+        ])
+        .arg("-s")
+        .arg(&file)
+        .arg(format!("{origin}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .context("running wrk (scripts/bench installs it)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "wrk failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fields: Vec<u64> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peer-wrk "))
+        .with_context(|| format!("no counts in wrk's output: {stdout}"))?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("unreadable counts in wrk's output: {stdout}"))?;
+    let &[requests, elapsed_us, p50_us, p99_us, status_errors, socket_errors] = fields.as_slice()
+    else {
+        bail!("wrk's counts are not six numbers: {stdout}");
+    };
+    let errors = status_errors + socket_errors;
+    Ok(Stats {
+        ops: requests.saturating_sub(status_errors),
+        elapsed: Duration::from_micros(elapsed_us),
+        p50: Duration::from_micros(p50_us),
+        p99: Duration::from_micros(p99_us),
+        errors,
+        first_error: (errors > 0).then(|| {
+            format!(
+                "{status_errors} answers outside 2xx/3xx, {socket_errors} socket errors or timeouts"
+            )
+        }),
+        other_cpu: Duration::ZERO,
+    })
+}
+
+/// The window over which [`settle`] reads the machine's CPU.
+const SETTLE_WINDOW: Duration = Duration::from_millis(200);
+/// Busy share of all CPUs under which the machine counts as quiet.
+const SETTLE_BUSY: f64 = 0.10;
+/// Longest [`settle`] waits.
+const SETTLE_MAX: Duration = Duration::from_secs(5);
+
+/// Waits until the machine is quiet (under [`SETTLE_BUSY`] of its CPUs busy over one
+/// [`SETTLE_WINDOW`]), at most [`SETTLE_MAX`]: what a server still does after its cell (OpenBao's
+/// raft snapshots and garbage collection, SQLite's checkpoints) then does not land in the next
+/// cell, of either server. Returns whether it got quiet.
+fn settle(ticks: f64) -> Result<bool> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let started = Instant::now();
+    while started.elapsed() < SETTLE_MAX {
+        let before = machine_cpu(ticks)?;
+        std::thread::sleep(SETTLE_WINDOW);
+        let busy = machine_cpu(ticks)?.since(before).busy;
+        if busy.as_secs_f64() < SETTLE_BUSY * cpus * SETTLE_WINDOW.as_secs_f64() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -345,7 +512,8 @@ pub(super) fn peer_comparison(install: &Install, knobs: &Knobs) -> Result<String
     writeln!(
         out,
         "Custodian (SQLite, SoftHSM2, audit record durable per request) beside OpenBao (raft, \
-         file audit device without fsync), same client, {:?} per cell, {} cores:\n",
+         file audit device without fsync), same client ({}), {:?} per cell, {} cores:\n",
+        knobs.peer_client.name(),
         knobs.http_time,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     )?;
@@ -387,11 +555,23 @@ pub(super) fn peer_comparison(install: &Install, knobs: &Knobs) -> Result<String
     let mut cell = 0usize;
     let mut errors = bao_warm.errors;
     let mut peak = idle;
+    let ticks = clock_ticks();
+    // Cells that began before the machine got quiet (see `settle`).
+    let unsettled = std::cell::Cell::new(0u32);
     for (i, (row, our_target)) in ours.iter().enumerate() {
         let their_target = &theirs[i].1;
         for &c in &knobs.concurrency {
-            let run =
-                |t: &Target| rt.block_on(load(&client, t, c, knobs.http_time, knobs.max_requests));
+            let run = |t: &Target| {
+                if !settle(ticks)? {
+                    unsettled.set(unsettled.get() + 1);
+                }
+                match knobs.peer_client {
+                    PeerClient::Wrk => wrk_load(&install.dir, t, c, knobs.http_time),
+                    PeerClient::Reqwest => {
+                        rt.block_on(load(&client, t, c, knobs.http_time, knobs.max_requests))
+                    }
+                }
+            };
             // Custodian's cells are framed by two scrapes of its audit wait.
             let ours = || -> Result<(Stats, AuditWait)> {
                 let before = rt.block_on(AuditWait::scrape(&client, &metrics, &auth))?;
@@ -468,6 +648,16 @@ pub(super) fn peer_comparison(install: &Install, knobs: &Knobs) -> Result<String
                 .join("; ")
         )?;
     }
+    writeln!(
+        out,
+        "\nBefore each cell the bench waited for the machine to be quiet (under {:.0} % of its \
+         CPUs busy over {} ms, at most {} s): {} of {} cells began without it.",
+        SETTLE_BUSY * 100.0,
+        SETTLE_WINDOW.as_millis(),
+        SETTLE_MAX.as_secs(),
+        unsettled.get(),
+        2 * cell
+    )?;
     drop(bao);
     server.stop()?;
     ensure!(
