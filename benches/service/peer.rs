@@ -10,8 +10,10 @@
 //! Rows: `datakey` (`POST /v1/keys/bench/datakey` vs `POST /v1/transit/datakey/plaintext/bench`),
 //! `encrypt` (32 B), `decrypt` (of one blob made first), secret put to fresh paths (KV v2 on
 //! OpenBao) and secret get. For each row and concurrency the two servers run back to back,
-//! the order alternating from cell to cell so that drift does not favour one. Printed: both
-//! rates, p50/p99, errors, the ratios, and each server's RSS idle and at the end.
+//! the order alternating from cell to cell so that drift does not favour one; while one
+//! server's cell runs the other is stopped (`SIGSTOP`), so its background work cannot land in
+//! the cell, and each cell begins with the page cache written out and on a quiet machine. Printed: both rates, p50/p99, errors, the
+//! ratios, and each server's RSS idle and at the end.
 //!
 //! The load generator is `wrk -t1` (`--peer-client wrk`, the default: how the issue's own
 //! figures were taken), or this bench's reqwest client on one thread (`--peer-client reqwest`,
@@ -442,6 +444,29 @@ fn wrk_load(dir: &Path, target: &Target, concurrency: usize, duration: Duration)
     })
 }
 
+/// A process stopped (`SIGSTOP`) while the other server's cell runs, continued (`SIGCONT`) when
+/// dropped, so neither server's background work (OpenBao's garbage collection and raft
+/// housekeeping, Custodian's checkpoints and lifecycle checks) runs inside the other's cell.
+struct Frozen(rustix::process::Pid);
+
+impl Frozen {
+    fn new(pid: u32) -> Result<Self> {
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .with_context(|| format!("pid {pid}"))?;
+        rustix::process::kill_process(pid, rustix::process::Signal::STOP)
+            .with_context(|| format!("stopping pid {pid:?}"))?;
+        Ok(Self(pid))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(self.0, rustix::process::Signal::CONT);
+    }
+}
+
 /// The window over which [`settle`] reads the machine's CPU.
 const SETTLE_WINDOW: Duration = Duration::from_millis(200);
 /// Busy share of all CPUs under which the machine counts as quiet.
@@ -449,11 +474,26 @@ const SETTLE_BUSY: f64 = 0.10;
 /// Longest [`settle`] waits.
 const SETTLE_MAX: Duration = Duration::from_secs(5);
 
-/// Waits until the machine is quiet (under [`SETTLE_BUSY`] of its CPUs busy over one
-/// [`SETTLE_WINDOW`]), at most [`SETTLE_MAX`]: what a server still does after its cell (OpenBao's
-/// raft snapshots and garbage collection, SQLite's checkpoints) then does not land in the next
-/// cell, of either server. Returns whether it got quiet.
-fn settle(ticks: f64) -> Result<bool> {
+/// The kernel's dirty page cache (`Dirty:` of `/proc/meminfo`), in KiB.
+fn dirty_kib() -> Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Dirty:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no Dirty: line in /proc/meminfo")
+}
+
+/// Writes the page cache out (`sync`), then waits until the machine is quiet (under
+/// [`SETTLE_BUSY`] of its CPUs busy over one [`SETTLE_WINDOW`]), at most [`SETTLE_MAX`]. What a
+/// server left behind then does not land in the next cell, of either server: OpenBao's audit
+/// device writes without flushing, so its cells leave tens of MB of dirty pages that the kernel
+/// would otherwise write out during a later cell, under Custodian's flushes; and what a server
+/// still does after its cell (raft snapshots, garbage collection, SQLite's checkpoints). Returns
+/// the dirty page cache it found (KiB) and whether the machine got quiet.
+fn settle(ticks: f64) -> Result<(u64, bool)> {
+    let dirty = dirty_kib()?;
+    rustix::fs::sync();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let started = Instant::now();
     while started.elapsed() < SETTLE_MAX {
@@ -461,10 +501,10 @@ fn settle(ticks: f64) -> Result<bool> {
         std::thread::sleep(SETTLE_WINDOW);
         let busy = machine_cpu(ticks)?.since(before).busy;
         if busy.as_secs_f64() < SETTLE_BUSY * cpus * SETTLE_WINDOW.as_secs_f64() {
-            return Ok(true);
+            return Ok((dirty, true));
         }
     }
-    Ok(false)
+    Ok((dirty, false))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -558,11 +598,15 @@ pub(super) fn peer_comparison(install: &Install, knobs: &Knobs) -> Result<String
     let ticks = clock_ticks();
     // Cells that began before the machine got quiet (see `settle`).
     let unsettled = std::cell::Cell::new(0u32);
+    // The most dirty page cache found before a cell (KiB).
+    let most_dirty = std::cell::Cell::new(0u64);
     for (i, (row, our_target)) in ours.iter().enumerate() {
         let their_target = &theirs[i].1;
         for &c in &knobs.concurrency {
             let run = |t: &Target| {
-                if !settle(ticks)? {
+                let (dirty, quiet) = settle(ticks)?;
+                most_dirty.set(most_dirty.get().max(dirty));
+                if !quiet {
                     unsettled.set(unsettled.get() + 1);
                 }
                 match knobs.peer_client {
@@ -575,16 +619,23 @@ pub(super) fn peer_comparison(install: &Install, knobs: &Knobs) -> Result<String
             // Custodian's cells are framed by two scrapes of its audit wait.
             let ours = || -> Result<(Stats, AuditWait)> {
                 let before = rt.block_on(AuditWait::scrape(&client, &metrics, &auth))?;
-                let o = run(our_target)?;
+                let o = {
+                    let _bao = Frozen::new(bao.child.id())?;
+                    run(our_target)?
+                };
                 let after = rt.block_on(AuditWait::scrape(&client, &metrics, &auth))?;
                 Ok((o, after.since(before)))
+            };
+            let theirs = || -> Result<Stats> {
+                let _custodian = Frozen::new(server.pid())?;
+                run(their_target)
             };
             // Alternate which server goes first.
             let ((o, waited), t) = if cell % 2 == 0 {
                 let o = ours()?;
-                (o, run(their_target)?)
+                (o, theirs()?)
             } else {
-                let t = run(their_target)?;
+                let t = theirs()?;
                 (ours()?, t)
             };
             if c == 1 {
@@ -650,8 +701,11 @@ pub(super) fn peer_comparison(install: &Install, knobs: &Knobs) -> Result<String
     }
     writeln!(
         out,
-        "\nBefore each cell the bench waited for the machine to be quiet (under {:.0} % of its \
-         CPUs busy over {} ms, at most {} s): {} of {} cells began without it.",
+        "\nWhile one server's cell ran, the other was stopped (SIGSTOP, then SIGCONT). Before \
+         each cell the bench wrote the page cache out (`sync`; the most it found dirty before a \
+         cell was {:.1} MiB) and waited for the machine to be quiet (under {:.0} % of its CPUs \
+         busy over {} ms, at most {} s): {} of {} cells began without it.",
+        most_dirty.get() as f64 / 1024.0,
         SETTLE_BUSY * 100.0,
         SETTLE_WINDOW.as_millis(),
         SETTLE_MAX.as_secs(),

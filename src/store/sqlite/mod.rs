@@ -160,10 +160,11 @@ impl SqliteStore {
         })
     }
 
-    /// The same store, keeping at most `bytes` of secret reads in memory (0: none).
+    /// The same store, keeping at most `bytes` of secret reads in memory (0: none). Every
+    /// clone of the store and every audit appender it made share the one cache.
     #[must_use]
-    pub fn with_read_cache(mut self, bytes: usize) -> Self {
-        self.read_cache = Arc::new(read_cache::ReadCache::new(bytes));
+    pub fn with_read_cache(self, bytes: usize) -> Self {
+        self.read_cache.set_budget(bytes);
         self
     }
 

@@ -15,6 +15,7 @@
 //! one node); PostgreSQL stores, which other nodes write, do not use it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use zeroize::Zeroize;
@@ -35,7 +36,7 @@ const MAX_ENTRY_SHARE: usize = 16;
 pub(super) struct ReadCache {
     inner: Mutex<Inner>,
     /// Most bytes held (0: nothing is kept).
-    budget: usize,
+    budget: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -72,8 +73,18 @@ impl ReadCache {
     pub(super) fn new(budget: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
-            budget,
+            budget: AtomicUsize::new(budget),
         }
+    }
+
+    /// Holds at most `budget` bytes from now on, starting over from nothing. The store and its
+    /// audit appender share one cache, so it is resized in place, never replaced.
+    pub(super) fn set_budget(&self, budget: usize) {
+        let mut inner = self.lock();
+        self.budget.store(budget, Ordering::Relaxed);
+        inner.entries.clear();
+        inner.bytes = 0;
+        inner.generation += 1;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -89,7 +100,7 @@ impl ReadCache {
 
     /// The kept read of `path`, if there is one.
     pub(super) fn get(&self, path: &SecretPath) -> Option<SecretForRead> {
-        if self.budget == 0 {
+        if self.budget.load(Ordering::Relaxed) == 0 {
             return None;
         }
         self.lock().entries.get(path).map(|e| e.read.clone())
@@ -103,18 +114,13 @@ impl ReadCache {
     /// Keeps `read` as `path`'s newest-version read, unless something was forgotten since `t`
     /// was taken or it does not fit. When the budget is full, everything held is dropped first.
     pub(super) fn keep(&self, t: Ticket, path: &SecretPath, read: &SecretForRead) {
-        if self.budget == 0 {
-            return;
-        }
         let bytes = size(path, read);
-        if bytes > self.budget / MAX_ENTRY_SHARE {
-            return;
-        }
         let mut inner = self.lock();
-        if inner.generation != t.0 {
+        let budget = self.budget.load(Ordering::Relaxed);
+        if inner.generation != t.0 || bytes > budget / MAX_ENTRY_SHARE {
             return;
         }
-        if inner.bytes + bytes > self.budget {
+        if inner.bytes + bytes > budget {
             inner.entries.clear();
             inner.bytes = 0;
         }
@@ -246,5 +252,25 @@ mod tests {
         cache.keep(cache.ticket(), &a, &read("team/a", 32));
         assert_eq!(cache.get(&a), None);
         assert_eq!(cache.held(), (0, 0));
+    }
+
+    #[test]
+    fn a_new_budget_starts_over_and_drops_reads_under_way() {
+        let cache = ReadCache::new(1 << 20);
+        let (a, b) = (path("team/a"), path("team/b"));
+        cache.keep(cache.ticket(), &a, &read("team/a", 32));
+        let t = cache.ticket();
+        cache.set_budget(0);
+        assert_eq!(cache.get(&a), None);
+        assert_eq!(cache.held(), (0, 0));
+        cache.set_budget(1 << 20);
+        cache.keep(t, &b, &read("team/b", 32));
+        assert_eq!(
+            cache.get(&b),
+            None,
+            "a read begun before the resize is not kept"
+        );
+        cache.keep(cache.ticket(), &b, &read("team/b", 32));
+        assert!(cache.get(&b).is_some());
     }
 }
