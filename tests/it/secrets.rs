@@ -917,7 +917,8 @@ async fn a_crash_mid_write_leaves_every_version_with_its_announcement() -> anyho
 /// follows every change to the secret: a new version, a delete and an undelete, a destroy, new
 /// metadata (expiry set, then cleared), and a re-wrap under a new key version whose old version
 /// is then destroyed, so a kept read of the old wrapped data key could no longer be opened. A
-/// repeated read makes no store call; PostgreSQL nodes keep nothing (other nodes write).
+/// repeated read makes no store call, and a kept read is still refused to a principal not
+/// allowed the path; PostgreSQL nodes keep nothing (other nodes write).
 #[tokio::test]
 async fn a_kept_read_follows_every_change_to_the_secret() -> anyhow::Result<()> {
     let (_d, s) =
@@ -950,6 +951,19 @@ async fn a_kept_read_follows_every_change_to_the_secret() -> anyhow::Result<()> 
         // The background workers' own calls (every 200 ms here) are all the store saw.
         assert!(calls < 20.0, "40 repeated reads made {calls} store calls");
     }
+
+    // A kept read is still authorised: a principal allowed other paths only is refused it.
+    crate::policy::put_policy(
+        &s,
+        "other-paths",
+        json!({ "statements": [{ "effect": "allow", "actions": ["secret:read"], "resources": ["secret/other/*"] }] }),
+    )
+    .await
+    .ok();
+    let narrow = crate::policy::principal(&s, "narrow", &["other-paths"], json!({})).await;
+    let denied = crate::policy::call(&s, &narrow, Method::GET, "/v1/secrets/kept/pw", None).await;
+    denied.assert_error(403, "forbidden");
+    assert!(denied.body.get("value").is_none(), "{}", denied.body);
 
     put_text(&s, "kept/pw", "two").await;
     assert_eq!(read_text(&s, "kept/pw").await, "two");

@@ -41,11 +41,20 @@ pub(super) struct ReadCache {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Moves with every [`ReadCache::forget`].
+    /// Moves with every [`ReadCache::forget`] and every start over.
     generation: u64,
     /// Bytes counted for the entries held.
     bytes: usize,
     entries: HashMap<SecretPath, Entry>,
+}
+
+impl Inner {
+    /// Drops every entry; reads under way are not kept either.
+    fn start_over(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.generation += 1;
+    }
 }
 
 /// One kept read; its sealed bytes are overwritten when it is dropped.
@@ -82,18 +91,16 @@ impl ReadCache {
     pub(super) fn set_budget(&self, budget: usize) {
         let mut inner = self.lock();
         self.budget.store(budget, Ordering::Relaxed);
-        inner.entries.clear();
-        inner.bytes = 0;
-        inner.generation += 1;
+        inner.start_over();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A poisoned lock means a panic while the map was changed; start over from nothing.
+        // A poisoned lock means a panic while the map was changed: start over from nothing,
+        // and keep reads again from then on.
         self.inner.lock().unwrap_or_else(|p| {
             let mut inner = p.into_inner();
-            inner.entries.clear();
-            inner.bytes = 0;
-            inner.generation += 1;
+            inner.start_over();
+            self.inner.clear_poison();
             inner
         })
     }
@@ -121,6 +128,7 @@ impl ReadCache {
             return;
         }
         if inner.bytes + bytes > budget {
+            // Reads under way began before the start over; they may still be kept.
             inner.entries.clear();
             inner.bytes = 0;
         }
@@ -252,6 +260,23 @@ mod tests {
         cache.keep(cache.ticket(), &a, &read("team/a", 32));
         assert_eq!(cache.get(&a), None);
         assert_eq!(cache.held(), (0, 0));
+    }
+
+    #[test]
+    fn a_panic_under_the_lock_starts_over_and_reads_are_kept_again() {
+        let cache = std::sync::Arc::new(ReadCache::new(1 << 20));
+        let a = path("team/a");
+        cache.keep(cache.ticket(), &a, &read("team/a", 32));
+        let held = std::sync::Arc::clone(&cache);
+        let panicked = std::thread::spawn(move || {
+            let _inner = held.inner.lock();
+            panic!("poisons the lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert_eq!(cache.get(&a), None, "everything held is dropped");
+        cache.keep(cache.ticket(), &a, &read("team/a", 32));
+        assert!(cache.get(&a).is_some(), "and reads are kept again");
     }
 
     #[test]
