@@ -13,6 +13,7 @@
 //! see by its label; a store record without a device object never exists by our doing.
 
 pub mod cached;
+pub mod lane;
 pub mod metered;
 pub mod pkcs11;
 pub mod tpm;

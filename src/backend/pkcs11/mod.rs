@@ -27,6 +27,7 @@ use cryptoki::session::Session;
 use tokio::sync::{Notify, Semaphore};
 use zeroize::Zeroizing;
 
+use crate::backend::lane::DeviceLane;
 use crate::backend::{
     AuditSigner, BackendError, DeviceDescription, DeviceHealth, KeyBackend, ObjectFacts, Reseal,
     Resealed, Sealed,
@@ -66,6 +67,8 @@ struct Inner {
     waits: AtomicU64,
     wait_nanos: AtomicU64,
     wait_timeouts: AtomicU64,
+    /// The threads the device calls run on, as many as there are sessions (decision 0029).
+    lane: DeviceLane,
 }
 
 /// A failure inside an operation, before classification.
@@ -140,6 +143,7 @@ impl Pkcs11Backend {
             .map_err(|e| BackendError::Device(Box::new(e)))??;
         let inner = Arc::new(Inner {
             permits: Arc::new(Semaphore::new(config.sessions.get())),
+            lane: DeviceLane::new("custodian-p11", config.sessions.get()),
             config,
             pin,
             state: RwLock::new(State::Up(Arc::new(device))),
@@ -194,7 +198,7 @@ impl Pkcs11Backend {
         }
     }
 
-    /// Runs `op` with a pooled session on the blocking pool, then classifies any failure.
+    /// Runs `op` with a pooled session on the device lane, then classifies any failure.
     async fn with_session<T, F>(&self, errors: RequestErrors, op: F) -> Result<T, BackendError>
     where
         T: Send + 'static,
@@ -208,7 +212,7 @@ impl Pkcs11Backend {
         };
         let device = self.current()?;
         let inner = Arc::clone(&self.inner);
-        run_blocking(move || {
+        self.inner.lane.run(move || {
             let session = device.take_session()?;
             let mut result = op(&device, &session);
             if matches!(&result, Err(OpFailure::Module(e)) if error::classify(e) == Class::StaleHandle)
