@@ -12,11 +12,13 @@
 //!   made when first needed, never more than one woken per queued call;
 //! - a call queued while another thread is in a short call waits for that thread instead of
 //!   waking one: it is picked up as soon as the call ends, without a wake-up;
-//! - a call is given a thread of its own when the calls running have all run for [`STALL`] (a
-//!   hung device), or when recent calls take [`LONG_CALL`] or more (a network HSM, whose calls
-//!   wait rather than compute, so they gain from running side by side). A queued caller checks
-//!   this again every [`STALL`] while it waits, so a call that hangs never holds up a call behind
-//!   it for long when another session is free;
+//! - a call is given a thread of its own when the short calls running have all run for
+//!   [`STALL`] (a hung device), or when recent short calls take [`LONG_CALL`] or more (a network
+//!   HSM, whose calls wait rather than compute, so they gain from running side by side). A queued
+//!   caller checks this again every [`STALL`] while it waits, so a call that hangs never holds up
+//!   a call behind it for long when another session is free;
+//! - a call its caller knows to be long ([`Expect::Long`]: a re-wrap chunk) always gets a thread
+//!   of its own, and no call waits for it;
 //! - the most recently idle thread is woken first, so its caches are warm.
 //!
 //! The caller's span is entered around the call, as [`crate::telemetry::run_blocking`] does.
@@ -39,6 +41,15 @@ pub const STALL: Duration = Duration::from_millis(1);
 pub const LONG_CALL: Duration = Duration::from_micros(250);
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// How long a call is expected to take, as its caller knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// One or two device operations: a call behind it may wait for its thread.
+    Short,
+    /// Many operations in one call (a re-wrap chunk): no call waits for it.
+    Long,
+}
 
 /// Why a call on the lane did not produce a value.
 #[derive(Debug, thiserror::Error)]
@@ -72,16 +83,16 @@ struct Shared {
 }
 
 struct State {
-    queue: VecDeque<Job>,
+    queue: VecDeque<(Expect, Job)>,
     /// Parked threads, the most recently idle last.
     idle: Vec<(u64, Thread)>,
     /// Threads alive.
     threads: usize,
     /// Threads awake and not in a call: each will look at the queue before it parks.
     free: usize,
-    /// The threads in a call, and when each call started.
-    running: Vec<(u64, Instant)>,
-    /// The mean duration of recent calls (an exponentially weighted mean, 1/8 per call).
+    /// The threads in a call: when each call started, and what it was expected to take.
+    running: Vec<(u64, Instant, Expect)>,
+    /// The mean duration of recent short calls (an exponentially weighted mean, 1/8 per call).
     mean_call: Duration,
     next_id: u64,
     stopping: bool,
@@ -115,8 +126,14 @@ impl State {
             // Enough threads are awake to take every queued call.
             return false;
         }
-        let Some(newest) = self.running.iter().map(|(_, started)| *started).max() else {
-            // Nobody is in a call, so nobody will come back to the queue unless woken.
+        let newest = self
+            .running
+            .iter()
+            .filter(|(_, _, expect)| *expect == Expect::Short)
+            .map(|(_, started, _)| *started)
+            .max();
+        let Some(newest) = newest else {
+            // Nobody is in a short call, so nobody will come back to the queue soon unless woken.
             return self.free == 0;
         };
         self.mean_call >= LONG_CALL || now.saturating_duration_since(newest) >= STALL
@@ -190,14 +207,15 @@ impl Shared {
 
     /// Queues `job` and wakes a thread if it needs one. Returns whether the job was left queued
     /// behind a call already running (so its caller should check for a stall while it waits).
-    fn submit(self: &Arc<Self>, job: Job) -> Result<bool, LaneError> {
+    fn submit(self: &Arc<Self>, expect: Expect, job: Job) -> Result<bool, LaneError> {
         let (wake, behind) = {
             let mut st = self.lock();
             if st.stopping {
                 return Err(LaneError::NoThread("the lane has stopped".into()));
             }
-            st.queue.push_back(job);
-            if st.wake_needed(Instant::now()) {
+            st.queue.push_back((expect, job));
+            let long = expect == Expect::Long && st.queue.len() > st.free;
+            if long || st.wake_needed(Instant::now()) {
                 (self.wake(&mut st), false)
             } else {
                 // Not enough threads awake for the queue: it waits on the calls running.
@@ -227,10 +245,10 @@ impl Shared {
     fn work(self: Arc<Self>, id: u64) {
         let mut st = self.lock();
         loop {
-            if let Some(job) = st.queue.pop_front() {
+            if let Some((expect, job)) = st.queue.pop_front() {
                 st.free -= 1;
                 let started = Instant::now();
-                st.running.push((id, started));
+                st.running.push((id, started, expect));
                 // Long calls run side by side: pass what is left to another thread.
                 let wake = if st.wake_needed(started) {
                     self.wake(&mut st)
@@ -244,9 +262,11 @@ impl Shared {
                 job();
                 let took = started.elapsed();
                 st = self.lock();
-                st.running.retain(|(i, _)| *i != id);
+                st.running.retain(|(i, _, _)| *i != id);
                 st.free += 1;
-                st.note_call(took);
+                if expect == Expect::Short {
+                    st.note_call(took);
+                }
                 continue;
             }
             st.free -= 1;
@@ -294,6 +314,18 @@ impl DeviceLane {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.run_as(Expect::Short, f).await
+    }
+
+    /// [`DeviceLane::run`] for a call expected to take as long as `expect` says.
+    ///
+    /// # Errors
+    /// As [`DeviceLane::run`].
+    pub async fn run_as<F, T>(&self, expect: Expect, f: F) -> Result<T, LaneError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let (tx, mut rx) = oneshot::channel();
         let span = Span::current();
         let job: Job = Box::new(move || {
@@ -302,7 +334,7 @@ impl DeviceLane {
             let _ = tx.send(result.map_err(|_| LaneError::Panicked));
         });
         let stopped = || LaneError::NoThread("the call was dropped unrun".into());
-        if !self.shared.submit(job)? {
+        if !self.shared.submit(expect, job)? {
             return rx.await.unwrap_or_else(|_| Err(stopped()));
         }
         loop {
@@ -341,10 +373,13 @@ mod tests {
     fn state(queued: usize, free: usize, running: &[Instant]) -> State {
         let mut st = State::new();
         for _ in 0..queued {
-            st.queue.push_back(Box::new(|| {}));
+            st.queue.push_back((Expect::Short, Box::new(|| {})));
         }
         st.free = free;
-        st.running = (0u64..).zip(running.iter().copied()).collect();
+        st.running = (0u64..)
+            .zip(running.iter().copied())
+            .map(|(id, started)| (id, started, Expect::Short))
+            .collect();
         st
     }
 
@@ -364,6 +399,10 @@ mod tests {
         st.mean_call = Duration::from_micros(20);
         assert!(!st.wake_needed(now + STALL));
         assert!(st.wake_needed(now + STALL * 2));
+        // Behind a long call that has just started (a re-wrap chunk): at once.
+        let mut st = state(1, 0, &[]);
+        st.running.push((9, now, Expect::Long));
+        assert!(st.wake_needed(now));
     }
 
     #[test]

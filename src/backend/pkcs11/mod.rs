@@ -27,7 +27,7 @@ use cryptoki::session::Session;
 use tokio::sync::{Notify, Semaphore};
 use zeroize::Zeroizing;
 
-use crate::backend::lane::DeviceLane;
+use crate::backend::lane::{DeviceLane, Expect};
 use crate::backend::{
     AuditSigner, BackendError, DeviceDescription, DeviceHealth, KeyBackend, ObjectFacts, Reseal,
     Resealed, Sealed,
@@ -198,8 +198,23 @@ impl Pkcs11Backend {
         }
     }
 
-    /// Runs `op` with a pooled session on the device lane, then classifies any failure.
+    /// Runs `op` (one or two device operations) with a pooled session on the device lane, then
+    /// classifies any failure.
     async fn with_session<T, F>(&self, errors: RequestErrors, op: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: Fn(&Device, &Session) -> Result<T, OpFailure> + Send + 'static,
+    {
+        self.with_session_as(Expect::Short, errors, op).await
+    }
+
+    /// [`Pkcs11Backend::with_session`] for a call expected to take as long as `expect` says.
+    async fn with_session_as<T, F>(
+        &self,
+        expect: Expect,
+        errors: RequestErrors,
+        op: F,
+    ) -> Result<T, BackendError>
     where
         T: Send + 'static,
         F: Fn(&Device, &Session) -> Result<T, OpFailure> + Send + 'static,
@@ -212,7 +227,7 @@ impl Pkcs11Backend {
         };
         let device = self.current()?;
         let inner = Arc::clone(&self.inner);
-        self.inner.lane.run(move || {
+        self.inner.lane.run_as(expect, move || {
             let session = device.take_session()?;
             let mut result = op(&device, &session);
             if matches!(&result, Err(OpFailure::Module(e)) if error::classify(e) == Class::StaleHandle)
@@ -539,20 +554,30 @@ impl KeyBackend for Pkcs11Backend {
         .await
     }
 
-    /// One session for every item: one hand-off to the blocking pool for the lot.
+    /// One session for every item: one hand-off to the device lane for the lot, as a long call
+    /// (no short call waits for it).
     async fn reseal(&self, from: &RootKeyRef, to: &RootKeyRef, items: Vec<Reseal>) -> Resealed {
         let (from, to) = (from.clone(), to.clone());
         let iv_source = self.inner.config.iv_source;
-        self.with_session(RequestErrors::DeviceFault, move |device, session| {
-            let handles = (
-                root_handle(device, session, &from)?,
-                root_handle(device, session, &to)?,
-            );
-            items
-                .iter()
-                .map(|item| reseal_one(device, session, handles, iv_source, item))
-                .collect()
-        })
+        let expect = if items.len() > 1 {
+            Expect::Long
+        } else {
+            Expect::Short
+        };
+        self.with_session_as(
+            expect,
+            RequestErrors::DeviceFault,
+            move |device, session| {
+                let handles = (
+                    root_handle(device, session, &from)?,
+                    root_handle(device, session, &to)?,
+                );
+                items
+                    .iter()
+                    .map(|item| reseal_one(device, session, handles, iv_source, item))
+                    .collect()
+            },
+        )
         .await
     }
 
