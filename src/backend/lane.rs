@@ -205,8 +205,8 @@ impl Shared {
         }
     }
 
-    /// Queues `job` and wakes a thread if it needs one. Returns whether the job was left queued
-    /// behind a call already running (so its caller should check for a stall while it waits).
+    /// Queues `job` and wakes a thread if it needs one. Returns whether the job was left waiting
+    /// for a call to end (so its caller should check for a stall while it waits).
     fn submit(self: &Arc<Self>, expect: Expect, job: Job) -> Result<bool, LaneError> {
         let (wake, behind) = {
             let mut st = self.lock();
@@ -215,12 +215,15 @@ impl Shared {
             }
             st.queue.push_back((expect, job));
             let long = expect == Expect::Long && st.queue.len() > st.free;
-            if long || st.wake_needed(Instant::now()) {
-                (self.wake(&mut st), false)
+            let wake = if long || st.wake_needed(Instant::now()) {
+                self.wake(&mut st)
             } else {
-                // Not enough threads awake for the queue: it waits on the calls running.
-                (None, st.queue.len() > st.free && !st.running.is_empty())
-            }
+                None
+            };
+            // Not enough threads awake for the queue: the job waits for a call to end (even one
+            // just taken by a thread woken for an earlier job), so its caller watches for a stall.
+            let behind = st.queue.len() > st.free;
+            (wake, behind)
         };
         self.carry_out(wake).map(|()| behind)
     }
@@ -493,6 +496,28 @@ mod tests {
         release.send(()).ok();
         assert_eq!(hung.await.ok(), Some(true));
         assert_eq!(lane.threads(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_queued_for_a_thread_just_woken_is_rescued_when_that_thread_hangs() {
+        let lane = DeviceLane::new("test-lane", 2);
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let hung = lane.run(move || hold.recv().is_ok());
+        tokio::pin!(hung);
+        // Both are submitted before the lane's first thread has started: the thread woken for
+        // the first takes it and hangs, the second was left for that same thread.
+        let behind = lane.run(|| "served");
+        let served = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                biased;
+                _ = &mut hung => None,
+                served = behind => served.ok(),
+            }
+        })
+        .await;
+        assert_eq!(served.ok().flatten(), Some("served"));
+        release.send(()).ok();
+        assert_eq!(hung.await.ok(), Some(true));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
