@@ -20,7 +20,7 @@ bench_args "$@"
 SECS=${SECS:-3}
 
 run() {
-  local bin=$1 d tok u pid
+  local bin=$2 d tok u pid
   d=$(mktemp -d "$WORK/run.XXXX")
   start_server "$bin" "$d"
   pid=$SERVER_PID tok=$SERVER_TOKEN u=$SERVER_URL
@@ -62,11 +62,4 @@ print(j["state"], j["done"], "done")')
   wait "$pid" 2>/dev/null || true
 }
 
-for round in $(seq "$ROUNDS"); do
-  order=("${bins[@]}")
-  if [ $((round % 2)) -eq 0 ]; then
-    order=()
-    for ((i = ${#bins[@]} - 1; i >= 0; i--)); do order+=("${bins[$i]}"); done
-  fi
-  for bin in "${order[@]}"; do run "$bin"; done
-done
+alternate run

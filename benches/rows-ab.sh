@@ -73,14 +73,7 @@ L
   wait "$pid" 2>/dev/null || true
 }
 
-for round in $(seq "$ROUNDS"); do
-  order=("${bins[@]}")
-  if [ $((round % 2)) -eq 0 ]; then
-    order=()
-    for ((i = ${#bins[@]} - 1; i >= 0; i--)); do order+=("${bins[$i]}"); done
-  fi
-  for bin in "${order[@]}"; do run "$round" "$bin"; done
-done
+alternate run
 
 echo
 echo "Mean ops/s over $ROUNDS rounds (and rounds in which a binary beat the first one):"

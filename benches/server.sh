@@ -54,3 +54,17 @@ T
   curl -sf -X POST -H "Authorization: Bearer $SERVER_TOKEN" -H 'content-type: application/json' \
     -d '{"name":"bench"}' "$SERVER_URL/v1/keys" >/dev/null
 }
+
+# alternate FUNCTION calls `FUNCTION ROUND BINARY` for each of ROUNDS rounds and each binary in
+# bins, reversing the binaries' order every other round.
+alternate() {
+  local fn=$1 round i bin order
+  for round in $(seq "$ROUNDS"); do
+    order=("${bins[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+      order=()
+      for ((i = ${#bins[@]} - 1; i >= 0; i--)); do order+=("${bins[$i]}"); done
+    fi
+    for bin in "${order[@]}"; do "$fn" "$round" "$bin"; done
+  done
+}
