@@ -12,8 +12,8 @@
 //! OpenBao) and secret get. For each row and concurrency the two servers run back to back,
 //! the order alternating from cell to cell so that drift does not favour one; while one
 //! server's cell runs the other is stopped (`SIGSTOP`), so its background work cannot land in
-//! the cell, and each cell begins with the page cache written out and on a quiet machine. Printed: both rates, p50/p99, errors, the
-//! ratios, and each server's RSS idle and at the end.
+//! the cell, and each cell begins with the page cache written out and on a quiet machine.
+//! Printed: both rates, p50/p99, errors, the ratios, and each server's RSS idle and at the end.
 //!
 //! The load generator is `wrk -t1` (`--peer-client wrk`, the default: how the issue's own
 //! figures were taken), or this bench's reqwest client on one thread (`--peer-client reqwest`,

@@ -82,6 +82,7 @@ struct Shared {
     state: Mutex<State>,
 }
 
+#[derive(Default)]
 struct State {
     queue: VecDeque<(Expect, Job)>,
     /// Parked threads, the most recently idle last.
@@ -98,28 +99,7 @@ struct State {
     stopping: bool,
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
 impl State {
-    fn new() -> Self {
-        Self {
-            queue: VecDeque::new(),
-            idle: Vec::new(),
-            threads: 0,
-            free: 0,
-            running: Vec::new(),
-            mean_call: Duration::ZERO,
-            next_id: 0,
-            stopping: false,
-        }
-    }
-
     /// Whether a queued call needs one more thread awake, at `now`.
     fn wake_needed(&self, now: Instant) -> bool {
         if self.queue.len() <= self.free {
@@ -301,7 +281,7 @@ impl DeviceLane {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
                 max_threads: max_threads.max(1),
-                state: Mutex::new(State::new()),
+                state: Mutex::new(State::default()),
             }),
         }
     }
@@ -374,7 +354,7 @@ mod tests {
     use super::*;
 
     fn state(queued: usize, free: usize, running: &[Instant]) -> State {
-        let mut st = State::new();
+        let mut st = State::default();
         for _ in 0..queued {
             st.queue.push_back((Expect::Short, Box::new(|| {})));
         }

@@ -49,10 +49,15 @@ struct Inner {
 }
 
 impl Inner {
-    /// Drops every entry; reads under way are not kept either.
-    fn start_over(&mut self) {
+    /// Drops every entry.
+    fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
+    }
+
+    /// Drops every entry; reads under way are not kept either.
+    fn start_over(&mut self) {
+        self.clear();
         self.generation += 1;
     }
 }
@@ -128,9 +133,8 @@ impl ReadCache {
             return;
         }
         if inner.bytes + bytes > budget {
-            // Reads under way began before the start over; they may still be kept.
-            inner.entries.clear();
-            inner.bytes = 0;
+            // Nothing was forgotten: reads under way are still current and may be kept.
+            inner.clear();
         }
         let entry = Entry {
             read: read.clone(),
